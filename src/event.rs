@@ -1,0 +1,500 @@
+//! Domain events: the 14 event types, their typed `data`, strict validation
+//! and the routing rule (which subscription channels one event goes to).
+//!
+//! Architecture invariant: nothing here knows about NATS, sled or warp. The
+//! serde form of [`EventData`] is exactly the `data` object of the envelope.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::channel::{Channel, Id};
+
+/// Why an event is not acceptable.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error("unknown event type `{0}`")]
+    UnknownType(String),
+    #[error("invalid `{kind}` data: {source}")]
+    Data {
+        kind: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("invalid `{kind}` event: {reason}")]
+    Rule { kind: &'static str, reason: String },
+    #[error(
+        "`user_typing` is ephemeral: it is never stored; send it over the WebSocket or core NATS"
+    )]
+    Ephemeral,
+}
+
+fn nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Option::<String>::deserialize(d)
+}
+
+/// `channel_message`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelMessage {
+    pub channel_id: Id,
+    pub message_id: Id,
+    pub user_id: Id,
+    #[serde(deserialize_with = "nullable")]
+    pub username: Option<String>,
+    pub content: String,
+}
+
+/// `message_updated`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageUpdated {
+    pub channel_id: Id,
+    pub message_id: Id,
+    pub content: String,
+}
+
+/// `message_deleted`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageDeleted {
+    pub channel_id: Id,
+    pub message_id: Id,
+}
+
+/// `message_reply`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageReply {
+    pub channel_id: Id,
+    pub message_id: Id,
+    pub parent_message_id: Id,
+    pub user_id: Id,
+    #[serde(deserialize_with = "nullable")]
+    pub username: Option<String>,
+    pub content: String,
+}
+
+/// `member_joined` and `member_left`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    pub channel_id: Id,
+    pub user_id: Id,
+    #[serde(deserialize_with = "nullable")]
+    pub username: Option<String>,
+}
+
+/// `member_role_updated`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberRoleUpdated {
+    pub channel_id: Id,
+    pub user_id: Id,
+    #[serde(deserialize_with = "nullable")]
+    pub username: Option<String>,
+    pub new_role: String,
+}
+
+/// `user_banned` and `user_unbanned`. `user_id` is on the channel copy only.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BanChange {
+    pub channel_id: Id,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<Id>,
+    pub motive: String,
+}
+
+/// `user_kicked`. `user_id` is on the channel copy only.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserKicked {
+    pub channel_id: Id,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<Id>,
+}
+
+/// `channel_created`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelCreated {
+    pub channel_id: Id,
+    pub channel_name: String,
+}
+
+/// `channel_updated`: the channel id plus whichever fields changed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChannelUpdated {
+    pub channel_id: Id,
+    #[serde(flatten)]
+    pub changes: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `channel_deleted`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelDeleted {
+    pub channel_id: Id,
+}
+
+/// `user_typing` (ephemeral).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserTyping {
+    pub channel_id: Id,
+    pub user_id: Id,
+    pub username: String,
+    pub is_typing: bool,
+}
+
+macro_rules! event_types {
+    ($($variant:ident($data:ty) = $name:literal,)*) => {
+        /// The type of an event, as named in `type`.
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+        pub enum EventType { $($variant,)* }
+
+        impl EventType {
+            /// Every type, in the catalog's order.
+            pub const ALL: &'static [EventType] = &[$(EventType::$variant,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $(EventType::$variant => $name,)* }
+            }
+
+            pub fn parse(s: &str) -> Result<EventType, EventError> {
+                match s {
+                    $($name => Ok(EventType::$variant),)*
+                    _ => Err(EventError::UnknownType(s.chars().take(64).collect())),
+                }
+            }
+        }
+
+        /// The typed `data` of an event; its serde form is the envelope's `data`.
+        #[derive(Clone, Debug, PartialEq)]
+        pub enum EventData { $($variant($data),)* }
+
+        impl EventData {
+            pub fn kind(&self) -> EventType {
+                match self { $(EventData::$variant(_) => EventType::$variant,)* }
+            }
+
+            /// Decodes `data` of the given type from JSON text, strictly.
+            pub fn decode(kind: EventType, json: &str) -> Result<EventData, EventError> {
+                let data = match kind {
+                    $(EventType::$variant => serde_json::from_str(json).map(EventData::$variant),)*
+                };
+                let data = data.map_err(|source| EventError::Data { kind: kind.as_str(), source })?;
+                data.check_fields()?;
+                Ok(data)
+            }
+
+            /// Decodes `data` of the given type from a parsed JSON value, strictly.
+            pub fn from_value(kind: EventType, value: serde_json::Value) -> Result<EventData, EventError> {
+                let data = match kind {
+                    $(EventType::$variant => serde_json::from_value(value).map(EventData::$variant),)*
+                };
+                let data = data.map_err(|source| EventError::Data { kind: kind.as_str(), source })?;
+                data.check_fields()?;
+                Ok(data)
+            }
+
+            /// Appends the `data` object as JSON.
+            pub fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+                match self { $(EventData::$variant(d) => serde_json::to_writer(out, d),)* }
+            }
+
+            pub fn to_value(&self) -> serde_json::Value {
+                let value = match self { $(EventData::$variant(d) => serde_json::to_value(d),)* };
+                // Plain structs of strings, ids and string-keyed maps always serialize.
+                value.unwrap_or(serde_json::Value::Null)
+            }
+        }
+    };
+}
+
+event_types! {
+    ChannelMessage(ChannelMessage) = "channel_message",
+    MessageUpdated(MessageUpdated) = "message_updated",
+    MessageDeleted(MessageDeleted) = "message_deleted",
+    MessageReply(MessageReply) = "message_reply",
+    MemberJoined(Member) = "member_joined",
+    MemberLeft(Member) = "member_left",
+    MemberRoleUpdated(MemberRoleUpdated) = "member_role_updated",
+    UserBanned(BanChange) = "user_banned",
+    UserUnbanned(BanChange) = "user_unbanned",
+    UserKicked(UserKicked) = "user_kicked",
+    ChannelCreated(ChannelCreated) = "channel_created",
+    ChannelUpdated(ChannelUpdated) = "channel_updated",
+    ChannelDeleted(ChannelDeleted) = "channel_deleted",
+    UserTyping(UserTyping) = "user_typing",
+}
+
+impl std::fmt::Display for EventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for EventType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl EventType {
+    /// Whether the log keeps events of this type (all but `user_typing`).
+    pub fn is_stored(self) -> bool {
+        self != EventType::UserTyping
+    }
+
+    /// Moderation events go to the channel and, without `user_id`, to the user.
+    pub fn is_moderation(self) -> bool {
+        matches!(
+            self,
+            EventType::UserBanned | EventType::UserUnbanned | EventType::UserKicked
+        )
+    }
+}
+
+impl EventData {
+    /// The chat channel the event is about.
+    pub fn channel_id(&self) -> Id {
+        match self {
+            EventData::ChannelMessage(d) => d.channel_id,
+            EventData::MessageUpdated(d) => d.channel_id,
+            EventData::MessageDeleted(d) => d.channel_id,
+            EventData::MessageReply(d) => d.channel_id,
+            EventData::MemberJoined(d) | EventData::MemberLeft(d) => d.channel_id,
+            EventData::MemberRoleUpdated(d) => d.channel_id,
+            EventData::UserBanned(d) | EventData::UserUnbanned(d) => d.channel_id,
+            EventData::UserKicked(d) => d.channel_id,
+            EventData::ChannelCreated(d) => d.channel_id,
+            EventData::ChannelUpdated(d) => d.channel_id,
+            EventData::ChannelDeleted(d) => d.channel_id,
+            EventData::UserTyping(d) => d.channel_id,
+        }
+    }
+
+    /// The user a moderation event is about, where the copy carries it.
+    pub fn moderated_user(&self) -> Option<Id> {
+        match self {
+            EventData::UserBanned(d) | EventData::UserUnbanned(d) => d.user_id,
+            EventData::UserKicked(d) => d.user_id,
+            _ => None,
+        }
+    }
+
+    fn set_moderated_user(&mut self, user: Option<Id>) {
+        match self {
+            EventData::UserBanned(d) | EventData::UserUnbanned(d) => d.user_id = user,
+            EventData::UserKicked(d) => d.user_id = user,
+            _ => {}
+        }
+    }
+
+    /// Rules a field-by-field decode cannot express.
+    fn check_fields(&self) -> Result<(), EventError> {
+        if let EventData::ChannelUpdated(d) = self {
+            if d.changes.is_empty() {
+                return Err(EventError::Rule {
+                    kind: "channel_updated",
+                    reason: "carries no changed field besides `channel_id`".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that this copy belongs on `channel`: a channel copy names its
+    /// own channel (and, for moderation, the user); a user copy has no
+    /// `user_id`; `channel_created` is global.
+    pub fn check_copy(&self, channel: Channel) -> Result<(), EventError> {
+        let kind = self.kind();
+        let rule = |reason: String| EventError::Rule {
+            kind: kind.as_str(),
+            reason,
+        };
+        match (kind, channel) {
+            (EventType::ChannelCreated, Channel::Global) => Ok(()),
+            (EventType::ChannelCreated, other) => {
+                Err(rule(format!("belongs on `global`, not `{other}`")))
+            }
+            (k, Channel::User(_)) if k.is_moderation() => match self.moderated_user() {
+                None => Ok(()),
+                Some(_) => Err(rule("the user copy must not carry `user_id`".into())),
+            },
+            (_, Channel::Chat(id)) if id == self.channel_id() => {
+                if kind.is_moderation() && self.moderated_user().is_none() {
+                    return Err(rule("the channel copy must carry `user_id`".into()));
+                }
+                Ok(())
+            }
+            (_, other) => Err(rule(format!(
+                "data.channel_id {} does not belong on `{other}`",
+                self.channel_id()
+            ))),
+        }
+    }
+}
+
+/// One domain event: its id and typed data. Moderation events carry
+/// `user_id`; their user copy is derived by [`Event::copies`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub id: Id,
+    pub data: EventData,
+}
+
+/// One copy of an event, for one subscription channel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Copy {
+    pub channel: Channel,
+    pub data: EventData,
+}
+
+impl Event {
+    pub fn new(data: EventData) -> Event {
+        Event {
+            id: Id::new_v4(),
+            data,
+        }
+    }
+
+    pub fn kind(&self) -> EventType {
+        self.data.kind()
+    }
+
+    /// Checks what a publisher must give: a moderation event names its user.
+    pub fn validate(&self) -> Result<(), EventError> {
+        self.data.check_fields()?;
+        if self.kind().is_moderation() && self.data.moderated_user().is_none() {
+            return Err(EventError::Rule {
+                kind: self.kind().as_str(),
+                reason: "`user_id` is required when publishing".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The routing rule: the channel copy for channel events, plus a user copy
+    /// without `user_id` for moderation, `global` for `channel_created`.
+    pub fn copies(&self) -> Vec<Copy> {
+        let kind = self.kind();
+        if kind == EventType::ChannelCreated {
+            return vec![Copy {
+                channel: Channel::Global,
+                data: self.data.clone(),
+            }];
+        }
+        let mut copies = vec![Copy {
+            channel: Channel::Chat(self.data.channel_id()),
+            data: self.data.clone(),
+        }];
+        if let Some(user) = self.data.moderated_user() {
+            let mut data = self.data.clone();
+            data.set_moderated_user(None);
+            copies.push(Copy {
+                channel: Channel::User(user),
+                data,
+            });
+        }
+        copies
+    }
+}
+
+/// RFC 3339, UTC, millisecond precision, `Z`: the envelope's timestamp form.
+pub fn format_timestamp(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Parses a client's or publisher's RFC 3339 time.
+pub fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
+    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const C: &str = "0b6f2c1e-3d4a-4f5b-8c9d-0e1f2a3b4c5d";
+    const U: &str = "11111111-2222-4333-8444-555555555555";
+
+    fn id(s: &str) -> Id {
+        Id::parse(s).unwrap()
+    }
+
+    #[test]
+    fn every_type_name_round_trips() {
+        assert_eq!(EventType::ALL.len(), 14);
+        for kind in EventType::ALL {
+            assert_eq!(EventType::parse(kind.as_str()).unwrap(), *kind);
+        }
+        assert!(EventType::parse("channel_exploded").is_err());
+    }
+
+    #[test]
+    fn username_is_required_but_nullable() {
+        let with_null = json!({"channel_id": C, "user_id": U, "username": null});
+        assert!(EventData::from_value(EventType::MemberJoined, with_null).is_ok());
+        let missing = json!({"channel_id": C, "user_id": U});
+        assert!(EventData::from_value(EventType::MemberJoined, missing).is_err());
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_ids_are_refused() {
+        let extra = json!({"channel_id": C, "message_id": U, "surprise": 1});
+        assert!(EventData::from_value(EventType::MessageDeleted, extra).is_err());
+        let bad = json!({"channel_id": "not-a-uuid", "message_id": U});
+        assert!(EventData::from_value(EventType::MessageDeleted, bad).is_err());
+        let simple = json!({"channel_id": C.replace('-', ""), "message_id": U});
+        assert!(EventData::from_value(EventType::MessageDeleted, simple).is_err());
+    }
+
+    #[test]
+    fn channel_updated_is_open_but_not_empty() {
+        let data = json!({"channel_id": C, "name": "general", "topic": null});
+        let parsed = EventData::from_value(EventType::ChannelUpdated, data.clone()).unwrap();
+        assert_eq!(parsed.to_value(), data);
+        let empty = json!({"channel_id": C});
+        assert!(EventData::from_value(EventType::ChannelUpdated, empty).is_err());
+    }
+
+    #[test]
+    fn moderation_makes_two_copies_and_the_user_copy_has_no_user_id() {
+        let data = EventData::UserBanned(BanChange {
+            channel_id: id(C),
+            user_id: Some(id(U)),
+            motive: "spam".into(),
+        });
+        let event = Event::new(data);
+        event.validate().unwrap();
+        let copies = event.copies();
+        assert_eq!(copies.len(), 2);
+        assert_eq!(copies[0].channel, Channel::Chat(id(C)));
+        assert_eq!(copies[0].data.moderated_user(), Some(id(U)));
+        assert_eq!(copies[1].channel, Channel::User(id(U)));
+        assert_eq!(copies[1].data.moderated_user(), None);
+        for copy in &copies {
+            copy.data.check_copy(copy.channel).unwrap();
+        }
+        assert!(copies[1].data.check_copy(copies[0].channel).is_err());
+        assert!(copies[0].data.check_copy(copies[1].channel).is_err());
+    }
+
+    #[test]
+    fn a_copy_cannot_claim_another_channel() {
+        let data = EventData::MessageDeleted(MessageDeleted {
+            channel_id: id(C),
+            message_id: id(U),
+        });
+        assert!(data.check_copy(Channel::Chat(id(U))).is_err());
+        assert!(data.check_copy(Channel::Global).is_err());
+        assert!(data.check_copy(Channel::Chat(id(C))).is_ok());
+    }
+
+    #[test]
+    fn timestamps_have_millis_and_z() {
+        let t = parse_timestamp("2025-01-15T11:30:00.123456+01:00").unwrap();
+        assert_eq!(format_timestamp(&t), "2025-01-15T10:30:00.123Z");
+    }
+}

@@ -1,0 +1,215 @@
+//! The hub: which local connection is subscribed to which channel, and the
+//! fan-out of one encoded event to all of them.
+//!
+//! Architecture invariant: the hub never blocks and never buffers. Each
+//! connection has a bounded queue; when it is full, a stored event is
+//! dropped for that connection and the connection is flagged as lagging (it
+//! then reads what it missed from the log at its own pace), and an
+//! ephemeral `user_typing` is simply dropped.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::{mpsc, Notify};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::access::Cut;
+use crate::channel::{Channel, Id};
+
+/// How many shards the subscription map is split into, so that subscribes
+/// and fan-outs of different channels rarely contend.
+pub const SHARDS: usize = 64;
+
+/// One encoded event copy on its way to the subscribers of `channel`.
+#[derive(Debug)]
+pub struct Delivery {
+    pub channel: Channel,
+    /// `None` for ephemeral `user_typing`.
+    pub seq: Option<u64>,
+    /// The whole envelope, encoded once for every subscriber.
+    pub frame: Utf8Bytes,
+    /// Whom this event cuts off the channel.
+    pub cut: Option<Cut>,
+    /// The log's commit time, for delivery latency (ms since the epoch).
+    pub log_time_ms: i64,
+    /// For typing: the typing user, who does not get their own typing.
+    pub from_user: Option<Id>,
+}
+
+/// What a connection shares with the hub.
+pub struct Mailbox {
+    pub user: Id,
+    queue: mpsc::Sender<Arc<Delivery>>,
+    lagged: AtomicBool,
+    wake: Notify,
+}
+
+impl Mailbox {
+    pub fn new(user: Id, capacity: usize) -> (Arc<Mailbox>, mpsc::Receiver<Arc<Delivery>>) {
+        let (queue, rx) = mpsc::channel(capacity.max(1));
+        let mailbox = Mailbox {
+            user,
+            queue,
+            lagged: AtomicBool::new(false),
+            wake: Notify::new(),
+        };
+        (Arc::new(mailbox), rx)
+    }
+
+    /// Whether stored events were dropped since the last call; clears the flag.
+    pub fn take_lagged(&self) -> bool {
+        self.lagged.swap(false, Ordering::AcqRel)
+    }
+
+    /// Resolves when the hub flags this connection as lagging.
+    pub async fn lagged_signal(&self) {
+        self.wake.notified().await
+    }
+}
+
+/// What happened to one delivery for one subscriber.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fanout {
+    pub queued: usize,
+    pub lagged: usize,
+    pub typing_dropped: usize,
+}
+
+type Subscribers = Vec<(u64, Arc<Mailbox>)>;
+
+/// The node's subscriptions.
+pub struct Hub {
+    shards: Box<[RwLock<HashMap<Channel, Subscribers>>]>,
+    hasher: std::collections::hash_map::RandomState,
+    /// The last sequence fanned out; a live subscription starts after it.
+    last_routed: AtomicU64,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub::new()
+    }
+}
+
+impl Hub {
+    pub fn new() -> Hub {
+        Hub {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            hasher: Default::default(),
+            last_routed: AtomicU64::new(0),
+        }
+    }
+
+    fn shard(&self, channel: &Channel) -> &RwLock<HashMap<Channel, Subscribers>> {
+        let mut h = self.hasher.build_hasher();
+        channel.hash(&mut h);
+        let i = (std::hash::Hasher::finish(&h) as usize) % self.shards.len();
+        &self.shards[i]
+    }
+
+    /// Adds a connection's subscription. Returns the last sequence routed
+    /// before it was added: every later stored event of the channel reaches
+    /// the mailbox (or flags it as lagging).
+    pub fn subscribe(&self, channel: Channel, conn: u64, mailbox: Arc<Mailbox>) -> u64 {
+        let mut shard = self
+            .shard(&channel)
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        shard.entry(channel).or_default().push((conn, mailbox));
+        self.last_routed.load(Ordering::Acquire)
+    }
+
+    pub fn unsubscribe(&self, channel: Channel, conn: u64) {
+        let mut shard = self
+            .shard(&channel)
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(subs) = shard.get_mut(&channel) {
+            subs.retain(|(c, _)| *c != conn);
+            if subs.is_empty() {
+                shard.remove(&channel);
+            }
+        }
+    }
+
+    /// Fans one delivery out to the channel's local subscribers.
+    pub fn dispatch(&self, delivery: Arc<Delivery>) -> Fanout {
+        let mut out = Fanout::default();
+        {
+            let shard = self
+                .shard(&delivery.channel)
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(subs) = shard.get(&delivery.channel) {
+                for (_, mailbox) in subs {
+                    if delivery.from_user == Some(mailbox.user) {
+                        continue;
+                    }
+                    match mailbox.queue.try_send(delivery.clone()) {
+                        Ok(()) => out.queued += 1,
+                        Err(mpsc::error::TrySendError::Full(_)) if delivery.seq.is_some() => {
+                            if !mailbox.lagged.swap(true, Ordering::AcqRel) {
+                                mailbox.wake.notify_one();
+                            }
+                            out.lagged += 1;
+                        }
+                        Err(mpsc::error::TrySendError::Full(_)) => out.typing_dropped += 1,
+                        // The connection is going away and unsubscribes itself.
+                        Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    }
+                }
+            }
+        }
+        if let Some(seq) = delivery.seq {
+            self.last_routed.fetch_max(seq, Ordering::AcqRel);
+        }
+        out
+    }
+
+    /// Marks sequences up to `seq` as routed (events no subscriber wanted).
+    pub fn routed_through(&self, seq: u64) {
+        self.last_routed.fetch_max(seq, Ordering::AcqRel);
+    }
+
+    pub fn last_routed(&self) -> u64 {
+        self.last_routed.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(channel: Channel, seq: Option<u64>) -> Arc<Delivery> {
+        Arc::new(Delivery {
+            channel,
+            seq,
+            frame: Utf8Bytes::from_static("{}"),
+            cut: None,
+            log_time_ms: 0,
+            from_user: None,
+        })
+    }
+
+    #[test]
+    fn full_queues_flag_lag_for_stored_events_and_drop_typing() {
+        let hub = Hub::new();
+        let (mailbox, mut rx) = Mailbox::new(Id::new_v4(), 1);
+        let ch = Channel::Chat(Id::new_v4());
+        assert_eq!(hub.subscribe(ch, 1, mailbox.clone()), 0);
+        assert_eq!(hub.dispatch(delivery(ch, Some(1))).queued, 1);
+        assert_eq!(hub.dispatch(delivery(ch, Some(2))).lagged, 1);
+        assert_eq!(hub.dispatch(delivery(ch, None)).typing_dropped, 1);
+        assert!(mailbox.take_lagged());
+        assert!(!mailbox.take_lagged());
+        assert_eq!(rx.try_recv().unwrap().seq, Some(1));
+        assert_eq!(hub.last_routed(), 2);
+        // Other channels are not delivered.
+        let other = Channel::Chat(Id::new_v4());
+        assert_eq!(hub.dispatch(delivery(other, Some(3))).queued, 0);
+        hub.unsubscribe(ch, 1);
+        assert_eq!(hub.dispatch(delivery(ch, Some(4))).queued, 0);
+    }
+}

@@ -1,0 +1,374 @@
+//! The WebSocket protocol's frames (SPEC 4): decoding client frames, and
+//! encoding server control frames in the envelope `{type, timestamp, data}`.
+//!
+//! Decoding never panics and never allocates more than the frame it reads;
+//! every failure is a [`FrameError`] with the code the client gets.
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Map, Value};
+
+use crate::access::EndReason;
+use crate::channel::{Channel, Id};
+use crate::event::{format_timestamp, parse_timestamp};
+
+/// Where a subscription's replay starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Since {
+    /// Every event with `seq > n`.
+    Seq(u64),
+    /// Every event whose timestamp is at or after this time.
+    Time(DateTime<Utc>),
+}
+
+/// A decoded client frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientFrame {
+    Subscribe {
+        channel: Channel,
+        since: Option<Since>,
+        request_id: Option<String>,
+    },
+    Unsubscribe {
+        channel: Channel,
+        request_id: Option<String>,
+    },
+    Typing {
+        channel: Id,
+        is_typing: bool,
+        request_id: Option<String>,
+    },
+    Ack {
+        channel: Channel,
+        seq: u64,
+        request_id: Option<String>,
+    },
+    Ping {
+        request_id: Option<String>,
+    },
+}
+
+/// The error codes of SPEC 4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    TooLarge,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// Whether this answer counts toward the bad-frame limit: refusals of
+    /// well-formed requests (`forbidden`, `not_found`) do not.
+    pub fn counts_as_abuse(self) -> bool {
+        !matches!(self, ErrorCode::Forbidden | ErrorCode::NotFound)
+    }
+}
+
+/// A refused client frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrameError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub request_id: Option<String>,
+}
+
+impl FrameError {
+    pub fn new(code: ErrorCode, message: impl Into<String>, request_id: Option<String>) -> Self {
+        FrameError {
+            code,
+            message: message.into(),
+            request_id,
+        }
+    }
+}
+
+/// A `request_id` is echoed; a bounded one keeps replies small.
+pub const MAX_REQUEST_ID_LEN: usize = 256;
+
+/// Decodes one text frame. Unknown fields are ignored.
+pub fn decode(text: &str) -> Result<ClientFrame, FrameError> {
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        FrameError::new(ErrorCode::BadRequest, format!("malformed JSON: {e}"), None)
+    })?;
+    let Value::Object(mut obj) = value else {
+        return Err(FrameError::new(
+            ErrorCode::BadRequest,
+            "a frame must be a JSON object",
+            None,
+        ));
+    };
+    let request_id = match obj.remove("request_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.len() <= MAX_REQUEST_ID_LEN => Some(s),
+        Some(Value::String(_)) => {
+            return Err(FrameError::new(
+                ErrorCode::BadRequest,
+                format!("`request_id` is longer than {MAX_REQUEST_ID_LEN} bytes"),
+                None,
+            ))
+        }
+        Some(_) => {
+            return Err(FrameError::new(
+                ErrorCode::BadRequest,
+                "`request_id` must be a string",
+                None,
+            ))
+        }
+    };
+    let bad = |message: String| FrameError::new(ErrorCode::BadRequest, message, request_id.clone());
+    let kind = match obj.get("type") {
+        Some(Value::String(s)) => s.as_str(),
+        Some(_) => return Err(bad("`type` must be a string".into())),
+        None => return Err(bad("missing `type`".into())),
+    };
+    match kind {
+        "subscribe" => {
+            let channel = channel_field(&obj).map_err(bad)?;
+            let since = match (obj.get("since"), obj.get("since_seq")) {
+                (Some(_), Some(_)) => {
+                    return Err(bad("give `since` or `since_seq`, not both".into()))
+                }
+                (Some(Value::String(s)), None) => {
+                    Some(Since::Time(parse_timestamp(s).map_err(|e| {
+                        bad(format!("`since` is not an RFC 3339 time: {e}"))
+                    })?))
+                }
+                (Some(_), None) => return Err(bad("`since` must be an RFC 3339 string".into())),
+                (None, Some(v)) => {
+                    Some(Since::Seq(v.as_u64().ok_or_else(|| {
+                        bad("`since_seq` must be a non-negative integer".into())
+                    })?))
+                }
+                (None, None) => None,
+            };
+            Ok(ClientFrame::Subscribe {
+                channel,
+                since,
+                request_id,
+            })
+        }
+        "unsubscribe" => Ok(ClientFrame::Unsubscribe {
+            channel: channel_field(&obj).map_err(bad)?,
+            request_id,
+        }),
+        "typing" => {
+            let channel = channel_field(&obj).map_err(bad)?;
+            let Channel::Chat(id) = channel else {
+                return Err(bad("typing is only for `channel:` channels".into()));
+            };
+            let is_typing = match obj.get("is_typing") {
+                Some(Value::Bool(b)) => *b,
+                Some(_) => return Err(bad("`is_typing` must be a boolean".into())),
+                None => return Err(bad("missing `is_typing`".into())),
+            };
+            Ok(ClientFrame::Typing {
+                channel: id,
+                is_typing,
+                request_id,
+            })
+        }
+        "ack" => {
+            let channel = channel_field(&obj).map_err(bad)?;
+            let seq = match obj.get("seq") {
+                Some(v) => v
+                    .as_u64()
+                    .ok_or_else(|| bad("`seq` must be a non-negative integer".into()))?,
+                None => return Err(bad("missing `seq`".into())),
+            };
+            Ok(ClientFrame::Ack {
+                channel,
+                seq,
+                request_id,
+            })
+        }
+        "ping" => Ok(ClientFrame::Ping { request_id }),
+        other => Err(bad(format!(
+            "unknown frame type `{}`",
+            other.chars().take(64).collect::<String>()
+        ))),
+    }
+}
+
+fn channel_field(obj: &Map<String, Value>) -> Result<Channel, String> {
+    match obj.get("channel") {
+        Some(Value::String(s)) => Channel::parse(s).map_err(|e| e.to_string()),
+        Some(_) => Err("`channel` must be a string".into()),
+        None => Err("missing `channel`".into()),
+    }
+}
+
+fn frame(kind: &str, data: Value) -> String {
+    json!({"type": kind, "timestamp": format_timestamp(&Utc::now()), "data": data}).to_string()
+}
+
+fn with_request_id(mut data: Map<String, Value>, request_id: Option<&str>) -> Value {
+    if let Some(id) = request_id {
+        data.insert("request_id".into(), Value::String(id.to_string()));
+    }
+    Value::Object(data)
+}
+
+fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+/// `hello`: the first frame of every connection.
+pub fn hello(
+    session_id: Id,
+    user_id: Id,
+    heartbeat_ms: u64,
+    reconnect_ms: u64,
+    resumed: bool,
+    channels: &[Channel],
+) -> String {
+    frame(
+        "hello",
+        json!({
+            "session_id": session_id,
+            "user_id": user_id,
+            "heartbeat_ms": heartbeat_ms,
+            "reconnect_ms": reconnect_ms,
+            "resumed": resumed,
+            "channels": channels,
+        }),
+    )
+}
+
+/// `subscribed`: `first_seq` is given exactly when history is incomplete.
+pub fn subscribed(request_id: Option<&str>, channel: Channel, first_seq: Option<u64>) -> String {
+    let mut data = object(json!({"channel": channel, "complete": first_seq.is_none()}));
+    if let Some(first) = first_seq {
+        data.insert("first_seq".into(), first.into());
+    }
+    frame("subscribed", with_request_id(data, request_id))
+}
+
+pub fn replayed(channel: Channel, count: u64, last_seq: u64) -> String {
+    frame(
+        "replayed",
+        json!({"channel": channel, "count": count, "last_seq": last_seq}),
+    )
+}
+
+pub fn unsubscribed(request_id: Option<&str>, channel: Channel, reason: EndReason) -> String {
+    let data = object(json!({"channel": channel, "reason": reason.as_str()}));
+    frame("unsubscribed", with_request_id(data, request_id))
+}
+
+pub fn pong(request_id: Option<&str>) -> String {
+    frame("pong", with_request_id(Map::new(), request_id))
+}
+
+pub fn error(error: &FrameError) -> String {
+    let data = object(json!({"code": error.code.as_str(), "message": error.message}));
+    frame("error", with_request_id(data, error.request_id.as_deref()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const C: &str = "channel:0b6f2c1e-3d4a-4f5b-8c9d-0e1f2a3b4c5d";
+
+    #[test]
+    fn decodes_every_frame_and_ignores_unknown_fields() {
+        let f = decode(&format!(
+            r#"{{"type":"subscribe","channel":"{C}","since_seq":5,"request_id":"r1","future":true}}"#
+        ))
+        .unwrap();
+        assert_eq!(
+            f,
+            ClientFrame::Subscribe {
+                channel: Channel::parse(C).unwrap(),
+                since: Some(Since::Seq(5)),
+                request_id: Some("r1".into())
+            }
+        );
+        assert!(matches!(
+            decode(&format!(
+                r#"{{"type":"subscribe","channel":"{C}","since":"2025-01-15T10:30:00Z"}}"#
+            )),
+            Ok(ClientFrame::Subscribe {
+                since: Some(Since::Time(_)),
+                ..
+            })
+        ));
+        assert!(matches!(
+            decode(&format!(
+                r#"{{"type":"typing","channel":"{C}","is_typing":true}}"#
+            )),
+            Ok(ClientFrame::Typing {
+                is_typing: true,
+                ..
+            })
+        ));
+        assert!(matches!(
+            decode(&format!(r#"{{"type":"ack","channel":"{C}","seq":9}}"#)),
+            Ok(ClientFrame::Ack { seq: 9, .. })
+        ));
+        assert!(matches!(
+            decode(r#"{"type":"ping"}"#),
+            Ok(ClientFrame::Ping { .. })
+        ));
+    }
+
+    #[test]
+    fn refusals_are_bad_requests_with_the_request_id() {
+        for text in [
+            "not json".to_string(),
+            "[]".to_string(),
+            r#"{"type":"dance","request_id":"x"}"#.to_string(),
+            r#"{"request_id":"x"}"#.to_string(),
+            r#"{"type":"subscribe","request_id":"x"}"#.to_string(),
+            r#"{"type":"subscribe","channel":"channel:nope","request_id":"x"}"#.to_string(),
+            format!(
+                r#"{{"type":"subscribe","channel":"{C}","since":"yesterday","request_id":"x"}}"#
+            ),
+            format!(r#"{{"type":"subscribe","channel":"{C}","since_seq":-1,"request_id":"x"}}"#),
+            format!(
+                r#"{{"type":"subscribe","channel":"{C}","since_seq":1,"since":"2025-01-15T10:30:00Z"}}"#
+            ),
+            r#"{"type":"typing","channel":"global","is_typing":true}"#.to_string(),
+            format!(r#"{{"type":"typing","channel":"{C}"}}"#),
+            format!(r#"{{"type":"ack","channel":"{C}","seq":"9"}}"#),
+            r#"{"type":"ping","request_id":7}"#.to_string(),
+        ] {
+            let err = decode(&text).unwrap_err();
+            assert_eq!(err.code, ErrorCode::BadRequest, "{text}");
+            if text.contains(r#""request_id":"x""#) {
+                assert_eq!(err.request_id.as_deref(), Some("x"), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn control_frames_have_the_envelope() {
+        let f: Value =
+            serde_json::from_str(&subscribed(Some("r"), Channel::Global, Some(3))).unwrap();
+        assert_eq!(f["type"], "subscribed");
+        assert_eq!(f["data"]["complete"], false);
+        assert_eq!(f["data"]["first_seq"], 3);
+        assert_eq!(f["data"]["request_id"], "r");
+        assert!(f.get("seq").is_none());
+        let f: Value = serde_json::from_str(&pong(None)).unwrap();
+        assert!(f["data"].as_object().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,216 @@
+//! The node's router: the one ordered log consumer of this gateway process.
+//! Each stored event is validated once, folded into the projection, encoded
+//! once and handed to the hub. Typing arrives on core NATS the same way.
+//!
+//! After a NATS outage the consumer is recreated from the sequence after
+//! the last one routed, so connected clients see no gap.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use super::hub::Delivery;
+use super::Node;
+use crate::access;
+use crate::channel::Channel;
+use crate::envelope::{self, StoredEvent};
+use crate::event::EventData;
+use crate::log::{subject, ReadItem};
+use crate::projection::FOLDED;
+
+/// Pause before recreating the consumer after an error.
+pub const RETRY_DELAY: Duration = Duration::from_millis(250);
+
+/// How often the projection snapshot is written when it changed.
+pub const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Routes every stored event with `seq >= next_seq` until shutdown.
+pub async fn run(node: Arc<Node>, mut next_seq: u64) {
+    let shutdown = node.shutdown.clone();
+    loop {
+        let read = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            read = node.log.read_subjects(Vec::new(), next_seq) => read,
+        };
+        match read {
+            Ok(mut read) => loop {
+                let item = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    item = read.next() => item,
+                };
+                match item {
+                    Some(Ok(item)) => {
+                        next_seq = item.seq + 1;
+                        route(&node, item);
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, next_seq, "router lost the log; recreating its consumer");
+                        break;
+                    }
+                    None => break,
+                }
+            },
+            Err(e) => tracing::warn!(error = %e, next_seq, "router cannot read the log yet"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(RETRY_DELAY) => {}
+        }
+    }
+}
+
+fn route(node: &Node, item: ReadItem) {
+    let metrics = node.metrics;
+    metrics.events_in.increment(1);
+    let event = match item.event {
+        Ok(event) => event,
+        Err(reason) => {
+            metrics.invalid_events.increment(1);
+            tracing::warn!(seq = item.seq, subject = %item.subject, %reason, "skipping an invalid stored event");
+            node.hub.routed_through(item.seq);
+            return;
+        }
+    };
+    if FOLDED.contains(&event.data.kind()) {
+        node.projection
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .apply(event.seq, event.channel, &event.data);
+    }
+    let delivery = deliver(&event);
+    let fanout = node.hub.dispatch(Arc::new(delivery));
+    if fanout.lagged > 0 {
+        metrics.lagged.increment(fanout.lagged as u64);
+    }
+}
+
+/// The delivery of one stored event copy: its envelope, encoded once.
+pub fn deliver(event: &StoredEvent) -> Delivery {
+    Delivery {
+        channel: event.channel,
+        seq: Some(event.seq),
+        frame: super::connection::frame_text(event.encode()),
+        cut: access::cut(event.channel, &event.data),
+        log_time_ms: event.time.timestamp_millis(),
+        from_user: None,
+    }
+}
+
+/// Fans out `user_typing` from core NATS (any node, or another service).
+/// `subscription` is the first one, made before the node starts serving.
+pub async fn run_typing(node: Arc<Node>, subscription: async_nats::Subscriber) {
+    let shutdown = node.shutdown.clone();
+    let mut first = Some(subscription);
+    loop {
+        let mut subscription = match first.take() {
+            Some(s) => s,
+            None => match node
+                .log
+                .client()
+                .subscribe(subject::typing_wildcard())
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot subscribe to typing");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(RETRY_DELAY) => continue,
+                    }
+                }
+            },
+        };
+        loop {
+            let message = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                m = subscription.next() => m,
+            };
+            let Some(message) = message else { break };
+            match subject::decode(&message.subject, &message.payload) {
+                Ok((channel, id, data @ EventData::UserTyping(_))) => {
+                    let from_user = match &data {
+                        EventData::UserTyping(t) => Some(t.user_id),
+                        _ => None,
+                    };
+                    let now = chrono::Utc::now();
+                    let delivery = Delivery {
+                        channel,
+                        seq: None,
+                        frame: super::connection::frame_text(envelope::encode(
+                            &data, &now, channel, None, id,
+                        )),
+                        cut: None,
+                        log_time_ms: now.timestamp_millis(),
+                        from_user,
+                    };
+                    let fanout = node.hub.dispatch(Arc::new(delivery));
+                    if fanout.typing_dropped > 0 {
+                        node.metrics
+                            .typing_dropped
+                            .increment(fanout.typing_dropped as u64);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    node.metrics.invalid_events.increment(1);
+                    tracing::debug!(subject = %message.subject, error = %e, "ignoring invalid typing");
+                }
+            }
+        }
+    }
+}
+
+/// Publishes a user's typing on core NATS (never stored).
+pub async fn publish_typing(node: &Node, channel: Channel, data: EventData) {
+    let id = crate::channel::Id::new_v4();
+    let subject = subject::subject(channel, data.kind());
+    let payload = subject::encode_payload(id, &data);
+    if let Err(e) = node.log.client().publish(subject, payload).await {
+        tracing::debug!(error = %e, "typing not published");
+    }
+}
+
+/// Writes the projection snapshot every [`SNAPSHOT_INTERVAL`] when it moved,
+/// and once more on shutdown.
+pub async fn run_snapshots(node: Arc<Node>) {
+    let mut written = node.projection().last_seq;
+    let mut tick = tokio::time::interval(SNAPSHOT_INTERVAL);
+    loop {
+        let stop = tokio::select! {
+            _ = node.shutdown.cancelled() => true,
+            _ = tick.tick() => false,
+        };
+        let routed = node.hub.last_routed();
+        if routed > written {
+            let snapshot = {
+                let mut projection = node.projection.write().unwrap_or_else(|e| e.into_inner());
+                projection.advance_to(routed);
+                projection.snapshot()
+            };
+            match node.store.put_snapshot(&snapshot) {
+                Ok(()) => written = snapshot.last_seq,
+                Err(e) => tracing::warn!(error = %e, "projection snapshot not written"),
+            }
+        }
+        if stop {
+            return;
+        }
+    }
+}
+
+/// Removes expired sessions every [`crate::session::SWEEP_INTERVAL`].
+pub async fn run_session_sweeper(node: Arc<Node>) {
+    let mut tick = tokio::time::interval(crate::session::SWEEP_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = node.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match node.sessions.sweep() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "expired sessions removed"),
+            Err(e) => tracing::warn!(error = %e, "session sweep failed"),
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! The WebSocket upgrade, done here rather than with `warp::ws()` so that the
+//! transport's buffers are ours to bound: tungstenite's default read buffer
+//! is 128 KiB per socket, which alone would be eight times our budget for
+//! an idle connection.
+
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
+use warp::reply::Response;
+
+/// Bytes read from the socket at a time. Small, since client frames are
+/// small; a larger frame grows the buffer only while it is read.
+pub const READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// Frames written are gathered up to this many bytes before a write call.
+pub const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
+/// The socket type every connection speaks.
+pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// The transport configuration: bounded read, write and frame sizes.
+pub fn config(max_frame_bytes: usize, send_buffer_bytes: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(send_buffer_bytes.max(WRITE_BUFFER_BYTES + max_frame_bytes * 2))
+        .max_message_size(Some(max_frame_bytes))
+        .max_frame_size(Some(max_frame_bytes))
+}
+
+/// Why a request is not a WebSocket upgrade.
+#[derive(Debug, thiserror::Error)]
+pub enum UpgradeError {
+    #[error("not a WebSocket upgrade request: {0}")]
+    NotUpgrade(&'static str),
+}
+
+/// Checks the handshake headers and returns the `101` response; `on_upgrade`
+/// then yields the raw connection.
+pub fn handshake(headers: &HeaderMap) -> Result<Response, UpgradeError> {
+    let has = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+                .unwrap_or(false)
+        })
+    };
+    if !has(header::CONNECTION, "upgrade") {
+        return Err(UpgradeError::NotUpgrade("missing `Connection: upgrade`"));
+    }
+    if !has(header::UPGRADE, "websocket") {
+        return Err(UpgradeError::NotUpgrade("missing `Upgrade: websocket`"));
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        return Err(UpgradeError::NotUpgrade(
+            "`Sec-WebSocket-Version` must be 13",
+        ));
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or(UpgradeError::NotUpgrade("missing `Sec-WebSocket-Key`"))?;
+    let accept = derive_accept_key(key.as_bytes());
+    let mut response = Response::default();
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(value) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, value);
+    }
+    Ok(response)
+}
+
+/// Completes the upgrade into a socket with our configuration.
+pub async fn accept(on_upgrade: OnUpgrade, config: WebSocketConfig) -> Option<Socket> {
+    match on_upgrade.await {
+        Ok(upgraded) => Some(
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await,
+        ),
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            None
+        }
+    }
+}

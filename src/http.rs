@@ -1,0 +1,358 @@
+//! The HTTP API (SPEC 7) and the WebSocket endpoint, as warp filters over
+//! one [`Node`].
+//!
+//! Tokens are checked before anything else: a WebSocket upgrade with a bad,
+//! missing or expired token is refused with 401 and never becomes a socket.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use warp::http::{HeaderMap, StatusCode};
+use warp::reply::Response;
+use warp::{Filter, Rejection, Reply};
+
+use crate::channel::{Channel, Id};
+use crate::event::{format_timestamp, parse_timestamp};
+use crate::gateway::{connection, upgrade, Node};
+use crate::log::{HistoryQuery, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT};
+use crate::metrics::Metrics;
+use crate::schema;
+use crate::token::{Claims, Role, TokenError};
+
+/// Largest `POST /v1/events` body.
+pub const MAX_PUBLISH_BODY: u64 = 256 * 1024;
+
+/// Every route.
+pub fn routes(node: Arc<Node>) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let with_node = {
+        let node = node.clone();
+        warp::any().map(move || node.clone())
+    };
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| plain(StatusCode::OK, "ok"));
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
+        .and(with_node.clone())
+        .then(|node: Arc<Node>| async move {
+            if node.log.is_ready().await {
+                plain(StatusCode::OK, "ready")
+            } else {
+                plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "NATS or the stream is unavailable",
+                )
+            }
+        });
+    let metrics = warp::path!("metrics").and(warp::get()).map(|| {
+        let mut response = Response::new(Metrics::render().into());
+        response.headers_mut().insert(
+            "content-type",
+            warp::http::HeaderValue::from_static("text/plain; version=0.0.4"),
+        );
+        response
+    });
+    let publish = warp::path!("v1" / "events")
+        .and(warp::post())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::content_length_limit(MAX_PUBLISH_BODY))
+        .and(warp::body::bytes())
+        .and(with_node.clone())
+        .then(publish);
+    let history = warp::path!("v1" / "history" / String)
+        .and(warp::get())
+        .and(warp::header::headers_cloned())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with_node.clone())
+        .then(history);
+    let ws = warp::path!("v1" / "ws")
+        .and(warp::get())
+        .and(warp::header::headers_cloned())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(warp::ext::optional::<hyper::upgrade::OnUpgrade>())
+        .and(with_node)
+        .map(websocket);
+    healthz
+        .or(readyz)
+        .unify()
+        .or(metrics)
+        .unify()
+        .or(publish)
+        .unify()
+        .or(history)
+        .unify()
+        .or(ws)
+        .unify()
+        .recover(rejection)
+        .unify()
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response {
+    let mut response = Response::new(text.into());
+    *response.status_mut() = status;
+    response
+}
+
+fn json_reply(status: StatusCode, value: &Value) -> Response {
+    warp::reply::with_status(warp::reply::json(value), status).into_response()
+}
+
+fn error_reply(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {
+    json_reply(
+        status,
+        &json!({"error": {"code": code, "message": message.to_string()}}),
+    )
+}
+
+/// The bearer token from `Authorization`, else the `token` query parameter.
+fn token_of<'a>(
+    headers: &'a HeaderMap,
+    query: Option<&'a HashMap<String, String>>,
+) -> Option<&'a str> {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .or_else(|| query.and_then(|q| q.get("token")).map(String::as_str))
+}
+
+/// Why a request is refused before it is looked at.
+enum Refusal {
+    Unauthorized(TokenError),
+    Forbidden(Role),
+}
+
+impl Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Unauthorized(e) => {
+                let mut response = error_reply(StatusCode::UNAUTHORIZED, "unauthorized", e);
+                response.headers_mut().insert(
+                    "www-authenticate",
+                    warp::http::HeaderValue::from_static("Bearer"),
+                );
+                response
+            }
+            Refusal::Forbidden(role) => {
+                let name = match role {
+                    Role::Publisher => "publisher",
+                    Role::Auditor => "auditor",
+                };
+                error_reply(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!("this needs the `{name}` role"),
+                )
+            }
+        }
+    }
+}
+
+fn authenticate(
+    node: &Node,
+    headers: &HeaderMap,
+    query: Option<&HashMap<String, String>>,
+    role: Option<Role>,
+) -> Result<Claims, Refusal> {
+    let token = token_of(headers, query).ok_or(TokenError::Missing);
+    let claims = token
+        .and_then(|t| node.keys.verify(t))
+        .map_err(Refusal::Unauthorized)?;
+    match role {
+        Some(role) if !claims.has_role(role) => Err(Refusal::Forbidden(role)),
+        _ => Ok(claims),
+    }
+}
+
+async fn publish(headers: HeaderMap, body: Bytes, node: Arc<Node>) -> Response {
+    if let Err(refusal) = authenticate(&node, &headers, None, Some(Role::Publisher)) {
+        return refusal.into_response();
+    }
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return error_reply(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("body is not JSON: {e}"),
+            )
+        }
+    };
+    let event = match schema::event_from_body(&value) {
+        Ok(event) => event,
+        Err(e) => return error_reply(StatusCode::BAD_REQUEST, "bad_request", e),
+    };
+    let started = Instant::now();
+    match node.log.publish(&event).await {
+        Ok(receipt) => {
+            node.metrics
+                .publish_latency
+                .record(started.elapsed().as_secs_f64());
+            let mut reply = json!({
+                "id": receipt.stored.id,
+                "seq": receipt.stored.seq,
+                "timestamp": format_timestamp(&receipt.time),
+            });
+            if let Some(user_seq) = receipt.stored.user_seq {
+                reply["user_seq"] = user_seq.into();
+            }
+            json_reply(StatusCode::OK, &reply)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "publish failed");
+            error_reply(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e)
+        }
+    }
+}
+
+/// Parses the history query; every bad parameter is named.
+pub fn history_query(
+    channel: &str,
+    params: &HashMap<String, String>,
+) -> Result<HistoryQuery, String> {
+    let channel = Channel::parse(channel).map_err(|e| e.to_string())?;
+    let time = |name: &str| -> Result<_, String> {
+        params
+            .get(name)
+            .map(|v| {
+                parse_timestamp(v).map_err(|e| format!("`{name}` is not an RFC 3339 time: {e}"))
+            })
+            .transpose()
+    };
+    let after_seq = params
+        .get("after_seq")
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| "`after_seq` must be a non-negative integer".to_string())
+        })
+        .transpose()?;
+    let limit = match params.get("limit") {
+        None => HISTORY_DEFAULT_LIMIT,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=HISTORY_MAX_LIMIT).contains(&n) => n,
+            _ => return Err(format!("`limit` must be between 1 and {HISTORY_MAX_LIMIT}")),
+        },
+    };
+    Ok(HistoryQuery {
+        channels: vec![channel],
+        after_seq,
+        since: time("since")?,
+        until: time("until")?,
+        limit: Some(limit),
+    })
+}
+
+async fn history(
+    channel: String,
+    headers: HeaderMap,
+    params: HashMap<String, String>,
+    node: Arc<Node>,
+) -> Response {
+    if let Err(refusal) = authenticate(&node, &headers, None, Some(Role::Auditor)) {
+        return refusal.into_response();
+    }
+    let query = match history_query(&channel, &params) {
+        Ok(q) => q,
+        Err(e) => return error_reply(StatusCode::BAD_REQUEST, "bad_request", e),
+    };
+    let mut history = match node.log.history(&query).await {
+        Ok(h) => h,
+        Err(e) => return error_reply(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e),
+    };
+    // A task streams the page through a small channel: memory stays at a
+    // consumer batch plus a few lines, however large the page.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    let metrics = node.metrics;
+    node.tasks.spawn(async move {
+        while let Some(item) = history.next().await {
+            let line = match item {
+                Ok(item) => match item.event {
+                    Ok(event) => {
+                        let mut line = event.encode().to_vec();
+                        line.push(b'\n');
+                        Ok(Bytes::from(line))
+                    }
+                    Err(reason) => {
+                        metrics.invalid_events.increment(1);
+                        tracing::warn!(seq = item.seq, subject = %item.subject, %reason, "history skips an invalid stored event");
+                        continue;
+                    }
+                },
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            };
+            let failed = line.is_err();
+            if tx.send(line).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    let mut response =
+        warp::reply::stream(tokio_stream::wrappers::ReceiverStream::new(rx)).into_response();
+    response.headers_mut().insert(
+        "content-type",
+        warp::http::HeaderValue::from_static("application/x-ndjson"),
+    );
+    response
+}
+
+fn websocket(
+    headers: HeaderMap,
+    query: HashMap<String, String>,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    node: Arc<Node>,
+) -> Response {
+    let claims = match authenticate(&node, &headers, Some(&query), None) {
+        Ok(claims) => claims,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let response = match upgrade::handshake(&headers) {
+        Ok(response) => response,
+        Err(e) => return error_reply(StatusCode::BAD_REQUEST, "bad_request", e),
+    };
+    let Some(on_upgrade) = on_upgrade else {
+        return error_reply(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "this connection cannot be upgraded",
+        );
+    };
+    if node.shutdown.is_cancelled() {
+        return error_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "shutting down",
+        );
+    }
+    // An unknown or malformed session id is not an error: a fresh session.
+    let session = query.get("session").and_then(|s| Id::parse(s).ok());
+    let limits = &node.limits;
+    let config = upgrade::config(limits.max_frame_bytes, limits.send_queue * 1024);
+    let task_node = node.clone();
+    node.tasks.spawn(async move {
+        if let Some(socket) = upgrade::accept(on_upgrade, config).await {
+            connection::run(task_node, socket, claims, session).await;
+        }
+    });
+    response
+}
+
+async fn rejection(rejection: Rejection) -> Result<Response, Infallible> {
+    let (status, code) = if rejection.is_not_found() {
+        (StatusCode::NOT_FOUND, "not_found")
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
+    } else {
+        (StatusCode::BAD_REQUEST, "bad_request")
+    };
+    Ok(error_reply(status, code, format!("{rejection:?}")))
+}

@@ -1,0 +1,356 @@
+//! The event log: one JetStream stream holding every stored event.
+//!
+//! It owns the stream's configuration, the idempotent publisher, ordered
+//! reads from a sequence, and the resolution of a time to a sequence.
+//! Architecture invariant: the log knows nothing of WebSockets, sessions or
+//! authorization; it speaks in channels, events and sequences.
+
+mod publisher;
+mod reader;
+pub mod subject;
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use chrono::{DateTime, Utc};
+
+use crate::channel::Channel;
+
+pub use publisher::Receipt;
+pub use reader::{
+    History, HistoryQuery, LogRead, ReadItem, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT,
+};
+
+/// The oldest nats-server we run against. 2.9 accepts consumers with several
+/// filter subjects and silently ignores the filters: replays would leak
+/// other channels' events.
+pub const MIN_SERVER_VERSION: (u64, u64) = (2, 10);
+
+/// How the stream is configured; see SPEC 8 for the matching settings.
+#[derive(Clone, Debug)]
+pub struct StreamSettings {
+    pub name: String,
+    /// Max age of an event before retention drops it.
+    pub retention: Duration,
+    pub replicas: usize,
+    /// How long a `Nats-Msg-Id` is remembered: a retried publish inside it
+    /// is stored once.
+    pub duplicate_window: Duration,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        StreamSettings {
+            name: "CHAT_EVENTS".into(),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            replicas: 1,
+            duplicate_window: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What went wrong talking to the log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Connect {
+        url: String,
+        source: async_nats::ConnectError,
+    },
+    #[error("nats-server {found} is too old: switchboard needs {}.{} or newer (2.9 silently ignores multi-filter consumers)", MIN_SERVER_VERSION.0, MIN_SERVER_VERSION.1)]
+    ServerTooOld { found: String },
+    #[error("NATS has no JetStream: start nats-server with -js")]
+    NoJetStream,
+    #[error("stream `{name}`: {reason}")]
+    Stream { name: String, reason: String },
+    #[error("publish failed: {0}")]
+    Publish(String),
+    #[error("read failed: {0}")]
+    Read(String),
+    #[error(transparent)]
+    Event(#[from] crate::event::EventError),
+}
+
+impl LogError {
+    fn stream(name: &str, reason: impl std::fmt::Display) -> LogError {
+        LogError::Stream {
+            name: name.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// A handle on the log; cheap to clone.
+#[derive(Clone)]
+pub struct Log {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    stream: stream::Stream,
+    settings: StreamSettings,
+}
+
+/// The stream's extent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extent {
+    /// The oldest sequence still held (the next one to be written when empty).
+    pub first_seq: u64,
+    /// The newest sequence written (0 for a stream never written).
+    pub last_seq: u64,
+    pub messages: u64,
+}
+
+impl Log {
+    /// Connects, checks the server, and creates or updates the stream to
+    /// match `settings` (what `serve` does).
+    pub async fn connect(url: &str, settings: StreamSettings) -> Result<Log, LogError> {
+        let client = Log::dial(url).await?;
+        Log::with_client(client, settings, true).await
+    }
+
+    /// Connects and uses the stream as it is, creating it only when missing
+    /// (what the tools do: they never reconfigure a running gateway's stream).
+    pub async fn open(url: &str, settings: StreamSettings) -> Result<Log, LogError> {
+        let client = Log::dial(url).await?;
+        Log::with_client(client, settings, false).await
+    }
+
+    async fn dial(url: &str) -> Result<async_nats::Client, LogError> {
+        async_nats::ConnectOptions::new()
+            .name("switchboard")
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(|source| LogError::Connect {
+                url: url.to_string(),
+                source,
+            })
+    }
+
+    /// Like [`Log::connect`] (`manage`) or [`Log::open`], on a client the caller made.
+    pub async fn with_client(
+        client: async_nats::Client,
+        settings: StreamSettings,
+        manage: bool,
+    ) -> Result<Log, LogError> {
+        // Wait for the server's INFO so the version check has something to read.
+        for _ in 0..100 {
+            if !client.server_info().version.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let info = client.server_info();
+        check_version(&info.version)?;
+        if !info.jetstream {
+            return Err(LogError::NoJetStream);
+        }
+        let js = jetstream::new(client.clone());
+        let stream = ensure_stream(&js, &settings, manage).await?;
+        Ok(Log {
+            client,
+            js,
+            stream,
+            settings,
+        })
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    pub fn settings(&self) -> &StreamSettings {
+        &self.settings
+    }
+
+    /// Whether NATS is connected and the stream answers.
+    pub async fn is_ready(&self) -> bool {
+        use async_nats::connection::State;
+        self.client.connection_state() == State::Connected && self.stream.get_info().await.is_ok()
+    }
+
+    pub async fn extent(&self) -> Result<Extent, LogError> {
+        let info = self
+            .stream
+            .get_info()
+            .await
+            .map_err(|e| LogError::stream(&self.settings.name, e))?;
+        Ok(Extent {
+            first_seq: info.state.first_sequence,
+            last_seq: info.state.last_sequence,
+            messages: info.state.messages,
+        })
+    }
+
+    /// The first sequence whose event's envelope `timestamp` (the log time,
+    /// truncated to the millisecond) is at or after `t`; `last_seq + 1` when
+    /// there is none.
+    ///
+    /// A binary search over the log's own times: JetStream's start-time
+    /// delivery is not trusted to never skip an event at `t` itself.
+    pub async fn seq_at_time(&self, t: DateTime<Utc>) -> Result<u64, LogError> {
+        let t = ceil_to_millis(t);
+        let extent = self.extent().await?;
+        let (mut lo, mut hi) = (extent.first_seq.max(1), extent.last_seq + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.time_of_next(mid).await? {
+                Some(time) if time < t => lo = mid + 1,
+                _ => hi = mid,
+            }
+        }
+        Ok(lo)
+    }
+
+    /// The log time of the first event at or after `seq`, if any.
+    pub async fn time_of_next(&self, seq: u64) -> Result<Option<DateTime<Utc>>, LogError> {
+        let any = format!("{}.>", subject::ROOT);
+        Ok(self.next_on(any, seq).await?.map(|(_, time)| time))
+    }
+
+    /// The sequence of the channel's first event at or after `seq`, if any.
+    pub async fn next_seq_of(&self, channel: Channel, seq: u64) -> Result<Option<u64>, LogError> {
+        Ok(self
+            .next_on(subject::filter(channel), seq)
+            .await?
+            .map(|(seq, _)| seq))
+    }
+
+    async fn next_on(
+        &self,
+        filter: String,
+        seq: u64,
+    ) -> Result<Option<(u64, DateTime<Utc>)>, LogError> {
+        use async_nats::jetstream::stream::DirectGetErrorKind;
+        match self
+            .stream
+            .direct_get_next_for_subject(filter, Some(seq))
+            .await
+        {
+            Ok(message) => Ok(Some((message.sequence, message.time))),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(LogError::Read(format!("looking up sequence {seq}: {e}"))),
+        }
+    }
+
+    /// The log time of one sequence, if it is still held.
+    pub async fn time_of(&self, seq: u64) -> Result<Option<DateTime<Utc>>, LogError> {
+        use async_nats::jetstream::stream::DirectGetErrorKind;
+        match self.stream.direct_get(seq).await {
+            Ok(message) => Ok(Some(message.time)),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(LogError::Read(format!("looking up sequence {seq}: {e}"))),
+        }
+    }
+}
+
+/// An envelope shows milliseconds; an event is "at or after `t`" as the
+/// client sees it exactly when its nanosecond time is at or after `t`
+/// rounded up to the next millisecond.
+fn ceil_to_millis(t: DateTime<Utc>) -> DateTime<Utc> {
+    let sub_ms = t.timestamp_subsec_nanos() % 1_000_000;
+    if sub_ms == 0 {
+        t
+    } else {
+        t + chrono::Duration::nanoseconds(i64::from(1_000_000 - sub_ms))
+    }
+}
+
+fn check_version(version: &str) -> Result<(), LogError> {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(['.', '-'])
+        .map(|p| p.parse::<u64>().ok());
+    let major = parts.next().flatten();
+    let minor = parts.next().flatten();
+    match (major, minor) {
+        (Some(major), Some(minor)) if (major, minor) >= MIN_SERVER_VERSION => Ok(()),
+        _ => Err(LogError::ServerTooOld {
+            found: if version.is_empty() {
+                "(unknown version)".into()
+            } else {
+                version.to_string()
+            },
+        }),
+    }
+}
+
+async fn ensure_stream(
+    js: &jetstream::Context,
+    settings: &StreamSettings,
+    manage: bool,
+) -> Result<stream::Stream, LogError> {
+    let config = stream::Config {
+        name: settings.name.clone(),
+        subjects: subject::stream_subjects(),
+        max_age: settings.retention,
+        num_replicas: settings.replicas,
+        duplicate_window: settings.duplicate_window,
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        discard: stream::DiscardPolicy::Old,
+        allow_direct: true,
+        description: Some("switchboard chat events".into()),
+        ..Default::default()
+    };
+    let name = &settings.name;
+    match js.get_stream(name).await {
+        Ok(existing) if !manage => Ok(existing),
+        Ok(mut existing) => {
+            let current = existing
+                .info()
+                .await
+                .map_err(|e| LogError::stream(name, e))?
+                .config
+                .clone();
+            let wanted = stream::Config {
+                // Keep what operators may have set that we do not manage.
+                max_bytes: current.max_bytes,
+                max_messages: current.max_messages,
+                ..config
+            };
+            if current.subjects != wanted.subjects
+                || current.max_age != wanted.max_age
+                || current.num_replicas != wanted.num_replicas
+                || current.duplicate_window != wanted.duplicate_window
+                || !current.allow_direct
+            {
+                js.update_stream(wanted)
+                    .await
+                    .map_err(|e| LogError::stream(name, format!("update: {e}")))?;
+            }
+            js.get_stream(name)
+                .await
+                .map_err(|e| LogError::stream(name, e))
+        }
+        Err(_) => js
+            .create_stream(config)
+            .await
+            .map_err(|e| LogError::stream(name, format!("create: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_gate() {
+        assert!(check_version("2.10.0").is_ok());
+        assert!(check_version("2.15.1").is_ok());
+        assert!(check_version("3.0.0-beta").is_ok());
+        assert!(check_version("2.9.25").is_err());
+        assert!(check_version("").is_err());
+        assert!(check_version("garbage").is_err());
+    }
+
+    #[test]
+    fn ceil_keeps_exact_millis() {
+        let t = DateTime::parse_from_rfc3339("2025-01-15T10:30:00.123Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(ceil_to_millis(t), t);
+        let later = t + chrono::Duration::nanoseconds(1);
+        assert_eq!(ceil_to_millis(later), t + chrono::Duration::milliseconds(1));
+    }
+}

@@ -1,0 +1,124 @@
+//! The idempotent publisher: every copy carries a `Nats-Msg-Id`, so a retry
+//! inside the stream's duplicate window is stored once.
+
+use std::time::Duration;
+
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::publish::PublishAck;
+use chrono::{DateTime, Utc};
+
+use super::{subject, Log, LogError};
+use crate::channel::{Channel, Id};
+use crate::event::{Event, EventError};
+
+/// How often one copy is tried before the publish fails. Every attempt
+/// carries the same `Nats-Msg-Id`, so retries never store twice.
+pub const PUBLISH_ATTEMPTS: u32 = 5;
+
+/// The pause before the first retry; doubled on each further one.
+pub const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Where an event was stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    pub id: Id,
+    /// The channel copy's sequence (the global copy for `channel_created`).
+    pub seq: u64,
+    /// The user copy's sequence, for moderation events.
+    pub user_seq: Option<u64>,
+    /// Whether the log already had this id (a retried or repeated publish).
+    pub duplicate: bool,
+}
+
+/// [`Stored`] plus the log's commit time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    pub stored: Stored,
+    pub time: DateTime<Utc>,
+}
+
+impl Log {
+    /// Stores an event: every copy, with acks in flight at once. Call it from
+    /// many tasks to keep many acks in flight.
+    pub async fn store(&self, event: &Event) -> Result<Stored, LogError> {
+        if !event.kind().is_stored() {
+            return Err(EventError::Ephemeral.into());
+        }
+        event.validate()?;
+        let copies = event.copies();
+        let acks = futures::future::try_join_all(copies.iter().map(|copy| {
+            let payload = subject::encode_payload(event.id, &copy.data);
+            let subject = subject::subject(copy.channel, copy.data.kind());
+            let msg_id = message_id(event.id, copy.channel);
+            self.store_copy(subject, msg_id, payload)
+        }))
+        .await?;
+        Ok(Stored {
+            id: event.id,
+            seq: acks[0].sequence,
+            user_seq: acks.get(1).map(|ack| ack.sequence),
+            duplicate: acks[0].duplicate,
+        })
+    }
+
+    /// Stores an event and reads back its log time.
+    pub async fn publish(&self, event: &Event) -> Result<Receipt, LogError> {
+        let stored = self.store(event).await?;
+        let time = self.time_of(stored.seq).await?.ok_or_else(|| {
+            LogError::Publish(format!(
+                "sequence {} was acknowledged but is no longer held",
+                stored.seq
+            ))
+        })?;
+        Ok(Receipt { stored, time })
+    }
+
+    async fn store_copy(
+        &self,
+        subject: String,
+        msg_id: String,
+        payload: bytes::Bytes,
+    ) -> Result<PublishAck, LogError> {
+        let mut backoff = RETRY_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            let publish = PublishMessage::build()
+                .payload(payload.clone())
+                .message_id(msg_id.as_str());
+            let result = match self.js.send_publish(subject.clone(), publish).await {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(ack) => return Ok(ack),
+                Err(e) if attempt < PUBLISH_ATTEMPTS && is_transient(e.kind()) => {
+                    tracing::debug!(%subject, attempt, error = %e, "publish retry");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                    attempt += 1;
+                }
+                Err(e) => return Err(LogError::Publish(format!("{subject}: {e}"))),
+            }
+        }
+    }
+}
+
+/// The copies of one event get distinct message ids: the channel copy (or
+/// the only copy) uses the event id, the user copy `{id}:user`.
+fn message_id(id: Id, channel: Channel) -> String {
+    match channel {
+        Channel::User(_) => format!("{id}:user"),
+        _ => id.to_string(),
+    }
+}
+
+fn is_transient(kind: PublishErrorKind) -> bool {
+    matches!(
+        kind,
+        PublishErrorKind::TimedOut
+            | PublishErrorKind::BrokenPipe
+            | PublishErrorKind::StreamNotFound
+            | PublishErrorKind::Other
+    )
+}

@@ -1,0 +1,192 @@
+//! Ordered reads of the log from a sequence, and audit history over a range.
+//!
+//! Reads use an ordered pull consumer: the server sends a bounded batch at a
+//! time and the next batch only once the reader has taken half of it, so a
+//! reader never holds more than a batch however long the backlog is.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
+
+use super::{subject, Log, LogError};
+use crate::channel::Channel;
+use crate::envelope::StoredEvent;
+
+/// One message read from the log.
+#[derive(Debug)]
+pub struct ReadItem {
+    pub seq: u64,
+    /// Messages matching the read's filter that the log held after this one
+    /// when it was sent; 0 means the reader has caught up.
+    pub pending: u64,
+    /// The event, or why the stored message is not a valid event (such a
+    /// message is skipped by every reader and counted, never delivered).
+    pub event: Result<StoredEvent, String>,
+    pub subject: String,
+}
+
+/// An ordered read of some channels (or all of them) from a sequence on.
+pub struct LogRead {
+    messages: pull::Ordered,
+    /// Matching messages at and after the start when the read began.
+    pub initial_pending: u64,
+}
+
+impl Log {
+    /// Reads the given channels' events (every channel when empty) with
+    /// `seq >= from_seq`, in order, then waits for new ones.
+    pub async fn read(&self, channels: &[Channel], from_seq: u64) -> Result<LogRead, LogError> {
+        let filters = channels.iter().map(|c| subject::filter(*c)).collect();
+        self.read_subjects(filters, from_seq).await
+    }
+
+    /// Reads the events on the given subject filters (every subject when
+    /// empty) with `seq >= from_seq`, in order, then waits for new ones.
+    pub async fn read_subjects(
+        &self,
+        filters: Vec<String>,
+        from_seq: u64,
+    ) -> Result<LogRead, LogError> {
+        let mut config = pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: from_seq.max(1),
+            },
+            ..Default::default()
+        };
+        match filters.len() {
+            0 => {}
+            1 => config.filter_subject = filters[0].clone(),
+            _ => config.filter_subjects = filters,
+        }
+        let consumer = self
+            .stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| LogError::Read(format!("creating a reader: {e}")))?;
+        let initial_pending = consumer.cached_info().num_pending;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| LogError::Read(format!("starting a reader: {e}")))?;
+        Ok(LogRead {
+            messages,
+            initial_pending,
+        })
+    }
+}
+
+impl Stream for LogRead {
+    type Item = Result<ReadItem, LogError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let message = match self.messages.poll_next_unpin(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => {
+                return Poll::Ready(Some(Err(LogError::Read(e.to_string()))))
+            }
+            Poll::Ready(Some(Ok(message))) => message,
+        };
+        let info = match message.info() {
+            Ok(info) => info,
+            Err(e) => return Poll::Ready(Some(Err(LogError::Read(e.to_string())))),
+        };
+        let (seq, pending, time) = (info.stream_sequence, info.pending, info.published);
+        let subject = message.subject.to_string();
+        let event = decode(&subject, &message.payload, seq, time);
+        Poll::Ready(Some(Ok(ReadItem {
+            seq,
+            pending,
+            event,
+            subject,
+        })))
+    }
+}
+
+fn decode(
+    subject: &str,
+    payload: &[u8],
+    seq: u64,
+    time: DateTime<Utc>,
+) -> Result<StoredEvent, String> {
+    let (channel, id, data) = subject::decode(subject, payload).map_err(|e| e.to_string())?;
+    Ok(StoredEvent {
+        seq,
+        time,
+        id,
+        channel,
+        data,
+    })
+}
+
+/// The default and the largest page of the history API and `replay`.
+pub const HISTORY_DEFAULT_LIMIT: usize = 1000;
+pub const HISTORY_MAX_LIMIT: usize = 10_000;
+
+/// An audit read: some channels' events in a sequence or time range.
+#[derive(Clone, Debug, Default)]
+pub struct HistoryQuery {
+    pub channels: Vec<Channel>,
+    /// Only events with `seq > after_seq`.
+    pub after_seq: Option<u64>,
+    /// Only events whose envelope timestamp is `>= since`.
+    pub since: Option<DateTime<Utc>>,
+    /// Only events whose envelope timestamp is `< until`.
+    pub until: Option<DateTime<Utc>>,
+    /// At most this many events (invalid stored messages are skipped and not counted).
+    pub limit: Option<usize>,
+}
+
+/// A page of history, read lazily: memory is one consumer batch.
+pub struct History {
+    read: Option<LogRead>,
+    remaining: usize,
+    until_seq_time: Option<DateTime<Utc>>,
+}
+
+impl Log {
+    pub async fn history(&self, query: &HistoryQuery) -> Result<History, LogError> {
+        let mut start = query.after_seq.map_or(1, |s| s.saturating_add(1));
+        if let Some(since) = query.since {
+            start = start.max(self.seq_at_time(since).await?);
+        }
+        let remaining = query.limit.unwrap_or(usize::MAX);
+        let read = self.read(&query.channels, start).await?;
+        let read = (read.initial_pending > 0 && remaining > 0).then_some(read);
+        Ok(History {
+            read,
+            remaining,
+            until_seq_time: query.until.map(super::ceil_to_millis),
+        })
+    }
+}
+
+impl History {
+    /// The next item, or `None` at the end of the range, the limit or the log.
+    pub async fn next(&mut self) -> Option<Result<ReadItem, LogError>> {
+        let read = self.read.as_mut()?;
+        let item = match read.next().await {
+            Some(Ok(item)) => item,
+            other => {
+                self.read = None;
+                return other;
+            }
+        };
+        if let (Some(until), Ok(event)) = (self.until_seq_time, &item.event) {
+            if event.time >= until {
+                self.read = None;
+                return None;
+            }
+        }
+        if item.event.is_ok() {
+            self.remaining -= 1;
+        }
+        if item.pending == 0 || self.remaining == 0 {
+            self.read = None;
+        }
+        Some(Ok(item))
+    }
+}

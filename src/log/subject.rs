@@ -1,0 +1,213 @@
+//! Channel ⇄ subject mapping and the stored payload `{id, type, timestamp?, data}`.
+//!
+//! Subjects mirror the channels: `chat.channel.{id}.{type}`,
+//! `chat.user.{id}.{type}`, `chat.global.{type}`. Ids are parsed strictly
+//! (hyphenated UUIDs), so no input can put `.`, `*` or `>` into a subject.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::channel::{Channel, Id};
+use crate::event::{EventData, EventError, EventType};
+
+/// Every subject of ours starts with this token.
+pub const ROOT: &str = "chat";
+
+/// The subject one copy of an event is published on.
+pub fn subject(channel: Channel, kind: EventType) -> String {
+    match channel {
+        Channel::Chat(id) => format!("{ROOT}.channel.{id}.{kind}"),
+        Channel::User(id) => format!("{ROOT}.user.{id}.{kind}"),
+        Channel::Global => format!("{ROOT}.global.{kind}"),
+    }
+}
+
+/// The subject filter that selects every event of one channel.
+pub fn filter(channel: Channel) -> String {
+    match channel {
+        Channel::Chat(id) => format!("{ROOT}.channel.{id}.*"),
+        Channel::User(id) => format!("{ROOT}.user.{id}.*"),
+        Channel::Global => format!("{ROOT}.global.*"),
+    }
+}
+
+/// The core NATS subject that carries every channel's typing.
+pub fn typing_wildcard() -> String {
+    format!("{ROOT}.channel.*.{}", EventType::UserTyping)
+}
+
+/// The stream's subjects: every stored type on the channels it belongs to,
+/// and never `user_typing`, which is ephemeral.
+pub fn stream_subjects() -> Vec<String> {
+    let mut subjects = Vec::new();
+    for kind in EventType::ALL.iter().copied().filter(|k| k.is_stored()) {
+        if kind == EventType::ChannelCreated {
+            subjects.push(format!("{ROOT}.global.{kind}"));
+            continue;
+        }
+        subjects.push(format!("{ROOT}.channel.*.{kind}"));
+        if kind.is_moderation() {
+            subjects.push(format!("{ROOT}.user.*.{kind}"));
+        }
+    }
+    subjects
+}
+
+/// Why a subject is not one of ours.
+#[derive(Debug, thiserror::Error)]
+#[error("`{subject}` is not a switchboard subject")]
+pub struct SubjectError {
+    subject: String,
+}
+
+/// Parses a subject back into its channel and event type.
+pub fn parse(subject: &str) -> Result<(Channel, EventType), SubjectError> {
+    let bad = || SubjectError {
+        subject: subject.chars().take(200).collect(),
+    };
+    let mut tokens = subject.split('.');
+    if tokens.next() != Some(ROOT) {
+        return Err(bad());
+    }
+    let (channel, kind) = match (tokens.next(), tokens.next(), tokens.next(), tokens.next()) {
+        (Some("channel"), Some(id), Some(kind), None) => {
+            (Channel::Chat(Id::parse(id).map_err(|_| bad())?), kind)
+        }
+        (Some("user"), Some(id), Some(kind), None) => {
+            (Channel::User(Id::parse(id).map_err(|_| bad())?), kind)
+        }
+        (Some("global"), Some(kind), None, None) => (Channel::Global, kind),
+        _ => return Err(bad()),
+    };
+    let kind = EventType::parse(kind).map_err(|_| bad())?;
+    Ok((channel, kind))
+}
+
+#[derive(Serialize)]
+struct PayloadOut<'a> {
+    id: Id,
+    #[serde(rename = "type")]
+    kind: EventType,
+    data: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timestamp: Option<&'a str>,
+}
+
+/// Encodes one copy as the stored payload.
+pub fn encode_payload(id: Id, data: &EventData) -> Bytes {
+    let out = PayloadOut {
+        id,
+        kind: data.kind(),
+        data: data.to_value(),
+        timestamp: None,
+    };
+    // A struct of an id, a type name and a JSON value always serializes.
+    Bytes::from(serde_json::to_vec(&out).unwrap_or_default())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PayloadIn<'a> {
+    id: Id,
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    #[serde(default, borrow)]
+    #[allow(dead_code)]
+    timestamp: Option<&'a str>,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+/// Why a stored message is not a valid event.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    #[error(transparent)]
+    Subject(#[from] SubjectError),
+    #[error("payload is not `{{id, type, timestamp?, data}}`: {0}")]
+    Shape(serde_json::Error),
+    #[error("payload type `{payload}` does not match the subject's `{subject}`")]
+    TypeMismatch { payload: String, subject: EventType },
+    #[error(transparent)]
+    Event(#[from] EventError),
+}
+
+/// Decodes and validates a stored message: the subject names the channel
+/// and type, the payload must agree with both.
+pub fn decode(subject: &str, payload: &[u8]) -> Result<(Channel, Id, EventData), PayloadError> {
+    let (channel, kind) = parse(subject)?;
+    let raw: PayloadIn = serde_json::from_slice(payload).map_err(PayloadError::Shape)?;
+    if raw.kind != kind.as_str() {
+        return Err(PayloadError::TypeMismatch {
+            payload: raw.kind.chars().take(64).collect(),
+            subject: kind,
+        });
+    }
+    let data = EventData::decode(kind, raw.data.get())?;
+    data.check_copy(channel)?;
+    Ok((channel, raw.id, data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{BanChange, Event};
+
+    const C: &str = "0b6f2c1e-3d4a-4f5b-8c9d-0e1f2a3b4c5d";
+    const U: &str = "11111111-2222-4333-8444-555555555555";
+
+    #[test]
+    fn subjects_round_trip() {
+        let c = Channel::parse(&format!("channel:{C}")).unwrap();
+        let s = subject(c, EventType::ChannelMessage);
+        assert_eq!(s, format!("chat.channel.{C}.channel_message"));
+        assert_eq!(parse(&s).unwrap(), (c, EventType::ChannelMessage));
+        let g = subject(Channel::Global, EventType::ChannelCreated);
+        assert_eq!(
+            parse(&g).unwrap(),
+            (Channel::Global, EventType::ChannelCreated)
+        );
+    }
+
+    #[test]
+    fn foreign_subjects_are_refused() {
+        for s in [
+            "chat.channel.*.channel_message",
+            "chat.channel.>",
+            &format!("chat.channel.{C}.nope"),
+            &format!("chat.channel.{C}.channel_message.extra"),
+            &format!("other.channel.{C}.channel_message"),
+            "chat.global",
+        ] {
+            assert!(parse(s).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn typing_is_never_a_stream_subject() {
+        let subjects = stream_subjects();
+        assert_eq!(subjects.len(), 12 + 3 + 1);
+        assert!(subjects.iter().all(|s| !s.contains("user_typing")));
+    }
+
+    #[test]
+    fn payload_round_trips_and_checks_the_subject() {
+        let event = Event::new(EventData::UserBanned(BanChange {
+            channel_id: Id::parse(C).unwrap(),
+            user_id: Some(Id::parse(U).unwrap()),
+            motive: "spam".into(),
+        }));
+        for copy in event.copies() {
+            let payload = encode_payload(event.id, &copy.data);
+            let subj = subject(copy.channel, copy.data.kind());
+            let (channel, id, data) = decode(&subj, &payload).unwrap();
+            assert_eq!((channel, id, &data), (copy.channel, event.id, &copy.data));
+        }
+        let channel_copy = encode_payload(event.id, &event.data);
+        let user_subject = subject(Channel::User(Id::parse(U).unwrap()), EventType::UserBanned);
+        assert!(decode(&user_subject, &channel_copy).is_err());
+        let wrong_type = subject(Channel::Chat(Id::parse(C).unwrap()), EventType::UserKicked);
+        assert!(decode(&wrong_type, &channel_copy).is_err());
+        assert!(decode(&wrong_type, b"not json").is_err());
+    }
+}

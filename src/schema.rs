@@ -1,0 +1,190 @@
+//! The JSON Schemas in `schemas/`, compiled once, and the validation of what
+//! publishers send (the schema's error is the one they get back).
+//!
+//! The gateway's hot path validates stored events with the typed decoder in
+//! [`crate::event`]; tests hold the two to the same verdicts, and validate
+//! every frame the code emits against these schemas, so they cannot drift.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use jsonschema::Validator;
+use serde_json::Value;
+
+use crate::channel::Id;
+use crate::event::{Event, EventData, EventType};
+
+macro_rules! embedded {
+    ($($name:literal),* $(,)?) => {
+        &[$(($name, include_str!(concat!("../schemas/", $name, ".json"))),)*]
+    };
+}
+
+/// Every schema file, by its path under `schemas/` without `.json`.
+pub const FILES: &[(&str, &str)] = embedded![
+    "envelope",
+    "publish",
+    "http_publish",
+    "events/channel_message",
+    "events/message_updated",
+    "events/message_deleted",
+    "events/message_reply",
+    "events/member_joined",
+    "events/member_left",
+    "events/member_role_updated",
+    "events/user_banned",
+    "events/user_unbanned",
+    "events/user_kicked",
+    "events/channel_created",
+    "events/channel_updated",
+    "events/channel_deleted",
+    "events/user_typing",
+    "client/subscribe",
+    "client/unsubscribe",
+    "client/typing",
+    "client/ack",
+    "client/ping",
+    "server/hello",
+    "server/subscribed",
+    "server/replayed",
+    "server/unsubscribed",
+    "server/pong",
+    "server/error",
+];
+
+/// The compiled schemas.
+pub struct Schemas {
+    validators: HashMap<&'static str, Validator>,
+}
+
+impl Schemas {
+    /// Compiles every schema once. The schemas are part of the binary; one
+    /// that does not compile is a build defect, reported on first use.
+    pub fn get() -> &'static Schemas {
+        static SCHEMAS: OnceLock<Schemas> = OnceLock::new();
+        SCHEMAS.get_or_init(|| {
+            let mut validators = HashMap::new();
+            for (name, text) in FILES {
+                let compiled = serde_json::from_str::<Value>(text)
+                    .map_err(|e| e.to_string())
+                    .and_then(|schema| {
+                        jsonschema::validator_for(&schema).map_err(|e| e.to_string())
+                    });
+                match compiled {
+                    Ok(v) => {
+                        validators.insert(*name, v);
+                    }
+                    Err(e) => tracing::error!(schema = name, error = %e, "schema does not compile"),
+                }
+            }
+            Schemas { validators }
+        })
+    }
+
+    /// Validates `value` against the named schema; the error names the
+    /// failing location and rule.
+    pub fn check(&self, name: &str, value: &Value) -> Result<(), String> {
+        let validator = self
+            .validators
+            .get(name)
+            .ok_or_else(|| format!("no schema `{name}`"))?;
+        let errors: Vec<String> = validator
+            .iter_errors(value)
+            .take(5)
+            .map(|e| {
+                let path = e.instance_path.to_string();
+                if path.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("{path}: {e}")
+                }
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    /// Validates an event's `data` against its type's schema.
+    pub fn check_data(&self, kind: EventType, data: &Value) -> Result<(), String> {
+        self.check(&format!("events/{kind}"), data)
+            .map_err(|e| format!("data: {e}"))
+    }
+}
+
+/// Why a publish body was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Rejected(pub String);
+
+/// Validates a publish request `{type, data, id?}` against the schemas and
+/// the domain rules, and makes the event. `user_typing` is refused: it is
+/// ephemeral and never stored.
+pub fn event_from_body(body: &Value) -> Result<Event, Rejected> {
+    let schemas = Schemas::get();
+    if body.get("type").and_then(Value::as_str) == Some("user_typing") {
+        return Err(Rejected(crate::event::EventError::Ephemeral.to_string()));
+    }
+    schemas.check("http_publish", body).map_err(Rejected)?;
+    let kind = body
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Rejected("missing `type`".into()))
+        .and_then(|t| EventType::parse(t).map_err(|e| Rejected(e.to_string())))?;
+    let data = body.get("data").cloned().unwrap_or(Value::Null);
+    schemas.check_data(kind, &data).map_err(Rejected)?;
+    let data = EventData::from_value(kind, data).map_err(|e| Rejected(e.to_string()))?;
+    let id = match body.get("id").and_then(Value::as_str) {
+        Some(id) => Id::parse(id).map_err(|e| Rejected(e.to_string()))?,
+        None => Id::new_v4(),
+    };
+    let event = Event { id, data };
+    event.validate().map_err(|e| Rejected(e.to_string()))?;
+    Ok(event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_schema_compiles() {
+        let schemas = Schemas::get();
+        for (name, _) in FILES {
+            assert!(
+                schemas.validators.contains_key(name),
+                "{name} did not compile"
+            );
+        }
+    }
+
+    #[test]
+    fn every_event_type_has_a_schema() {
+        for kind in EventType::ALL {
+            let name = format!("events/{kind}");
+            assert!(
+                FILES.iter().any(|(n, _)| *n == name),
+                "no schema for {kind}"
+            );
+        }
+    }
+
+    #[test]
+    fn publish_bodies() {
+        let c = "0b6f2c1e-3d4a-4f5b-8c9d-0e1f2a3b4c5d";
+        let ok = json!({"type": "channel_deleted", "data": {"channel_id": c}});
+        assert!(event_from_body(&ok).is_ok());
+        let typing = json!({"type": "user_typing", "data": {}});
+        assert!(event_from_body(&typing)
+            .unwrap_err()
+            .0
+            .contains("ephemeral"));
+        let bad = json!({"type": "channel_deleted", "data": {"channel_id": "x"}});
+        assert!(event_from_body(&bad).unwrap_err().0.contains("channel_id"));
+        let no_user = json!({"type": "user_kicked", "data": {"channel_id": c}});
+        assert!(event_from_body(&no_user).is_err());
+    }
+}

@@ -1,0 +1,190 @@
+//! `serve`: brings a gateway node up and takes it down in order.
+//!
+//! Start: NATS (a local nats-server when no URL is set) → the log → the
+//! store → the projection caught up from its snapshot → the node's tasks →
+//! the listener. Stop: cancel (the listener stops accepting, every socket
+//! gets 1001, the router and typing stop) → wait for every task, bounded →
+//! the last projection snapshot and a store flush → the local nats-server.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::gateway::{router, Node};
+use crate::local_nats::NatsServer;
+use crate::log::Log;
+use crate::projection::Projection;
+use crate::session::Sessions;
+use crate::settings::{local_url_file, ServeSettings};
+use crate::store::Store;
+use crate::token::TokenKeys;
+
+/// A started gateway.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub node: Arc<Node>,
+    server: tokio::task::JoinHandle<()>,
+    nats: Option<NatsServer>,
+    shutdown_timeout: Duration,
+}
+
+/// Opens the store and brings the projection up to the log's current end.
+pub async fn load_projection(log: &Log, store: &Store) -> anyhow::Result<Projection> {
+    let started = Instant::now();
+    let mut projection = match store.snapshot() {
+        Ok(Some(snapshot)) => Projection::from_snapshot(snapshot),
+        Ok(None) => Projection::default(),
+        Err(e) => {
+            tracing::warn!(error = %e, "projection snapshot unreadable; folding the log afresh");
+            Projection::default()
+        }
+    };
+    let from = projection.last_seq;
+    let extent = log.extent().await?;
+    if extent.last_seq < projection.last_seq {
+        tracing::warn!(
+            snapshot = projection.last_seq,
+            log = extent.last_seq,
+            "the snapshot is ahead of the log (a different stream?); folding afresh"
+        );
+        projection = Projection::default();
+    }
+    let folded = projection.catch_up(log, extent.last_seq).await?;
+    tracing::info!(
+        from,
+        to = projection.last_seq,
+        folded,
+        ms = started.elapsed().as_millis() as u64,
+        "projection ready"
+    );
+    Ok(projection)
+}
+
+pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
+    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            settings.data_dir.display()
+        )
+    })?;
+    let (url, nats) = match &settings.nats_url {
+        Some(url) => (url.clone(), None),
+        None => {
+            let store = settings.data_dir.join("nats");
+            let server = NatsServer::start(&store)?;
+            let url = server.url();
+            write_url_file(&settings.data_dir, &url)?;
+            tracing::info!(%url, store = %store.display(), "started a local nats-server");
+            (url, Some(server))
+        }
+    };
+    let log = Log::connect(&url, settings.stream.clone()).await?;
+    let store = Store::open(&settings.data_dir.join("sled"))
+        .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
+    let projection = load_projection(&log, &store).await?;
+    let start_seq = projection.last_seq + 1;
+    let sessions = Sessions::new(store.clone(), settings.session_ttl);
+    let keys = TokenKeys::hs256(settings.jwt_secret.as_bytes());
+    let node = Node::new(
+        log,
+        store,
+        projection,
+        sessions,
+        keys,
+        settings.limits.clone(),
+    );
+
+    let typing = node
+        .log
+        .client()
+        .subscribe(crate::log::subject::typing_wildcard())
+        .await
+        .context("cannot subscribe to typing")?;
+    node.tasks.spawn(router::run(node.clone(), start_seq));
+    node.tasks.spawn(router::run_typing(node.clone(), typing));
+    node.tasks.spawn(router::run_snapshots(node.clone()));
+    node.tasks.spawn(router::run_session_sweeper(node.clone()));
+
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    let routes = crate::http::routes(node.clone());
+    let stop = node.shutdown.clone();
+    let server = tokio::spawn(
+        warp::serve(routes)
+            .incoming(listener)
+            .graceful(async move { stop.cancelled().await })
+            .run(),
+    );
+    Ok(Running {
+        addr,
+        node,
+        server,
+        nats,
+        shutdown_timeout: settings.shutdown_timeout,
+    })
+}
+
+impl Running {
+    /// Stops in order, within the shutdown timeout.
+    pub async fn stop(mut self) {
+        let started = Instant::now();
+        self.node.shutdown.cancel();
+        self.node.tasks.close();
+        let waited = tokio::time::timeout(self.shutdown_timeout, async {
+            self.node.tasks.wait().await;
+            let _ = (&mut self.server).await;
+        })
+        .await;
+        if waited.is_err() {
+            tracing::warn!("shutdown timed out; some connections were cut");
+            self.server.abort();
+        }
+        if let Err(e) = self.node.store.flush() {
+            tracing::warn!(error = %e, "store flush failed");
+        }
+        if let Some(mut nats) = self.nats.take() {
+            nats.terminate();
+        }
+        tracing::info!(ms = started.elapsed().as_millis() as u64, "stopped");
+    }
+}
+
+fn write_url_file(data_dir: &Path, url: &str) -> anyhow::Result<()> {
+    let path = local_url_file(data_dir);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&path, url).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Runs until SIGTERM or Ctrl-C, then stops.
+pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
+    let running = start(settings).await?;
+    // Tests and scripts read this line to find the port.
+    println!("switchboard listening on http://{}", running.addr);
+    tracing::info!(addr = %running.addr, "listening");
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    running.stop().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
