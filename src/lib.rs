@@ -1,11 +1,26 @@
 //! switchboard: a chat product's real-time event gateway, event-sourced on
-//! NATS JetStream.
+//! NATS JetStream. One stream holds every stored event; each node reads it
+//! once and fans it out to its WebSockets. See `ARCHITECTURE.md`.
 //!
-//! Layout, one concept per module:
-//! - [`channel`]: subscription channels and ids (domain).
-//! - [`event`]: the 14 event types, strict validation, routing (domain).
+//! Layout, one line per module:
+//!
+//! - [`channel`]: subscription channels (`channel:`, `user:`, `global`) and ids (domain).
+//! - [`event`]: the 14 event types, strict validation and the routing rule (domain).
+//! - [`access`]: authorization: who may subscribe, which events cut a subscription (domain).
+//! - [`token`]: JWT claims, HS256 verification and development tokens.
 //! - [`envelope`]: the delivered envelope, encoded once per event copy.
-//! - [`log`]: the JetStream stream: publisher, ordered reads, time → sequence.
+//! - [`projection`]: the membership projection folded from the log, and its snapshot.
+//! - [`log`]: the JetStream stream: idempotent publisher, ordered reads, time → sequence.
+//! - [`gateway`]: the node: its one log consumer (router), the hub, the connections.
+//! - [`session`]: sessions: a connection's subscriptions and cursors, for resume.
+//! - [`store`]: the node's sled database: sessions and the projection snapshot.
+//! - [`schema`]: the JSON Schemas of `schemas/`, and validation of publish bodies.
+//! - [`http`]: the HTTP API and the WebSocket endpoint, as warp filters.
+//! - [`server`]: `serve`: brings a node up and takes it down, in order.
+//! - [`settings`]: settings values, their precedence, and errors that name them.
+//! - [`cli`]: the command line (`serve`, `publish`, `replay`, `token`, `projection`).
+//! - [`local_nats`]: a nats-server child process, for `serve` without a URL and for tests.
+//! - [`metrics`]: the Prometheus series, registered once.
 
 pub mod access;
 pub mod channel;

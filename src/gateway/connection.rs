@@ -74,8 +74,13 @@ struct Replay {
 }
 
 struct Subscription {
-    /// The last `seq` delivered.
+    /// The last `seq` sent (queued for the socket); later copies are dropped.
     cursor: u64,
+    /// The last `seq` the socket took: `cursor` as of the last completed
+    /// flush. Frames still queued when a connection ends were not delivered.
+    delivered: u64,
+    /// Whether `cursor` moved since the last flush.
+    unflushed: bool,
     /// The last `seq` the client acknowledged.
     acked: Option<u64>,
     replay: Option<Replay>,
@@ -86,6 +91,8 @@ impl Subscription {
     fn new(cursor: u64) -> Subscription {
         Subscription {
             cursor,
+            delivered: cursor,
+            unflushed: false,
             acked: None,
             replay: None,
             typing_window: (Instant::now(), 0),
@@ -94,7 +101,16 @@ impl Subscription {
 
     /// What the session keeps: the last ack, else the last delivery.
     fn session_cursor(&self) -> u64 {
-        self.acked.unwrap_or(self.cursor)
+        self.acked.unwrap_or(self.delivered)
+    }
+
+    /// Records that the frame of `seq` is queued for the socket.
+    fn sent(&mut self, seq: u64, touched: &mut Vec<Channel>, channel: Channel) {
+        self.cursor = seq;
+        if !self.unflushed {
+            self.unflushed = true;
+            touched.push(channel);
+        }
     }
 }
 
@@ -112,6 +128,7 @@ pub async fn run(node: Arc<Node>, socket: Socket, claims: Claims, session: Optio
         subs: HashMap::new(),
         replays: StreamMap::new(),
         out: Vec::new(),
+        touched: Vec::new(),
         dirty: false,
         bad_frames: VecDeque::new(),
     };
@@ -136,6 +153,8 @@ struct Connection {
     replays: StreamMap<Channel, LogRead>,
     /// Frames waiting for the next flush.
     out: Vec<Message>,
+    /// Subscriptions whose cursor moved since the last flush.
+    touched: Vec<Channel>,
     /// Whether cursors or subscriptions changed since the session was saved.
     dirty: bool,
     bad_frames: VecDeque<Instant>,
@@ -389,6 +408,7 @@ impl Connection {
             Ok(plan) => {
                 if let Some(sub) = self.subs.get_mut(&channel) {
                     sub.cursor = plan.after;
+                    sub.delivered = plan.after;
                 }
                 self.push_text(protocol::subscribed(
                     request_id.as_deref(),
@@ -455,6 +475,7 @@ impl Connection {
             return Ok(());
         };
         replay.read_pos = item.seq;
+        let done = replay.target.is_some_and(|target| item.seq >= target);
         let mut cut = None;
         match &item.event {
             Err(reason) => {
@@ -462,8 +483,8 @@ impl Connection {
                 tracing::warn!(seq = item.seq, subject = %item.subject, %reason, "replay skips an invalid stored event");
             }
             Ok(event) if event.seq > sub.cursor => {
-                sub.cursor = event.seq;
                 replay.count += 1;
+                sub.sent(event.seq, &mut self.touched, channel);
                 cut = access::cut(channel, &event.data).filter(|c| c.applies_to(user));
                 self.dirty = true;
                 self.out.push(Message::Text(frame_text(event.encode())));
@@ -474,9 +495,7 @@ impl Connection {
         }
         if let Some(cut) = cut {
             self.end_subscription(channel, cut.reason);
-            return Ok(());
-        }
-        if replay.target.is_some_and(|target| item.seq >= target) {
+        } else if done {
             self.finish_replay(channel);
         } else if item.pending == 0 {
             self.check_replay_end(channel).await?;
@@ -558,7 +577,7 @@ impl Connection {
         if seq <= sub.cursor {
             return;
         }
-        sub.cursor = seq;
+        sub.sent(seq, &mut self.touched, delivery.channel);
         self.dirty = true;
         self.out.push(Message::Text(delivery.frame.clone()));
         let metrics = self.node.metrics;
@@ -639,7 +658,7 @@ impl Connection {
     /// Writes every pending frame; a socket that takes none of it for the
     /// stall timeout is given up.
     async fn flush(&mut self) -> Result<(), End> {
-        if self.out.is_empty() {
+        if self.out.is_empty() && self.touched.is_empty() {
             return Ok(());
         }
         let Connection { socket, out, .. } = self;
@@ -650,7 +669,15 @@ impl Connection {
             socket.flush().await
         };
         match tokio::time::timeout(self.node.limits.stall_timeout, write).await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => {
+                for channel in self.touched.drain(..) {
+                    if let Some(sub) = self.subs.get_mut(&channel) {
+                        sub.delivered = sub.cursor;
+                        sub.unflushed = false;
+                    }
+                }
+                Ok(())
+            }
             Ok(Err(e)) => {
                 tracing::debug!(conn = self.id, error = %e, "write failed");
                 Err(End::Gone)

@@ -74,6 +74,10 @@ impl Gateway {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.data
     }
@@ -266,6 +270,17 @@ impl Client {
             match message {
                 Message::Ping(_) | Message::Pong(_) => continue,
                 other => return other,
+            }
+        }
+    }
+
+    /// The next text frame, or `None` once the socket is closed or broken.
+    pub async fn try_next(&mut self) -> Option<Value> {
+        loop {
+            match self.ws.next().await? {
+                Ok(Message::Text(text)) => return serde_json::from_str(&text).ok(),
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
             }
         }
     }
@@ -480,4 +495,25 @@ pub fn assert_schema(frame: &Value) {
             .check(&format!("events/{kind}"), &frame["data"])
             .unwrap_or_else(|e| panic!("{kind} data fails its schema: {e}\n{frame}"));
     }
+}
+
+/// Compares sequence lists and reports the first difference, not 40,000 numbers.
+#[track_caller]
+pub fn assert_seqs(got: &[u64], want: &[u64], what: &str) {
+    if got == want {
+        return;
+    }
+    let at = got
+        .iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(want.len()));
+    let window = |v: &[u64]| v[at.min(v.len())..(at + 5).min(v.len())].to_vec();
+    panic!(
+        "{what}: got {} seqs, want {}; first difference at index {at}: got {:?}…, want {:?}…",
+        got.len(),
+        want.len(),
+        window(got),
+        window(want)
+    );
 }
