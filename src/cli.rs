@@ -185,18 +185,18 @@ pub struct TokenArgs {
 
 #[derive(Args, Debug)]
 pub struct ProjectionArgs {
-    #[command(flatten)]
-    pub log: LogArgs,
     #[command(subcommand)]
     pub action: ProjectionAction,
 }
 
-#[derive(Subcommand, Debug, Clone, Copy)]
+#[derive(Subcommand, Debug)]
 pub enum ProjectionAction {
     /// Fold the projection afresh from the log and replace the snapshot (stop `serve` first).
-    Rebuild,
+    #[command(after_help = AFTER_HELP)]
+    Rebuild(LogArgs),
     /// Compare the snapshot with a fresh fold up to the snapshot's sequence; exit 1 if they differ.
-    Check,
+    #[command(after_help = AFTER_HELP)]
+    Check(LogArgs),
 }
 
 /// How a command failed.
@@ -310,10 +310,14 @@ fn load_file(args: &LogArgs, known: &[&str]) -> Result<File, SettingError> {
     Ok(file)
 }
 
+/// Every key a config file may hold: one file serves every command.
+fn all_keys() -> Vec<&'static str> {
+    LOG_KEYS.iter().chain(SERVE_KEYS).copied().collect()
+}
+
 /// Resolves every `serve` setting.
 pub fn serve_settings(args: &ServeArgs) -> Result<ServeSettings, SettingError> {
-    let known: Vec<&str> = LOG_KEYS.iter().chain(SERVE_KEYS).copied().collect();
-    let file = load_file(&args.log, &known)?;
+    let file = load_file(&args.log, &all_keys())?;
     let log = resolve_log(&args.log, &file)?;
     let get = |name: &'static str, value: &Option<String>| file.pick(Given { name, value });
     let dur = |name: &'static str,
@@ -417,7 +421,7 @@ pub fn serve_settings(args: &ServeArgs) -> Result<ServeSettings, SettingError> {
 
 /// Connects to the configured NATS, or to the one a local `serve` started.
 async fn connect(args: &LogArgs) -> Result<Log, Failure> {
-    let file = load_file(args, LOG_KEYS)?;
+    let file = load_file(args, &all_keys())?;
     let settings = resolve_log(args, &file)?;
     let url = match settings.nats_url {
         Some(url) => url,
@@ -653,9 +657,10 @@ fn token(args: TokenArgs) -> Result<(), Failure> {
 
 async fn projection(args: ProjectionArgs) -> Result<(), Failure> {
     use crate::projection::{diff, Projection};
-    let file = load_file(&args.log, LOG_KEYS)?;
-    let data_dir = resolve_log(&args.log, &file)?.data_dir;
-    let log = connect(&args.log).await?;
+    let (ProjectionAction::Rebuild(log_args) | ProjectionAction::Check(log_args)) = &args.action;
+    let file = load_file(log_args, &all_keys())?;
+    let data_dir = resolve_log(log_args, &file)?.data_dir;
+    let log = connect(log_args).await?;
     let store = crate::store::Store::open(&data_dir.join("sled")).map_err(|e| {
         Failure::Work(anyhow::anyhow!(
             "cannot open the store in {} (is `serve` running? stop it first): {e}",
@@ -664,7 +669,7 @@ async fn projection(args: ProjectionArgs) -> Result<(), Failure> {
     })?;
     let work = |e: crate::log::LogError| Failure::Work(e.into());
     match args.action {
-        ProjectionAction::Rebuild => {
+        ProjectionAction::Rebuild(_) => {
             let started = std::time::Instant::now();
             let until = log.extent().await.map_err(work)?.last_seq;
             let mut fresh = Projection::default();
@@ -682,7 +687,7 @@ async fn projection(args: ProjectionArgs) -> Result<(), Failure> {
             );
             Ok(())
         }
-        ProjectionAction::Check => {
+        ProjectionAction::Check(_) => {
             let snapshot = store
                 .snapshot()
                 .map_err(|e| Failure::Work(e.into()))?

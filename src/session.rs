@@ -40,6 +40,10 @@ impl Sessions {
         Sessions { store, ttl }
     }
 
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     fn expiry(&self) -> i64 {
         chrono::Utc::now().timestamp() + self.ttl.as_secs().min(i64::MAX as u64 / 4) as i64
     }

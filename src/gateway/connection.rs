@@ -44,6 +44,13 @@ pub const WRITE_BATCH: usize = 256;
 /// How long a log request may take before the connection gives up on it.
 pub const LOG_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A connected session is written at least this often, so it outlives its
+/// connection by the session TTL however quiet the connection is.
+pub const SESSION_REFRESH: Duration = Duration::from_secs(600);
+
+/// How long a closing socket gets to take its close frame.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The window the bad-frame limit counts in.
 pub const ABUSE_WINDOW: Duration = Duration::from_secs(60);
 
@@ -84,6 +91,9 @@ struct Subscription {
     /// The last `seq` the client acknowledged.
     acked: Option<u64>,
     replay: Option<Replay>,
+    /// A restored subscription the projection now denies: ended when its
+    /// replay ends, unless an event in the replay cut it first.
+    pending_cut: Option<EndReason>,
     typing_window: (Instant, u32),
 }
 
@@ -95,6 +105,7 @@ impl Subscription {
             unflushed: false,
             acked: None,
             replay: None,
+            pending_cut: None,
             typing_window: (Instant::now(), 0),
         }
     }
@@ -131,6 +142,7 @@ pub async fn run(node: Arc<Node>, socket: Socket, claims: Claims, session: Optio
         touched: Vec::new(),
         dirty: false,
         bad_frames: VecDeque::new(),
+        saved_at: Instant::now(),
     };
     node.metrics.connections.increment(1.0);
     let end = match conn.serve(session).await {
@@ -158,6 +170,7 @@ struct Connection {
     /// Whether cursors or subscriptions changed since the session was saved.
     dirty: bool,
     bad_frames: VecDeque<Instant>,
+    saved_at: Instant,
 }
 
 impl Connection {
@@ -228,17 +241,31 @@ impl Connection {
             &channels,
         ));
         for (channel, cursor) in opened.subscriptions {
-            if let Err(denied) = self.authorize(channel) {
-                self.dirty = true;
-                self.push_error(&FrameError::new(
-                    ErrorCode::Forbidden,
-                    format!("{channel} is not restored: {denied}"),
-                    None,
-                ));
-                continue;
-            }
+            // A ban or deletion since the cursor is in the log: the replay
+            // reaches it and cuts there, as live delivery would. Should
+            // retention have dropped it, the cut happens when the replay ends.
+            let pending_cut = match self.authorize(channel) {
+                Ok(()) => None,
+                Err(access::Denied::Banned) => Some(EndReason::Banned),
+                Err(access::Denied::ChannelDeleted) => Some(EndReason::ChannelDeleted),
+                Err(denied) => {
+                    self.dirty = true;
+                    self.push_error(&FrameError::new(
+                        ErrorCode::Forbidden,
+                        format!("{channel} is not restored: {denied}"),
+                        None,
+                    ));
+                    continue;
+                }
+            };
             let since = Since::Seq(cursor);
             self.open_subscription(channel, Some(since), None).await?;
+            if let Some(sub) = self.subs.get_mut(&channel) {
+                sub.pending_cut = pending_cut;
+                if sub.replay.is_none() {
+                    self.finish_cut(channel);
+                }
+            }
         }
         self.save_session();
         Ok(())
@@ -553,6 +580,15 @@ impl Connection {
         for delivery in replay.buffer {
             self.on_live(delivery);
         }
+        self.finish_cut(channel);
+    }
+
+    /// Ends a subscription whose cut was decided before its replay ran.
+    fn finish_cut(&mut self, channel: Channel) {
+        let reason = self.subs.get(&channel).and_then(|s| s.pending_cut);
+        if let Some(reason) = reason {
+            self.end_subscription(channel, reason);
+        }
     }
 
     /// A live delivery from the hub.
@@ -668,7 +704,12 @@ impl Connection {
             }
             socket.flush().await
         };
-        match tokio::time::timeout(self.node.limits.stall_timeout, write).await {
+        let shutdown = self.node.shutdown.clone();
+        let written = tokio::select! {
+            written = tokio::time::timeout(self.node.limits.stall_timeout, write) => written,
+            _ = shutdown.cancelled() => return Err(End::Close(1001, "server shutting down")),
+        };
+        match written {
             Ok(Ok(())) => {
                 for channel in self.touched.drain(..) {
                     if let Some(sub) = self.subs.get_mut(&channel) {
@@ -686,9 +727,11 @@ impl Connection {
         }
     }
 
-    /// Writes the session's cursors if they moved.
+    /// Writes the session's cursors if they moved, and at least every
+    /// [`SESSION_REFRESH`] so a quiet connection's session does not expire.
     fn save_session(&mut self) {
-        if !self.dirty {
+        let refresh = SESSION_REFRESH.min(self.node.sessions.ttl() / 2);
+        if !self.dirty && self.saved_at.elapsed() < refresh {
             return;
         }
         let cursors = self
@@ -701,7 +744,10 @@ impl Connection {
             .sessions
             .save(self.session, self.claims.sub, &cursors)
         {
-            Ok(()) => self.dirty = false,
+            Ok(()) => {
+                self.dirty = false;
+                self.saved_at = Instant::now();
+            }
             Err(e) => tracing::warn!(session = %self.session, error = %e, "session not saved"),
         }
     }
@@ -726,13 +772,20 @@ impl Connection {
         };
         if let Some((code, reason)) = close {
             self.out.clear();
+            if code == 1011 {
+                self.push_error(&FrameError::new(ErrorCode::Unavailable, reason, None));
+            }
             let frame = CloseFrame {
                 code: CloseCode::from(code),
                 reason: reason.into(),
             };
-            let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                self.socket.send(Message::Close(Some(frame))).await?;
-                self.socket.flush().await
+            let Connection { socket, out, .. } = self;
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                for message in out.drain(..) {
+                    socket.feed(message).await?;
+                }
+                socket.send(Message::Close(Some(frame))).await?;
+                socket.flush().await
             })
             .await;
         }

@@ -161,9 +161,11 @@ impl Hub {
                     }
                 }
             }
-        }
-        if let Some(seq) = delivery.seq {
-            self.last_routed.fetch_max(seq, Ordering::AcqRel);
+            // Inside the lock: a subscriber added after this point is told a
+            // `last_routed` that covers this event.
+            if let Some(seq) = delivery.seq {
+                self.last_routed.fetch_max(seq, Ordering::AcqRel);
+            }
         }
         out
     }

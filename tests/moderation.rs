@@ -1,0 +1,422 @@
+//! Event-sourced membership and moderation: the projection decides who may
+//! subscribe, and bans, kicks, leaves and deletions cut subscriptions live,
+//! in replays and in resumed sessions, on every node.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+use switchboard::channel::{Channel, Id};
+use switchboard::event::{BanChange, ChannelDeleted, Event, EventData, Member, UserKicked};
+use switchboard::log::Log;
+use switchboard::token::Grant;
+
+fn joined(c: Id, u: Id) -> Event {
+    Event::new(EventData::MemberJoined(Member {
+        channel_id: c,
+        user_id: u,
+        username: None,
+    }))
+}
+
+fn left(c: Id, u: Id) -> Event {
+    Event::new(EventData::MemberLeft(Member {
+        channel_id: c,
+        user_id: u,
+        username: None,
+    }))
+}
+
+fn banned(c: Id, u: Id) -> Event {
+    Event::new(EventData::UserBanned(BanChange {
+        channel_id: c,
+        user_id: Some(u),
+        motive: "spam".into(),
+    }))
+}
+
+fn unbanned(c: Id, u: Id) -> Event {
+    Event::new(EventData::UserUnbanned(BanChange {
+        channel_id: c,
+        user_id: Some(u),
+        motive: "appeal".into(),
+    }))
+}
+
+fn kicked(c: Id, u: Id) -> Event {
+    Event::new(EventData::UserKicked(UserKicked {
+        channel_id: c,
+        user_id: Some(u),
+    }))
+}
+
+fn deleted(c: Id) -> Event {
+    Event::new(EventData::ChannelDeleted(ChannelDeleted { channel_id: c }))
+}
+
+/// Subscribes until the reply is `expected` (the projection follows the
+/// log asynchronously); returns the final reply.
+async fn subscribe_until(client: &mut Client, channel: Channel, expected: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        client
+            .send(json!({"type": "subscribe", "channel": channel.to_string(), "request_id": "s"}))
+            .await;
+        let reply = client.next().await;
+        let outcome = match reply["type"].as_str() {
+            Some("subscribed") => "subscribed",
+            _ => reply["data"]["code"].as_str().unwrap_or("?"),
+        };
+        if outcome == expected {
+            return reply;
+        }
+        if reply["type"] == "subscribed" {
+            client
+                .send(json!({"type": "unsubscribe", "channel": channel.to_string()}))
+                .await;
+            assert_eq!(client.next().await["type"], "unsubscribed");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never got {expected} for {channel}: last {reply}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Expects `event` (by id) and then `unsubscribed` with `reason`.
+async fn expect_cut(client: &mut Client, event: &Event, reason: &str) {
+    let frame = client.next().await;
+    assert_eq!(
+        frame["id"],
+        event.id.to_string(),
+        "the cutting event first: {frame}"
+    );
+    let end = client.next().await;
+    assert_schema(&end);
+    assert_eq!(end["type"], "unsubscribed", "{end}");
+    assert_eq!(end["data"]["reason"], reason);
+    assert!(end["data"].get("request_id").is_none());
+}
+
+async fn store(log: &Log, event: &Event) -> u64 {
+    log.store(event).await.expect("stored").seq
+}
+
+#[tokio::test]
+async fn membership_grants_and_bans_deny_whatever_the_token_says() {
+    let nats = nats();
+    let gateway = Gateway::start(&nats);
+    let log = log(&nats).await;
+    let (c, u) = (Id::new_v4(), Id::new_v4());
+    let mut plain = Client::connect(&gateway, &token(u, Grant::None, &[])).await;
+    let mut starred = Client::connect(&gateway, &token(u, Grant::All, &[])).await;
+    let mut other = Client::connect(&gateway, &token(Id::new_v4(), Grant::All, &[])).await;
+    other.subscribe(chat(c)).await;
+
+    subscribe_until(&mut plain, chat(c), "forbidden").await;
+    store(&log, &joined(c, u)).await;
+    subscribe_until(&mut plain, chat(c), "subscribed").await;
+    starred.subscribe(chat(c)).await;
+    other.events(1).await;
+
+    let ban = banned(c, u);
+    store(&log, &ban).await;
+    expect_cut(&mut plain, &ban, "banned").await;
+    expect_cut(&mut starred, &ban, "banned").await;
+    let after = store(&log, &message(c, "after the ban")).await;
+    assert_eq!(other.events(2).await[1]["seq"], after, "others go on");
+    plain.assert_silent(Duration::from_millis(300)).await;
+    starred.assert_silent(Duration::from_millis(100)).await;
+
+    // Banned: refused even with a `*` grant.
+    subscribe_until(&mut starred, chat(c), "forbidden").await;
+    subscribe_until(&mut plain, chat(c), "forbidden").await;
+
+    // An unban lifts the ban but restores no membership.
+    store(&log, &unbanned(c, u)).await;
+    subscribe_until(&mut starred, chat(c), "subscribed").await;
+    let reply = subscribe_until(&mut plain, chat(c), "forbidden").await;
+    assert!(reply["data"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("not a member"));
+    store(&log, &joined(c, u)).await;
+    subscribe_until(&mut plain, chat(c), "subscribed").await;
+}
+
+#[tokio::test]
+async fn kicks_leaves_and_deletions_cut_live_subscriptions() {
+    let nats = nats();
+    let gateway = Gateway::start(&nats);
+    let log = log(&nats).await;
+    let (c, u, v) = (Id::new_v4(), Id::new_v4(), Id::new_v4());
+    let grant = Grant::Some(vec![c]);
+    let mut a = Client::connect(&gateway, &token(u, grant.clone(), &[])).await;
+    let mut b = Client::connect(&gateway, &token(v, grant, &[])).await;
+    a.subscribe(chat(c)).await;
+    b.subscribe(chat(c)).await;
+
+    let kick = kicked(c, u);
+    store(&log, &kick).await;
+    expect_cut(&mut a, &kick, "kicked").await;
+    assert_eq!(b.events(1).await[0]["id"], kick.id.to_string());
+
+    // The grant still allows a new subscription after a kick.
+    subscribe_until(&mut a, chat(c), "subscribed").await;
+    let leave = left(c, u);
+    store(&log, &leave).await;
+    expect_cut(&mut a, &leave, "left").await;
+    assert_eq!(b.events(1).await[0]["id"], leave.id.to_string());
+
+    subscribe_until(&mut a, chat(c), "subscribed").await;
+    let gone = deleted(c);
+    store(&log, &gone).await;
+    expect_cut(&mut a, &gone, "channel_deleted").await;
+    expect_cut(&mut b, &gone, "channel_deleted").await;
+    subscribe_until(&mut a, chat(c), "forbidden").await;
+}
+
+#[tokio::test]
+async fn a_replay_stops_at_the_ban() {
+    let nats = nats();
+    let gateway = Gateway::start(&nats);
+    let log = log(&nats).await;
+    let (c, u) = (Id::new_v4(), Id::new_v4());
+    let mut before = Vec::new();
+    for i in 0..5 {
+        before.push(store(&log, &message(c, &format!("before {i}"))).await);
+    }
+    let ban = banned(c, u);
+    let ban_seq = store(&log, &ban).await;
+    for i in 0..5 {
+        store(&log, &message(c, &format!("after {i}"))).await;
+    }
+    store(&log, &unbanned(c, u)).await;
+
+    let mut client = Client::connect(&gateway, &token(u, Grant::All, &[])).await;
+    let start = before[0] - 1;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    // Wait until this node's projection has the unban.
+    loop {
+        client
+            .send(
+                json!({"type": "subscribe", "channel": format!("channel:{c}"), "since_seq": start}),
+            )
+            .await;
+        let reply = client.next().await;
+        if reply["type"] == "subscribed" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{reply}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut got = Vec::new();
+    loop {
+        let frame = client.next().await;
+        if frame["type"] == "unsubscribed" {
+            assert_eq!(frame["data"]["reason"], "banned");
+            break;
+        }
+        assert_ne!(frame["type"], "replayed", "the replay must stop at the ban");
+        got.push(frame["seq"].as_u64().expect("seq"));
+    }
+    let mut expected = before.clone();
+    expected.push(ban_seq);
+    assert_seqs(
+        &got,
+        &expected,
+        "everything up to and including the ban, nothing after",
+    );
+    client.assert_silent(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn a_ban_published_during_the_replay_cuts_it() {
+    let nats = nats();
+    let gateway = Gateway::start(&nats);
+    let log = log(&nats).await;
+    let (c, u) = (Id::new_v4(), Id::new_v4());
+    for round in 0..5 {
+        let backlog: Vec<u64> = {
+            use futures::StreamExt;
+            futures::stream::iter(0..3000)
+                .map(|i| {
+                    let log = log.clone();
+                    async move {
+                        log.store(&message(c, &format!("{round}/{i}")))
+                            .await
+                            .expect("stored")
+                            .seq
+                    }
+                })
+                .buffer_unordered(128)
+                .collect()
+                .await
+        };
+        let start = backlog.iter().min().copied().expect("some") - 1;
+        let mut client = Client::connect(&gateway, &token(u, Grant::All, &[])).await;
+        client
+            .send(
+                json!({"type": "subscribe", "channel": format!("channel:{c}"), "since_seq": start}),
+            )
+            .await;
+        let subscribed = client.next().await;
+        assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
+        // The ban lands while the backlog is being replayed.
+        let ban = banned(c, u);
+        let ban_seq = store(&log, &ban).await;
+        store(&log, &message(c, "after the ban")).await;
+        let mut last = start;
+        loop {
+            let frame = client.next().await;
+            match frame["type"].as_str() {
+                Some("unsubscribed") => {
+                    assert_eq!(frame["data"]["reason"], "banned");
+                    break;
+                }
+                Some("replayed") => continue,
+                _ => {
+                    let seq = frame["seq"].as_u64().expect("seq");
+                    assert!(seq > last, "in order");
+                    assert!(seq <= ban_seq, "nothing after the ban: {frame}");
+                    last = seq;
+                }
+            }
+        }
+        assert_eq!(last, ban_seq, "the ban itself is the last event");
+        client.assert_silent(Duration::from_millis(200)).await;
+        store(&log, &unbanned(c, u)).await;
+        // Let the projection see the unban before the next round.
+        let mut probe = Client::connect(&gateway, &token(u, Grant::All, &[])).await;
+        subscribe_until(&mut probe, chat(c), "subscribed").await;
+    }
+}
+
+#[tokio::test]
+async fn a_resumed_session_stops_at_a_ban_made_while_away() {
+    let nats = nats();
+    let gateway = Gateway::start(&nats);
+    let log = log(&nats).await;
+    let (c, u) = (Id::new_v4(), Id::new_v4());
+    let user = token(u, Grant::All, &[]);
+    let mut client = Client::connect(&gateway, &user).await;
+    let session = client.session_id();
+    client.subscribe(chat(c)).await;
+    client.subscribe(Channel::User(u)).await;
+    let seen = store(&log, &message(c, "seen")).await;
+    assert_eq!(client.events(1).await[0]["seq"], seen);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    client.close().await;
+
+    let missed = store(&log, &message(c, "missed")).await;
+    let ban = banned(c, u);
+    let receipt = log.store(&ban).await.expect("stored");
+    store(&log, &message(c, "after the ban")).await;
+
+    let mut resumed = Client::connect_session(&gateway, &user, &session).await;
+    assert_eq!(resumed.hello["data"]["resumed"], true);
+    let mut chat_seqs = Vec::new();
+    let mut user_seqs = Vec::new();
+    let mut cut = None;
+    let mut replayed = 0;
+    while cut.is_none() || replayed < 1 {
+        let frame = resumed.next().await;
+        assert_schema(&frame);
+        match frame["type"].as_str() {
+            Some("subscribed") => {}
+            Some("replayed") => replayed += 1,
+            Some("unsubscribed") => cut = Some(frame["data"]["reason"].clone()),
+            _ if frame["channel"] == format!("channel:{c}") => {
+                assert!(cut.is_none(), "nothing after the cut: {frame}");
+                chat_seqs.push(frame["seq"].as_u64().expect("seq"));
+            }
+            _ => user_seqs.push(frame["seq"].as_u64().expect("seq")),
+        }
+    }
+    assert_eq!(cut, Some(json!("banned")));
+    assert_seqs(&chat_seqs, &[missed, receipt.seq], "up to the ban");
+    assert_eq!(user_seqs, vec![receipt.user_seq.expect("user copy")]);
+}
+
+#[tokio::test]
+async fn two_gateways_on_one_nats_both_enforce_a_ban() {
+    let nats = nats();
+    let first = Gateway::start(&nats);
+    let second = Gateway::start(&nats);
+    let log = log(&nats).await;
+    let (c, u) = (Id::new_v4(), Id::new_v4());
+    let user = token(u, Grant::None, &[]);
+    store(&log, &joined(c, u)).await;
+    let mut on_first = Client::connect(&first, &user).await;
+    let mut on_second = Client::connect(&second, &user).await;
+    subscribe_until(&mut on_first, chat(c), "subscribed").await;
+    subscribe_until(&mut on_second, chat(c), "subscribed").await;
+    let ban = banned(c, u);
+    store(&log, &ban).await;
+    expect_cut(&mut on_first, &ban, "banned").await;
+    expect_cut(&mut on_second, &ban, "banned").await;
+    subscribe_until(&mut on_first, chat(c), "forbidden").await;
+    subscribe_until(&mut on_second, chat(c), "forbidden").await;
+}
+
+#[tokio::test]
+async fn the_projection_survives_a_restart_and_the_tools_agree() {
+    let nats = nats();
+    let mut gateway = Gateway::start(&nats);
+    let log = log(&nats).await;
+    let (c, u) = (Id::new_v4(), Id::new_v4());
+    store(&log, &joined(c, u)).await;
+    let member = token(u, Grant::None, &[]);
+    let mut client = Client::connect(&gateway, &member).await;
+    subscribe_until(&mut client, chat(c), "subscribed").await;
+    // Let a snapshot be written, then restart from it.
+    let stopped = tokio::task::spawn_blocking(move || {
+        gateway.terminate();
+        gateway
+    });
+    assert_eq!(client.closed_with().await, 1001);
+    let mut gateway = stopped.await.expect("joined");
+    let other = Id::new_v4();
+    store(&log, &banned(c, other)).await;
+    gateway.restart();
+    let log_text = gateway.log_text();
+    let ready = log_text
+        .lines()
+        .rfind(|l| l.contains("projection ready"))
+        .expect("projection ready line");
+    assert!(
+        !ready.contains("from=0 "),
+        "started from the snapshot: {ready}"
+    );
+    let mut client = Client::connect(&gateway, &member).await;
+    subscribe_until(&mut client, chat(c), "subscribed").await;
+    let mut banned_user = Client::connect(&gateway, &token(other, Grant::All, &[])).await;
+    subscribe_until(&mut banned_user, chat(c), "forbidden").await;
+
+    gateway.kill9();
+    let tool = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("projection")
+            .args(args)
+            .args(["--nats-url", &nats.url()])
+            .arg("--data-dir")
+            .arg(gateway.data_dir())
+            .output()
+            .expect("runs");
+        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        (output.status, format!("{stdout}{stderr}"))
+    };
+    let (status, out) = tool(&["check"]);
+    assert!(status.success(), "check: {out}");
+    assert!(out.contains("matches"), "{out}");
+    let (status, out) = tool(&["rebuild"]);
+    assert!(status.success(), "rebuild: {out}");
+    let summary: Value =
+        serde_json::from_str(out.lines().next().unwrap_or("")).expect("JSON summary");
+    assert_eq!(summary["members"], 1);
+    assert_eq!(summary["banned"], 1);
+}
