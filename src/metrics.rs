@@ -6,6 +6,9 @@ use std::sync::OnceLock;
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+/// How often histogram samples are folded into buckets.
+pub const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Latency buckets, in seconds: 50 µs to 5 s.
 const LATENCY_BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -57,6 +60,15 @@ impl Metrics {
                 delivery_latency: histogram!("switchboard_delivery_latency_seconds"),
             }
         })
+    }
+
+    /// Folds recorded histogram samples into their buckets. The exporter
+    /// keeps raw samples until then, so the node runs this periodically
+    /// (see [`UPKEEP_INTERVAL`]) whether or not anyone scrapes.
+    pub fn upkeep() {
+        if let Some(handle) = exporter() {
+            handle.run_upkeep();
+        }
     }
 
     /// The Prometheus text of every series.

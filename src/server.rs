@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::gateway::{router, Node};
+use crate::gateway::{housekeeping, router, Node};
 use crate::local_nats::NatsServer;
 use crate::log::Log;
 use crate::projection::Projection;
@@ -105,8 +105,11 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         .context("cannot subscribe to typing")?;
     node.tasks.spawn(router::run(node.clone(), start_seq));
     node.tasks.spawn(router::run_typing(node.clone(), typing));
-    node.tasks.spawn(router::run_snapshots(node.clone()));
-    node.tasks.spawn(router::run_session_sweeper(node.clone()));
+    node.tasks.spawn(housekeeping::run_snapshots(node.clone()));
+    node.tasks
+        .spawn(housekeeping::run_session_sweeper(node.clone()));
+    node.tasks
+        .spawn(housekeeping::run_metrics_upkeep(node.clone()));
 
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await

@@ -143,6 +143,7 @@ pub async fn run(node: Arc<Node>, socket: Socket, claims: Claims, session: Optio
         dirty: false,
         bad_frames: VecDeque::new(),
         saved_at: Instant::now(),
+        oldest_unflushed_ms: None,
     };
     node.metrics.connections.increment(1.0);
     let end = match conn.serve(session).await {
@@ -171,6 +172,8 @@ struct Connection {
     dirty: bool,
     bad_frames: VecDeque<Instant>,
     saved_at: Instant,
+    /// The log time of the oldest live event written since the last flush.
+    oldest_unflushed_ms: Option<i64>,
 }
 
 impl Connection {
@@ -616,12 +619,10 @@ impl Connection {
         sub.sent(seq, &mut self.touched, delivery.channel);
         self.dirty = true;
         self.out.push(Message::Text(delivery.frame.clone()));
-        let metrics = self.node.metrics;
-        metrics.events_out.increment(1);
-        let lag_ms = chrono::Utc::now().timestamp_millis() - delivery.log_time_ms;
-        metrics
-            .delivery_latency
-            .record(lag_ms.max(0) as f64 / 1000.0);
+        self.node.metrics.events_out.increment(1);
+        // One latency sample per flush (the batch's oldest event), not one
+        // per event: the histogram's cost stays flat under fan-out.
+        self.oldest_unflushed_ms.get_or_insert(delivery.log_time_ms);
         if let Some(cut) = delivery.cut.filter(|c| c.applies_to(user)) {
             self.end_subscription(delivery.channel, cut.reason);
         }
@@ -711,6 +712,13 @@ impl Connection {
         };
         match written {
             Ok(Ok(())) => {
+                if let Some(log_time_ms) = self.oldest_unflushed_ms.take() {
+                    let lag_ms = chrono::Utc::now().timestamp_millis() - log_time_ms;
+                    self.node
+                        .metrics
+                        .delivery_latency
+                        .record(lag_ms.max(0) as f64 / 1000.0);
+                }
                 for channel in self.touched.drain(..) {
                     if let Some(sub) = self.subs.get_mut(&channel) {
                         sub.delivered = sub.cursor;

@@ -5,6 +5,7 @@
 //! - [`router`]: the node's single log consumer (and typing subscription)
 //!   feeding the projection and the hub.
 //! - [`connection`]: one WebSocket's protocol, replays and cursors.
+//! - [`housekeeping`]: snapshots, session sweeps and metric upkeep.
 //! - [`protocol`]: client and server frames.
 //! - [`upgrade`]: the HTTP upgrade with a bounded transport configuration.
 //!
@@ -13,6 +14,7 @@
 //! catch up after falling behind.
 
 pub mod connection;
+pub mod housekeeping;
 pub mod hub;
 pub mod protocol;
 pub mod router;

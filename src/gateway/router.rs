@@ -22,9 +22,6 @@ use crate::projection::FOLDED;
 /// Pause before recreating the consumer after an error.
 pub const RETRY_DELAY: Duration = Duration::from_millis(250);
 
-/// How often the projection snapshot is written when it changed.
-pub const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(5);
-
 /// Routes every stored event with `seq >= next_seq` until shutdown.
 pub async fn run(node: Arc<Node>, mut next_seq: u64) {
     let shutdown = node.shutdown.clone();
@@ -168,49 +165,5 @@ pub async fn publish_typing(node: &Node, channel: Channel, data: EventData) {
     let payload = subject::encode_payload(id, &data);
     if let Err(e) = node.log.client().publish(subject, payload).await {
         tracing::debug!(error = %e, "typing not published");
-    }
-}
-
-/// Writes the projection snapshot every [`SNAPSHOT_INTERVAL`] when it moved,
-/// and once more on shutdown.
-pub async fn run_snapshots(node: Arc<Node>) {
-    let mut written = node.projection().last_seq;
-    let mut tick = tokio::time::interval(SNAPSHOT_INTERVAL);
-    loop {
-        let stop = tokio::select! {
-            _ = node.shutdown.cancelled() => true,
-            _ = tick.tick() => false,
-        };
-        let routed = node.hub.last_routed();
-        if routed > written {
-            let snapshot = {
-                let mut projection = node.projection.write().unwrap_or_else(|e| e.into_inner());
-                projection.advance_to(routed);
-                projection.snapshot()
-            };
-            match node.store.put_snapshot(&snapshot) {
-                Ok(()) => written = snapshot.last_seq,
-                Err(e) => tracing::warn!(error = %e, "projection snapshot not written"),
-            }
-        }
-        if stop {
-            return;
-        }
-    }
-}
-
-/// Removes expired sessions every [`crate::session::SWEEP_INTERVAL`].
-pub async fn run_session_sweeper(node: Arc<Node>) {
-    let mut tick = tokio::time::interval(crate::session::SWEEP_INTERVAL);
-    loop {
-        tokio::select! {
-            _ = node.shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        match node.sessions.sweep() {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(removed = n, "expired sessions removed"),
-            Err(e) => tracing::warn!(error = %e, "session sweep failed"),
-        }
     }
 }
