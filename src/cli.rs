@@ -392,8 +392,8 @@ pub fn serve_settings(args: &ServeArgs) -> Result<ServeSettings, SettingError> {
             1,
         )?,
     };
-    if limits.heartbeat.is_zero() {
-        return Err(settings::error("heartbeat", "must be more than zero"));
+    if limits.heartbeat < Duration::from_millis(1) {
+        return Err(settings::error("heartbeat", "must be at least 1ms"));
     }
     if limits.stall_timeout.is_zero() {
         return Err(settings::error("stall_timeout", "must be more than zero"));

@@ -31,6 +31,11 @@ fn nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error>
     Option::<String>::deserialize(d)
 }
 
+/// An optional field that, when present, must be an id (never `null`).
+fn present_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Id>, D::Error> {
+    Id::deserialize(d).map(Some)
+}
+
 /// `channel_message`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -99,7 +104,11 @@ pub struct MemberRoleUpdated {
 #[serde(deny_unknown_fields)]
 pub struct BanChange {
     pub channel_id: Id,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present_id",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub user_id: Option<Id>,
     pub motive: String,
 }
@@ -109,7 +118,11 @@ pub struct BanChange {
 #[serde(deny_unknown_fields)]
 pub struct UserKicked {
     pub channel_id: Id,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present_id",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub user_id: Option<Id>,
 }
 

@@ -583,20 +583,7 @@ async fn an_invalid_stored_event_is_skipped_and_counted() {
         frame["seq"], good.seq,
         "only the valid event arrives: {frame}"
     );
-    let metrics = http()
-        .get(gateway.http("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    let invalid = metrics
-        .lines()
-        .find(|l| l.starts_with("switchboard_invalid_events_total"))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|n| n.parse::<f64>().ok())
-        .expect("counter");
+    let invalid = gateway.metric("switchboard_invalid_events_total").await;
     assert!(invalid >= 3.0, "{invalid}");
     assert!(gateway
         .log_text()

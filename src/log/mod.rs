@@ -26,6 +26,9 @@ pub use reader::{
 /// other channels' events.
 pub const MIN_SERVER_VERSION: (u64, u64) = (2, 10);
 
+/// How long the first connection to NATS may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How the stream is configured; see SPEC 8 for the matching settings.
 #[derive(Clone, Debug)]
 pub struct StreamSettings {
@@ -59,6 +62,8 @@ pub enum LogError {
     },
     #[error("nats-server {found} is too old: switchboard needs {}.{} or newer (2.9 silently ignores multi-filter consumers)", MIN_SERVER_VERSION.0, MIN_SERVER_VERSION.1)]
     ServerTooOld { found: String },
+    #[error("NATS did not answer: is nats-server running at the configured URL?")]
+    Unreachable,
     #[error("NATS has no JetStream: start nats-server with -js")]
     NoJetStream,
     #[error("stream `{name}`: {reason}")]
@@ -115,10 +120,11 @@ impl Log {
     }
 
     async fn dial(url: &str) -> Result<async_nats::Client, LogError> {
+        // No retry on the first connect: a wrong URL is reported at once.
+        // Once connected, the client reconnects by itself after outages.
         async_nats::ConnectOptions::new()
             .name("switchboard")
-            .retry_on_initial_connect()
-            .connection_timeout(Duration::from_secs(5))
+            .connection_timeout(CONNECT_TIMEOUT)
             .connect(url)
             .await
             .map_err(|source| LogError::Connect {
@@ -133,14 +139,10 @@ impl Log {
         settings: StreamSettings,
         manage: bool,
     ) -> Result<Log, LogError> {
-        // Wait for the server's INFO so the version check has something to read.
-        for _ in 0..100 {
-            if !client.server_info().version.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
         let info = client.server_info();
+        if info.version.is_empty() {
+            return Err(LogError::Unreachable);
+        }
         check_version(&info.version)?;
         if !info.jetstream {
             return Err(LogError::NoJetStream);

@@ -106,15 +106,22 @@ pub fn encode_payload(id: Id, data: &EventData) -> Bytes {
     Bytes::from(serde_json::to_vec(&out).unwrap_or_default())
 }
 
+fn present_str<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::borrow::Cow<'de, str>>, D::Error> {
+    <std::borrow::Cow<'de, str>>::deserialize(d).map(Some)
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PayloadIn<'a> {
     id: Id,
     #[serde(rename = "type", borrow)]
     kind: &'a str,
-    #[serde(default, borrow)]
-    #[allow(dead_code)]
-    timestamp: Option<&'a str>,
+    /// The publisher's clock: informational (envelopes carry the log's
+    /// time), but it must be an RFC 3339 time when present.
+    #[serde(default, borrow, deserialize_with = "present_str")]
+    timestamp: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow)]
     data: &'a RawValue,
 }
@@ -126,6 +133,8 @@ pub enum PayloadError {
     Subject(#[from] SubjectError),
     #[error("payload is not `{{id, type, timestamp?, data}}`: {0}")]
     Shape(serde_json::Error),
+    #[error("payload `timestamp` is not an RFC 3339 time: {0}")]
+    Timestamp(String),
     #[error("payload type `{payload}` does not match the subject's `{subject}`")]
     TypeMismatch { payload: String, subject: EventType },
     #[error(transparent)]
@@ -137,6 +146,9 @@ pub enum PayloadError {
 pub fn decode(subject: &str, payload: &[u8]) -> Result<(Channel, Id, EventData), PayloadError> {
     let (channel, kind) = parse(subject)?;
     let raw: PayloadIn = serde_json::from_slice(payload).map_err(PayloadError::Shape)?;
+    if let Some(t) = &raw.timestamp {
+        crate::event::parse_timestamp(t).map_err(|e| PayloadError::Timestamp(e.to_string()))?;
+    }
     if raw.kind != kind.as_str() {
         return Err(PayloadError::TypeMismatch {
             payload: raw.kind.chars().take(64).collect(),

@@ -111,6 +111,29 @@ impl Gateway {
         self.addr = addr;
     }
 
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        http()
+            .get(self.http("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// The value of the first series line starting with `series` (0 if absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0.0)
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(self.data.join("gateway.log")).unwrap_or_default()
     }
