@@ -23,6 +23,9 @@ use crate::metrics::Metrics;
 use crate::schema;
 use crate::token::{Claims, Role, TokenError};
 
+/// History lines read ahead of a slow HTTP client.
+pub const HISTORY_READ_AHEAD: usize = 64;
+
 /// Largest `POST /v1/events` body.
 pub const MAX_PUBLISH_BODY: u64 = 256 * 1024;
 
@@ -269,7 +272,7 @@ async fn history(
     };
     // A task streams the page through a small channel: memory stays at a
     // consumer batch plus a few lines, however large the page.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(HISTORY_READ_AHEAD);
     let metrics = node.metrics;
     node.tasks.spawn(async move {
         while let Some(item) = history.next().await {

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 /// How long a starting nats-server may take to say it listens.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a terminated nats-server gets to stop before it is killed.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// Why the local nats-server could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalNatsError {
@@ -110,7 +113,7 @@ impl NatsServer {
             .status()
             .is_ok_and(|s| s.success());
         if asked {
-            let deadline = Instant::now() + Duration::from_secs(5);
+            let deadline = Instant::now() + STOP_GRACE;
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = self.child.try_wait() {
                     return;
