@@ -1,0 +1,440 @@
+//! What every bench shares: the mode (smoke or full), a nats-server, the
+//! real gateway binary, tokens, WebSocket clients, events, and the figures
+//! (rates, percentiles, resident memory).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::{SinkExt, StreamExt};
+use switchboard::channel::{Channel, Id};
+use switchboard::event::{ChannelMessage, Event, EventData};
+use switchboard::local_nats::NatsServer;
+use switchboard::log::{Log, StreamSettings};
+use switchboard::token::{dev_claims, Grant, TokenKeys};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+
+pub const SECRET: &str = "switchboard-bench-secret";
+
+/// How long any single wait in a bench may take before it is a failure.
+pub const PATIENCE: Duration = Duration::from_secs(120);
+
+/// Acks kept in flight by the benches' publishers.
+pub const IN_FLIGHT: usize = 256;
+
+/// `cargo bench` passes `--bench`; `cargo test --all-targets` runs the same
+/// `main` without it, and then only a quick smoke version runs.
+pub fn full() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+pub fn mode() -> &'static str {
+    if full() {
+        "full"
+    } else {
+        "smoke"
+    }
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+pub fn nats() -> NatsServer {
+    NatsServer::start_temp().expect("nats-server starts (run `just tools`)")
+}
+
+pub async fn log(nats: &NatsServer) -> Log {
+    Log::connect(&nats.url(), StreamSettings::default())
+        .await
+        .expect("log connects")
+}
+
+/// Wall-clock nanoseconds: publishers stamp events with it and clients
+/// subtract it from their receive time (same machine, same clock).
+pub fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos() as u64
+}
+
+/// The gateway binary (`serve`), as users run it, in its own process.
+pub struct Gateway {
+    child: Child,
+    pub addr: SocketAddr,
+    _data: tempfile::TempDir,
+}
+
+impl Gateway {
+    pub fn start(nats_url: &str) -> Gateway {
+        let data = tempfile::Builder::new()
+            .prefix("switchboard-bench-")
+            .tempdir()
+            .expect("temp dir");
+        let log = std::fs::File::create(data.path().join("gateway.log")).expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--nats-url", nats_url])
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(["--jwt-secret", SECRET])
+            .env("SWITCHBOARD_LOG", "warn")
+            .env_remove("SWITCHBOARD_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("gateway starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("switchboard listening on http://") {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(PATIENCE) {
+            Ok(addr) => addr.parse().expect("listen address"),
+            Err(_) => {
+                let _ = child.kill();
+                let log = std::fs::read_to_string(data.path().join("gateway.log"));
+                panic!("gateway did not start; log:\n{}", log.unwrap_or_default());
+            }
+        };
+        Gateway {
+            child,
+            addr,
+            _data: data,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn ws_url(&self, token: &str) -> String {
+        format!("ws://{}/v1/ws?token={token}", self.addr)
+    }
+
+    /// The process's resident set (VmRSS), in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        vm_rss(self.pid())
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// VmRSS of a process from /proc, in bytes (0 when unreadable).
+pub fn vm_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// CPU time (user + system) a process has used, in seconds (0 when gone).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the `(comm)`: state is the 1st, utime the 12th, stime the 13th.
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+/// This process's nats-server children, oldest first, with whether each
+/// was started with a configuration file (`-c`).
+pub fn nats_children() -> Vec<(u32, bool)> {
+    let me = std::process::id().to_string();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let parent = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(1));
+        if stat.contains("(nats-server)") && parent == Some(me.as_str()) {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let with_config = cmdline.split(|b| *b == 0).any(|arg| arg == b"-c");
+            out.push((pid, with_config));
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// The first nats-server this process started without a configuration file.
+pub fn nats_pid() -> u32 {
+    nats_children()
+        .into_iter()
+        .find(|(_, with_config)| !with_config)
+        .map_or(0, |(pid, _)| pid)
+}
+
+/// CPU used by named processes over a stretch of wall time: shows which
+/// process a figure was bound by (2 cores: 2 s of CPU per wall second).
+pub struct CpuMeter {
+    procs: Vec<(&'static str, u32, f64)>,
+    started: std::time::Instant,
+}
+
+impl CpuMeter {
+    /// Starts measuring the given processes and this one (`bench`).
+    pub fn start(procs: &[(&'static str, u32)]) -> CpuMeter {
+        let mut all: Vec<(&'static str, u32)> = procs.to_vec();
+        all.push(("bench", std::process::id()));
+        CpuMeter {
+            procs: all
+                .into_iter()
+                .map(|(name, pid)| (name, pid, cpu_seconds(pid)))
+                .collect(),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn used(&self) -> Vec<(&'static str, f64)> {
+        self.procs
+            .iter()
+            .map(|(name, pid, at)| (*name, (cpu_seconds(*pid) - at).max(0.0)))
+            .collect()
+    }
+
+    /// `cpu: gateway 0.41 s, nats-server 0.12 s, bench 0.30 s in 0.42 s`.
+    pub fn line(&self) -> String {
+        let parts: Vec<String> = self
+            .used()
+            .iter()
+            .map(|(name, s)| format!("{name} {s:.2} s"))
+            .collect();
+        format!(
+            "cpu: {} in {:.2} s wall",
+            parts.join(", "),
+            self.started.elapsed().as_secs_f64()
+        )
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        let mut out = serde_json::Map::new();
+        for (name, s) in self.used() {
+            out.insert(format!("{name}_cpu_s"), round3(s).into());
+        }
+        out.insert(
+            "wall_s".into(),
+            round3(self.started.elapsed().as_secs_f64()).into(),
+        );
+        serde_json::Value::Object(out)
+    }
+}
+
+/// A token for `user` with the given grant, valid for a day.
+pub fn token(user: Id, channels: Grant) -> String {
+    let claims = dev_claims(user, Duration::from_secs(86_400), None, channels, vec![]);
+    TokenKeys::hs256(SECRET.as_bytes())
+        .mint(&claims)
+        .expect("mint")
+}
+
+/// A `channel_message` in `channel` whose `content` is `content`.
+pub fn message(channel: Id, content: String) -> Event {
+    Event::new(EventData::ChannelMessage(ChannelMessage {
+        channel_id: channel,
+        message_id: Id::new_v4(),
+        user_id: Id::new_v4(),
+        username: Some("bench".into()),
+        content,
+    }))
+}
+
+/// Stores `n` messages in `channel` with [`IN_FLIGHT`] acks in flight; the
+/// content of each is the nanosecond time its publish started. Returns the
+/// last sequence stored.
+pub async fn store_messages(log: &Log, channel: Id, n: usize) -> u64 {
+    let seqs = futures::stream::iter(0..n)
+        .map(|_| {
+            let event = message(channel, now_nanos().to_string());
+            async move { log.store(&event).await.expect("store").seq }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect::<Vec<u64>>()
+        .await;
+    seqs.into_iter().max().unwrap_or(0)
+}
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a WebSocket with the given read buffer size.
+pub async fn connect(url: &str, read_buffer: usize) -> Ws {
+    let config = WebSocketConfig::default().read_buffer_size(read_buffer);
+    let (ws, _) = tokio::time::timeout(
+        PATIENCE,
+        tokio_tungstenite::connect_async_with_config(url, Some(config), false),
+    )
+    .await
+    .expect("connect in time")
+    .expect("upgrade accepted");
+    ws
+}
+
+/// The next text frame (pings, pongs and binary frames are skipped).
+pub async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        let message = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("a frame in time")
+            .expect("socket open")
+            .expect("socket ok");
+        if let Message::Text(text) = message {
+            return text.to_string();
+        }
+    }
+}
+
+/// A deadline for a whole read loop: registered once, cheap to poll per
+/// frame (a timeout per frame would cost a timer each).
+pub fn deadline() -> std::pin::Pin<Box<tokio::time::Sleep>> {
+    Box::pin(tokio::time::sleep(PATIENCE))
+}
+
+/// The next message before the deadline; `None` when the socket ended,
+/// failed or the deadline passed.
+pub async fn next_before(
+    ws: &mut Ws,
+    deadline: &mut std::pin::Pin<Box<tokio::time::Sleep>>,
+) -> Option<Message> {
+    tokio::select! {
+        biased;
+        message = ws.next() => message.and_then(Result::ok),
+        _ = deadline.as_mut() => None,
+    }
+}
+
+/// The `type` of a control frame, or `None` for an event (it has a `seq`).
+pub fn control_type(frame: &str) -> Option<String> {
+    if frame.contains("\"seq\":") {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_str(frame).ok()?;
+    value["type"].as_str().map(str::to_string)
+}
+
+/// Connects to the gateway and reads `hello`.
+pub async fn connect_gateway(url: &str, read_buffer: usize) -> Ws {
+    let mut ws = connect(url, read_buffer).await;
+    let hello = next_text(&mut ws).await;
+    assert_eq!(control_type(&hello).as_deref(), Some("hello"), "{hello}");
+    ws
+}
+
+/// Sends `subscribe` (with `since_seq` when given).
+pub async fn send_subscribe(ws: &mut Ws, channel: Channel, since_seq: Option<u64>) {
+    let mut frame = serde_json::json!({"type": "subscribe", "channel": channel.to_string()});
+    if let Some(seq) = since_seq {
+        frame["since_seq"] = seq.into();
+    }
+    ws.send(Message::Text(frame.to_string().into()))
+        .await
+        .expect("send subscribe");
+}
+
+/// Subscribes without replay and waits for `subscribed`.
+pub async fn subscribe_live(ws: &mut Ws, channel: Channel) {
+    send_subscribe(ws, channel, None).await;
+    loop {
+        let frame = next_text(ws).await;
+        match control_type(&frame).as_deref() {
+            Some("subscribed") => return,
+            Some("error") => panic!("subscribe refused: {frame}"),
+            _ => {}
+        }
+    }
+}
+
+/// The `p`-th percentile (0..=100, nearest rank) of sorted samples.
+pub fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+pub fn ms(nanos: u64) -> f64 {
+    nanos as f64 / 1e6
+}
+
+/// Events per second.
+pub fn rate(events: u64, elapsed: Duration) -> f64 {
+    events as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+/// `12345678.9` → `12,345,679`.
+pub fn thousands(x: f64) -> String {
+    let n = x.round() as u64;
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Rounds for the JSON line.
+pub fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+pub fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Says whether a figure meets its target; smoke sizes are too small to
+/// say anything, so a smoke run says so instead.
+pub fn verdict(what: &str, met: bool, target: &str) {
+    if full() {
+        let word = if met { "meets" } else { "MISSES" };
+        println!("  verdict: {what} {word} the target ({target})");
+    } else {
+        println!("  verdict: none (smoke run: sizes too small to compare with {target})");
+    }
+}
+
+/// The last line every bench prints: all its figures, machine-readable.
+pub fn print_json(bench: &str, figures: serde_json::Value) {
+    let mut line = serde_json::json!({"bench": bench, "mode": mode()});
+    if let (Some(out), serde_json::Value::Object(figures)) = (line.as_object_mut(), figures) {
+        out.extend(figures);
+    }
+    println!("{line}");
+}

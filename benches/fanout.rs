@@ -1,0 +1,634 @@
+//! Live fan-out: delivered events/s and publish-to-socket latency for many
+//! WebSocket clients on one channel, switchboard against nats-server's own
+//! WebSocket listener (core NATS pub/sub, the same clients and payload
+//! size); then the resident memory of an idle subscribed connection.
+//!
+//! `cargo bench --bench fanout`: 100 clients x 20_000 events and 1_000
+//! clients x 2_000 events, each side publishing as fast as it can (the
+//! peer also once more paced to switchboard's publish rate, for the same
+//! offered load); 100 clients x 2_000 events with both sides paced to
+//! 1_000 events/s (latency at a light load); then 5_000 idle connections.
+//! Without `--bench`: a few clients and a few hundred events.
+//!
+//! Each client's latency is its receive time minus the send time carried in
+//! the event (`data.content` for switchboard, the payload for the peer);
+//! delivered/s is all events received / (last receipt - first publish).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use serde_json::json;
+use switchboard::channel::{Channel, Id};
+use switchboard::envelope::StoredEvent;
+use switchboard::log::Log;
+use switchboard::token::Grant;
+use tokio_tungstenite::tungstenite::Message;
+
+use common::{ms, now_nanos, percentile, rate, thousands, Gateway, Ws, PATIENCE};
+
+/// tungstenite's default client read buffer (what a typical client has).
+const CLIENT_READ_BUFFER: usize = 128 * 1024;
+
+/// Idle clients read nothing: a small buffer keeps the bench process small.
+const IDLE_READ_BUFFER: usize = 4 * 1024;
+
+/// Clients connecting at once.
+const CONNECT_CONCURRENCY: usize = 64;
+
+/// The peer's subject.
+const PEER_SUBJECT: &str = "bench.fanout";
+
+/// How long connections settle before the memory is read.
+const SETTLE: Duration = Duration::from_secs(2);
+
+fn main() {
+    let full = common::full();
+    // (clients, events, publish rate): `None` is as fast as each side can.
+    let scenarios: &[Scenario] = if full {
+        &[
+            (100, 20_000, None),
+            (1_000, 2_000, None),
+            (100, 2_000, Some(1_000.0)),
+        ]
+    } else {
+        &[(5, 200, None), (20, 50, None), (5, 50, Some(1_000.0))]
+    };
+    let idle = if full { 5_000 } else { 50 };
+    // This process and the gateway each hold a descriptor per connection.
+    let most = scenarios.iter().map(|s| s.0).max().unwrap_or(0).max(idle);
+    let needed = most as u64 + 256;
+    if let Some(limit) = open_files_limit().filter(|&limit| limit < needed) {
+        panic!(
+            "the open-files limit is {limit}, too low for {most} connections (need {needed}): \
+             raise it first, e.g. `ulimit -n 65536 && cargo bench --bench fanout`"
+        );
+    }
+    common::runtime().block_on(run(scenarios, idle));
+}
+
+/// Clients, events, and the publish rate (`None`: full speed).
+type Scenario = (usize, usize, Option<f64>);
+
+/// What one client saw.
+struct Received {
+    /// Publish-to-receive latency of every event, in nanoseconds.
+    latencies: Vec<u64>,
+    /// When the last event arrived (nanoseconds since the epoch).
+    last_at: u64,
+}
+
+/// One side's figures for one scenario.
+struct Figures {
+    clients: usize,
+    events: usize,
+    delivered: u64,
+    delivered_per_s: f64,
+    published_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+impl Figures {
+    fn new(
+        clients: usize,
+        events: usize,
+        started: u64,
+        published: Duration,
+        got: Vec<Received>,
+    ) -> Figures {
+        let last = got.iter().map(|r| r.last_at).max().unwrap_or(started);
+        let mut latencies: Vec<u64> = got.into_iter().flat_map(|r| r.latencies).collect();
+        latencies.sort_unstable();
+        let delivered = latencies.len() as u64;
+        Figures {
+            clients,
+            events,
+            delivered,
+            delivered_per_s: rate(
+                delivered,
+                Duration::from_nanos(last.saturating_sub(started)),
+            ),
+            published_per_s: rate(events as u64, published),
+            p50_ms: ms(percentile(&latencies, 50.0)),
+            p99_ms: ms(percentile(&latencies, 99.0)),
+            max_ms: ms(latencies.last().copied().unwrap_or(0)),
+        }
+    }
+
+    fn print(&self, side: &str) {
+        let expected = (self.clients * self.events) as u64;
+        let missing = if self.delivered == expected {
+            String::new()
+        } else {
+            format!("  (INCOMPLETE: {} of {expected})", self.delivered)
+        };
+        println!(
+            "  {side:<12} delivered {:>10} events/s   latency p50 {:>8.2} ms  p99 {:>8.2} ms  max {:>8.2} ms   published {:>9} events/s{missing}",
+            thousands(self.delivered_per_s),
+            self.p50_ms,
+            self.p99_ms,
+            self.max_ms,
+            thousands(self.published_per_s),
+        );
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "delivered": self.delivered,
+            "delivered_per_s": self.delivered_per_s.round(),
+            "published_per_s": self.published_per_s.round(),
+            "p50_ms": common::round3(self.p50_ms),
+            "p99_ms": common::round3(self.p99_ms),
+            "max_ms": common::round3(self.max_ms),
+        })
+    }
+}
+
+// ---------------------------------------------------------------- switchboard
+
+/// The decimal nanoseconds in a switchboard envelope's `data.content`.
+fn content_nanos(frame: &str) -> Option<u64> {
+    const KEY: &str = "\"content\":\"";
+    let start = frame.find(KEY)? + KEY.len();
+    let digits = &frame[start..];
+    let end = digits.find('"')?;
+    digits[..end].parse().ok()
+}
+
+async fn read_switchboard(mut ws: Ws, expected: usize) -> Received {
+    let mut got = Received {
+        latencies: Vec::with_capacity(expected),
+        last_at: 0,
+    };
+    let mut deadline = common::deadline();
+    while got.latencies.len() < expected {
+        match common::next_before(&mut ws, &mut deadline).await {
+            Some(Message::Text(text)) => {
+                if let Some(sent) = content_nanos(&text) {
+                    let now = now_nanos();
+                    got.latencies.push(now.saturating_sub(sent));
+                    got.last_at = now;
+                }
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    let _ = ws.close(None).await;
+    got
+}
+
+/// Stores `n` messages paced to `pace` events/s (in 1 ms steps), each
+/// stamped with the time its publish started.
+async fn store_paced(log: &Log, channel: Id, n: usize, pace: f64) {
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    let mut sent = 0;
+    while sent < n || !in_flight.is_empty() {
+        let due = ((started.elapsed().as_secs_f64() * pace) as usize + 1).min(n);
+        while sent < due {
+            let event = common::message(channel, now_nanos().to_string());
+            in_flight.push(async move { log.store(&event).await.expect("store") });
+            sent += 1;
+        }
+        tokio::select! {
+            Some(_) = in_flight.next(), if !in_flight.is_empty() => {}
+            _ = tick.tick(), if sent < n => {}
+        }
+    }
+}
+
+async fn switchboard(
+    gateway: &Gateway,
+    log: &Log,
+    (clients, events): (usize, usize),
+    pace: Option<f64>,
+) -> Figures {
+    let channel = Id::new_v4();
+    let sockets: Vec<Ws> = futures::stream::iter(0..clients)
+        .map(|_| async move {
+            let token = common::token(Id::new_v4(), Grant::Some(vec![channel]));
+            let mut ws = common::connect_gateway(&gateway.ws_url(&token), CLIENT_READ_BUFFER).await;
+            common::subscribe_live(&mut ws, Channel::Chat(channel)).await;
+            ws
+        })
+        .buffer_unordered(CONNECT_CONCURRENCY)
+        .collect()
+        .await;
+    let readers: Vec<_> = sockets
+        .into_iter()
+        .map(|ws| tokio::spawn(read_switchboard(ws, events)))
+        .collect();
+    let started = now_nanos();
+    let publish_started = Instant::now();
+    match pace {
+        None => {
+            common::store_messages(log, channel, events).await;
+        }
+        Some(pace) => store_paced(log, channel, events, pace).await,
+    }
+    let published = publish_started.elapsed();
+    let got = futures::future::join_all(readers).await;
+    let got = got.into_iter().map(|r| r.expect("reader")).collect();
+    Figures::new(clients, events, started, published, got)
+}
+
+// ----------------------------------------------------------------- the peer
+
+/// A core NATS payload as large as a switchboard envelope, carrying the
+/// send time: `{"t":NANOS,"p":"xxx…"}`.
+fn peer_payload(sent: u64, size: usize) -> bytes::Bytes {
+    let head = format!("{{\"t\":{sent},\"p\":\"");
+    let pad = size.saturating_sub(head.len() + 2);
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(head.as_bytes());
+    out.resize(head.len() + pad, b'x');
+    out.extend_from_slice(b"\"}");
+    bytes::Bytes::from(out)
+}
+
+fn peer_nanos(payload: &[u8]) -> Option<u64> {
+    let rest = payload.strip_prefix(b"{\"t\":")?;
+    let end = rest.iter().position(|b| !b.is_ascii_digit())?;
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+}
+
+fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
+    buf[from..]
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .map(|i| from + i)
+}
+
+/// Parses whole NATS protocol messages at the front of `buf` (a WebSocket
+/// frame may hold several, or part of one). Calls `on_msg` per payload;
+/// returns the bytes consumed and whether the server sent `PING`.
+fn parse_nats(buf: &[u8], mut on_msg: impl FnMut(&[u8])) -> (usize, bool) {
+    let (mut pos, mut ping) = (0, false);
+    while let Some(eol) = find_crlf(buf, pos) {
+        let line = &buf[pos..eol];
+        if line.starts_with(b"MSG ") {
+            let len: usize = std::str::from_utf8(line)
+                .ok()
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|n| n.parse().ok())
+                .expect("MSG line ends with the payload size");
+            let end = eol + 2 + len + 2;
+            if end > buf.len() {
+                break;
+            }
+            on_msg(&buf[eol + 2..eol + 2 + len]);
+            pos = end;
+        } else {
+            ping |= line == b"PING";
+            pos = eol + 2;
+        }
+    }
+    (pos, ping)
+}
+
+/// A NATS client over nats-server's WebSocket listener, subscribed.
+async fn peer_client(url: &str) -> Ws {
+    let mut ws = common::connect(url, CLIENT_READ_BUFFER).await;
+    let connect = format!(
+        "CONNECT {{\"verbose\":false,\"pedantic\":false,\"protocol\":1,\"headers\":false}}\r\nSUB {PEER_SUBJECT} 1\r\nPING\r\n"
+    );
+    ws.send(Message::Binary(connect.into_bytes().into()))
+        .await
+        .expect("send CONNECT");
+    let mut buf = Vec::new();
+    loop {
+        let message = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("PONG in time")
+            .expect("socket open")
+            .expect("socket ok");
+        match message {
+            Message::Binary(b) => buf.extend_from_slice(&b),
+            Message::Text(t) => buf.extend_from_slice(t.as_bytes()),
+            _ => continue,
+        }
+        if buf.windows(6).any(|w| w == b"PONG\r\n") {
+            return ws;
+        }
+        if buf.windows(5).any(|w| w == b"-ERR ") {
+            panic!("nats-server refused: {}", String::from_utf8_lossy(&buf));
+        }
+    }
+}
+
+async fn read_peer(mut ws: Ws, expected: usize) -> Received {
+    let mut got = Received {
+        latencies: Vec::with_capacity(expected),
+        last_at: 0,
+    };
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut deadline = common::deadline();
+    while got.latencies.len() < expected {
+        match common::next_before(&mut ws, &mut deadline).await {
+            Some(Message::Binary(b)) => buf.extend_from_slice(&b),
+            Some(Message::Text(t)) => buf.extend_from_slice(t.as_bytes()),
+            Some(_) => continue,
+            None => break,
+        }
+        let now = now_nanos();
+        let (used, ping) = parse_nats(&buf, |payload| {
+            if let Some(sent) = peer_nanos(payload) {
+                got.latencies.push(now.saturating_sub(sent));
+                got.last_at = now;
+            }
+        });
+        buf.drain(..used);
+        if ping {
+            let _ = ws.send(Message::Binary(b"PONG\r\n".to_vec().into())).await;
+        }
+    }
+    let _ = ws.close(None).await;
+    got
+}
+
+/// Publishes `events` core NATS messages: at full speed, or paced to
+/// `pace` events/s (in 1 ms steps).
+async fn publish_peer(
+    publisher: &async_nats::Client,
+    events: usize,
+    size: usize,
+    pace: Option<f64>,
+) {
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut sent = 0;
+    while sent < events {
+        let due = match pace {
+            None => events,
+            Some(rate) => ((started.elapsed().as_secs_f64() * rate) as usize + 1).min(events),
+        };
+        while sent < due {
+            publisher
+                .publish(PEER_SUBJECT, peer_payload(now_nanos(), size))
+                .await
+                .expect("peer publish");
+            sent += 1;
+        }
+        if sent < events {
+            tick.tick().await;
+        }
+    }
+    publisher.flush().await.expect("peer flush");
+}
+
+async fn peer(
+    ws_url: &str,
+    nats_url: &str,
+    (clients, events): (usize, usize),
+    size: usize,
+    pace: Option<f64>,
+) -> Figures {
+    let publisher = async_nats::connect(nats_url).await.expect("peer publisher");
+    let sockets: Vec<Ws> = futures::stream::iter(0..clients)
+        .map(|_| peer_client(ws_url))
+        .buffer_unordered(CONNECT_CONCURRENCY)
+        .collect()
+        .await;
+    let readers: Vec<_> = sockets
+        .into_iter()
+        .map(|ws| tokio::spawn(read_peer(ws, events)))
+        .collect();
+    let started = now_nanos();
+    let publish_started = Instant::now();
+    publish_peer(&publisher, events, size, pace).await;
+    let published = publish_started.elapsed();
+    let got = futures::future::join_all(readers).await;
+    let got = got.into_iter().map(|r| r.expect("reader")).collect();
+    Figures::new(clients, events, started, published, got)
+}
+
+/// A free loopback port (bound, read and released).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// The size of the envelope a fan-out client receives.
+fn envelope_size(channel: Id) -> usize {
+    let event = common::message(channel, now_nanos().to_string());
+    StoredEvent {
+        seq: 1_000_000,
+        time: chrono::Utc::now(),
+        id: event.id,
+        channel: Channel::Chat(channel),
+        data: event.data,
+    }
+    .encode()
+    .len()
+}
+
+// ----------------------------------------------------------------- memory
+
+struct Memory {
+    connections: usize,
+    baseline: u64,
+    checkpoint: (usize, u64),
+    loaded: u64,
+}
+
+impl Memory {
+    fn per_connection(&self) -> f64 {
+        self.loaded.saturating_sub(self.baseline) as f64 / self.connections as f64
+    }
+
+    fn marginal(&self) -> f64 {
+        let (n, rss) = self.checkpoint;
+        self.loaded.saturating_sub(rss) as f64 / (self.connections - n).max(1) as f64
+    }
+}
+
+/// The size of one connection's task future (`connection::run`), which
+/// every connection allocates once, idle or not.
+fn connection_future_bytes() -> usize {
+    fn output_size<F, A, B, C, D, Fut>(_: F) -> usize
+    where
+        F: FnOnce(A, B, C, D) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+    output_size(switchboard::gateway::connection::run)
+}
+
+/// The soft limit on open files (`ulimit -n`), from /proc.
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// A subscribed connection with its own channel.
+async fn idle_client(gateway: &Gateway) -> Ws {
+    let channel = Id::new_v4();
+    let token = common::token(Id::new_v4(), Grant::All);
+    let mut ws = common::connect_gateway(&gateway.ws_url(&token), IDLE_READ_BUFFER).await;
+    common::subscribe_live(&mut ws, Channel::Chat(channel)).await;
+    ws
+}
+
+async fn connect_idle(gateway: &Gateway, n: usize) -> Vec<Ws> {
+    futures::stream::iter(0..n)
+        .map(|_| idle_client(gateway))
+        .buffer_unordered(CONNECT_CONCURRENCY)
+        .collect()
+        .await
+}
+
+async fn idle_memory(connections: usize) -> Memory {
+    let nats = common::nats();
+    let gateway = Gateway::start(&nats.url());
+    tokio::time::sleep(SETTLE).await;
+    let baseline = gateway.rss_bytes();
+    let first = connections / 5;
+    let mut sockets = connect_idle(&gateway, first).await;
+    tokio::time::sleep(SETTLE).await;
+    let checkpoint = (first, gateway.rss_bytes());
+    sockets.extend(connect_idle(&gateway, connections - first).await);
+    tokio::time::sleep(SETTLE).await;
+    let loaded = gateway.rss_bytes();
+    assert_eq!(sockets.len(), connections);
+    drop(sockets);
+    Memory {
+        connections,
+        baseline,
+        checkpoint,
+        loaded,
+    }
+}
+
+// ------------------------------------------------------------------- main
+
+async fn run(scenarios: &[Scenario], idle: usize) {
+    let nats = common::nats();
+    let log = common::log(&nats).await;
+    let gateway = Gateway::start(&nats.url());
+    let ws_port = free_port();
+    let peer_server = switchboard::local_nats::NatsServer::start_temp_with_config(&format!(
+        "websocket {{\n  host: 127.0.0.1\n  port: {ws_port}\n  no_tls: true\n}}\n"
+    ))
+    .expect("peer nats-server with a WebSocket listener");
+    let peer_ws = format!("ws://127.0.0.1:{ws_port}");
+    let jetstream_pid = common::nats_pid();
+    let peer_pid = common::nats_children()
+        .into_iter()
+        .find(|(_, with_config)| *with_config)
+        .map_or(0, |(pid, _)| pid);
+    let ours_procs = [("gateway", gateway.pid()), ("nats-server", jetstream_pid)];
+    let peer_procs = [("nats-server", peer_pid)];
+    let size = envelope_size(Id::new_v4());
+    println!(
+        "fanout: one channel, N clients, switchboard (gateway binary, Log::store with up to {} acks in flight) vs nats-server {} WebSocket (core NATS publish at full speed, and paced to switchboard's publish rate), payload {size} B [{} mode]",
+        common::IN_FLIGHT,
+        peer_server.port(),
+        common::mode()
+    );
+    let mut results = Vec::new();
+    for &(clients, events, pace) in scenarios {
+        let how = pace.map_or("as fast as each side publishes".to_string(), |r| {
+            format!("both sides paced to {} events/s", thousands(r))
+        });
+        println!(
+            "{clients} clients x {} events ({} deliveries), {how}:",
+            thousands(events as f64),
+            thousands((clients * events) as f64)
+        );
+        let shape = (clients, events);
+        let cpu = common::CpuMeter::start(&ours_procs);
+        let ours = switchboard(&gateway, &log, shape, pace).await;
+        ours.print("switchboard");
+        println!("               {}", cpu.line());
+        let mut figures = json!({
+            "clients": clients,
+            "events": events,
+            "pace_per_s": pace,
+            "switchboard": ours.json(),
+            "cpu_switchboard": cpu.json(),
+        });
+        let mut peers = Vec::new();
+        if pace.is_none() {
+            let cpu = common::CpuMeter::start(&peer_procs);
+            let flood = peer(&peer_ws, &peer_server.url(), shape, size, None).await;
+            flood.print("nats-server");
+            println!("               {}", cpu.line());
+            figures["nats_ws"] = flood.json();
+            figures["cpu_nats_ws"] = cpu.json();
+            peers.push(("full speed", flood));
+        }
+        // The peer at the same publish rate as switchboard: the same offered load.
+        let matched = pace.unwrap_or(ours.published_per_s);
+        let cpu = common::CpuMeter::start(&peer_procs);
+        let paced = peer(&peer_ws, &peer_server.url(), shape, size, Some(matched)).await;
+        paced.print("nats paced");
+        println!("               {}", cpu.line());
+        figures["nats_ws_paced"] = paced.json();
+        figures["nats_ws_paced_to_per_s"] = matched.round().into();
+        figures["cpu_nats_ws_paced"] = cpu.json();
+        peers.push(("paced", paced));
+        for (name, theirs) in &peers {
+            println!(
+                "  switchboard vs nats-server {name}: delivered {:.2}x, p99 {:.2}x (target: delivered >= 1x, p99 <= 1x)",
+                ours.delivered_per_s / theirs.delivered_per_s.max(1e-9),
+                ours.p99_ms / theirs.p99_ms.max(1e-9)
+            );
+        }
+        results.push(figures);
+    }
+    drop(gateway);
+    drop(peer_server);
+    drop(nats);
+
+    println!(
+        "idle memory: {idle} connections, each subscribed to its own channel (gateway binary):"
+    );
+    let memory = idle_memory(idle).await;
+    let per = memory.per_connection();
+    println!(
+        "  VmRSS {:.1} MiB idle -> {:.1} MiB at {} -> {:.1} MiB at {idle} connections",
+        memory.baseline as f64 / 1048576.0,
+        memory.checkpoint.1 as f64 / 1048576.0,
+        memory.checkpoint.0,
+        memory.loaded as f64 / 1048576.0
+    );
+    println!(
+        "  {} bytes ({:.1} KiB) per idle connection (target <= 16 KiB); marginal {:.1} KiB from {} to {idle}",
+        thousands(per),
+        per / 1024.0,
+        memory.marginal() / 1024.0,
+        memory.checkpoint.0
+    );
+    let future_bytes = connection_future_bytes();
+    println!(
+        "  of which the connection task's future (connection::run) is {} bytes",
+        thousands(future_bytes as f64)
+    );
+    common::verdict(
+        "idle connection memory",
+        per <= 16.0 * 1024.0,
+        "<= 16 KiB per connection",
+    );
+    common::print_json(
+        "fanout",
+        json!({
+            "payload_bytes": size,
+            "scenarios": results,
+            "idle_connections": idle,
+            "rss_baseline_bytes": memory.baseline,
+            "rss_loaded_bytes": memory.loaded,
+            "bytes_per_idle_connection": per.round(),
+            "marginal_bytes_per_idle_connection": memory.marginal().round(),
+            "target_bytes_per_idle_connection": 16 * 1024,
+            "connection_future_bytes": future_bytes,
+        }),
+    );
+}
