@@ -41,6 +41,14 @@ impl Id {
     }
 }
 
+impl Id {
+    /// Appends the lower-case hyphenated form.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        let mut buf = Uuid::encode_buffer();
+        out.extend_from_slice(self.0.hyphenated().encode_lower(&mut buf).as_bytes());
+    }
+}
+
 impl fmt::Display for Id {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.0.hyphenated(), f)
@@ -98,6 +106,21 @@ impl Channel {
             "channel" => Ok(Channel::Chat(id)),
             "user" => Ok(Channel::User(id)),
             _ => Err(bad()),
+        }
+    }
+
+    /// Appends the channel's string form.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        match self {
+            Channel::Chat(id) => {
+                out.extend_from_slice(b"channel:");
+                id.write_to(out);
+            }
+            Channel::User(id) => {
+                out.extend_from_slice(b"user:");
+                id.write_to(out);
+            }
+            Channel::Global => out.extend_from_slice(b"global"),
         }
     }
 

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::channel::{Channel, Id};
-use crate::event::{format_timestamp, EventData};
+use crate::event::{write_timestamp, EventData};
 
 /// A stored event copy as read from the log: what an envelope is made of.
 #[derive(Clone, Debug, PartialEq)]
@@ -42,26 +42,30 @@ pub fn encode(
     seq: Option<u64>,
     id: Id,
 ) -> Bytes {
-    use std::io::Write;
     let mut out = Vec::with_capacity(320);
     // Every piece but `data` is a fixed ASCII form (type names, RFC 3339,
-    // channel strings, integers, UUIDs): nothing to escape.
-    let _ = write!(
-        out,
-        r#"{{"type":"{}","timestamp":"{}","data":"#,
-        data.kind().as_str(),
-        format_timestamp(time)
-    );
+    // channel strings, integers, UUIDs): nothing to escape. This runs once
+    // per event copy, so it writes bytes rather than going through `fmt`.
+    out.extend_from_slice(br#"{"type":""#);
+    out.extend_from_slice(data.kind().as_str().as_bytes());
+    out.extend_from_slice(br#"","timestamp":""#);
+    write_timestamp(&mut out, time);
+    out.extend_from_slice(br#"","data":"#);
     if data.write_json(&mut out).is_err() {
         // Unreachable for these types (strings, ids, string-keyed maps); an
         // empty object keeps the frame valid JSON if it ever happens.
         out.extend_from_slice(b"{}");
     }
-    let _ = write!(out, r#","channel":"{channel}""#);
+    out.extend_from_slice(br#","channel":""#);
+    channel.write_to(&mut out);
+    out.push(b'"');
     if let Some(seq) = seq {
-        let _ = write!(out, r#","seq":{seq}"#);
+        out.extend_from_slice(br#","seq":"#);
+        out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
     }
-    let _ = write!(out, r#","id":"{id}"}}"#);
+    out.extend_from_slice(br#","id":""#);
+    id.write_to(&mut out);
+    out.extend_from_slice(br#""}"#);
     Bytes::from(out)
 }
 

@@ -391,32 +391,70 @@ impl Event {
     /// The routing rule: the channel copy for channel events, plus a user copy
     /// without `user_id` for moderation, `global` for `channel_created`.
     pub fn copies(&self) -> Vec<Copy> {
-        let kind = self.kind();
-        if kind == EventType::ChannelCreated {
-            return vec![Copy {
-                channel: Channel::Global,
-                data: self.data.clone(),
-            }];
-        }
-        let mut copies = vec![Copy {
-            channel: Channel::Chat(self.data.channel_id()),
+        let home = Copy {
+            channel: self.home_channel(),
             data: self.data.clone(),
-        }];
-        if let Some(user) = self.data.moderated_user() {
-            let mut data = self.data.clone();
-            data.set_moderated_user(None);
-            copies.push(Copy {
-                channel: Channel::User(user),
-                data,
-            });
+        };
+        std::iter::once(home).chain(self.user_copy()).collect()
+    }
+
+    /// The channel the event itself (with every field) goes to: `global`
+    /// for `channel_created`, else its chat channel.
+    pub fn home_channel(&self) -> Channel {
+        match self.kind() {
+            EventType::ChannelCreated => Channel::Global,
+            _ => Channel::Chat(self.data.channel_id()),
         }
-        copies
+    }
+
+    /// The user copy of a moderation event: on `user:{id}`, without `user_id`.
+    pub fn user_copy(&self) -> Option<Copy> {
+        let user = self.data.moderated_user()?;
+        let mut data = self.data.clone();
+        data.set_moderated_user(None);
+        Some(Copy {
+            channel: Channel::User(user),
+            data,
+        })
     }
 }
 
 /// RFC 3339, UTC, millisecond precision, `Z`: the envelope's timestamp form.
 pub fn format_timestamp(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+    let mut out = Vec::with_capacity(24);
+    write_timestamp(&mut out, t);
+    String::from_utf8(out).unwrap_or_else(|_| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+/// Appends [`format_timestamp`]'s form without the formatting machinery:
+/// it runs once per delivered event.
+pub fn write_timestamp(out: &mut Vec<u8>, t: &DateTime<Utc>) {
+    use chrono::{Datelike, Timelike};
+    let year = t.year();
+    if !(0..=9999).contains(&year) {
+        out.extend_from_slice(t.to_rfc3339_opts(SecondsFormat::Millis, true).as_bytes());
+        return;
+    }
+    let digits = |out: &mut Vec<u8>, n: u32, width: u32| {
+        for i in (0..width).rev() {
+            out.push(b'0' + (n / 10u32.pow(i) % 10) as u8);
+        }
+    };
+    digits(out, year as u32, 4);
+    out.push(b'-');
+    digits(out, t.month(), 2);
+    out.push(b'-');
+    digits(out, t.day(), 2);
+    out.push(b'T');
+    digits(out, t.hour(), 2);
+    out.push(b':');
+    digits(out, t.minute(), 2);
+    out.push(b':');
+    digits(out, t.second(), 2);
+    out.push(b'.');
+    // A leap second shows as 59.999, never as 60.
+    digits(out, t.timestamp_subsec_millis().min(999), 3);
+    out.push(b'Z');
 }
 
 /// Parses a client's or publisher's RFC 3339 time.
@@ -509,5 +547,18 @@ mod tests {
     fn timestamps_have_millis_and_z() {
         let t = parse_timestamp("2025-01-15T11:30:00.123456+01:00").unwrap();
         assert_eq!(format_timestamp(&t), "2025-01-15T10:30:00.123Z");
+        for s in [
+            "0001-02-03T04:05:06.007Z",
+            "9999-12-31T23:59:59.999Z",
+            "2025-01-15T10:30:00.000Z",
+        ] {
+            assert_eq!(format_timestamp(&parse_timestamp(s).unwrap()), s);
+        }
+        let chrono_form = |t: &DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
+        let mut t = parse_timestamp("2024-02-28T23:59:58.998Z").unwrap();
+        for _ in 0..5000 {
+            assert_eq!(format_timestamp(&t), chrono_form(&t));
+            t += chrono::Duration::microseconds(777);
+        }
     }
 }

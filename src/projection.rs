@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::access::Standing;
 use crate::channel::{Channel, Id};
 use crate::event::{EventData, EventType};
-use crate::log::{subject, Log, LogError};
+use crate::log::{Log, LogError};
 
 /// The event types the projection folds, on chat channel copies.
 pub const FOLDED: &[EventType] = &[
@@ -102,16 +102,15 @@ impl Projection {
     }
 
     /// Reads the log from `last_seq + 1` up to `until` (inclusive) and folds
-    /// every membership event. Returns how many events were read.
+    /// every membership event. Returns how many events were folded.
     pub async fn catch_up(&mut self, log: &Log, until: u64) -> Result<u64, LogError> {
         if until <= self.last_seq {
             return Ok(0);
         }
-        let filters: Vec<String> = FOLDED
-            .iter()
-            .map(|kind| format!("{}.channel.*.{kind}", subject::ROOT))
-            .collect();
-        let mut read = log.read_subjects(filters, self.last_seq + 1).await?;
+        // One unfiltered read: nats-server serves filters with a wildcard in
+        // the middle (`chat.channel.*.member_joined`) far slower than a plain
+        // read of everything, on streams with many subjects.
+        let mut read = log.read_subjects(Vec::new(), self.last_seq + 1).await?;
         let mut count = 0;
         if read.initial_pending > 0 {
             while let Some(item) = read.next().await {
@@ -119,9 +118,12 @@ impl Projection {
                 if item.seq > until {
                     break;
                 }
-                count += 1;
                 match &item.event {
-                    Ok(event) => self.apply(event.seq, event.channel, &event.data),
+                    Ok(event) if FOLDED.contains(&event.data.kind()) => {
+                        count += 1;
+                        self.apply(event.seq, event.channel, &event.data);
+                    }
+                    Ok(_) => {}
                     Err(reason) => {
                         tracing::warn!(seq = item.seq, subject = %item.subject, %reason, "projection skips an invalid stored event");
                     }

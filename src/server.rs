@@ -111,9 +111,8 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
     node.tasks
         .spawn(housekeeping::run_metrics_upkeep(node.clone()));
 
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let listener =
+        listen(settings.listen).with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
     let routes = crate::http::routes(node.clone());
     let stop = node.shutdown.clone();
@@ -155,6 +154,24 @@ impl Running {
         }
         tracing::info!(ms = started.elapsed().as_millis() as u64, "stopped");
     }
+}
+
+/// Connections waiting to be accepted before the kernel refuses more.
+pub const LISTEN_BACKLOG: u32 = 1024;
+
+/// The listening socket. `TCP_NODELAY` is set here and inherited by every
+/// accepted socket (Linux): small event frames go out at once instead of
+/// waiting up to 40 ms for Nagle's algorithm and delayed ACKs.
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 fn write_url_file(data_dir: &Path, url: &str) -> anyhow::Result<()> {

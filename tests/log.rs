@@ -624,7 +624,11 @@ async fn invalid_stored_messages_are_reported_not_delivered_and_do_not_stop_read
         vec![good1.id, good2.id]
     );
     for item in items.iter().filter(|i| i.event.is_err()) {
-        assert_eq!(item.subject, subj, "an invalid message names its subject");
+        assert_eq!(
+            item.subject.as_str(),
+            subj,
+            "an invalid message names its subject"
+        );
         assert!((2..=4).contains(&item.seq), "and its sequence");
     }
     // The limit counts valid events only.

@@ -178,7 +178,7 @@ struct Connection {
 
 impl Connection {
     async fn serve(&mut self, requested_session: Option<Id>) -> Result<(), End> {
-        self.open_session(requested_session).await?;
+        Box::pin(self.open_session(requested_session)).await?;
         self.flush().await?;
 
         let limits = self.node.limits.clone();
@@ -373,7 +373,7 @@ impl Connection {
                     username: self.claims.username(),
                     is_typing,
                 });
-                router::publish_typing(&self.node, chat, data).await;
+                Box::pin(router::publish_typing(&self.node, chat, data)).await;
                 Ok(())
             }
             ClientFrame::Ping { request_id } => {
@@ -832,10 +832,12 @@ async fn plan_replay(node: &Node, since: Since) -> Result<ReplayPlan, LogError> 
     })
 }
 
+/// A log request, bounded in time. The request's future lives on the heap
+/// while it runs, so an idle connection's task is not sized for it.
 async fn with_timeout<T>(
     f: impl std::future::Future<Output = Result<T, LogError>>,
 ) -> Result<T, LogError> {
-    tokio::time::timeout(LOG_TIMEOUT, f)
+    tokio::time::timeout(LOG_TIMEOUT, Box::pin(f))
         .await
         .unwrap_or_else(|_| Err(LogError::Read("timed out".into())))
 }

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use super::{subject, Log, LogError};
 use crate::channel::{Channel, Id};
-use crate::event::{Event, EventError};
+use crate::event::{Event, EventData, EventError};
 
 /// How often one copy is tried before the publish fails. Every attempt
 /// carries the same `Nats-Msg-Id`, so retries never store twice.
@@ -46,19 +46,21 @@ impl Log {
             return Err(EventError::Ephemeral.into());
         }
         event.validate()?;
-        let copies = event.copies();
-        let acks = futures::future::try_join_all(copies.iter().map(|copy| {
-            let payload = subject::encode_payload(event.id, &copy.data);
-            let subject = subject::subject(copy.channel, copy.data.kind());
-            let msg_id = message_id(event.id, copy.channel);
-            self.store_copy(subject, msg_id, payload)
-        }))
-        .await?;
+        let home = event.home_channel();
+        let stored = self.store_copy(home, event.id, &event.data);
+        let (home_ack, user_ack) = match event.user_copy() {
+            None => (stored.await?, None),
+            Some(copy) => {
+                let user = self.store_copy(copy.channel, event.id, &copy.data);
+                let (home_ack, user_ack) = tokio::try_join!(stored, user)?;
+                (home_ack, Some(user_ack))
+            }
+        };
         Ok(Stored {
             id: event.id,
-            seq: acks[0].sequence,
-            user_seq: acks.get(1).map(|ack| ack.sequence),
-            duplicate: acks[0].duplicate,
+            seq: home_ack.sequence,
+            user_seq: user_ack.map(|ack| ack.sequence),
+            duplicate: home_ack.duplicate,
         })
     }
 
@@ -76,10 +78,13 @@ impl Log {
 
     async fn store_copy(
         &self,
-        subject: String,
-        msg_id: String,
-        payload: bytes::Bytes,
+        channel: Channel,
+        id: Id,
+        data: &EventData,
     ) -> Result<PublishAck, LogError> {
+        let payload = subject::encode_payload(id, data);
+        let subject = subject::subject(channel, data.kind());
+        let msg_id = message_id(id, channel);
         let mut backoff = RETRY_BACKOFF;
         let mut attempt = 1;
         loop {

@@ -25,7 +25,7 @@ pub struct ReadItem {
     /// The event, or why the stored message is not a valid event (such a
     /// message is skipped by every reader and counted, never delivered).
     pub event: Result<StoredEvent, String>,
-    pub subject: String,
+    pub subject: async_nats::Subject,
 }
 
 /// An ordered read of some channels (or all of them) from a sequence on.
@@ -95,8 +95,8 @@ impl Stream for LogRead {
             Err(e) => return Poll::Ready(Some(Err(LogError::Read(e.to_string())))),
         };
         let (seq, pending, time) = (info.stream_sequence, info.pending, info.published);
-        let subject = message.subject.to_string();
-        let event = decode(&subject, &message.payload, seq, time);
+        let subject = message.subject.clone();
+        let event = decode(subject.as_str(), &message.payload, seq, time);
         Poll::Ready(Some(Ok(ReadItem {
             seq,
             pending,
