@@ -42,10 +42,9 @@ run *ARGS: tools
     echo
     exec "$bin" serve "$@"
 
-# Run all tests (unit + integration against real nats-servers), then the doctests
+# Run all tests: unit, integration against real nats-servers, and a smoke run of each bench
 test: tools
     cargo test --all-targets
-    cargo test --doc
 
 # Check formatting and clippy lints (warnings are errors)
 lint:
