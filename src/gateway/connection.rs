@@ -126,6 +126,11 @@ impl Subscription {
 }
 
 /// Runs one accepted connection to its end.
+///
+/// Every connection's task holds this future for its whole life, so its
+/// cold paths (client frames, replays' log requests, the final close) are
+/// boxed and cost memory only while they run; see the test
+/// `an_idle_connection_task_stays_small`.
 pub async fn run(node: Arc<Node>, socket: Socket, claims: Claims, session: Option<Id>) {
     let (mailbox, queue) = Mailbox::new(claims.sub, node.limits.send_queue);
     let mut conn = Connection {
@@ -144,13 +149,15 @@ pub async fn run(node: Arc<Node>, socket: Socket, claims: Claims, session: Optio
         bad_frames: VecDeque::new(),
         saved_at: Instant::now(),
         oldest_unflushed_ms: None,
+        unflushed_live: 0,
+        unflushed_replayed: 0,
     };
     node.metrics.connections.increment(1.0);
     let end = match conn.serve(session).await {
         Ok(()) => End::Gone,
         Err(end) => end,
     };
-    conn.finish(end).await;
+    Box::pin(conn.finish(end)).await;
     node.metrics.connections.decrement(1.0);
 }
 
@@ -174,6 +181,10 @@ struct Connection {
     saved_at: Instant,
     /// The log time of the oldest live event written since the last flush.
     oldest_unflushed_ms: Option<i64>,
+    /// Event frames written since the last flush: counted into the shared
+    /// metrics once per flush, not once per frame.
+    unflushed_live: u64,
+    unflushed_replayed: u64,
 }
 
 impl Connection {
@@ -195,15 +206,17 @@ impl Connection {
                 biased;
                 _ = shutdown.cancelled() => return Err(End::Close(1001, "server shutting down")),
                 _ = &mut expiry => return Err(End::Close(4001, "token expired")),
-                frame = self.socket.next() => self.on_socket(frame).await?,
-                _ = mailbox.lagged_signal() => self.on_lagged().await?,
+                frame = self.socket.next() => Box::pin(self.on_socket(frame)).await?,
+                _ = mailbox.lagged_signal() => Box::pin(self.on_lagged()).await?,
                 Some(delivery) = self.queue.recv() => {
                     self.on_live(delivery);
-                    for _ in 1..WRITE_BATCH {
-                        match self.queue.try_recv() {
-                            Ok(delivery) => self.on_live(delivery),
-                            Err(_) => break,
-                        }
+                    let taken = 1 + self.drain_queue(WRITE_BATCH - 1);
+                    if taken < WRITE_BATCH {
+                        // Let the router queue what it has in hand, so one
+                        // write carries many frames under load; idle, this
+                        // costs one trip through the scheduler.
+                        tokio::task::yield_now().await;
+                        self.drain_queue(WRITE_BATCH - taken);
                     }
                 }
                 Some((channel, item)) = self.replays.next(), if !self.replays.is_empty() => {
@@ -218,8 +231,21 @@ impl Connection {
                 _ = heartbeat.tick() => self.out.push(Message::Ping(Default::default())),
                 _ = cursor_flush.tick() => self.save_session(),
             }
-            self.flush().await?;
+            Box::pin(self.flush()).await?;
         }
+    }
+
+    /// Takes up to `most` queued deliveries without waiting; returns how many.
+    fn drain_queue(&mut self, most: usize) -> usize {
+        let mut taken = 0;
+        while taken < most {
+            match self.queue.try_recv() {
+                Ok(delivery) => self.on_live(delivery),
+                Err(_) => break,
+            }
+            taken += 1;
+        }
+        taken
     }
 
     /// Sends `hello`, then restores the session's subscriptions.
@@ -484,7 +510,7 @@ impl Connection {
         let empty = read.initial_pending == 0;
         self.replays.insert(channel, read);
         if empty {
-            self.check_replay_end(channel).await?;
+            Box::pin(self.check_replay_end(channel)).await?;
         }
         Ok(())
     }
@@ -518,8 +544,7 @@ impl Connection {
                 cut = access::cut(channel, &event.data).filter(|c| c.applies_to(user));
                 self.dirty = true;
                 self.out.push(Message::Text(frame_text(event.encode())));
-                self.node.metrics.events_replayed.increment(1);
-                self.node.metrics.events_out.increment(1);
+                self.unflushed_replayed += 1;
             }
             Ok(_) => {}
         }
@@ -528,7 +553,7 @@ impl Connection {
         } else if done {
             self.finish_replay(channel);
         } else if item.pending == 0 {
-            self.check_replay_end(channel).await?;
+            Box::pin(self.check_replay_end(channel)).await?;
         }
         Ok(())
     }
@@ -619,7 +644,7 @@ impl Connection {
         sub.sent(seq, &mut self.touched, delivery.channel);
         self.dirty = true;
         self.out.push(Message::Text(delivery.frame.clone()));
-        self.node.metrics.events_out.increment(1);
+        self.unflushed_live += 1;
         // One latency sample per flush (the batch's oldest event), not one
         // per event: the histogram's cost stays flat under fan-out.
         self.oldest_unflushed_ms.get_or_insert(delivery.log_time_ms);
@@ -712,6 +737,13 @@ impl Connection {
         };
         match written {
             Ok(Ok(())) => {
+                let metrics = self.node.metrics;
+                let (live, replayed) = (self.unflushed_live, self.unflushed_replayed);
+                (self.unflushed_live, self.unflushed_replayed) = (0, 0);
+                metrics.events_out.increment(live + replayed);
+                if replayed > 0 {
+                    metrics.events_replayed.increment(replayed);
+                }
                 if let Some(log_time_ms) = self.oldest_unflushed_ms.take() {
                     let lag_ms = chrono::Utc::now().timestamp_millis() - log_time_ms;
                     self.node
@@ -861,4 +893,26 @@ fn not_subscribed(channel: Channel, request_id: Option<String>) -> FrameError {
 /// is sent as an empty object rather than invalid text.
 pub fn frame_text(bytes: bytes::Bytes) -> Utf8Bytes {
     Utf8Bytes::try_from(bytes).unwrap_or_else(|_| Utf8Bytes::from_static("{}"))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The budget for one connection's task future: with tungstenite's
+    /// read buffer and the queue it keeps an idle connection under 16 KiB.
+    const TASK_BUDGET: usize = 4096;
+
+    #[test]
+    fn an_idle_connection_task_stays_small() {
+        fn output_size<F, A, B, C, D, Fut>(_: F) -> usize
+        where
+            F: FnOnce(A, B, C, D) -> Fut,
+        {
+            std::mem::size_of::<Fut>()
+        }
+        let size = output_size(super::run);
+        assert!(
+            size <= TASK_BUDGET,
+            "connection::run future is {size} bytes"
+        );
+    }
 }
