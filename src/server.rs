@@ -182,11 +182,35 @@ fn write_url_file(data_dir: &Path, url: &str) -> anyhow::Result<()> {
     std::fs::write(&path, url).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// The line `serve` prints on stdout once it listens; scripts, tests and
+/// benches read it to find the port (`--listen 127.0.0.1:0`).
+pub const LISTENING: &str = "switchboard listening on http://";
+
+/// Reads a `serve` process's stdout until the [`LISTENING`] line, and keeps
+/// draining it afterwards so the process never blocks on a full pipe.
+pub fn listening_address(
+    stdout: std::process::ChildStdout,
+    timeout: Duration,
+) -> Option<SocketAddr> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(addr) = line.strip_prefix(LISTENING) {
+                let _ = tx.send(addr.trim().parse::<SocketAddr>());
+            }
+        }
+    });
+    rx.recv_timeout(timeout).ok()?.ok()
+}
+
 /// Runs until SIGTERM or Ctrl-C, then stops.
 pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     let running = start(settings).await?;
-    // Tests and scripts read this line to find the port.
-    println!("switchboard listening on http://{}", running.addr);
+    println!("{LISTENING}{}", running.addr);
     tracing::info!(addr = %running.addr, "listening");
     wait_for_signal().await;
     tracing::info!("shutting down");

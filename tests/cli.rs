@@ -159,7 +159,7 @@ fn serve(cmd: &mut Command) -> Served {
     std::thread::spawn(move || {
         let mut seen = String::new();
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("switchboard listening on http://") {
+            if let Some(addr) = line.strip_prefix(switchboard::server::LISTENING) {
                 let _ = tx.send(Ok(addr.trim().to_string()));
             }
             seen.push_str(&line);

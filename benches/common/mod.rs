@@ -3,7 +3,6 @@
 //! (rates, percentiles, resident memory).
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -93,21 +92,10 @@ impl Gateway {
             .spawn()
             .expect("gateway starts");
         let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("switchboard listening on http://") {
-                    let _ = tx.send(addr.trim().to_string());
-                }
-            }
-        });
-        let addr = match rx.recv_timeout(PATIENCE) {
-            Ok(addr) => addr.parse().expect("listen address"),
-            Err(_) => {
-                let _ = child.kill();
-                let log = std::fs::read_to_string(data.path().join("gateway.log"));
-                panic!("gateway did not start; log:\n{}", log.unwrap_or_default());
-            }
+        let Some(addr) = switchboard::server::listening_address(stdout, PATIENCE) else {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(data.path().join("gateway.log"));
+            panic!("gateway did not start; log:\n{}", log.unwrap_or_default());
         };
         Gateway {
             child,

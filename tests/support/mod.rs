@@ -4,7 +4,6 @@
 //! when a test panics. Waits are on conditions, with generous timeouts.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -174,25 +173,13 @@ fn launch(nats_url: &str, data: &Path, args: &[String]) -> (Child, SocketAddr) {
         .spawn()
         .expect("gateway starts");
     let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("switchboard listening on http://") {
-                let _ = tx.send(addr.trim().to_string());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(PATIENCE)
-        .unwrap_or_else(|_| {
-            let _ = child.kill();
-            panic!(
-                "gateway did not start; log:\n{}",
-                std::fs::read_to_string(data.join("gateway.log")).unwrap_or_default()
-            )
-        })
-        .parse()
-        .expect("address");
+    let Some(addr) = switchboard::server::listening_address(stdout, PATIENCE) else {
+        let _ = child.kill();
+        panic!(
+            "gateway did not start; log:\n{}",
+            std::fs::read_to_string(data.join("gateway.log")).unwrap_or_default()
+        )
+    };
     (child, addr)
 }
 
