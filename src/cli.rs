@@ -513,6 +513,9 @@ async fn publish(args: PublishArgs) -> Result<(), Failure> {
         .collect::<Result<Vec<_>, _>>()?;
     let log = connect(&args.log).await?;
     let mut out = std::io::stdout().lock();
+    // One at a time, in input order: lines such as a join and then a ban
+    // must be stored in the order given. (For throughput, many publishers
+    // or `Log::store` from many tasks keep many acks in flight.)
     for event in events {
         let receipt = log
             .publish(&event)
