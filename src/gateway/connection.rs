@@ -231,7 +231,9 @@ impl Connection {
                 _ = heartbeat.tick() => self.out.push(Message::Ping(Default::default())),
                 _ = cursor_flush.tick() => self.save_session(),
             }
-            Box::pin(self.flush()).await?;
+            if !self.out.is_empty() || !self.touched.is_empty() {
+                Box::pin(self.flush()).await?;
+            }
         }
     }
 
