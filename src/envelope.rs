@@ -51,11 +51,7 @@ pub fn encode(
     out.extend_from_slice(br#"","timestamp":""#);
     write_timestamp(&mut out, time);
     out.extend_from_slice(br#"","data":"#);
-    if data.write_json(&mut out).is_err() {
-        // Unreachable for these types (strings, ids, string-keyed maps); an
-        // empty object keeps the frame valid JSON if it ever happens.
-        out.extend_from_slice(b"{}");
-    }
+    data.write_json(&mut out);
     out.extend_from_slice(br#","channel":""#);
     channel.write_to(&mut out);
     out.push(b'"');

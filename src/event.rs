@@ -210,9 +210,17 @@ macro_rules! event_types {
                 Ok(data)
             }
 
-            /// Appends the `data` object as JSON.
-            pub fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
-                match self { $(EventData::$variant(d) => serde_json::to_writer(out, d),)* }
+            /// Appends the `data` object as JSON. These types (strings, ids,
+            /// string-keyed maps) always serialize; should one ever fail, an
+            /// empty object stands in, so the frame stays valid JSON and
+            /// fails validation loudly instead of carrying broken bytes.
+            pub fn write_json(&self, out: &mut Vec<u8>) {
+                let start = out.len();
+                let written = match self { $(EventData::$variant(d) => serde_json::to_writer(&mut *out, d),)* };
+                if written.is_err() {
+                    out.truncate(start);
+                    out.extend_from_slice(b"{}");
+                }
             }
 
             pub fn to_value(&self) -> serde_json::Value {

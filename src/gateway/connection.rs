@@ -86,8 +86,6 @@ struct Subscription {
     /// The last `seq` the socket took: `cursor` as of the last completed
     /// flush. Frames still queued when a connection ends were not delivered.
     delivered: u64,
-    /// Whether `cursor` moved since the last flush.
-    unflushed: bool,
     /// The last `seq` the client acknowledged.
     acked: Option<u64>,
     replay: Option<Replay>,
@@ -102,7 +100,6 @@ impl Subscription {
         Subscription {
             cursor,
             delivered: cursor,
-            unflushed: false,
             acked: None,
             replay: None,
             pending_cut: None,
@@ -116,12 +113,12 @@ impl Subscription {
     }
 
     /// Records that the frame of `seq` is queued for the socket.
+    /// A subscription joins `touched` on its first frame since the last flush.
     fn sent(&mut self, seq: u64, touched: &mut Vec<Channel>, channel: Channel) {
-        self.cursor = seq;
-        if !self.unflushed {
-            self.unflushed = true;
+        if self.cursor == self.delivered {
             touched.push(channel);
         }
+        self.cursor = seq;
     }
 }
 
@@ -231,7 +228,7 @@ impl Connection {
                 _ = heartbeat.tick() => self.out.push(Message::Ping(Default::default())),
                 _ = cursor_flush.tick() => self.save_session(),
             }
-            if !self.out.is_empty() || !self.touched.is_empty() {
+            if self.has_unflushed() {
                 Box::pin(self.flush()).await?;
             }
         }
@@ -719,10 +716,15 @@ impl Connection {
         self.out.push(Message::Text(text.into()));
     }
 
+    /// Frames to write, or cursors to confirm.
+    fn has_unflushed(&self) -> bool {
+        !self.out.is_empty() || !self.touched.is_empty()
+    }
+
     /// Writes every pending frame; a socket that takes none of it for the
     /// stall timeout is given up.
     async fn flush(&mut self) -> Result<(), End> {
-        if self.out.is_empty() && self.touched.is_empty() {
+        if !self.has_unflushed() {
             return Ok(());
         }
         let Connection { socket, out, .. } = self;
@@ -748,15 +750,13 @@ impl Connection {
                 }
                 if let Some(log_time_ms) = self.oldest_unflushed_ms.take() {
                     let lag_ms = chrono::Utc::now().timestamp_millis() - log_time_ms;
-                    self.node
-                        .metrics
+                    metrics
                         .delivery_latency
                         .record(lag_ms.max(0) as f64 / 1000.0);
                 }
                 for channel in self.touched.drain(..) {
                     if let Some(sub) = self.subs.get_mut(&channel) {
                         sub.delivered = sub.cursor;
-                        sub.unflushed = false;
                     }
                 }
                 Ok(())
