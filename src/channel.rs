@@ -43,9 +43,9 @@ impl Id {
 
 impl Id {
     /// Appends the lower-case hyphenated form.
-    pub fn write_to(&self, out: &mut Vec<u8>) {
+    pub fn write_to(&self, out: &mut String) {
         let mut buf = Uuid::encode_buffer();
-        out.extend_from_slice(self.0.hyphenated().encode_lower(&mut buf).as_bytes());
+        out.push_str(self.0.hyphenated().encode_lower(&mut buf));
     }
 }
 
@@ -110,17 +110,17 @@ impl Channel {
     }
 
     /// Appends the channel's string form.
-    pub fn write_to(&self, out: &mut Vec<u8>) {
+    pub fn write_to(&self, out: &mut String) {
         match self {
             Channel::Chat(id) => {
-                out.extend_from_slice(b"channel:");
+                out.push_str("channel:");
                 id.write_to(out);
             }
             Channel::User(id) => {
-                out.extend_from_slice(b"user:");
+                out.push_str("user:");
                 id.write_to(out);
             }
-            Channel::Global => out.extend_from_slice(b"global"),
+            Channel::Global => out.push_str("global"),
         }
     }
 

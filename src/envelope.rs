@@ -1,7 +1,7 @@
 //! The delivered envelope `{type, timestamp, data, channel, seq, id}`:
 //! one event copy as clients, the history API and `replay` see it.
 //!
-//! An envelope is encoded once into [`Bytes`] and the same bytes go to every
+//! An envelope is encoded once into [`Text`] and the same bytes go to every
 //! subscriber of its channel.
 
 use bytes::Bytes;
@@ -9,6 +9,50 @@ use chrono::{DateTime, Utc};
 
 use crate::channel::{Channel, Id};
 use crate::event::{write_timestamp, EventData};
+
+/// An encoded frame: UTF-8 text in shared bytes, so that one encoding can go
+/// to every subscriber (a clone is a reference count, not a copy).
+///
+/// Invariant: the bytes are valid UTF-8. The only constructors take a
+/// `String` or a `&'static str`, so the transport may hand them on as text
+/// without checking them again.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Text(Bytes);
+
+impl Text {
+    pub const fn from_static(text: &'static str) -> Text {
+        Text(Bytes::from_static(text.as_bytes()))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The bytes, for a writer that takes bytes (the UTF-8 invariant holds).
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<String> for Text {
+    fn from(text: String) -> Text {
+        Text(Bytes::from(text.into_bytes()))
+    }
+}
+
+impl std::fmt::Display for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.0))
+    }
+}
 
 /// A stored event copy as read from the log: what an envelope is made of.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,7 +67,7 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
-    pub fn encode(&self) -> Bytes {
+    pub fn encode(&self) -> Text {
         encode(
             &self.data,
             &self.time,
@@ -41,28 +85,28 @@ pub fn encode(
     channel: Channel,
     seq: Option<u64>,
     id: Id,
-) -> Bytes {
-    let mut out = Vec::with_capacity(320);
+) -> Text {
+    let mut out = String::with_capacity(320);
     // Every piece but `data` is a fixed ASCII form (type names, RFC 3339,
     // channel strings, integers, UUIDs): nothing to escape. This runs once
-    // per event copy, so it writes bytes rather than going through `fmt`.
-    out.extend_from_slice(br#"{"type":""#);
-    out.extend_from_slice(data.kind().as_str().as_bytes());
-    out.extend_from_slice(br#"","timestamp":""#);
+    // per event copy, so it appends text rather than going through `fmt`.
+    out.push_str(r#"{"type":""#);
+    out.push_str(data.kind().as_str());
+    out.push_str(r#"","timestamp":""#);
     write_timestamp(&mut out, time);
-    out.extend_from_slice(br#"","data":"#);
+    out.push_str(r#"","data":"#);
     data.write_json(&mut out);
-    out.extend_from_slice(br#","channel":""#);
+    out.push_str(r#","channel":""#);
     channel.write_to(&mut out);
-    out.push(b'"');
+    out.push('"');
     if let Some(seq) = seq {
-        out.extend_from_slice(br#","seq":"#);
-        out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+        out.push_str(r#","seq":"#);
+        out.push_str(itoa::Buffer::new().format(seq));
     }
-    out.extend_from_slice(br#","id":""#);
+    out.push_str(r#","id":""#);
     id.write_to(&mut out);
-    out.extend_from_slice(br#""}"#);
-    Bytes::from(out)
+    out.push_str(r#""}"#);
+    Text::from(out)
 }
 
 #[cfg(test)]
@@ -84,7 +128,7 @@ mod tests {
             .unwrap()
             .with_timezone(&Utc);
         let bytes = encode(&data, &t, Channel::Chat(c), None, u);
-        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(bytes.as_bytes()).unwrap();
         assert_eq!(v["type"], "user_typing");
         assert_eq!(v["timestamp"], "2025-01-15T10:30:00.500Z");
         assert_eq!(v["data"]["username"], "a \"quoted\" name");
@@ -97,7 +141,7 @@ mod tests {
             channel: Channel::Chat(c),
             data,
         };
-        let v: serde_json::Value = serde_json::from_slice(&stored.encode()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(stored.encode().as_bytes()).unwrap();
         assert_eq!(v["seq"], 7);
         assert_eq!(
             EventType::parse(v["type"].as_str().unwrap()).unwrap(),

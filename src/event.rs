@@ -214,12 +214,11 @@ macro_rules! event_types {
             /// string-keyed maps) always serialize; should one ever fail, an
             /// empty object stands in, so the frame stays valid JSON and
             /// fails validation loudly instead of carrying broken bytes.
-            pub fn write_json(&self, out: &mut Vec<u8>) {
-                let start = out.len();
-                let written = match self { $(EventData::$variant(d) => serde_json::to_writer(&mut *out, d),)* };
-                if written.is_err() {
-                    out.truncate(start);
-                    out.extend_from_slice(b"{}");
+            pub fn write_json(&self, out: &mut String) {
+                let written = match self { $(EventData::$variant(d) => serde_json::to_string(d),)* };
+                match written {
+                    Ok(json) => out.push_str(&json),
+                    Err(_) => out.push_str("{}"),
                 }
             }
 
@@ -429,40 +428,40 @@ impl Event {
 
 /// RFC 3339, UTC, millisecond precision, `Z`: the envelope's timestamp form.
 pub fn format_timestamp(t: &DateTime<Utc>) -> String {
-    let mut out = Vec::with_capacity(24);
+    let mut out = String::with_capacity(24);
     write_timestamp(&mut out, t);
-    String::from_utf8(out).unwrap_or_else(|_| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+    out
 }
 
 /// Appends [`format_timestamp`]'s form without the formatting machinery:
 /// it runs once per delivered event.
-pub fn write_timestamp(out: &mut Vec<u8>, t: &DateTime<Utc>) {
+pub fn write_timestamp(out: &mut String, t: &DateTime<Utc>) {
     use chrono::{Datelike, Timelike};
     let year = t.year();
     if !(0..=9999).contains(&year) {
-        out.extend_from_slice(t.to_rfc3339_opts(SecondsFormat::Millis, true).as_bytes());
+        out.push_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true));
         return;
     }
-    let digits = |out: &mut Vec<u8>, n: u32, width: u32| {
+    let digits = |out: &mut String, n: u32, width: u32| {
         for i in (0..width).rev() {
-            out.push(b'0' + (n / 10u32.pow(i) % 10) as u8);
+            out.push(char::from(b'0' + (n / 10u32.pow(i) % 10) as u8));
         }
     };
     digits(out, year as u32, 4);
-    out.push(b'-');
+    out.push('-');
     digits(out, t.month(), 2);
-    out.push(b'-');
+    out.push('-');
     digits(out, t.day(), 2);
-    out.push(b'T');
+    out.push('T');
     digits(out, t.hour(), 2);
-    out.push(b':');
+    out.push(':');
     digits(out, t.minute(), 2);
-    out.push(b':');
+    out.push(':');
     digits(out, t.second(), 2);
-    out.push(b'.');
+    out.push('.');
     // A leap second shows as 59.999, never as 60.
     digits(out, t.timestamp_subsec_millis().min(999), 3);
-    out.push(b'Z');
+    out.push('Z');
 }
 
 /// Parses a client's or publisher's RFC 3339 time.

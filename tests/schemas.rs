@@ -225,9 +225,9 @@ fn every_emitted_data_object_passes_its_schema_and_decodes_back() {
             let back = EventData::from_value(kind, value.clone())
                 .unwrap_or_else(|e| panic!("{kind} does not decode back: {e}"));
             assert_eq!(back, copy.data, "{kind} round-trips");
-            let mut written = Vec::new();
+            let mut written = String::new();
             copy.data.write_json(&mut written);
-            let written: Value = serde_json::from_slice(&written).expect("write_json is JSON");
+            let written: Value = serde_json::from_str(&written).expect("write_json is JSON");
             assert_eq!(written, value, "write_json and to_value agree for {kind}");
             if let Channel::User(_) = copy.channel {
                 user_copies += 1;
@@ -798,20 +798,14 @@ fn error_codes() -> Vec<ErrorCode> {
         ErrorCode::BadRequest,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
-        ErrorCode::RateLimited,
-        ErrorCode::TooLarge,
         ErrorCode::Unavailable,
-        ErrorCode::Internal,
     ];
     for c in &all {
         match c {
             ErrorCode::BadRequest
             | ErrorCode::Forbidden
             | ErrorCode::NotFound
-            | ErrorCode::RateLimited
-            | ErrorCode::TooLarge
-            | ErrorCode::Unavailable
-            | ErrorCode::Internal => {}
+            | ErrorCode::Unavailable => {}
         }
     }
     all

@@ -5,7 +5,8 @@
 //! connection has a bounded queue; when it is full, a stored event is
 //! dropped for that connection and the connection is flagged as lagging (it
 //! then reads what it missed from the log at its own pace), and an
-//! ephemeral `user_typing` is simply dropped.
+//! ephemeral `user_typing` is simply dropped. While the flag is up, no
+//! stored event is queued for it: its queue never holds an event past a gap.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
@@ -13,10 +14,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::{mpsc, Notify};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::access::Cut;
 use crate::channel::{Channel, Id};
+use crate::envelope::Text;
 
 /// How many shards the subscription map is split into, so that subscribes
 /// and fan-outs of different channels rarely contend.
@@ -29,7 +30,7 @@ pub struct Delivery {
     /// `None` for ephemeral `user_typing`.
     pub seq: Option<u64>,
     /// The whole envelope, encoded once for every subscriber.
-    pub frame: Utf8Bytes,
+    pub frame: Text,
     /// Whom this event cuts off the channel.
     pub cut: Option<Cut>,
     /// The log's commit time, for delivery latency (ms since the epoch).
@@ -147,6 +148,14 @@ impl Hub {
                     if delivery.from_user == Some(mailbox.user) {
                         continue;
                     }
+                    if delivery.seq.is_some() && mailbox.lagged.load(Ordering::Acquire) {
+                        // Past a dropped event, none is queued until the
+                        // connection has taken the flag (and reads the gap
+                        // from the log): a later event written first would
+                        // move its cursor past the gap.
+                        out.lagged += 1;
+                        continue;
+                    }
                     match mailbox.queue.try_send(delivery.clone()) {
                         Ok(()) => out.queued += 1,
                         Err(mpsc::error::TrySendError::Full(_)) if delivery.seq.is_some() => {
@@ -188,7 +197,7 @@ mod tests {
         Arc::new(Delivery {
             channel,
             seq,
-            frame: Utf8Bytes::from_static("{}"),
+            frame: Text::from_static("{}"),
             cut: None,
             log_time_ms: 0,
             from_user: None,
@@ -204,14 +213,19 @@ mod tests {
         assert_eq!(hub.dispatch(delivery(ch, Some(1))).queued, 1);
         assert_eq!(hub.dispatch(delivery(ch, Some(2))).lagged, 1);
         assert_eq!(hub.dispatch(delivery(ch, None)).typing_dropped, 1);
-        assert!(mailbox.take_lagged());
-        assert!(!mailbox.take_lagged());
+        // Room again, but the flag is up: nothing past the gap is queued.
         assert_eq!(rx.try_recv().unwrap().seq, Some(1));
-        assert_eq!(hub.last_routed(), 2);
+        assert_eq!(hub.dispatch(delivery(ch, Some(3))).lagged, 1);
+        assert!(rx.try_recv().is_err());
+        assert!(mailbox.take_lagged());
+        assert_eq!(hub.dispatch(delivery(ch, Some(4))).queued, 1);
+        assert!(!mailbox.take_lagged());
+        assert_eq!(rx.try_recv().unwrap().seq, Some(4));
+        assert_eq!(hub.last_routed(), 4);
         // Other channels are not delivered.
         let other = Channel::Chat(Id::new_v4());
-        assert_eq!(hub.dispatch(delivery(other, Some(3))).queued, 0);
+        assert_eq!(hub.dispatch(delivery(other, Some(5))).queued, 0);
         hub.unsubscribe(ch, 1);
-        assert_eq!(hub.dispatch(delivery(ch, Some(4))).queued, 0);
+        assert_eq!(hub.dispatch(delivery(ch, Some(6))).queued, 0);
     }
 }

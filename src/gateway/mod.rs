@@ -4,9 +4,12 @@
 //! - [`hub`]: the local subscriptions and the fan-out of encoded events.
 //! - [`router`]: the node's single log consumer (and typing subscription)
 //!   feeding the projection and the hub.
-//! - [`connection`]: one WebSocket's protocol, replays and cursors.
+//! - [`connection`]: one WebSocket's task: its loop, socket, frames and session.
+//! - [`subscription`]: one subscription's delivery rules, a sans-IO state machine.
+//! - [`outbox`]: a connection's frames waiting for the next flush.
+//! - [`rate`]: the sliding-window limit for bad frames and typing.
 //! - [`housekeeping`]: snapshots, session sweeps and metric upkeep.
-//! - [`protocol`]: client and server frames.
+//! - [`protocol`]: client and server frames, close codes.
 //! - [`upgrade`]: the HTTP upgrade with a bounded transport configuration.
 //!
 //! Architecture invariant: no NATS consumer or subscription per client on
@@ -16,8 +19,11 @@
 pub mod connection;
 pub mod housekeeping;
 pub mod hub;
+pub mod outbox;
 pub mod protocol;
+pub mod rate;
 pub mod router;
+pub mod subscription;
 pub mod upgrade;
 
 use std::sync::atomic::{AtomicU64, Ordering};

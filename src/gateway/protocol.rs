@@ -47,16 +47,15 @@ pub enum ClientFrame {
     },
 }
 
-/// The error codes of SPEC 4.
+/// The error codes the gateway sends (the protocol also names
+/// `rate_limited`, `too_large` and `internal`, which it has no use for yet:
+/// typing over its limit is dropped, an oversized frame closes with 1009).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorCode {
     BadRequest,
     Forbidden,
     NotFound,
-    RateLimited,
-    TooLarge,
     Unavailable,
-    Internal,
 }
 
 impl ErrorCode {
@@ -65,10 +64,7 @@ impl ErrorCode {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
-            ErrorCode::RateLimited => "rate_limited",
-            ErrorCode::TooLarge => "too_large",
             ErrorCode::Unavailable => "unavailable",
-            ErrorCode::Internal => "internal",
         }
     }
 
@@ -76,6 +72,61 @@ impl ErrorCode {
     /// well-formed requests (`forbidden`, `not_found`) do not.
     pub fn counts_as_abuse(self) -> bool {
         !matches!(self, ErrorCode::Forbidden | ErrorCode::NotFound)
+    }
+}
+
+/// Why the server closes a connection, each with its close code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Close {
+    /// 1001: the node is shutting down (clients reconnect after `reconnect_ms`).
+    ShuttingDown,
+    /// 1007: a text frame that is not UTF-8.
+    InvalidUtf8,
+    /// 1009: a frame over the size limit.
+    TooLarge,
+    /// 1011: the event log failed mid-replay; the client resumes later.
+    LogUnavailable,
+    /// 1011: the session store failed.
+    SessionStoreUnavailable,
+    /// 4001: the token expired.
+    TokenExpired,
+    /// 4008: the client read nothing for the stall timeout.
+    Stalled,
+    /// 4029: too many bad frames.
+    Abuse,
+}
+
+impl Close {
+    pub fn code(self) -> u16 {
+        match self {
+            Close::ShuttingDown => 1001,
+            Close::InvalidUtf8 => 1007,
+            Close::TooLarge => 1009,
+            Close::LogUnavailable | Close::SessionStoreUnavailable => 1011,
+            Close::TokenExpired => 4001,
+            Close::Stalled => 4008,
+            Close::Abuse => 4029,
+        }
+    }
+
+    /// The close frame's reason text.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Close::ShuttingDown => "server shutting down",
+            Close::InvalidUtf8 => "invalid UTF-8",
+            Close::TooLarge => "frame too large",
+            Close::LogUnavailable => "event log unavailable; resume later",
+            Close::SessionStoreUnavailable => "session store unavailable",
+            Close::TokenExpired => "token expired",
+            Close::Stalled => "stalled: the client read nothing for the stall timeout",
+            Close::Abuse => "too many bad frames",
+        }
+    }
+
+    /// An `error` frame that explains the close, sent just before it: a
+    /// server fault (1011) is `unavailable`, with the same words.
+    pub fn explanation(self) -> Option<FrameError> {
+        (self.code() == 1011).then(|| FrameError::new(ErrorCode::Unavailable, self.reason(), None))
     }
 }
 

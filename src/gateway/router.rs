@@ -87,7 +87,7 @@ pub fn deliver(event: &StoredEvent) -> Delivery {
     Delivery {
         channel: event.channel,
         seq: Some(event.seq),
-        frame: super::connection::frame_text(event.encode()),
+        frame: event.encode(),
         cut: access::cut(event.channel, &event.data),
         log_time_ms: event.time.timestamp_millis(),
         from_user: None,
@@ -134,9 +134,7 @@ pub async fn run_typing(node: Arc<Node>, subscription: async_nats::Subscriber) {
                     let delivery = Delivery {
                         channel,
                         seq: None,
-                        frame: super::connection::frame_text(envelope::encode(
-                            &data, &now, channel, None, id,
-                        )),
+                        frame: envelope::encode(&data, &now, channel, None, id),
                         cut: None,
                         log_time_ms: now.timestamp_millis(),
                         from_user,

@@ -86,14 +86,14 @@ pub fn parse(subject: &str) -> Result<(Channel, EventType), SubjectError> {
 
 /// Encodes one copy as the stored payload.
 pub fn encode_payload(id: Id, data: &EventData) -> Bytes {
-    let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(br#"{"id":""#);
+    let mut out = String::with_capacity(256);
+    out.push_str(r#"{"id":""#);
     id.write_to(&mut out);
-    out.extend_from_slice(br#"","type":""#);
-    out.extend_from_slice(data.kind().as_str().as_bytes());
-    out.extend_from_slice(br#"","data":"#);
+    out.push_str(r#"","type":""#);
+    out.push_str(data.kind().as_str());
+    out.push_str(r#"","data":"#);
     data.write_json(&mut out);
-    out.push(b'}');
+    out.push('}');
     Bytes::from(out)
 }
 

@@ -1,0 +1,337 @@
+//! One WebSocket connection's task: the `select!` loop over the socket, the
+//! hub's queue, the replays' log reads and the timers; and how a connection
+//! ends ([`End`]).
+//!
+//! The task owns everything of its connection, and the transport only
+//! reads and writes. The delivery rules are not here: each subscription is
+//! a sans-IO machine ([`super::subscription`]) that this task feeds and
+//! whose log requests it answers ([`replay`]); frames wait in the
+//! [`Outbox`] until a flush; client frames are dispatched in [`frames`]; the
+//! session's cursors are kept in [`session`].
+
+mod frames;
+mod replay;
+mod session;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::StreamMap;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use super::hub::{Delivery, Mailbox};
+use super::outbox::{FlushError, Outbox};
+use super::protocol::{self, Close, ErrorCode, FrameError};
+use super::rate::RateWindow;
+use super::subscription::{Action, Actions, Frame, Rules, Subscription, REPLAY_BUFFER};
+use super::upgrade::Socket;
+use super::Node;
+use crate::channel::{Channel, Id};
+use crate::log::LogRead;
+use crate::session::CURSOR_FLUSH_INTERVAL;
+use crate::token::Claims;
+
+/// Items taken from the queue or a replay before the socket is flushed.
+pub const WRITE_BATCH: usize = 256;
+
+/// How long a closing socket gets to take its last frames and close frame.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How a connection ends.
+#[derive(Debug)]
+enum End {
+    /// The client closed or the socket broke: nothing more to send.
+    Gone,
+    /// We close, with this code and reason.
+    Close(Close),
+}
+
+/// Runs one accepted connection to its end.
+///
+/// Every connection's task holds this future for its whole life, so its
+/// cold paths (client frames, replays' log requests, the final close) are
+/// boxed and cost memory only while they run; see the test
+/// `an_idle_connection_task_stays_small`.
+pub async fn run(node: Arc<Node>, socket: Socket, claims: Claims, session: Option<Id>) {
+    let (mailbox, queue) = Mailbox::new(claims.sub, node.limits.send_queue);
+    let limits = &node.limits;
+    let mut conn = Connection {
+        id: node.next_connection_id(),
+        rules: Rules {
+            user: claims.sub,
+            replay_buffer: REPLAY_BUFFER,
+        },
+        bad_frames: RateWindow::new(limits.bad_frames_per_minute, frames::ABUSE_WINDOW),
+        session: session::Keeper::new(),
+        node: node.clone(),
+        socket,
+        claims,
+        mailbox,
+        queue,
+        subs: HashMap::new(),
+        replays: StreamMap::new(),
+        scratch: Actions::new(),
+        requests: VecDeque::new(),
+        outbox: Outbox::default(),
+        typing: HashMap::new(),
+    };
+    node.metrics.connections.increment(1.0);
+    let end = match conn.serve(session).await {
+        Ok(()) => End::Gone,
+        Err(end) => end,
+    };
+    Box::pin(conn.finish(end)).await;
+    node.metrics.connections.decrement(1.0);
+}
+
+struct Connection {
+    node: Arc<Node>,
+    id: u64,
+    socket: Socket,
+    claims: Claims,
+    rules: Rules,
+    mailbox: Arc<Mailbox>,
+    queue: mpsc::Receiver<Arc<Delivery>>,
+    subs: HashMap<Channel, Subscription>,
+    /// The log reads of replaying subscriptions.
+    replays: StreamMap<Channel, LogRead>,
+    /// The machines' output, reused from one input to the next.
+    scratch: Actions,
+    /// Machine output that starts with a log request, in order: answered
+    /// before the next input (see `replay`).
+    requests: VecDeque<(Channel, Actions)>,
+    outbox: Outbox,
+    /// The typing limit, per channel that has typed.
+    typing: HashMap<Channel, RateWindow>,
+    bad_frames: RateWindow,
+    session: session::Keeper,
+}
+
+impl Connection {
+    async fn serve(&mut self, requested_session: Option<Id>) -> Result<(), End> {
+        Box::pin(self.open_session(requested_session)).await?;
+        self.flush().await?;
+
+        let limits = self.node.limits.clone();
+        let shutdown = self.node.shutdown.clone();
+        let mailbox = self.mailbox.clone();
+        let expiry = tokio::time::sleep(self.claims.time_left());
+        tokio::pin!(expiry);
+        let mut heartbeat = tokio::time::interval(limits.heartbeat);
+        heartbeat.tick().await;
+        let mut cursor_flush = tokio::time::interval(CURSOR_FLUSH_INTERVAL);
+
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Err(End::Close(Close::ShuttingDown)),
+                _ = &mut expiry => return Err(End::Close(Close::TokenExpired)),
+                frame = self.socket.next() => Box::pin(self.on_socket(frame)).await?,
+                _ = mailbox.lagged_signal() => self.on_lagged(),
+                Some(delivery) = self.queue.recv() => {
+                    self.on_live(delivery);
+                    let taken = 1 + self.drain_queue(WRITE_BATCH - 1);
+                    if taken < WRITE_BATCH {
+                        // Let the router queue what it has in hand, so one
+                        // write carries many frames under load; idle, this
+                        // costs one trip through the scheduler.
+                        tokio::task::yield_now().await;
+                        self.drain_queue(WRITE_BATCH - taken);
+                    }
+                }
+                Some((channel, item)) = self.replays.next(), if !self.replays.is_empty() => {
+                    Box::pin(self.on_read(channel, item)).await?;
+                    for _ in 1..WRITE_BATCH {
+                        match self.replays.next().now_or_never() {
+                            Some(Some((channel, item))) => Box::pin(self.on_read(channel, item)).await?,
+                            _ => break,
+                        }
+                    }
+                }
+                _ = heartbeat.tick() => self.outbox.ping(),
+                _ = cursor_flush.tick() => self.save_session(),
+            }
+            if !self.requests.is_empty() {
+                Box::pin(self.answer_requests()).await?;
+            }
+            if !self.outbox.is_empty() {
+                Box::pin(self.flush()).await?;
+            }
+        }
+    }
+
+    /// Takes up to `most` queued deliveries without waiting; returns how many.
+    fn drain_queue(&mut self, most: usize) -> usize {
+        let mut taken = 0;
+        // A log request (never expected from live input) is answered first.
+        while taken < most && self.requests.is_empty() {
+            match self.queue.try_recv() {
+                Ok(delivery) => self.on_live(delivery),
+                Err(_) => break,
+            }
+            taken += 1;
+        }
+        taken
+    }
+
+    /// A live delivery from the hub.
+    fn on_live(&mut self, delivery: Arc<Delivery>) {
+        let channel = delivery.channel;
+        let Some(sub) = self.subs.get_mut(&channel) else {
+            return;
+        };
+        let mut out = std::mem::take(&mut self.scratch);
+        sub.on_live(&self.rules, delivery, &mut out);
+        self.apply(channel, &mut out);
+        self.scratch = out;
+    }
+
+    /// Carries out a machine's output: frames go to the outbox, ended
+    /// subscriptions are forgotten. From the first log request on, the rest
+    /// waits in `requests`, in order.
+    fn apply(&mut self, channel: Channel, out: &mut Actions) {
+        while let Some(action) = out.pop_front() {
+            match action {
+                Action::Write(frame) => {
+                    if !matches!(frame, Frame::Plain(_)) {
+                        self.session.touch(); // a cursor moved
+                    }
+                    self.outbox.push(channel, frame);
+                }
+                Action::StopRead => {
+                    self.replays.remove(&channel);
+                }
+                Action::End(_) => self.forget(channel),
+                request => {
+                    out.push_front(request);
+                    self.requests.push_back((channel, std::mem::take(out)));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Removes a subscription from the connection and the hub.
+    fn forget(&mut self, channel: Channel) {
+        if self.subs.remove(&channel).is_some() {
+            self.node.hub.unsubscribe(channel, self.id);
+            self.node.metrics.subscriptions.decrement(1.0);
+            self.session.touch();
+        }
+        self.replays.remove(&channel);
+        self.typing.remove(&channel);
+    }
+
+    async fn on_socket(
+        &mut self,
+        frame: Option<Result<Message, tungstenite::Error>>,
+    ) -> Result<(), End> {
+        use tungstenite::error::{CapacityError, Error};
+        match frame {
+            None | Some(Ok(Message::Close(_))) => Err(End::Gone),
+            Some(Ok(Message::Text(text))) => match protocol::decode(&text) {
+                Ok(frame) => self.on_frame(frame).await,
+                Err(error) => self.reject(error),
+            },
+            Some(Ok(Message::Binary(_))) => self.reject(FrameError::new(
+                ErrorCode::BadRequest,
+                "binary frames are not accepted: send JSON text frames",
+                None,
+            )),
+            Some(Ok(_)) => Ok(()),
+            Some(Err(Error::Capacity(CapacityError::MessageTooLong { .. }))) => {
+                Err(End::Close(Close::TooLarge))
+            }
+            Some(Err(Error::Utf8(_))) => Err(End::Close(Close::InvalidUtf8)),
+            Some(Err(e)) => {
+                tracing::debug!(conn = self.id, error = %e, "socket error");
+                Err(End::Gone)
+            }
+        }
+    }
+
+    /// Writes every pending frame; a socket that takes none of it for the
+    /// stall timeout is given up. Then the subscriptions count what the
+    /// socket took as written.
+    async fn flush(&mut self) -> Result<(), End> {
+        let Connection {
+            socket,
+            outbox,
+            subs,
+            node,
+            ..
+        } = self;
+        let flushed = tokio::select! {
+            flushed = outbox.flush(socket, node.limits.stall_timeout, node.metrics) => flushed,
+            _ = node.shutdown.cancelled() => return Err(End::Close(Close::ShuttingDown)),
+        };
+        match flushed {
+            Ok(channels) => {
+                for channel in channels {
+                    if let Some(sub) = subs.get_mut(&channel) {
+                        sub.on_written();
+                    }
+                }
+                Ok(())
+            }
+            Err(FlushError::Broken(e)) => {
+                tracing::debug!(conn = self.id, error = %e, "write failed");
+                Err(End::Gone)
+            }
+            Err(FlushError::Stalled) => Err(End::Close(Close::Stalled)),
+        }
+    }
+
+    /// Leaves the hub, saves the session and closes the socket.
+    async fn finish(&mut self, end: End) {
+        self.save_session();
+        let channels: Vec<Channel> = self.subs.keys().copied().collect();
+        for channel in channels {
+            self.forget(channel);
+        }
+        let End::Close(close) = end else {
+            return;
+        };
+        if close == Close::Stalled {
+            self.node.metrics.slow_consumer_closes.increment(1);
+        }
+        self.outbox.clear();
+        if let Some(error) = close.explanation() {
+            self.outbox.push_text(protocol::error(&error));
+        }
+        let frame = CloseFrame {
+            code: CloseCode::from(close.code()),
+            reason: close.reason().into(),
+        };
+        self.outbox
+            .close(&mut self.socket, frame, CLOSE_TIMEOUT)
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The budget for one connection's task future: with tungstenite's
+    /// read buffer and the queue it keeps an idle connection under 16 KiB.
+    const TASK_BUDGET: usize = 4096;
+
+    #[test]
+    fn an_idle_connection_task_stays_small() {
+        fn output_size<F, A, B, C, D, Fut>(_: F) -> usize
+        where
+            F: FnOnce(A, B, C, D) -> Fut,
+        {
+            std::mem::size_of::<Fut>()
+        }
+        let size = output_size(super::run);
+        assert!(
+            size <= TASK_BUDGET,
+            "connection::run future is {size} bytes"
+        );
+    }
+}

@@ -1,0 +1,214 @@
+//! The I/O side of subscriptions: joining the hub, planning a replay,
+//! feeding log reads to the machines and answering their log requests.
+//!
+//! The order that makes the handover exact: a subscription joins the hub
+//! *before* its replay target is measured, so every event after the target
+//! reaches its queue (or flags it as lagging).
+
+use std::time::Duration;
+
+use super::{Connection, End};
+use crate::access;
+use crate::channel::Channel;
+use crate::gateway::protocol::{self, Close, ErrorCode, FrameError, Since};
+use crate::gateway::subscription::{Action, Actions, Subscription};
+use crate::gateway::Node;
+use crate::log::{LogError, ReadItem};
+
+/// How long a log request may take before the connection gives up on it.
+pub const LOG_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where a subscription with history starts, and up to where it replays.
+struct ReplayPlan {
+    /// Replay every event with `seq > after`.
+    after: u64,
+    /// The log's last sequence when the subscription joined the hub.
+    target: u64,
+    /// The oldest held sequence, when retention may have dropped events asked for.
+    first_seq: Option<u64>,
+}
+
+impl Connection {
+    pub(super) fn authorize(&self, channel: Channel) -> Result<(), access::Denied> {
+        let projection = self.node.projection();
+        access::may_subscribe(&self.claims, channel, |id| {
+            projection.standing(id, self.claims.sub)
+        })
+    }
+
+    /// Joins the hub, then plans and starts the replay, if any. Returns
+    /// whether the subscription was opened.
+    pub(super) async fn open_subscription(
+        &mut self,
+        channel: Channel,
+        since: Option<Since>,
+        request_id: Option<String>,
+    ) -> Result<(), End> {
+        let routed = self
+            .node
+            .hub
+            .subscribe(channel, self.id, self.mailbox.clone());
+        self.node.metrics.subscriptions.increment(1.0);
+        self.session.touch();
+        let Some(since) = since else {
+            self.subs
+                .insert(channel, Subscription::live(channel, routed));
+            self.outbox
+                .push_text(protocol::subscribed(request_id.as_deref(), channel, None));
+            return Ok(());
+        };
+        let plan = match with_timeout(plan_replay(&self.node, since)).await {
+            Ok(plan) => plan,
+            Err(e) => {
+                tracing::warn!(conn = self.id, %channel, error = %e, "cannot plan a replay");
+                self.node.hub.unsubscribe(channel, self.id);
+                self.node.metrics.subscriptions.decrement(1.0);
+                self.outbox.push_text(protocol::error(&FrameError::new(
+                    ErrorCode::Unavailable,
+                    "the event log is unavailable; try again",
+                    request_id,
+                )));
+                return Ok(());
+            }
+        };
+        self.outbox.push_text(protocol::subscribed(
+            request_id.as_deref(),
+            channel,
+            plan.first_seq,
+        ));
+        let mut out = std::mem::take(&mut self.scratch);
+        let sub = Subscription::replaying(channel, plan.after, plan.target, &mut out);
+        self.subs.insert(channel, sub);
+        self.apply(channel, &mut out);
+        self.scratch = out;
+        self.answer_requests().await
+    }
+
+    /// One item of a replay's log read.
+    pub(super) async fn on_read(
+        &mut self,
+        channel: Channel,
+        item: Result<ReadItem, LogError>,
+    ) -> Result<(), End> {
+        let item = item.map_err(log_lost)?;
+        let Some(sub) = self.subs.get_mut(&channel) else {
+            self.replays.remove(&channel);
+            return Ok(());
+        };
+        let event = match &item.event {
+            Ok(event) => Some(event),
+            Err(reason) => {
+                self.node.metrics.invalid_events.increment(1);
+                tracing::warn!(seq = item.seq, subject = %item.subject, %reason, "replay skips an invalid stored event");
+                None
+            }
+        };
+        let mut out = std::mem::take(&mut self.scratch);
+        sub.on_read(&self.rules, item.seq, item.pending, event, &mut out);
+        self.apply(channel, &mut out);
+        self.scratch = out;
+        self.answer_requests().await
+    }
+
+    /// The hub dropped stored events for us: every subscription reads what
+    /// it missed from the log (running replays measure their target again).
+    pub(super) fn on_lagged(&mut self) {
+        if !self.mailbox.take_lagged() {
+            return;
+        }
+        let mut out = std::mem::take(&mut self.scratch);
+        let channels: Vec<Channel> = self.subs.keys().copied().collect();
+        for channel in channels {
+            if let Some(sub) = self.subs.get_mut(&channel) {
+                sub.on_lagged(&mut out);
+                self.apply(channel, &mut out);
+            }
+        }
+        self.scratch = out;
+    }
+
+    /// Answers the machines' log requests in order, feeding each answer
+    /// back before anything else reaches that subscription.
+    pub(super) async fn answer_requests(&mut self) -> Result<(), End> {
+        while let Some((channel, mut pending)) = self.requests.pop_front() {
+            let Some(request) = pending.pop_front() else {
+                continue;
+            };
+            let mut out = Actions::new();
+            match request {
+                Action::Read { after } => {
+                    let from = after.saturating_add(1);
+                    let read = with_timeout(self.node.log.read(&[channel], from))
+                        .await
+                        .map_err(log_lost)?;
+                    let idle = read.initial_pending == 0;
+                    if let Some(sub) = self.subs.get_mut(&channel) {
+                        self.replays.insert(channel, read);
+                        if idle {
+                            sub.on_read_idle(&self.rules, &mut out);
+                        }
+                    }
+                }
+                Action::MeasureTarget => {
+                    let extent = with_timeout(self.node.log.extent())
+                        .await
+                        .map_err(log_lost)?;
+                    if let Some(sub) = self.subs.get_mut(&channel) {
+                        sub.on_target(&self.rules, extent.last_seq, &mut out);
+                    }
+                }
+                Action::Probe { from } => {
+                    let next = with_timeout(self.node.log.next_seq_of(channel, from))
+                        .await
+                        .map_err(log_lost)?;
+                    if let Some(sub) = self.subs.get_mut(&channel) {
+                        sub.on_probe(&self.rules, from, next, &mut out);
+                    }
+                }
+                other => out.push_back(other),
+            }
+            out.extend(pending);
+            self.apply(channel, &mut out);
+        }
+        Ok(())
+    }
+}
+
+async fn plan_replay(node: &Node, since: Since) -> Result<ReplayPlan, LogError> {
+    let extent = node.log.extent().await?;
+    let (after, incomplete) = match since {
+        Since::Seq(n) => (n, extent.first_seq > n.saturating_add(1)),
+        Since::Time(t) => {
+            let start = node.log.seq_at_time(t).await?;
+            let dropped_any = extent.first_seq > 1;
+            let incomplete = dropped_any
+                && match node.log.time_of_next(extent.first_seq).await? {
+                    Some(oldest) => oldest > t,
+                    None => true,
+                };
+            (start.saturating_sub(1), incomplete)
+        }
+    };
+    Ok(ReplayPlan {
+        after,
+        target: extent.last_seq,
+        first_seq: incomplete.then_some(extent.first_seq),
+    })
+}
+
+/// A log request, bounded in time. The request's future lives on the heap
+/// while it runs, so an idle connection's task is not sized for it.
+async fn with_timeout<T>(
+    f: impl std::future::Future<Output = Result<T, LogError>>,
+) -> Result<T, LogError> {
+    tokio::time::timeout(LOG_TIMEOUT, Box::pin(f))
+        .await
+        .unwrap_or_else(|_| Err(LogError::Read("timed out".into())))
+}
+
+/// The log failed mid-replay: close, and let the client resume later from
+/// its cursor (nothing is skipped: the cursor only moves on delivery).
+fn log_lost(e: LogError) -> End {
+    tracing::warn!(error = %e, "log unavailable during a replay; closing");
+    End::Close(Close::LogUnavailable)
+}
