@@ -3,7 +3,7 @@
 //!
 //! 1_000_000 membership events (`member_joined`, `member_left`,
 //! `user_banned`) across 1_000 channels and 10_000 users are stored; then
-//! `Projection::catch_up` folds them all, `server::load_projection` starts
+//! `Log::fold_into` folds them all, `server::load_projection` starts
 //! from an empty store (a full fold), and again from a snapshot with a
 //! small tail. Without `--bench`: a few thousand events.
 
@@ -84,26 +84,27 @@ async fn store_membership(log: &Log, n: usize, channels: &[Id], users: &[Id]) ->
 
 /// Reference: the same fold through one unfiltered reader (as the router
 /// reads the log), other event types and copies skipped on this side:
-/// what `catch_up` could do instead of its six-filter consumer, which
+/// what `fold_into` could do instead of its six-filter consumer, which
 /// nats-server serves slowly on a stream with many subjects. Returns the
 /// projection and how many messages were read.
 async fn fold_unfiltered(log: &Log, until: u64) -> (Projection, u64) {
-    let mut read = log.read_subjects(Vec::new(), 1).await.expect("read");
+    let mut read = log.read_all(1).await.expect("read");
     let mut projection = Projection::default();
     let mut count = 0;
     if read.initial_pending > 0 {
         while let Some(item) = read.next().await {
             let item = item.expect("read item");
-            if item.seq > until {
+            let (seq, pending) = (item.seq, item.pending);
+            if seq > until {
                 break;
             }
             count += 1;
-            if let Ok(event) = &item.event {
+            if let Some(event) = item.into_event() {
                 if FOLDED.contains(&event.data.kind()) {
                     projection.apply(event.seq, event.channel, &event.data);
                 }
             }
-            if item.pending == 0 || item.seq == until {
+            if pending == 0 || seq == until {
                 break;
             }
         }
@@ -155,12 +156,12 @@ async fn run(sizes: Sizes) {
     let cpu = common::CpuMeter::start(&procs);
     let started = Instant::now();
     let mut folded_projection = Projection::default();
-    let read = folded_projection
-        .catch_up(&log, extent.last_seq)
+    let read = log
+        .fold_into(&mut folded_projection, extent.last_seq)
         .await
         .expect("catch up");
     let fold_time = started.elapsed();
-    // The rate counts the membership events, whatever else catch_up reads.
+    // The rate counts the membership events, whatever else fold_into reads.
     let folded = sizes.events as u64;
     let fold_rate = rate(folded, fold_time);
     assert_eq!(reference, folded_projection, "both folds agree");
@@ -204,7 +205,7 @@ async fn run(sizes: Sizes) {
     if !common::full() {
         // The snapshot path ends where a fresh fold does.
         let mut fresh = Projection::default();
-        fresh.catch_up(&log, last).await.expect("fresh fold");
+        log.fold_into(&mut fresh, last).await.expect("fresh fold");
         assert_eq!(fresh, warm, "snapshot + tail equals a fresh fold");
     }
     println!(

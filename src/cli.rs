@@ -572,13 +572,9 @@ async fn replay(args: ReplayArgs) -> Result<(), Failure> {
     let (mut total, mut invalid, mut first, mut last) = (0u64, 0u64, None, None);
     while let Some(item) = history.next().await {
         let item = item.map_err(|e| Failure::Work(e.into()))?;
-        let event = match item.event {
-            Ok(event) => event,
-            Err(reason) => {
-                invalid += 1;
-                tracing::warn!(seq = item.seq, subject = %item.subject, %reason, "skipping an invalid stored event");
-                continue;
-            }
+        let Some(event) = item.into_event() else {
+            invalid += 1;
+            continue;
         };
         total += 1;
         first.get_or_insert(event.seq);
@@ -676,7 +672,7 @@ async fn projection(args: ProjectionArgs) -> Result<(), Failure> {
             let started = std::time::Instant::now();
             let until = log.extent().await.map_err(work)?.last_seq;
             let mut fresh = Projection::default();
-            let folded = fresh.catch_up(&log, until).await.map_err(work)?;
+            let folded = log.fold_into(&mut fresh, until).await.map_err(work)?;
             store
                 .put_snapshot(&fresh.snapshot())
                 .and_then(|()| store.flush())
@@ -696,8 +692,7 @@ async fn projection(args: ProjectionArgs) -> Result<(), Failure> {
                 .map_err(|e| Failure::Work(e.into()))?
                 .unwrap_or_default();
             let mut fresh = Projection::default();
-            fresh
-                .catch_up(&log, snapshot.last_seq)
+            log.fold_into(&mut fresh, snapshot.last_seq)
                 .await
                 .map_err(work)?;
             let differences = diff(&snapshot, &fresh.snapshot());

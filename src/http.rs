@@ -273,21 +273,16 @@ async fn history(
     // A task streams the page through a small channel: memory stays at a
     // consumer batch plus a few lines, however large the page.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(HISTORY_READ_AHEAD);
-    let metrics = node.metrics;
     node.tasks.spawn(async move {
         while let Some(item) = history.next().await {
             let line = match item {
-                Ok(item) => match item.event {
-                    Ok(event) => {
+                Ok(item) => match item.into_event() {
+                    Some(event) => {
                         let mut line = event.encode().to_vec();
                         line.push(b'\n');
                         Ok(Bytes::from(line))
                     }
-                    Err(reason) => {
-                        metrics.invalid_events.increment(1);
-                        tracing::warn!(seq = item.seq, subject = %item.subject, %reason, "history skips an invalid stored event");
-                        continue;
-                    }
+                    None => continue,
                 },
                 Err(e) => Err(std::io::Error::other(e.to_string())),
             };

@@ -6,16 +6,15 @@
 //!
 //! Architecture invariant: the fold is a pure function of the events in
 //! sequence order; the same events give the same projection on every node.
+//! It does no I/O: reading the log into it is `Log::fold_into`, beside the log.
 
 use std::collections::{BTreeSet, HashSet};
 
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::access::Standing;
 use crate::channel::{Channel, Id};
 use crate::event::{EventData, EventType};
-use crate::log::{Log, LogError};
 
 /// The event types the projection folds, on chat channel copies.
 pub const FOLDED: &[EventType] = &[
@@ -99,42 +98,6 @@ impl Projection {
     /// Moves `last_seq` forward to `seq` when everything up to it is folded.
     pub fn advance_to(&mut self, seq: u64) {
         self.last_seq = self.last_seq.max(seq);
-    }
-
-    /// Reads the log from `last_seq + 1` up to `until` (inclusive) and folds
-    /// every membership event. Returns how many events were folded.
-    pub async fn catch_up(&mut self, log: &Log, until: u64) -> Result<u64, LogError> {
-        if until <= self.last_seq {
-            return Ok(0);
-        }
-        // One unfiltered read: nats-server serves filters with a wildcard in
-        // the middle (`chat.channel.*.member_joined`) far slower than a plain
-        // read of everything, on streams with many subjects.
-        let mut read = log.read_subjects(Vec::new(), self.last_seq + 1).await?;
-        let mut count = 0;
-        if read.initial_pending > 0 {
-            while let Some(item) = read.next().await {
-                let item = item?;
-                if item.seq > until {
-                    break;
-                }
-                match &item.event {
-                    Ok(event) if FOLDED.contains(&event.data.kind()) => {
-                        count += 1;
-                        self.apply(event.seq, event.channel, &event.data);
-                    }
-                    Ok(_) => {}
-                    Err(reason) => {
-                        tracing::warn!(seq = item.seq, subject = %item.subject, %reason, "projection skips an invalid stored event");
-                    }
-                }
-                if item.pending == 0 || item.seq == until {
-                    break;
-                }
-            }
-        }
-        self.advance_to(until);
-        Ok(count)
     }
 
     pub fn snapshot(&self) -> Snapshot {

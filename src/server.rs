@@ -52,7 +52,7 @@ pub async fn load_projection(log: &Log, store: &Store) -> anyhow::Result<Project
         );
         projection = Projection::default();
     }
-    let folded = projection.catch_up(log, extent.last_seq).await?;
+    let folded = log.fold_into(&mut projection, extent.last_seq).await?;
     tracing::info!(
         from,
         to = projection.last_seq,
@@ -99,8 +99,7 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
 
     let typing = node
         .log
-        .client()
-        .subscribe(crate::log::subject::typing_wildcard())
+        .subscribe_typing()
         .await
         .context("cannot subscribe to typing")?;
     node.tasks.spawn(router::run(node.clone(), start_seq));

@@ -1,6 +1,8 @@
 //! The node's router: the one ordered log consumer of this gateway process.
 //! Each stored event is validated once, folded into the projection, encoded
-//! once and handed to the hub. Typing arrives on core NATS the same way.
+//! once and handed to the hub. Typing arrives from the log's typing
+//! subscription the same way. The router knows no NATS subject: it reads the
+//! log in channels, events and sequences.
 //!
 //! After a NATS outage the consumer is recreated from the sequence after
 //! the last one routed, so connected clients see no gap.
@@ -13,10 +15,9 @@ use futures::StreamExt;
 use super::hub::Delivery;
 use super::Node;
 use crate::access;
-use crate::channel::Channel;
 use crate::envelope::{self, StoredEvent};
 use crate::event::EventData;
-use crate::log::{subject, ReadItem};
+use crate::log::{ReadItem, TypingSubscription};
 use crate::projection::FOLDED;
 
 /// Pause before recreating the consumer after an error.
@@ -28,7 +29,7 @@ pub async fn run(node: Arc<Node>, mut next_seq: u64) {
     loop {
         let read = tokio::select! {
             _ = shutdown.cancelled() => return,
-            read = node.log.read_subjects(Vec::new(), next_seq) => read,
+            read = node.log.read_all(next_seq) => read,
         };
         match read {
             Ok(mut read) => loop {
@@ -60,14 +61,10 @@ pub async fn run(node: Arc<Node>, mut next_seq: u64) {
 fn route(node: &Node, item: ReadItem) {
     let metrics = node.metrics;
     metrics.events_in.increment(1);
-    let event = match item.event {
-        Ok(event) => event,
-        Err(reason) => {
-            metrics.invalid_events.increment(1);
-            tracing::warn!(seq = item.seq, subject = %item.subject, %reason, "skipping an invalid stored event");
-            node.hub.routed_through(item.seq);
-            return;
-        }
+    let seq = item.seq;
+    let Some(event) = item.into_event() else {
+        node.hub.routed_through(seq);
+        return;
     };
     if FOLDED.contains(&event.data.kind()) {
         node.projection
@@ -94,74 +91,39 @@ pub fn deliver(event: &StoredEvent) -> Delivery {
     }
 }
 
-/// Fans out `user_typing` from core NATS (any node, or another service).
-/// `subscription` is the first one, made before the node starts serving.
-pub async fn run_typing(node: Arc<Node>, subscription: async_nats::Subscriber) {
+/// Fans out `user_typing` from any node (or another service).
+/// `typing` is subscribed before the node starts serving.
+pub async fn run_typing(node: Arc<Node>, mut typing: TypingSubscription) {
     let shutdown = node.shutdown.clone();
-    let mut first = Some(subscription);
     loop {
-        let mut subscription = match first.take() {
-            Some(s) => s,
-            None => match node
-                .log
-                .client()
-                .subscribe(subject::typing_wildcard())
-                .await
-            {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot subscribe to typing");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(RETRY_DELAY) => continue,
-                    }
-                }
-            },
+        let item = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            item = typing.next() => item,
         };
-        loop {
-            let message = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                m = subscription.next() => m,
-            };
-            let Some(message) = message else { break };
-            match subject::decode(&message.subject, &message.payload) {
-                Ok((channel, id, data @ EventData::UserTyping(_))) => {
-                    let from_user = match &data {
-                        EventData::UserTyping(t) => Some(t.user_id),
-                        _ => None,
-                    };
-                    let now = chrono::Utc::now();
-                    let delivery = Delivery {
-                        channel,
-                        seq: None,
-                        frame: envelope::encode(&data, &now, channel, None, id),
-                        cut: None,
-                        log_time_ms: now.timestamp_millis(),
-                        from_user,
-                    };
-                    let fanout = node.hub.dispatch(Arc::new(delivery));
-                    if fanout.typing_dropped > 0 {
-                        node.metrics
-                            .typing_dropped
-                            .increment(fanout.typing_dropped as u64);
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    node.metrics.invalid_events.increment(1);
-                    tracing::debug!(subject = %message.subject, error = %e, "ignoring invalid typing");
+        match item {
+            Ok((channel, id, data @ EventData::UserTyping(_))) => {
+                let from_user = match &data {
+                    EventData::UserTyping(t) => Some(t.user_id),
+                    _ => None,
+                };
+                let now = chrono::Utc::now();
+                let delivery = Delivery {
+                    channel,
+                    seq: None,
+                    frame: envelope::encode(&data, &now, channel, None, id),
+                    cut: None,
+                    log_time_ms: now.timestamp_millis(),
+                    from_user,
+                };
+                let fanout = node.hub.dispatch(Arc::new(delivery));
+                if fanout.typing_dropped > 0 {
+                    node.metrics
+                        .typing_dropped
+                        .increment(fanout.typing_dropped as u64);
                 }
             }
+            Ok(_) => {}
+            Err(_) => node.metrics.invalid_events.increment(1),
         }
-    }
-}
-
-/// Publishes a user's typing on core NATS (never stored).
-pub async fn publish_typing(node: &Node, channel: Channel, data: EventData) {
-    let id = crate::channel::Id::new_v4();
-    let subject = subject::subject(channel, data.kind());
-    let payload = subject::encode_payload(id, &data);
-    if let Err(e) = node.log.client().publish(subject, payload).await {
-        tracing::debug!(error = %e, "typing not published");
     }
 }

@@ -1,13 +1,16 @@
 //! The event log: one JetStream stream holding every stored event.
 //!
 //! It owns the stream's configuration, the idempotent publisher, ordered
-//! reads from a sequence, and the resolution of a time to a sequence.
+//! reads from a sequence, the resolution of a time to a sequence, the
+//! projection's catch-up read (`fold`) and typing on core NATS (`typing`).
 //! Architecture invariant: the log knows nothing of WebSockets, sessions or
 //! authorization; it speaks in channels, events and sequences.
 
+mod fold;
 mod publisher;
 mod reader;
 pub mod subject;
+mod typing;
 
 use std::time::Duration;
 
@@ -20,6 +23,8 @@ pub use publisher::Receipt;
 pub use reader::{
     History, HistoryQuery, LogRead, ReadItem, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT,
 };
+pub use subject::PayloadError;
+pub use typing::{TypingSubscription, RESUBSCRIBE_DELAY};
 
 /// The oldest nats-server we run against. 2.9 accepts consumers with several
 /// filter subjects and silently ignores the filters: replays would leak
@@ -72,6 +77,8 @@ pub enum LogError {
     Publish(String),
     #[error("read failed: {0}")]
     Read(String),
+    #[error("subscribe failed: {0}")]
+    Subscribe(String),
     #[error(transparent)]
     Event(#[from] crate::event::EventError),
 }
@@ -157,6 +164,10 @@ impl Log {
         })
     }
 
+    /// The raw NATS client: an escape hatch for tests and tools that must
+    /// write or inspect the stream behind the log's back (a malformed
+    /// message, a raw read). The gateway never uses it: it speaks to the log
+    /// in channels, events and sequences.
     pub fn client(&self) -> &async_nats::Client {
         &self.client
     }
@@ -206,8 +217,10 @@ impl Log {
 
     /// The log time of the first event at or after `seq`, if any.
     pub async fn time_of_next(&self, seq: u64) -> Result<Option<DateTime<Utc>>, LogError> {
-        let any = format!("{}.>", subject::ROOT);
-        Ok(self.next_on(any, seq).await?.map(|(_, time)| time))
+        Ok(self
+            .next_on(subject::everything(), seq)
+            .await?
+            .map(|(_, time)| time))
     }
 
     /// The sequence of the channel's first event at or after `seq`, if any.

@@ -14,6 +14,7 @@ use futures::{Stream, StreamExt};
 use super::{subject, Log, LogError};
 use crate::channel::Channel;
 use crate::envelope::StoredEvent;
+use crate::metrics::Metrics;
 
 /// One message read from the log.
 #[derive(Debug)]
@@ -28,6 +29,25 @@ pub struct ReadItem {
     pub subject: async_nats::Subject,
 }
 
+impl ReadItem {
+    /// The event, or `None` for a stored message that is not a valid event.
+    ///
+    /// Every reader skips such a message without stopping; this is the one
+    /// place that says so: it is logged at WARN with its sequence and
+    /// subject, and counted in `switchboard_invalid_events_total`. Read
+    /// `seq` and `pending` first if they are needed afterwards.
+    pub fn into_event(self) -> Option<StoredEvent> {
+        match self.event {
+            Ok(event) => Some(event),
+            Err(reason) => {
+                Metrics::get().invalid_events.increment(1);
+                tracing::warn!(seq = self.seq, subject = %self.subject, %reason, "skipping an invalid stored event");
+                None
+            }
+        }
+    }
+}
+
 /// An ordered read of some channels (or all of them) from a sequence on.
 pub struct LogRead {
     messages: pull::Ordered,
@@ -40,12 +60,19 @@ impl Log {
     /// `seq >= from_seq`, in order, then waits for new ones.
     pub async fn read(&self, channels: &[Channel], from_seq: u64) -> Result<LogRead, LogError> {
         let filters = channels.iter().map(|c| subject::filter(*c)).collect();
-        self.read_subjects(filters, from_seq).await
+        self.read_filtered(filters, from_seq).await
+    }
+
+    /// Reads every event with `seq >= from_seq`, in order, then waits for
+    /// new ones: one unfiltered consumer, which nats-server serves faster
+    /// than any filter with a wildcard in the middle.
+    pub async fn read_all(&self, from_seq: u64) -> Result<LogRead, LogError> {
+        self.read_filtered(Vec::new(), from_seq).await
     }
 
     /// Reads the events on the given subject filters (every subject when
-    /// empty) with `seq >= from_seq`, in order, then waits for new ones.
-    pub async fn read_subjects(
+    /// empty). Subjects stay inside the log: callers name channels.
+    async fn read_filtered(
         &self,
         filters: Vec<String>,
         from_seq: u64,

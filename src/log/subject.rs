@@ -32,6 +32,11 @@ pub fn filter(channel: Channel) -> String {
     }
 }
 
+/// The subject filter that selects every event of every channel.
+pub fn everything() -> String {
+    format!("{ROOT}.>")
+}
+
 /// The core NATS subject that carries every channel's typing.
 pub fn typing_wildcard() -> String {
     format!("{ROOT}.channel.*.{}", EventType::UserTyping)

@@ -133,6 +133,15 @@ impl Gateway {
             .unwrap_or(0.0)
     }
 
+    /// Waits until the node has no connection left: every connection task
+    /// has ended, so each one's final session save is done.
+    pub async fn wait_for_no_connections(&self) {
+        wait_until("every connection to end", || async {
+            self.metric("switchboard_connections ").await == 0.0
+        })
+        .await;
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(self.data.join("gateway.log")).unwrap_or_default()
     }
@@ -181,6 +190,22 @@ fn launch(nats_url: &str, data: &Path, args: &[String]) -> (Child, SocketAddr) {
         )
     };
     (child, addr)
+}
+
+/// Polls `check` every 50 ms until it holds; a failure after [`PATIENCE`].
+pub async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A token for `user` with the given grant and roles.
@@ -284,10 +309,14 @@ impl Client {
         }
     }
 
-    /// The next text frame, or `None` once the socket is closed or broken.
+    /// The next text frame, or `None` once the socket is closed or broken;
+    /// a failure if neither happens within [`PATIENCE`].
     pub async fn try_next(&mut self) -> Option<Value> {
         loop {
-            match self.ws.next().await? {
+            let message = tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .expect("a frame or the end of the socket in time")?;
+            match message {
                 Ok(Message::Text(text)) => return serde_json::from_str(&text).ok(),
                 Ok(Message::Close(_)) | Err(_) => return None,
                 Ok(_) => continue,

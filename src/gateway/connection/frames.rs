@@ -7,10 +7,9 @@ use std::time::{Duration, Instant};
 use super::{Connection, End};
 use crate::access::EndReason;
 use crate::channel::{Channel, Id};
-use crate::event::{EventData, UserTyping};
+use crate::event::UserTyping;
 use crate::gateway::protocol::{self, ClientFrame, Close, ErrorCode, FrameError, Since};
 use crate::gateway::rate::RateWindow;
-use crate::gateway::router;
 
 /// The window the bad-frame limit counts in.
 pub const ABUSE_WINDOW: Duration = Duration::from_secs(60);
@@ -119,13 +118,13 @@ impl Connection {
             self.node.metrics.typing_rate_limited.increment(1);
             return Ok(());
         }
-        let data = EventData::UserTyping(UserTyping {
+        let typing = UserTyping {
             channel_id: channel,
             user_id: self.claims.sub,
             username: self.claims.username(),
             is_typing,
-        });
-        router::publish_typing(&self.node, chat, data).await;
+        };
+        Box::pin(self.node.log.publish_typing(typing)).await;
         Ok(())
     }
 

@@ -95,16 +95,10 @@ impl Connection {
             self.replays.remove(&channel);
             return Ok(());
         };
-        let event = match &item.event {
-            Ok(event) => Some(event),
-            Err(reason) => {
-                self.node.metrics.invalid_events.increment(1);
-                tracing::warn!(seq = item.seq, subject = %item.subject, %reason, "replay skips an invalid stored event");
-                None
-            }
-        };
+        let (seq, pending) = (item.seq, item.pending);
+        let event = item.into_event();
         let mut out = std::mem::take(&mut self.scratch);
-        sub.on_read(&self.rules, item.seq, item.pending, event, &mut out);
+        sub.on_read(&self.rules, seq, pending, event.as_ref(), &mut out);
         self.apply(channel, &mut out);
         self.scratch = out;
         self.answer_requests().await
