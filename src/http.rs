@@ -17,7 +17,7 @@ use warp::{Filter, Rejection, Reply};
 
 use crate::channel::{Channel, Id};
 use crate::event::{format_timestamp, parse_timestamp};
-use crate::gateway::{connection, upgrade, Node};
+use crate::gateway::{upgrade, Node};
 use crate::log::{HistoryQuery, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT};
 use crate::metrics::Metrics;
 use crate::schema;
@@ -273,7 +273,7 @@ async fn history(
     // A task streams the page through a small channel: memory stays at a
     // consumer batch plus a few lines, however large the page.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(HISTORY_READ_AHEAD);
-    node.tasks.spawn(async move {
+    node.spawn(async move {
         while let Some(item) = history.next().await {
             let line = match item {
                 Ok(item) => match item.into_event() {
@@ -322,7 +322,7 @@ fn websocket(
             "this connection cannot be upgraded",
         );
     };
-    if node.shutdown.is_cancelled() {
+    if node.is_shutting_down() {
         return error_reply(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
@@ -331,14 +331,7 @@ fn websocket(
     }
     // An unknown or malformed session id is not an error: a fresh session.
     let session = query.get("session").and_then(|s| Id::parse(s).ok());
-    let limits = &node.limits;
-    let config = upgrade::config(limits.max_frame_bytes, limits.send_queue * 1024);
-    let task_node = node.clone();
-    node.tasks.spawn(async move {
-        if let Some(socket) = upgrade::accept(on_upgrade, config).await {
-            connection::run(task_node, socket, claims, session).await;
-        }
-    });
+    node.accept(on_upgrade, claims, session);
     response
 }
 

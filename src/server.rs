@@ -17,7 +17,6 @@ use crate::gateway::{housekeeping, router, Node};
 use crate::local_nats::NatsServer;
 use crate::log::Log;
 use crate::projection::Projection;
-use crate::session::Sessions;
 use crate::settings::{local_url_file, ServeSettings};
 use crate::store::Store;
 use crate::token::TokenKeys;
@@ -86,13 +85,12 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
     let projection = load_projection(&log, &store).await?;
     let start_seq = projection.last_seq + 1;
-    let sessions = Sessions::new(store.clone(), settings.session_ttl);
     let keys = TokenKeys::hs256(settings.jwt_secret.as_bytes());
     let node = Node::new(
         log,
         store,
         projection,
-        sessions,
+        settings.session_ttl,
         keys,
         settings.limits.clone(),
     );
@@ -102,23 +100,21 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         .subscribe_typing()
         .await
         .context("cannot subscribe to typing")?;
-    node.tasks.spawn(router::run(node.clone(), start_seq));
-    node.tasks.spawn(router::run_typing(node.clone(), typing));
-    node.tasks.spawn(housekeeping::run_snapshots(node.clone()));
-    node.tasks
-        .spawn(housekeeping::run_session_sweeper(node.clone()));
-    node.tasks
-        .spawn(housekeeping::run_metrics_upkeep(node.clone()));
+    node.spawn(router::run(node.clone(), start_seq));
+    node.spawn(router::run_typing(node.clone(), typing));
+    node.spawn(housekeeping::run_snapshots(node.clone()));
+    node.spawn(housekeeping::run_session_sweeper(node.clone()));
+    node.spawn(housekeeping::run_metrics_upkeep(node.clone()));
 
     let listener =
         listen(settings.listen).with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
     let routes = crate::http::routes(node.clone());
-    let stop = node.shutdown.clone();
+    let stop = node.clone();
     let server = tokio::spawn(
         warp::serve(routes)
             .incoming(listener)
-            .graceful(async move { stop.cancelled().await })
+            .graceful(async move { stop.shutting_down().await })
             .run(),
     );
     Ok(Running {
@@ -134,10 +130,9 @@ impl Running {
     /// Stops in order, within the shutdown timeout.
     pub async fn stop(mut self) {
         let started = Instant::now();
-        self.node.shutdown.cancel();
-        self.node.tasks.close();
+        self.node.begin_shutdown();
         let waited = tokio::time::timeout(self.shutdown_timeout, async {
-            self.node.tasks.wait().await;
+            self.node.tasks_ended().await;
             let _ = (&mut self.server).await;
         })
         .await;
@@ -145,7 +140,7 @@ impl Running {
             tracing::warn!("shutdown timed out; some connections were cut");
             self.server.abort();
         }
-        if let Err(e) = self.node.store.flush() {
+        if let Err(e) = self.node.store().flush() {
             tracing::warn!(error = %e, "store flush failed");
         }
         if let Some(mut nats) = self.nats.take() {

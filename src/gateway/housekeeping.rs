@@ -23,7 +23,7 @@ pub async fn run_snapshots(node: Arc<Node>) {
         let routed = node.hub.last_routed();
         if routed > written {
             let snapshot = {
-                let mut projection = node.projection.write().unwrap_or_else(|e| e.into_inner());
+                let mut projection = node.projection_mut();
                 projection.advance_to(routed);
                 projection.snapshot()
             };
@@ -46,7 +46,7 @@ pub async fn run_session_sweeper(node: Arc<Node>) {
             _ = node.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match node.sessions.sweep() {
+        match node.sessions().sweep() {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "expired sessions removed"),
             Err(e) => tracing::warn!(error = %e, "session sweep failed"),

@@ -27,18 +27,19 @@ pub mod subscription;
 pub mod upgrade;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::channel::Id;
 use crate::log::Log;
 use crate::metrics::Metrics;
 use crate::projection::Projection;
 use crate::session::Sessions;
 use crate::store::Store;
-use crate::token::TokenKeys;
+use crate::token::{Claims, TokenKeys};
 
 /// Per-connection bounds; each is a setting (see `crate::settings`).
 #[derive(Clone, Debug)]
@@ -77,20 +78,30 @@ impl Default for Limits {
     }
 }
 
-/// Everything a node's tasks share.
+/// Events one connection may have queued; past it, its subscriptions read
+/// the log at the client's pace instead. Bounded by the settings.
+///
+/// The transport's write buffer may grow to this many KiB for one
+/// connection (a frame is under 1 KiB on average), so that a queue's worth
+/// of frames can be written at once.
+pub const WRITE_BUFFER_KIB_PER_QUEUED_EVENT: usize = 1;
+
+/// Everything a node's tasks share. The gateway's modules use the parts;
+/// the rest of the crate uses the methods.
 pub struct Node {
-    pub log: Log,
-    pub hub: hub::Hub,
-    pub projection: RwLock<Projection>,
-    pub sessions: Sessions,
-    pub store: Store,
-    pub keys: TokenKeys,
-    pub limits: Limits,
-    pub metrics: &'static Metrics,
+    pub(crate) log: Log,
+    pub(crate) hub: hub::Hub,
+    projection: RwLock<Projection>,
+    /// The node's sled database: the projection snapshot and the sessions.
+    store: Store,
+    session_ttl: Duration,
+    pub(crate) keys: TokenKeys,
+    pub(crate) limits: Limits,
+    pub(crate) metrics: &'static Metrics,
     /// Cancelled once, when the node shuts down.
-    pub shutdown: CancellationToken,
+    shutdown: CancellationToken,
     /// Every task of the node, connections included; awaited on shutdown.
-    pub tasks: TaskTracker,
+    tasks: TaskTracker,
     next_conn: AtomicU64,
 }
 
@@ -99,7 +110,7 @@ impl Node {
         log: Log,
         store: Store,
         projection: Projection,
-        sessions: Sessions,
+        session_ttl: Duration,
         keys: TokenKeys,
         limits: Limits,
     ) -> Arc<Node> {
@@ -108,8 +119,8 @@ impl Node {
             log,
             hub: hub::Hub::new(),
             projection: RwLock::new(projection),
-            sessions,
             store,
+            session_ttl,
             keys,
             limits,
             metrics: Metrics::get(),
@@ -121,12 +132,87 @@ impl Node {
         Arc::new(node)
     }
 
-    pub fn next_connection_id(&self) -> u64 {
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    pub fn keys(&self) -> &TokenKeys {
+        &self.keys
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The sessions, with their time to live.
+    pub fn sessions(&self) -> Sessions {
+        Sessions::new(self.store.clone(), self.session_ttl)
+    }
+
+    pub(crate) fn next_connection_id(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The projection, readable even if a writer panicked.
-    pub fn projection(&self) -> std::sync::RwLockReadGuard<'_, Projection> {
+    pub fn projection(&self) -> RwLockReadGuard<'_, Projection> {
         self.projection.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The projection, for the router's fold and the snapshot writer.
+    pub(crate) fn projection_mut(&self) -> RwLockWriteGuard<'_, Projection> {
+        self.projection.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs a task of the node: it is awaited on shutdown.
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(task);
+    }
+
+    /// Resolves once the node starts shutting down.
+    pub fn shutting_down(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.shutdown.cancelled()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
+    /// Starts shutting down: every task is told, and no new one starts.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+    }
+
+    /// Resolves once every task of the node has ended.
+    pub async fn tasks_ended(&self) {
+        self.tasks.wait().await
+    }
+
+    /// Completes a WebSocket upgrade and runs the connection as a task of
+    /// the node, with the transport bounded by the limits.
+    pub fn accept(
+        self: &Arc<Self>,
+        on_upgrade: hyper::upgrade::OnUpgrade,
+        claims: Claims,
+        session: Option<Id>,
+    ) {
+        let limits = &self.limits;
+        let send_buffer = limits
+            .send_queue
+            .saturating_mul(WRITE_BUFFER_KIB_PER_QUEUED_EVENT * 1024);
+        let config = upgrade::config(limits.max_frame_bytes, send_buffer);
+        let node = self.clone();
+        self.tasks.spawn(async move {
+            if let Some(socket) = upgrade::accept(on_upgrade, config).await {
+                connection::run(node, socket, claims, session).await;
+            }
+        });
     }
 }

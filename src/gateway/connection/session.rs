@@ -44,7 +44,7 @@ impl Connection {
     pub(super) async fn open_session(&mut self, requested: Option<Id>) -> Result<(), End> {
         let opened = self
             .node
-            .sessions
+            .sessions()
             .open(requested, self.claims.sub)
             .map_err(|e| {
                 tracing::error!(error = %e, "session store failed");
@@ -95,7 +95,7 @@ impl Connection {
     /// Writes the session's cursors if they moved, and at least every
     /// [`SESSION_REFRESH`] so a quiet connection's session does not expire.
     pub(super) fn save_session(&mut self) {
-        let refresh = SESSION_REFRESH.min(self.node.sessions.ttl() / 2);
+        let refresh = SESSION_REFRESH.min(self.node.session_ttl / 2);
         if !self.session.dirty && self.session.saved_at.elapsed() < refresh {
             return;
         }
@@ -106,7 +106,7 @@ impl Connection {
             .collect();
         match self
             .node
-            .sessions
+            .sessions()
             .save(self.session.id, self.claims.sub, &cursors)
         {
             Ok(()) => {
