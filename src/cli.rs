@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
 use crate::channel::{Channel, Id};
-use crate::event::{format_timestamp, parse_timestamp};
+use crate::event::parse_timestamp;
 use crate::gateway::Limits;
 use crate::log::{HistoryQuery, Log, StreamSettings};
 use crate::settings::{self, File, Given, ServeSettings, SettingError, DEV_SECRET};
@@ -521,18 +521,7 @@ async fn publish(args: PublishArgs) -> Result<(), Failure> {
             .publish(&event)
             .await
             .map_err(|e| Failure::Work(e.into()))?;
-        let mut line = json!({
-            "id": receipt.stored.id,
-            "seq": receipt.stored.seq,
-            "timestamp": format_timestamp(&receipt.time),
-        });
-        if let Some(user_seq) = receipt.stored.user_seq {
-            line["user_seq"] = user_seq.into();
-        }
-        if receipt.stored.duplicate {
-            line["duplicate"] = true.into();
-        }
-        writeln!(out, "{line}").map_err(|e| Failure::Work(e.into()))?;
+        writeln!(out, "{}", receipt.to_json()).map_err(|e| Failure::Work(e.into()))?;
     }
     Ok(())
 }
