@@ -10,20 +10,25 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
 use crate::channel::{Channel, Id};
-use crate::event::{format_timestamp, parse_timestamp};
-use crate::gateway::Limits;
-use crate::log::{HistoryQuery, Log, StreamSettings};
-use crate::settings::{self, File, Given, ServeSettings, SettingError, DEV_SECRET};
+use crate::event::parse_timestamp;
+use crate::log::{HistoryQuery, Log};
+use crate::settings::{
+    self, FileSettings, LimitFlags, LogFlags, LogSettings, ServeFlags, ServeSettings, SettingError,
+    DEV_SECRET,
+};
 use crate::token::{dev_claims, Grant, Role, TokenKeys};
 
-const AFTER_HELP: &str = "Settings come from, in order of precedence: command-line flags, \
-SWITCHBOARD_* environment variables, the TOML file named by --config / SWITCHBOARD_CONFIG \
-(keys are the flag names with underscores, e.g. `listen = \"0.0.0.0:8080\"`), then defaults.\n\n\
-Exit codes: 0 done; 1 the work failed (NATS, disk); 2 bad arguments, settings or input.";
+/// Every command's help ends with the precedence of settings and the exit codes.
+fn after_help() -> String {
+    format!(
+        "{}\n\nExit codes: 0 done; 1 the work failed (NATS, disk); 2 bad arguments, settings or input.",
+        settings::PRECEDENCE
+    )
+}
 
 /// switchboard: a real-time chat event gateway on NATS JetStream.
 #[derive(Parser, Debug)]
-#[command(name = "switchboard", version, after_help = AFTER_HELP)]
+#[command(name = "switchboard", version, after_help = after_help())]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -32,91 +37,51 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the gateway (WebSocket + HTTP API). Starts a local nats-server when no NATS URL is set.
-    #[command(after_help = AFTER_HELP)]
+    #[command(after_help = after_help())]
     Serve(ServeArgs),
     /// Publish events: one from --type/--data, or JSON lines `{type, data, id?}` on stdin.
-    #[command(after_help = AFTER_HELP)]
+    #[command(after_help = after_help())]
     Publish(PublishArgs),
     /// Audit replay of channels over a sequence or time range, as NDJSON envelopes or a summary.
-    #[command(after_help = AFTER_HELP)]
+    #[command(after_help = after_help())]
     Replay(ReplayArgs),
     /// Mint a development JWT (HS256 with the configured secret) and print it.
-    #[command(after_help = AFTER_HELP)]
+    #[command(after_help = after_help())]
     Token(TokenArgs),
     /// The membership projection: rebuild the snapshot, or check it against a fresh fold.
-    #[command(after_help = AFTER_HELP)]
+    #[command(after_help = after_help())]
     Projection(ProjectionArgs),
 }
 
 /// Where the log is; shared by every command that reads or writes it.
 #[derive(Args, Debug, Clone)]
 pub struct LogArgs {
-    /// TOML settings file.
-    #[arg(long, env = "SWITCHBOARD_CONFIG")]
+    #[arg(long, env = settings::CONFIG.env, help = settings::CONFIG.help())]
     pub config: Option<PathBuf>,
-    /// NATS URL [default: a local nats-server under the data directory].
-    #[arg(long, env = "SWITCHBOARD_NATS_URL")]
-    pub nats_url: Option<String>,
-    /// Data directory: sled files and the local nats-server's store [default: ./data].
-    #[arg(long, env = "SWITCHBOARD_DATA_DIR")]
-    pub data_dir: Option<String>,
-    /// JetStream stream name [default: CHAT_EVENTS].
-    #[arg(long, env = "SWITCHBOARD_STREAM")]
-    pub stream: Option<String>,
-    /// The stream's max age: 90s, 2h, 7d, ... [default: 7d].
-    #[arg(long, env = "SWITCHBOARD_RETENTION")]
-    pub retention: Option<String>,
-    /// The stream's replicas [default: 1].
-    #[arg(long, env = "SWITCHBOARD_REPLICAS")]
-    pub replicas: Option<String>,
-    /// The stream's duplicate window for idempotent publishing [default: 2m].
-    #[arg(long, env = "SWITCHBOARD_DUPLICATE_WINDOW")]
-    pub duplicate_window: Option<String>,
+    #[command(flatten)]
+    pub settings: LogFlags,
+}
+
+impl LogArgs {
+    /// The file named by `--config`, if any.
+    pub fn file(&self) -> Result<FileSettings, SettingError> {
+        FileSettings::load(self.config.as_deref())
+    }
+
+    /// The log's settings, resolved.
+    pub fn resolve(&self) -> Result<LogSettings, SettingError> {
+        LogSettings::resolve(&self.settings, &self.file()?)
+    }
 }
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     #[command(flatten)]
     pub log: LogArgs,
-    /// HTTP and WebSocket address [default: 127.0.0.1:8080].
-    #[arg(long, env = "SWITCHBOARD_LISTEN")]
-    pub listen: Option<String>,
-    /// HS256 secret for tokens (required unless --dev).
-    #[arg(long, env = "SWITCHBOARD_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
-    /// Development mode: a built-in secret when none is set.
-    #[arg(long, env = "SWITCHBOARD_DEV", num_args = 0..=1, default_missing_value = "true")]
-    pub dev: Option<String>,
-    /// Largest client frame in bytes; larger closes with 1009 [default: 65536].
-    #[arg(long, env = "SWITCHBOARD_MAX_FRAME_BYTES")]
-    pub max_frame_bytes: Option<String>,
-    /// Events queued per connection before it reads the log at its own pace [default: 1024].
-    #[arg(long, env = "SWITCHBOARD_SEND_QUEUE")]
-    pub send_queue: Option<String>,
-    /// A client that reads nothing this long is closed with 4008 [default: 60s].
-    #[arg(long, env = "SWITCHBOARD_STALL_TIMEOUT")]
-    pub stall_timeout: Option<String>,
-    /// Server ping interval, announced in `hello` [default: 25s].
-    #[arg(long, env = "SWITCHBOARD_HEARTBEAT")]
-    pub heartbeat: Option<String>,
-    /// Base reconnect delay announced in `hello` [default: 2s].
-    #[arg(long, env = "SWITCHBOARD_RECONNECT_BASE")]
-    pub reconnect_base: Option<String>,
-    /// Bad frames allowed per minute before closing with 4029 [default: 20].
-    #[arg(long, env = "SWITCHBOARD_BAD_FRAMES_PER_MINUTE")]
-    pub bad_frames_per_minute: Option<String>,
-    /// Typing frames per second per channel per connection [default: 2].
-    #[arg(long, env = "SWITCHBOARD_TYPING_PER_SECOND")]
-    pub typing_per_second: Option<String>,
-    /// Subscriptions one connection may hold [default: 1024].
-    #[arg(long, env = "SWITCHBOARD_MAX_SUBSCRIPTIONS")]
-    pub max_subscriptions: Option<String>,
-    /// How long a session outlives its last connection [default: 24h].
-    #[arg(long, env = "SWITCHBOARD_SESSION_TTL")]
-    pub session_ttl: Option<String>,
-    /// How long shutdown waits for connections and tasks [default: 10s].
-    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT")]
-    pub shutdown_timeout: Option<String>,
+    #[command(flatten)]
+    pub serve: ServeFlags,
+    #[command(flatten)]
+    pub limits: LimitFlags,
 }
 
 #[derive(Args, Debug)]
@@ -173,14 +138,15 @@ pub struct TokenArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// Lifetime: 1h, 30m, 7d, ...
-    #[arg(long, default_value = "1h")]
-    pub ttl: String,
+    #[arg(long, default_value = "1h", value_parser = settings::parser::<Duration>(None))]
+    pub ttl: Duration,
     /// HS256 secret.
     #[arg(long, env = "SWITCHBOARD_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
     /// Use the development secret when none is set.
-    #[arg(long, env = "SWITCHBOARD_DEV", num_args = 0..=1, default_missing_value = "true")]
-    pub dev: Option<String>,
+    #[arg(long, env = "SWITCHBOARD_DEV", num_args = 0..=1, default_missing_value = "true",
+          value_parser = settings::parser::<bool>(None))]
+    pub dev: Option<bool>,
 }
 
 #[derive(Args, Debug)]
@@ -192,10 +158,10 @@ pub struct ProjectionArgs {
 #[derive(Subcommand, Debug)]
 pub enum ProjectionAction {
     /// Fold the projection afresh from the log and replace the snapshot (stop `serve` first).
-    #[command(after_help = AFTER_HELP)]
+    #[command(after_help = after_help())]
     Rebuild(LogArgs),
     /// Compare the snapshot with a fresh fold up to the snapshot's sequence; exit 1 if they differ.
-    #[command(after_help = AFTER_HELP)]
+    #[command(after_help = after_help())]
     Check(LogArgs),
 }
 
@@ -225,206 +191,17 @@ impl Failure {
     }
 }
 
-const LOG_KEYS: &[&str] = &[
-    "nats_url",
-    "data_dir",
-    "stream",
-    "retention",
-    "replicas",
-    "duplicate_window",
-];
-const SERVE_KEYS: &[&str] = &[
-    "listen",
-    "jwt_secret",
-    "dev",
-    "max_frame_bytes",
-    "send_queue",
-    "stall_timeout",
-    "heartbeat",
-    "reconnect_base",
-    "bad_frames_per_minute",
-    "typing_per_second",
-    "max_subscriptions",
-    "session_ttl",
-    "shutdown_timeout",
-];
-
-/// The log settings, resolved.
-struct LogSettings {
-    nats_url: Option<String>,
-    data_dir: PathBuf,
-    stream: StreamSettings,
-}
-
-fn resolve_log(args: &LogArgs, file: &File) -> Result<LogSettings, SettingError> {
-    let get = |name: &'static str, value: &Option<String>| file.pick(Given { name, value });
-    let defaults = StreamSettings::default();
-    let nats_url = get("nats_url", &args.nats_url)?
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| settings::nats_url(&s))
-        .transpose()?;
-    let data_dir =
-        PathBuf::from(get("data_dir", &args.data_dir)?.unwrap_or_else(|| "./data".into()));
-    let name = match get("stream", &args.stream)? {
-        Some(s) => settings::stream_name(&s)?,
-        None => defaults.name,
-    };
-    let retention = match get("retention", &args.retention)? {
-        Some(s) => settings::duration("retention", &s)?,
-        None => defaults.retention,
-    };
-    if retention < Duration::from_secs(1) {
-        return Err(settings::error("retention", "must be at least 1s"));
-    }
-    let replicas = match get("replicas", &args.replicas)? {
-        Some(s) => settings::number::<usize>("replicas", &s, 1)?,
-        None => defaults.replicas,
-    };
-    let duplicate_window = match get("duplicate_window", &args.duplicate_window)? {
-        Some(s) => settings::duration("duplicate_window", &s)?,
-        None => defaults.duplicate_window,
-    };
-    // NATS refuses a duplicate window longer than the max age.
-    let duplicate_window = duplicate_window.min(retention);
-    Ok(LogSettings {
-        nats_url,
-        data_dir,
-        stream: StreamSettings {
-            name,
-            retention,
-            replicas,
-            duplicate_window,
-        },
-    })
-}
-
-fn load_file(args: &LogArgs, known: &[&str]) -> Result<File, SettingError> {
-    let file = File::load(args.config.as_deref())?;
-    let unknown = file.unknown_keys(known);
-    if !unknown.is_empty() {
-        return Err(settings::error(
-            "config",
-            format!("unknown keys in the config file: {}", unknown.join(", ")),
-        ));
-    }
-    Ok(file)
-}
-
-/// Every key a config file may hold: one file serves every command.
-fn all_keys() -> Vec<&'static str> {
-    LOG_KEYS.iter().chain(SERVE_KEYS).copied().collect()
-}
-
 /// Resolves every `serve` setting.
 pub fn serve_settings(args: &ServeArgs) -> Result<ServeSettings, SettingError> {
-    let file = load_file(&args.log, &all_keys())?;
-    let log = resolve_log(&args.log, &file)?;
-    let get = |name: &'static str, value: &Option<String>| file.pick(Given { name, value });
-    let dur = |name: &'static str,
-               value: &Option<String>,
-               default: Duration|
-     -> Result<Duration, SettingError> {
-        match get(name, value)? {
-            Some(s) => settings::duration(name, &s),
-            None => Ok(default),
-        }
-    };
-    let num = |name: &'static str,
-               value: &Option<String>,
-               default: usize,
-               min: usize|
-     -> Result<usize, SettingError> {
-        match get(name, value)? {
-            Some(s) => settings::number(name, &s, min),
-            None => Ok(default),
-        }
-    };
-    let listen = get("listen", &args.listen)?.unwrap_or_else(|| "127.0.0.1:8080".into());
-    let listen = listen.parse().map_err(|_| {
-        settings::error(
-            "listen",
-            format!("`{listen}` is not an address like 127.0.0.1:8080"),
-        )
-    })?;
-    let dev = match get("dev", &args.dev)? {
-        Some(s) => settings::boolean("dev", &s)?,
-        None => false,
-    };
-    let jwt_secret = match get("jwt_secret", &args.jwt_secret)?.filter(|s| !s.is_empty()) {
-        Some(secret) => secret,
-        None if dev => DEV_SECRET.to_string(),
-        None => {
-            return Err(settings::error(
-                "jwt_secret",
-                "not set: serve refuses to start without a secret (or pass --dev for a development one)",
-            ))
-        }
-    };
-    let d = Limits::default();
-    let limits = Limits {
-        max_frame_bytes: num(
-            "max_frame_bytes",
-            &args.max_frame_bytes,
-            d.max_frame_bytes,
-            256,
-        )?,
-        send_queue: num("send_queue", &args.send_queue, d.send_queue, 1)?,
-        stall_timeout: dur("stall_timeout", &args.stall_timeout, d.stall_timeout)?,
-        heartbeat: dur("heartbeat", &args.heartbeat, d.heartbeat)?,
-        reconnect_base: dur("reconnect_base", &args.reconnect_base, d.reconnect_base)?,
-        bad_frames_per_minute: num(
-            "bad_frames_per_minute",
-            &args.bad_frames_per_minute,
-            d.bad_frames_per_minute,
-            0,
-        )?,
-        typing_per_second: num(
-            "typing_per_second",
-            &args.typing_per_second,
-            d.typing_per_second as usize,
-            0,
-        )?
-        .min(u32::MAX as usize) as u32,
-        max_subscriptions: num(
-            "max_subscriptions",
-            &args.max_subscriptions,
-            d.max_subscriptions,
-            1,
-        )?,
-    };
-    if limits.heartbeat < Duration::from_millis(1) {
-        return Err(settings::error("heartbeat", "must be at least 1ms"));
-    }
-    if limits.stall_timeout.is_zero() {
-        return Err(settings::error("stall_timeout", "must be more than zero"));
-    }
-    Ok(ServeSettings {
-        listen,
-        nats_url: log.nats_url,
-        data_dir: log.data_dir,
-        jwt_secret,
-        dev,
-        stream: log.stream,
-        limits,
-        session_ttl: dur(
-            "session_ttl",
-            &args.session_ttl,
-            Duration::from_secs(24 * 3600),
-        )?,
-        shutdown_timeout: dur(
-            "shutdown_timeout",
-            &args.shutdown_timeout,
-            Duration::from_secs(10),
-        )?,
-    })
+    let file = args.log.file()?;
+    ServeSettings::resolve(&args.log.settings, &args.serve, &args.limits, &file)
 }
 
 /// Connects to the configured NATS, or to the one a local `serve` started.
 async fn connect(args: &LogArgs) -> Result<Log, Failure> {
-    let file = load_file(args, &all_keys())?;
-    let settings = resolve_log(args, &file)?;
-    let url = match settings.nats_url {
-        Some(url) => url,
+    let settings = args.resolve()?;
+    let url = match &settings.nats_url {
+        Some(url) => url.0.clone(),
         None => {
             let path = settings::local_url_file(&settings.data_dir);
             match std::fs::read_to_string(&path) {
@@ -439,7 +216,7 @@ async fn connect(args: &LogArgs) -> Result<Log, Failure> {
             }
         }
     };
-    Log::open(&url, settings.stream)
+    Log::open(&url, settings.stream_settings())
         .await
         .map_err(|e| Failure::Work(e.into()))
 }
@@ -448,7 +225,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Serve(args) => {
             let settings = serve_settings(&args)?;
-            if settings.dev && args.jwt_secret.is_none() {
+            if settings.dev && settings.jwt_secret == DEV_SECRET {
                 tracing::warn!("--dev: using the built-in development secret");
             }
             crate::server::serve(settings).await.map_err(Failure::Work)
@@ -521,18 +298,7 @@ async fn publish(args: PublishArgs) -> Result<(), Failure> {
             .publish(&event)
             .await
             .map_err(|e| Failure::Work(e.into()))?;
-        let mut line = json!({
-            "id": receipt.stored.id,
-            "seq": receipt.stored.seq,
-            "timestamp": format_timestamp(&receipt.time),
-        });
-        if let Some(user_seq) = receipt.stored.user_seq {
-            line["user_seq"] = user_seq.into();
-        }
-        if receipt.stored.duplicate {
-            line["duplicate"] = true.into();
-        }
-        writeln!(out, "{line}").map_err(|e| Failure::Work(e.into()))?;
+        writeln!(out, "{}", receipt.to_json()).map_err(|e| Failure::Work(e.into()))?;
     }
     Ok(())
 }
@@ -630,13 +396,7 @@ fn token(args: TokenArgs) -> Result<(), Failure> {
             })
             .collect::<Result<_, _>>()?,
     };
-    let ttl = settings::duration("ttl", &args.ttl)?;
-    let dev = args
-        .dev
-        .as_deref()
-        .map(|v| settings::boolean("dev", v))
-        .transpose()?
-        .unwrap_or(false);
+    let dev = args.dev.unwrap_or(false);
     let secret = match args.jwt_secret.filter(|s| !s.is_empty()) {
         Some(s) => s,
         None if dev => DEV_SECRET.to_string(),
@@ -646,7 +406,7 @@ fn token(args: TokenArgs) -> Result<(), Failure> {
             ))
         }
     };
-    let claims = dev_claims(sub, ttl, args.name, channels, roles);
+    let claims = dev_claims(sub, args.ttl, args.name, channels, roles);
     let token = TokenKeys::hs256(secret.as_bytes())
         .mint(&claims)
         .map_err(|e| Failure::Work(e.into()))?;
@@ -657,8 +417,7 @@ fn token(args: TokenArgs) -> Result<(), Failure> {
 async fn projection(args: ProjectionArgs) -> Result<(), Failure> {
     use crate::projection::{diff, Projection};
     let (ProjectionAction::Rebuild(log_args) | ProjectionAction::Check(log_args)) = &args.action;
-    let file = load_file(log_args, &all_keys())?;
-    let data_dir = resolve_log(log_args, &file)?.data_dir;
+    let data_dir = log_args.resolve()?.data_dir;
     let log = connect(log_args).await?;
     let store = crate::store::Store::open(&data_dir.join("sled")).map_err(|e| {
         Failure::Work(anyhow::anyhow!(

@@ -16,7 +16,7 @@ use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use crate::channel::{Channel, Id};
-use crate::event::{format_timestamp, parse_timestamp};
+use crate::event::parse_timestamp;
 use crate::gateway::{upgrade, Node};
 use crate::log::{HistoryQuery, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT};
 use crate::metrics::Metrics;
@@ -199,15 +199,7 @@ async fn publish(headers: HeaderMap, body: Bytes, node: Arc<Node>) -> Response {
             node.metrics
                 .publish_latency
                 .record(started.elapsed().as_secs_f64());
-            let mut reply = json!({
-                "id": receipt.stored.id,
-                "seq": receipt.stored.seq,
-                "timestamp": format_timestamp(&receipt.time),
-            });
-            if let Some(user_seq) = receipt.stored.user_seq {
-                reply["user_seq"] = user_seq.into();
-            }
-            json_reply(StatusCode::OK, &reply)
+            json_reply(StatusCode::OK, &receipt.to_json())
         }
         Err(e) => {
             tracing::warn!(error = %e, "publish failed");

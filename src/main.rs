@@ -3,10 +3,19 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use switchboard::cli::{self, Cli, Command};
+use switchboard::cli::{self, Cli, Command, Failure};
+use switchboard::settings;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // A bad value of a setting gets the message every other bad setting
+        // gets (naming its flag and its variable); the rest is clap's.
+        Err(e) => match settings::from_clap(&e) {
+            Some(bad) => return fail(Failure::from(bad)),
+            None => e.exit(),
+        },
+    };
     let default_level = match cli.command {
         Command::Serve(_) => "info",
         _ => "warn",
@@ -30,11 +39,13 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(failure) => {
-            eprintln!("switchboard: {failure}");
-            ExitCode::from(failure.exit_code())
-        }
+        Err(failure) => fail(failure),
     }
+}
+
+fn fail(failure: Failure) -> ExitCode {
+    eprintln!("switchboard: {failure}");
+    ExitCode::from(failure.exit_code())
 }
 
 /// mimalloc: the gateway allocates many small, short-lived buffers per

@@ -862,6 +862,48 @@ fn serve_refuses_bad_settings_naming_them() {
     .usage_error(&["config", "missing.toml"]);
 }
 
+// Regression: every number has bounds. A send queue of a billion used to
+// overflow the transport's buffer size (`send_queue * 1024`) or panic in
+// `mpsc::channel`; now it stops `serve` at once, wherever it comes from,
+// and no NATS is needed to find out.
+#[test]
+fn serve_refuses_numbers_outside_their_bounds_from_flags_env_and_file() {
+    let dir = temp();
+    let serve_with = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = switchboard(dir.path());
+        cmd.args(["serve", "--dev", "--listen", "127.0.0.1:0"])
+            .args(["--nats-url", "nats://127.0.0.1:1"])
+            .args(args)
+            .envs(env.iter().copied());
+        cmd.arg("--data-dir").arg(dir.path().join("data"));
+        expect_exit(serve(&mut cmd))
+    };
+    let huge = "1000000000";
+    let words = [
+        "send_queue",
+        "--send-queue",
+        "SWITCHBOARD_SEND_QUEUE",
+        "maximum 65536",
+    ];
+    serve_with(&["--send-queue", huge], &[]).usage_error(&words);
+    serve_with(&[], &[("SWITCHBOARD_SEND_QUEUE", huge)]).usage_error(&words);
+    let config = write_config(dir.path(), &format!("send_queue = {huge}\n"));
+    serve_with(&["--config", &config], &[]).usage_error(&words);
+    serve_with(&["--max-frame-bytes", "18446744073709551616"], &[])
+        .usage_error(&["max_frame_bytes", "whole number"]);
+    serve_with(&["--max-subscriptions", "0"], &[]).usage_error(&["max_subscriptions", "minimum 1"]);
+    serve_with(&["--replicas", "6"], &[]).usage_error(&["replicas", "maximum 5"]);
+    serve_with(&["--session-ttl", "1000y"], &[]).usage_error(&["session_ttl", "maximum 100y"]);
+    // The bounds and the precedence are in `--help`.
+    let help = run(switchboard(dir.path()).args(["serve", "--help"]), None).ok();
+    assert!(
+        help.stdout.contains("[range: 1 to 65536]")
+            && help.stdout.contains("in order of precedence"),
+        "{}",
+        help.stdout
+    );
+}
+
 fn serve_args(cmd: &mut Command, data: &Path, url: &str) {
     cmd.args(["--nats-url", url, "--data-dir"]).arg(data);
 }
@@ -976,8 +1018,8 @@ fn an_unreachable_nats_is_reported_as_unreachable() {
     );
 }
 
-// Regression: src/cli.rs `serve_settings` refuses a heartbeat below one
-// millisecond (`--heartbeat 500us`), like zero: the hello frame announces
+// Regression: `serve` refuses a heartbeat below one millisecond (its declared
+// minimum, src/settings/declared.rs) (`--heartbeat 500us`), like zero: the hello frame announces
 // the heartbeat in whole milliseconds, and `heartbeat_ms: 0` would fail
 // schemas/server/hello.json (`minimum: 1`) and read as "no heartbeat".
 #[test]

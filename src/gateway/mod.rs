@@ -41,42 +41,9 @@ use crate::session::Sessions;
 use crate::store::Store;
 use crate::token::{Claims, TokenKeys};
 
-/// Per-connection bounds; each is a setting (see `crate::settings`).
-#[derive(Clone, Debug)]
-pub struct Limits {
-    /// Largest client frame; a larger one closes the socket with 1009.
-    pub max_frame_bytes: usize,
-    /// Events queued for one connection; past it, its subscriptions read
-    /// the log at the client's pace instead (no event is lost).
-    pub send_queue: usize,
-    /// A socket that accepts nothing for this long is closed with 4008.
-    pub stall_timeout: Duration,
-    /// How often the server pings; announced in `hello`.
-    pub heartbeat: Duration,
-    /// Base reconnect delay announced in `hello` (clients add jitter).
-    pub reconnect_base: Duration,
-    /// Bad frames allowed per minute; one more closes with 4029.
-    pub bad_frames_per_minute: usize,
-    /// Typing frames per second per channel; the excess is dropped.
-    pub typing_per_second: u32,
-    /// Subscriptions one connection may hold.
-    pub max_subscriptions: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_frame_bytes: 64 * 1024,
-            send_queue: 1024,
-            stall_timeout: Duration::from_secs(60),
-            heartbeat: Duration::from_secs(25),
-            reconnect_base: Duration::from_secs(2),
-            bad_frames_per_minute: 20,
-            typing_per_second: 2,
-            max_subscriptions: 1024,
-        }
-    }
-}
+/// Per-connection bounds: the `limits` group of settings, declared (with
+/// their meanings, defaults and bounds) in `settings/declared.rs`.
+pub use crate::settings::Limits;
 
 /// Events one connection may have queued; past it, its subscriptions read
 /// the log at the client's pace instead. Bounded by the settings.

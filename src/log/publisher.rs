@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use super::{subject, Log, LogError};
 use crate::channel::{Channel, Id};
-use crate::event::{Event, EventData, EventError};
+use crate::event::{format_timestamp, Event, EventData, EventError};
 
 /// How often one copy is tried before the publish fails. Every attempt
 /// carries the same `Nats-Msg-Id`, so retries never store twice.
@@ -36,6 +36,26 @@ pub struct Stored {
 pub struct Receipt {
     pub stored: Stored,
     pub time: DateTime<Utc>,
+}
+
+impl Receipt {
+    /// The publish reply, the same for `POST /v1/events` and `switchboard
+    /// publish`: `{id, seq, timestamp}`, plus `user_seq` for a moderation
+    /// event, plus `"duplicate": true` when the id was already stored.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut reply = serde_json::json!({
+            "id": self.stored.id,
+            "seq": self.stored.seq,
+            "timestamp": format_timestamp(&self.time),
+        });
+        if let Some(user_seq) = self.stored.user_seq {
+            reply["user_seq"] = user_seq.into();
+        }
+        if self.stored.duplicate {
+            reply["duplicate"] = true.into();
+        }
+        reply
+    }
 }
 
 impl Log {
@@ -126,4 +146,35 @@ fn is_transient(kind: PublishErrorKind) -> bool {
             | PublishErrorKind::StreamNotFound
             | PublishErrorKind::Other
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_receipt_names_the_user_copy_and_a_duplicate_only_when_there_is_one() {
+        let id = Id::new_v4();
+        let time = DateTime::from_timestamp_millis(1_700_000_000_123).unwrap();
+        let mut receipt = Receipt {
+            stored: Stored {
+                id,
+                seq: 7,
+                user_seq: None,
+                duplicate: false,
+            },
+            time,
+        };
+        assert_eq!(
+            receipt.to_json(),
+            serde_json::json!({"id": id, "seq": 7, "timestamp": "2023-11-14T22:13:20.123Z"})
+        );
+        receipt.stored.user_seq = Some(8);
+        receipt.stored.duplicate = true;
+        let reply = receipt.to_json();
+        assert_eq!(
+            (&reply["user_seq"], &reply["duplicate"]),
+            (&8.into(), &true.into())
+        );
+    }
 }

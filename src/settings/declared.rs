@@ -1,0 +1,85 @@
+//! Every setting, declared once: its meaning, type, default, bounds and
+//! variable. The flags, the file's keys, the resolved structs, `--help` and
+//! the README's settings table all come from here (see `declare.rs`).
+//!
+//! The flag is the name with dashes, the TOML key is the name, and the
+//! variable is `SWITCHBOARD_` and the name in capitals (a unit test checks
+//! it). Defaults and bounds are written as a user would write them and read
+//! by the same parser; a unit test checks that each parses and lies within
+//! its bounds.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::declare::declare;
+use super::{NatsUrl, Optional, StreamName};
+
+declare! {
+    /// The log's settings, for every command that reads or writes it
+    /// (`serve`, `publish`, `replay`, `projection`).
+    group LogFlags => LogSettings {
+        /// NATS to use (`nats://`, `tls://`, `ws://`, `wss://` or
+        /// `host:port`). Unset, `serve` starts a local nats-server under the
+        /// data directory, and the tools use the URL that `serve` recorded in
+        /// `<data-dir>/nats/url`.
+        nats_url: Optional<NatsUrl> = "", env "SWITCHBOARD_NATS_URL";
+        /// Sled files (`sled/`) and the local nats-server's store (`nats/`).
+        data_dir: PathBuf = "./data", env "SWITCHBOARD_DATA_DIR";
+        /// JetStream stream name.
+        stream: StreamName = "CHAT_EVENTS", env "SWITCHBOARD_STREAM";
+        /// The stream's max age.
+        retention: Duration = "7d", "1s" ..= "100y", env "SWITCHBOARD_RETENTION";
+        /// The stream's replicas (JetStream allows at most 5).
+        replicas: usize = "1", "1" ..= "5", env "SWITCHBOARD_REPLICAS";
+        /// How long a `Nats-Msg-Id` is remembered, so a retried publish is
+        /// stored once (capped at the retention).
+        duplicate_window: Duration = "2m", "1s" ..= "100y", env "SWITCHBOARD_DUPLICATE_WINDOW";
+    }
+
+    /// `serve`'s own settings, beside the log's and the connections'.
+    group ServeFlags => ServeOptions {
+        /// HTTP and WebSocket address.
+        listen: SocketAddr = "127.0.0.1:8080", env "SWITCHBOARD_LISTEN";
+        /// HS256 secret for tokens. Unset, `serve` refuses to start, except
+        /// with `--dev`.
+        #[arg(hide_env_values = true)]
+        jwt_secret: Optional<String> = "", env "SWITCHBOARD_JWT_SECRET";
+        /// Development mode: use a built-in secret when none is set.
+        #[arg(num_args = 0..=1, default_missing_value = "true")]
+        dev: bool = "false", env "SWITCHBOARD_DEV";
+        /// How long a session outlives its last connection (a connected
+        /// session is re-saved at least every 10 minutes).
+        session_ttl: Duration = "24h", "1s" ..= "100y", env "SWITCHBOARD_SESSION_TTL";
+        /// How long shutdown waits for connections and tasks.
+        shutdown_timeout: Duration = "10s", "0s" ..= "1d", env "SWITCHBOARD_SHUTDOWN_TIMEOUT";
+    }
+
+    /// Per-connection bounds, the same for every connection of a node.
+    group LimitFlags => Limits {
+        /// Largest client frame in bytes; a larger one closes the socket with
+        /// 1009.
+        max_frame_bytes: usize = "65536", "256" ..= "16777216", env "SWITCHBOARD_MAX_FRAME_BYTES";
+        /// Events queued per connection; past it, the connection reads the
+        /// log at its own pace (no event is lost). The socket's write buffer
+        /// is bounded at 1 KiB per queued event.
+        send_queue: usize = "1024", "1" ..= "65536", env "SWITCHBOARD_SEND_QUEUE";
+        /// A client whose socket accepts nothing for this long is closed with
+        /// 4008.
+        stall_timeout: Duration = "60s", "1ms" ..= "1d", env "SWITCHBOARD_STALL_TIMEOUT";
+        /// Server ping interval, announced in `hello.heartbeat_ms`.
+        heartbeat: Duration = "25s", "1ms" ..= "1d", env "SWITCHBOARD_HEARTBEAT";
+        /// Base reconnect delay, announced in `hello.reconnect_ms` (clients
+        /// add jitter).
+        reconnect_base: Duration = "2s", "0s" ..= "1d", env "SWITCHBOARD_RECONNECT_BASE";
+        /// Bad frames allowed per minute; one more closes with 4029
+        /// (`forbidden` and `not_found` answers do not count).
+        bad_frames_per_minute: usize = "20", "0" ..= "10000", env "SWITCHBOARD_BAD_FRAMES_PER_MINUTE";
+        /// Typing frames per second, per channel, per connection; the excess
+        /// is dropped.
+        typing_per_second: u32 = "2", "0" ..= "1000", env "SWITCHBOARD_TYPING_PER_SECOND";
+        /// Subscriptions one connection may hold; one more is a
+        /// `bad_request`.
+        max_subscriptions: usize = "1024", "1" ..= "65536", env "SWITCHBOARD_MAX_SUBSCRIPTIONS";
+    }
+}
