@@ -2,7 +2,7 @@
 //! events cut a subscription off. Pure domain; the facts about members,
 //! bans and deleted channels come from the [`crate::projection`].
 //!
-//! The rules (SPEC 6):
+//! The rules (README "Authorization"):
 //! - `global`: every authenticated user.
 //! - `user:{id}`: only the user `id` (the token's `sub`).
 //! - `channel:{id}`: the token's `channels` grant (a list, or `"*"`) or a

@@ -123,14 +123,6 @@ impl Channel {
             Channel::Global => out.push_str("global"),
         }
     }
-
-    /// The chat channel's id, for `channel:{id}`.
-    pub fn chat_id(&self) -> Option<Id> {
-        match self {
-            Channel::Chat(id) => Some(*id),
-            _ => None,
-        }
-    }
 }
 
 impl fmt::Display for Channel {

@@ -1,4 +1,4 @@
-//! The HTTP API (SPEC 7) and the WebSocket endpoint, as warp filters over
+//! The HTTP API (README "HTTP routes") and the WebSocket endpoint, as warp filters over
 //! one [`Node`].
 //!
 //! Tokens are checked before anything else: a WebSocket upgrade with a bad,
@@ -17,7 +17,7 @@ use warp::{Filter, Rejection, Reply};
 
 use crate::channel::{Channel, Id};
 use crate::event::parse_timestamp;
-use crate::gateway::{upgrade, Node};
+use crate::gateway::{connection, upgrade, Node};
 use crate::log::{HistoryQuery, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT};
 use crate::metrics::Metrics;
 use crate::schema;
@@ -323,7 +323,7 @@ fn websocket(
     }
     // An unknown or malformed session id is not an error: a fresh session.
     let session = query.get("session").and_then(|s| Id::parse(s).ok());
-    node.accept(on_upgrade, claims, session);
+    connection::accept(&node, on_upgrade, claims, session);
     response
 }
 

@@ -1,4 +1,4 @@
-//! Prometheus metrics: the series SPEC 7 lists, as handles registered once
+//! Prometheus metrics: the series the README lists, as handles registered once
 //! so that hot paths pay an atomic add, not a registry lookup.
 
 use std::sync::OnceLock;

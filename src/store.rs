@@ -90,11 +90,6 @@ impl Store {
         Ok(())
     }
 
-    pub fn remove_session(&self, id: Id) -> Result<(), StoreError> {
-        self.sessions.remove(id.0.as_bytes())?;
-        Ok(())
-    }
-
     /// Removes every session expired at `now` (unix seconds), and any
     /// record that no longer decodes. Returns how many were removed.
     pub fn sweep_sessions(&self, now: i64) -> Result<usize, StoreError> {
@@ -116,10 +111,6 @@ impl Store {
             }
         }
         Ok(removed)
-    }
-
-    pub fn session_count(&self) -> usize {
-        self.sessions.len()
     }
 
     pub fn snapshot(&self) -> Result<Option<Snapshot>, StoreError> {

@@ -2,7 +2,7 @@
 //! frames (`gateway::protocol::decode`), stored messages
 //! (`log::subject::decode`) and channel names (`Channel::parse`). None may
 //! panic; whatever they accept must satisfy the protocol's invariants, and the
-//! frame decoder accepts exactly what SPEC 4 allows. `just fuzz` runs the
+//! frame decoder accepts exactly what the protocol allows. `just fuzz` runs the
 //! ignored long run (`PROPTEST_CASES`, default 20000).
 
 mod support;
@@ -253,7 +253,7 @@ fn near_valid_frame() -> impl Strategy<Value = Value> {
 // the frame decoder's oracle and invariants
 // ---------------------------------------------------------------------------
 
-/// SPEC 4, written independently of the decoder: whether a frame is valid.
+/// The protocol's client frames, written independently of the decoder: whether a frame is valid.
 fn spec_accepts(frame: &Value) -> bool {
     let Some(obj) = frame.as_object() else {
         return false;
@@ -298,7 +298,7 @@ fn check_decode(text: &str, parsed: Option<&Value>) -> Result<(), TestCaseError>
     prop_assert_eq!(
         result.is_ok(),
         expected,
-        "decode({}) = {:?}, SPEC 4 says {}",
+        "decode({}) = {:?}, the protocol says {}",
         text,
         result,
         if expected { "valid" } else { "invalid" }

@@ -580,7 +580,7 @@ fn lower_ids(v: &Value) -> Value {
 // must be an id: an explicit `"user_id": null` is refused by the decoder
 // (`present_id`), as by schemas/events/user_{banned,unbanned,kicked}.json (the
 // field is either a UUID or missing), so a stored copy with `user_id: null`
-// is never delivered although it fails its schema (SPEC 3). The tables and
+// is never delivered although it fails its schema (the protocol's rule for stored events). The tables and
 // the random mutations above cover it too.
 #[test]
 fn moderation_user_id_null_is_refused_by_both() {

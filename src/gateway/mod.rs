@@ -33,25 +33,16 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::channel::Id;
 use crate::log::Log;
 use crate::metrics::Metrics;
 use crate::projection::Projection;
 use crate::session::Sessions;
 use crate::store::Store;
-use crate::token::{Claims, TokenKeys};
+use crate::token::TokenKeys;
 
 /// Per-connection bounds: the `limits` group of settings, declared (with
 /// their meanings, defaults and bounds) in `settings/declared.rs`.
 pub use crate::settings::Limits;
-
-/// Events one connection may have queued; past it, its subscriptions read
-/// the log at the client's pace instead. Bounded by the settings.
-///
-/// The transport's write buffer may grow to this many KiB for one
-/// connection (a frame is under 1 KiB on average), so that a queue's worth
-/// of frames can be written at once.
-pub const WRITE_BUFFER_KIB_PER_QUEUED_EVENT: usize = 1;
 
 /// Everything a node's tasks share. The gateway's modules use the parts;
 /// the rest of the crate uses the methods.
@@ -160,26 +151,5 @@ impl Node {
     /// Resolves once every task of the node has ended.
     pub async fn tasks_ended(&self) {
         self.tasks.wait().await
-    }
-
-    /// Completes a WebSocket upgrade and runs the connection as a task of
-    /// the node, with the transport bounded by the limits.
-    pub fn accept(
-        self: &Arc<Self>,
-        on_upgrade: hyper::upgrade::OnUpgrade,
-        claims: Claims,
-        session: Option<Id>,
-    ) {
-        let limits = &self.limits;
-        let send_buffer = limits
-            .send_queue
-            .saturating_mul(WRITE_BUFFER_KIB_PER_QUEUED_EVENT * 1024);
-        let config = upgrade::config(limits.max_frame_bytes, send_buffer);
-        let node = self.clone();
-        self.tasks.spawn(async move {
-            if let Some(socket) = upgrade::accept(on_upgrade, config).await {
-                connection::run(node, socket, claims, session).await;
-            }
-        });
     }
 }

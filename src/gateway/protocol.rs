@@ -1,8 +1,11 @@
-//! The WebSocket protocol's frames (SPEC 4): decoding client frames, and
+//! The WebSocket protocol's frames (README "A WebSocket session", and
+//! `schemas/client`, `schemas/server`): decoding client frames, and
 //! encoding server control frames in the envelope `{type, timestamp, data}`.
 //!
-//! Decoding never panics and never allocates more than the frame it reads;
-//! every failure is a [`FrameError`] with the code the client gets.
+//! Decoding never panics, and every failure is a [`FrameError`] with the
+//! code the client gets. It parses into a `serde_json::Value` first, so a
+//! frame costs more memory than its size while it is decoded (bounded by the
+//! frame limit).
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};

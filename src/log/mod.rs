@@ -34,7 +34,7 @@ pub const MIN_SERVER_VERSION: (u64, u64) = (2, 10);
 /// How long the first connection to NATS may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How the stream is configured; see SPEC 8 for the matching settings.
+/// How the stream is configured; the matching settings are in `crate::settings`.
 #[derive(Clone, Debug)]
 pub struct StreamSettings {
     pub name: String,

@@ -29,7 +29,7 @@ use super::outbox::{FlushError, Outbox};
 use super::protocol::{self, Close, ErrorCode, FrameError};
 use super::rate::RateWindow;
 use super::subscription::{Action, Actions, Frame, Rules, Subscription, REPLAY_BUFFER};
-use super::upgrade::Socket;
+use super::upgrade::{self, Socket};
 use super::Node;
 use crate::channel::{Channel, Id};
 use crate::log::LogRead;
@@ -41,6 +41,32 @@ pub const WRITE_BATCH: usize = 256;
 
 /// How long a closing socket gets to take its last frames and close frame.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The transport's write buffer may grow to `send_queue` times this many
+/// KiB for one connection (a frame is under 1 KiB on average), so that a
+/// queue's worth of frames can be written at once.
+pub const WRITE_BUFFER_KIB_PER_QUEUED_EVENT: usize = 1;
+
+/// Completes a WebSocket upgrade and runs the connection as a task of the
+/// node, with the transport bounded by the limits.
+pub fn accept(
+    node: &Arc<Node>,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    claims: Claims,
+    session: Option<Id>,
+) {
+    let limits = &node.limits;
+    let send_buffer = limits
+        .send_queue
+        .saturating_mul(WRITE_BUFFER_KIB_PER_QUEUED_EVENT * 1024);
+    let config = upgrade::config(limits.max_frame_bytes, send_buffer);
+    let task_node = node.clone();
+    node.spawn(async move {
+        if let Some(socket) = upgrade::accept(on_upgrade, config).await {
+            run(task_node, socket, claims, session).await;
+        }
+    });
+}
 
 /// How a connection ends.
 #[derive(Debug)]
