@@ -73,11 +73,6 @@ impl Outbox {
         self.frames.is_empty() && self.touched.is_empty()
     }
 
-    /// Drops what was not written (a connection that closes).
-    pub fn clear(&mut self) {
-        *self = Outbox::default();
-    }
-
     fn touch(&mut self, channel: Channel) {
         if self.touched.last() != Some(&channel) && !self.touched.contains(&channel) {
             self.touched.push(channel);
@@ -123,16 +118,16 @@ impl Outbox {
         Ok(self.touched.drain(..))
     }
 
-    /// Writes the queued frames, then a close frame, within `timeout`; the
+    /// Writes the queued frames, then a close frame, by `deadline`; the
     /// last words of a connection, so errors are of no further use.
     pub async fn close(
         &mut self,
         socket: &mut Socket,
         close: tungstenite::protocol::CloseFrame,
-        timeout: Duration,
+        deadline: tokio::time::Instant,
     ) {
         let frames = &mut self.frames;
-        let _ = tokio::time::timeout(timeout, async {
+        let _ = tokio::time::timeout_at(deadline, async {
             for message in frames.drain(..) {
                 socket.feed(message).await?;
             }

@@ -3,11 +3,14 @@
 //! encoding server control frames in the envelope `{type, timestamp, data}`.
 //!
 //! Decoding never panics, and every failure is a [`FrameError`] with the
-//! code the client gets. It parses into a `serde_json::Value` first, so a
-//! frame costs more memory than its size while it is decoded (bounded by the
-//! frame limit).
+//! code the client gets. It reads straight into the typed frame, skipping
+//! unknown fields without building them, so a frame costs no more memory
+//! than its own size (a `[0,0,…]` does not become a tree of values).
 
 use chrono::{DateTime, Utc};
+use std::borrow::Cow;
+
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::access::EndReason;
@@ -83,6 +86,9 @@ impl ErrorCode {
 pub enum Close {
     /// 1001: the node is shutting down (clients reconnect after `reconnect_ms`).
     ShuttingDown,
+    /// 1002: the client broke the WebSocket framing (reserved bits or
+    /// opcodes, a continuation without a start, a bad close code, …).
+    ProtocolError,
     /// 1007: a text frame that is not UTF-8.
     InvalidUtf8,
     /// 1009: a frame over the size limit.
@@ -103,6 +109,7 @@ impl Close {
     pub fn code(self) -> u16 {
         match self {
             Close::ShuttingDown => 1001,
+            Close::ProtocolError => 1002,
             Close::InvalidUtf8 => 1007,
             Close::TooLarge => 1009,
             Close::LogUnavailable | Close::SessionStoreUnavailable => 1011,
@@ -116,6 +123,7 @@ impl Close {
     pub fn reason(self) -> &'static str {
         match self {
             Close::ShuttingDown => "server shutting down",
+            Close::ProtocolError => "WebSocket protocol error",
             Close::InvalidUtf8 => "invalid UTF-8",
             Close::TooLarge => "frame too large",
             Close::LogUnavailable => "event log unavailable; resume later",
@@ -154,60 +162,97 @@ impl FrameError {
 /// A `request_id` is echoed; a bounded one keeps replies small.
 pub const MAX_REQUEST_ID_LEN: usize = 256;
 
-/// Decodes one text frame. Unknown fields are ignored.
+/// A client frame's fields as they appear in the text, not yet checked:
+/// each known field is kept as a slice of the frame (so decoding allocates
+/// nothing but what an escaped string needs), unknown fields are skipped
+/// without being built, and a key given twice is refused.
+#[derive(serde::Deserialize)]
+struct RawFrame<'a> {
+    #[serde(rename = "type", default, deserialize_with = "present", borrow)]
+    kind: Option<&'a RawValue>,
+    #[serde(default, deserialize_with = "present", borrow)]
+    request_id: Option<&'a RawValue>,
+    #[serde(default, deserialize_with = "present", borrow)]
+    channel: Option<&'a RawValue>,
+    #[serde(default, deserialize_with = "present", borrow)]
+    since: Option<&'a RawValue>,
+    #[serde(default, deserialize_with = "present", borrow)]
+    since_seq: Option<&'a RawValue>,
+    #[serde(default, deserialize_with = "present", borrow)]
+    seq: Option<&'a RawValue>,
+    #[serde(default, deserialize_with = "present", borrow)]
+    is_typing: Option<&'a RawValue>,
+}
+
+/// A field that is present, even as `null` (which a plain `Option` would
+/// take for absent).
+fn present<'de, D>(d: D) -> Result<Option<&'de RawValue>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    <&RawValue as serde::Deserialize>::deserialize(d).map(Some)
+}
+
+/// One field's value, typed, or `None` when it has another type.
+fn typed<'a, T: serde::Deserialize<'a>>(raw: &'a RawValue) -> Option<T> {
+    serde_json::from_str(raw.get()).ok()
+}
+
+/// Decodes one text frame. Unknown fields are ignored; a repeated key is
+/// refused. The memory decoding takes is bounded by the frame's size.
 pub fn decode(text: &str) -> Result<ClientFrame, FrameError> {
-    let value: Value = serde_json::from_str(text).map_err(|e| {
-        FrameError::new(ErrorCode::BadRequest, format!("malformed JSON: {e}"), None)
+    let refuse = |message: String| FrameError::new(ErrorCode::BadRequest, message, None);
+    if !text.trim_start().starts_with('{') {
+        // Also keeps serde from reading an array positionally as the struct.
+        return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => refuse("a frame must be a JSON object".into()),
+            Err(e) => refuse(format!("malformed JSON: {e}")),
+        });
+    }
+    let raw: RawFrame<'_> = serde_json::from_str(text).map_err(|e| {
+        if e.is_data() {
+            refuse(format!("{e}")) // a repeated key
+        } else {
+            refuse(format!("malformed JSON: {e}"))
+        }
     })?;
-    let Value::Object(mut obj) = value else {
-        return Err(FrameError::new(
-            ErrorCode::BadRequest,
-            "a frame must be a JSON object",
-            None,
-        ));
-    };
-    let request_id = match obj.remove("request_id") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.len() <= MAX_REQUEST_ID_LEN => Some(s),
-        Some(Value::String(_)) => {
-            return Err(FrameError::new(
-                ErrorCode::BadRequest,
-                format!("`request_id` is longer than {MAX_REQUEST_ID_LEN} bytes"),
-                None,
-            ))
-        }
-        Some(_) => {
-            return Err(FrameError::new(
-                ErrorCode::BadRequest,
-                "`request_id` must be a string",
-                None,
-            ))
-        }
+    let request_id = match raw.request_id {
+        None => None,
+        Some(v) if v.get() == "null" => None,
+        Some(v) => match typed::<Cow<'_, str>>(v) {
+            Some(s) if s.len() <= MAX_REQUEST_ID_LEN => Some(s.into_owned()),
+            Some(_) => {
+                return Err(refuse(format!(
+                    "`request_id` is longer than {MAX_REQUEST_ID_LEN} bytes"
+                )))
+            }
+            None => return Err(refuse("`request_id` must be a string".into())),
+        },
     };
     let bad = |message: String| FrameError::new(ErrorCode::BadRequest, message, request_id.clone());
-    let kind = match obj.get("type") {
-        Some(Value::String(s)) => s.as_str(),
-        Some(_) => return Err(bad("`type` must be a string".into())),
+    let kind: Cow<'_, str> = match raw.kind {
+        Some(v) => typed(v).ok_or_else(|| bad("`type` must be a string".into()))?,
         None => return Err(bad("missing `type`".into())),
     };
-    match kind {
+    let channel = || channel_field(raw.channel).map_err(bad);
+    let whole_number = |v: &RawValue, name: &str| {
+        typed::<u64>(v).ok_or_else(|| bad(format!("`{name}` must be a non-negative integer")))
+    };
+    match kind.as_ref() {
         "subscribe" => {
-            let channel = channel_field(&obj).map_err(bad)?;
-            let since = match (obj.get("since"), obj.get("since_seq")) {
+            let channel = channel()?;
+            let since = match (raw.since, raw.since_seq) {
                 (Some(_), Some(_)) => {
                     return Err(bad("give `since` or `since_seq`, not both".into()))
                 }
-                (Some(Value::String(s)), None) => {
-                    Some(Since::Time(parse_timestamp(s).map_err(|e| {
+                (Some(v), None) => {
+                    let text: Cow<'_, str> =
+                        typed(v).ok_or_else(|| bad("`since` must be an RFC 3339 string".into()))?;
+                    Some(Since::Time(parse_timestamp(&text).map_err(|e| {
                         bad(format!("`since` is not an RFC 3339 time: {e}"))
                     })?))
                 }
-                (Some(_), None) => return Err(bad("`since` must be an RFC 3339 string".into())),
-                (None, Some(v)) => {
-                    Some(Since::Seq(v.as_u64().ok_or_else(|| {
-                        bad("`since_seq` must be a non-negative integer".into())
-                    })?))
-                }
+                (None, Some(v)) => Some(Since::Seq(whole_number(v, "since_seq")?)),
                 (None, None) => None,
             };
             Ok(ClientFrame::Subscribe {
@@ -217,17 +262,15 @@ pub fn decode(text: &str) -> Result<ClientFrame, FrameError> {
             })
         }
         "unsubscribe" => Ok(ClientFrame::Unsubscribe {
-            channel: channel_field(&obj).map_err(bad)?,
+            channel: channel()?,
             request_id,
         }),
         "typing" => {
-            let channel = channel_field(&obj).map_err(bad)?;
-            let Channel::Chat(id) = channel else {
+            let Channel::Chat(id) = channel()? else {
                 return Err(bad("typing is only for `channel:` channels".into()));
             };
-            let is_typing = match obj.get("is_typing") {
-                Some(Value::Bool(b)) => *b,
-                Some(_) => return Err(bad("`is_typing` must be a boolean".into())),
+            let is_typing = match raw.is_typing {
+                Some(v) => typed(v).ok_or_else(|| bad("`is_typing` must be a boolean".into()))?,
                 None => return Err(bad("missing `is_typing`".into())),
             };
             Ok(ClientFrame::Typing {
@@ -237,11 +280,9 @@ pub fn decode(text: &str) -> Result<ClientFrame, FrameError> {
             })
         }
         "ack" => {
-            let channel = channel_field(&obj).map_err(bad)?;
-            let seq = match obj.get("seq") {
-                Some(v) => v
-                    .as_u64()
-                    .ok_or_else(|| bad("`seq` must be a non-negative integer".into()))?,
+            let channel = channel()?;
+            let seq = match raw.seq {
+                Some(v) => whole_number(v, "seq")?,
                 None => return Err(bad("missing `seq`".into())),
             };
             Ok(ClientFrame::Ack {
@@ -258,11 +299,13 @@ pub fn decode(text: &str) -> Result<ClientFrame, FrameError> {
     }
 }
 
-fn channel_field(obj: &Map<String, Value>) -> Result<Channel, String> {
-    match obj.get("channel") {
-        Some(Value::String(s)) => Channel::parse(s).map_err(|e| e.to_string()),
-        Some(_) => Err("`channel` must be a string".into()),
-        None => Err("missing `channel`".into()),
+fn channel_field(raw: Option<&RawValue>) -> Result<Channel, String> {
+    let Some(raw) = raw else {
+        return Err("missing `channel`".into());
+    };
+    match typed::<Cow<'_, str>>(raw) {
+        Some(s) => Channel::parse(&s).map_err(|e| e.to_string()),
+        None => Err("`channel` must be a string".into()),
     }
 }
 

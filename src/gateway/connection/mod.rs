@@ -17,7 +17,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::StreamMap;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -71,8 +71,10 @@ pub fn accept(
 /// How a connection ends.
 #[derive(Debug)]
 enum End {
-    /// The client closed or the socket broke: nothing more to send.
+    /// The socket broke or reached its end: nothing more to send.
     Gone,
+    /// The client sent a Close frame: it gets its answer, then the end.
+    ClosedByClient,
     /// We close, with this code and reason.
     Close(Close),
 }
@@ -257,9 +259,10 @@ impl Connection {
         &mut self,
         frame: Option<Result<Message, tungstenite::Error>>,
     ) -> Result<(), End> {
-        use tungstenite::error::{CapacityError, Error};
+        use tungstenite::error::{CapacityError, Error, ProtocolError};
         match frame {
-            None | Some(Ok(Message::Close(_))) => Err(End::Gone),
+            None => Err(End::Gone),
+            Some(Ok(Message::Close(_))) => Err(End::ClosedByClient),
             Some(Ok(Message::Text(text))) => match protocol::decode(&text) {
                 Ok(frame) => self.on_frame(frame).await,
                 Err(error) => self.reject(error),
@@ -274,6 +277,13 @@ impl Connection {
                 Err(End::Close(Close::TooLarge))
             }
             Some(Err(Error::Utf8(_))) => Err(End::Close(Close::InvalidUtf8)),
+            Some(Err(Error::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
+                Err(End::Gone)
+            }
+            Some(Err(Error::Protocol(e))) => {
+                tracing::debug!(conn = self.id, error = %e, "protocol violation");
+                Err(End::Close(Close::ProtocolError))
+            }
             Some(Err(e)) => {
                 tracing::debug!(conn = self.id, error = %e, "socket error");
                 Err(End::Gone)
@@ -313,20 +323,30 @@ impl Connection {
         }
     }
 
-    /// Leaves the hub, saves the session and closes the socket.
+    /// Leaves the hub, saves the session and closes the socket with a real
+    /// close handshake, within [`CLOSE_TIMEOUT`].
     async fn finish(&mut self, end: End) {
         self.save_session();
         let channels: Vec<Channel> = self.subs.keys().copied().collect();
         for channel in channels {
             self.forget(channel);
         }
-        let End::Close(close) = end else {
-            return;
+        let deadline = tokio::time::Instant::now() + CLOSE_TIMEOUT;
+        let close = match end {
+            End::Gone => return,
+            End::ClosedByClient => {
+                // The WebSocket layer queued the answer (the client's code
+                // echoed); sending it completes the handshake.
+                let _ = tokio::time::timeout_at(deadline, self.socket.flush()).await;
+                return;
+            }
+            End::Close(close) => close,
         };
         if close == Close::Stalled {
             self.node.metrics.slow_consumer_closes.increment(1);
         }
-        self.outbox.clear();
+        // What was queued goes out first (say the `error` that explains the
+        // close), then the Close frame.
         if let Some(error) = close.explanation() {
             self.outbox.push_text(protocol::error(&error));
         }
@@ -334,9 +354,34 @@ impl Connection {
             code: CloseCode::from(close.code()),
             reason: close.reason().into(),
         };
-        self.outbox
-            .close(&mut self.socket, frame, CLOSE_TIMEOUT)
-            .await;
+        self.outbox.close(&mut self.socket, frame, deadline).await;
+        // Then read and discard until the client's Close or the end: a
+        // socket closed with unread input is reset by the kernel, and the
+        // client's kernel throws away what it had not read yet, the
+        // close frame included.
+        let _ = tokio::time::timeout_at(deadline, drain(&mut self.socket)).await;
+    }
+}
+
+/// Reads until the client's Close frame or the end of the stream. Past a
+/// frame the WebSocket layer cannot read (too large, malformed), the rest is
+/// read as bytes and thrown away.
+async fn drain(socket: &mut Socket) {
+    use futures::stream::FusedStream;
+    use tokio::io::AsyncReadExt;
+    // A stream that returned an error reads nothing more as frames.
+    while !socket.is_terminated() {
+        match socket.next().await {
+            Some(Ok(Message::Close(_))) | None => return,
+            Some(Ok(_)) => {}
+            Some(Err(_)) => break,
+        }
+    }
+    let mut sink = [0u8; 1024];
+    while let Ok(n) = socket.get_mut().read(&mut sink).await {
+        if n == 0 {
+            return;
+        }
     }
 }
 

@@ -171,6 +171,9 @@ impl Connection {
 async fn plan_replay(node: &Node, since: Since) -> Result<ReplayPlan, LogError> {
     let extent = node.log.extent().await?;
     let (after, incomplete) = match since {
+        // Past the end: the stream was recreated, or the client is confused.
+        // Its seqs mean nothing here: it is told so, and goes live from now.
+        Since::Seq(n) if n > extent.last_seq => (extent.last_seq, true),
         Since::Seq(n) => (n, extent.first_seq > n.saturating_add(1)),
         Since::Time(t) => {
             let start = node.log.seq_at_time(t).await?;

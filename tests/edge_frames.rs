@@ -1,0 +1,436 @@
+//! The WebSocket edge against hostile and careless clients, over raw
+//! sockets: close handshakes (a client's Close is answered; a server close
+//! arrives with its code and the frames before it, even while the client is
+//! still sending), protocol violations (1002), floods repeated so that a race
+//! cannot pass by luck, and arithmetic on client numbers.
+
+mod support;
+
+use proptest::prelude::*;
+use serde_json::{json, Value};
+use support::*;
+use switchboard::channel::{Channel, Id};
+use switchboard::token::Grant;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A WebSocket client that writes frames byte by byte, as the RFC has them
+/// (and as a broken or hostile client may not).
+struct Raw {
+    stream: TcpStream,
+    /// Bytes read but not parsed yet.
+    input: Vec<u8>,
+}
+
+/// What the server sent, up to its Close frame or the end of the stream.
+#[derive(Debug, Default)]
+struct Received {
+    texts: Vec<Value>,
+    /// The close code, if a Close frame came.
+    close: Option<u16>,
+    /// The connection was reset rather than closed.
+    reset: bool,
+}
+
+const OP_CONT: u8 = 0x0;
+const OP_TEXT: u8 = 0x1;
+const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+
+impl Raw {
+    async fn connect(gateway: &Gateway, token: &str) -> Raw {
+        let mut stream = TcpStream::connect(gateway.addr).await.expect("connect");
+        let request = format!(
+            "GET /v1/ws?token={token} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n",
+            gateway.addr
+        );
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut raw = Raw {
+            stream,
+            input: Vec::new(),
+        };
+        let head_end = loop {
+            if let Some(i) = raw.input.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            assert!(raw.fill().await, "the server answers the upgrade");
+        };
+        let head = String::from_utf8_lossy(&raw.input[..head_end]).to_string();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        raw.input.drain(..head_end);
+        raw
+    }
+
+    /// Reads more input; false at the end or on a reset.
+    async fn fill(&mut self) -> bool {
+        let mut buf = [0u8; 8192];
+        match tokio::time::timeout(PATIENCE, self.stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => false,
+            Ok(Ok(n)) => {
+                self.input.extend_from_slice(&buf[..n]);
+                true
+            }
+            Err(_) => panic!("the server sent nothing for {PATIENCE:?}"),
+        }
+    }
+
+    /// A masked frame, with the given first byte's bits.
+    fn frame(fin: bool, rsv: u8, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![(u8::from(fin) << 7) | (rsv << 4) | opcode];
+        let len = payload.len();
+        if len < 126 {
+            out.push(0x80 | len as u8);
+        } else if len <= u16::MAX as usize {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        // A reset while sending is what some cases are about: not an error here.
+        let _ = self.stream.write_all(bytes).await;
+    }
+
+    async fn close(&mut self, code: u16, reason: &str) {
+        let mut payload = code.to_be_bytes().to_vec();
+        payload.extend_from_slice(reason.as_bytes());
+        self.send(&Raw::frame(true, 0, OP_CLOSE, &payload)).await;
+    }
+
+    /// The next whole server frame (opcode, payload); `None` at the end.
+    async fn next_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        loop {
+            if let Some((frame, used)) = parse(&self.input) {
+                self.input.drain(..used);
+                return Some(frame);
+            }
+            if !self.fill().await {
+                return None;
+            }
+        }
+    }
+
+    /// Everything up to the server's Close frame (then the end of the
+    /// stream is checked too) or the end.
+    async fn until_close(&mut self) -> Received {
+        let mut got = Received::default();
+        while let Some((opcode, payload)) = self.next_frame().await {
+            match opcode {
+                OP_TEXT => got
+                    .texts
+                    .push(serde_json::from_slice(&payload).expect("text frames are JSON")),
+                OP_CLOSE => {
+                    got.close = payload
+                        .get(..2)
+                        .map(|code| u16::from_be_bytes([code[0], code[1]]));
+                    return got;
+                }
+                _ => {}
+            }
+        }
+        got.reset = true;
+        got
+    }
+
+    /// After the server's Close: answer it, and the server ends the TCP
+    /// connection (a clean end, not a reset).
+    async fn finish_handshake(&mut self, code: u16) {
+        self.close(code, "").await;
+        let mut buf = [0u8; 1024];
+        loop {
+            match tokio::time::timeout(PATIENCE, self.stream.read(&mut buf)).await {
+                Ok(Ok(0)) => return,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => panic!("the server reset instead of closing: {e}"),
+                Err(_) => panic!("the server did not end the connection"),
+            }
+        }
+    }
+}
+
+/// One unmasked server frame from the start of `input`, and its length.
+fn parse(input: &[u8]) -> Option<((u8, Vec<u8>), usize)> {
+    let b0 = *input.first()?;
+    let b1 = *input.get(1)?;
+    let (len, mut at) = match b1 & 0x7f {
+        126 => (
+            u16::from_be_bytes([*input.get(2)?, *input.get(3)?]) as usize,
+            4,
+        ),
+        127 => {
+            let bytes: [u8; 8] = input.get(2..10)?.try_into().ok()?;
+            (u64::from_be_bytes(bytes) as usize, 10)
+        }
+        n => (n as usize, 2),
+    };
+    if b1 & 0x80 != 0 {
+        at += 4; // servers do not mask, but be exact
+    }
+    let payload = input.get(at..at + len)?.to_vec();
+    Some(((b0 & 0x0f, payload), at + len))
+}
+
+fn user_token() -> String {
+    token(Id::new_v4(), Grant::All, &[])
+}
+
+#[tokio::test]
+async fn a_clients_close_is_answered_with_its_code() {
+    let nats = nats();
+    let gateway = Gateway::start(&nats);
+    for code in [1000u16, 1001, 3000, 4999] {
+        let mut raw = Raw::connect(&gateway, &user_token()).await;
+        let hello = raw.until_close_or_text().await;
+        assert_eq!(hello["type"], "hello");
+        raw.close(code, "bye").await;
+        let got = raw.until_close().await;
+        assert_eq!(got.close, Some(code), "the close code is echoed: {got:?}");
+        // The server then ends the TCP connection.
+        assert!(!raw.fill().await, "nothing after the close");
+    }
+}
+
+impl Raw {
+    /// The next text frame (`hello` first).
+    async fn until_close_or_text(&mut self) -> Value {
+        loop {
+            match self.next_frame().await {
+                Some((OP_TEXT, payload)) => return serde_json::from_slice(&payload).expect("JSON"),
+                Some(_) => {}
+                None => panic!("the connection ended before a text frame"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn protocol_violations_close_with_1002() {
+    let nats = nats();
+    let gateway = Gateway::start(&nats);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("reserved bits", Raw::frame(true, 0b100, OP_TEXT, b"{}")),
+        ("reserved data opcode", Raw::frame(true, 0, 0x3, b"{}")),
+        ("reserved control opcode", Raw::frame(true, 0, 0xB, b"")),
+        (
+            "continuation without a start",
+            Raw::frame(true, 0, OP_CONT, b"{}"),
+        ),
+        ("a 126-byte ping", Raw::frame(true, 0, OP_PING, &[0u8; 126])),
+        ("a fragmented ping", Raw::frame(false, 0, OP_PING, b"split")),
+        (
+            "an invalid close code",
+            Raw::frame(true, 0, OP_CLOSE, &999u16.to_be_bytes()),
+        ),
+    ];
+    for (what, bytes) in cases {
+        let mut raw = Raw::connect(&gateway, &user_token()).await;
+        raw.until_close_or_text().await;
+        raw.send(&bytes).await;
+        let got = raw.until_close().await;
+        assert_eq!(got.close, Some(1002), "{what}: {got:?}");
+    }
+}
+
+/// The server's close must reach a client that is still sending: the
+/// frames queued before it, then the code, then a clean end.
+async fn flood_then_read(gateway: &Gateway, frames: &[u8]) -> Received {
+    let mut raw = Raw::connect(gateway, &user_token()).await;
+    raw.until_close_or_text().await;
+    raw.send(frames).await;
+    let got = raw.until_close().await;
+    if let Some(code) = got.close {
+        raw.finish_handshake(code).await;
+    }
+    got
+}
+
+#[tokio::test]
+async fn bad_frame_floods_get_their_errors_and_4029_every_time() {
+    let nats = nats();
+    let gateway = Gateway::start(&nats);
+    let mut flood = Vec::new();
+    for _ in 0..200 {
+        flood.extend(Raw::frame(true, 0, OP_TEXT, b"not json"));
+    }
+    for run in 0..20 {
+        let got = flood_then_read(&gateway, &flood).await;
+        assert_eq!(got.close, Some(4029), "run {run}: {got:?}");
+        let errors = got.texts.iter().filter(|f| f["type"] == "error").count();
+        assert!(
+            errors >= 20,
+            "run {run}: {errors} error frames before the close"
+        );
+    }
+}
+
+#[tokio::test]
+async fn subscribe_floods_get_4029_every_time() {
+    let nats = nats();
+    let gateway = Gateway::start(&nats);
+    let mut flood = Vec::new();
+    let subscribe = json!({"type": "subscribe", "channel": "global"}).to_string();
+    for _ in 0..10_000 {
+        flood.extend(Raw::frame(true, 0, OP_TEXT, subscribe.as_bytes()));
+    }
+    for run in 0..20 {
+        let got = flood_then_read(&gateway, &flood).await;
+        assert_eq!(got.close, Some(4029), "run {run}: {got:?}");
+        assert_eq!(
+            got.texts.first().map(|f| f["type"].clone()),
+            Some(json!("subscribed"))
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_frame_gets_1009_every_time() {
+    let nats = nats();
+    let gateway = Gateway::start(&nats);
+    let big = Raw::frame(true, 0, OP_TEXT, &vec![b' '; 65_537]);
+    for run in 0..10 {
+        let got = flood_then_read(&gateway, &big).await;
+        assert_eq!(got.close, Some(1009), "run {run}: {got:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_since_seq_past_the_end_is_incomplete_then_live() {
+    let nats = nats();
+    let gateway = Gateway::start(&nats);
+    let log = log(&nats).await;
+    let c = Id::new_v4();
+    log.publish(&message(c, "before")).await.expect("published");
+    let mut client = Client::connect(&gateway, &user_token()).await;
+    for since_seq in [u64::MAX, u64::MAX - 1, 1 << 53, 1_000_000] {
+        let channel = Channel::Chat(Id::new_v4());
+        client
+            .send(json!({"type": "subscribe", "channel": channel.to_string(), "since_seq": since_seq}))
+            .await;
+        let subscribed = client.next().await;
+        assert_schema(&subscribed);
+        assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
+        assert_eq!(
+            subscribed["data"]["complete"], false,
+            "{since_seq}: {subscribed}"
+        );
+        assert!(subscribed["data"]["first_seq"].is_u64(), "{subscribed}");
+        let replayed = client.next().await;
+        assert_eq!(replayed["type"], "replayed", "{replayed}");
+        assert_eq!(replayed["data"]["count"], 0);
+        let Channel::Chat(id) = channel else {
+            unreachable!()
+        };
+        let receipt = log.publish(&message(id, "live")).await.expect("published");
+        let event = client.next().await;
+        assert_eq!(
+            event["seq"], receipt.stored.seq,
+            "live after {since_seq}: {event}"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Whatever numbers a client sends in `since_seq` and `ack`, the
+    /// subscription stays alive and gets the next live event, and the
+    /// gateway does not fall over.
+    #[test]
+    fn arbitrary_numbers_never_kill_a_subscription(
+        since_seq in prop_oneof![Just(u64::MAX), Just(0u64), any::<u64>(), 0u64..50],
+        acks in proptest::collection::vec(prop_oneof![Just(u64::MAX), any::<u64>(), 0u64..50], 0..4),
+    ) {
+        CASES.with(|world| world.run(since_seq, acks));
+    }
+}
+
+/// One gateway for all the property's cases.
+struct World {
+    runtime: tokio::runtime::Runtime,
+    _nats: switchboard::local_nats::NatsServer,
+    gateway: Gateway,
+    log: switchboard::log::Log,
+}
+
+thread_local! {
+    static CASES: World = {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let nats = nats();
+        let gateway = Gateway::start(&nats);
+        let log = runtime.block_on(log(&nats));
+        World { runtime, _nats: nats, gateway, log }
+    };
+}
+
+impl World {
+    fn run(&self, since_seq: u64, acks: Vec<u64>) {
+        self.runtime.block_on(async {
+            let c = Id::new_v4();
+            let channel = Channel::Chat(c);
+            self.log.publish(&message(c, "history")).await.expect("published");
+            let mut client = Client::connect(&self.gateway, &user_token()).await;
+            client
+                .send(json!({"type": "subscribe", "channel": channel.to_string(), "since_seq": since_seq}))
+                .await;
+            let subscribed = client.next().await;
+            assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
+            for seq in acks {
+                client
+                    .send(json!({"type": "ack", "channel": channel.to_string(), "seq": seq}))
+                    .await;
+            }
+            client.send(json!({"type": "ping", "request_id": "p"})).await;
+            let receipt = self.log.publish(&message(c, "live")).await.expect("published");
+            // Whatever came before (replayed history, `replayed`, `pong`),
+            // the live event arrives.
+            loop {
+                let frame = client.next().await;
+                if frame["seq"] == receipt.stored.seq {
+                    break;
+                }
+                assert!(
+                    frame["seq"].as_u64().is_none_or(|s| s < receipt.stored.seq),
+                    "{frame}"
+                );
+            }
+            client.close().await;
+        });
+        assert!(
+            !self.gateway.log_text().contains("panicked"),
+            "the gateway panicked:\n{}",
+            self.gateway.log_text()
+        );
+    }
+}
+
+#[tokio::test]
+async fn frames_with_a_repeated_key_are_refused() {
+    let nats = nats();
+    let gateway = Gateway::start(&nats);
+    let mut client = Client::connect(&gateway, &user_token()).await;
+    client
+        .send_raw(tokio_tungstenite::tungstenite::Message::Text(
+            r#"{"type":"ping","type":"subscribe","request_id":"r"}"#.into(),
+        ))
+        .await;
+    let error = client.next().await;
+    assert_schema(&error);
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["data"]["code"], "bad_request");
+    assert!(
+        error["data"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("duplicate"),
+        "{error}"
+    );
+}
