@@ -35,11 +35,13 @@ pub fn routes(node: Arc<Node>) -> impl Filter<Extract = (Response,), Error = Inf
         let node = node.clone();
         warp::any().map(move || node.clone())
     };
+    // `HEAD` answers like `GET`; hyper sends the headers without the body.
+    let get_or_head = || warp::get().or(warp::head()).unify();
     let healthz = warp::path!("healthz")
-        .and(warp::get())
+        .and(get_or_head())
         .map(|| plain(StatusCode::OK, "ok"));
     let readyz = warp::path!("readyz")
-        .and(warp::get())
+        .and(get_or_head())
         .and(with_node.clone())
         .then(|node: Arc<Node>| async move {
             if node.log.is_ready().await {
@@ -104,10 +106,19 @@ fn json_reply(status: StatusCode, value: &Value) -> Response {
     warp::reply::with_status(warp::reply::json(value), status).into_response()
 }
 
+/// Characters of an error message sent back, at most: messages quote short
+/// excerpts of what they refuse, never a whole request.
+pub const MAX_ERROR_MESSAGE: usize = 1024;
+
 fn error_reply(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {
+    let mut message = message.to_string();
+    if let Some((end, _)) = message.char_indices().nth(MAX_ERROR_MESSAGE) {
+        message.truncate(end);
+        message.push('…');
+    }
     json_reply(
         status,
-        &json!({"error": {"code": code, "message": message.to_string()}}),
+        &json!({"error": {"code": code, "message": message}}),
     )
 }
 
@@ -137,10 +148,15 @@ impl Refusal {
     fn into_response(self) -> Response {
         match self {
             Refusal::Unauthorized(e) => {
+                // RFC 6750: `invalid_token` once a token was presented.
+                let challenge = match e {
+                    TokenError::Missing => "Bearer",
+                    _ => "Bearer error=\"invalid_token\"",
+                };
                 let mut response = error_reply(StatusCode::UNAUTHORIZED, "unauthorized", e);
                 response.headers_mut().insert(
                     "www-authenticate",
-                    warp::http::HeaderValue::from_static("Bearer"),
+                    warp::http::HeaderValue::from_static(challenge),
                 );
                 response
             }
@@ -327,15 +343,52 @@ fn websocket(
     response
 }
 
+/// The routes, for a 404 or a 405.
+const ROUTES: &str = "GET /healthz, GET /readyz, GET /metrics, POST /v1/events, \
+GET /v1/history/{channel}, GET /v1/ws";
+
+/// A request no route took, answered in words a person can act on (never
+/// warp's type names).
 async fn rejection(rejection: Rejection) -> Result<Response, Infallible> {
-    let (status, code) = if rejection.is_not_found() {
-        (StatusCode::NOT_FOUND, "not_found")
-    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
-    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
-        (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
-    } else {
-        (StatusCode::BAD_REQUEST, "bad_request")
+    use warp::reject::{
+        InvalidHeader, InvalidQuery, LengthRequired, MethodNotAllowed, MissingHeader,
+        PayloadTooLarge,
     };
-    Ok(error_reply(status, code, format!("{rejection:?}")))
+    let (status, code, message) = if rejection.is_not_found() {
+        let message = format!("no such route; the routes are {ROUTES}");
+        (StatusCode::NOT_FOUND, "not_found", message)
+    } else if rejection.find::<PayloadTooLarge>().is_some() {
+        let message = format!(
+            "the body is larger than {} KiB, the most `POST /v1/events` takes",
+            MAX_PUBLISH_BODY / 1024
+        );
+        (StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+    } else if rejection.find::<LengthRequired>().is_some() {
+        let message = format!(
+            "send the body with a `Content-Length` header (at most {} KiB)",
+            MAX_PUBLISH_BODY / 1024
+        );
+        (StatusCode::LENGTH_REQUIRED, "length_required", message)
+    } else if rejection.find::<InvalidQuery>().is_some() {
+        let message = "the query string is not URL-encoded `name=value` pairs".to_string();
+        (StatusCode::BAD_REQUEST, "bad_request", message)
+    } else if let Some(header) = rejection.find::<MissingHeader>() {
+        let message = format!("the `{}` header is missing", header.name());
+        (StatusCode::BAD_REQUEST, "bad_request", message)
+    } else if let Some(header) = rejection.find::<InvalidHeader>() {
+        let message = format!("the `{}` header is not valid", header.name());
+        (StatusCode::BAD_REQUEST, "bad_request", message)
+    } else if rejection.find::<MethodNotAllowed>().is_some() {
+        let message = format!("this route does not take this method; the routes are {ROUTES}");
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            message,
+        )
+    } else {
+        tracing::debug!(?rejection, "request refused");
+        let message = "the request could not be read".to_string();
+        (StatusCode::BAD_REQUEST, "bad_request", message)
+    };
+    Ok(error_reply(status, code, message))
 }

@@ -93,10 +93,11 @@ impl Schemas {
             .take(5)
             .map(|e| {
                 let path = e.instance_path.to_string();
+                let message = quoted_briefly(&e.to_string(), &e.instance.to_string());
                 if path.is_empty() {
-                    e.to_string()
+                    message
                 } else {
-                    format!("{path}: {e}")
+                    format!("{}: {message}", excerpt(&path, MAX_QUOTED))
                 }
             })
             .collect();
@@ -111,6 +112,30 @@ impl Schemas {
     pub fn check_data(&self, kind: EventType, data: &Value) -> Result<(), String> {
         self.check(&format!("events/{kind}"), data)
             .map_err(|e| format!("data: {e}"))
+    }
+}
+
+/// Characters of the refused input an error quotes, at most: a schema error
+/// names the location and the rule, and quotes only an excerpt of the value
+/// (a publisher's body may be 256 KiB).
+pub const MAX_QUOTED: usize = 80;
+
+/// A validator's message with the instance it quotes cut to an excerpt,
+/// and the whole message bounded (it may also list unexpected keys).
+fn quoted_briefly(message: &str, instance: &str) -> String {
+    let message = if instance.chars().count() > MAX_QUOTED {
+        message.replacen(instance, &excerpt(instance, MAX_QUOTED), 1)
+    } else {
+        message.to_string()
+    };
+    excerpt(&message, 4 * MAX_QUOTED)
+}
+
+/// At most `max` characters of `s`, with `…` when cut.
+fn excerpt(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &s[..end]),
+        None => s.to_string(),
     }
 }
 
@@ -186,5 +211,37 @@ mod tests {
         assert!(event_from_body(&bad).unwrap_err().0.contains("channel_id"));
         let no_user = json!({"type": "user_kicked", "data": {"channel_id": c}});
         assert!(event_from_body(&no_user).is_err());
+    }
+
+    #[test]
+    fn errors_quote_only_an_excerpt_of_the_body() {
+        let big = "z".repeat(200_000);
+        for (body, rule) in [
+            (json!({"type": big, "data": {}}), "is not one of"),
+            (
+                json!({"type": "channel_deleted", "data": {"channel_id": big}}),
+                "does not match",
+            ),
+            (
+                json!({"type": "channel_deleted", "data": [big]}),
+                "is not of type",
+            ),
+            (
+                json!({"type": "channel_deleted", "data": {}, big.clone(): 1}),
+                "Additional properties",
+            ),
+            (
+                json!({"type": "channel_deleted", "data": {"channel_id": c_id(), big.clone(): 1}}),
+                "Additional properties",
+            ),
+        ] {
+            let e = event_from_body(&body).unwrap_err().0;
+            assert!(e.len() < 2_000, "{} bytes: {}…", e.len(), &e[..200]);
+            assert!(e.contains(rule), "{e}");
+        }
+    }
+
+    fn c_id() -> &'static str {
+        "0b6f2c1e-3d4a-4f5b-8c9d-0e1f2a3b4c5d"
     }
 }

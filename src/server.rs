@@ -85,7 +85,7 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
     let projection = load_projection(&log, &store).await?;
     let start_seq = projection.last_seq + 1;
-    let keys = TokenKeys::hs256(settings.jwt_secret.as_bytes());
+    let keys = TokenKeys::hs256(settings.jwt_secret.as_bytes()).with_leeway(settings.token_leeway);
     let node = Node::new(
         log,
         store,

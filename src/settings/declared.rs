@@ -53,6 +53,11 @@ declare! {
         session_ttl: Duration = "24h", "1s" ..= "100y", env "SWITCHBOARD_SESSION_TTL";
         /// How long shutdown waits for connections and tasks.
         shutdown_timeout: Duration = "10s", "0s" ..= "1d", env "SWITCHBOARD_SHUTDOWN_TIMEOUT";
+        /// How far ahead of this gateway's clock a token's `nbf` (not
+        /// before) and `iat` (issued at) may be, for an issuer whose clock
+        /// runs ahead; beyond it the token is refused with 401. `exp` gets
+        /// no leeway.
+        token_leeway: Duration = "5s", "0s" ..= "5m", env "SWITCHBOARD_TOKEN_LEEWAY";
     }
 
     /// Per-connection bounds, the same for every connection of a node.

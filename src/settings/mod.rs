@@ -335,6 +335,8 @@ pub struct ServeSettings {
     pub session_ttl: Duration,
     /// How long shutdown waits for connections to close.
     pub shutdown_timeout: Duration,
+    /// How far in the future a token's `nbf` and `iat` may be.
+    pub token_leeway: Duration,
 }
 
 impl ServeSettings {
@@ -367,6 +369,7 @@ impl ServeSettings {
             limits,
             session_ttl: serve.session_ttl,
             shutdown_timeout: serve.shutdown_timeout,
+            token_leeway: serve.token_leeway,
         })
     }
 }

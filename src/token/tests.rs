@@ -1,0 +1,310 @@
+//! Unit tests of token verification: every form of every claim, every clock
+//! rule, and that no refusal names an internal type or quotes much.
+
+use super::*;
+use serde_json::json;
+
+const SECRET: &[u8] = b"test-secret";
+const NOW: i64 = 1_800_000_000;
+const CHANNEL: &str = "0b6f2c1e-3d4a-4f5b-8c9d-0e1f2a3b4c5d";
+const OTHER: &str = "1c7f3d2f-4e5b-4a6c-9d0e-1f2a3b4c5d6e";
+
+fn keys() -> TokenKeys {
+    TokenKeys::hs256(SECRET)
+}
+
+/// A token signed with the test secret over an arbitrary payload.
+fn signed(payload: &Value) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        payload,
+        &EncodingKey::from_secret(SECRET),
+    )
+    .unwrap()
+}
+
+/// A valid payload at [`NOW`], with `extra` merged in (`null` removes).
+fn payload(extra: Value) -> Value {
+    let mut p = json!({"sub": OTHER, "exp": NOW + 600});
+    for (k, v) in extra.as_object().unwrap() {
+        if v.is_null() {
+            p.as_object_mut().unwrap().remove(k);
+        } else {
+            p[k] = v.clone();
+        }
+    }
+    p
+}
+
+fn verify(extra: Value) -> Result<Claims, TokenError> {
+    keys().verify_at(&signed(&payload(extra)), NOW)
+}
+
+fn id(s: &str) -> Id {
+    Id::parse(s).unwrap()
+}
+
+/// No refusal may carry a parser's or a library's internal names.
+fn assert_plain(e: &TokenError) {
+    let text = e.to_string();
+    for word in [
+        "untagged", "enum", "variant", "Raw", "Error(", "Json", "HS384", "line 1",
+    ] {
+        assert!(!text.contains(word), "`{word}` in {text}");
+    }
+    assert!(text.len() < 400, "too long: {text}");
+}
+
+#[track_caller]
+fn assert_bad_claim(result: Result<Claims, TokenError>, claim: &str) -> String {
+    match result {
+        Err(e @ TokenError::BadClaim { claim: c, .. }) if c == claim => {
+            assert_plain(&e);
+            e.to_string()
+        }
+        other => panic!("expected claim `{claim}` malformed, got {other:?}"),
+    }
+}
+
+#[test]
+fn round_trip_with_grants_and_roles() {
+    let sub = Id::new_v4();
+    let c = Id::new_v4();
+    for grant in [Grant::None, Grant::All, Grant::Some(vec![c])] {
+        let claims = dev_claims(
+            sub,
+            Duration::from_secs(60),
+            Some("ann".into()),
+            grant.clone(),
+            vec![Role::Auditor],
+        );
+        let token = keys().mint(&claims).unwrap();
+        let back = keys().verify(&token).unwrap();
+        assert_eq!(back, claims);
+        assert_eq!(back.channels.allows(c), grant != Grant::None);
+    }
+}
+
+#[test]
+fn every_form_of_the_channels_claim() {
+    let c = id(CHANNEL);
+    let d = id(OTHER);
+    let prefixed = format!("channel:{CHANNEL}");
+    for (channels, want) in [
+        (Value::Null, Grant::None),
+        (json!("*"), Grant::All),
+        (json!([]), Grant::Some(vec![])),
+        (json!([CHANNEL]), Grant::Some(vec![c])),
+        (json!([prefixed]), Grant::Some(vec![c])),
+        (json!([prefixed, OTHER]), Grant::Some(vec![c, d])),
+        (json!(["*"]), Grant::All),
+        (json!([CHANNEL, "*"]), Grant::All),
+        (json!(["*", prefixed]), Grant::All),
+    ] {
+        let got = verify(json!({ "channels": channels.clone() }));
+        assert_eq!(got.map(|c| c.channels), Ok(want), "{channels}");
+    }
+    // `null` written out is no grant either.
+    let mut p = payload(json!({}));
+    p["channels"] = Value::Null;
+    let claims = keys().verify_at(&signed(&p), NOW).unwrap();
+    assert_eq!(claims.channels, Grant::None);
+}
+
+#[test]
+fn a_malformed_channels_claim_is_named_with_what_was_expected() {
+    for (channels, found) in [
+        (json!("all"), "the string `all`"),
+        (json!(CHANNEL), "the string"),
+        (json!(7), "a number"),
+        (json!({"a": 1}), "an object"),
+        (json!(true), "true"),
+        (json!([7]), "item 1"),
+        (
+            json!(["*", "nope"]),
+            "item 2: `nope` is not a hyphenated UUID",
+        ),
+        (json!([CHANNEL, "user:x"]), "item 2"),
+        (json!([""]), "item 1"),
+    ] {
+        let text = assert_bad_claim(verify(json!({ "channels": channels.clone() })), "channels");
+        assert!(text.contains(found), "{channels}: {text}");
+        assert!(
+            text.contains("expected \"*\" or a list of channel ids"),
+            "{text}"
+        );
+    }
+    // A long item is quoted as an excerpt only.
+    let long = "x".repeat(10_000);
+    let text = assert_bad_claim(verify(json!({ "channels": [long] })), "channels");
+    assert!(text.len() < 400, "{text}");
+}
+
+#[test]
+fn sub_exp_name_and_roles_forms() {
+    // sub: required, a UUID string.
+    assert_eq!(
+        verify(json!({"sub": null})),
+        Err(TokenError::missing("sub", SUB_EXPECTED))
+    );
+    let text = assert_bad_claim(verify(json!({"sub": "ann"})), "sub");
+    assert!(text.contains("`ann` is not a hyphenated UUID"), "{text}");
+    assert_bad_claim(verify(json!({"sub": 5})), "sub");
+    let text = assert_bad_claim(verify(json!({"sub": "y".repeat(5000)})), "sub");
+    assert!(text.len() < 400);
+
+    // exp: required, a number; a fraction is rounded down.
+    assert!(matches!(
+        verify(json!({"exp": null})),
+        Err(TokenError::MissingClaim { claim: "exp", .. })
+    ));
+    assert_bad_claim(verify(json!({"exp": "tomorrow"})), "exp");
+    assert_eq!(
+        verify(json!({"exp": NOW as f64 + 10.7})).unwrap().exp,
+        NOW + 10
+    );
+    assert_eq!(verify(json!({"exp": u64::MAX})).unwrap().exp, i64::MAX);
+
+    // name: optional string.
+    assert_eq!(
+        verify(json!({"name": "ann"})).unwrap().name.as_deref(),
+        Some("ann")
+    );
+    assert_bad_claim(verify(json!({"name": ["ann"]})), "name");
+
+    // roles: optional list; unknown names ignored.
+    let claims = verify(json!({"roles": ["publisher", "admin", "auditor"]})).unwrap();
+    assert_eq!(claims.roles, vec![Role::Publisher, Role::Auditor]);
+    assert!(verify(json!({})).unwrap().roles.is_empty());
+    assert_bad_claim(verify(json!({"roles": "publisher"})), "roles");
+    let text = assert_bad_claim(verify(json!({"roles": ["publisher", 3]})), "roles");
+    assert!(text.contains("item 2"), "{text}");
+
+    // Claims this gateway does not read are ignored.
+    assert!(verify(json!({"iss": "idp", "jti": 9, "scope": {"x": 1}})).is_ok());
+}
+
+#[test]
+fn expiry_is_exact() {
+    assert!(verify(json!({"exp": NOW + 1})).is_ok());
+    assert_eq!(
+        verify(json!({"exp": NOW})),
+        Err(TokenError::Expired { seconds_ago: 0 })
+    );
+    let e = verify(json!({"exp": NOW - 60})).unwrap_err();
+    assert_eq!(e, TokenError::Expired { seconds_ago: 60 });
+    assert!(e.to_string().contains("expired"), "{e}");
+    // The leeway is for the issuer's clock running ahead, not for expiry.
+    let lenient = keys().with_leeway(Duration::from_secs(30));
+    let token = signed(&payload(json!({"exp": NOW - 5})));
+    assert!(matches!(
+        lenient.verify_at(&token, NOW),
+        Err(TokenError::Expired { .. })
+    ));
+}
+
+#[test]
+fn nbf_and_iat_in_the_future_are_refused_beyond_the_leeway() {
+    let strict = keys();
+    let lenient = keys().with_leeway(Duration::from_secs(5));
+    for claim in ["nbf", "iat"] {
+        let at = |t: i64| signed(&payload(json!({ claim: t })));
+        // Past and present are fine.
+        assert!(strict.verify_at(&at(NOW - 100), NOW).is_ok(), "{claim}");
+        assert!(strict.verify_at(&at(NOW), NOW).is_ok(), "{claim}");
+        // A second ahead: refused without leeway, accepted within it.
+        let e = strict.verify_at(&at(NOW + 1), NOW).unwrap_err();
+        assert_plain(&e);
+        assert!(e.to_string().contains(claim), "{e}");
+        assert!(lenient.verify_at(&at(NOW + 5), NOW).is_ok(), "{claim}");
+        // Beyond the leeway: refused, saying by how much.
+        let e = lenient.verify_at(&at(NOW + 600), NOW).unwrap_err();
+        let want = if claim == "nbf" {
+            TokenError::NotYetValid {
+                ahead: 600,
+                leeway: 5,
+            }
+        } else {
+            TokenError::IssuedInFuture {
+                ahead: 600,
+                leeway: 5,
+            }
+        };
+        assert_eq!(e, want);
+        assert!(e.to_string().contains("600 s ahead"), "{e}");
+        assert!(e.to_string().contains("5 s leeway"), "{e}");
+        // Malformed: named.
+        assert_bad_claim(
+            strict.verify_at(&signed(&payload(json!({ claim: "soon" }))), NOW),
+            claim,
+        );
+        // Far in the future cannot overflow.
+        assert!(strict.verify_at(&at(i64::MAX), NOW).is_err());
+        assert!(strict.verify_at(&at(i64::MIN), NOW).is_ok());
+    }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[test]
+fn foreign_unsigned_and_garbled_tokens_say_why() {
+    let body = b64(payload(json!({})).to_string().as_bytes());
+    let refusal = |token: &str| {
+        let e = keys().verify_at(token, NOW).unwrap_err();
+        assert_plain(&e);
+        e
+    };
+
+    let foreign = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &payload(json!({})),
+        &EncodingKey::from_secret(b"other"),
+    )
+    .unwrap();
+    let e = refusal(&foreign);
+    assert_eq!(e, TokenError::BadSignature);
+    assert!(e.to_string().contains("secret"), "{e}");
+
+    // alg: none, no signature.
+    let unsigned = format!("{}.{body}.", b64(br#"{"alg":"none","typ":"JWT"}"#));
+    assert_eq!(refusal(&unsigned), TokenError::Algorithm("none".into()));
+    assert!(refusal(&unsigned).to_string().contains("HS256"));
+    // Another algorithm the library knows, and one it does not.
+    for alg in ["HS384", "RS256", "ES256", "whatever"] {
+        let header = b64(format!(r#"{{"alg":"{alg}"}}"#).as_bytes());
+        let e = keys()
+            .verify_at(&format!("{header}.{body}.c2ln"), NOW)
+            .unwrap_err();
+        assert_eq!(e, TokenError::Algorithm(alg.into()));
+    }
+    // A signed token whose signature is cut off.
+    let good = signed(&payload(json!({})));
+    let cut = &good[..good.rfind('.').unwrap() + 1];
+    assert_eq!(refusal(cut), TokenError::BadSignature);
+
+    for garbage in [
+        "",
+        "garbage",
+        "not.a.jwt",
+        "a.b",
+        "a.b.c.d",
+        &format!("{}.{body}.x", b64(b"[1]")),
+        &format!("{}.{body}.x", b64(b"{}")),
+        &format!("{}.!!!.x", b64(br#"{"alg":"HS256"}"#)),
+    ] {
+        assert!(
+            matches!(refusal(garbage), TokenError::Malformed(_)),
+            "{garbage}"
+        );
+    }
+
+    // A payload that is not an object, correctly signed.
+    let list = signed(&json!([1, 2]));
+    assert!(matches!(refusal(&list), TokenError::Malformed(_)));
+
+    // A token meant for an audience.
+    let aimed = signed(&payload(json!({"aud": "billing"})));
+    assert_eq!(refusal(&aimed), TokenError::Audience);
+}
