@@ -22,10 +22,11 @@
 //! - **Quiet about clients.** A connection error the client caused is logged
 //!   at debug and counted (`switchboard_http_client_errors_total`), never at
 //!   error.
-//! - **Shutdown.** The loop stops accepting and drops the listener first;
-//!   each HTTP connection then finishes the request in flight, bounded by
-//!   [`HTTP_DRAIN_TIMEOUT`], and closes. WebSockets close on their own
-//!   (1001), as before.
+//! - **Shutdown.** The loop stops accepting and drops the listener first.
+//!   Then an HTTP connection that has received nothing, or sits idle
+//!   between requests, closes at once; one with a request in flight (or a
+//!   head still arriving) gets [`HTTP_DRAIN_TIMEOUT`] to finish it.
+//!   WebSockets close on their own (1001), as before.
 //!
 //! Invariant: the loop never waits on a client; only on a slot being freed
 //! by a connection it told to close, for at most [`SHED_WAIT`].
@@ -55,9 +56,10 @@ use crate::metrics::Metrics;
 /// when the limit is small (under 1024).
 pub const FD_RESERVE: u64 = 256;
 
-/// Largest request head (request line and headers, the token included); a
-/// larger one is answered 431 and the connection closed. It is also the
-/// most an HTTP connection buffers while reading.
+/// The read buffer's cap while a request head arrives: a head still
+/// incomplete at this size is answered 431 and the connection closed. (One
+/// read may overshoot it, so a complete head of up to about twice this
+/// size can pass; the bound on memory holds either way.)
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// At shutdown, how long an HTTP connection's request in flight gets to
