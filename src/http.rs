@@ -3,7 +3,7 @@
 //!
 //! Tokens are checked before anything else: a WebSocket upgrade with a bad,
 //! missing or expired token is refused with 401 and never becomes a socket.
-//! So is one past the user's connection cap (429, [`UserConnections`]).
+//! So is one past the user's connection cap (429, `UserConnections`).
 //! A `POST /v1/events` body must arrive within `http_body_timeout` (408).
 //! The time and size bounds of the connections themselves are the
 //! listener's (`server::listener`).
