@@ -56,6 +56,8 @@ pub struct HttpClientErrors {
     pub head_timeout: Counter,
     /// `POST /v1/events`: the body did not arrive within `http_body_timeout`.
     pub body_timeout: Counter,
+    /// The client took none of a response for `stall_timeout`.
+    pub write_stall: Counter,
     /// The client closed in the middle of a request.
     pub incomplete: Counter,
     /// Not HTTP/1.1, or a head over the size limit.
@@ -89,6 +91,7 @@ impl Metrics {
                 http_client_errors: HttpClientErrors {
                     head_timeout: counter!("switchboard_http_client_errors_total", "reason" => "head_timeout"),
                     body_timeout: counter!("switchboard_http_client_errors_total", "reason" => "body_timeout"),
+                    write_stall: counter!("switchboard_http_client_errors_total", "reason" => "write_stall"),
                     incomplete: counter!("switchboard_http_client_errors_total", "reason" => "incomplete"),
                     malformed: counter!("switchboard_http_client_errors_total", "reason" => "malformed"),
                     io: counter!("switchboard_http_client_errors_total", "reason" => "io"),

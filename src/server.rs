@@ -118,6 +118,7 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         head_timeout: settings.limits.http_head_timeout,
         sockets: listener::socket_budget(open_files()),
         pending: settings.limits.max_pending_connections,
+        write_stall: settings.limits.stall_timeout,
     };
     tracing::info!(
         sockets = bounds.sockets,

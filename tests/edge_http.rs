@@ -411,6 +411,59 @@ async fn idle_and_silent_connections_are_closed() {
     );
 }
 
+#[tokio::test]
+async fn a_client_that_takes_no_response_is_closed() {
+    const REQUESTS: usize = 2_000;
+    let nats = nats();
+    let gateway = Gateway::start_with(
+        &nats,
+        &["--stall-timeout", TIMEOUT_FLAG, "--http-head-timeout", "1h"],
+    );
+    // A small receive buffer, so that the responses fill it soon.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("buffer size");
+    let socket = socket.connect(gateway.addr).await.expect("connect");
+    let request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    let pipelined: Vec<u8> = request
+        .iter()
+        .copied()
+        .cycle()
+        .take(request.len() * REQUESTS)
+        .collect();
+    let (mut reader, mut writer) = socket.into_split();
+    let sending = tokio::spawn(async move {
+        // The server stops reading too once its writes are stuck.
+        let _ = writer.write_all(&pipelined).await;
+        writer
+    });
+    // Nothing is read until the gateway has given up on the client.
+    wait_until("the stall to be counted", || async {
+        gateway
+            .metric("switchboard_http_client_errors_total{reason=\"write_stall\"}")
+            .await
+            > 0.0
+    })
+    .await;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64 * 1024];
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .expect("the server closed the connection");
+    let answered = got.windows(12).filter(|w| w == b"HTTP/1.1 200").count();
+    assert!(
+        answered < REQUESTS,
+        "all {REQUESTS} responses were written: the client was not cut"
+    );
+    sending.abort();
+}
+
 /// Tries one upgrade: `Ok` with the client, or `Err` with the refusal's
 /// status and body.
 async fn try_connect(url: &str) -> Result<Client, (u16, Value)> {

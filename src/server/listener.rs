@@ -18,7 +18,10 @@
 //!   real client: they are the first to go.
 //! - **Bounded time.** HTTP/1.1 only, each head within `http_head_timeout`
 //!   (the same bound closes an idle keep-alive connection) and under
-//!   [`MAX_HEAD_BYTES`]; the body's bound is the route's (`http`).
+//!   [`MAX_HEAD_BYTES`]; the body's bound is the route's (`http`). A client
+//!   that takes none of a response for `stall_timeout` (it pipelines
+//!   requests and reads nothing, or stops reading a history page) is
+//!   closed, as a stalled WebSocket is.
 //! - **Quiet about clients.** A connection error the client caused is logged
 //!   at debug and counted (`switchboard_http_client_errors_total`), never at
 //!   error.
@@ -35,9 +38,9 @@ use std::collections::BTreeMap;
 use std::io;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -83,6 +86,9 @@ pub struct Bounds {
     pub sockets: usize,
     /// Pending sockets at once (the `max_pending_connections` setting).
     pub pending: usize,
+    /// How long a response may wait on a socket that takes nothing (the
+    /// `stall_timeout` setting).
+    pub write_stall: Duration,
 }
 
 /// Client sockets allowed for a process allowed `open_files` descriptors:
@@ -151,8 +157,10 @@ pub async fn run(listener: TcpListener, node: Arc<Node>, bounds: Bounds) {
         };
         // Inherited from the listener on Linux; set again for other systems.
         let _ = stream.set_nodelay(true);
+        let stall = Arc::new(WriteStall::default());
         let socket = TokioIo::new(Admitted {
             stream,
+            stall: stall.clone(),
             _slot: slot,
         });
         let entry = pending.enter();
@@ -172,6 +180,11 @@ pub async fn run(listener: TcpListener, node: Arc<Node>, bounds: Bounds) {
                 ended = connection.as_mut() => ended,
                 _ = entry.close.cancelled() => {
                     metrics.shed_pending.increment(1);
+                    return;
+                }
+                _ = stall.exceeds(bounds.write_stall) => {
+                    metrics.http_client_errors.write_stall.increment(1);
+                    tracing::debug!("HTTP client stalled: it takes no response");
                     return;
                 }
                 _ = task_node.shutting_down() => {
@@ -248,12 +261,63 @@ fn connection_failed(e: &hyper::Error, metrics: &Metrics) {
     tracing::debug!(error = %e, "HTTP connection ended by the client");
 }
 
-/// An admitted socket: the stream and its slot of the budget, freed when
-/// the socket is dropped. After an upgrade hyper hands this whole value to
-/// the WebSocket, so the slot lives as long as the socket.
+/// An admitted socket: the stream, whether its writes are stalled, and its
+/// slot of the budget, freed when the socket is dropped. After an upgrade
+/// hyper hands this whole value to the WebSocket, so the slot lives as long
+/// as the socket.
 struct Admitted {
     stream: TcpStream,
+    stall: Arc<WriteStall>,
     _slot: OwnedSemaphorePermit,
+}
+
+/// Since when a socket has taken nothing written to it: milliseconds after
+/// [`WriteStall::epoch`], plus one; 0 while writes go through.
+#[derive(Default)]
+struct WriteStall(AtomicU64);
+
+impl WriteStall {
+    fn epoch() -> Instant {
+        static EPOCH: OnceLock<Instant> = OnceLock::new();
+        *EPOCH.get_or_init(Instant::now)
+    }
+
+    /// Notes how a write (or flush) went.
+    fn note<T>(&self, polled: &Poll<T>) {
+        if polled.is_pending() {
+            if self.0.load(Ordering::Relaxed) == 0 {
+                let now = Self::epoch().elapsed().as_millis() as u64 + 1;
+                self.0.store(now, Ordering::Relaxed);
+            }
+        } else {
+            self.0.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Since when writes are stalled, if they are.
+    fn since(&self) -> Option<Instant> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Self::epoch() + Duration::from_millis(ms - 1)),
+        }
+    }
+
+    /// Resolves once writes have been stalled for `bound` (noticed within a
+    /// quarter of it).
+    async fn exceeds(&self, bound: Duration) {
+        loop {
+            match self.since() {
+                None => tokio::time::sleep(bound / 4).await,
+                Some(since) => {
+                    let deadline = since + bound;
+                    if Instant::now() >= deadline {
+                        return;
+                    }
+                    tokio::time::sleep_until(deadline.into()).await;
+                }
+            }
+        }
+    }
 }
 
 impl AsyncRead for Admitted {
@@ -272,7 +336,10 @@ impl AsyncWrite for Admitted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.stall.note(&polled);
+        polled
     }
 
     fn poll_write_vectored(
@@ -280,7 +347,10 @@ impl AsyncWrite for Admitted {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.stall.note(&polled);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
