@@ -3,11 +3,16 @@
 //!
 //! Tokens are checked before anything else: a WebSocket upgrade with a bad,
 //! missing or expired token is refused with 401 and never becomes a socket.
+//! So is one past the user's connection cap (429, `UserConnections`).
+//! A `POST /v1/events` body must arrive within `http_body_timeout` (408).
+//! The time and size bounds of the connections themselves are the
+//! listener's (`server::listener`).
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -65,7 +70,7 @@ pub fn routes(node: Arc<Node>) -> impl Filter<Extract = (Response,), Error = Inf
         .and(warp::post())
         .and(warp::header::headers_cloned())
         .and(warp::body::content_length_limit(MAX_PUBLISH_BODY))
-        .and(warp::body::bytes())
+        .and(body_within(node.limits.http_body_timeout))
         .and(with_node.clone())
         .then(publish);
     let history = warp::path!("v1" / "history" / String)
@@ -74,12 +79,14 @@ pub fn routes(node: Arc<Node>) -> impl Filter<Extract = (Response,), Error = Inf
         .and(warp::query::<HashMap<String, String>>())
         .and(with_node.clone())
         .then(history);
+    let users = UserConnections::default();
     let ws = warp::path!("v1" / "ws")
         .and(warp::get())
         .and(warp::header::headers_cloned())
         .and(warp::query::<HashMap<String, String>>())
         .and(warp::ext::optional::<hyper::upgrade::OnUpgrade>())
         .and(with_node)
+        .and(warp::any().map(move || users.clone()))
         .map(websocket);
     healthz
         .or(readyz)
@@ -94,6 +101,103 @@ pub fn routes(node: Arc<Node>) -> impl Filter<Extract = (Response,), Error = Inf
         .unify()
         .recover(rejection)
         .unify()
+}
+
+/// The request body, whole, if it arrives within `timeout` of the end of
+/// the head and within [`MAX_PUBLISH_BODY`] (whatever its framing says);
+/// else a [`BodyRefused`] rejection.
+fn body_within(timeout: Duration) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+    warp::body::stream().and_then(move |body| read_body(body, timeout))
+}
+
+async fn read_body<B: bytes::Buf>(
+    body: impl futures::Stream<Item = Result<B, warp::Error>>,
+    timeout: Duration,
+) -> Result<Bytes, Rejection> {
+    use bytes::BufMut;
+    use futures::StreamExt;
+    let read = async move {
+        let mut body = std::pin::pin!(body);
+        let mut bytes = bytes::BytesMut::new();
+        while let Some(chunk) = body.next().await {
+            let mut chunk = chunk.map_err(|_| BodyRefused::Broken)?;
+            if (bytes.len() + chunk.remaining()) as u64 > MAX_PUBLISH_BODY {
+                return Err(BodyRefused::TooLarge);
+            }
+            while chunk.has_remaining() {
+                let part = chunk.chunk();
+                let n = part.len();
+                bytes.put_slice(part);
+                chunk.advance(n);
+            }
+        }
+        Ok(bytes.freeze())
+    };
+    let refused = match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(body)) => return Ok(body),
+        Ok(Err(refused)) => refused,
+        Err(_) => {
+            Metrics::get().http_client_errors.body_timeout.increment(1);
+            BodyRefused::Timeout(timeout)
+        }
+    };
+    Err(warp::reject::custom(refused))
+}
+
+/// Why a request body was not read whole.
+#[derive(Debug)]
+enum BodyRefused {
+    /// Not within `http_body_timeout`.
+    Timeout(Duration),
+    /// Over [`MAX_PUBLISH_BODY`].
+    TooLarge,
+    /// The connection failed in the middle of it.
+    Broken,
+}
+
+impl warp::reject::Reject for BodyRefused {}
+
+/// The WebSockets each user holds on this node, for the
+/// `max_connections_per_user` cap.
+#[derive(Clone, Default)]
+struct UserConnections(Arc<Mutex<HashMap<Id, usize>>>);
+
+impl UserConnections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Id, usize>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A slot for one more connection of `user`, or `None` at the cap.
+    fn take(&self, user: Id, max: usize) -> Option<UserSlot> {
+        let mut counts = self.lock();
+        let count = counts.entry(user).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(UserSlot {
+            users: self.clone(),
+            user,
+        })
+    }
+}
+
+/// One connection's place under its user's cap. It moves into the
+/// connection's task and is given back when the task ends, however it ends.
+struct UserSlot {
+    users: UserConnections,
+    user: Id,
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        if let Entry::Occupied(mut count) = self.users.lock().entry(self.user) {
+            *count.get_mut() -= 1;
+            if *count.get() == 0 {
+                count.remove();
+            }
+        }
+    }
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response {
@@ -314,6 +418,7 @@ fn websocket(
     query: HashMap<String, String>,
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
     node: Arc<Node>,
+    users: UserConnections,
 ) -> Response {
     let claims = match authenticate(&node, &headers, Some(&query), None) {
         Ok(claims) => claims,
@@ -337,9 +442,18 @@ fn websocket(
             "shutting down",
         );
     }
+    let max = node.limits.max_connections_per_user;
+    let Some(slot) = users.take(claims.sub, max) else {
+        node.metrics.shed_user_cap.increment(1);
+        return error_reply(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("this user already has {max} connections open on this node; close one first"),
+        );
+    };
     // An unknown or malformed session id is not an error: a fresh session.
     let session = query.get("session").and_then(|s| Id::parse(s).ok());
-    connection::accept(&node, on_upgrade, claims, session);
+    connection::accept(&node, on_upgrade, claims, session, slot);
     response
 }
 
@@ -369,6 +483,36 @@ async fn rejection(rejection: Rejection) -> Result<Response, Infallible> {
             MAX_PUBLISH_BODY / 1024
         );
         (StatusCode::LENGTH_REQUIRED, "length_required", message)
+    } else if let Some(refused) = rejection.find::<BodyRefused>() {
+        let (status, code, message) = match refused {
+            BodyRefused::Timeout(timeout) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!(
+                    "the request body did not arrive within {}",
+                    humantime::format_duration(*timeout)
+                ),
+            ),
+            BodyRefused::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!(
+                    "the body is larger than {} KiB, the most `POST /v1/events` takes",
+                    MAX_PUBLISH_BODY / 1024
+                ),
+            ),
+            BodyRefused::Broken => (
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the request body could not be read".to_string(),
+            ),
+        };
+        let mut response = error_reply(status, code, message);
+        // The rest of the body is not read: the connection cannot be reused.
+        response
+            .headers_mut()
+            .insert("connection", warp::http::HeaderValue::from_static("close"));
+        return Ok(response);
     } else if rejection.find::<InvalidQuery>().is_some() {
         let message = "the query string is not URL-encoded `name=value` pairs".to_string();
         (StatusCode::BAD_REQUEST, "bad_request", message)

@@ -35,6 +35,35 @@ pub struct Metrics {
     pub bad_frames: Counter,
     pub publish_latency: Histogram,
     pub delivery_latency: Histogram,
+    /// Sockets still speaking HTTP (not upgraded to a WebSocket).
+    pub http_connections: Gauge,
+    pub http_client_errors: HttpClientErrors,
+    /// A socket still speaking HTTP, closed to admit a new one (the pending
+    /// cap was reached, or every socket slot was taken).
+    pub shed_pending: Counter,
+    /// A new socket closed at once: every slot was taken by a WebSocket.
+    pub shed_full: Counter,
+    /// A WebSocket upgrade refused with 429: the user's connection cap.
+    pub shed_user_cap: Counter,
+}
+
+/// HTTP connections ended by something the client did or failed to do (each
+/// logged at debug), by reason.
+#[derive(Clone)]
+pub struct HttpClientErrors {
+    /// The request head did not arrive within `http_head_timeout` (also an
+    /// idle keep-alive connection).
+    pub head_timeout: Counter,
+    /// `POST /v1/events`: the body did not arrive within `http_body_timeout`.
+    pub body_timeout: Counter,
+    /// The client took none of a response for `stall_timeout`.
+    pub write_stall: Counter,
+    /// The client closed in the middle of a request.
+    pub incomplete: Counter,
+    /// Not HTTP/1.1, or a head over the size limit.
+    pub malformed: Counter,
+    /// The socket failed (reset, broken pipe).
+    pub io: Counter,
 }
 
 impl Metrics {
@@ -58,6 +87,18 @@ impl Metrics {
                 bad_frames: counter!("switchboard_bad_frames_total"),
                 publish_latency: histogram!("switchboard_publish_latency_seconds"),
                 delivery_latency: histogram!("switchboard_delivery_latency_seconds"),
+                http_connections: gauge!("switchboard_http_connections"),
+                http_client_errors: HttpClientErrors {
+                    head_timeout: counter!("switchboard_http_client_errors_total", "reason" => "head_timeout"),
+                    body_timeout: counter!("switchboard_http_client_errors_total", "reason" => "body_timeout"),
+                    write_stall: counter!("switchboard_http_client_errors_total", "reason" => "write_stall"),
+                    incomplete: counter!("switchboard_http_client_errors_total", "reason" => "incomplete"),
+                    malformed: counter!("switchboard_http_client_errors_total", "reason" => "malformed"),
+                    io: counter!("switchboard_http_client_errors_total", "reason" => "io"),
+                },
+                shed_pending: counter!("switchboard_connections_shed_total", "reason" => "pending_evicted"),
+                shed_full: counter!("switchboard_connections_shed_total", "reason" => "no_slot"),
+                shed_user_cap: counter!("switchboard_connections_shed_total", "reason" => "user_cap"),
             }
         })
     }

@@ -5,6 +5,9 @@
 //! the listener. Stop: cancel (the listener stops accepting, every socket
 //! gets 1001, the router and typing stop) → wait for every task, bounded →
 //! the last projection snapshot and a store flush → the local nats-server.
+//!
+//! [`listener`] is the accept loop: the socket budget, HTTP's time and size
+//! bounds, and how HTTP connections end.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -12,6 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+
+pub mod listener;
 
 use crate::gateway::{housekeeping, router, Node};
 use crate::local_nats::NatsServer;
@@ -109,14 +114,19 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
     let listener =
         listen(settings.listen).with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
-    let routes = crate::http::routes(node.clone());
-    let stop = node.clone();
-    let server = tokio::spawn(
-        warp::serve(routes)
-            .incoming(listener)
-            .graceful(async move { stop.shutting_down().await })
-            .run(),
+    let bounds = listener::Bounds {
+        head_timeout: settings.limits.http_head_timeout,
+        sockets: listener::socket_budget(open_files()),
+        pending: settings.limits.max_pending_connections,
+        write_stall: settings.limits.stall_timeout,
+    };
+    tracing::info!(
+        sockets = bounds.sockets,
+        pending = bounds.pending,
+        head_timeout_ms = bounds.head_timeout.as_millis() as u64,
+        "client sockets bounded"
     );
+    let server = tokio::spawn(listener::run(listener, node.clone(), bounds));
     Ok(Running {
         addr,
         node,
@@ -152,6 +162,20 @@ impl Running {
 
 /// Connections waiting to be accepted before the kernel refuses more.
 pub const LISTEN_BACKLOG: u32 = 1024;
+
+/// The open-file limit assumed when the process's cannot be read.
+pub const DEFAULT_OPEN_FILES: u64 = 1024;
+
+/// The process's open-file limit, raised first to its hard limit.
+fn open_files() -> u64 {
+    listener::raise_open_file_limit().unwrap_or_else(|| {
+        tracing::warn!(
+            assumed = DEFAULT_OPEN_FILES,
+            "cannot read the open-file limit"
+        );
+        DEFAULT_OPEN_FILES
+    })
+}
 
 /// The listening socket. `TCP_NODELAY` is set here and inherited by every
 /// accepted socket (Linux): small event frames go out at once instead of

@@ -86,5 +86,20 @@ declare! {
         /// Subscriptions one connection may hold; one more is a
         /// `bad_request`.
         max_subscriptions: usize = "1024", "1" ..= "65536", env "SWITCHBOARD_MAX_SUBSCRIPTIONS";
+        /// WebSockets one user (the token's `sub`) may hold on this node; one
+        /// more upgrade is refused with HTTP 429 before it becomes a socket.
+        max_connections_per_user: usize = "64", "1" ..= "1000000", env "SWITCHBOARD_MAX_CONNECTIONS_PER_USER";
+        /// Sockets still speaking HTTP (not yet a WebSocket) at once; at the
+        /// cap, the one whose last request head is oldest is closed to admit
+        /// a new one. Also bounded by the open-file limit.
+        max_pending_connections: usize = "1024", "1" ..= "1000000", env "SWITCHBOARD_MAX_PENDING_CONNECTIONS";
+        /// Time to receive a request's head (its line and headers), counted
+        /// from the connection's start or from the end of the previous
+        /// response: a slower client, and a keep-alive connection idle this
+        /// long, is closed.
+        http_head_timeout: Duration = "10s", "100ms" ..= "1h", env "SWITCHBOARD_HTTP_HEAD_TIMEOUT";
+        /// Time to receive a `POST /v1/events` body once its head is in; a
+        /// slower body is answered 408 and its connection closed.
+        http_body_timeout: Duration = "10s", "100ms" ..= "1h", env "SWITCHBOARD_HTTP_BODY_TIMEOUT";
     }
 }

@@ -556,3 +556,101 @@ pub fn assert_seqs(got: &[u64], want: &[u64], what: &str) {
         window(want)
     );
 }
+
+impl Gateway {
+    /// A gateway whose process may open at most `open_files` descriptors
+    /// (soft and hard limit), to try it at its open-file limit.
+    pub fn start_with_open_files(nats: &NatsServer, args: &[&str], open_files: u64) -> Gateway {
+        use std::os::unix::process::CommandExt;
+        let temp = tempfile::tempdir().expect("temp dir");
+        let data = temp.path().to_path_buf();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data.join("gateway.log"))
+            .expect("log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        command
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--nats-url", &nats.url()])
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--jwt-secret", SECRET])
+            .args(args)
+            .env("SWITCHBOARD_LOG", "info,switchboard=debug")
+            .env_remove("SWITCHBOARD_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log);
+        #[allow(clippy::unnecessary_cast)] // `rlim_t` is not `u64` everywhere.
+        let limit = libc::rlimit {
+            rlim_cur: open_files as libc::rlim_t,
+            rlim_max: open_files as libc::rlim_t,
+        };
+        // SAFETY: setrlimit is async-signal-safe and touches only `limit`.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        let mut child = command.spawn().expect("gateway starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let Some(addr) = switchboard::server::listening_address(stdout, PATIENCE) else {
+            let _ = child.kill();
+            panic!(
+                "gateway did not start; log:\n{}",
+                std::fs::read_to_string(data.join("gateway.log")).unwrap_or_default()
+            )
+        };
+        Gateway {
+            child,
+            addr,
+            nats_url: nats.url(),
+            data,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            _temp: Some(temp),
+        }
+    }
+
+    /// The process's resident memory in KiB (`VmRSS`), if it can be read.
+    pub fn rss_kib(&self) -> Option<u64> {
+        rss_kib(self.pid())
+    }
+}
+
+/// A process's resident memory in KiB, from `/proc/<pid>/status`.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+impl Client {
+    /// Like [`Client::connect_url`], but a refused upgrade (or any other
+    /// failure to connect) is returned instead of failing the test.
+    pub async fn try_connect_url(
+        url: &str,
+    ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+        let (ws, _) = tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect in time")?;
+        let mut client = Client {
+            ws,
+            hello: Value::Null,
+        };
+        let hello = client.next().await;
+        assert_eq!(hello["type"], "hello", "first frame is hello: {hello}");
+        client.hello = hello;
+        Ok(client)
+    }
+}

@@ -48,12 +48,14 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 pub const WRITE_BUFFER_KIB_PER_QUEUED_EVENT: usize = 1;
 
 /// Completes a WebSocket upgrade and runs the connection as a task of the
-/// node, with the transport bounded by the limits.
+/// node, with the transport bounded by the limits. `held` (the user's
+/// connection slot) is dropped when the task ends, however it ends.
 pub fn accept(
     node: &Arc<Node>,
     on_upgrade: hyper::upgrade::OnUpgrade,
     claims: Claims,
     session: Option<Id>,
+    held: impl Send + 'static,
 ) {
     let limits = &node.limits;
     let send_buffer = limits
@@ -62,6 +64,7 @@ pub fn accept(
     let config = upgrade::config(limits.max_frame_bytes, send_buffer);
     let task_node = node.clone();
     node.spawn(async move {
+        let _held = held;
         if let Some(socket) = upgrade::accept(on_upgrade, config).await {
             run(task_node, socket, claims, session).await;
         }
