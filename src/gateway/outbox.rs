@@ -1,11 +1,11 @@
 //! A connection's outbox: the frames waiting for the next flush, which
 //! subscriptions they move, and what the flush tells the metrics.
 //!
-//! Frames are gathered and written in one go, then flushed; only a flush
-//! that completes confirms that the socket took them, and only then do the
-//! subscriptions they belong to count them as written (see
-//! `Subscription::on_written`). Metrics are counted once per flush, not once
-//! per frame, so fan-out pays one atomic add per batch.
+//! Frames are gathered and written in one go, then flushed. A completed
+//! flush says which subscriptions had event frames in it: the connection
+//! then probes for their receipt (a ping after them), since a frame the
+//! socket took can still die in a TCP buffer. Metrics are counted once per
+//! flush, not once per frame, so fan-out pays one atomic add per batch.
 
 use std::time::Duration;
 
@@ -65,8 +65,15 @@ impl Outbox {
         self.frames.push(Message::Text(transport_text(text.into())));
     }
 
+    /// A heartbeat ping.
     pub fn ping(&mut self) {
         self.frames.push(Message::Ping(Default::default()));
+    }
+
+    /// A ping whose pong tells that the client has every frame before it.
+    pub fn probe(&mut self, id: u64) {
+        let payload = bytes::Bytes::copy_from_slice(&id.to_be_bytes());
+        self.frames.push(Message::Ping(payload));
     }
 
     pub fn is_empty(&self) -> bool {

@@ -2,8 +2,8 @@
 //! client gets, in which order, and when the log must be read.
 //!
 //! Inputs: live deliveries from the hub, items read back from the log, the
-//! answers to the log requests it made, acks, flush confirmations and the
-//! hub's "you lagged" flag. Outputs ([`Action`]): frames to write, log
+//! answers to the log requests it made, acks, receipt confirmations (a pong
+//! to a ping sent after the frames) and the hub's "you lagged" flag. Outputs ([`Action`]): frames to write, log
 //! requests (start or stop a read, measure the log's end, probe for the
 //! channel's next event) and the end of the subscription. No tokio, no
 //! sockets, no NATS: the connection task drives it and answers requests.
@@ -122,8 +122,12 @@ pub struct Subscription {
     phase: Phase,
     /// The last `seq` handed out for writing.
     cursor: u64,
-    /// The last `seq` the socket took: `cursor` as of the last completed flush.
-    written: u64,
+    /// `cursor` when the last receipt probe (a ping after the frames) was sent.
+    probed: u64,
+    /// The last `seq` the client's WebSocket stack is known to have: the
+    /// pong to a probe sent after it came back. A frame merely written to
+    /// the socket does not count: it can die in a TCP buffer.
+    confirmed: u64,
     /// The last `seq` the client acknowledged.
     acked: Option<u64>,
     /// For a restored subscription the projection denies: its end once
@@ -138,7 +142,8 @@ impl Subscription {
             channel,
             phase: Phase::Live,
             cursor,
-            written: cursor,
+            probed: cursor,
+            confirmed: cursor,
             acked: None,
             pending_cut: None,
         }
@@ -164,9 +169,10 @@ impl Subscription {
         matches!(self.phase, Phase::Ended)
     }
 
-    /// What a session keeps: the last ack, else the last `seq` the socket took.
+    /// What a session keeps: the last ack, else the last `seq` the client's
+    /// stack confirmed. Never a frame that may not have arrived.
     pub fn session_cursor(&self) -> u64 {
-        self.acked.unwrap_or(self.written)
+        self.acked.unwrap_or(self.confirmed)
     }
 
     /// The last `seq` handed out for writing.
@@ -195,9 +201,15 @@ impl Subscription {
         true
     }
 
-    /// Every frame handed out so far was taken by the socket.
-    pub fn on_written(&mut self) {
-        self.written = self.cursor;
+    /// A receipt probe (a ping) was queued after every frame handed out so far.
+    pub fn on_probe_sent(&mut self) {
+        self.probed = self.cursor;
+    }
+
+    /// The pong to the last probe came back: the client has every frame
+    /// handed out before it.
+    pub fn on_probe_answered(&mut self) {
+        self.confirmed = self.confirmed.max(self.probed);
     }
 
     /// A live delivery from the hub.

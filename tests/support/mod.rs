@@ -405,6 +405,14 @@ impl Client {
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
+
+    /// Drops the connection as a network failure would: no close frame, and
+    /// a TCP reset (whatever the gateway wrote that was not read is lost).
+    pub fn abort(self) {
+        if let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = self.ws.get_ref() {
+            let _ = tcp.set_zero_linger();
+        }
+    }
 }
 
 /// Frames' `seq`s.

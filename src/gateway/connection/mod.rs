@@ -99,6 +99,7 @@ pub async fn run(node: Arc<Node>, socket: Socket, claims: Claims, session: Optio
         },
         bad_frames: RateWindow::new(limits.bad_frames_per_minute, frames::ABUSE_WINDOW),
         session: session::Keeper::new(),
+        receipts: session::Receipts::default(),
         node: node.clone(),
         socket,
         claims,
@@ -141,6 +142,7 @@ struct Connection {
     typing: HashMap<Channel, RateWindow>,
     bad_frames: RateWindow,
     session: session::Keeper,
+    receipts: session::Receipts,
 }
 
 impl Connection {
@@ -156,6 +158,10 @@ impl Connection {
         let mut heartbeat = tokio::time::interval(limits.heartbeat);
         heartbeat.tick().await;
         let mut cursor_flush = tokio::time::interval(CURSOR_FLUSH_INTERVAL);
+        // Armed while a receipt probe is due (see `session::Receipts`).
+        let probe_timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(probe_timer);
+        let mut probe_due = None;
 
         loop {
             tokio::select! {
@@ -184,6 +190,7 @@ impl Connection {
                         }
                     }
                 }
+                _ = &mut probe_timer, if probe_due.is_some() => self.send_probe(),
                 _ = heartbeat.tick() => self.outbox.ping(),
                 _ = cursor_flush.tick() => self.save_session(),
             }
@@ -192,6 +199,13 @@ impl Connection {
             }
             if !self.outbox.is_empty() {
                 Box::pin(self.flush()).await?;
+            }
+            let due = self.receipts.due();
+            if due != probe_due {
+                if let Some(due) = due {
+                    probe_timer.as_mut().reset(due);
+                }
+                probe_due = due;
             }
         }
     }
@@ -270,6 +284,10 @@ impl Connection {
                 Ok(frame) => self.on_frame(frame).await,
                 Err(error) => self.reject(error),
             },
+            Some(Ok(Message::Pong(payload))) => {
+                self.on_pong(&payload);
+                Ok(())
+            }
             Some(Ok(Message::Binary(_))) => self.reject(FrameError::new(
                 ErrorCode::BadRequest,
                 "binary frames are not accepted: send JSON text frames",
@@ -295,13 +313,13 @@ impl Connection {
     }
 
     /// Writes every pending frame; a socket that takes none of it for the
-    /// stall timeout is given up. Then the subscriptions count what the
-    /// socket took as written.
+    /// stall timeout is given up. What the socket took waits for a receipt
+    /// probe.
     async fn flush(&mut self) -> Result<(), End> {
         let Connection {
             socket,
             outbox,
-            subs,
+            receipts,
             node,
             ..
         } = self;
@@ -312,9 +330,7 @@ impl Connection {
         match flushed {
             Ok(channels) => {
                 for channel in channels {
-                    if let Some(sub) = subs.get_mut(&channel) {
-                        sub.on_written();
-                    }
+                    receipts.written(channel);
                 }
                 Ok(())
             }

@@ -1,5 +1,12 @@
 //! The connection's session: `hello` and the restore of its subscriptions
-//! when it opens, and the writing of its cursors while it lives.
+//! when it opens, the confirmation of what the client received, and the
+//! writing of its cursors while it lives.
+//!
+//! A frame counts as received once the pong to a ping sent after it came
+//! back ([`Receipts`]): a frame merely written can die in a TCP buffer. A
+//! probe goes out with the first unconfirmed write, and then at most every
+//! [`PROBE_DELAY`] while frames keep flowing, so a restore replays at most
+//! about that much again (plus a round trip).
 //!
 //! Cursors are written at most every `CURSOR_FLUSH_INTERVAL` when they
 //! moved, at least every [`SESSION_REFRESH`] so that a quiet connection's
@@ -15,6 +22,70 @@ use crate::gateway::protocol::{self, Close, ErrorCode, FrameError, Since};
 /// A connected session is written at least this often, so it outlives its
 /// connection by the session TTL however quiet the connection is.
 pub const SESSION_REFRESH: Duration = Duration::from_secs(600);
+
+/// The least time between two receipt probes: about the most a restore
+/// replays again, plus a round trip. Shorter costs a ping per active
+/// connection more often.
+pub const PROBE_DELAY: Duration = Duration::from_millis(500);
+
+/// The subscriptions with frames written but not yet confirmed, and the
+/// probe in flight. One probe at a time; its pong confirms the channels it
+/// was sent for.
+#[derive(Default)]
+pub(super) struct Receipts {
+    /// Channels with frames written since the probe in flight was sent.
+    unconfirmed: Vec<Channel>,
+    /// When the oldest of those was written.
+    since: Option<tokio::time::Instant>,
+    /// When the last probe was sent.
+    last_probe: Option<tokio::time::Instant>,
+    /// The probe in flight: its id and the channels it confirms.
+    in_flight: Option<(u64, Vec<Channel>)>,
+    next_id: u64,
+}
+
+impl Receipts {
+    /// A flush wrote event frames of `channel`.
+    pub(super) fn written(&mut self, channel: Channel) {
+        if !self.unconfirmed.contains(&channel) {
+            self.unconfirmed.push(channel);
+        }
+        self.since.get_or_insert_with(tokio::time::Instant::now);
+    }
+
+    /// When the next probe is due: none while one is in flight, else as
+    /// soon as something is unconfirmed, but not within [`PROBE_DELAY`] of
+    /// the last one.
+    pub(super) fn due(&self) -> Option<tokio::time::Instant> {
+        if self.in_flight.is_some() {
+            return None;
+        }
+        let since = self.since?;
+        Some(match self.last_probe {
+            Some(last) => since.max(last + PROBE_DELAY),
+            None => since,
+        })
+    }
+
+    /// Starts a probe: its id, and the channels it will confirm.
+    pub(super) fn probe(&mut self) -> (u64, &[Channel]) {
+        self.next_id = self.next_id.wrapping_add(1);
+        self.since = None;
+        self.last_probe = Some(tokio::time::Instant::now());
+        let channels = std::mem::take(&mut self.unconfirmed);
+        let (id, channels) = self.in_flight.insert((self.next_id, channels));
+        (*id, channels)
+    }
+
+    /// A pong came: the channels of the probe it answers, if it does.
+    pub(super) fn answered(&mut self, payload: &[u8]) -> Option<Vec<Channel>> {
+        let (id, _) = self.in_flight.as_ref()?;
+        if payload != id.to_be_bytes() {
+            return None; // a heartbeat's pong, or a stray one
+        }
+        self.in_flight.take().map(|(_, channels)| channels)
+    }
+}
 
 /// Which session the connection keeps, and whether it must be written.
 pub(super) struct Keeper {
@@ -40,6 +111,30 @@ impl Keeper {
 }
 
 impl Connection {
+    /// Sends a receipt probe after what was written so far.
+    pub(super) fn send_probe(&mut self) {
+        let (id, channels) = self.receipts.probe();
+        for channel in channels {
+            if let Some(sub) = self.subs.get_mut(channel) {
+                sub.on_probe_sent();
+            }
+        }
+        self.outbox.probe(id);
+    }
+
+    /// A pong: if it answers the probe, what was written before it arrived.
+    pub(super) fn on_pong(&mut self, payload: &[u8]) {
+        let Some(channels) = self.receipts.answered(payload) else {
+            return;
+        };
+        for channel in channels {
+            if let Some(sub) = self.subs.get_mut(&channel) {
+                sub.on_probe_answered();
+                self.session.touch();
+            }
+        }
+    }
+
     /// Sends `hello`, then restores the session's subscriptions.
     pub(super) async fn open_session(&mut self, requested: Option<Id>) -> Result<(), End> {
         let opened = self

@@ -97,10 +97,16 @@ fn live_writes_each_seq_once_and_moves_the_cursor() {
     }
     assert_eq!(written_seqs(&out), vec![11, 12, 13]);
     assert_eq!(sub.cursor(), 13);
-    // Nothing confirmed yet: the session keeps what the socket took.
+    // Written is not received: the session keeps what the client confirmed.
     assert_eq!(sub.session_cursor(), 10);
-    sub.on_written();
-    assert_eq!(sub.session_cursor(), 13);
+    sub.on_probe_sent();
+    sub.on_live(&r, delivery(&message(ch, 14)), &mut out);
+    assert_eq!(sub.session_cursor(), 10, "the probe is not answered yet");
+    sub.on_probe_answered();
+    assert_eq!(sub.session_cursor(), 13, "14 was written after the probe");
+    // An ack wins over the stack's confirmation.
+    sub.on_ack(11);
+    assert_eq!(sub.session_cursor(), 11);
 }
 
 #[test]
@@ -294,8 +300,10 @@ enum Step {
     TakeRead,
     /// The connection sees the lag flag.
     Lagged,
-    /// A flush completes.
-    Flush,
+    /// A receipt probe (ping) is queued after what was written so far.
+    Probe,
+    /// The client, having read everything before the probe, answers it.
+    Pong,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -304,7 +312,8 @@ fn step() -> impl Strategy<Value = Step> {
         3 => Just(Step::TakeLive),
         3 => Just(Step::TakeRead),
         1 => Just(Step::Lagged),
-        1 => Just(Step::Flush),
+        1 => Just(Step::Probe),
+        1 => Just(Step::Pong),
     ]
 }
 
@@ -438,6 +447,11 @@ proptest! {
             Subscription::live(channel, joined)
         };
         world.settle(&mut sub, &r, &mut out);
+        // What the client confirmed: its start, then what it read before
+        // the last answered probe; `probe`: frames written before the
+        // probe in flight.
+        let mut confirmed = after;
+        let mut probe: Option<usize> = None;
 
         for step in steps {
             match step {
@@ -455,8 +469,21 @@ proptest! {
                         sub.on_lagged(&mut out);
                     }
                 }
-                Step::Flush => sub.on_written(),
+                // One probe in flight at a time, as the connection does.
+                Step::Probe if probe.is_none() => {
+                    sub.on_probe_sent();
+                    probe = Some(world.written.len());
+                }
+                Step::Probe => {}
+                Step::Pong => {
+                    if let Some(read) = probe.take() {
+                        sub.on_probe_answered();
+                        confirmed = world.written[..read].last().copied().unwrap_or(confirmed);
+                    }
+                }
             }
+            // The session never keeps a seq the client was not shown to have.
+            prop_assert_eq!(sub.session_cursor(), confirmed);
             world.settle(&mut sub, &r, &mut out);
             if let Phase::Replaying(replay) = &sub.phase {
                 prop_assert!(replay.buffer.len() <= replay_buffer);
