@@ -1,6 +1,16 @@
 //! The node's durable state in sled: sessions with their cursors, and the
 //! membership projection's snapshot.
 //!
+//! Every method blocks on sled. The heavy ones (the session sweep's scan,
+//! a snapshot's write) run on a blocking thread (`gateway::housekeeping`),
+//! never on the runtime's.
+//!
+//! The snapshot is one JSON record; its `last_seq` can move forward in a
+//! separate small record ([`Store::advance_snapshot`]) while no membership
+//! changes, so a node whose memberships are quiet never rewrites the whole
+//! snapshot. Readers of an older version ignore that record and fold a
+//! longer tail to the same result.
+//!
 //! sled flushes to disk every [`FLUSH_EVERY_MS`]; together with the
 //! connections' cursor batching ([`crate::session::CURSOR_FLUSH_INTERVAL`])
 //! a cursor reaches disk within a second of the delivery or ack that moved it.
@@ -19,6 +29,9 @@ pub const FLUSH_EVERY_MS: u64 = 400;
 const SESSIONS: &str = "sessions";
 const META: &str = "meta";
 const SNAPSHOT_KEY: &[u8] = b"projection";
+/// The stored snapshot accounts for every event up to this sequence (a
+/// big-endian u64), when it is beyond the snapshot's own `last_seq`.
+const SNAPSHOT_SEQ_KEY: &[u8] = b"projection_seq";
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -113,24 +126,43 @@ impl Store {
         Ok(removed)
     }
 
+    /// The projection snapshot, with the `last_seq` it was advanced to.
     pub fn snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            key: "projection snapshot".into(),
+            reason,
+        };
         let Some(bytes) = self.meta.get(SNAPSHOT_KEY)? else {
             return Ok(None);
         };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt {
-                key: "projection snapshot".into(),
-                reason: e.to_string(),
-            })
+        let mut snapshot: Snapshot =
+            serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        if let Some(seq) = self.meta.get(SNAPSHOT_SEQ_KEY)? {
+            let seq = <[u8; 8]>::try_from(seq.as_ref())
+                .map_err(|_| corrupt(format!("sequence record of {} bytes", seq.len())))?;
+            snapshot.last_seq = snapshot.last_seq.max(u64::from_be_bytes(seq));
+        }
+        Ok(Some(snapshot))
     }
 
+    /// Replaces the snapshot (and the sequence it was advanced to).
     pub fn put_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(snapshot).map_err(|e| StoreError::Corrupt {
             key: "projection snapshot".into(),
             reason: e.to_string(),
         })?;
-        self.meta.insert(SNAPSHOT_KEY, bytes)?;
+        let mut batch = sled::Batch::default();
+        batch.insert(SNAPSHOT_KEY, bytes);
+        batch.insert(SNAPSHOT_SEQ_KEY, &snapshot.last_seq.to_be_bytes()[..]);
+        self.meta.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Says that the stored snapshot accounts for every event up to
+    /// `last_seq`: only when no membership changed since it was written.
+    pub fn advance_snapshot(&self, last_seq: u64) -> Result<(), StoreError> {
+        self.meta
+            .insert(SNAPSHOT_SEQ_KEY, &last_seq.to_be_bytes()[..])?;
         Ok(())
     }
 
@@ -170,5 +202,27 @@ mod tests {
         assert_eq!(store.sweep_sessions(500).unwrap(), 1);
         assert_eq!(store.session(id).unwrap(), None);
         assert!(store.session(live).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_snapshot_advances_without_a_rewrite() {
+        let store = Store::temporary().unwrap();
+        assert_eq!(store.snapshot().unwrap(), None);
+        let mut snapshot = Snapshot {
+            last_seq: 10,
+            ..Default::default()
+        };
+        snapshot.deleted.insert(Id::new_v4());
+        store.put_snapshot(&snapshot).unwrap();
+        assert_eq!(store.snapshot().unwrap(), Some(snapshot.clone()));
+        store.advance_snapshot(25).unwrap();
+        let advanced = store.snapshot().unwrap().unwrap();
+        assert_eq!(advanced.last_seq, 25);
+        assert_eq!(advanced.deleted, snapshot.deleted);
+        // A full write replaces both records, even with an earlier sequence
+        // (`switchboard projection rebuild` on a shorter stream).
+        snapshot.last_seq = 12;
+        store.put_snapshot(&snapshot).unwrap();
+        assert_eq!(store.snapshot().unwrap(), Some(snapshot));
     }
 }
