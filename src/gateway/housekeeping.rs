@@ -47,8 +47,9 @@ struct SnapshotWriter {
     copy: Option<Snapshot>,
     /// The last sequence whose snapshot is stored.
     written: u64,
-    /// Whether the stored snapshot's facts equal the copy's.
-    stored: bool,
+    /// The `last_seq` of the stored snapshot while its facts equal the
+    /// copy's (it can then be advanced without a rewrite).
+    stored: Option<u64>,
 }
 
 /// What a write does away from the runtime.
@@ -70,7 +71,7 @@ impl SnapshotWriter {
         SnapshotWriter {
             copy: None,
             written: node.projection().last_seq,
-            stored: false,
+            stored: None,
         }
     }
 
@@ -102,7 +103,9 @@ impl SnapshotWriter {
                     Ok(None) => {}
                     Ok(Some(wrote)) => {
                         self.written = last_seq;
-                        self.stored = true;
+                        if matches!(wrote, Wrote::Whole) {
+                            self.stored = Some(last_seq);
+                        }
                         // `benches/projection.rs` reads this line.
                         tracing::debug!(
                             last_seq,
@@ -112,14 +115,14 @@ impl SnapshotWriter {
                         );
                     }
                     Err(e) => {
-                        self.stored = false;
+                        self.stored = None;
                         tracing::warn!(error = %e, "projection snapshot not written");
                     }
                 }
             }
             Err(e) => {
                 // The copy went with the job: the next write makes another.
-                self.stored = false;
+                self.stored = None;
                 tracing::warn!(error = %e, "projection snapshot job failed");
             }
         }
@@ -131,7 +134,7 @@ impl SnapshotWriter {
 fn run(
     job: Job,
     store: &Store,
-    stored: bool,
+    stored: Option<u64>,
     written: u64,
 ) -> (Snapshot, Result<Option<Wrote>, StoreError>) {
     let (copy, changed) = match job {
@@ -146,9 +149,9 @@ fn run(
     // (only a writer's first copy gets here).
     let result = if copy.last_seq <= written {
         Ok(None)
-    } else if stored && !changed {
+    } else if let (Some(of), false) = (stored, changed) {
         store
-            .advance_snapshot(copy.last_seq)
+            .advance_snapshot(of, copy.last_seq)
             .map(|()| Some(Wrote::Sequence))
     } else {
         store.put_snapshot(&copy).map(|()| Some(Wrote::Whole))
