@@ -528,6 +528,12 @@ async fn live_during_snapshots(
     println!("      during a snapshot write:  {during_line}");
     println!("      outside snapshot writes:  {outside_line}");
     println!("    {cpu_line}");
+    let p99 = |figures: &serde_json::Value| figures["p99_ms"].as_f64().unwrap_or(0.0);
+    common::verdict(
+        "live delivery during snapshot writes",
+        !writes.is_empty() && p99(&during_json) <= 2.0 * p99(&outside_json) + 10.0,
+        "p99 during writes <= 2 x p99 outside + 10 ms",
+    );
     json!({
         "memberships": memberships,
         "secs": sizes.live_secs,
