@@ -5,8 +5,8 @@
 //! store with the last sequence it accounts for.
 //!
 //! Memberships and bans are indexed by channel, so `channel_deleted` drops
-//! one entry whatever the channel's size. A snapshot writer never copies
-//! the projection under its lock: it keeps its own sorted copy (a
+//! one entry whatever the channel's size. A snapshot writer copies the
+//! projection under its lock only once: it keeps its own sorted copy (a
 //! [`Snapshot`]) and brings it up to date with the [`Changes`] the fold
 //! recorded since its last write ([`Projection::record_changes`] once,
 //! then [`Projection::take_changes`]). The cost, stated: that copy is a

@@ -3,10 +3,11 @@
 //! more on the way out.
 //!
 //! Architecture invariant: no chore does O(projection) or O(store) work on
-//! a runtime thread or under the projection's lock. The snapshot writer
-//! takes only the recorded changes under the lock (O(1)) and sorts,
-//! serializes and writes on a blocking thread; the session sweep scans sled
-//! on a blocking thread.
+//! a runtime thread, and the snapshot writer holds the projection's lock
+//! for O(1) per write: it takes the recorded changes there, and brings its
+//! copy up to date, serializes and writes on a blocking thread. (Its one
+//! O(n) step under the lock is the copy it makes when it starts.) The
+//! session sweep scans sled on a blocking thread.
 
 use std::sync::Arc;
 use std::time::Duration;
