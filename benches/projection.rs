@@ -6,27 +6,53 @@
 //! `Log::fold_into` folds them all, `server::load_projection` starts
 //! from an empty store (a full fold), and again from a snapshot with a
 //! small tail. Without `--bench`: a few thousand events.
+//!
+//! Then live delivery while snapshots are written: memberships are topped
+//! up to 1_000_000, the gateway binary starts on that log, and for
+//! `LIVE_SECS` a WebSocket client receives chat events published at
+//! `LIVE_PACE` while `member_joined` events trickle in on other channels, so
+//! the gateway writes a whole snapshot every `SNAPSHOT_INTERVAL`. The
+//! gateway logs each write with its duration; each event's
+//! publish-to-receive latency is counted as during a write when the two
+//! overlap, else outside, and p50/p99/max are printed for both. Without
+//! `--bench`: 2,000 memberships and a few seconds.
 
 mod common;
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
-use switchboard::channel::Id;
+use switchboard::channel::{Channel, Id};
 use switchboard::event::{BanChange, Event, EventData, Member};
 use switchboard::log::Log;
 use switchboard::projection::{Projection, FOLDED};
 use switchboard::store::Store;
 
-use common::{rate, thousands, IN_FLIGHT};
+use common::{ms, now_nanos, percentile, rate, thousands, IN_FLIGHT, PATIENCE, SECRET};
+use switchboard::token::Grant;
+use tokio_tungstenite::tungstenite::Message;
 
 struct Sizes {
     events: usize,
     channels: usize,
     users: usize,
     tail: usize,
+    /// Memberships in the projection while live latency is measured.
+    live_memberships: usize,
+    /// How long live latency is measured.
+    live_secs: u64,
 }
+
+/// Chat events per second to the measured client.
+const LIVE_PACE: f64 = 200.0;
+
+/// `member_joined` events per second on other channels, so that every
+/// snapshot tick has changes to write.
+const LIVE_JOINS: f64 = 20.0;
 
 fn main() {
     let sizes = if common::full() {
@@ -35,6 +61,8 @@ fn main() {
             channels: 1_000,
             users: 10_000,
             tail: 1_000,
+            live_memberships: 1_000_000,
+            live_secs: 30,
         }
     } else {
         Sizes {
@@ -42,6 +70,8 @@ fn main() {
             channels: 20,
             users: 200,
             tail: 50,
+            live_memberships: 2_000,
+            live_secs: 7,
         }
     };
     common::runtime().block_on(run(sizes));
@@ -220,6 +250,7 @@ async fn run(sizes: Sizes) {
         snapshot_bytes as f64 / 1048576.0,
         snapshot_time.as_secs_f64()
     );
+    let live = live_during_snapshots(&nats, &log, &sizes, &channels, members).await;
     common::verdict("fold", fold_rate >= 200_000.0, ">= 200,000 events/s");
     common::print_json(
         "projection",
@@ -243,6 +274,276 @@ async fn run(sizes: Sizes) {
             "snapshot_bytes": snapshot_bytes,
             "snapshot_write_s": common::round3(snapshot_time.as_secs_f64()),
             "target_fold_per_s": 200_000,
+            "live": live,
         }),
     );
+}
+
+// ------------------------------------------- live delivery during snapshots
+
+/// The gateway binary, as `common::Gateway` starts it, but with its
+/// snapshot writer's debug lines in its log.
+struct LoggedGateway {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+    _data: tempfile::TempDir,
+}
+
+impl LoggedGateway {
+    fn start(nats_url: &str) -> LoggedGateway {
+        let data = tempfile::Builder::new()
+            .prefix("switchboard-bench-")
+            .tempdir()
+            .expect("temp dir");
+        let log = data.path().join("gateway.log");
+        let file = std::fs::File::create(&log).expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--nats-url", nats_url])
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(["--jwt-secret", SECRET])
+            .env(
+                "SWITCHBOARD_LOG",
+                "warn,switchboard::gateway::housekeeping=debug",
+            )
+            .env_remove("SWITCHBOARD_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(file)
+            .spawn()
+            .expect("gateway starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let Some(addr) = switchboard::server::listening_address(stdout, PATIENCE) else {
+            let _ = child.kill();
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("gateway did not start; log:\n{text}");
+        };
+        LoggedGateway {
+            child,
+            addr,
+            log,
+            _data: data,
+        }
+    }
+
+    /// Whole snapshot writes so far: (start, end) in wall-clock nanoseconds,
+    /// from the writer's `projection snapshot written … whole=true ms=…`.
+    fn whole_writes(&self) -> Vec<(u64, u64)> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .filter(|l| l.contains("projection snapshot written") && l.contains("whole=true"))
+            .filter_map(|line| {
+                let at = chrono::DateTime::parse_from_rfc3339(line.split_whitespace().next()?);
+                let end = at.ok()?.timestamp_nanos_opt()? as u64;
+                let ms: u64 = line
+                    .split(" ms=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()?;
+                Some((end.saturating_sub(ms * 1_000_000), end))
+            })
+            .collect()
+    }
+}
+
+impl Drop for LoggedGateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `member_joined` of a fresh user on one of `channels`.
+fn fresh_join(channels: &[Id]) -> Event {
+    Event::new(EventData::MemberJoined(Member {
+        channel_id: channels[fastrand::usize(..channels.len())],
+        user_id: Id::new_v4(),
+        username: None,
+    }))
+}
+
+/// Stores `n` events made by `make`, paced to `pace` events/s (in 1 ms
+/// steps); each is made just before it is stored.
+async fn store_paced(log: &Log, n: usize, pace: f64, make: impl Fn() -> Event) {
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    let mut sent = 0;
+    while sent < n || !in_flight.is_empty() {
+        let due = ((started.elapsed().as_secs_f64() * pace) as usize + 1).min(n);
+        while sent < due {
+            let event = make();
+            in_flight.push(async move { log.store(&event).await.expect("store") });
+            sent += 1;
+        }
+        tokio::select! {
+            Some(_) = in_flight.next(), if !in_flight.is_empty() => {}
+            _ = tick.tick(), if sent < n => {}
+        }
+    }
+}
+
+/// The decimal nanoseconds in a chat event's `data.content`.
+fn content_nanos(frame: &str) -> Option<u64> {
+    const KEY: &str = "\"content\":\"";
+    let start = frame.find(KEY)? + KEY.len();
+    let digits = &frame[start..];
+    let end = digits.find('"')?;
+    digits[..end].parse().ok()
+}
+
+/// Reads `expected` stamped events: (sent, received) wall-clock nanoseconds.
+async fn read_stamped(mut ws: common::Ws, expected: usize) -> Vec<(u64, u64)> {
+    let mut got = Vec::with_capacity(expected);
+    let mut deadline = common::deadline();
+    while got.len() < expected {
+        match common::next_before(&mut ws, &mut deadline).await {
+            Some(Message::Text(text)) => {
+                if let Some(sent) = content_nanos(&text) {
+                    got.push((sent, now_nanos()));
+                }
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    let _ = ws.close(None).await;
+    got
+}
+
+/// `n samples, p50 … p99 … max …` of latencies in nanoseconds.
+fn latency_figures(mut latencies: Vec<u64>) -> (String, serde_json::Value) {
+    latencies.sort_unstable();
+    let (p50, p99) = (
+        ms(percentile(&latencies, 50.0)),
+        ms(percentile(&latencies, 99.0)),
+    );
+    let max = ms(latencies.last().copied().unwrap_or(0));
+    (
+        format!(
+            "{:>6} events, latency p50 {p50:>7.2} ms  p99 {p99:>7.2} ms  max {max:>7.2} ms",
+            latencies.len()
+        ),
+        json!({"events": latencies.len(), "p50_ms": common::round3(p50),
+               "p99_ms": common::round3(p99), "max_ms": common::round3(max)}),
+    )
+}
+
+async fn live_during_snapshots(
+    nats: &switchboard::local_nats::NatsServer,
+    log: &Log,
+    sizes: &Sizes,
+    channels: &[Id],
+    members: usize,
+) -> serde_json::Value {
+    let missing = sizes.live_memberships.saturating_sub(members);
+    let started = Instant::now();
+    futures::stream::iter(0..missing)
+        .map(|_| {
+            let event = fresh_join(channels);
+            async move { log.store(&event).await.map(|_| ()) }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .try_for_each(|()| async { Ok(()) })
+        .await
+        .expect("store");
+    let memberships = members + missing;
+    println!(
+        "  live delivery during snapshots: {} member_joined stored in {:.1} s for {} memberships",
+        thousands(missing as f64),
+        started.elapsed().as_secs_f64(),
+        thousands(memberships as f64)
+    );
+    let started = Instant::now();
+    let gateway = LoggedGateway::start(&nats.url());
+    println!(
+        "    gateway started (a full fold) in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let channel = Id::new_v4();
+    let token = common::token(Id::new_v4(), Grant::Some(vec![channel]));
+    let url = format!("ws://{}/v1/ws?token={token}", gateway.addr);
+    let mut ws = common::connect_gateway(&url, 64 * 1024).await;
+    common::subscribe_live(&mut ws, Channel::Chat(channel)).await;
+    let events = (LIVE_PACE * sizes.live_secs as f64) as usize;
+    let joins = (LIVE_JOINS * sizes.live_secs as f64) as usize;
+    let reader = tokio::spawn(read_stamped(ws, events));
+    let cpu = common::CpuMeter::start(&[
+        ("gateway", gateway.child.id()),
+        ("nats-server", common::nats_pid()),
+    ]);
+    let from = now_nanos();
+    tokio::join!(
+        store_paced(log, events, LIVE_PACE, || common::message(
+            channel,
+            now_nanos().to_string()
+        )),
+        store_paced(log, joins, LIVE_JOINS, || fresh_join(channels)),
+    );
+    let samples = reader.await.expect("reader");
+    let to = now_nanos();
+    let cpu_line = cpu.line();
+    let cpu_json = cpu.json();
+    assert_eq!(samples.len(), events, "every live event delivered");
+
+    // A write still running at the end is logged when it ends.
+    let waited = Instant::now();
+    while waited.elapsed() < PATIENCE
+        && !gateway.whole_writes().iter().any(|(_, end)| *end >= to)
+        && common::full()
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let writes: Vec<(u64, u64)> = gateway
+        .whole_writes()
+        .into_iter()
+        .filter(|(start, end)| *start <= to && *end >= from)
+        .collect();
+    let (during, outside): (Vec<_>, Vec<_>) = samples
+        .iter()
+        .map(|(sent, received)| {
+            let overlaps = writes
+                .iter()
+                .any(|(start, end)| *sent <= *end && *received >= *start);
+            (overlaps, received.saturating_sub(*sent))
+        })
+        .partition(|(overlaps, _)| *overlaps);
+    let durations: Vec<u64> = writes.iter().map(|(s, e)| e - s).collect();
+    let write_ms_max = ms(durations.iter().copied().max().unwrap_or(0));
+    let write_ms_avg = ms(durations.iter().sum::<u64>() / durations.len().max(1) as u64);
+    let (during_line, during_json) = latency_figures(during.into_iter().map(|(_, l)| l).collect());
+    let (outside_line, outside_json) =
+        latency_figures(outside.into_iter().map(|(_, l)| l).collect());
+    println!(
+        "    {} s of {LIVE_PACE} chat events/s to one client and {LIVE_JOINS} member_joined/s elsewhere: {} whole snapshot writes (avg {write_ms_avg:.0} ms, max {write_ms_max:.0} ms, on a blocking thread)",
+        sizes.live_secs,
+        writes.len()
+    );
+    println!("      during a snapshot write:  {during_line}");
+    println!("      outside snapshot writes:  {outside_line}");
+    println!("    {cpu_line}");
+    let p99 = |figures: &serde_json::Value| figures["p99_ms"].as_f64().unwrap_or(0.0);
+    common::verdict(
+        "live delivery during snapshot writes",
+        !writes.is_empty() && p99(&during_json) <= 2.0 * p99(&outside_json) + 10.0,
+        "p99 during writes <= 2 x p99 outside + 10 ms",
+    );
+    json!({
+        "memberships": memberships,
+        "secs": sizes.live_secs,
+        "pace": LIVE_PACE,
+        "joins_per_s": LIVE_JOINS,
+        "whole_writes": writes.len(),
+        "write_ms_avg": common::round1(write_ms_avg),
+        "write_ms_max": common::round1(write_ms_max),
+        "during_writes": during_json,
+        "outside_writes": outside_json,
+        "cpu": cpu_json,
+    })
 }

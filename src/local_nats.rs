@@ -16,6 +16,9 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a terminated nats-server gets to stop before it is killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
+/// How often a stopping nats-server is checked for its exit.
+pub const STOP_POLL: Duration = Duration::from_millis(20);
+
 /// Why the local nats-server could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalNatsError {
@@ -103,25 +106,39 @@ impl NatsServer {
         let _ = self.child.wait();
     }
 
-    /// Stops the server cleanly (SIGTERM), or kills it after a few seconds.
-    pub fn terminate(&mut self) {
+    /// Stops the server cleanly (SIGTERM), or kills it after [`STOP_GRACE`].
+    /// Waits without blocking a runtime thread: it polls the child every
+    /// [`STOP_POLL`].
+    pub async fn terminate(&mut self) {
         let pid = self.child.id().to_string();
-        let asked = Command::new("kill")
+        let asked = tokio::process::Command::new("kill")
             .args(["-TERM", &pid])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
+            .await
             .is_ok_and(|s| s.success());
-        if asked {
-            let deadline = Instant::now() + STOP_GRACE;
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        if asked && self.exited_within(STOP_GRACE).await {
+            return;
         }
-        self.kill();
+        let _ = self.child.kill();
+        if !self.exited_within(STOP_GRACE).await {
+            tracing::warn!(pid = %pid, "nats-server did not exit after SIGKILL");
+        }
+    }
+
+    /// Whether the child exits (and is reaped) within `grace`.
+    async fn exited_within(&mut self, grace: Duration) -> bool {
+        let deadline = Instant::now() + grace;
+        loop {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(STOP_POLL).await;
+        }
     }
 
     /// Starts it again on the same port with the same store.

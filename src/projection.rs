@@ -4,13 +4,23 @@
 //! `user_unbanned` and `channel_deleted` events, and snapshotted in the
 //! store with the last sequence it accounts for.
 //!
+//! Memberships and bans are indexed by channel, so `channel_deleted` drops
+//! one entry whatever the channel's size. A snapshot writer copies the
+//! projection under its lock only once: it keeps its own sorted copy (a
+//! [`Snapshot`]) and brings it up to date with the [`Changes`] the fold
+//! recorded since its last write ([`Projection::record_changes`] once,
+//! then [`Projection::take_changes`]). The cost, stated: that copy is a
+//! second projection in memory, and the fold pushes one [`Change`] per
+//! membership fact that changed.
+//!
 //! Architecture invariant: the fold is a pure function of the events in
 //! sequence order; the same events give the same projection on every node.
 //! It does no I/O: reading the log into it is `Log::fold_into`, beside the log.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::access::Standing;
 use crate::channel::{Channel, Id};
@@ -26,14 +36,97 @@ pub const FOLDED: &[EventType] = &[
     EventType::ChannelDeleted,
 ];
 
+/// Users by channel. A channel with no user has no entry, so equal facts
+/// give equal indexes.
+type ByChannel = HashMap<Id, HashSet<Id>>;
+
 /// Memberships, bans and deleted channels.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct Projection {
-    members: HashSet<(Id, Id)>,
-    banned: HashSet<(Id, Id)>,
+    members: ByChannel,
+    banned: ByChannel,
     deleted: HashSet<Id>,
     /// Every event up to this sequence is accounted for.
     pub last_seq: u64,
+    /// The changes since the last [`Projection::take_changes`], while a
+    /// snapshot writer records them; not part of the projection's value.
+    journal: Option<Vec<Change>>,
+}
+
+/// Equal facts and `last_seq`; a recording in progress does not count.
+impl PartialEq for Projection {
+    fn eq(&self, other: &Projection) -> bool {
+        self.last_seq == other.last_seq
+            && self.members == other.members
+            && self.banned == other.banned
+            && self.deleted == other.deleted
+    }
+}
+
+impl Eq for Projection {}
+
+/// One membership fact that changed, as the fold applied it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// `member_joined`.
+    Joined { channel: Id, user: Id },
+    /// `member_left` or `user_kicked`.
+    Left { channel: Id, user: Id },
+    /// `user_banned`: banned, and no longer a member.
+    Banned { channel: Id, user: Id },
+    /// `user_unbanned`: the ban only.
+    Unbanned { channel: Id, user: Id },
+    /// `channel_deleted`: deleted, with every membership and ban in it gone.
+    Deleted { channel: Id },
+}
+
+impl Change {
+    /// The change an event on chat channel `channel` asks for, if any.
+    fn of(channel: Id, data: &EventData) -> Option<Change> {
+        let user = |user: Option<Id>| user.map(|user| (channel, user));
+        Some(match data {
+            EventData::MemberJoined(d) => Change::Joined {
+                channel,
+                user: d.user_id,
+            },
+            EventData::MemberLeft(d) => Change::Left {
+                channel,
+                user: d.user_id,
+            },
+            EventData::UserKicked(d) => {
+                let (channel, user) = user(d.user_id)?;
+                Change::Left { channel, user }
+            }
+            EventData::UserBanned(d) => {
+                let (channel, user) = user(d.user_id)?;
+                Change::Banned { channel, user }
+            }
+            EventData::UserUnbanned(d) => {
+                let (channel, user) = user(d.user_id)?;
+                Change::Unbanned { channel, user }
+            }
+            EventData::ChannelDeleted(_) => Change::Deleted { channel },
+            _ => return None,
+        })
+    }
+}
+
+/// The changes folded since the last batch was taken, up to `last_seq`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub last_seq: u64,
+    changes: Vec<Change>,
+}
+
+impl Changes {
+    /// Whether no membership fact changed (only `last_seq` moved).
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.changes.len()
+    }
 }
 
 /// The stored form of a [`Projection`]: sorted, so equal projections give
@@ -49,49 +142,49 @@ pub struct Snapshot {
 impl Projection {
     pub fn standing(&self, channel: Id, user: Id) -> Standing {
         Standing {
-            member: self.members.contains(&(channel, user)),
-            banned: self.banned.contains(&(channel, user)),
+            member: holds(&self.members, channel, user),
+            banned: holds(&self.banned, channel, user),
             channel_deleted: self.deleted.contains(&channel),
         }
     }
 
     /// Folds one stored event copy. Sequences at or below `last_seq` are
     /// already accounted for and ignored, so a replayed tail is harmless.
+    /// Costs O(1) whatever the event, `channel_deleted` included.
     pub fn apply(&mut self, seq: u64, channel: Channel, data: &EventData) {
         if seq <= self.last_seq {
             return;
         }
         self.last_seq = seq;
         let Channel::Chat(ch) = channel else { return };
-        match data {
-            EventData::MemberJoined(d) => {
-                self.members.insert((ch, d.user_id));
+        let Some(change) = Change::of(ch, data) else {
+            return;
+        };
+        if self.change(change) {
+            if let Some(journal) = &mut self.journal {
+                journal.push(change);
             }
-            EventData::MemberLeft(d) => {
-                self.members.remove(&(ch, d.user_id));
+        }
+    }
+
+    /// Applies one change; whether any fact changed.
+    fn change(&mut self, change: Change) -> bool {
+        match change {
+            Change::Joined { channel, user } => {
+                self.members.entry(channel).or_default().insert(user)
             }
-            EventData::UserKicked(d) => {
-                if let Some(user) = d.user_id {
-                    self.members.remove(&(ch, user));
-                }
+            Change::Left { channel, user } => unhold(&mut self.members, channel, user),
+            Change::Banned { channel, user } => {
+                let left = unhold(&mut self.members, channel, user);
+                self.banned.entry(channel).or_default().insert(user) || left
             }
-            EventData::UserBanned(d) => {
-                if let Some(user) = d.user_id {
-                    self.members.remove(&(ch, user));
-                    self.banned.insert((ch, user));
-                }
+            Change::Unbanned { channel, user } => unhold(&mut self.banned, channel, user),
+            Change::Deleted { channel } => {
+                // Dropping a channel's set frees it at once: its ids need no drop.
+                let members = self.members.remove(&channel).is_some();
+                let banned = self.banned.remove(&channel).is_some();
+                self.deleted.insert(channel) || members || banned
             }
-            EventData::UserUnbanned(d) => {
-                if let Some(user) = d.user_id {
-                    self.banned.remove(&(ch, user));
-                }
-            }
-            EventData::ChannelDeleted(_) => {
-                self.deleted.insert(ch);
-                self.members.retain(|(c, _)| *c != ch);
-                self.banned.retain(|(c, _)| *c != ch);
-            }
-            _ => {}
         }
     }
 
@@ -100,26 +193,134 @@ impl Projection {
         self.last_seq = self.last_seq.max(seq);
     }
 
+    /// Starts (or restarts) recording the changes the fold makes, for a
+    /// snapshot writer, and returns the projection they start from (without
+    /// the recording): the writer sorts it into its own [`Snapshot`] away
+    /// from the lock. Costs one copy of the projection; a writer calls it
+    /// once.
+    pub fn record_changes(&mut self) -> Projection {
+        self.journal = None;
+        let start = self.clone();
+        self.journal = Some(Vec::new());
+        start
+    }
+
+    /// The changes recorded since the last call (or since
+    /// [`Projection::record_changes`]), with the current `last_seq`; `None`
+    /// when nothing records them. Costs O(1).
+    pub fn take_changes(&mut self) -> Option<Changes> {
+        let journal = self.journal.as_mut()?;
+        Some(Changes {
+            last_seq: self.last_seq,
+            changes: std::mem::take(journal),
+        })
+    }
+
+    /// The sorted copy: O(n log n), so not for a lock the router waits on.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             last_seq: self.last_seq,
-            members: self.members.iter().copied().collect(),
-            banned: self.banned.iter().copied().collect(),
+            members: pairs(&self.members),
+            banned: pairs(&self.banned),
             deleted: self.deleted.iter().copied().collect(),
         }
     }
 
     pub fn from_snapshot(snapshot: Snapshot) -> Projection {
+        let index = |pairs: BTreeSet<(Id, Id)>| {
+            let mut index = ByChannel::new();
+            for (channel, user) in pairs {
+                index.entry(channel).or_default().insert(user);
+            }
+            index
+        };
         Projection {
-            members: snapshot.members.into_iter().collect(),
-            banned: snapshot.banned.into_iter().collect(),
+            members: index(snapshot.members),
+            banned: index(snapshot.banned),
             deleted: snapshot.deleted.into_iter().collect(),
             last_seq: snapshot.last_seq,
+            journal: None,
         }
     }
 
+    /// Memberships, bans and deleted channels.
     pub fn len(&self) -> (usize, usize, usize) {
-        (self.members.len(), self.banned.len(), self.deleted.len())
+        let count = |index: &ByChannel| index.values().map(HashSet::len).sum();
+        (
+            count(&self.members),
+            count(&self.banned),
+            self.deleted.len(),
+        )
+    }
+}
+
+fn holds(index: &ByChannel, channel: Id, user: Id) -> bool {
+    index
+        .get(&channel)
+        .is_some_and(|users| users.contains(&user))
+}
+
+/// Removes `user` from `channel`, and the channel's entry once it is empty.
+fn unhold(index: &mut ByChannel, channel: Id, user: Id) -> bool {
+    let Some(users) = index.get_mut(&channel) else {
+        return false;
+    };
+    let removed = users.remove(&user);
+    if users.is_empty() {
+        index.remove(&channel);
+    }
+    removed
+}
+
+fn pairs(index: &ByChannel) -> BTreeSet<(Id, Id)> {
+    index
+        .iter()
+        .flat_map(|(channel, users)| users.iter().map(move |user| (*channel, *user)))
+        .collect()
+}
+
+impl Snapshot {
+    /// Brings the snapshot up to date with changes the fold recorded after
+    /// it: the result equals the projection's own snapshot at
+    /// `changes.last_seq`. O(k log n) for k changes (a deletion removes its
+    /// channel's k pairs), meant for a blocking thread.
+    pub fn apply_changes(&mut self, changes: Changes) {
+        for change in changes.changes {
+            match change {
+                Change::Joined { channel, user } => {
+                    self.members.insert((channel, user));
+                }
+                Change::Left { channel, user } => {
+                    self.members.remove(&(channel, user));
+                }
+                Change::Banned { channel, user } => {
+                    self.members.remove(&(channel, user));
+                    self.banned.insert((channel, user));
+                }
+                Change::Unbanned { channel, user } => {
+                    self.banned.remove(&(channel, user));
+                }
+                Change::Deleted { channel } => {
+                    self.deleted.insert(channel);
+                    remove_channel(&mut self.members, channel);
+                    remove_channel(&mut self.banned, channel);
+                }
+            }
+        }
+        self.last_seq = self.last_seq.max(changes.last_seq);
+    }
+}
+
+/// Removes every pair of `channel`: they are adjacent in the sorted set.
+fn remove_channel(pairs: &mut BTreeSet<(Id, Id)>, channel: Id) {
+    let first = (channel, Id(Uuid::nil()));
+    let gone: Vec<(Id, Id)> = pairs
+        .range(first..)
+        .take_while(|(c, _)| *c == channel)
+        .copied()
+        .collect();
+    for pair in gone {
+        pairs.remove(&pair);
     }
 }
 
@@ -151,95 +352,4 @@ pub fn diff(a: &Snapshot, b: &Snapshot) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::event::{BanChange, ChannelDeleted, Member, UserKicked};
-
-    #[test]
-    fn folds_the_membership_rules() {
-        let ch = Id::new_v4();
-        let u = Id::new_v4();
-        let chat = Channel::Chat(ch);
-        let member = Member {
-            channel_id: ch,
-            user_id: u,
-            username: None,
-        };
-        let ban = BanChange {
-            channel_id: ch,
-            user_id: Some(u),
-            motive: "m".into(),
-        };
-        let mut p = Projection::default();
-        p.apply(1, chat, &EventData::MemberJoined(member.clone()));
-        assert!(p.standing(ch, u).member);
-        p.apply(2, chat, &EventData::UserBanned(ban.clone()));
-        assert_eq!(
-            p.standing(ch, u),
-            Standing {
-                member: false,
-                banned: true,
-                channel_deleted: false
-            }
-        );
-        // The user copy never changes the projection.
-        p.apply(
-            3,
-            Channel::User(u),
-            &EventData::UserUnbanned(BanChange {
-                user_id: None,
-                ..ban.clone()
-            }),
-        );
-        assert!(p.standing(ch, u).banned);
-        p.apply(4, chat, &EventData::UserUnbanned(ban.clone()));
-        assert_eq!(
-            p.standing(ch, u),
-            Standing::default(),
-            "unban restores no membership"
-        );
-        p.apply(5, chat, &EventData::MemberJoined(member.clone()));
-        p.apply(
-            6,
-            chat,
-            &EventData::UserKicked(UserKicked {
-                channel_id: ch,
-                user_id: Some(u),
-            }),
-        );
-        assert!(!p.standing(ch, u).member);
-        // An old sequence is ignored.
-        p.apply(5, chat, &EventData::MemberJoined(member.clone()));
-        assert!(!p.standing(ch, u).member);
-        p.apply(
-            7,
-            chat,
-            &EventData::ChannelDeleted(ChannelDeleted { channel_id: ch }),
-        );
-        assert!(p.standing(ch, u).channel_deleted);
-        assert_eq!(p.last_seq, 7);
-    }
-
-    #[test]
-    fn snapshots_round_trip_and_diff() {
-        let ch = Id::new_v4();
-        let u = Id::new_v4();
-        let mut p = Projection::default();
-        p.apply(
-            9,
-            Channel::Chat(ch),
-            &EventData::MemberJoined(Member {
-                channel_id: ch,
-                user_id: u,
-                username: None,
-            }),
-        );
-        let snap = p.snapshot();
-        let json = serde_json::to_vec(&snap).unwrap();
-        let back: Snapshot = serde_json::from_slice(&json).unwrap();
-        assert_eq!(Projection::from_snapshot(back.clone()), p);
-        assert!(diff(&snap, &back).is_empty());
-        let empty = Snapshot::default();
-        assert_eq!(diff(&snap, &empty).len(), 2);
-    }
-}
+mod tests;

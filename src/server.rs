@@ -154,7 +154,7 @@ impl Running {
             tracing::warn!(error = %e, "store flush failed");
         }
         if let Some(mut nats) = self.nats.take() {
-            nats.terminate();
+            nats.terminate().await;
         }
         tracing::info!(ms = started.elapsed().as_millis() as u64, "stopped");
     }

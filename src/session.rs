@@ -94,6 +94,8 @@ impl Sessions {
         )
     }
 
+    /// Removes expired sessions; how many. Scans every session in sled, so
+    /// it blocks: the node runs it on a blocking thread.
     pub fn sweep(&self) -> Result<usize, StoreError> {
         self.store.sweep_sessions(chrono::Utc::now().timestamp())
     }
