@@ -12,9 +12,15 @@
 //! - `user_unbanned` lifts the ban only; it does not restore a membership.
 //!   After an unban the user needs a grant or a new `member_joined`.
 //! - A deleted channel stays deleted: nobody subscribes to it again.
-//! - A live or replayed subscription that reaches a ban, kick or leave of
-//!   its own user, or the channel's deletion, delivers that event and is
-//!   then cut with the matching reason.
+//! - A live subscription that reaches a ban, kick or leave of its own user,
+//!   or the channel's deletion, delivers that event and is then cut with the
+//!   matching reason.
+//! - A replay follows the user's standing at each event ([`Standing::after`],
+//!   [`Standing::sees`]): events from a time when the user could not see the
+//!   channel (banned, or a non-member without a grant) are withheld; events
+//!   about the user's own standing ([`concerns`]) are delivered; the replay
+//!   goes on past an unban and a rejoin. It is cut only at the ban, kick,
+//!   leave or deletion that ends the user's current standing.
 
 use crate::channel::{Channel, Id};
 use crate::event::EventData;
@@ -26,6 +32,61 @@ pub struct Standing {
     pub member: bool,
     pub banned: bool,
     pub channel_deleted: bool,
+}
+
+impl Standing {
+    /// The standing after `data`, an event of the channel, for `user`: the
+    /// projection's fold, for one user.
+    pub fn after(self, user: Id, data: &EventData) -> Standing {
+        let about = |u: Option<Id>| u == Some(user);
+        match data {
+            EventData::MemberJoined(d) if d.user_id == user => Standing {
+                member: true,
+                ..self
+            },
+            EventData::MemberLeft(d) if d.user_id == user => Standing {
+                member: false,
+                ..self
+            },
+            EventData::UserKicked(d) if about(d.user_id) => Standing {
+                member: false,
+                ..self
+            },
+            EventData::UserBanned(d) if about(d.user_id) => Standing {
+                member: false,
+                banned: true,
+                ..self
+            },
+            EventData::UserUnbanned(d) if about(d.user_id) => Standing {
+                banned: false,
+                ..self
+            },
+            EventData::ChannelDeleted(_) => Standing {
+                channel_deleted: true,
+                ..self
+            },
+            _ => self,
+        }
+    }
+
+    /// Whether the channel's events are for the user with this standing,
+    /// `granted`: whether the token grants the channel.
+    pub fn sees(self, granted: bool) -> bool {
+        !self.channel_deleted && !self.banned && (self.member || granted)
+    }
+}
+
+/// Whether `data` is about `user`'s own standing in its channel (their
+/// join, leave, kick, ban or unban, or the channel's deletion): such an
+/// event is delivered to them whatever their standing.
+pub fn concerns(user: Id, data: &EventData) -> bool {
+    match data {
+        EventData::MemberJoined(d) | EventData::MemberLeft(d) => d.user_id == user,
+        EventData::UserKicked(d) => d.user_id == Some(user),
+        EventData::UserBanned(d) | EventData::UserUnbanned(d) => d.user_id == Some(user),
+        EventData::ChannelDeleted(_) => true,
+        _ => false,
+    }
 }
 
 /// Why a subscription is refused.

@@ -24,11 +24,17 @@
 //!   subscription whose events the hub could not queue starts an unannounced
 //!   replay from its cursor. The log holds every stored event, so nothing is
 //!   lost and memory stays bounded.
-//! - **Cuts**: an event that bans, kicks or removes the subscriber (or
+//! - **Cuts**: live, an event that bans, kicks or removes the subscriber (or
 //!   deletes the channel) is written, then `unsubscribed`, then nothing. A
 //!   restored subscription the projection already denies replays up to the
 //!   cutting event and ends there, or at the end of its replay if retention
 //!   dropped that event.
+//! - **Standing over time**: when the subscriber's standing in the channel
+//!   changed within the replayed range ([`Standing`]), the replay follows it
+//!   event by event: events from a time the user could not see the channel
+//!   are withheld (the cursor still passes them), events about the user's
+//!   own standing are written, and a cut ends the replay only if it is the
+//!   one that ends the user's current standing (`final_cut`).
 //!
 //! Contract with the driver: [`Action::MeasureTarget`] and
 //! [`Action::Probe`] are answered (by [`Subscription::on_target`] and
@@ -39,7 +45,7 @@ use std::sync::Arc;
 
 use super::hub::Delivery;
 use super::protocol;
-use crate::access::{self, EndReason};
+use crate::access::{self, EndReason, Standing};
 use crate::channel::{Channel, Id};
 use crate::envelope::{StoredEvent, Text};
 
@@ -100,6 +106,18 @@ enum Phase {
     Ended,
 }
 
+/// The subscriber's standing over a replay, when it changes within it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Following {
+    /// The standing just before the replay's first event.
+    pub standing: Standing,
+    /// Whether the token grants the channel.
+    pub granted: bool,
+    /// The `seq` of the cut that ends the user's current standing, if the
+    /// replayed range holds it; other cuts in the range were undone later.
+    pub final_cut: Option<u64>,
+}
+
 #[derive(Debug)]
 struct Replay {
     /// Complete once this `seq` is read (or the log has no event of the
@@ -113,6 +131,8 @@ struct Replay {
     count: u64,
     /// Whether the client asked for it (then it ends with `replayed`).
     announce: bool,
+    /// `None`: the standing is the same over the whole replay.
+    following: Option<Following>,
 }
 
 /// One subscription's state; see the module documentation for the rules.
@@ -152,8 +172,23 @@ impl Subscription {
     /// A subscription that first replays every event after `after` up to
     /// `target`, announced with `replayed`, then goes live.
     pub fn replaying(channel: Channel, after: u64, target: u64, out: &mut Actions) -> Subscription {
+        Subscription::replaying_following(channel, after, target, None, out)
+    }
+
+    /// [`Subscription::replaying`], following the subscriber's standing
+    /// where it changes within the replayed range.
+    pub fn replaying_following(
+        channel: Channel,
+        after: u64,
+        target: u64,
+        following: Option<Following>,
+        out: &mut Actions,
+    ) -> Subscription {
         let mut sub = Subscription::live(channel, after);
         sub.start_replay(Some(target), true, out);
+        if let Phase::Replaying(replay) = &mut sub.phase {
+            replay.following = following;
+        }
         sub
     }
 
@@ -270,13 +305,29 @@ impl Subscription {
         replay.read_pos = replay.read_pos.max(seq);
         let done = replay.target.is_some_and(|target| seq >= target);
         if let Some(event) = event.filter(|e| e.seq > self.cursor) {
-            replay.count += 1;
             self.cursor = event.seq;
-            out.push_back(Action::Write(Frame::Replayed(event.encode())));
-            let cut = access::cut(self.channel, &event.data).filter(|c| c.applies_to(rules.user));
+            let user = rules.user;
+            let (shown, ends) = match &mut replay.following {
+                None => (true, true),
+                Some(f) => {
+                    let before = f.standing;
+                    f.standing = before.after(user, &event.data);
+                    let shown = before.sees(f.granted) || access::concerns(user, &event.data);
+                    (shown, f.final_cut == Some(event.seq))
+                }
+            };
+            if shown {
+                replay.count += 1;
+                out.push_back(Action::Write(Frame::Replayed(event.encode())));
+            }
+            let cut = access::cut(self.channel, &event.data).filter(|c| c.applies_to(user));
             if let Some(cut) = cut {
-                self.end(cut.reason, out);
-                return;
+                // A deletion is for good; another cut only if it ends the
+                // user's current standing.
+                if ends || cut.user.is_none() {
+                    self.end(cut.reason, out);
+                    return;
+                }
             }
         }
         if done {
@@ -336,6 +387,7 @@ impl Subscription {
             buffer: VecDeque::new(),
             count: 0,
             announce,
+            following: None,
         }));
         out.push_back(Action::Read { after: self.cursor });
     }

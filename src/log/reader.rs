@@ -14,6 +14,7 @@ use futures::{Stream, StreamExt};
 use super::{subject, Log, LogError};
 use crate::channel::Channel;
 use crate::envelope::StoredEvent;
+use crate::event::EventType;
 use crate::metrics::Metrics;
 
 /// One message read from the log.
@@ -60,6 +61,21 @@ impl Log {
     /// `seq >= from_seq`, in order, then waits for new ones.
     pub async fn read(&self, channels: &[Channel], from_seq: u64) -> Result<LogRead, LogError> {
         let filters = channels.iter().map(|c| subject::filter(*c)).collect();
+        self.read_filtered(filters, from_seq).await
+    }
+
+    /// Reads one channel's events of the given types with `seq >= from_seq`,
+    /// in order, then waits for new ones (literal subjects, no wildcard).
+    pub async fn read_kinds(
+        &self,
+        channel: Channel,
+        kinds: &[EventType],
+        from_seq: u64,
+    ) -> Result<LogRead, LogError> {
+        let filters = kinds
+            .iter()
+            .map(|k| subject::subject(channel, *k))
+            .collect();
         self.read_filtered(filters, from_seq).await
     }
 

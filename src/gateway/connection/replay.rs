@@ -7,13 +7,18 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use super::{Connection, End};
-use crate::access;
-use crate::channel::Channel;
+use crate::access::{self, Standing};
+use crate::channel::{Channel, Id};
+use crate::envelope::StoredEvent;
 use crate::gateway::protocol::{self, Close, ErrorCode, FrameError, Since};
-use crate::gateway::subscription::{Action, Actions, Subscription};
+use crate::gateway::subscription::{Action, Actions, Following, Subscription};
 use crate::gateway::Node;
 use crate::log::{LogError, ReadItem};
+use crate::projection::FOLDED;
+use crate::token::Claims;
 
 /// How long a log request may take before the connection gives up on it.
 pub const LOG_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,8 +41,8 @@ impl Connection {
         })
     }
 
-    /// Joins the hub, then plans and starts the replay, if any. Returns
-    /// whether the subscription was opened.
+    /// Joins the hub, then plans and starts the replay, if any; a replay
+    /// that cannot be planned is answered `unavailable`.
     pub(super) async fn open_subscription(
         &mut self,
         channel: Channel,
@@ -57,8 +62,18 @@ impl Connection {
                 .push_text(protocol::subscribed(request_id.as_deref(), channel, None));
             return Ok(());
         };
-        let plan = match with_timeout(plan_replay(&self.node, since)).await {
-            Ok(plan) => plan,
+        let planned = async {
+            let plan = plan_replay(&self.node, since).await?;
+            let following = match channel {
+                Channel::Chat(id) => {
+                    following(&self.node, &self.claims, id, plan.after, plan.target).await?
+                }
+                _ => None,
+            };
+            Ok::<_, LogError>((plan, following))
+        };
+        let (plan, following) = match with_timeout(planned).await {
+            Ok(planned) => planned,
             Err(e) => {
                 tracing::warn!(conn = self.id, %channel, error = %e, "cannot plan a replay");
                 self.node.hub.unsubscribe(channel, self.id);
@@ -77,7 +92,13 @@ impl Connection {
             plan.first_seq,
         ));
         let mut out = std::mem::take(&mut self.scratch);
-        let sub = Subscription::replaying(channel, plan.after, plan.target, &mut out);
+        let sub = Subscription::replaying_following(
+            channel,
+            plan.after,
+            plan.target,
+            following,
+            &mut out,
+        );
         self.subs.insert(channel, sub);
         self.apply(channel, &mut out);
         self.scratch = out;
@@ -191,6 +212,83 @@ async fn plan_replay(node: &Node, since: Since) -> Result<ReplayPlan, LogError> 
         target: extent.last_seq,
         first_seq: incomplete.then_some(extent.first_seq),
     })
+}
+
+/// How the user's standing in chat channel `channel` moves over the replay
+/// of `(after, target]`: `None` when it does not (the common case, found
+/// with one read of the channel's membership events in that range). Else
+/// the standing at the start is folded from the channel's membership events
+/// up to `after`, and the cut that ends the current standing is found.
+async fn following(
+    node: &Node,
+    claims: &Claims,
+    channel: Id,
+    after: u64,
+    target: u64,
+) -> Result<Option<Following>, LogError> {
+    let user = claims.sub;
+    let changes = standing_events(node, channel, user, after.saturating_add(1), target).await?;
+    if changes.is_empty() {
+        return Ok(None);
+    }
+    let mut standing = Standing::default();
+    for event in standing_events(node, channel, user, 1, after).await? {
+        standing = standing.after(user, &event.data);
+    }
+    let granted = claims.channels.allows(channel);
+    // The last cut after which the user never saw the channel again.
+    let (mut at, mut final_cut) = (standing, None);
+    for event in &changes {
+        at = at.after(user, &event.data);
+        if at.sees(granted) {
+            final_cut = None;
+        } else if access::cut(Channel::Chat(channel), &event.data).is_some() {
+            final_cut = Some(event.seq);
+        }
+    }
+    let now = node.projection().standing(channel, user);
+    Ok(Some(Following {
+        standing,
+        granted,
+        final_cut: final_cut.filter(|_| !now.sees(granted)),
+    }))
+}
+
+/// The channel's events about `user`'s standing with `seq` in `from..=to`.
+async fn standing_events(
+    node: &Node,
+    channel: Id,
+    user: Id,
+    from: u64,
+    to: u64,
+) -> Result<Vec<StoredEvent>, LogError> {
+    let mut found = Vec::new();
+    if from > to {
+        return Ok(found);
+    }
+    let mut read = node
+        .log
+        .read_kinds(Channel::Chat(channel), FOLDED, from)
+        .await?;
+    if read.initial_pending == 0 {
+        return Ok(found);
+    }
+    while let Some(item) = read.next().await {
+        let item = item?;
+        let (seq, pending) = (item.seq, item.pending);
+        if seq > to {
+            break;
+        }
+        if let Some(event) = item.into_event() {
+            if access::concerns(user, &event.data) {
+                found.push(event);
+            }
+        }
+        if pending == 0 || seq == to {
+            break;
+        }
+    }
+    Ok(found)
 }
 
 /// A log request, bounded in time. The request's future lives on the heap

@@ -11,6 +11,7 @@ use chrono::Utc;
 use proptest::prelude::*;
 
 use super::*;
+use crate::access::Standing;
 use crate::event::{ChannelDeleted, ChannelMessage, EventData, Member};
 
 fn chat() -> (Channel, Id) {
@@ -510,4 +511,93 @@ proptest! {
         let expected: Vec<u64> = world.ours_after(after).map(|e| e.seq).collect();
         prop_assert_eq!(&world.written, &expected);
     }
+}
+
+fn about(channel: Channel, seq: u64, data: EventData) -> StoredEvent {
+    let mut event = message(channel, seq);
+    event.data = data;
+    event
+}
+
+#[test]
+fn a_following_replay_withholds_the_time_away_and_goes_on() {
+    let (ch, channel_id) = chat();
+    let user = Id::new_v4();
+    let r = rules(user);
+    let member = |user_id| Member {
+        channel_id,
+        user_id,
+        username: None,
+    };
+    let ban = |on: bool| {
+        let change = crate::event::BanChange {
+            channel_id,
+            user_id: Some(user),
+            motive: "m".into(),
+        };
+        if on {
+            EventData::UserBanned(change)
+        } else {
+            EventData::UserUnbanned(change)
+        }
+    };
+    let log = vec![
+        message(ch, 1), // before joining: withheld
+        about(ch, 2, EventData::MemberJoined(member(user))),
+        message(ch, 3),                                              // shown
+        about(ch, 4, ban(true)),                                     // about the user: shown
+        message(ch, 5),                                              // banned: withheld
+        about(ch, 6, EventData::MemberJoined(member(Id::new_v4()))), // another user: withheld
+        about(ch, 7, ban(false)),                                    // shown
+        message(ch, 8), // unbanned but not a member: withheld
+        about(ch, 9, EventData::MemberJoined(member(user))),
+        message(ch, 10), // shown
+    ];
+    let following = Following {
+        standing: Standing::default(),
+        granted: false,
+        final_cut: None,
+    };
+    let mut out = Actions::new();
+    let mut sub = Subscription::replaying_following(ch, 0, 10, Some(following), &mut out);
+    out.clear();
+    for event in &log {
+        sub.on_read(&r, event.seq, 10 - event.seq, Some(event), &mut out);
+    }
+    assert_eq!(written_seqs(&out), vec![2, 3, 4, 7, 9, 10]);
+    assert!(!sub.is_replaying() && !sub.is_ended(), "on to live");
+    assert_eq!(
+        frame_types(&out).last().map(String::as_str),
+        Some("replayed")
+    );
+
+    // The same range when the ban at 4 is the user's current standing: the
+    // replay ends there.
+    let following = Following {
+        final_cut: Some(4),
+        ..following
+    };
+    let mut out = Actions::new();
+    let mut sub = Subscription::replaying_following(ch, 0, 10, Some(following), &mut out);
+    out.clear();
+    for event in &log {
+        sub.on_read(&r, event.seq, 10 - event.seq, Some(event), &mut out);
+    }
+    assert_eq!(written_seqs(&out), vec![2, 3, 4]);
+    assert!(matches!(out.back(), Some(Action::StopRead)));
+    assert!(sub.is_ended());
+
+    // A token grant shows what came before joining and after the unban.
+    let granted = Following {
+        granted: true,
+        final_cut: None,
+        ..following
+    };
+    let mut out = Actions::new();
+    let mut sub = Subscription::replaying_following(ch, 0, 10, Some(granted), &mut out);
+    out.clear();
+    for event in &log {
+        sub.on_read(&r, event.seq, 10 - event.seq, Some(event), &mut out);
+    }
+    assert_eq!(written_seqs(&out), vec![1, 2, 3, 4, 7, 8, 9, 10]);
 }
