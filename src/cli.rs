@@ -137,8 +137,8 @@ pub struct TokenArgs {
     /// Username shown with typing.
     #[arg(long)]
     pub name: Option<String>,
-    /// Lifetime: 1h, 30m, 7d, ...
-    #[arg(long, default_value = "1h", value_parser = settings::parser::<Duration>(None))]
+    /// Lifetime: 1h, 30m, 7d, ... (at least 1s: a token must not be born expired)
+    #[arg(long, default_value = "1h", value_parser = settings::parser::<Duration>(Some(("1s", "3650d"))))]
     pub ttl: Duration,
     /// HS256 secret.
     #[arg(long, env = "SWITCHBOARD_JWT_SECRET", hide_env_values = true)]
@@ -172,8 +172,23 @@ pub enum Failure {
     #[error("{0}")]
     Usage(String),
     /// The work failed: exit 1.
-    #[error("{0:#}")]
+    #[error("{}", causes(.0))]
     Work(#[from] anyhow::Error),
+}
+
+/// An error and its causes, each said once: many errors quote their cause
+/// in their own message, so a cause whose words are already there is left
+/// out (not `IO error: refused: IO error: refused: refused`).
+pub fn causes(error: &anyhow::Error) -> String {
+    let mut said: Vec<String> = Vec::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if said.iter().any(|earlier| earlier.contains(&text)) {
+            continue;
+        }
+        said.push(text);
+    }
+    said.join(": ")
 }
 
 impl From<SettingError> for Failure {
@@ -415,61 +430,124 @@ fn token(args: TokenArgs) -> Result<(), Failure> {
 }
 
 async fn projection(args: ProjectionArgs) -> Result<(), Failure> {
-    use crate::projection::{diff, Projection};
+    use crate::data_dir::{DataDirError, DataDirLock};
     let (ProjectionAction::Rebuild(log_args) | ProjectionAction::Check(log_args)) = &args.action;
-    let data_dir = log_args.resolve()?.data_dir;
-    let log = connect(log_args).await?;
-    let store = crate::store::Store::open(&data_dir.join("sled")).map_err(|e| {
-        Failure::Work(anyhow::anyhow!(
-            "cannot open the store in {} (is `serve` running? stop it first): {e}",
-            data_dir.display()
-        ))
-    })?;
-    let work = |e: crate::log::LogError| Failure::Work(e.into());
-    match args.action {
-        ProjectionAction::Rebuild(_) => {
-            let started = std::time::Instant::now();
-            let until = log.extent().await.map_err(work)?.last_seq;
-            let mut fresh = Projection::default();
-            let folded = log.fold_into(&mut fresh, until).await.map_err(work)?;
-            store
-                .put_snapshot(&fresh.snapshot())
-                .and_then(|()| store.flush())
+    let rebuild = matches!(args.action, ProjectionAction::Rebuild(_));
+    let settings = log_args.resolve()?;
+    let data_dir = settings.data_dir.clone();
+    let sled_dir = data_dir.join("sled");
+    // With no gateway on the data directory, it is ours: its store, and its
+    // local nats-server if no NATS URL is set. With one, `check` reads the
+    // snapshot file beside its store and the NATS it uses; `rebuild` waits.
+    let held = match DataDirLock::take(&data_dir) {
+        Ok(lock) => Some(lock),
+        Err(busy @ DataDirError::Busy { .. }) if rebuild => {
+            return Err(Failure::Usage(format!(
+                "{busy}: stop it before `projection rebuild` (a running gateway keeps \
+                 and snapshots its own projection; `projection check` works while it runs)"
+            )))
+        }
+        Err(DataDirError::Busy { .. }) => None,
+        Err(e) => return Err(Failure::Work(e.into())),
+    };
+    let mut nats = None;
+    let local_store = data_dir.join("nats");
+    let log = match (&held, &settings.nats_url) {
+        (Some(_), None) if local_store.is_dir() => {
+            let server = crate::local_nats::NatsServer::start(&local_store)
                 .map_err(|e| Failure::Work(e.into()))?;
-            let (members, banned, deleted) = fresh.len();
-            println!(
-                "{}",
-                json!({"last_seq": fresh.last_seq, "folded": folded, "members": members,
-                       "banned": banned, "deleted_channels": deleted,
-                       "ms": started.elapsed().as_millis() as u64})
-            );
-            Ok(())
-        }
-        ProjectionAction::Check(_) => {
-            let snapshot = store
-                .snapshot()
-                .map_err(|e| Failure::Work(e.into()))?
-                .unwrap_or_default();
-            let mut fresh = Projection::default();
-            log.fold_into(&mut fresh, snapshot.last_seq)
+            let log = Log::open(&server.url(), settings.stream_settings())
                 .await
-                .map_err(work)?;
-            let differences = diff(&snapshot, &fresh.snapshot());
-            if differences.is_empty() {
-                println!(
-                    "projection snapshot matches a fresh fold up to seq {}",
-                    snapshot.last_seq
-                );
-                Ok(())
-            } else {
-                for line in &differences {
-                    println!("{line}");
-                }
-                Err(Failure::Work(anyhow::anyhow!(
-                    "{} differences between the snapshot and a fresh fold",
-                    differences.len()
-                )))
-            }
+                .map_err(|e| Failure::Work(e.into()));
+            nats = Some(server);
+            log?
         }
+        _ => connect(log_args).await?,
+    };
+    let result = fold_and_compare(&log, &sled_dir, held.is_some(), rebuild).await;
+    if let Some(mut server) = nats {
+        server.terminate().await;
+    }
+    result
+}
+
+/// `projection rebuild` (writes the snapshot) or `check` (compares it with a
+/// fresh fold); `own_store`: no gateway holds the data directory.
+async fn fold_and_compare(
+    log: &Log,
+    sled_dir: &std::path::Path,
+    own_store: bool,
+    rebuild: bool,
+) -> Result<(), Failure> {
+    use crate::projection::{diff, Projection};
+    let work = |e: crate::log::LogError| Failure::Work(e.into());
+    let store_error = |e: crate::store::StoreError| Failure::Work(e.into());
+    if rebuild {
+        let store = crate::store::Store::open(sled_dir).map_err(store_error)?;
+        let started = std::time::Instant::now();
+        let until = log.extent().await.map_err(work)?.last_seq;
+        let mut fresh = Projection::default();
+        let folded = log.fold_into(&mut fresh, until).await.map_err(work)?;
+        store
+            .put_snapshot(&fresh.snapshot())
+            .and_then(|()| store.flush())
+            .map_err(store_error)?;
+        let (members, banned, deleted) = fresh.len();
+        println!(
+            "{}",
+            json!({"last_seq": fresh.last_seq, "folded": folded, "members": members,
+                   "banned": banned, "deleted_channels": deleted,
+                   "ms": started.elapsed().as_millis() as u64})
+        );
+        return Ok(());
+    }
+    let snapshot = if own_store {
+        crate::store::Store::open(sled_dir)
+            .and_then(|store| store.snapshot())
+            .map_err(store_error)?
+    } else {
+        crate::store::Store::read_snapshot_file(sled_dir).map_err(store_error)?
+    }
+    .unwrap_or_default();
+    let mut fresh = Projection::default();
+    log.fold_into(&mut fresh, snapshot.last_seq)
+        .await
+        .map_err(work)?;
+    let differences = diff(&snapshot, &fresh.snapshot());
+    if differences.is_empty() {
+        println!(
+            "projection snapshot matches a fresh fold up to seq {}",
+            snapshot.last_seq
+        );
+        Ok(())
+    } else {
+        for line in &differences {
+            println!("{line}");
+        }
+        Err(Failure::Work(anyhow::anyhow!(
+            "{} differences between the snapshot and a fresh fold",
+            differences.len()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("IO error: {0}")]
+    struct Quoting(#[source] std::io::Error);
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let error = anyhow::Error::new(Quoting(io)).context("cannot connect to NATS");
+        assert_eq!(
+            Failure::Work(error).to_string(),
+            "cannot connect to NATS: IO error: refused"
+        );
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(Failure::Work(plain).to_string(), "outer: inner");
     }
 }

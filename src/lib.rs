@@ -19,11 +19,13 @@
 //! - [`server`]: `serve`: brings a node up and takes it down, in order.
 //! - [`settings`]: settings values, their precedence, and errors that name them.
 //! - [`cli`]: the command line (`serve`, `publish`, `replay`, `token`, `projection`).
+//! - [`data_dir`]: the data directory's lock: one switchboard process at a time.
 //! - [`local_nats`]: a nats-server child process, for `serve` without a URL and for tests.
 //! - [`metrics`]: the Prometheus series, registered once.
 
 pub mod access;
 pub mod channel;
+pub mod data_dir;
 pub mod envelope;
 pub mod event;
 pub mod gateway;

@@ -18,6 +18,7 @@ use anyhow::Context;
 
 pub mod listener;
 
+use crate::data_dir::DataDirLock;
 use crate::gateway::{housekeeping, router, Node};
 use crate::local_nats::NatsServer;
 use crate::log::Log;
@@ -33,6 +34,8 @@ pub struct Running {
     server: tokio::task::JoinHandle<()>,
     nats: Option<NatsServer>,
     shutdown_timeout: Duration,
+    /// Released last, once the local nats-server is gone.
+    _data_dir: DataDirLock,
 }
 
 /// Opens the store and brings the projection up to the log's current end.
@@ -68,12 +71,9 @@ pub async fn load_projection(log: &Log, store: &Store) -> anyhow::Result<Project
 }
 
 pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
-    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
-        format!(
-            "cannot create the data directory {}",
-            settings.data_dir.display()
-        )
-    })?;
+    // Before anything else: a second `serve` on this directory must not
+    // start a nats-server on its store or overwrite its files.
+    let data_dir = DataDirLock::take(&settings.data_dir)?;
     let (url, nats) = match &settings.nats_url {
         Some(url) => (url.clone(), None),
         None => {
@@ -133,6 +133,7 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         server,
         nats,
         shutdown_timeout: settings.shutdown_timeout,
+        _data_dir: data_dir,
     })
 }
 
@@ -154,6 +155,7 @@ impl Running {
             tracing::warn!(error = %e, "store flush failed");
         }
         if let Some(mut nats) = self.nats.take() {
+            self.node.log().close().await;
             nats.terminate().await;
         }
         tracing::info!(ms = started.elapsed().as_millis() as u64, "stopped");

@@ -159,6 +159,28 @@ impl Store {
         Ok(removed)
     }
 
+    /// The snapshot file of the store in `dir`, read without opening sled
+    /// (whose lock a running gateway holds): its `last_seq` is the one it
+    /// was written with, not yet advanced.
+    pub fn read_snapshot_file(dir: &Path) -> Result<Option<Snapshot>, StoreError> {
+        let path = dir.join(SNAPSHOT_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| StoreError::Corrupt {
+                        key: "projection snapshot".into(),
+                        reason: format!("{}: {e}", path.display()),
+                    })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StoreError::File {
+                path: path.display().to_string(),
+                source,
+            }),
+        }
+    }
+
     /// The projection snapshot, with the `last_seq` it was advanced to.
     pub fn snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
         let corrupt = |reason: String| StoreError::Corrupt {

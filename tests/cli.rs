@@ -1111,3 +1111,183 @@ fn projection_check_after_rebuild_matches_and_catches_a_tampered_snapshot() {
     projection("rebuild").ok();
     assert!(projection("check").ok().stdout.contains("matches"));
 }
+
+// ---------------------------------------------------------------------------
+// the data directory: one serve at a time; the tools beside it
+// ---------------------------------------------------------------------------
+
+/// `serve --dev` without a NATS URL in `dir` (its `./data`), on a free port.
+fn serve_local(dir: &Path) -> (Proc, SocketAddr) {
+    match serve(switchboard(dir).args(["serve", "--dev", "--listen", "127.0.0.1:0"])) {
+        Served::Up { proc, addr } => (proc, addr),
+        Served::Exited(out) => panic!("serve exited: {}", out.stderr),
+    }
+}
+
+/// Stops a serve as a user's Ctrl-C would, and returns what it logged.
+fn stop(mut proc: Proc) -> Output {
+    let pid = proc.0.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let stderr = drain(proc.0.stderr.take());
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = proc.0.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: String::new(),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+#[test]
+fn a_second_serve_on_the_same_data_dir_stops_at_once_and_touches_nothing() {
+    let dir = temp();
+    let (first, _) = serve_local(dir.path());
+    let url_file = dir.path().join("data/nats/url");
+    let url = std::fs::read_to_string(&url_file).expect("the first serve wrote its URL");
+
+    let second = expect_exit(serve(switchboard(dir.path()).args([
+        "serve",
+        "--dev",
+        "--listen",
+        "127.0.0.1:0",
+    ])));
+    assert_eq!(second.code(), Some(1), "{}", second.stderr);
+    let pid = first.0.id();
+    assert!(
+        second
+            .stderr
+            .contains(&format!("another switchboard is using ./data (pid {pid})")),
+        "{}",
+        second.stderr
+    );
+    assert!(
+        !second.stderr.contains("nats-server"),
+        "no second nats-server was started: {}",
+        second.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(&url_file).expect("url file"),
+        url,
+        "the first one's files are untouched"
+    );
+    // The tools still find the healthy first gateway's NATS.
+    let c = Id::new_v4();
+    run(
+        switchboard(dir.path())
+            .args(["publish", "--type", "channel_created", "--data"])
+            .arg(json!({"channel_id": c, "channel_name": "general"}).to_string()),
+        None,
+    )
+    .ok();
+    drop(first);
+}
+
+#[test]
+fn projection_check_works_beside_a_running_serve_and_both_tools_after_it_stops() {
+    let dir = temp();
+    let (gateway, _) = serve_local(dir.path());
+    let (c, u) = (Id::new_v4(), Id::new_v4());
+    run(
+        switchboard(dir.path())
+            .args(["publish", "--type", "member_joined", "--data"])
+            .arg(json!({"channel_id": c, "user_id": u, "username": null}).to_string()),
+        None,
+    )
+    .ok();
+    let check = run(switchboard(dir.path()).args(["projection", "check"]), None).ok();
+    assert!(
+        check.stdout.contains("matches a fresh fold"),
+        "{}",
+        check.stdout
+    );
+    let refused = run(
+        switchboard(dir.path()).args(["projection", "rebuild"]),
+        None,
+    );
+    refused.usage_error(&["another switchboard is using ./data", "stop it"]);
+
+    let stopped = stop(gateway);
+    assert_eq!(stopped.code(), Some(0), "{}", stopped.stderr);
+    // Stopped: the tools start the data directory's nats-server themselves.
+    let rebuilt = run(
+        switchboard(dir.path()).args(["projection", "rebuild"]),
+        None,
+    )
+    .ok();
+    let summary = &rebuilt.lines()[0];
+    assert_eq!(summary["members"], 1, "{summary}");
+    let check = run(switchboard(dir.path()).args(["projection", "check"]), None).ok();
+    assert!(
+        check.stdout.contains("matches a fresh fold"),
+        "{}",
+        check.stdout
+    );
+}
+
+#[test]
+fn a_normal_stop_is_quiet() {
+    let dir = temp();
+    let (gateway, _) = serve_local(dir.path());
+    let stopped = stop(gateway);
+    assert_eq!(stopped.code(), Some(0));
+    for noise in ["client error", "lost the connection", "ERROR", "WARN"] {
+        assert!(
+            !stopped.stderr.contains(noise),
+            "`{noise}` at a normal stop:\n{}",
+            stopped.stderr
+        );
+    }
+}
+
+#[test]
+fn errors_say_each_cause_once_and_hint_at_the_nats_url() {
+    let dir = temp();
+    let out = run(
+        switchboard(dir.path()).args([
+            "replay",
+            "--nats-url",
+            "nats://127.0.0.1:1",
+            "--channel",
+            "global",
+        ]),
+        None,
+    );
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("cannot connect to NATS"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("SWITCHBOARD_NATS_URL"),
+        "{}",
+        out.stderr
+    );
+    let refused = out.stderr.matches("refused").count();
+    assert!(
+        refused <= 1,
+        "the cause is said once, not {refused} times: {}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_token_born_expired_is_refused() {
+    let dir = temp();
+    let sub = Id::new_v4().to_string();
+    for ttl in ["0s", "0ms"] {
+        let out = run(
+            switchboard(dir.path()).args(["token", "--dev", "--sub", &sub, "--ttl", ttl]),
+            None,
+        );
+        out.usage_error(&["--ttl", "minimum 1s"]);
+        assert!(!out.stderr.contains("SWITCHBOARD_TTL"), "{}", out.stderr);
+        assert!(out.stdout.is_empty());
+    }
+}

@@ -34,6 +34,9 @@ pub const MIN_SERVER_VERSION: (u64, u64) = (2, 10);
 /// How long the first connection to NATS may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a normal stop waits for the NATS connection to close.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// How the stream is configured; the matching settings are in `crate::settings`.
 #[derive(Clone, Debug)]
 pub struct StreamSettings {
@@ -60,7 +63,11 @@ impl Default for StreamSettings {
 /// What went wrong talking to the log.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
-    #[error("cannot connect to NATS at {url}: {source}")]
+    #[error(
+        "cannot connect to NATS at {url}: {source} (is nats-server running there? \
+         Set SWITCHBOARD_NATS_URL or --nats-url to the right one, or leave it unset \
+         for `serve` to start a local nats-server)"
+    )]
     Connect {
         url: String,
         source: async_nats::ConnectError,
@@ -132,6 +139,7 @@ impl Log {
         async_nats::ConnectOptions::new()
             .name("switchboard")
             .connection_timeout(CONNECT_TIMEOUT)
+            .event_callback(|event| async move { log_connection_event(event) })
             .connect(url)
             .await
             .map_err(|source| LogError::Connect {
@@ -162,6 +170,21 @@ impl Log {
             stream,
             settings,
         })
+    }
+
+    /// Closes the connection to NATS (what is buffered is sent first), so
+    /// that a normal stop is not reported as a lost connection.
+    pub async fn close(&self) {
+        if let Err(e) = self.client.drain().await {
+            tracing::debug!(error = %e, "NATS connection not drained");
+            return;
+        }
+        let closed = async {
+            while self.client.connection_state() == async_nats::connection::State::Connected {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, closed).await;
     }
 
     /// The raw NATS client: an escape hatch for tests and tools that must
@@ -342,6 +365,26 @@ async fn ensure_stream(
             .create_stream(config)
             .await
             .map_err(|e| LogError::stream(name, format!("create: {e}"))),
+    }
+}
+
+/// The NATS connection's events, at the level they deserve: a lost
+/// connection is a warning, its return news; the client errors that come
+/// with a lost or closed connection add nothing (async-nats would log every
+/// event at INFO).
+fn log_connection_event(event: async_nats::Event) {
+    use async_nats::Event;
+    match event {
+        Event::Disconnected => tracing::warn!("lost the connection to NATS; reconnecting"),
+        Event::Connected => tracing::info!("connected to NATS"),
+        Event::LameDuckMode => {
+            tracing::warn!("the NATS server is entering lame-duck mode; it will move us")
+        }
+        Event::ServerError(e) => tracing::warn!(error = %e, "NATS server error"),
+        Event::SlowConsumer(sid) => tracing::warn!(sid, "NATS slow consumer"),
+        event @ (Event::Draining | Event::Closed | Event::ClientError(_)) => {
+            tracing::debug!(%event, "NATS connection")
+        }
     }
 }
 
