@@ -16,15 +16,15 @@ default:
 tools:
     @bash scripts/tools.sh
 
-# Build release and run the gateway in dev mode with a local nats-server (prints a token and client examples first)
+# Build release and run the gateway in dev mode (--dev) with a local nats-server (prints a token and client examples first)
 run *ARGS: tools
     #!/usr/bin/env bash
     set -euo pipefail
     cargo build --release
     bin=./target/release/switchboard
-    export SWITCHBOARD_JWT_SECRET="${SWITCHBOARD_JWT_SECRET:-dev-secret-change-me}"
     sub="$(python3 -c 'import uuid;print(uuid.uuid4())')"
-    token="$("$bin" token --sub "$sub" --channels '*' --roles publisher,auditor --name dev --ttl 24h)"
+    # --dev: the development secret, unless SWITCHBOARD_JWT_SECRET is set (the same for both).
+    token="$("$bin" token --dev --sub "$sub" --channels '*' --roles publisher,auditor --name dev --ttl 24h)"
     listen="${SWITCHBOARD_LISTEN:-127.0.0.1:8080}"
     set -- {{ ARGS }}
     prev=""
@@ -40,7 +40,7 @@ run *ARGS: tools
     echo 'then send: {"type":"subscribe","channel":"global"}'
     echo "publish (another terminal, repo root): $bin publish --type channel_created --data '{\"channel_id\":\"$channel_id\",\"channel_name\":\"general\"}'"
     echo
-    exec "$bin" serve "$@"
+    exec "$bin" serve --dev "$@"
 
 # Run all tests: unit, integration against real nats-servers, and a smoke run of each bench
 test: tools

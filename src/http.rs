@@ -254,7 +254,7 @@ impl Refusal {
             Refusal::Unauthorized(e) => {
                 // RFC 6750: `invalid_token` once a token was presented.
                 let challenge = match e {
-                    TokenError::Missing => "Bearer",
+                    TokenError::Missing | TokenError::MissingHeader => "Bearer",
                     _ => "Bearer error=\"invalid_token\"",
                 };
                 let mut response = error_reply(StatusCode::UNAUTHORIZED, "unauthorized", e);
@@ -285,7 +285,11 @@ fn authenticate(
     query: Option<&HashMap<String, String>>,
     role: Option<Role>,
 ) -> Result<Claims, Refusal> {
-    let token = token_of(headers, query).ok_or(TokenError::Missing);
+    let missing = match query {
+        Some(_) => TokenError::Missing,
+        None => TokenError::MissingHeader,
+    };
+    let token = token_of(headers, query).ok_or(missing);
     let claims = token
         .and_then(|t| node.keys.verify(t))
         .map_err(Refusal::Unauthorized)?;

@@ -243,6 +243,11 @@ fn excerpt(s: &str) -> String {
 pub enum TokenError {
     #[error("no token: send `Authorization: Bearer <jwt>` or `?token=<jwt>`")]
     Missing,
+    /// No token on a route that takes it only from the header (the HTTP API).
+    #[error(
+        "no token: send `Authorization: Bearer <jwt>` (the `?token=` parameter is only for `/v1/ws`)"
+    )]
+    MissingHeader,
     #[error("not a JWT: {0}")]
     Malformed(&'static str),
     #[error("token signed with `{0}`: this gateway accepts only HS256-signed tokens")]

@@ -198,6 +198,23 @@ async fn every_refused_token_gets_a_401_saying_why() {
         "unauthorized",
     );
     assert!(message.contains("no token"), "{message}");
+    assert!(message.contains("?token="), "the upgrade takes ?token=: {message}");
+    // The HTTP API takes the header only, and says so.
+    let missing = http()
+        .get(gateway.http("/v1/history/global"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(missing.status(), 401);
+    let message = message_of(
+        "missing on history",
+        &missing.text().await.expect("body"),
+        "unauthorized",
+    );
+    assert!(
+        message.contains("only for `/v1/ws`"),
+        "history does not take ?token=: {message}"
+    );
 
     // A long claim is quoted as an excerpt, never whole.
     let long = signed(&publisher(json!({"channels": ["x".repeat(3000)]})));
