@@ -157,10 +157,12 @@ pub struct ProjectionArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum ProjectionAction {
-    /// Fold the projection afresh from the log and replace the snapshot (stop `serve` first).
+    /// Fold the projection afresh from the log and replace the snapshot (stop `serve` first;
+    /// starts the data directory's nats-server when no NATS URL is set).
     #[command(after_help = after_help())]
     Rebuild(LogArgs),
-    /// Compare the snapshot with a fresh fold up to the snapshot's sequence; exit 1 if they differ.
+    /// Compare the snapshot with a fresh fold up to the snapshot's sequence; exit 1 if they
+    /// differ. Works beside a running `serve`; with none, starts the data directory's nats-server.
     #[command(after_help = after_help())]
     Check(LogArgs),
 }
