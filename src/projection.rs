@@ -34,6 +34,10 @@ pub struct Projection {
     deleted: HashSet<Id>,
     /// Every event up to this sequence is accounted for.
     pub last_seq: u64,
+    /// The epoch of the stream these sequences belong to (`crate::log::Epoch`),
+    /// kept with the snapshot so that a snapshot of another stream is never
+    /// reused; `None` in snapshots written before epochs existed.
+    pub epoch: Option<String>,
 }
 
 /// The stored form of a [`Projection`]: sorted, so equal projections give
@@ -41,6 +45,8 @@ pub struct Projection {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub last_seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
     pub members: BTreeSet<(Id, Id)>,
     pub banned: BTreeSet<(Id, Id)>,
     pub deleted: BTreeSet<Id>,
@@ -103,6 +109,7 @@ impl Projection {
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             last_seq: self.last_seq,
+            epoch: self.epoch.clone(),
             members: self.members.iter().copied().collect(),
             banned: self.banned.iter().copied().collect(),
             deleted: self.deleted.iter().copied().collect(),
@@ -115,6 +122,7 @@ impl Projection {
             banned: snapshot.banned.into_iter().collect(),
             deleted: snapshot.deleted.into_iter().collect(),
             last_seq: snapshot.last_seq,
+            epoch: snapshot.epoch,
         }
     }
 
