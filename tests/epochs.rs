@@ -344,3 +344,44 @@ async fn a_snapshot_of_another_epoch_is_not_reused_at_start_up() {
         "the start-up says why it folded afresh"
     );
 }
+
+#[tokio::test]
+async fn a_rebuilt_projection_is_snapshotted_for_the_next_start() {
+    let nats = nats();
+    let mut first = Gateway::start(&nats);
+    let log = log(&nats).await;
+    let (c, user) = (Id::new_v4(), Id::new_v4());
+    // The old stream is longer than the new one will be, and a clean stop
+    // leaves its snapshot (at seq 10) for the next start.
+    store_messages(&log, Id::new_v4(), 10, "old").await;
+    wait_until("the router to route the old stream", || async {
+        first.metric("switchboard_events_in_total").await >= 10.0
+    })
+    .await;
+    assert!(first.terminate().success());
+    let mut second = Gateway::spawn(&first.nats_url, first.data_dir(), &[]);
+
+    let log = recreate_stream(&nats, &log).await;
+    wait_for_rebuild(&second).await;
+    let seq = log.store(&joined(c, user)).await.expect("stored").seq;
+    let mut client = Client::connect(&second, &token(user, Grant::None, &[])).await;
+    subscribe_until(&mut client, chat(c), true).await;
+    client.close().await;
+    assert!(second.terminate().success());
+
+    let third = Gateway::spawn(&first.nats_url, first.data_dir(), &[]);
+    let ready = third
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("projection ready"))
+        .next_back()
+        .map(str::to_string)
+        .expect("a start-up line");
+    assert!(
+        ready.contains(&format!("from={seq} ")),
+        "the next start folds on from the rebuilt projection's snapshot: {ready}"
+    );
+    let mut client = Client::connect(&third, &token(user, Grant::None, &[])).await;
+    let reply = client.subscribe(chat(c)).await;
+    assert_eq!(reply["data"]["complete"], true);
+}

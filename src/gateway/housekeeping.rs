@@ -21,7 +21,9 @@ pub async fn run_snapshots(node: Arc<Node>) {
             _ = tick.tick() => false,
         };
         let routed = node.hub.last_routed();
-        if routed > written {
+        // Below what was written only after the stream was recreated
+        // (`Hub::restart`): the rebuilt projection is written at once.
+        if routed != written {
             let snapshot = {
                 let mut projection = node.projection_mut();
                 projection.advance_to(routed);

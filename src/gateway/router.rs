@@ -34,8 +34,9 @@ use crate::projection::{Projection, FOLDED};
 pub const RETRY_DELAY: Duration = Duration::from_millis(250);
 
 /// How often the router asks whether the stream was recreated (one stream
-/// info request). A recreation is noticed at most this late; until then
-/// the new stream's events wait in it, and nothing is skipped.
+/// info request). A recreation is noticed at most this late. Until then
+/// the new stream's events wait in it; any the old consumer routes
+/// meanwhile come again after the restart (a duplicate, never a skip).
 pub const EPOCH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Routes every stored event with `seq >= next_seq` of the stream of
