@@ -373,8 +373,7 @@ async fn a_rebuilt_projection_is_snapshotted_for_the_next_start() {
     let ready = third
         .log_text()
         .lines()
-        .filter(|l| l.contains("projection ready"))
-        .next_back()
+        .rfind(|l| l.contains("projection ready"))
         .map(str::to_string)
         .expect("a start-up line");
     assert!(
