@@ -195,6 +195,8 @@ async fn run(sizes: Sizes) {
     let folded = sizes.events as u64;
     let fold_rate = rate(folded, fold_time);
     assert_eq!(reference, folded_projection, "both folds agree");
+    // `load_projection` also names the stream epoch its projection is of.
+    folded_projection.epoch = Some(log.epoch().to_string());
     let (members, banned, deleted) = folded_projection.len();
     println!(
         "  catch_up: {} events folded ({} messages read) in {:.3} s = {} events/s (target >= 200,000); {} memberships, {} bans, {} deleted",
@@ -235,6 +237,7 @@ async fn run(sizes: Sizes) {
     if !common::full() {
         // The snapshot path ends where a fresh fold does.
         let mut fresh = Projection::default();
+        fresh.epoch = Some(log.epoch().to_string());
         log.fold_into(&mut fresh, last).await.expect("fresh fold");
         assert_eq!(fresh, warm, "snapshot + tail equals a fresh fold");
     }

@@ -48,6 +48,10 @@ pub struct Projection {
     deleted: HashSet<Id>,
     /// Every event up to this sequence is accounted for.
     pub last_seq: u64,
+    /// The epoch of the stream these sequences belong to (`crate::log::Epoch`),
+    /// kept with the snapshot so that a snapshot of another stream is never
+    /// reused; `None` in snapshots written before epochs existed.
+    pub epoch: Option<String>,
     /// The changes since the last [`Projection::take_changes`], while a
     /// snapshot writer records them; not part of the projection's value.
     journal: Option<Vec<Change>>,
@@ -57,6 +61,7 @@ pub struct Projection {
 impl PartialEq for Projection {
     fn eq(&self, other: &Projection) -> bool {
         self.last_seq == other.last_seq
+            && self.epoch == other.epoch
             && self.members == other.members
             && self.banned == other.banned
             && self.deleted == other.deleted
@@ -134,6 +139,8 @@ impl Changes {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub last_seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
     pub members: BTreeSet<(Id, Id)>,
     pub banned: BTreeSet<(Id, Id)>,
     pub deleted: BTreeSet<Id>,
@@ -220,6 +227,7 @@ impl Projection {
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             last_seq: self.last_seq,
+            epoch: self.epoch.clone(),
             members: pairs(&self.members),
             banned: pairs(&self.banned),
             deleted: self.deleted.iter().copied().collect(),
@@ -240,6 +248,7 @@ impl Projection {
             deleted: snapshot.deleted.into_iter().collect(),
             last_seq: snapshot.last_seq,
             journal: None,
+            epoch: snapshot.epoch,
         }
     }
 

@@ -39,6 +39,11 @@ pub struct Running {
 }
 
 /// Opens the store and brings the projection up to the log's current end.
+///
+/// The snapshot is used only for the stream it was folded from: one of
+/// another epoch (the stream was deleted and created again) is dropped and
+/// the log folded afresh. A snapshot written before epochs existed belongs
+/// to the stream it was written beside.
 pub async fn load_projection(log: &Log, store: &Store) -> anyhow::Result<Projection> {
     let started = Instant::now();
     let mut projection = match store.snapshot() {
@@ -51,7 +56,15 @@ pub async fn load_projection(log: &Log, store: &Store) -> anyhow::Result<Project
     };
     let from = projection.last_seq;
     let extent = log.extent().await?;
-    if extent.last_seq < projection.last_seq {
+    let epoch = extent.epoch.to_string();
+    if projection.epoch.as_ref().is_some_and(|e| *e != epoch) {
+        tracing::warn!(
+            snapshot = projection.epoch.as_deref().unwrap_or_default(),
+            log = %epoch,
+            "the snapshot is of another epoch of the stream (it was recreated); folding afresh"
+        );
+        projection = Projection::default();
+    } else if extent.last_seq < projection.last_seq {
         tracing::warn!(
             snapshot = projection.last_seq,
             log = extent.last_seq,
@@ -59,11 +72,13 @@ pub async fn load_projection(log: &Log, store: &Store) -> anyhow::Result<Project
         );
         projection = Projection::default();
     }
+    projection.epoch = Some(epoch);
     let folded = log.fold_into(&mut projection, extent.last_seq).await?;
     tracing::info!(
         from,
         to = projection.last_seq,
         folded,
+        epoch = projection.epoch.as_deref().unwrap_or_default(),
         ms = started.elapsed().as_millis() as u64,
         "projection ready"
     );
@@ -90,6 +105,7 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
     let projection = load_projection(&log, &store).await?;
     let start_seq = projection.last_seq + 1;
+    let epoch = log.epoch();
     let keys = TokenKeys::hs256(settings.jwt_secret.as_bytes()).with_leeway(settings.token_leeway);
     let node = Node::new(
         log,
@@ -105,7 +121,7 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         .subscribe_typing()
         .await
         .context("cannot subscribe to typing")?;
-    node.spawn(router::run(node.clone(), start_seq));
+    node.spawn(router::run(node.clone(), start_seq, epoch));
     node.spawn(router::run_typing(node.clone(), typing));
     node.spawn(housekeeping::run_snapshots(node.clone()));
     node.spawn(housekeeping::run_session_sweeper(node.clone()));

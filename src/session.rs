@@ -26,6 +26,9 @@ pub struct Opened {
     pub resumed: bool,
     /// Subscriptions to restore, with their cursors.
     pub subscriptions: BTreeMap<Channel, u64>,
+    /// The stream epoch the cursors belong to; `None` when the record
+    /// predates epochs (it then belongs to the current stream).
+    pub epoch: Option<String>,
 }
 
 /// Sessions in the store, with their time to live.
@@ -55,11 +58,18 @@ impl Sessions {
         if let Some(id) = requested {
             match self.store.session(id) {
                 Ok(Some(record)) if record.user == Some(user) && record.expires_at > now => {
-                    self.save(id, user, &record.subscriptions)?;
+                    self.store.put_session(
+                        id,
+                        &SessionRecord {
+                            expires_at: self.expiry(),
+                            ..record.clone()
+                        },
+                    )?;
                     return Ok(Opened {
                         id,
                         resumed: true,
                         subscriptions: record.subscriptions,
+                        epoch: record.epoch,
                     });
                 }
                 Ok(_) => {}
@@ -69,20 +79,23 @@ impl Sessions {
             }
         }
         let id = Id::new_v4();
-        self.save(id, user, &BTreeMap::new())?;
+        self.save(id, user, &BTreeMap::new(), None)?;
         Ok(Opened {
             id,
             resumed: false,
             subscriptions: BTreeMap::new(),
+            epoch: None,
         })
     }
 
-    /// Writes a session's subscriptions and cursors, and extends its life.
+    /// Writes a session's subscriptions and cursors, with the stream epoch
+    /// the cursors belong to, and extends its life.
     pub fn save(
         &self,
         id: Id,
         user: Id,
         subscriptions: &BTreeMap<Channel, u64>,
+        epoch: Option<&str>,
     ) -> Result<(), StoreError> {
         self.store.put_session(
             id,
@@ -90,6 +103,7 @@ impl Sessions {
                 user: Some(user),
                 expires_at: self.expiry(),
                 subscriptions: subscriptions.clone(),
+                epoch: epoch.map(str::to_string),
             },
         )
     }
@@ -114,12 +128,13 @@ mod tests {
         assert!(!first.resumed);
         let mut subs = BTreeMap::new();
         subs.insert(Channel::Global, 7);
-        sessions.save(first.id, ann, &subs).unwrap();
+        sessions.save(first.id, ann, &subs, Some("e1")).unwrap();
 
         let again = sessions.open(Some(first.id), ann).unwrap();
         assert!(again.resumed);
         assert_eq!(again.id, first.id);
         assert_eq!(again.subscriptions, subs);
+        assert_eq!(again.epoch.as_deref(), Some("e1"));
 
         let stolen = sessions.open(Some(first.id), bob).unwrap();
         assert!(!stolen.resumed);

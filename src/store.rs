@@ -65,6 +65,11 @@ pub struct SessionRecord {
     pub expires_at: i64,
     /// Subscription → cursor (the last `seq` acked, else the last delivered).
     pub subscriptions: BTreeMap<Channel, u64>,
+    /// The stream epoch the cursors belong to (`crate::log::Epoch`). Absent
+    /// in records written before epochs existed: those belong to the stream
+    /// they were written beside, the current one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
 }
 
 /// sled and the snapshot file, opened once per process.
@@ -266,6 +271,14 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_session_record_without_an_epoch_still_reads() {
+        let old = r#"{"user":null,"expires_at":5,"subscriptions":{"global":3}}"#;
+        let record: SessionRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(record.epoch, None);
+        assert_eq!(record.subscriptions.get(&Channel::Global), Some(&3));
+    }
 
     #[test]
     fn sessions_round_trip_and_expire() {

@@ -12,7 +12,9 @@ use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner}
 use serde_json::{json, Map, Value};
 use switchboard::channel::{Channel, Id};
 use switchboard::event::{parse_timestamp, Event, EventData, EventType, UserTyping};
-use switchboard::gateway::protocol::{self, ClientFrame, ErrorCode, Since, MAX_REQUEST_ID_LEN};
+use switchboard::gateway::protocol::{
+    self, ClientFrame, ErrorCode, Since, MAX_EPOCH_LEN, MAX_REQUEST_ID_LEN,
+};
 use switchboard::log::subject;
 use switchboard::schema::Schemas;
 use uuid::Uuid;
@@ -60,6 +62,7 @@ const FIELDS: &[&str] = &[
     "is_typing",
     "seq",
     "request_id",
+    "epoch",
 ];
 const TYPES: &[&str] = &["subscribe", "unsubscribe", "typing", "ack", "ping"];
 
@@ -270,7 +273,13 @@ fn spec_accepts(frame: &Value) -> bool {
     let unsigned = |name: &str| obj.get(name).and_then(Value::as_u64).is_some();
     let kind_ok = match obj.get("type").and_then(Value::as_str) {
         Some("subscribe") => {
+            let epoch_ok = match obj.get("epoch") {
+                None | Some(Value::Null) => true,
+                Some(Value::String(s)) => s.len() <= MAX_EPOCH_LEN,
+                Some(_) => false,
+            };
             channel().is_some()
+                && epoch_ok
                 && match (obj.get("since"), obj.get("since_seq")) {
                     (Some(_), Some(_)) => false,
                     (Some(Value::String(t)), None) => parse_timestamp(t).is_ok(),
@@ -336,6 +345,7 @@ fn check_decode(text: &str, parsed: Option<&Value>) -> Result<(), TestCaseError>
         ClientFrame::Subscribe {
             channel,
             since,
+            epoch: _,
             request_id,
         } => {
             prop_assert_eq!(kind, "subscribe");

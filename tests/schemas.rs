@@ -829,13 +829,16 @@ fn check_server(name: &str, text: &str) -> Value {
     frame
 }
 
+/// A stream epoch as the gateway writes it.
+const EPOCH: &str = "2025-01-15T10:30:00.123456789Z";
+
 #[test]
 fn every_server_control_frame_passes_its_schema() {
     let (session, user) = (upper_id(), upper_id());
     for (resumed, chans) in [(false, vec![]), (true, channels())] {
         let f = check_server(
             "hello",
-            &protocol::hello(session, user, 25_000, 2_000, resumed, &chans),
+            &protocol::hello(session, user, 25_000, 2_000, resumed, &chans, EPOCH),
         );
         assert_eq!(f["data"]["session_id"], session.to_string());
         assert_eq!(
@@ -848,7 +851,7 @@ fn every_server_control_frame_passes_its_schema() {
             for first_seq in [None, Some(1), Some(4242)] {
                 let f = check_server(
                     "subscribed",
-                    &protocol::subscribed(request_id, channel, first_seq),
+                    &protocol::subscribed(request_id, channel, first_seq, EPOCH),
                 );
                 assert_eq!(f["data"]["complete"], first_seq.is_none());
                 assert_eq!(
@@ -937,7 +940,8 @@ fn decoder_errors_make_error_frames_that_pass_their_schema() {
 #[test]
 fn control_frame_schemas_have_teeth() {
     let good: Value =
-        serde_json::from_str(&protocol::subscribed(None, Channel::Global, Some(3))).expect("JSON");
+        serde_json::from_str(&protocol::subscribed(None, Channel::Global, Some(3), EPOCH))
+            .expect("JSON");
     let mut no_first = good.clone();
     no_first["data"]
         .as_object_mut()

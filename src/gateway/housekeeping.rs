@@ -80,6 +80,17 @@ impl SnapshotWriter {
     /// (and makes the writer's copy first if it has none).
     async fn write(&mut self, node: &Node) {
         let routed = node.hub.last_routed();
+        // A recreated stream (a new epoch): the router swapped in a rebuilt
+        // projection and routes from its start; the copy and what is stored
+        // belong to the old stream, so the new one is written whole at once.
+        let epoch = node.projection().epoch.clone();
+        if self.copy.as_ref().is_some_and(|copy| copy.epoch != epoch) {
+            *self = SnapshotWriter {
+                copy: None,
+                written: 0,
+                stored: None,
+            };
+        }
         if routed <= self.written && self.copy.is_some() {
             return;
         }

@@ -44,6 +44,9 @@ pub struct Mailbox {
     pub user: Id,
     queue: mpsc::Sender<Arc<Delivery>>,
     lagged: AtomicBool,
+    /// The stream was recreated ([`Hub::restart`]): the connection's
+    /// cursors count another stream's seqs.
+    restarted: AtomicBool,
     wake: Notify,
 }
 
@@ -54,6 +57,7 @@ impl Mailbox {
             user,
             queue,
             lagged: AtomicBool::new(false),
+            restarted: AtomicBool::new(false),
             wake: Notify::new(),
         };
         (Arc::new(mailbox), rx)
@@ -64,7 +68,14 @@ impl Mailbox {
         self.lagged.swap(false, Ordering::AcqRel)
     }
 
-    /// Resolves when the hub flags this connection as lagging.
+    /// Whether the stream was recreated since the last call; clears the
+    /// flag. Every stored event queued before it is the old stream's.
+    pub fn take_restarted(&self) -> bool {
+        self.restarted.swap(false, Ordering::AcqRel)
+    }
+
+    /// Resolves when the hub flags this connection as lagging (or the
+    /// stream as recreated).
     pub async fn lagged_signal(&self) {
         self.wake.notified().await
     }
@@ -184,6 +195,24 @@ impl Hub {
         self.last_routed.fetch_max(seq, Ordering::AcqRel);
     }
 
+    /// The stream was recreated and the router goes on after `seq` of the
+    /// new one: the routed position is set back to `seq` (the one place it
+    /// moves backwards), and every subscribed connection is flagged and
+    /// woken to restart its subscriptions on the new stream. Called by the
+    /// router between two dispatches: every delivery queued before the
+    /// flag is of the old stream.
+    pub fn restart(&self, seq: u64) {
+        self.last_routed.store(seq, Ordering::Release);
+        for shard in self.shards.iter() {
+            let shard = shard.read().unwrap_or_else(|e| e.into_inner());
+            for (_, mailbox) in shard.values().flatten() {
+                if !mailbox.restarted.swap(true, Ordering::AcqRel) {
+                    mailbox.wake.notify_one();
+                }
+            }
+        }
+    }
+
     pub fn last_routed(&self) -> u64 {
         self.last_routed.load(Ordering::Acquire)
     }
@@ -227,5 +256,23 @@ mod tests {
         assert_eq!(hub.dispatch(delivery(other, Some(5))).queued, 0);
         hub.unsubscribe(ch, 1);
         assert_eq!(hub.dispatch(delivery(ch, Some(6))).queued, 0);
+    }
+
+    #[test]
+    fn a_restart_moves_the_routed_position_back_and_flags_subscribers() {
+        let hub = Hub::new();
+        let (mailbox, _rx) = Mailbox::new(Id::new_v4(), 4);
+        let (idle, _idle_rx) = Mailbox::new(Id::new_v4(), 4);
+        let ch = Channel::Chat(Id::new_v4());
+        hub.subscribe(ch, 1, mailbox.clone());
+        hub.subscribe(Channel::Global, 1, mailbox.clone());
+        hub.dispatch(delivery(ch, Some(40)));
+        assert_eq!(hub.last_routed(), 40);
+        hub.restart(3);
+        assert_eq!(hub.last_routed(), 3);
+        assert!(mailbox.take_restarted());
+        assert!(!mailbox.take_restarted());
+        assert!(!idle.take_restarted());
+        assert_eq!(hub.subscribe(ch, 2, idle), 3);
     }
 }

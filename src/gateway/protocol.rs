@@ -32,6 +32,8 @@ pub enum ClientFrame {
     Subscribe {
         channel: Channel,
         since: Option<Since>,
+        /// The stream epoch the client's `since_seq` belongs to, if it said.
+        epoch: Option<String>,
         request_id: Option<String>,
     },
     Unsubscribe {
@@ -162,6 +164,10 @@ impl FrameError {
 /// A `request_id` is echoed; a bounded one keeps replies small.
 pub const MAX_REQUEST_ID_LEN: usize = 256;
 
+/// A `subscribe`'s `epoch` is only compared with the stream's (about 30
+/// bytes); a longer one is refused as a bad request.
+pub const MAX_EPOCH_LEN: usize = 64;
+
 /// A client frame's fields as they appear in the text, not yet checked:
 /// each known field is kept as a slice of the frame (so decoding allocates
 /// nothing but what an escaped string needs), unknown fields are skipped
@@ -178,6 +184,8 @@ struct RawFrame<'a> {
     since: Option<&'a RawValue>,
     #[serde(default, deserialize_with = "present", borrow)]
     since_seq: Option<&'a RawValue>,
+    #[serde(default, deserialize_with = "present", borrow)]
+    epoch: Option<&'a RawValue>,
     #[serde(default, deserialize_with = "present", borrow)]
     seq: Option<&'a RawValue>,
     #[serde(default, deserialize_with = "present", borrow)]
@@ -255,9 +263,21 @@ pub fn decode(text: &str) -> Result<ClientFrame, FrameError> {
                 (None, Some(v)) => Some(Since::Seq(whole_number(v, "since_seq")?)),
                 (None, None) => None,
             };
+            let epoch = match raw.epoch {
+                None => None,
+                Some(v) if v.get() == "null" => None,
+                Some(v) => match typed::<Cow<'_, str>>(v) {
+                    Some(s) if s.len() <= MAX_EPOCH_LEN => Some(s.into_owned()),
+                    Some(_) => {
+                        return Err(bad(format!("`epoch` is longer than {MAX_EPOCH_LEN} bytes")))
+                    }
+                    None => return Err(bad("`epoch` must be a string".into())),
+                },
+            };
             Ok(ClientFrame::Subscribe {
                 channel,
                 since,
+                epoch,
                 request_id,
             })
         }
@@ -327,7 +347,8 @@ fn object(value: Value) -> Map<String, Value> {
     }
 }
 
-/// `hello`: the first frame of every connection.
+/// `hello`: the first frame of every connection. `epoch` is the stream's
+/// (`crate::log::Epoch`): the seqs the client will see belong to it.
 pub fn hello(
     session_id: Id,
     user_id: Id,
@@ -335,6 +356,7 @@ pub fn hello(
     reconnect_ms: u64,
     resumed: bool,
     channels: &[Channel],
+    epoch: &str,
 ) -> String {
     frame(
         "hello",
@@ -345,13 +367,24 @@ pub fn hello(
             "reconnect_ms": reconnect_ms,
             "resumed": resumed,
             "channels": channels,
+            "epoch": epoch,
         }),
     )
 }
 
-/// `subscribed`: `first_seq` is given exactly when history is incomplete.
-pub fn subscribed(request_id: Option<&str>, channel: Channel, first_seq: Option<u64>) -> String {
-    let mut data = object(json!({"channel": channel, "complete": first_seq.is_none()}));
+/// `subscribed`: `first_seq` is given exactly when history is incomplete;
+/// `epoch` is the stream's, which the subscription's seqs belong to.
+pub fn subscribed(
+    request_id: Option<&str>,
+    channel: Channel,
+    first_seq: Option<u64>,
+    epoch: &str,
+) -> String {
+    let mut data = object(json!({
+        "channel": channel,
+        "complete": first_seq.is_none(),
+        "epoch": epoch,
+    }));
     if let Some(first) = first_seq {
         data.insert("first_seq".into(), first.into());
     }
@@ -396,9 +429,22 @@ mod tests {
             ClientFrame::Subscribe {
                 channel: Channel::parse(C).unwrap(),
                 since: Some(Since::Seq(5)),
+                epoch: None,
                 request_id: Some("r1".into())
             }
         );
+        assert!(matches!(
+            decode(&format!(
+                r#"{{"type":"subscribe","channel":"{C}","since_seq":5,"epoch":"2025-01-15T10:30:00.000000001Z"}}"#
+            )),
+            Ok(ClientFrame::Subscribe { epoch: Some(e), .. }) if e == "2025-01-15T10:30:00.000000001Z"
+        ));
+        assert!(matches!(
+            decode(&format!(
+                r#"{{"type":"subscribe","channel":"{C}","epoch":null}}"#
+            )),
+            Ok(ClientFrame::Subscribe { epoch: None, .. })
+        ));
         assert!(matches!(
             decode(&format!(
                 r#"{{"type":"subscribe","channel":"{C}","since":"2025-01-15T10:30:00Z"}}"#
@@ -440,6 +486,11 @@ mod tests {
                 r#"{{"type":"subscribe","channel":"{C}","since":"yesterday","request_id":"x"}}"#
             ),
             format!(r#"{{"type":"subscribe","channel":"{C}","since_seq":-1,"request_id":"x"}}"#),
+            format!(r#"{{"type":"subscribe","channel":"{C}","epoch":7,"request_id":"x"}}"#),
+            format!(
+                r#"{{"type":"subscribe","channel":"{C}","epoch":"{}","request_id":"x"}}"#,
+                "e".repeat(MAX_EPOCH_LEN + 1)
+            ),
             format!(
                 r#"{{"type":"subscribe","channel":"{C}","since_seq":1,"since":"2025-01-15T10:30:00Z"}}"#
             ),
@@ -459,9 +510,10 @@ mod tests {
     #[test]
     fn control_frames_have_the_envelope() {
         let f: Value =
-            serde_json::from_str(&subscribed(Some("r"), Channel::Global, Some(3))).unwrap();
+            serde_json::from_str(&subscribed(Some("r"), Channel::Global, Some(3), "e1")).unwrap();
         assert_eq!(f["type"], "subscribed");
         assert_eq!(f["data"]["complete"], false);
+        assert_eq!(f["data"]["epoch"], "e1");
         assert_eq!(f["data"]["first_seq"], 3);
         assert_eq!(f["data"]["request_id"], "r");
         assert!(f.get("seq").is_none());

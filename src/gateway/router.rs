@@ -6,6 +6,16 @@
 //!
 //! After a NATS outage the consumer is recreated from the sequence after
 //! the last one routed, so connected clients see no gap.
+//!
+//! The stream can be deleted and created again under the router (a disaster
+//! recovery, a restore into a new cluster): its seqs start over, and a
+//! consumer recreated "from the sequence after the last one routed" would
+//! wait past the new stream's events. So the router checks the stream's
+//! [`Epoch`] every [`EPOCH_CHECK_INTERVAL`] and after every lost consumer;
+//! when it changed, it folds a new projection from the new stream, puts it
+//! in place of the old one, resets the hub's routed position (the hub tells
+//! every connection, which restarts its subscriptions on the new stream) and
+//! routes on from the new stream's end.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,14 +27,21 @@ use super::Node;
 use crate::access;
 use crate::envelope::{self, StoredEvent};
 use crate::event::EventData;
-use crate::log::{ReadItem, TypingSubscription};
-use crate::projection::FOLDED;
+use crate::log::{Epoch, LogError, ReadItem, TypingSubscription};
+use crate::projection::{Projection, FOLDED};
 
 /// Pause before recreating the consumer after an error.
 pub const RETRY_DELAY: Duration = Duration::from_millis(250);
 
-/// Routes every stored event with `seq >= next_seq` until shutdown.
-pub async fn run(node: Arc<Node>, mut next_seq: u64) {
+/// How often the router asks whether the stream was recreated (one stream
+/// info request). A recreation is noticed at most this late. Until then
+/// the new stream's events wait in it; any the old consumer routes
+/// meanwhile come again after the restart (a duplicate, never a skip).
+pub const EPOCH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Routes every stored event with `seq >= next_seq` of the stream of
+/// `epoch` until shutdown, and starts over on a recreated stream.
+pub async fn run(node: Arc<Node>, mut next_seq: u64, mut epoch: Epoch) {
     let shutdown = node.shutdown.clone();
     loop {
         let read = tokio::select! {
@@ -32,30 +49,76 @@ pub async fn run(node: Arc<Node>, mut next_seq: u64) {
             read = node.log.read_all(next_seq) => read,
         };
         match read {
-            Ok(mut read) => loop {
-                let item = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    item = read.next() => item,
-                };
-                match item {
-                    Some(Ok(item)) => {
-                        next_seq = item.seq + 1;
-                        route(&node, item);
+            Ok(mut read) => {
+                let mut check = tokio::time::interval(EPOCH_CHECK_INTERVAL);
+                check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    let item = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        item = read.next() => item,
+                        _ = check.tick() => match node.log.extent().await {
+                            Ok(extent) if extent.epoch != epoch => break,
+                            _ => continue,
+                        },
+                    };
+                    match item {
+                        Some(Ok(item)) => {
+                            next_seq = item.seq + 1;
+                            route(&node, item);
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, next_seq, "router lost the log; recreating its consumer");
+                            break;
+                        }
+                        None => break,
                     }
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, next_seq, "router lost the log; recreating its consumer");
-                        break;
-                    }
-                    None => break,
                 }
-            },
+            }
             Err(e) => tracing::warn!(error = %e, next_seq, "router cannot read the log yet"),
+        }
+        // Before reading again from `next_seq`: is it still the same stream?
+        if let Ok(extent) = node.log.extent().await {
+            if extent.epoch != epoch {
+                match rebuild(&node, epoch, extent.epoch).await {
+                    Ok(last_seq) => {
+                        (next_seq, epoch) = (last_seq + 1, extent.epoch);
+                        continue;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot fold the recreated stream yet"),
+                }
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(RETRY_DELAY) => {}
         }
     }
+}
+
+/// The stream was recreated: folds a new projection from the new stream,
+/// puts it in place of the old one and restarts the hub at its end.
+/// Returns the last sequence folded (the router goes on after it).
+async fn rebuild(node: &Node, old: Epoch, new: Epoch) -> Result<u64, LogError> {
+    let extent = node.log.extent().await?;
+    if extent.epoch != new {
+        return Err(LogError::Read(
+            "the stream changed again while rebuilding".into(),
+        ));
+    }
+    let mut projection = Projection::default();
+    projection.epoch = Some(new.to_string());
+    let folded = node.log.fold_into(&mut projection, extent.last_seq).await?;
+    let last_seq = projection.last_seq;
+    *node.projection_mut() = projection;
+    node.hub.restart(last_seq);
+    tracing::warn!(
+        %old,
+        %new,
+        last_seq,
+        folded,
+        "stream recreated (epoch {old} -> {new}); projection rebuilt from the new stream"
+    );
+    Ok(last_seq)
 }
 
 fn route(node: &Node, item: ReadItem) {

@@ -2,7 +2,8 @@
 //!
 //! It owns the stream's configuration, the idempotent publisher, ordered
 //! reads from a sequence, the resolution of a time to a sequence, the
-//! projection's catch-up read (`fold`) and typing on core NATS (`typing`).
+//! projection's catch-up read (`fold`) and typing on core NATS (`typing`),
+//! and which incarnation of the stream it holds (its [`Epoch`]).
 //! Architecture invariant: the log knows nothing of WebSockets, sessions or
 //! authorization; it speaks in channels, events and sequences.
 
@@ -12,6 +13,7 @@ mod reader;
 pub mod subject;
 mod typing;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
@@ -106,6 +108,38 @@ pub struct Log {
     js: jetstream::Context,
     stream: stream::Stream,
     settings: StreamSettings,
+    /// The extent last measured, by any clone: its epoch is the stream's
+    /// as far as the log knows.
+    seen: Arc<Mutex<Extent>>,
+}
+
+/// Which incarnation of the stream the log holds: its creation time.
+///
+/// A stream deleted and created again under the same name (a disaster
+/// recovery, a restore into a new cluster) starts its seqs again at 1 and
+/// has another epoch: seqs of one epoch mean nothing in another. Every node
+/// reading the stream sees the same epoch. On the wire it is an opaque
+/// string (the creation time in RFC 3339 with nanoseconds); clients compare
+/// it, never parse it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Epoch(DateTime<Utc>);
+
+impl Epoch {
+    /// The epoch of a stream created at `created`.
+    pub fn created_at(created: DateTime<Utc>) -> Epoch {
+        Epoch(created)
+    }
+
+    /// Whether `text` names this epoch (as [`Epoch`]'s `Display` writes it).
+    pub fn is(&self, text: &str) -> bool {
+        self.to_string() == text
+    }
+}
+
+impl std::fmt::Display for Epoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+    }
 }
 
 /// The stream's extent.
@@ -116,6 +150,19 @@ pub struct Extent {
     /// The newest sequence written (0 for a stream never written).
     pub last_seq: u64,
     pub messages: u64,
+    /// Which incarnation of the stream these sequences belong to.
+    pub epoch: Epoch,
+}
+
+impl Extent {
+    fn of(info: &stream::Info) -> Extent {
+        Extent {
+            first_seq: info.state.first_sequence,
+            last_seq: info.state.last_sequence,
+            messages: info.state.messages,
+            epoch: Epoch::created_at(info.created),
+        }
+    }
 }
 
 impl Log {
@@ -164,11 +211,13 @@ impl Log {
         }
         let js = jetstream::new(client.clone());
         let stream = ensure_stream(&js, &settings, manage).await?;
+        let seen = Arc::new(Mutex::new(Extent::of(stream.cached_info())));
         Ok(Log {
             client,
             js,
             stream,
             settings,
+            seen,
         })
     }
 
@@ -205,17 +254,28 @@ impl Log {
         self.client.connection_state() == State::Connected && self.stream.get_info().await.is_ok()
     }
 
+    /// Measures the stream's extent (and notes its epoch: see [`Log::epoch`]).
     pub async fn extent(&self) -> Result<Extent, LogError> {
         let info = self
             .stream
             .get_info()
             .await
             .map_err(|e| LogError::stream(&self.settings.name, e))?;
-        Ok(Extent {
-            first_seq: info.state.first_sequence,
-            last_seq: info.state.last_sequence,
-            messages: info.state.messages,
-        })
+        let extent = Extent::of(&info);
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = extent;
+        Ok(extent)
+    }
+
+    /// The stream's epoch as of the last extent measured by any clone of
+    /// this log (the router measures it every
+    /// [`crate::gateway::router::EPOCH_CHECK_INTERVAL`]); no request.
+    pub fn epoch(&self) -> Epoch {
+        self.last_extent().epoch
+    }
+
+    /// The extent last measured by any clone of this log; no request.
+    pub fn last_extent(&self) -> Extent {
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The first sequence whose event's envelope `timestamp` (the log time,

@@ -153,6 +153,7 @@ impl Flat {
     fn snapshot(&self) -> Snapshot {
         Snapshot {
             last_seq: self.last_seq,
+            epoch: None,
             members: self.members.iter().copied().collect(),
             banned: self.banned.iter().copied().collect(),
             deleted: self.deleted.iter().copied().collect(),

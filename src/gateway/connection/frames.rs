@@ -23,8 +23,9 @@ impl Connection {
             ClientFrame::Subscribe {
                 channel,
                 since,
+                epoch,
                 request_id,
-            } => self.subscribe(channel, since, request_id).await,
+            } => self.subscribe(channel, since, epoch, request_id).await,
             ClientFrame::Unsubscribe {
                 channel,
                 request_id,
@@ -69,6 +70,7 @@ impl Connection {
         &mut self,
         channel: Channel,
         since: Option<Since>,
+        epoch: Option<String>,
         request_id: Option<String>,
     ) -> Result<(), End> {
         if self.subs.contains_key(&channel) {
@@ -93,7 +95,8 @@ impl Connection {
                 request_id,
             ));
         }
-        self.open_subscription(channel, since, request_id).await
+        self.open_subscription(channel, since, epoch.as_deref(), request_id)
+            .await
     }
 
     /// Publishes the user's typing, within the per-channel limit; the

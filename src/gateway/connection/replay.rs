@@ -10,13 +10,13 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use super::{Connection, End};
-use crate::access::{self, Standing};
+use crate::access::{self, EndReason, Standing};
 use crate::channel::{Channel, Id};
 use crate::envelope::StoredEvent;
 use crate::gateway::protocol::{self, Close, ErrorCode, FrameError, Since};
 use crate::gateway::subscription::{Action, Actions, Following, Subscription};
 use crate::gateway::Node;
-use crate::log::{LogError, ReadItem};
+use crate::log::{Epoch, LogError, ReadItem};
 use crate::projection::FOLDED;
 use crate::token::Claims;
 
@@ -29,8 +29,11 @@ struct ReplayPlan {
     after: u64,
     /// The log's last sequence when the subscription joined the hub.
     target: u64,
-    /// The oldest held sequence, when retention may have dropped events asked for.
+    /// The oldest held sequence, when retention may have dropped events
+    /// asked for (or the client's seqs are another stream's).
     first_seq: Option<u64>,
+    /// The stream's epoch when the plan was made.
+    epoch: Epoch,
 }
 
 impl Connection {
@@ -42,11 +45,13 @@ impl Connection {
     }
 
     /// Joins the hub, then plans and starts the replay, if any; a replay
-    /// that cannot be planned is answered `unavailable`.
+    /// that cannot be planned is answered `unavailable`. `epoch` is the
+    /// stream epoch a `Since::Seq` counts in, when the client said.
     pub(super) async fn open_subscription(
         &mut self,
         channel: Channel,
         since: Option<Since>,
+        epoch: Option<&str>,
         request_id: Option<String>,
     ) -> Result<(), End> {
         let routed = self
@@ -58,12 +63,17 @@ impl Connection {
         let Some(since) = since else {
             self.subs
                 .insert(channel, Subscription::live(channel, routed));
-            self.outbox
-                .push_text(protocol::subscribed(request_id.as_deref(), channel, None));
+            let epoch = self.node.log.epoch().to_string();
+            self.outbox.push_text(protocol::subscribed(
+                request_id.as_deref(),
+                channel,
+                None,
+                &epoch,
+            ));
             return Ok(());
         };
         let planned = async {
-            let plan = plan_replay(&self.node, since).await?;
+            let plan = plan_replay(&self.node, since, epoch).await?;
             let following = match channel {
                 Channel::Chat(id) => {
                     following(&self.node, &self.claims, id, plan.after, plan.target).await?
@@ -90,6 +100,7 @@ impl Connection {
             request_id.as_deref(),
             channel,
             plan.first_seq,
+            &plan.epoch.to_string(),
         ));
         let mut out = std::mem::take(&mut self.scratch);
         let sub = Subscription::replaying_following(
@@ -127,7 +138,12 @@ impl Connection {
 
     /// The hub dropped stored events for us: every subscription reads what
     /// it missed from the log (running replays measure their target again).
+    /// Or the stream was recreated: see [`Connection::on_stream_recreated`].
     pub(super) fn on_lagged(&mut self) {
+        if self.mailbox.take_restarted() {
+            self.on_stream_recreated();
+            return;
+        }
         if !self.mailbox.take_lagged() {
             return;
         }
@@ -138,6 +154,66 @@ impl Connection {
                 sub.on_lagged(&mut out);
                 self.apply(channel, &mut out);
             }
+        }
+        self.scratch = out;
+    }
+
+    /// The stream was deleted and recreated (the router rebuilt the
+    /// projection and restarted the hub): every cursor counts the old
+    /// stream's seqs. Each subscription is told `subscribed` with
+    /// `complete: false`, `first_seq` and the new epoch (no `request_id`),
+    /// then replays the new stream from its start (none of it reached the
+    /// client yet) with `replayed`, then goes on live. One the rebuilt
+    /// projection denies ends at once with `unsubscribed`.
+    ///
+    /// Every stored event still queued is the old stream's or is in the new
+    /// stream's log (the hub flags the connection between the router's last
+    /// old and first new delivery): the queue is emptied, and the replay's
+    /// target is measured after that, so nothing of the new stream is missed.
+    fn on_stream_recreated(&mut self) {
+        while self.queue.try_recv().is_ok() {}
+        self.mailbox.take_lagged();
+        self.requests.clear();
+        let extent = self.node.log.last_extent();
+        let epoch = extent.epoch.to_string();
+        self.session.epoch = Some(epoch.clone());
+        self.session.touch();
+        let first_seq = extent.first_seq.max(1);
+        let mut out = std::mem::take(&mut self.scratch);
+        let channels: Vec<Channel> = self.subs.keys().copied().collect();
+        for channel in channels {
+            self.replays.remove(&channel);
+            let denied = match self.authorize(channel) {
+                Ok(()) => None,
+                Err(access::Denied::Banned) => Some(EndReason::Banned),
+                Err(access::Denied::ChannelDeleted) => Some(EndReason::ChannelDeleted),
+                Err(_) => Some(EndReason::Left),
+            };
+            let sub = match denied {
+                // The new stream does not let the user see the channel:
+                // `unsubscribed` at once, nothing of it replayed.
+                Some(reason) => {
+                    let mut sub = Subscription::live(channel, 0);
+                    sub.cut_when_replayed(reason, &mut out);
+                    sub
+                }
+                None => {
+                    self.outbox.push_text(protocol::subscribed(
+                        None,
+                        channel,
+                        Some(first_seq),
+                        &epoch,
+                    ));
+                    // Replays from the start, announced; its target is
+                    // forgotten at once so that it is measured after the
+                    // queue was emptied.
+                    let mut sub = Subscription::replaying(channel, 0, 0, &mut out);
+                    sub.on_lagged(&mut out);
+                    sub
+                }
+            };
+            self.subs.insert(channel, sub);
+            self.apply(channel, &mut out);
         }
         self.scratch = out;
     }
@@ -189,11 +265,21 @@ impl Connection {
     }
 }
 
-async fn plan_replay(node: &Node, since: Since) -> Result<ReplayPlan, LogError> {
+/// Where a replay starts. `epoch`: the stream epoch the client's seqs
+/// count in, if it said; another than the stream's means the stream was
+/// recreated since.
+async fn plan_replay(
+    node: &Node,
+    since: Since,
+    epoch: Option<&str>,
+) -> Result<ReplayPlan, LogError> {
     let extent = node.log.extent().await?;
+    let other_stream = epoch.is_some_and(|e| !extent.epoch.is(e));
     let (after, incomplete) = match since {
-        // Past the end: the stream was recreated, or the client is confused.
-        // Its seqs mean nothing here: it is told so, and goes live from now.
+        // Another stream's seqs, or past the end (the stream was recreated,
+        // or the client is confused): they mean nothing here. The client is
+        // told so, and goes live from now.
+        Since::Seq(_) if other_stream => (extent.last_seq, true),
         Since::Seq(n) if n > extent.last_seq => (extent.last_seq, true),
         Since::Seq(n) => (n, extent.first_seq > n.saturating_add(1)),
         Since::Time(t) => {
@@ -204,13 +290,16 @@ async fn plan_replay(node: &Node, since: Since) -> Result<ReplayPlan, LogError> 
                     Some(oldest) => oldest > t,
                     None => true,
                 };
-            (start.saturating_sub(1), incomplete)
+            // A time means the same in every stream, but what the client
+            // holds came from another one.
+            (start.saturating_sub(1), incomplete || other_stream)
         }
     };
     Ok(ReplayPlan {
         after,
         target: extent.last_seq,
-        first_seq: incomplete.then_some(extent.first_seq),
+        first_seq: incomplete.then_some(extent.first_seq.max(1)),
+        epoch: extent.epoch,
     })
 }
 

@@ -93,6 +93,10 @@ pub(super) struct Keeper {
     /// Cursors or subscriptions changed since the last write.
     dirty: bool,
     saved_at: Instant,
+    /// The stream epoch the cursors belong to: the stream's when `hello`
+    /// was sent, the new one once the subscriptions restarted on a
+    /// recreated stream.
+    pub(super) epoch: Option<String>,
 }
 
 impl Keeper {
@@ -101,6 +105,7 @@ impl Keeper {
             id: Id::new_v4(),
             dirty: false,
             saved_at: Instant::now(),
+            epoch: None,
         }
     }
 
@@ -146,6 +151,8 @@ impl Connection {
                 End::Close(Close::SessionStoreUnavailable)
             })?;
         self.session.id = opened.id;
+        let epoch = self.node.log.epoch().to_string();
+        self.session.epoch = Some(epoch.clone());
         let channels: Vec<Channel> = opened.subscriptions.keys().copied().collect();
         let limits = &self.node.limits;
         self.outbox.push_text(protocol::hello(
@@ -155,7 +162,11 @@ impl Connection {
             limits.reconnect_base.as_millis() as u64,
             opened.resumed,
             &channels,
+            &epoch,
         ));
+        // Cursors of a session written before epochs existed belong to the
+        // current stream; others say which stream they count.
+        let cursors_epoch = opened.epoch.unwrap_or(epoch);
         for (channel, cursor) in opened.subscriptions {
             // A ban or deletion since the cursor is in the log: the replay
             // reaches it and cuts there, as live delivery would. Should
@@ -174,8 +185,13 @@ impl Connection {
                     continue;
                 }
             };
-            self.open_subscription(channel, Some(Since::Seq(cursor)), None)
-                .await?;
+            self.open_subscription(
+                channel,
+                Some(Since::Seq(cursor)),
+                Some(cursors_epoch.as_str()),
+                None,
+            )
+            .await?;
             if let (Some(reason), Some(sub)) = (pending_cut, self.subs.get_mut(&channel)) {
                 let mut out = std::mem::take(&mut self.scratch);
                 sub.cut_when_replayed(reason, &mut out);
@@ -199,11 +215,12 @@ impl Connection {
             .iter()
             .map(|(channel, sub)| (*channel, sub.session_cursor()))
             .collect();
-        match self
-            .node
-            .sessions()
-            .save(self.session.id, self.claims.sub, &cursors)
-        {
+        match self.node.sessions().save(
+            self.session.id,
+            self.claims.sub,
+            &cursors,
+            self.session.epoch.as_deref(),
+        ) {
             Ok(()) => {
                 self.session.dirty = false;
                 self.session.saved_at = Instant::now();
