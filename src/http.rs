@@ -538,5 +538,12 @@ async fn rejection(rejection: Rejection) -> Result<Response, Infallible> {
         let message = "the request could not be read".to_string();
         (StatusCode::BAD_REQUEST, "bad_request", message)
     };
-    Ok(error_reply(status, code, message))
+    let mut response = error_reply(status, code, message);
+    if matches!(status, StatusCode::PAYLOAD_TOO_LARGE | StatusCode::LENGTH_REQUIRED) {
+        // The body was not read: the connection cannot carry another request.
+        response
+            .headers_mut()
+            .insert("connection", warp::http::HeaderValue::from_static("close"));
+    }
+    Ok(response)
 }
