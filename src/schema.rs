@@ -173,7 +173,8 @@ pub fn event_from_body(body: &[u8]) -> Result<Event, Rejected> {
         .and_then(|t| EventType::parse(t).map_err(|e| Rejected(e.to_string())))?;
     let data = body_value.get("data").unwrap_or(&Value::Null);
     schemas.check_data(kind, data).map_err(Rejected)?;
-    // A repeated key is refused here: the value above kept only its last.
+    // The text of `data` as given; a repeated `data` key is refused here
+    // (the value above kept only the last one).
     let text: DataText =
         serde_json::from_slice(body).map_err(|e| Rejected(format!("body: {e}")))?;
     let (data, raw_data) =
