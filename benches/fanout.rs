@@ -424,6 +424,7 @@ fn envelope_size(channel: Id) -> usize {
         id: event.id,
         channel: Channel::Chat(channel),
         data: event.data,
+        raw_data: None,
     }
     .encode()
     .len()

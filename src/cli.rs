@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::channel::{Channel, Id};
 use crate::event::parse_timestamp;
@@ -255,48 +255,49 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 async fn publish(args: PublishArgs) -> Result<(), Failure> {
-    let bodies: Vec<Value> =
-        match &args.kind {
-            Some(kind) => {
-                let data: Value = match &args.data {
-                    Some(d) => serde_json::from_str(d)
-                        .map_err(|e| Failure::Usage(format!("--data is not JSON: {e}")))?,
-                    None => return Err(Failure::Usage("--type needs --data".into())),
-                };
-                let mut body = json!({"type": kind, "data": data});
-                if let Some(id) = &args.id {
-                    body["id"] = Value::String(id.clone());
-                }
-                vec![body]
+    // Bodies stay text, so that `data` is stored as given (SPEC section 3).
+    let bodies: Vec<String> = match &args.kind {
+        Some(kind) => {
+            let data = match &args.data {
+                Some(d) => serde_json::from_str::<&serde_json::value::RawValue>(d)
+                    .map_err(|e| Failure::Usage(format!("--data is not JSON: {e}")))?,
+                None => return Err(Failure::Usage("--type needs --data".into())),
+            };
+            let mut body = format!(r#"{{"type":{},"data":{}"#, json!(kind), data.get());
+            if let Some(id) = &args.id {
+                body.push_str(&format!(r#","id":{}"#, json!(id)));
             }
-            None => {
-                if args.data.is_some() || args.id.is_some() {
-                    return Err(Failure::Usage("--data and --id go with --type".into()));
-                }
-                let mut bodies = Vec::new();
-                for (n, line) in std::io::stdin().lock().lines().enumerate() {
-                    let line = line.map_err(|e| Failure::Usage(format!("reading stdin: {e}")))?;
-                    if line.trim().is_empty() {
-                        continue;
-                    }
-                    bodies.push(serde_json::from_str(&line).map_err(|e| {
-                        Failure::Usage(format!("stdin line {}: not JSON: {e}", n + 1))
-                    })?);
-                }
-                if bodies.is_empty() {
-                    return Err(Failure::Usage(
-                        "nothing to publish: give --type and --data, or JSON lines on stdin".into(),
-                    ));
-                }
-                bodies
+            body.push('}');
+            vec![body]
+        }
+        None => {
+            if args.data.is_some() || args.id.is_some() {
+                return Err(Failure::Usage("--data and --id go with --type".into()));
             }
-        };
+            let mut bodies = Vec::new();
+            for (n, line) in std::io::stdin().lock().lines().enumerate() {
+                let line = line.map_err(|e| Failure::Usage(format!("reading stdin: {e}")))?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                serde_json::from_str::<serde::de::IgnoredAny>(&line)
+                    .map_err(|e| Failure::Usage(format!("stdin line {}: not JSON: {e}", n + 1)))?;
+                bodies.push(line);
+            }
+            if bodies.is_empty() {
+                return Err(Failure::Usage(
+                    "nothing to publish: give --type and --data, or JSON lines on stdin".into(),
+                ));
+            }
+            bodies
+        }
+    };
     // Validate everything before storing anything.
     let events = bodies
         .iter()
         .enumerate()
         .map(|(n, body)| {
-            crate::schema::event_from_body(body).map_err(|e| {
+            crate::schema::event_from_body(body.as_bytes()).map_err(|e| {
                 if bodies.len() == 1 {
                     Failure::Usage(format!("invalid event: {e}"))
                 } else {

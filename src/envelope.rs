@@ -8,7 +8,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::channel::{Channel, Id};
-use crate::event::{write_timestamp, EventData};
+use crate::event::{write_timestamp, EventData, RawData};
 
 /// An encoded frame: UTF-8 text in shared bytes, so that one encoding can go
 /// to every subscriber (a clone is a reference count, not a copy).
@@ -63,13 +63,18 @@ pub struct StoredEvent {
     pub time: DateTime<Utc>,
     pub id: Id,
     pub channel: Channel,
+    /// The typed data: what the gateway validates, routes and authorizes by.
     pub data: EventData,
+    /// The stored `data` text, unknown fields and all: what the envelope
+    /// carries when present (always, for an event read from the log).
+    pub raw_data: Option<RawData>,
 }
 
 impl StoredEvent {
     pub fn encode(&self) -> Text {
-        encode(
+        encode_kept(
             &self.data,
+            self.raw_data.as_ref(),
             &self.time,
             self.channel,
             Some(self.seq),
@@ -86,7 +91,20 @@ pub fn encode(
     seq: Option<u64>,
     id: Id,
 ) -> Text {
-    let mut out = String::with_capacity(320);
+    encode_kept(data, None, time, channel, seq, id)
+}
+
+/// Encodes one envelope whose `data` is the kept text `raw` when present
+/// (written as stored, not encoded again), else `data`'s own form.
+pub fn encode_kept(
+    data: &EventData,
+    raw: Option<&RawData>,
+    time: &DateTime<Utc>,
+    channel: Channel,
+    seq: Option<u64>,
+    id: Id,
+) -> Text {
+    let mut out = String::with_capacity(192 + raw.map_or(128, |raw| raw.as_str().len()));
     // Every piece but `data` is a fixed ASCII form (type names, RFC 3339,
     // channel strings, integers, UUIDs): nothing to escape. This runs once
     // per event copy, so it appends text rather than going through `fmt`.
@@ -95,7 +113,7 @@ pub fn encode(
     out.push_str(r#"","timestamp":""#);
     write_timestamp(&mut out, time);
     out.push_str(r#"","data":"#);
-    data.write_json(&mut out);
+    data.write_json_kept(raw, &mut out);
     out.push_str(r#","channel":""#);
     channel.write_to(&mut out);
     out.push('"');
@@ -140,12 +158,32 @@ mod tests {
             id: u,
             channel: Channel::Chat(c),
             data,
+            raw_data: None,
         };
         let v: serde_json::Value = serde_json::from_slice(stored.encode().as_bytes()).unwrap();
         assert_eq!(v["seq"], 7);
         assert_eq!(
             EventType::parse(v["type"].as_str().unwrap()).unwrap(),
             EventType::UserTyping
+        );
+    }
+
+    #[test]
+    fn a_kept_data_text_is_written_as_stored() {
+        let text = r#"{"channel_id":"0b6f2c1e-3d4a-4f5b-8c9d-0e1f2a3b4c5d", "message_id":"11111111-2222-4333-8444-555555555555","att":[{"n":1.50}]}"#;
+        let (data, raw) = EventData::decode_kept(EventType::MessageDeleted, text).unwrap();
+        let stored = StoredEvent {
+            seq: 3,
+            time: Utc::now(),
+            id: data.channel_id(),
+            channel: Channel::Chat(data.channel_id()),
+            data,
+            raw_data: Some(raw),
+        };
+        let frame = stored.encode().to_string();
+        assert!(
+            frame.contains(&format!(r#","data":{text},"channel":"#)),
+            "{frame}"
         );
     }
 }

@@ -1,8 +1,14 @@
-//! Domain events: the 14 event types, their typed `data`, strict validation
+//! Domain events: the 14 event types, their typed `data`, their validation
 //! and the routing rule (which subscription channels one event goes to).
 //!
+//! Validation is tolerant (SPEC section 3): required fields, their types,
+//! ids and `type` are strict; a field this version does not know is
+//! allowed, and kept as the publisher wrote it in [`RawData`] beside the
+//! typed data, so that it reaches clients unchanged.
+//!
 //! Architecture invariant: nothing here knows about NATS, sled or warp. The
-//! serde form of [`EventData`] is exactly the `data` object of the envelope.
+//! serde form of [`EventData`] is the `data` object the gateway writes for an
+//! event it made itself; a kept [`RawData`] is written instead when there is one.
 //!
 //! Over 500 lines on purpose: the 14 `data` structs, the one macro table
 //! that maps them to type names, and their checks are one catalog that is
@@ -12,6 +18,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::channel::{Channel, Id};
+
+mod raw;
+
+pub use raw::RawData;
 
 /// Why an event is not acceptable.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +33,8 @@ pub enum EventError {
         kind: &'static str,
         source: serde_json::Error,
     },
+    #[error("invalid `{kind}` data: not a JSON object")]
+    NotObject { kind: &'static str },
     #[error("invalid `{kind}` event: {reason}")]
     Rule { kind: &'static str, reason: String },
     #[error(
@@ -42,7 +54,6 @@ fn present_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Id>, D::Error> {
 
 /// `channel_message`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ChannelMessage {
     pub channel_id: Id,
     pub message_id: Id,
@@ -54,7 +65,6 @@ pub struct ChannelMessage {
 
 /// `message_updated`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct MessageUpdated {
     pub channel_id: Id,
     pub message_id: Id,
@@ -63,7 +73,6 @@ pub struct MessageUpdated {
 
 /// `message_deleted`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct MessageDeleted {
     pub channel_id: Id,
     pub message_id: Id,
@@ -71,7 +80,6 @@ pub struct MessageDeleted {
 
 /// `message_reply`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct MessageReply {
     pub channel_id: Id,
     pub message_id: Id,
@@ -84,7 +92,6 @@ pub struct MessageReply {
 
 /// `member_joined` and `member_left`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Member {
     pub channel_id: Id,
     pub user_id: Id,
@@ -94,7 +101,6 @@ pub struct Member {
 
 /// `member_role_updated`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct MemberRoleUpdated {
     pub channel_id: Id,
     pub user_id: Id,
@@ -105,7 +111,6 @@ pub struct MemberRoleUpdated {
 
 /// `user_banned` and `user_unbanned`. `user_id` is on the channel copy only.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct BanChange {
     pub channel_id: Id,
     #[serde(
@@ -119,7 +124,6 @@ pub struct BanChange {
 
 /// `user_kicked`. `user_id` is on the channel copy only.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct UserKicked {
     pub channel_id: Id,
     #[serde(
@@ -132,7 +136,6 @@ pub struct UserKicked {
 
 /// `channel_created`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ChannelCreated {
     pub channel_id: Id,
     pub channel_name: String,
@@ -148,14 +151,12 @@ pub struct ChannelUpdated {
 
 /// `channel_deleted`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ChannelDeleted {
     pub channel_id: Id,
 }
 
 /// `user_typing` (ephemeral).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct UserTyping {
     pub channel_id: Id,
     pub user_id: Id,
@@ -194,8 +195,14 @@ macro_rules! event_types {
                 match self { $(EventData::$variant(_) => EventType::$variant,)* }
             }
 
-            /// Decodes `data` of the given type from JSON text, strictly.
+            /// Decodes `data` of the given type from JSON text: required
+            /// fields strict, unknown fields allowed (and dropped here; see
+            /// [`EventData::decode_kept`] to keep them).
             pub fn decode(kind: EventType, json: &str) -> Result<EventData, EventError> {
+                // A struct would also decode from an array of its fields in order.
+                if !json.trim_start().starts_with('{') {
+                    return Err(EventError::NotObject { kind: kind.as_str() });
+                }
                 let data = match kind {
                     $(EventType::$variant => serde_json::from_str(json).map(EventData::$variant),)*
                 };
@@ -204,8 +211,12 @@ macro_rules! event_types {
                 Ok(data)
             }
 
-            /// Decodes `data` of the given type from a parsed JSON value, strictly.
+            /// Decodes `data` of the given type from a parsed JSON value, as
+            /// [`EventData::decode`] does (unknown fields are dropped).
             pub fn from_value(kind: EventType, value: serde_json::Value) -> Result<EventData, EventError> {
+                if !value.is_object() {
+                    return Err(EventError::NotObject { kind: kind.as_str() });
+                }
                 let data = match kind {
                     $(EventType::$variant => serde_json::from_value(value).map(EventData::$variant),)*
                 };
@@ -280,6 +291,53 @@ impl EventType {
 }
 
 impl EventData {
+    /// Decodes `data` as [`EventData::decode`] does and keeps its text,
+    /// unknown fields and all, to be stored and delivered as given.
+    pub fn decode_kept(kind: EventType, json: &str) -> Result<(EventData, RawData), EventError> {
+        let data = EventData::decode(kind, json)?;
+        let raw = RawData::keep(json, &data)?;
+        Ok((data, raw))
+    }
+
+    /// Appends the `data` object: the kept text when there is one, else
+    /// the typed data's own form.
+    pub fn write_json_kept(&self, raw: Option<&RawData>, out: &mut String) {
+        match raw {
+            Some(raw) => out.push_str(raw.as_str()),
+            None => self.write_json(out),
+        }
+    }
+
+    /// The id fields the typed data reads, by name: what a kept
+    /// [`RawData`] writes in canonical form.
+    fn id_fields(&self) -> [Option<(&'static str, Id)>; 4] {
+        let channel = Some(("channel_id", self.channel_id()));
+        let user = |id: Id| Some(("user_id", id));
+        let message = |id: Id| Some(("message_id", id));
+        match self {
+            EventData::ChannelMessage(d) => [channel, message(d.message_id), user(d.user_id), None],
+            EventData::MessageUpdated(d) => [channel, message(d.message_id), None, None],
+            EventData::MessageDeleted(d) => [channel, message(d.message_id), None, None],
+            EventData::MessageReply(d) => [
+                channel,
+                message(d.message_id),
+                user(d.user_id),
+                Some(("parent_message_id", d.parent_message_id)),
+            ],
+            EventData::MemberJoined(d) | EventData::MemberLeft(d) => {
+                [channel, user(d.user_id), None, None]
+            }
+            EventData::MemberRoleUpdated(d) => [channel, user(d.user_id), None, None],
+            EventData::UserBanned(_) | EventData::UserUnbanned(_) | EventData::UserKicked(_) => {
+                [channel, self.moderated_user().and_then(user), None, None]
+            }
+            EventData::UserTyping(d) => [channel, user(d.user_id), None, None],
+            EventData::ChannelCreated(_)
+            | EventData::ChannelUpdated(_)
+            | EventData::ChannelDeleted(_) => [channel, None, None, None],
+        }
+    }
+
     /// The chat channel the event is about.
     pub fn channel_id(&self) -> Id {
         match self {
@@ -360,12 +418,16 @@ impl EventData {
     }
 }
 
-/// One domain event: its id and typed data. Moderation events carry
+/// One domain event: its id and typed data, and the data's text as its
+/// publisher gave it, when it came as text. Moderation events carry
 /// `user_id`; their user copy is derived by [`Event::copies`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
     pub id: Id,
     pub data: EventData,
+    /// What is stored as `data` when present (with any fields this version
+    /// does not know); else the typed data's own form.
+    pub raw_data: Option<RawData>,
 }
 
 /// One copy of an event, for one subscription channel.
@@ -373,6 +435,7 @@ pub struct Event {
 pub struct Copy {
     pub channel: Channel,
     pub data: EventData,
+    pub raw_data: Option<RawData>,
 }
 
 impl Event {
@@ -380,6 +443,7 @@ impl Event {
         Event {
             id: Id::new_v4(),
             data,
+            raw_data: None,
         }
     }
 
@@ -405,6 +469,7 @@ impl Event {
         let home = Copy {
             channel: self.home_channel(),
             data: self.data.clone(),
+            raw_data: self.raw_data.clone(),
         };
         std::iter::once(home).chain(self.user_copy()).collect()
     }
@@ -418,7 +483,8 @@ impl Event {
         }
     }
 
-    /// The user copy of a moderation event: on `user:{id}`, without `user_id`.
+    /// The user copy of a moderation event: on `user:{id}`, without
+    /// `user_id` (and with the other fields the publisher gave).
     pub fn user_copy(&self) -> Option<Copy> {
         let user = self.data.moderated_user()?;
         let mut data = self.data.clone();
@@ -426,6 +492,10 @@ impl Event {
         Some(Copy {
             channel: Channel::User(user),
             data,
+            raw_data: self
+                .raw_data
+                .as_ref()
+                .and_then(|raw| raw.without("user_id")),
         })
     }
 }
@@ -503,9 +573,18 @@ mod tests {
     }
 
     #[test]
-    fn unknown_fields_and_bad_ids_are_refused() {
+    fn unknown_fields_are_allowed_and_bad_ids_and_non_objects_refused() {
         let extra = json!({"channel_id": C, "message_id": U, "surprise": 1});
-        assert!(EventData::from_value(EventType::MessageDeleted, extra).is_err());
+        assert!(EventData::from_value(EventType::MessageDeleted, extra).is_ok());
+        let text = format!(r#"{{"channel_id":"{C}","message_id":"{U}","surprise":[1]}}"#);
+        let (data, raw) = EventData::decode_kept(EventType::MessageDeleted, &text).unwrap();
+        assert_eq!(raw.as_str(), text);
+        let mut written = String::new();
+        data.write_json_kept(Some(&raw), &mut written);
+        assert_eq!(written, text);
+        let as_array = format!(r#"["{C}","{U}"]"#);
+        assert!(EventData::decode(EventType::MessageDeleted, &as_array).is_err());
+        assert!(EventData::from_value(EventType::MessageDeleted, json!([C, U])).is_err());
         let bad = json!({"channel_id": "not-a-uuid", "message_id": U});
         assert!(EventData::from_value(EventType::MessageDeleted, bad).is_err());
         let simple = json!({"channel_id": C.replace('-', ""), "message_id": U});
@@ -532,6 +611,7 @@ mod tests {
         event.validate().unwrap();
         let copies = event.copies();
         assert_eq!(copies.len(), 2);
+        assert!(copies.iter().all(|copy| copy.raw_data.is_none()));
         assert_eq!(copies[0].channel, Channel::Chat(id(C)));
         assert_eq!(copies[0].data.moderated_user(), Some(id(U)));
         assert_eq!(copies[1].channel, Channel::User(id(U)));
@@ -541,6 +621,23 @@ mod tests {
         }
         assert!(copies[1].data.check_copy(copies[0].channel).is_err());
         assert!(copies[0].data.check_copy(copies[1].channel).is_err());
+    }
+
+    #[test]
+    fn the_user_copy_keeps_the_publishers_fields_but_user_id() {
+        let text = format!(r#"{{"channel_id":"{C}","user_id":"{U}","motive":"spam","until":7}}"#);
+        let (data, raw) = EventData::decode_kept(EventType::UserBanned, &text).unwrap();
+        let event = Event {
+            id: id(U),
+            data,
+            raw_data: Some(raw),
+        };
+        let copies = event.copies();
+        assert_eq!(copies[0].raw_data.as_ref().unwrap().as_str(), text);
+        assert_eq!(
+            copies[1].raw_data.as_ref().unwrap().as_str(),
+            format!(r#"{{"channel_id":"{C}","motive":"spam","until":7}}"#)
+        );
     }
 
     #[test]

@@ -303,17 +303,7 @@ async fn publish(headers: HeaderMap, body: Bytes, node: Arc<Node>) -> Response {
     if let Err(refusal) = authenticate(&node, &headers, None, Some(Role::Publisher)) {
         return refusal.into_response();
     }
-    let value: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => {
-            return error_reply(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("body is not JSON: {e}"),
-            )
-        }
-    };
-    let event = match schema::event_from_body(&value) {
+    let event = match schema::event_from_body(&body) {
         Ok(event) => event,
         Err(e) => return error_reply(StatusCode::BAD_REQUEST, "bad_request", e),
     };

@@ -144,28 +144,50 @@ fn excerpt(s: &str, max: usize) -> String {
 #[error("{0}")]
 pub struct Rejected(pub String);
 
-/// Validates a publish request `{type, data, id?}` against the schemas and
-/// the domain rules, and makes the event. `user_typing` is refused: it is
-/// ephemeral and never stored.
-pub fn event_from_body(body: &Value) -> Result<Event, Rejected> {
+/// Validates a publish request `{type, data, id?}` (JSON text) against the
+/// schemas and the domain rules, and makes the event. `user_typing` is
+/// refused: it is ephemeral and never stored. `data` is kept as given,
+/// fields this version does not know and all (SPEC section 3): it is
+/// stored byte for byte, but for ids, which are stored in canonical form.
+pub fn event_from_body(body: &[u8]) -> Result<Event, Rejected> {
+    /// The body's `data`, as text; the other fields are read from the value.
+    #[derive(serde::Deserialize)]
+    struct DataText<'a> {
+        #[serde(borrow)]
+        data: &'a serde_json::value::RawValue,
+    }
+
     let schemas = Schemas::get();
-    if body.get("type").and_then(Value::as_str) == Some("user_typing") {
+    let body_value: Value =
+        serde_json::from_slice(body).map_err(|e| Rejected(format!("body is not JSON: {e}")))?;
+    if body_value.get("type").and_then(Value::as_str) == Some("user_typing") {
         return Err(Rejected(crate::event::EventError::Ephemeral.to_string()));
     }
-    schemas.check("http_publish", body).map_err(Rejected)?;
-    let kind = body
+    schemas
+        .check("http_publish", &body_value)
+        .map_err(Rejected)?;
+    let kind = body_value
         .get("type")
         .and_then(Value::as_str)
         .ok_or_else(|| Rejected("missing `type`".into()))
         .and_then(|t| EventType::parse(t).map_err(|e| Rejected(e.to_string())))?;
-    let data = body.get("data").cloned().unwrap_or(Value::Null);
-    schemas.check_data(kind, &data).map_err(Rejected)?;
-    let data = EventData::from_value(kind, data).map_err(|e| Rejected(e.to_string()))?;
-    let id = match body.get("id").and_then(Value::as_str) {
+    let data = body_value.get("data").unwrap_or(&Value::Null);
+    schemas.check_data(kind, data).map_err(Rejected)?;
+    // The text of `data` as given; a repeated `data` key is refused here
+    // (the value above kept only the last one).
+    let text: DataText =
+        serde_json::from_slice(body).map_err(|e| Rejected(format!("body: {e}")))?;
+    let (data, raw_data) =
+        EventData::decode_kept(kind, text.data.get()).map_err(|e| Rejected(e.to_string()))?;
+    let id = match body_value.get("id").and_then(Value::as_str) {
         Some(id) => Id::parse(id).map_err(|e| Rejected(e.to_string()))?,
         None => Id::new_v4(),
     };
-    let event = Event { id, data };
+    let event = Event {
+        id,
+        data,
+        raw_data: Some(raw_data),
+    };
     event.validate().map_err(|e| Rejected(e.to_string()))?;
     Ok(event)
 }
@@ -195,6 +217,32 @@ mod tests {
                 "no schema for {kind}"
             );
         }
+    }
+
+    fn event_from_body(body: &Value) -> Result<Event, Rejected> {
+        super::event_from_body(body.to_string().as_bytes())
+    }
+
+    #[test]
+    fn extra_data_fields_are_kept_as_given() {
+        let c = c_id();
+        let body = format!(
+            r#"{{"type":"channel_deleted","data":{{"channel_id":"{}", "reason":{{"by":"ops","n":1.50}}}}}}"#,
+            c.to_uppercase()
+        );
+        let event = super::event_from_body(body.as_bytes()).unwrap();
+        assert_eq!(
+            event.raw_data.unwrap().as_str(),
+            format!(r#"{{"channel_id":"{c}","reason":{{"by":"ops","n":1.50}}}}"#)
+        );
+        let repeated = format!(
+            r#"{{"type":"channel_deleted","data":{{"channel_id":"{c}"}},"data":{{"channel_id":"{c}"}}}}"#
+        );
+        assert!(super::event_from_body(repeated.as_bytes()).is_err());
+        assert!(super::event_from_body(b"{")
+            .unwrap_err()
+            .0
+            .contains("not JSON"));
     }
 
     #[test]
@@ -231,7 +279,7 @@ mod tests {
                 "Additional properties",
             ),
             (
-                json!({"type": "channel_deleted", "data": {"channel_id": c_id(), big.clone(): 1}}),
+                json!({"type": "channel_deleted", "data": {"channel_id": c_id(), "x": big.clone(), "y": []}, "z": 1}),
                 "Additional properties",
             ),
         ] {

@@ -96,7 +96,7 @@ async fn publishing_one_event_id_twice_stores_it_once() {
     // Same id, other data: still the first event (the id is the identity).
     let impostor = Event {
         id: event.id,
-        data: message(c, "other text").data,
+        ..message(c, "other text")
     };
     let third = log.store(&impostor).await.expect("stored");
     assert_eq!(third.seq, first.seq);

@@ -274,6 +274,7 @@ fn every_envelope_passes_the_envelope_schema() {
                     id: event.id,
                     channel: copy.channel,
                     data: copy.data.clone(),
+                    raw_data: None,
                 }
                 .encode();
                 let via_stored: Value = serde_json::from_slice(&via_stored).expect("JSON");
@@ -313,6 +314,10 @@ fn every_stored_payload_passes_the_publish_schema_and_decodes_back() {
             let subj = subject::subject(copy.channel, copy.data.kind());
             let (channel, id, back) = subject::decode(&subj, &payload).expect("decodes back");
             assert_eq!((channel, id, &back), (copy.channel, event.id, &copy.data));
+            // The kept text of what the gateway stored is its own form.
+            let kept = subject::decode_kept(&subj, &payload).expect("decodes back");
+            let kept: Value = serde_json::from_str(kept.raw_data.as_str()).expect("JSON");
+            assert_eq!(kept, copy.data.to_value());
         }
     }
 }
@@ -439,13 +444,16 @@ fn invalid_table() -> Vec<(EventType, String, Value)> {
                 }
             }
         }
-        if kind != EventType::ChannelUpdated {
+        // Unknown fields are allowed, but not in place of a required one.
+        for field in required(kind) {
             let mut v = base.clone();
-            v["surprise"] = json!(1);
-            out.push((kind, "an unknown field".into(), v));
-            let mut v = base.clone();
-            v["Channel_id"] = json!(C);
-            out.push((kind, "a field that differs in case".into(), v));
+            let map = v.as_object_mut().expect("object");
+            if let Some(value) = map.remove(&field) {
+                map.insert(field.to_uppercase(), value);
+            }
+            if kind != EventType::ChannelUpdated || field == "channel_id" {
+                out.push((kind, format!("`{field}` only in another case"), v));
+            }
         }
     }
     out.push((
@@ -491,6 +499,22 @@ fn valid_table() -> Vec<(EventType, String, Value)> {
         let mut v = valid(kind);
         v.as_object_mut().expect("object").remove("user_id");
         out.push((kind, "the user copy (no `user_id`)".into(), v));
+    }
+    // Tolerant reading (SPEC section 3): a newer publisher's fields.
+    for &kind in EventType::ALL {
+        for (what, extra) in [
+            ("surprise", json!(1)),
+            (
+                "attachments",
+                json!([{"url": "https://x/y.png", "size": 1.5}]),
+            ),
+            ("Channel_id", json!(C)),
+            ("trace", json!(null)),
+        ] {
+            let mut v = valid(kind);
+            v[what] = extra;
+            out.push((kind, format!("an unknown field `{what}`"), v));
+        }
     }
     let mut upper = valid(EventType::MessageDeleted);
     upper["channel_id"] = json!(C.to_uppercase());
@@ -554,10 +578,39 @@ fn valid_data_is_accepted_by_both_the_schema_and_the_decoder() {
         }
         let decoded =
             decoder.unwrap_or_else(|e| panic!("decoder refuses valid {kind} ({what}): {e}"));
-        // The decoded form re-encodes to the same object, ids lower-cased.
+        // The typed form re-encodes to the known fields, ids lower-cased.
         let lower = lower_ids(&data);
-        assert_eq!(decoded.to_value(), lower, "{kind} ({what}) round-trips");
+        assert_eq!(
+            decoded.to_value(),
+            known_fields(kind, &lower),
+            "{kind} ({what}) round-trips"
+        );
+        // The kept text is the whole object, unknown fields and all.
+        let (typed, raw) = EventData::decode_kept(kind, &data.to_string())
+            .unwrap_or_else(|e| panic!("decode_kept refuses valid {kind} ({what}): {e}"));
+        assert_eq!(typed, decoded, "{kind} ({what}): one typed verdict");
+        let kept: Value = serde_json::from_str(raw.as_str()).expect("kept text is JSON");
+        assert_eq!(kept, lower, "{kind} ({what}) is kept whole");
+        schemas()
+            .check_data(kind, &kept)
+            .unwrap_or_else(|e| panic!("kept {kind} ({what}) fails its schema: {e}"));
     }
+}
+
+/// The fields of `v` the typed data of `kind` reads (every field, for
+/// `channel_updated`, whose changes are any fields).
+fn known_fields(kind: EventType, v: &Value) -> Value {
+    if kind == EventType::ChannelUpdated {
+        return v.clone();
+    }
+    let known = valid(kind);
+    let map = v.as_object().expect("object");
+    Value::Object(
+        map.iter()
+            .filter(|(k, _)| known.get(k.as_str()).is_some())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    )
 }
 
 /// Lower-cases every id field, the form the code writes.
@@ -697,6 +750,10 @@ fn payload_schema_and_payload_decoder_agree_on_the_envelope_of_the_data() {
                "timestamp": "2025-01-15T10:30:00.000Z"}),
         json!({"id": id, "type": "message_deleted", "data": data,
                "timestamp": "2025-01-15T11:30:00+01:00"}),
+        // Unknown top-level fields are ignored (SPEC section 3).
+        json!({"id": id, "type": "message_deleted", "data": data, "extra": 1}),
+        json!({"id": id, "type": "message_deleted", "data": data, "trace_id": "abc",
+               "headers": {"x": [1]}}),
     ];
     for payload in valid_payloads {
         assert!(
@@ -715,7 +772,7 @@ fn payload_schema_and_payload_decoder_agree_on_the_envelope_of_the_data() {
         json!({"id": id, "data": data}),
         json!({"id": id, "type": "message_deleted"}),
         json!({"id": id, "type": 7, "data": data}),
-        json!({"id": id, "type": "message_deleted", "data": data, "extra": 1}),
+        json!({"id": id, "type": "message_deleted", "data": [C, M]}),
         json!({"id": id, "type": "message_deleted", "data": data, "timestamp": 5}),
         json!({"id": id, "type": "message_deleted", "data": data, "timestamp": null}),
         json!({"id": id, "type": "message_deleted", "data": data, "timestamp": "yesterday"}),

@@ -1,5 +1,6 @@
 //! The idempotent publisher: every copy carries a `Nats-Msg-Id`, so a retry
-//! inside the stream's duplicate window is stored once.
+//! inside the stream's duplicate window is stored once. An event's kept
+//! `data` text (fields this version does not know and all) is stored as given.
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use chrono::{DateTime, Utc};
 
 use super::{subject, Log, LogError};
 use crate::channel::{Channel, Id};
-use crate::event::{format_timestamp, Event, EventData, EventError};
+use crate::event::{format_timestamp, Event, EventData, EventError, RawData};
 
 /// How often one copy is tried before the publish fails. Every attempt
 /// carries the same `Nats-Msg-Id`, so retries never store twice.
@@ -67,11 +68,12 @@ impl Log {
         }
         event.validate()?;
         let home = event.home_channel();
-        let stored = self.store_copy(home, event.id, &event.data);
+        let stored = self.store_copy(home, event.id, &event.data, event.raw_data.as_ref());
         let (home_ack, user_ack) = match event.user_copy() {
             None => (stored.await?, None),
             Some(copy) => {
-                let user = self.store_copy(copy.channel, event.id, &copy.data);
+                let user =
+                    self.store_copy(copy.channel, event.id, &copy.data, copy.raw_data.as_ref());
                 let (home_ack, user_ack) = tokio::try_join!(stored, user)?;
                 (home_ack, Some(user_ack))
             }
@@ -101,8 +103,9 @@ impl Log {
         channel: Channel,
         id: Id,
         data: &EventData,
+        raw: Option<&RawData>,
     ) -> Result<PublishAck, LogError> {
-        let payload = subject::encode_payload(id, data);
+        let payload = subject::encode_payload_kept(id, data, raw);
         let subject = subject::subject(channel, data.kind());
         let msg_id = message_id(id, channel);
         let mut backoff = RETRY_BACKOFF;

@@ -155,13 +155,14 @@ fn decode(
     seq: u64,
     time: DateTime<Utc>,
 ) -> Result<StoredEvent, String> {
-    let (channel, id, data) = subject::decode(subject, payload).map_err(|e| e.to_string())?;
+    let decoded = subject::decode_kept(subject, payload).map_err(|e| e.to_string())?;
     Ok(StoredEvent {
         seq,
         time,
-        id,
-        channel,
-        data,
+        id: decoded.id,
+        channel: decoded.channel,
+        data: decoded.data,
+        raw_data: Some(decoded.raw_data),
     })
 }
 

@@ -3,13 +3,16 @@
 //! Subjects mirror the channels: `chat.channel.{id}.{type}`,
 //! `chat.user.{id}.{type}`, `chat.global.{type}`. Ids are parsed strictly
 //! (hyphenated UUIDs), so no input can put `.`, `*` or `>` into a subject.
+//!
+//! Payloads are read tolerantly (SPEC section 3): an unknown top-level field
+//! is ignored, an unknown field inside `data` is kept ([`RawData`]).
 
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::channel::{Channel, Id};
-use crate::event::{EventData, EventError, EventType};
+use crate::event::{EventData, EventError, EventType, RawData};
 
 /// Every subject of ours starts with this token.
 pub const ROOT: &str = "chat";
@@ -91,13 +94,19 @@ pub fn parse(subject: &str) -> Result<(Channel, EventType), SubjectError> {
 
 /// Encodes one copy as the stored payload.
 pub fn encode_payload(id: Id, data: &EventData) -> Bytes {
-    let mut out = String::with_capacity(256);
+    encode_payload_kept(id, data, None)
+}
+
+/// Encodes one copy as the stored payload, its `data` the kept text `raw`
+/// (as the publisher gave it) when present, else `data`'s own form.
+pub fn encode_payload_kept(id: Id, data: &EventData, raw: Option<&RawData>) -> Bytes {
+    let mut out = String::with_capacity(64 + raw.map_or(192, |raw| raw.as_str().len()));
     out.push_str(r#"{"id":""#);
     id.write_to(&mut out);
     out.push_str(r#"","type":""#);
     out.push_str(data.kind().as_str());
     out.push_str(r#"","data":"#);
-    data.write_json(&mut out);
+    data.write_json_kept(raw, &mut out);
     out.push('}');
     Bytes::from(out)
 }
@@ -108,8 +117,9 @@ fn present_str<'de, D: serde::Deserializer<'de>>(
     <std::borrow::Cow<'de, str>>::deserialize(d).map(Some)
 }
 
+/// The payload's known fields; any other top-level field is ignored, so
+/// that a newer publisher may add some.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct PayloadIn<'a> {
     id: Id,
     #[serde(rename = "type", borrow)]
@@ -138,8 +148,44 @@ pub enum PayloadError {
 }
 
 /// Decodes and validates a stored message: the subject names the channel
-/// and type, the payload must agree with both.
+/// and type, the payload must agree with both. Unknown `data` fields are
+/// dropped; [`decode_kept`] keeps them.
 pub fn decode(subject: &str, payload: &[u8]) -> Result<(Channel, Id, EventData), PayloadError> {
+    let (channel, kind, raw) = decode_shape(subject, payload)?;
+    let data = EventData::decode(kind, raw.data.get())?;
+    data.check_copy(channel)?;
+    Ok((channel, raw.id, data))
+}
+
+/// A stored message decoded, with its `data` text kept.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decoded {
+    pub channel: Channel,
+    pub id: Id,
+    pub data: EventData,
+    /// `data` as stored, unknown fields and all.
+    pub raw_data: RawData,
+}
+
+/// Decodes and validates a stored message as [`decode`] does, and keeps
+/// its `data` text to be delivered as stored.
+pub fn decode_kept(subject: &str, payload: &[u8]) -> Result<Decoded, PayloadError> {
+    let (channel, kind, raw) = decode_shape(subject, payload)?;
+    let (data, raw_data) = EventData::decode_kept(kind, raw.data.get())?;
+    data.check_copy(channel)?;
+    Ok(Decoded {
+        channel,
+        id: raw.id,
+        data,
+        raw_data,
+    })
+}
+
+/// The subject and the payload's shape: everything but `data`'s contents.
+fn decode_shape<'a>(
+    subject: &str,
+    payload: &'a [u8],
+) -> Result<(Channel, EventType, PayloadIn<'a>), PayloadError> {
     let (channel, kind) = parse(subject)?;
     let raw: PayloadIn = serde_json::from_slice(payload).map_err(PayloadError::Shape)?;
     if let Some(t) = &raw.timestamp {
@@ -151,9 +197,7 @@ pub fn decode(subject: &str, payload: &[u8]) -> Result<(Channel, Id, EventData),
             subject: kind,
         });
     }
-    let data = EventData::decode(kind, raw.data.get())?;
-    data.check_copy(channel)?;
-    Ok((channel, raw.id, data))
+    Ok((channel, kind, raw))
 }
 
 #[cfg(test)]
@@ -217,5 +261,23 @@ mod tests {
         let wrong_type = subject(Channel::Chat(Id::parse(C).unwrap()), EventType::UserKicked);
         assert!(decode(&wrong_type, &channel_copy).is_err());
         assert!(decode(&wrong_type, b"not json").is_err());
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_on_top_and_kept_in_data() {
+        let subj = format!("chat.channel.{C}.message_deleted");
+        let data = format!(r#"{{"channel_id":"{C}","message_id":"{U}","why":{{"by":"mod"}}}}"#);
+        let payload = format!(
+            r#"{{"id":"{U}","type":"message_deleted","trace_id":"t-1","data":{data},"v":2}}"#
+        );
+        let decoded = decode_kept(&subj, payload.as_bytes()).unwrap();
+        assert_eq!(decoded.raw_data.as_str(), data);
+        assert_eq!(decode(&subj, payload.as_bytes()).unwrap().2, decoded.data);
+        let stored = encode_payload_kept(decoded.id, &decoded.data, Some(&decoded.raw_data));
+        assert_eq!(decode_kept(&subj, &stored).unwrap(), decoded);
+        let missing = format!(
+            r#"{{"id":"{U}","type":"message_deleted","data":{{"channel_id":"{C}","why":1}}}}"#
+        );
+        assert!(decode_kept(&subj, missing.as_bytes()).is_err());
     }
 }

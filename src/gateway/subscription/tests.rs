@@ -35,6 +35,7 @@ fn message(channel: Channel, seq: u64) -> StoredEvent {
             username: None,
             content: format!("m{seq}"),
         }),
+        raw_data: None,
     }
 }
 
