@@ -592,6 +592,7 @@ async fn follow(socket: Socket, follower: &mut Follower, stop: &mut Stop) -> End
     acks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut hello = false;
     let lost = |reason: String, hello: bool| Ended::Lost { reason, hello };
+    let mut heard = tokio::time::Instant::now();
     loop {
         let silence = follower.silence_limit();
         let message = tokio::select! {
@@ -607,19 +608,17 @@ async fn follow(socket: Socket, follower: &mut Follower, stop: &mut Stop) -> End
                 }
                 continue;
             }
-            message = tokio::time::timeout(silence, stream.next()) => message,
-        };
-        let text = match message {
-            Err(_) => {
-                return lost(
-                    format!("nothing received for {} s", silence.as_secs()),
-                    hello,
-                )
+            _ = tokio::time::sleep_until(heard + silence) => {
+                return lost(format!("nothing received for {} s", silence.as_secs()), hello);
             }
-            Ok(None) => return lost("the connection ended".into(), hello),
-            Ok(Some(Err(e))) => return lost(format!("connection broken: {e}"), hello),
-            Ok(Some(Ok(Message::Text(text)))) => text,
-            Ok(Some(Ok(Message::Close(frame)))) => {
+            message = stream.next() => message,
+        };
+        heard = tokio::time::Instant::now();
+        let text = match message {
+            None => return lost("the connection ended".into(), hello),
+            Some(Err(e)) => return lost(format!("connection broken: {e}"), hello),
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Close(frame))) => {
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
                 let (code, reason) = frame
                     .map(|f| (u16::from(f.code), f.reason.to_string()))
@@ -631,12 +630,13 @@ async fn follow(socket: Socket, follower: &mut Follower, stop: &mut Stop) -> End
                 }
                 return lost(format!("the gateway closed with {code} {reason}"), hello);
             }
-            Ok(Some(Ok(_))) => continue,
+            // Pings (answered by the WebSocket stack), pongs, binary frames.
+            Some(Ok(_)) => continue,
         };
         for action in follower.on_text(&text) {
             match action {
                 Action::Print(line) => {
-                    hello = true;
+                    hello = true; // the first frame printed is `hello`
                     if let Err(e) = print(&line) {
                         close(&mut sink, &mut stream, follower).await;
                         return Ended::Exit(if e.kind() == std::io::ErrorKind::BrokenPipe {
