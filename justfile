@@ -36,8 +36,7 @@ run *ARGS: tools
     listen="${listen/#0.0.0.0:/127.0.0.1:}"
     channel_id="$(python3 -c 'import uuid;print(uuid.uuid4())')"
     echo "token: $token"
-    echo "connect: websocat \"ws://$listen/v1/ws?token=$token\""
-    echo 'then send: {"type":"subscribe","channel":"global"}'
+    echo "follow (another terminal, repo root): $bin tail --url ws://$listen --token $token global"
     echo "publish (another terminal, repo root): $bin publish --type channel_created --data '{\"channel_id\":\"$channel_id\",\"channel_name\":\"general\"}'"
     echo
     exec "$bin" serve --dev "$@"

@@ -1,6 +1,7 @@
-//! The `switchboard` command line: `serve`, `publish`, `replay`, `token`
-//! and `projection`. Exit codes: 0 done; 1 the work failed (NATS, disk);
-//! 2 bad arguments, settings or input (nothing was done).
+//! The `switchboard` command line: `serve`, `publish`, `replay`, `token`,
+//! `projection` and `tail` (its client loop is [`crate::tail`]). Exit codes:
+//! 0 done; 1 the work failed (NATS, disk); 2 bad arguments, settings or
+//! input (nothing was done).
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -51,6 +52,9 @@ pub enum Command {
     /// The membership projection: rebuild the snapshot, or check it against a fresh fold.
     #[command(after_help = after_help())]
     Projection(ProjectionArgs),
+    /// Follow channels over the gateway's WebSocket: print every frame as a JSON line; reconnect and resume.
+    #[command(after_help = crate::tail::AFTER_HELP)]
+    Tail(crate::tail::TailArgs),
 }
 
 /// Where the log is; shared by every command that reads or writes it.
@@ -251,6 +255,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Replay(args) => replay(args).await,
         Command::Token(args) => token(args),
         Command::Projection(args) => projection(args).await,
+        Command::Tail(args) => crate::tail::run(args.options()?).await,
     }
 }
 

@@ -18,7 +18,8 @@
 //! - [`http`]: the HTTP API and the WebSocket endpoint, as warp filters.
 //! - [`server`]: `serve`: brings a node up and takes it down, in order.
 //! - [`settings`]: settings values, their precedence, and errors that name them.
-//! - [`cli`]: the command line (`serve`, `publish`, `replay`, `token`, `projection`).
+//! - [`cli`]: the command line (`serve`, `publish`, `replay`, `token`, `projection`, `tail`).
+//! - [`tail`]: `switchboard tail`, a gateway client that prints frames and resumes on its own.
 //! - [`data_dir`]: the data directory's lock: one switchboard process at a time.
 //! - [`local_nats`]: a nats-server child process, for `serve` without a URL and for tests.
 //! - [`metrics`]: the Prometheus series, registered once.
@@ -42,3 +43,4 @@ pub mod http;
 pub mod schema;
 pub mod server;
 pub mod settings;
+pub mod tail;
