@@ -529,7 +529,10 @@ async fn rejection(rejection: Rejection) -> Result<Response, Infallible> {
         (StatusCode::BAD_REQUEST, "bad_request", message)
     };
     let mut response = error_reply(status, code, message);
-    if matches!(status, StatusCode::PAYLOAD_TOO_LARGE | StatusCode::LENGTH_REQUIRED) {
+    if matches!(
+        status,
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::LENGTH_REQUIRED
+    ) {
         // The body was not read: the connection cannot carry another request.
         response
             .headers_mut()

@@ -198,7 +198,10 @@ async fn every_refused_token_gets_a_401_saying_why() {
         "unauthorized",
     );
     assert!(message.contains("no token"), "{message}");
-    assert!(message.contains("?token="), "the upgrade takes ?token=: {message}");
+    assert!(
+        message.contains("?token="),
+        "the upgrade takes ?token=: {message}"
+    );
     // The HTTP API takes the header only, and says so.
     let missing = http()
         .get(gateway.http("/v1/history/global"))

@@ -69,7 +69,7 @@ pub struct TailArgs {
     #[arg(value_name = "CHANNEL")]
     pub channels: Vec<String>,
     /// The gateway: ws://host:port (the path /v1/ws is added if missing).
-    #[arg(long, default_value = DEFAULT_URL)]
+    #[arg(long, env = "SWITCHBOARD_URL", default_value = DEFAULT_URL)]
     pub url: String,
     /// The JWT to connect with (sent as `Authorization: Bearer`).
     #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
