@@ -2,6 +2,10 @@
 //! `projection` and `tail` (its client loop is [`crate::tail`]). Exit codes:
 //! 0 done; 1 the work failed (NATS, disk); 2 bad arguments, settings or
 //! input (nothing was done).
+//!
+//! Over 500 lines on purpose: the commands' arguments and their short
+//! bodies (each calls into the modules that do the work) read as one
+//! manual; the settings themselves are declared in `settings`.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -9,6 +13,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
+
+pub use crate::failure::{causes, Failure};
 
 use crate::channel::{Channel, Id};
 use crate::event::parse_timestamp;
@@ -171,47 +177,6 @@ pub enum ProjectionAction {
     Check(LogArgs),
 }
 
-/// How a command failed.
-#[derive(Debug, thiserror::Error)]
-pub enum Failure {
-    /// Bad arguments, settings or input: exit 2.
-    #[error("{0}")]
-    Usage(String),
-    /// The work failed: exit 1.
-    #[error("{}", causes(.0))]
-    Work(#[from] anyhow::Error),
-}
-
-/// An error and its causes, each said once: many errors quote their cause
-/// in their own message, so a cause whose words are already there is left
-/// out (not `IO error: refused: IO error: refused: refused`).
-pub fn causes(error: &anyhow::Error) -> String {
-    let mut said: Vec<String> = Vec::new();
-    for cause in error.chain() {
-        let text = cause.to_string();
-        if said.iter().any(|earlier| earlier.contains(&text)) {
-            continue;
-        }
-        said.push(text);
-    }
-    said.join(": ")
-}
-
-impl From<SettingError> for Failure {
-    fn from(e: SettingError) -> Self {
-        Failure::Usage(e.to_string())
-    }
-}
-
-impl Failure {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Failure::Usage(_) => 2,
-            Failure::Work(_) => 1,
-        }
-    }
-}
-
 /// Resolves every `serve` setting.
 pub fn serve_settings(args: &ServeArgs) -> Result<ServeSettings, SettingError> {
     let file = args.log.file()?;
@@ -260,7 +225,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 async fn publish(args: PublishArgs) -> Result<(), Failure> {
-    // Bodies stay text, so that `data` is stored as given (SPEC section 3).
+    // Bodies stay text, so that `data` is stored as given (README "Publishers can be newer than the gateway").
     let bodies: Vec<String> = match &args.kind {
         Some(kind) => {
             let data = match &args.data {
@@ -536,26 +501,5 @@ async fn fold_and_compare(
             "{} differences between the snapshot and a fresh fold",
             differences.len()
         )))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("IO error: {0}")]
-    struct Quoting(#[source] std::io::Error);
-
-    #[test]
-    fn each_cause_is_said_once() {
-        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        let error = anyhow::Error::new(Quoting(io)).context("cannot connect to NATS");
-        assert_eq!(
-            Failure::Work(error).to_string(),
-            "cannot connect to NATS: IO error: refused"
-        );
-        let plain = anyhow::anyhow!("inner").context("outer");
-        assert_eq!(Failure::Work(plain).to_string(), "outer: inner");
     }
 }

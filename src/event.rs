@@ -1,7 +1,7 @@
 //! Domain events: the 14 event types, their typed `data`, their validation
 //! and the routing rule (which subscription channels one event goes to).
 //!
-//! Validation is tolerant (SPEC section 3): required fields, their types,
+//! Validation is tolerant (README "Publishers can be newer than the gateway"): required fields, their types,
 //! ids and `type` are strict; a field this version does not know is
 //! allowed, and kept as the publisher wrote it in [`RawData`] beside the
 //! typed data, so that it reaches clients unchanged.

@@ -7,6 +7,10 @@
 //! A `POST /v1/events` body must arrive within `http_body_timeout` (408).
 //! The time and size bounds of the connections themselves are the
 //! listener's (`server::listener`).
+//!
+//! Over 500 lines on purpose: one warp filter per route, each with its
+//! handler and its refusals, and the refusals' words in one place; the
+//! routes are read as one table.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;

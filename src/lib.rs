@@ -20,6 +20,7 @@
 //! - [`settings`]: settings values, their precedence, and errors that name them.
 //! - [`cli`]: the command line (`serve`, `publish`, `replay`, `token`, `projection`, `tail`).
 //! - [`tail`]: `switchboard tail`, a gateway client that prints frames and resumes on its own.
+//! - [`failure`]: how a command fails: its message and exit code.
 //! - [`data_dir`]: the data directory's lock: one switchboard process at a time.
 //! - [`local_nats`]: a nats-server child process, for `serve` without a URL and for tests.
 //! - [`metrics`]: the Prometheus series, registered once.
@@ -29,6 +30,7 @@ pub mod channel;
 pub mod data_dir;
 pub mod envelope;
 pub mod event;
+pub mod failure;
 pub mod gateway;
 pub mod local_nats;
 pub mod log;

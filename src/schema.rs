@@ -147,7 +147,7 @@ pub struct Rejected(pub String);
 /// Validates a publish request `{type, data, id?}` (JSON text) against the
 /// schemas and the domain rules, and makes the event. `user_typing` is
 /// refused: it is ephemeral and never stored. `data` is kept as given,
-/// fields this version does not know and all (SPEC section 3): it is
+/// fields this version does not know and all (README "Publishers can be newer than the gateway"): it is
 /// stored byte for byte, but for ids, which are stored in canonical form.
 pub fn event_from_body(body: &[u8]) -> Result<Event, Rejected> {
     /// The body's `data`, as text; the other fields are read from the value.

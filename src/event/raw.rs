@@ -1,6 +1,6 @@
 //! The `data` object as its publisher wrote it, kept beside the typed
 //! [`EventData`] so that fields this version does not know reach clients
-//! unchanged (tolerant reading, SPEC section 3).
+//! unchanged (tolerant reading: README "Publishers can be newer than the gateway").
 //!
 //! Architecture invariant: the typed data stays the authority (it is what
 //! is validated, routed and authorized); the kept text only travels.

@@ -4,7 +4,7 @@
 //! `chat.user.{id}.{type}`, `chat.global.{type}`. Ids are parsed strictly
 //! (hyphenated UUIDs), so no input can put `.`, `*` or `>` into a subject.
 //!
-//! Payloads are read tolerantly (SPEC section 3): an unknown top-level field
+//! Payloads are read tolerantly (README "Publishers can be newer than the gateway"): an unknown top-level field
 //! is ignored, an unknown field inside `data` is kept ([`RawData`]).
 
 use bytes::Bytes;

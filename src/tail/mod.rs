@@ -21,8 +21,8 @@ use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFr
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::channel::{Channel, Id};
-use crate::cli::Failure;
 use crate::event::{format_timestamp, parse_timestamp};
+use crate::failure::Failure;
 
 mod follower;
 pub use follower::{Action, Follower};

@@ -2,7 +2,8 @@
 //! property test that drives one subscription through random interleavings
 //! of publishes, live deliveries, lag, log reads and flushes against a model
 //! log, and checks that every event arrives exactly once, in order, with a
-//! bounded buffer.
+//! bounded buffer. Over 500 lines: a test per rule, the model world of the
+//! property test, and the standing-over-time cases.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
