@@ -254,18 +254,9 @@ impl Client {
     }
 
     pub async fn connect_url(url: &str) -> Client {
-        let (ws, _) = tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(url))
+        Client::try_connect_url(url)
             .await
-            .expect("connect in time")
-            .expect("upgrade accepted");
-        let mut client = Client {
-            ws,
-            hello: Value::Null,
-        };
-        let hello = client.next().await;
-        assert_eq!(hello["type"], "hello", "first frame is hello: {hello}");
-        client.hello = hello;
-        client
+            .expect("upgrade accepted")
     }
 
     pub fn session_id(&self) -> String {

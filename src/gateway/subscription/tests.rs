@@ -40,15 +40,9 @@ fn message(channel: Channel, seq: u64) -> StoredEvent {
     }
 }
 
+/// The hub's delivery of `event`, as the router makes it.
 fn delivery(event: &StoredEvent) -> Arc<Delivery> {
-    Arc::new(Delivery {
-        channel: event.channel,
-        seq: Some(event.seq),
-        frame: event.encode(),
-        cut: access::cut(event.channel, &event.data),
-        log_time_ms: event.time.timestamp_millis(),
-        from_user: None,
-    })
+    Arc::new(crate::gateway::router::deliver(event))
 }
 
 fn rules(user: Id) -> Rules {
