@@ -86,9 +86,15 @@ async fn subscribe_until(client: &mut Client, channel: Channel, expected: &str) 
     }
 }
 
-/// Expects `event` (by id) and then `unsubscribed` with `reason`.
+/// Expects `event` (by id) and then `unsubscribed` with `reason`. A
+/// subscription made right after a join may still get the join itself (the
+/// projection folds an event just before the hub fans it out): a
+/// `member_joined` may come first.
 async fn expect_cut(client: &mut Client, event: &Event, reason: &str) {
-    let frame = client.next().await;
+    let mut frame = client.next().await;
+    while frame["type"] == "member_joined" && frame["id"] != event.id.to_string() {
+        frame = client.next().await;
+    }
     assert_eq!(
         frame["id"],
         event.id.to_string(),
@@ -125,9 +131,14 @@ async fn membership_grants_and_bans_deny_whatever_the_token_says() {
     other.subscribe(chat(c)).await;
 
     subscribe_until(&mut plain, chat(c), "forbidden").await;
-    store(&log, &joined(c, u)).await;
-    subscribe_until(&mut plain, chat(c), "subscribed").await;
+    // The grant needs no membership: subscribed before the join, it gets
+    // the join (had it subscribed after, it might or might not, as the
+    // projection folds an event just before the hub fans it out).
     starred.subscribe(chat(c)).await;
+    let join = joined(c, u);
+    store(&log, &join).await;
+    subscribe_until(&mut plain, chat(c), "subscribed").await;
+    assert_eq!(starred.events(1).await[0]["id"], join.id.to_string());
     other.events(1).await;
 
     let ban = banned(c, u);
@@ -480,6 +491,20 @@ async fn until_allowed(gateway: &Gateway, c: Id, u: Id) {
     probe.close().await;
 }
 
+/// Reads up to the event `seq`. A subscription made right after a join may
+/// still get the join itself (the projection folds an event just before
+/// the hub fans it out): only earlier events may come first.
+async fn until_seq(client: &mut Client, seq: u64) {
+    loop {
+        let frame = client.next().await;
+        let got = frame["seq"].as_u64().expect("an event");
+        if got == seq {
+            return;
+        }
+        assert!(got < seq, "expected {seq}, got {frame}");
+    }
+}
+
 /// The chat events a client receives up to `replayed`; `unsubscribed` fails.
 async fn replayed_seqs(client: &mut Client, c: Id) -> Vec<u64> {
     let mut seqs = Vec::new();
@@ -544,7 +569,7 @@ async fn a_restored_session_follows_the_users_standing_while_away() {
         let session = client.session_id();
         subscribe_until(&mut client, chat(c), "subscribed").await;
         let seen = store(&log, &message(c, "seen")).await;
-        assert_eq!(client.next().await["seq"], seen);
+        until_seq(&mut client, seen).await;
         client
             .send(json!({"type": "ack", "channel": chat(c).to_string(), "seq": seen}))
             .await;
@@ -580,7 +605,7 @@ async fn live_a_cut_ends_the_subscription_and_a_comeback_allows_a_new_one() {
         let mut client = Client::connect(&gateway, &token(u, Grant::None, &[])).await;
         subscribe_until(&mut client, chat(c), "subscribed").await;
         let seen = store(&log, &message(c, "seen")).await;
-        assert_eq!(client.next().await["seq"], seen);
+        until_seq(&mut client, seen).await;
         let cut = away.cut(c, u);
         store(&log, &cut).await;
         expect_cut(&mut client, &cut, away.reason()).await;
@@ -590,6 +615,6 @@ async fn live_a_cut_ends_the_subscription_and_a_comeback_allows_a_new_one() {
         }
         subscribe_until(&mut client, chat(c), "subscribed").await;
         let back = store(&log, &message(c, "back again")).await;
-        assert_eq!(client.next().await["seq"], back, "{away:?}");
+        until_seq(&mut client, back).await;
     }
 }
