@@ -181,28 +181,6 @@ async fn read_switchboard(mut ws: Ws, expected: usize) -> Received {
     got
 }
 
-/// Stores `n` messages paced to `pace` events/s (in 1 ms steps), each
-/// stamped with the time its publish started.
-async fn store_paced(log: &Log, channel: Id, n: usize, pace: f64) {
-    let started = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut in_flight = futures::stream::FuturesUnordered::new();
-    let mut sent = 0;
-    while sent < n || !in_flight.is_empty() {
-        let due = ((started.elapsed().as_secs_f64() * pace) as usize + 1).min(n);
-        while sent < due {
-            let event = common::message(channel, now_nanos().to_string());
-            in_flight.push(async move { log.store(&event).await.expect("store") });
-            sent += 1;
-        }
-        tokio::select! {
-            Some(_) = in_flight.next(), if !in_flight.is_empty() => {}
-            _ = tick.tick(), if sent < n => {}
-        }
-    }
-}
-
 async fn switchboard(
     gateway: &Gateway,
     log: &Log,
@@ -230,7 +208,12 @@ async fn switchboard(
         None => {
             common::store_messages(log, channel, events).await;
         }
-        Some(pace) => store_paced(log, channel, events, pace).await,
+        Some(pace) => {
+            common::store_paced(log, events, pace, || {
+                common::message(channel, now_nanos().to_string())
+            })
+            .await
+        }
     }
     let published = publish_started.elapsed();
     let got = futures::future::join_all(readers).await;

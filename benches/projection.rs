@@ -19,9 +19,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
@@ -32,7 +29,7 @@ use switchboard::log::Log;
 use switchboard::projection::{Projection, FOLDED};
 use switchboard::store::Store;
 
-use common::{ms, now_nanos, percentile, rate, thousands, IN_FLIGHT, PATIENCE, SECRET};
+use common::{ms, now_nanos, percentile, rate, thousands, Gateway, IN_FLIGHT, PATIENCE};
 use switchboard::token::Grant;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -284,80 +281,28 @@ async fn run(sizes: Sizes) {
 
 // ------------------------------------------- live delivery during snapshots
 
-/// The gateway binary, as `common::Gateway` starts it, but with its
-/// snapshot writer's debug lines in its log.
-struct LoggedGateway {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-    _data: tempfile::TempDir,
-}
+/// The log filter that puts the snapshot writer's lines in the gateway's log.
+const SNAPSHOT_LOG: &str = "warn,switchboard::gateway::housekeeping=debug";
 
-impl LoggedGateway {
-    fn start(nats_url: &str) -> LoggedGateway {
-        let data = tempfile::Builder::new()
-            .prefix("switchboard-bench-")
-            .tempdir()
-            .expect("temp dir");
-        let log = data.path().join("gateway.log");
-        let file = std::fs::File::create(&log).expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--nats-url", nats_url])
-            .arg("--data-dir")
-            .arg(data.path())
-            .args(["--jwt-secret", SECRET])
-            .env(
-                "SWITCHBOARD_LOG",
-                "warn,switchboard::gateway::housekeeping=debug",
-            )
-            .env_remove("SWITCHBOARD_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(file)
-            .spawn()
-            .expect("gateway starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let Some(addr) = switchboard::server::listening_address(stdout, PATIENCE) else {
-            let _ = child.kill();
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            panic!("gateway did not start; log:\n{text}");
-        };
-        LoggedGateway {
-            child,
-            addr,
-            log,
-            _data: data,
-        }
-    }
-
-    /// Whole snapshot writes so far: (start, end) in wall-clock nanoseconds,
-    /// from the writer's `projection snapshot written … whole=true ms=…`.
-    fn whole_writes(&self) -> Vec<(u64, u64)> {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        text.lines()
-            .filter(|l| l.contains("projection snapshot written") && l.contains("whole=true"))
-            .filter_map(|line| {
-                let at = chrono::DateTime::parse_from_rfc3339(line.split_whitespace().next()?);
-                let end = at.ok()?.timestamp_nanos_opt()? as u64;
-                let ms: u64 = line
-                    .split(" ms=")
-                    .nth(1)?
-                    .split_whitespace()
-                    .next()?
-                    .parse()
-                    .ok()?;
-                Some((end.saturating_sub(ms * 1_000_000), end))
-            })
-            .collect()
-    }
-}
-
-impl Drop for LoggedGateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Whole snapshot writes so far: (start, end) in wall-clock nanoseconds,
+/// from the writer's `projection snapshot written … whole=true ms=…`.
+fn whole_writes(gateway: &Gateway) -> Vec<(u64, u64)> {
+    let text = std::fs::read_to_string(gateway.log_path()).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains("projection snapshot written") && l.contains("whole=true"))
+        .filter_map(|line| {
+            let at = chrono::DateTime::parse_from_rfc3339(line.split_whitespace().next()?);
+            let end = at.ok()?.timestamp_nanos_opt()? as u64;
+            let ms: u64 = line
+                .split(" ms=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
+            Some((end.saturating_sub(ms * 1_000_000), end))
+        })
+        .collect()
 }
 
 /// A `member_joined` of a fresh user on one of `channels`.
@@ -367,28 +312,6 @@ fn fresh_join(channels: &[Id]) -> Event {
         user_id: Id::new_v4(),
         username: None,
     }))
-}
-
-/// Stores `n` events made by `make`, paced to `pace` events/s (in 1 ms
-/// steps); each is made just before it is stored.
-async fn store_paced(log: &Log, n: usize, pace: f64, make: impl Fn() -> Event) {
-    let started = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut in_flight = futures::stream::FuturesUnordered::new();
-    let mut sent = 0;
-    while sent < n || !in_flight.is_empty() {
-        let due = ((started.elapsed().as_secs_f64() * pace) as usize + 1).min(n);
-        while sent < due {
-            let event = make();
-            in_flight.push(async move { log.store(&event).await.expect("store") });
-            sent += 1;
-        }
-        tokio::select! {
-            Some(_) = in_flight.next(), if !in_flight.is_empty() => {}
-            _ = tick.tick(), if sent < n => {}
-        }
-    }
 }
 
 /// The decimal nanoseconds in a chat event's `data.content`.
@@ -463,7 +386,7 @@ async fn live_during_snapshots(
         thousands(memberships as f64)
     );
     let started = Instant::now();
-    let gateway = LoggedGateway::start(&nats.url());
+    let gateway = Gateway::start_logging(&nats.url(), SNAPSHOT_LOG);
     println!(
         "    gateway started (a full fold) in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -478,16 +401,16 @@ async fn live_during_snapshots(
     let joins = (LIVE_JOINS * sizes.live_secs as f64) as usize;
     let reader = tokio::spawn(read_stamped(ws, events));
     let cpu = common::CpuMeter::start(&[
-        ("gateway", gateway.child.id()),
+        ("gateway", gateway.pid()),
         ("nats-server", common::nats_pid()),
     ]);
     let from = now_nanos();
     tokio::join!(
-        store_paced(log, events, LIVE_PACE, || common::message(
+        common::store_paced(log, events, LIVE_PACE, || common::message(
             channel,
             now_nanos().to_string()
         )),
-        store_paced(log, joins, LIVE_JOINS, || fresh_join(channels)),
+        common::store_paced(log, joins, LIVE_JOINS, || fresh_join(channels)),
     );
     let samples = reader.await.expect("reader");
     let to = now_nanos();
@@ -498,13 +421,12 @@ async fn live_during_snapshots(
     // A write still running at the end is logged when it ends.
     let waited = Instant::now();
     while waited.elapsed() < PATIENCE
-        && !gateway.whole_writes().iter().any(|(_, end)| *end >= to)
+        && !whole_writes(&gateway).iter().any(|(_, end)| *end >= to)
         && common::full()
     {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let writes: Vec<(u64, u64)> = gateway
-        .whole_writes()
+    let writes: Vec<(u64, u64)> = whole_writes(&gateway)
         .into_iter()
         .filter(|(start, end)| *start <= to && *end >= from)
         .collect();

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use switchboard::channel::Id;
 use switchboard::token::{Grant, Role};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -92,7 +92,7 @@ async fn half_open(
 }
 
 /// Reads until the server closes the socket; the bytes read and when.
-async fn read_to_close(socket: &mut TcpStream) -> (Vec<u8>, Instant) {
+async fn read_to_close(socket: &mut (impl AsyncRead + Unpin)) -> (Vec<u8>, Instant) {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     tokio::time::timeout(PATIENCE, async {
@@ -339,19 +339,8 @@ async fn a_trickled_body_is_cut() {
         }
         sent
     });
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            match reader.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await
-    .expect("the server closes the connection");
-    let took = started.elapsed();
+    let (got, closed) = read_to_close(&mut reader).await;
+    let took = closed - started;
     trickle.abort();
     let reply = String::from_utf8_lossy(&got);
     assert!(reply.starts_with("HTTP/1.1 408"), "got {reply:?}");

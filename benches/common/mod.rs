@@ -73,6 +73,11 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn start(nats_url: &str) -> Gateway {
+        Gateway::start_logging(nats_url, "warn")
+    }
+
+    /// A gateway whose log (`log_path`) keeps what `filter` lets through.
+    pub fn start_logging(nats_url: &str, filter: &str) -> Gateway {
         let data = tempfile::Builder::new()
             .prefix("switchboard-bench-")
             .tempdir()
@@ -84,7 +89,7 @@ impl Gateway {
             .arg("--data-dir")
             .arg(data.path())
             .args(["--jwt-secret", SECRET])
-            .env("SWITCHBOARD_LOG", "warn")
+            .env("SWITCHBOARD_LOG", filter)
             .env_remove("SWITCHBOARD_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -102,6 +107,11 @@ impl Gateway {
             addr,
             _data: data,
         }
+    }
+
+    /// The gateway's log file.
+    pub fn log_path(&self) -> std::path::PathBuf {
+        self._data.path().join("gateway.log")
     }
 
     pub fn pid(&self) -> u32 {
@@ -425,4 +435,27 @@ pub fn print_json(bench: &str, figures: serde_json::Value) {
         out.extend(figures);
     }
     println!("{line}");
+}
+
+/// Stores `n` events made by `make`, paced to `pace` events/s (in 1 ms
+/// steps); each is made just before it is stored (so a time it carries is
+/// its publish time).
+pub async fn store_paced(log: &Log, n: usize, pace: f64, make: impl Fn() -> Event) {
+    let started = std::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    let mut sent = 0;
+    while sent < n || !in_flight.is_empty() {
+        let due = ((started.elapsed().as_secs_f64() * pace) as usize + 1).min(n);
+        while sent < due {
+            let event = make();
+            in_flight.push(async move { log.store(&event).await.expect("store") });
+            sent += 1;
+        }
+        tokio::select! {
+            Some(_) = in_flight.next(), if !in_flight.is_empty() => {}
+            _ = tick.tick(), if sent < n => {}
+        }
+    }
 }

@@ -162,12 +162,18 @@ impl Drop for Gateway {
 }
 
 fn launch(nats_url: &str, data: &Path, args: &[String]) -> (Child, SocketAddr) {
+    run_serve(serve_command(nats_url, data, args), data)
+}
+
+/// The `switchboard serve` command a test gateway runs, its log in `data`.
+fn serve_command(nats_url: &str, data: &Path, args: &[String]) -> Command {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(data.join("gateway.log"))
         .expect("log file");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    command
         .arg("serve")
         .args(["--listen", "127.0.0.1:0", "--nats-url", nats_url])
         .arg("--data-dir")
@@ -178,9 +184,13 @@ fn launch(nats_url: &str, data: &Path, args: &[String]) -> (Child, SocketAddr) {
         .env_remove("SWITCHBOARD_CONFIG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .expect("gateway starts");
+        .stderr(log);
+    command
+}
+
+/// Starts `command` and waits for its listening line.
+fn run_serve(mut command: Command, data: &Path) -> (Child, SocketAddr) {
+    let mut child = command.spawn().expect("gateway starts");
     let stdout = child.stdout.take().expect("stdout");
     let Some(addr) = switchboard::server::listening_address(stdout, PATIENCE) else {
         let _ = child.kill();
@@ -563,24 +573,8 @@ impl Gateway {
         use std::os::unix::process::CommandExt;
         let temp = tempfile::tempdir().expect("temp dir");
         let data = temp.path().to_path_buf();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(data.join("gateway.log"))
-            .expect("log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
-        command
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--nats-url", &nats.url()])
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["--jwt-secret", SECRET])
-            .args(args)
-            .env("SWITCHBOARD_LOG", "info,switchboard=debug")
-            .env_remove("SWITCHBOARD_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log);
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let mut command = serve_command(&nats.url(), &data, &args);
         #[allow(clippy::unnecessary_cast)] // `rlim_t` is not `u64` everywhere.
         let limit = libc::rlimit {
             rlim_cur: open_files as libc::rlim_t,
@@ -596,21 +590,13 @@ impl Gateway {
                 }
             });
         }
-        let mut child = command.spawn().expect("gateway starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let Some(addr) = switchboard::server::listening_address(stdout, PATIENCE) else {
-            let _ = child.kill();
-            panic!(
-                "gateway did not start; log:\n{}",
-                std::fs::read_to_string(data.join("gateway.log")).unwrap_or_default()
-            )
-        };
+        let (child, addr) = run_serve(command, &data);
         Gateway {
             child,
             addr,
             nats_url: nats.url(),
             data,
-            args: args.iter().map(|s| s.to_string()).collect(),
+            args,
             _temp: Some(temp),
         }
     }
