@@ -246,25 +246,26 @@ pub fn listening_address(
 /// Runs until SIGTERM or Ctrl-C, then stops.
 pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     let running = start(settings).await?;
+    // The stop signals are ours before the listening line goes out: a
+    // supervisor (or a test) may send SIGTERM as soon as it reads it.
+    let stop = stop_signal().context("cannot listen for SIGTERM and SIGINT")?;
     println!("{LISTENING}{}", running.addr);
     tracing::info!(addr = %running.addr, "listening");
-    wait_for_signal().await;
+    stop.await;
     tracing::info!("shutting down");
     running.stop().await;
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGTERM or SIGINT (Ctrl-C); both are caught from the call on.
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+    })
 }
