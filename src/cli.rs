@@ -45,7 +45,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway (WebSocket + HTTP API). Starts a local nats-server when no NATS URL is set.
     #[command(after_help = after_help())]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Publish events: one from --type/--data, or JSON lines `{type, data, id?}` on stdin.
     #[command(after_help = after_help())]
     Publish(PublishArgs),

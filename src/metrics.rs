@@ -45,6 +45,18 @@ pub struct Metrics {
     pub shed_full: Counter,
     /// A WebSocket upgrade refused with 429: the user's connection cap.
     pub shed_user_cap: Counter,
+    /// JetStream consumers the node created (the router's, replays that
+    /// the window could not serve, audit reads).
+    pub log_consumers_created: Counter,
+    /// Stream replays waiting for one of the node's `max_stream_replays` slots.
+    pub stream_replays_waiting: Gauge,
+    /// Stream replays running.
+    pub stream_replays: Gauge,
+    /// Replays served from the window (no request to NATS).
+    pub window_replays: Counter,
+    /// Events held in the window of recent events, and their accounted memory.
+    pub window_events: Gauge,
+    pub window_bytes: Gauge,
 }
 
 /// HTTP connections ended by something the client did or failed to do (each
@@ -99,6 +111,12 @@ impl Metrics {
                 shed_pending: counter!("switchboard_connections_shed_total", "reason" => "pending_evicted"),
                 shed_full: counter!("switchboard_connections_shed_total", "reason" => "no_slot"),
                 shed_user_cap: counter!("switchboard_connections_shed_total", "reason" => "user_cap"),
+                log_consumers_created: counter!("switchboard_log_consumers_created_total"),
+                stream_replays_waiting: gauge!("switchboard_stream_replays_waiting"),
+                stream_replays: gauge!("switchboard_stream_replays"),
+                window_replays: counter!("switchboard_window_replays_total"),
+                window_events: gauge!("switchboard_window_events"),
+                window_bytes: gauge!("switchboard_window_bytes"),
             }
         })
     }

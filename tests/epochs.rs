@@ -201,7 +201,12 @@ async fn old_seqs_after_a_recreation_are_incomplete_then_live() {
         .await;
     let (subscribed, events, _) = client.read_replay(chat(third)).await;
     assert_eq!(subscribed["data"]["complete"], true, "{subscribed}");
-    assert_eq!(seqs(&events), stored[1..].to_vec());
+    // The replay ends where the node had routed when it began: an event
+    // the router had not yet read follows live, right after `replayed`.
+    let mut got = seqs(&events);
+    let rest = stored.len() - 1 - got.len().min(stored.len() - 1);
+    got.extend(seqs(&client.events(rest).await));
+    assert_eq!(got, stored[1..].to_vec());
 }
 
 #[tokio::test]

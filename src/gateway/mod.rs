@@ -11,6 +11,7 @@
 //! - [`housekeeping`]: snapshots, session sweeps and metric upkeep.
 //! - [`protocol`]: client and server frames, close codes.
 //! - [`upgrade`]: the HTTP upgrade with a bounded transport configuration.
+//! - [`window`]: the node's recent events in memory, for short replays.
 //!
 //! Architecture invariant: no NATS consumer or subscription per client on
 //! the live path; a connection reads the log itself only to replay or to
@@ -25,6 +26,7 @@ pub mod rate;
 pub mod router;
 pub mod subscription;
 pub mod upgrade;
+pub mod window;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -49,6 +51,10 @@ pub use crate::settings::Limits;
 pub struct Node {
     pub(crate) log: Log,
     pub(crate) hub: hub::Hub,
+    /// Recent events, filled by the router: short gaps replay from here.
+    pub(crate) window: window::Window,
+    /// One permit per replay reading the stream (`max_stream_replays`).
+    pub(crate) stream_replays: Arc<tokio::sync::Semaphore>,
     projection: RwLock<Projection>,
     /// The node's sled database: the projection snapshot and the sessions.
     store: Store,
@@ -73,9 +79,12 @@ impl Node {
         limits: Limits,
     ) -> Arc<Node> {
         let last = projection.last_seq;
+        let retention = log.settings().retention;
         let node = Node {
             log,
             hub: hub::Hub::new(),
+            window: window::Window::new(last, limits.window_events, limits.window_bytes, retention),
+            stream_replays: Arc::new(tokio::sync::Semaphore::new(limits.max_stream_replays)),
             projection: RwLock::new(projection),
             store,
             session_ttl,

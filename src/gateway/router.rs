@@ -43,6 +43,13 @@ pub const EPOCH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// `epoch` until shutdown, and starts over on a recreated stream.
 pub async fn run(node: Arc<Node>, mut next_seq: u64, mut epoch: Epoch) {
     let shutdown = node.shutdown.clone();
+    tokio::select! {
+        _ = shutdown.cancelled() => return,
+        filled = fill_window(&node, next_seq.saturating_sub(1)) => match filled {
+            Ok(events) => tracing::debug!(events, "window filled from the stream"),
+            Err(e) => tracing::warn!(error = %e, "window not filled: replays read the stream until it fills"),
+        },
+    }
     loop {
         let read = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -58,7 +65,11 @@ pub async fn run(node: Arc<Node>, mut next_seq: u64, mut epoch: Epoch) {
                         item = read.next() => item,
                         _ = check.tick() => match node.log.extent().await {
                             Ok(extent) if extent.epoch != epoch => break,
-                            _ => continue,
+                            Ok(extent) => {
+                                node.window.drop_before(extent.first_seq);
+                                continue;
+                            }
+                            Err(_) => continue,
                         },
                     };
                     match item {
@@ -95,6 +106,49 @@ pub async fn run(node: Arc<Node>, mut next_seq: u64, mut epoch: Epoch) {
     }
 }
 
+/// Fills the window with the stream's events up to `through` (where the
+/// router starts), as many as its bounds hold; how many were read.
+async fn fill_window(node: &Node, through: u64) -> Result<usize, LogError> {
+    let extent = node.log.extent().await?;
+    let most = node.limits.window_events as u64;
+    let from = through
+        .saturating_sub(most.saturating_sub(1))
+        .max(extent.first_seq)
+        .max(1);
+    if most == 0 || from > through {
+        return Ok(0);
+    }
+    let mut read = node.log.read_all(from).await?;
+    let mut events = Vec::new();
+    if read.initial_pending > 0 {
+        loop {
+            let item = tokio::time::timeout(FILL_TIMEOUT, read.next()).await;
+            let Ok(Some(item)) = item else {
+                return Err(LogError::Read("the stream stopped answering".into()));
+            };
+            let item = item?;
+            let (seq, pending) = (item.seq, item.pending);
+            if seq > through {
+                break;
+            }
+            // Invalid messages were reported when first routed: a hole.
+            if let Ok(event) = item.event {
+                let frame_len = event.encode().len();
+                events.push((Arc::new(event), frame_len));
+            }
+            if seq == through || pending == 0 {
+                break;
+            }
+        }
+    }
+    let read = events.len();
+    node.window.prepend(from - 1, events);
+    Ok(read)
+}
+
+/// How long the start-up fill waits for the next event of the stream.
+const FILL_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The stream was recreated: folds a new projection from the new stream,
 /// puts it in place of the old one and restarts the hub at its end.
 /// Returns the last sequence folded (the router goes on after it).
@@ -110,6 +164,7 @@ async fn rebuild(node: &Node, old: Epoch, new: Epoch) -> Result<u64, LogError> {
     let folded = node.log.fold_into(&mut projection, extent.last_seq).await?;
     let last_seq = projection.last_seq;
     *node.projection_mut() = projection;
+    node.window.restart(last_seq);
     node.hub.restart(last_seq);
     tracing::warn!(
         %old,
@@ -126,6 +181,7 @@ fn route(node: &Node, item: ReadItem) {
     metrics.events_in.increment(1);
     let seq = item.seq;
     let Some(event) = item.into_event() else {
+        node.window.skip(seq);
         node.hub.routed_through(seq);
         return;
     };
@@ -136,6 +192,9 @@ fn route(node: &Node, item: ReadItem) {
             .apply(event.seq, event.channel, &event.data);
     }
     let delivery = deliver(&event);
+    // The window first: whoever sees the hub's routed position finds every
+    // event up to it there.
+    node.window.push(Arc::new(event), delivery.frame.len());
     let fanout = node.hub.dispatch(Arc::new(delivery));
     if fanout.lagged > 0 {
         metrics.lagged.increment(fanout.lagged as u64);

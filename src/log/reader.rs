@@ -7,7 +7,10 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use async_nats::jetstream::{
+    self,
+    consumer::{pull, DeliverPolicy},
+};
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 
@@ -50,10 +53,34 @@ impl ReadItem {
 }
 
 /// An ordered read of some channels (or all of them) from a sequence on.
+///
+/// Dropping it deletes its consumer (in the background): the server would
+/// otherwise keep it for its inactivity threshold (30 s), and a storm of
+/// replays would leave a crowd of consumers behind it.
 pub struct LogRead {
     messages: pull::Ordered,
     /// Matching messages at and after the start when the read began.
     pub initial_pending: u64,
+    /// The stream and the consumer's name, to delete it when done.
+    consumer: Option<(jetstream::Context, String, String)>,
+}
+
+impl Drop for LogRead {
+    fn drop(&mut self) {
+        let Some((js, stream, consumer)) = self.consumer.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            // Gone already (recreated by the ordered reader, or the server
+            // lost it): the server removes what is left on its own.
+            if let Err(e) = js.delete_consumer_from_stream(&consumer, &stream).await {
+                tracing::debug!(%consumer, error = %e, "read's consumer not deleted");
+            }
+        });
+    }
 }
 
 impl Log {
@@ -77,6 +104,21 @@ impl Log {
             .map(|k| subject::subject(channel, *k))
             .collect();
         self.read_filtered(filters, from_seq).await
+    }
+
+    /// The first `seq >= from` of one channel's events of the given types,
+    /// if any: one direct get per type, no consumer.
+    pub async fn first_of_kinds(
+        &self,
+        channel: Channel,
+        kinds: &[EventType],
+        from: u64,
+    ) -> Result<Option<u64>, LogError> {
+        let lookups = kinds
+            .iter()
+            .map(|k| self.next_on(subject::subject(channel, *k), from));
+        let found = futures::future::try_join_all(lookups).await?;
+        Ok(found.into_iter().flatten().map(|(seq, _)| seq).min())
     }
 
     /// Reads every event with `seq >= from_seq`, in order, then waits for
@@ -109,7 +151,10 @@ impl Log {
             .create_consumer(config)
             .await
             .map_err(|e| LogError::Read(format!("creating a reader: {e}")))?;
-        let initial_pending = consumer.cached_info().num_pending;
+        Metrics::get().log_consumers_created.increment(1);
+        let info = consumer.cached_info();
+        let initial_pending = info.num_pending;
+        let name = (self.js.clone(), info.stream_name.clone(), info.name.clone());
         let messages = consumer
             .messages()
             .await
@@ -117,6 +162,7 @@ impl Log {
         Ok(LogRead {
             messages,
             initial_pending,
+            consumer: Some(name),
         })
     }
 }

@@ -60,7 +60,8 @@ declare! {
         token_leeway: Duration = "5s", "0s" ..= "5m", env "SWITCHBOARD_TOKEN_LEEWAY";
     }
 
-    /// Per-connection bounds, the same for every connection of a node.
+    /// Per-connection bounds, the same for every connection of a node, and
+    /// the node's bounds on replays.
     group LimitFlags => Limits {
         /// Largest client frame in bytes; a larger one closes the socket with
         /// 1009.
@@ -101,5 +102,17 @@ declare! {
         /// Time to receive a `POST /v1/events` body once its head is in; a
         /// slower body is answered 408 and its connection closed.
         http_body_timeout: Duration = "10s", "100ms" ..= "1h", env "SWITCHBOARD_HTTP_BODY_TIMEOUT";
+        /// Recent events the node keeps in memory (its window), so that a
+        /// client back after a short gap is replayed without asking NATS;
+        /// older gaps are read from the stream. Also bounded by
+        /// `window_bytes`.
+        window_events: usize = "100000", "0" ..= "100000000", env "SWITCHBOARD_WINDOW_EVENTS";
+        /// The window's memory bound in bytes (as accounted: about twice an
+        /// event's encoded size, plus 256 bytes each).
+        window_bytes: usize = "67108864", "0" ..= "1099511627776", env "SWITCHBOARD_WINDOW_BYTES";
+        /// Replays from the stream (gaps older than the window) running at
+        /// once on this node; more wait their turn, in order, while live
+        /// delivery goes on.
+        max_stream_replays: usize = "32", "1" ..= "100000", env "SWITCHBOARD_MAX_STREAM_REPLAYS";
     }
 }

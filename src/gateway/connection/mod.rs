@@ -10,6 +10,7 @@
 //! session's cursors are kept in [`session`].
 
 mod frames;
+mod reads;
 mod replay;
 mod session;
 
@@ -32,7 +33,6 @@ use super::subscription::{Action, Actions, Frame, Rules, Subscription, REPLAY_BU
 use super::upgrade::{self, Socket};
 use super::Node;
 use crate::channel::{Channel, Id};
-use crate::log::LogRead;
 use crate::session::CURSOR_FLUSH_INTERVAL;
 use crate::token::Claims;
 
@@ -131,7 +131,7 @@ struct Connection {
     queue: mpsc::Receiver<Arc<Delivery>>,
     subs: HashMap<Channel, Subscription>,
     /// The log reads of replaying subscriptions.
-    replays: StreamMap<Channel, LogRead>,
+    replays: StreamMap<Channel, reads::Read>,
     /// The machines' output, reused from one input to the next.
     scratch: Actions,
     /// Machine output that starts with a log request, in order: answered

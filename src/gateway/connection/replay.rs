@@ -15,8 +15,10 @@ use crate::channel::{Channel, Id};
 use crate::envelope::StoredEvent;
 use crate::gateway::protocol::{self, Close, ErrorCode, FrameError, Since};
 use crate::gateway::subscription::{Action, Actions, Following, Subscription};
+
+use super::reads::{Read, Step};
 use crate::gateway::Node;
-use crate::log::{Epoch, LogError, ReadItem};
+use crate::log::{Epoch, LogError};
 use crate::projection::FOLDED;
 use crate::token::Claims;
 
@@ -73,7 +75,7 @@ impl Connection {
             return Ok(());
         };
         let planned = async {
-            let plan = plan_replay(&self.node, since, epoch).await?;
+            let plan = plan_replay(&self.node, since, epoch, routed).await?;
             let following = match channel {
                 Channel::Chat(id) => {
                     following(&self.node, &self.claims, id, plan.after, plan.target).await?
@@ -116,21 +118,29 @@ impl Connection {
         self.answer_requests().await
     }
 
-    /// One item of a replay's log read.
+    /// One step of a replay's read.
     pub(super) async fn on_read(
         &mut self,
         channel: Channel,
-        item: Result<ReadItem, LogError>,
+        step: Result<Step, LogError>,
     ) -> Result<(), End> {
-        let item = item.map_err(log_lost)?;
+        let step = step.map_err(log_lost)?;
         let Some(sub) = self.subs.get_mut(&channel) else {
             self.replays.remove(&channel);
             return Ok(());
         };
-        let (seq, pending) = (item.seq, item.pending);
-        let event = item.into_event();
         let mut out = std::mem::take(&mut self.scratch);
-        sub.on_read(&self.rules, seq, pending, event.as_ref(), &mut out);
+        match step {
+            Step::Idle => sub.on_read_idle(&self.rules, &mut out),
+            Step::Window(event, pending) => {
+                sub.on_read(&self.rules, event.seq, pending, Some(&event), &mut out)
+            }
+            Step::Log(item) => {
+                let (seq, pending) = (item.seq, item.pending);
+                let event = (*item).into_event();
+                sub.on_read(&self.rules, seq, pending, event.as_ref(), &mut out);
+            }
+        }
         self.apply(channel, &mut out);
         self.scratch = out;
         self.answer_requests().await
@@ -227,31 +237,29 @@ impl Connection {
             };
             let mut out = Actions::new();
             match request {
+                // The read starts in the background: from the window, or
+                // from the stream once the node has room for it.
                 Action::Read { after } => {
-                    let from = after.saturating_add(1);
-                    let read = with_timeout(self.node.log.read(&[channel], from))
-                        .await
-                        .map_err(log_lost)?;
-                    let idle = read.initial_pending == 0;
-                    if let Some(sub) = self.subs.get_mut(&channel) {
+                    if self.subs.contains_key(&channel) {
+                        let read = Read::start(&self.node, channel, after);
                         self.replays.insert(channel, read);
-                        if idle {
-                            sub.on_read_idle(&self.rules, &mut out);
-                        }
                     }
                 }
+                // Every event up to the hub's routed position is in the
+                // log (and the window); every later one reaches the queue.
                 Action::MeasureTarget => {
-                    let extent = with_timeout(self.node.log.extent())
-                        .await
-                        .map_err(log_lost)?;
+                    let routed = self.node.hub.last_routed();
                     if let Some(sub) = self.subs.get_mut(&channel) {
-                        sub.on_target(&self.rules, extent.last_seq, &mut out);
+                        sub.on_target(&self.rules, routed, &mut out);
                     }
                 }
                 Action::Probe { from } => {
-                    let next = with_timeout(self.node.log.next_seq_of(channel, from))
-                        .await
-                        .map_err(log_lost)?;
+                    let next = match self.node.window.next_of(channel, from) {
+                        Some(next) => next,
+                        None => with_timeout(self.node.log.next_seq_of(channel, from))
+                            .await
+                            .map_err(log_lost)?,
+                    };
                     if let Some(sub) = self.subs.get_mut(&channel) {
                         sub.on_probe(&self.rules, from, next, &mut out);
                     }
@@ -267,12 +275,30 @@ impl Connection {
 
 /// Where a replay starts. `epoch`: the stream epoch the client's seqs
 /// count in, if it said; another than the stream's means the stream was
-/// recreated since.
+/// recreated since. `routed`: the hub's position when the subscription
+/// joined it.
+///
+/// A `since_seq` within the window (the common resume) is planned without
+/// a request: the target is `routed` (every later event reaches the
+/// subscription's queue), and nothing the window holds can be missing.
 async fn plan_replay(
     node: &Node,
     since: Since,
     epoch: Option<&str>,
+    routed: u64,
 ) -> Result<ReplayPlan, LogError> {
+    if let Since::Seq(n) = since {
+        let current = node.log.epoch();
+        let same_stream = epoch.is_none_or(|e| current.is(e));
+        if same_stream && n <= routed && node.window.holds_after(n) {
+            return Ok(ReplayPlan {
+                after: n,
+                target: routed,
+                first_seq: None,
+                epoch: current,
+            });
+        }
+    }
     let extent = node.log.extent().await?;
     let other_stream = epoch.is_some_and(|e| !extent.epoch.is(e));
     let (after, incomplete) = match since {
@@ -316,7 +342,23 @@ async fn following(
     target: u64,
 ) -> Result<Option<Following>, LogError> {
     let user = claims.sub;
-    let changes = standing_events(node, channel, user, after.saturating_add(1), target).await?;
+    // The common case costs no consumer: the window holds the range, or
+    // the log holds no membership event at all in it.
+    let from = after.saturating_add(1);
+    match node.window.standing_events(channel, user, after, target) {
+        Some(changes) if changes.is_empty() => return Ok(None),
+        Some(_) => {}
+        None => {
+            let first = node
+                .log
+                .first_of_kinds(Channel::Chat(channel), FOLDED, from)
+                .await?;
+            if first.is_none_or(|seq| seq > target) {
+                return Ok(None);
+            }
+        }
+    }
+    let changes = standing_events(node, channel, user, from, target).await?;
     if changes.is_empty() {
         return Ok(None);
     }
@@ -382,7 +424,7 @@ async fn standing_events(
 
 /// A log request, bounded in time. The request's future lives on the heap
 /// while it runs, so an idle connection's task is not sized for it.
-async fn with_timeout<T>(
+pub(super) async fn with_timeout<T>(
     f: impl std::future::Future<Output = Result<T, LogError>>,
 ) -> Result<T, LogError> {
     tokio::time::timeout(LOG_TIMEOUT, Box::pin(f))

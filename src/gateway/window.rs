@@ -1,0 +1,334 @@
+//! The window: the node's most recent stored events, in memory, so that a
+//! short gap (a client back after seconds, a slow reader catching up) is
+//! replayed without asking NATS for anything.
+//!
+//! The router appends every event it routes *before* the hub hears of it,
+//! so the window always holds everything up to the hub's routed position:
+//! a replay whose target is that position (see `connection::replay`) can be
+//! served from here alone. It holds every valid event with a `seq` in
+//! `(after, last]`; an invalid stored message leaves a hole that readers
+//! skip, as the log's readers do. The oldest events give way when the
+//! window passes its event or byte bound; a read that falls behind the
+//! window's start goes on from the stream.
+//!
+//! At start-up the router fills the window from the stream's tail, so a
+//! restarted node serves short gaps from memory too.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use chrono::Utc;
+
+use tokio::sync::watch;
+
+use crate::access;
+use crate::channel::{Channel, Id};
+use crate::envelope::StoredEvent;
+use crate::metrics::Metrics;
+use crate::projection::FOLDED;
+
+/// Entries a read looks at under one hold of the lock: a long scan lets
+/// the router in between.
+pub const SCAN_STEP: usize = 4096;
+
+/// The window's memory accounting for one event: what the decoded event,
+/// its kept raw data and the entry cost, from its encoded size.
+fn cost(frame_len: usize) -> usize {
+    2 * frame_len + 256
+}
+
+struct Entry {
+    seq: u64,
+    event: Arc<StoredEvent>,
+    cost: usize,
+}
+
+struct Inner {
+    /// Every valid event with `after < seq <= last` is in `entries`.
+    after: u64,
+    last: u64,
+    entries: VecDeque<Entry>,
+    bytes: usize,
+    /// Moves when the stream was recreated: reads of an older
+    /// generation count another stream's seqs.
+    generation: u64,
+}
+
+/// The recent events; shared by the router (the only writer) and the
+/// connections' replays.
+pub struct Window {
+    inner: RwLock<Inner>,
+    max_events: usize,
+    max_bytes: usize,
+    /// The stream's max age: the window never holds an event the stream
+    /// may have dropped, so it never answers differently from the stream.
+    retention: chrono::Duration,
+    /// The last `seq` appended, for reads waiting at the window's end.
+    grew: watch::Sender<u64>,
+}
+
+/// A batch read from the window.
+pub struct Batch {
+    /// The channel's events after the read position, in order.
+    pub events: Vec<Arc<StoredEvent>>,
+    /// How far the read looked: the next read starts after it.
+    pub through: u64,
+    /// Whether it reached the window's end.
+    pub at_end: bool,
+}
+
+impl Window {
+    /// An empty window that starts after `last`, bounded by `max_events`
+    /// events and `max_bytes` of accounted memory, and by the stream's
+    /// `retention`.
+    pub fn new(last: u64, max_events: usize, max_bytes: usize, retention: Duration) -> Window {
+        Window {
+            inner: RwLock::new(Inner {
+                after: last,
+                last,
+                entries: VecDeque::new(),
+                bytes: 0,
+                generation: 0,
+            }),
+            max_events,
+            max_bytes,
+            retention: chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX),
+            grew: watch::Sender::new(last),
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends the event the router is about to route (`frame_len`: its
+    /// encoded size). Events come in `seq` order.
+    pub fn push(&self, event: Arc<StoredEvent>, frame_len: usize) {
+        let seq = event.seq;
+        {
+            let mut inner = self.write();
+            if seq <= inner.last {
+                return;
+            }
+            let cost = cost(frame_len);
+            inner.entries.push_back(Entry { seq, event, cost });
+            inner.bytes += cost;
+            inner.last = seq;
+            self.evict(&mut inner);
+        }
+        self.grew.send_replace(seq);
+    }
+
+    /// The router passed `seq` without an event (an invalid stored message).
+    pub fn skip(&self, seq: u64) {
+        {
+            let mut inner = self.write();
+            if seq <= inner.last {
+                return;
+            }
+            inner.last = seq;
+        }
+        self.grew.send_replace(seq);
+    }
+
+    /// Puts older events in front of the window (read from the stream at
+    /// start-up: every event with `after < seq <=` the window's start, in
+    /// order), newest first, as far as its bounds allow.
+    pub fn prepend(&self, after: u64, events: Vec<(Arc<StoredEvent>, usize)>) {
+        let mut inner = self.write();
+        let fits = events.first().is_none_or(|(e, _)| e.seq > after)
+            && events.last().is_none_or(|(e, _)| e.seq <= inner.after);
+        if !fits || after >= inner.after {
+            return;
+        }
+        let mut start = after;
+        for (event, frame_len) in events.into_iter().rev() {
+            let cost = cost(frame_len);
+            if inner.entries.len() >= self.max_events || inner.bytes + cost > self.max_bytes {
+                start = event.seq;
+                break;
+            }
+            inner.bytes += cost;
+            let seq = event.seq;
+            inner.entries.push_front(Entry { seq, event, cost });
+        }
+        inner.after = start;
+        Self::report(&inner);
+    }
+
+    /// The stream was recreated and routing goes on after `last` of the new
+    /// one: everything held is another stream's.
+    pub fn restart(&self, last: u64) {
+        {
+            let mut inner = self.write();
+            inner.entries.clear();
+            inner.bytes = 0;
+            inner.after = last;
+            inner.last = last;
+            inner.generation += 1;
+            Self::report(&inner);
+        }
+        self.grew.send_replace(last);
+    }
+
+    /// The stream holds nothing before `first_seq` any more (retention, or
+    /// an operator's limits): neither does the window.
+    pub fn drop_before(&self, first_seq: u64) {
+        let mut inner = self.write();
+        while inner.entries.front().is_some_and(|e| e.seq < first_seq) {
+            if let Some(old) = inner.entries.pop_front() {
+                inner.bytes -= old.cost;
+            }
+        }
+        let start = first_seq.saturating_sub(1).min(inner.last);
+        inner.after = inner.after.max(start);
+        self.evict(&mut inner);
+    }
+
+    /// Where the window starts, counting out events past the retention
+    /// (not yet evicted: that happens on the next push).
+    fn start(&self, inner: &Inner) -> u64 {
+        let cutoff = Utc::now() - self.retention;
+        let expired = inner
+            .entries
+            .iter()
+            .take_while(|e| e.event.time < cutoff)
+            .last();
+        expired.map_or(inner.after, |e| e.seq)
+    }
+
+    fn evict(&self, inner: &mut Inner) {
+        let cutoff = Utc::now() - self.retention;
+        while inner.entries.len() > self.max_events
+            || inner.bytes > self.max_bytes
+            || inner.entries.front().is_some_and(|e| e.event.time < cutoff)
+        {
+            let Some(old) = inner.entries.pop_front() else {
+                break;
+            };
+            inner.bytes -= old.cost;
+            inner.after = old.seq;
+        }
+        Self::report(inner);
+    }
+
+    fn report(inner: &Inner) {
+        let metrics = Metrics::get();
+        metrics.window_events.set(inner.entries.len() as f64);
+        metrics.window_bytes.set(inner.bytes as f64);
+    }
+
+    /// The generation a read starts in (see [`Window::read_after`]).
+    pub fn generation(&self) -> u64 {
+        self.read().generation
+    }
+
+    /// Whether every event after `seq` up to the window's end is here.
+    pub fn holds_after(&self, seq: u64) -> bool {
+        let inner = self.read();
+        self.start(&inner) <= seq && seq <= inner.last
+    }
+
+    /// Up to `max` of `channel`'s events with `seq > after`, looking at no
+    /// more than [`SCAN_STEP`] entries. `None` when the window no longer
+    /// holds everything after `after` (or the stream was recreated since
+    /// `generation`): the read must go on from the stream.
+    pub fn read_after(
+        &self,
+        channel: Channel,
+        after: u64,
+        max: usize,
+        generation: u64,
+    ) -> Option<Batch> {
+        let inner = self.read();
+        if inner.generation != generation || after < self.start(&inner) || after > inner.last {
+            return None;
+        }
+        let start = inner.entries.partition_point(|e| e.seq <= after);
+        let (mut events, mut through, mut looked) = (Vec::new(), after, 0);
+        for entry in inner.entries.range(start..).take(SCAN_STEP) {
+            looked += 1;
+            through = entry.seq;
+            if entry.event.channel == channel {
+                events.push(entry.event.clone());
+                if events.len() >= max {
+                    break;
+                }
+            }
+        }
+        let at_end = start + looked == inner.entries.len();
+        if at_end {
+            // Past the last entry there are only holes up to `last`.
+            through = inner.last;
+        }
+        Some(Batch {
+            events,
+            through,
+            at_end,
+        })
+    }
+
+    /// The `seq` of `channel`'s first event at or after `from`, as far as
+    /// the window knows: `Some(None)` when it holds none up to its end,
+    /// `None` when it does not hold everything from `from` on.
+    pub fn next_of(&self, channel: Channel, from: u64) -> Option<Option<u64>> {
+        let inner = self.read();
+        let after = from.saturating_sub(1);
+        if after < self.start(&inner) {
+            return None;
+        }
+        if after >= inner.last {
+            return Some(None);
+        }
+        let start = inner.entries.partition_point(|e| e.seq < from);
+        Some(
+            inner
+                .entries
+                .range(start..)
+                .find(|e| e.event.channel == channel)
+                .map(|e| e.seq),
+        )
+    }
+
+    /// The events of chat channel `channel` about `user`'s standing with
+    /// `after < seq <= to`; `None` when the window does not hold them all.
+    pub fn standing_events(
+        &self,
+        channel: Id,
+        user: Id,
+        after: u64,
+        to: u64,
+    ) -> Option<Vec<Arc<StoredEvent>>> {
+        let inner = self.read();
+        if after < self.start(&inner) || to > inner.last {
+            return None;
+        }
+        let start = inner.entries.partition_point(|e| e.seq <= after);
+        Some(
+            inner
+                .entries
+                .range(start..)
+                .take_while(|e| e.seq <= to)
+                .filter(|e| {
+                    e.event.channel == Channel::Chat(channel)
+                        && FOLDED.contains(&e.event.data.kind())
+                        && access::concerns(user, &e.event.data)
+                })
+                .map(|e| e.event.clone())
+                .collect(),
+        )
+    }
+
+    /// Changes of the window's end, for a read waiting there.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.grew.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests;
