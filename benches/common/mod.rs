@@ -459,3 +459,179 @@ pub async fn store_paced(log: &Log, n: usize, pace: f64, make: impl Fn() -> Even
         }
     }
 }
+
+// ------------------------------------------------- several gateways, storms
+
+impl Gateway {
+    /// A gateway with extra `serve` arguments (`--session-store kv`, ...)
+    /// and the log `filter`. (`start_logging` is this with no extra
+    /// arguments.)
+    pub fn start_with(nats_url: &str, filter: &str, extra: &[&str]) -> Gateway {
+        let data = tempfile::Builder::new()
+            .prefix("switchboard-bench-")
+            .tempdir()
+            .expect("temp dir");
+        let log = std::fs::File::create(data.path().join("gateway.log")).expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--nats-url", nats_url])
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(["--jwt-secret", SECRET])
+            .args(extra)
+            .env("SWITCHBOARD_LOG", filter)
+            .env_remove("SWITCHBOARD_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("gateway starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let Some(addr) = switchboard::server::listening_address(stdout, PATIENCE) else {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(data.path().join("gateway.log"));
+            panic!("gateway did not start; log:\n{}", log.unwrap_or_default());
+        };
+        Gateway {
+            child,
+            addr,
+            _data: data,
+        }
+    }
+
+    /// Kills the process with SIGKILL (no shutdown, no last writes) and
+    /// reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The process's peak resident set so far (VmHWM), in bytes.
+    pub fn peak_rss_bytes(&self) -> u64 {
+        vm_field(self.pid(), "VmHWM:")
+    }
+
+    /// The sum of a Prometheus metric's samples (every label set) on
+    /// `GET /metrics`; `None` when the gateway does not report it.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let url = format!("http://{}/metrics", self.addr);
+        let text = tokio::time::timeout(Duration::from_secs(10), async {
+            reqwest::get(&url).await.ok()?.text().await.ok()
+        })
+        .await
+        .ok()??;
+        prometheus_sum(&text, name)
+    }
+
+    /// How many lines of the gateway's log contain `needle`.
+    pub fn log_lines_with(&self, needle: &str) -> usize {
+        std::fs::read_to_string(self.log_path())
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.contains(needle))
+            .count()
+    }
+}
+
+/// The sum of a metric's samples in Prometheus text, `None` when absent.
+pub fn prometheus_sum(text: &str, name: &str) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !(rest.starts_with(' ') || rest.starts_with('{')) {
+            continue;
+        }
+        if let Some(value) = rest
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+        {
+            *found.get_or_insert(0.0) += value;
+        }
+    }
+    found
+}
+
+/// A field of /proc/<pid>/status given in kB (`VmRSS:`, `VmHWM:`), in
+/// bytes (0 when unreadable).
+pub fn vm_field(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Whether `switchboard serve` knows a flag (`--session-store`): a setting
+/// another branch adds is used only once it exists.
+pub fn serve_accepts(flag: &str) -> bool {
+    Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["serve", "--help"])
+        .env_remove("SWITCHBOARD_CONFIG")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+                .any(|word| word == flag)
+        })
+        .unwrap_or(false)
+}
+
+/// Raises this process's soft open-files limit to its hard limit (children
+/// started afterwards, the gateways, inherit it); returns the soft limit now.
+pub fn raise_open_files_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
+}
+
+/// Opens a WebSocket with the given read buffer size; an error (refused,
+/// upgrade denied, timed out) is returned, not a panic: a storm's clients
+/// retry.
+pub async fn try_connect(url: &str, read_buffer: usize, timeout: Duration) -> Result<Ws, String> {
+    let config = WebSocketConfig::default().read_buffer_size(read_buffer);
+    match tokio::time::timeout(
+        timeout,
+        tokio_tungstenite::connect_async_with_config(url, Some(config), false),
+    )
+    .await
+    {
+        Ok(Ok((ws, _))) => Ok(ws),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("connect timed out".into()),
+    }
+}
+
+/// The decimal digits after `key` in a frame (`"seq":`), without parsing
+/// the whole frame.
+pub fn frame_u64(frame: &str, key: &str) -> Option<u64> {
+    let start = frame.find(key)? + key.len();
+    let rest = frame[start..].trim_start_matches('"');
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
