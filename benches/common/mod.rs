@@ -83,7 +83,7 @@ impl Gateway {
             .tempdir()
             .expect("temp dir");
         let log = std::fs::File::create(data.path().join("gateway.log")).expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        let mut child = Command::new(gateway_binary())
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--nats-url", nats_url])
             .arg("--data-dir")
@@ -472,7 +472,7 @@ impl Gateway {
             .tempdir()
             .expect("temp dir");
         let log = std::fs::File::create(data.path().join("gateway.log")).expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        let mut child = Command::new(gateway_binary())
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--nats-url", nats_url])
             .arg("--data-dir")
@@ -569,7 +569,7 @@ pub fn vm_field(pid: u32, field: &str) -> u64 {
 /// Whether `switchboard serve` knows a flag (`--session-store`): a setting
 /// another branch adds is used only once it exists.
 pub fn serve_accepts(flag: &str) -> bool {
-    Command::new(env!("CARGO_BIN_EXE_switchboard"))
+    Command::new(gateway_binary())
         .args(["serve", "--help"])
         .env_remove("SWITCHBOARD_CONFIG")
         .stdin(Stdio::null())
@@ -634,4 +634,98 @@ pub fn frame_u64(frame: &str, key: &str) -> Option<u64> {
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(rest.len());
     rest[..end].parse().ok()
+}
+
+/// The `switchboard` binary the benches start: the one cargo built for
+/// them, or `SWITCHBOARD_BENCH_BIN` when set (to measure another build, for
+/// example a branch not merged yet, with the same bench).
+pub fn gateway_binary() -> std::path::PathBuf {
+    std::env::var_os("SWITCHBOARD_BENCH_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_switchboard").into())
+}
+
+// ------------------------------------------------- a publisher with receipts
+
+/// What a publisher stored, per channel (by index): `(seq, publish nanos)`,
+/// sorted by `seq`.
+pub type Receipts = Vec<Vec<(u64, u64)>>;
+
+/// A publisher's running figures.
+#[derive(Default)]
+pub struct Acked {
+    /// The highest `seq` acknowledged so far.
+    pub max_seq: std::sync::atomic::AtomicU64,
+    /// Events stored so far.
+    pub stored: std::sync::atomic::AtomicU64,
+    /// Stores that failed (the event may or may not be in the stream).
+    pub failed: std::sync::atomic::AtomicU64,
+}
+
+/// Stores `channel_message`s round-robin over `channels` at `per_s` (in 1 ms
+/// steps, at most [`IN_FLIGHT`] unacknowledged), `data.content` being the
+/// publish time in nanoseconds, until `stop` changes; then waits for the
+/// acks in flight and returns every receipt.
+pub async fn publish_receipts(
+    log: Log,
+    channels: Vec<Id>,
+    per_s: f64,
+    acked: std::sync::Arc<Acked>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Receipts {
+    use std::sync::atomic::Ordering;
+    let mut receipts: Receipts = vec![Vec::new(); channels.len()];
+    let started = std::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    let mut sent = 0usize;
+    let mut stopping = false;
+    loop {
+        if !stopping {
+            let due = (started.elapsed().as_secs_f64() * per_s) as usize + 1;
+            while sent < due && in_flight.len() < IN_FLIGHT {
+                let index = sent % channels.len();
+                let nanos = now_nanos();
+                let event = message(channels[index], nanos.to_string());
+                let log = log.clone();
+                in_flight.push(async move { (index, nanos, log.store(&event).await) });
+                sent += 1;
+            }
+        } else if in_flight.is_empty() {
+            break;
+        }
+        tokio::select! {
+            Some((index, nanos, stored)) = in_flight.next(), if !in_flight.is_empty() => {
+                match stored {
+                    Ok(stored) => {
+                        receipts[index].push((stored.seq, nanos));
+                        acked.max_seq.fetch_max(stored.seq, Ordering::Relaxed);
+                        acked.stored.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        acked.failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            _ = tick.tick(), if !stopping => {}
+            _ = stop.changed(), if !stopping => stopping = true,
+        }
+    }
+    for list in &mut receipts {
+        list.sort_unstable();
+    }
+    receipts
+}
+
+/// Polls `done` every 20 ms until it holds; panics after `patience`.
+pub async fn wait_until(done: impl Fn() -> bool, patience: Duration, what: &str) {
+    let until = std::time::Instant::now() + patience;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < until,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
