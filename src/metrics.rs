@@ -45,6 +45,8 @@ pub struct Metrics {
     pub shed_full: Counter,
     /// A WebSocket upgrade refused with 429: the user's connection cap.
     pub shed_user_cap: Counter,
+    /// Session records written to the session store (sled or the bucket).
+    pub session_writes: Counter,
 }
 
 /// HTTP connections ended by something the client did or failed to do (each
@@ -99,6 +101,7 @@ impl Metrics {
                 shed_pending: counter!("switchboard_connections_shed_total", "reason" => "pending_evicted"),
                 shed_full: counter!("switchboard_connections_shed_total", "reason" => "no_slot"),
                 shed_user_cap: counter!("switchboard_connections_shed_total", "reason" => "user_cap"),
+                session_writes: counter!("switchboard_session_writes_total"),
             }
         })
     }

@@ -28,7 +28,6 @@ pub mod upgrade;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -50,9 +49,11 @@ pub struct Node {
     pub(crate) log: Log,
     pub(crate) hub: hub::Hub,
     projection: RwLock<Projection>,
-    /// The node's sled database: the projection snapshot and the sessions.
+    /// The node's sled database: the projection snapshot (and the sessions
+    /// when they are kept in sled).
     store: Store,
-    session_ttl: Duration,
+    /// The sessions, in sled or the bucket.
+    sessions: Sessions,
     pub(crate) keys: TokenKeys,
     pub(crate) limits: Limits,
     pub(crate) metrics: &'static Metrics,
@@ -68,7 +69,7 @@ impl Node {
         log: Log,
         store: Store,
         projection: Projection,
-        session_ttl: Duration,
+        sessions: Sessions,
         keys: TokenKeys,
         limits: Limits,
     ) -> Arc<Node> {
@@ -78,7 +79,7 @@ impl Node {
             hub: hub::Hub::new(),
             projection: RwLock::new(projection),
             store,
-            session_ttl,
+            sessions,
             keys,
             limits,
             metrics: Metrics::get(),
@@ -107,8 +108,8 @@ impl Node {
     }
 
     /// The sessions, with their time to live.
-    pub fn sessions(&self) -> Sessions {
-        Sessions::new(self.store.clone(), self.session_ttl)
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
     }
 
     pub(crate) fn next_connection_id(&self) -> u64 {

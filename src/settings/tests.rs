@@ -70,7 +70,7 @@ fn every_declared_default_and_bound_parses_and_fits() {
         bounds::<Duration>(LogSettings::SETTINGS, name);
     }
     bounds::<usize>(LogSettings::SETTINGS, "replicas");
-    for name in ["session_ttl", "shutdown_timeout"] {
+    for name in ["session_ttl", "shutdown_timeout", "session_flush_interval"] {
         bounds::<Duration>(ServeOptions::SETTINGS, name);
     }
     for name in ["stall_timeout", "heartbeat", "reconnect_base"] {
