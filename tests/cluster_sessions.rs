@@ -112,7 +112,7 @@ async fn a_session_resumes_on_another_gateway_after_a_crash() {
         };
         let seen = before.entry(channel.clone()).or_default();
         seen.push(seq);
-        if channel == chat(acked).to_string() && seen.len() % 10 == 0 {
+        if channel == chat(acked).to_string() && seen.len().is_multiple_of(10) {
             client
                 .send(json!({"type": "ack", "channel": channel, "seq": seq}))
                 .await;

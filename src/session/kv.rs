@@ -7,6 +7,7 @@
 //! (the bucket's max age): a connected session is written at least every
 //! `SESSION_REFRESH`, so only abandoned ones age out, and no sweep is needed.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream::StorageType};
@@ -54,10 +55,10 @@ impl BucketSettings {
     }
 }
 
-/// The sessions' bucket.
+/// The sessions' bucket (shared: the client's handle is large).
 #[derive(Clone)]
 pub struct Bucket {
-    store: kv::Store,
+    store: Arc<kv::Store>,
 }
 
 impl Bucket {
@@ -74,7 +75,9 @@ impl Bucket {
                 bucket: settings.name.clone(),
                 source,
             })?;
-        Ok(Bucket { store })
+        Ok(Bucket {
+            store: Arc::new(store),
+        })
     }
 
     /// The session's record, if the bucket has it.
