@@ -462,3 +462,47 @@ async fn the_bucket_is_written_once_per_connection_per_flush() {
         let _ = reader.await;
     }
 }
+
+/// A normal stop writes every session before the process ends: an ack made
+/// just before a SIGTERM (well within the flush interval) is the cursor the
+/// other gateway restores, so nothing comes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_normal_stop_writes_the_latest_cursor() {
+    let nats = nats();
+    let mut deployment = start_gateways(&nats.url(), 2, &["--session-flush-interval", "1m"]);
+    let log = log(&nats).await;
+    let c = Id::new_v4();
+    let user = token(Id::new_v4(), Grant::All, &[]);
+    let mut client = Client::connect(&deployment.gateways[0], &user).await;
+    let session = client.session_id();
+    client.subscribe(chat(c)).await;
+    for n in 0..10 {
+        log.publish(&message(c, &format!("m{n}")))
+            .await
+            .expect("published");
+    }
+    let events = client.events(10).await;
+    let last = events[9]["seq"].as_u64().expect("seq");
+    client
+        .send(json!({"type": "ack", "channel": chat(c).to_string(), "seq": last}))
+        .await;
+    // The gateway reads the ack well within this.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut a = deployment.gateways.remove(0);
+    let a = tokio::task::spawn_blocking(move || {
+        a.terminate();
+        a
+    })
+    .await
+    .expect("A stops");
+    assert_eq!(client.closed_with().await, 1001);
+
+    let mut client = Client::connect_session(&deployment.gateways[0], &user, &session).await;
+    assert_eq!(client.hello["data"]["resumed"], true, "{}", client.hello);
+    let (_, replayed, _) = client.read_replay(chat(c)).await;
+    assert_eq!(seqs(&replayed), Vec::<u64>::new(), "nothing comes again");
+    let receipt = log.publish(&message(c, "after")).await.expect("published");
+    let next = client.events(1).await;
+    assert_eq!(next[0]["seq"].as_u64(), Some(receipt.stored.seq));
+    drop(a);
+}
