@@ -41,6 +41,7 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size of `serve`'s many settings costs nothing.
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the gateway (WebSocket + HTTP API). Starts a local nats-server when no NATS URL is set.

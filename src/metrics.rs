@@ -57,6 +57,8 @@ pub struct Metrics {
     /// Events held in the window of recent events, and their accounted memory.
     pub window_events: Gauge,
     pub window_bytes: Gauge,
+    /// Session records written to the session store (sled or the bucket).
+    pub session_writes: Counter,
 }
 
 /// HTTP connections ended by something the client did or failed to do (each
@@ -117,6 +119,7 @@ impl Metrics {
                 window_replays: counter!("switchboard_window_replays_total"),
                 window_events: gauge!("switchboard_window_events"),
                 window_bytes: gauge!("switchboard_window_bytes"),
+                session_writes: counter!("switchboard_session_writes_total"),
             }
         })
     }

@@ -1,10 +1,12 @@
 //! `serve`: brings a gateway node up and takes it down in order.
 //!
 //! Start: NATS (a local nats-server when no URL is set) → the log → the
-//! store → the projection caught up from its snapshot → the node's tasks →
-//! the listener. Stop: cancel (the listener stops accepting, every socket
-//! gets 1001, the router and typing stop) → wait for every task, bounded →
-//! the last projection snapshot and a store flush → the local nats-server.
+//! store → the sessions (sled, or the bucket and its writer) → the
+//! projection caught up from its snapshot → the node's tasks → the
+//! listener. Stop: cancel (the listener stops accepting, every socket gets
+//! 1001 and saves its session, the router and typing stop) → wait for every
+//! task, bounded → the session writer drains → the last projection snapshot
+//! and a store flush → the local nats-server.
 //!
 //! [`listener`] is the accept loop: the socket budget, HTTP's time and size
 //! bounds, and how HTTP connections end.
@@ -23,6 +25,7 @@ use crate::gateway::{housekeeping, router, Node};
 use crate::local_nats::NatsServer;
 use crate::log::Log;
 use crate::projection::Projection;
+use crate::session::{kv, writer::Writer, Sessions, StoreKind};
 use crate::settings::{local_url_file, ServeSettings};
 use crate::store::Store;
 use crate::token::TokenKeys;
@@ -33,6 +36,9 @@ pub struct Running {
     pub node: Arc<Node>,
     server: tokio::task::JoinHandle<()>,
     nats: Option<NatsServer>,
+    /// The bucket's session writer, when sessions are in the bucket: it
+    /// outlives the node's tasks, to write what their connections saved.
+    session_writer: Option<tokio::task::JoinHandle<()>>,
     shutdown_timeout: Duration,
     /// Released last, once the local nats-server is gone.
     _data_dir: DataDirLock,
@@ -85,6 +91,40 @@ pub async fn load_projection(log: &Log, store: &Store) -> anyhow::Result<Project
     Ok(projection)
 }
 
+/// The sessions the settings choose, and the bucket writer's task (`kv`).
+async fn open_sessions(
+    settings: &ServeSettings,
+    log: &Log,
+    store: &Store,
+) -> anyhow::Result<(Sessions, Option<tokio::task::JoinHandle<()>>)> {
+    match settings.session_store {
+        StoreKind::Sled => Ok((Sessions::sled(store.clone(), settings.session_ttl), None)),
+        StoreKind::Kv => {
+            let js = async_nats::jetstream::new(log.client().clone());
+            let bucket_settings = kv::BucketSettings {
+                name: settings.session_bucket.clone(),
+                max_age: settings.session_ttl,
+                replicas: settings.stream.replicas,
+            };
+            let bucket = kv::Bucket::create_or_update(&js, &bucket_settings).await?;
+            let (writer, task) = Writer::new(bucket.clone());
+            let sessions = Sessions::kv(
+                bucket,
+                writer,
+                settings.session_ttl,
+                settings.session_flush_interval,
+            );
+            tracing::info!(
+                bucket = %bucket_settings.name,
+                replicas = bucket_settings.replicas,
+                flush_ms = settings.session_flush_interval.as_millis() as u64,
+                "sessions kept in a key-value bucket"
+            );
+            Ok((sessions, Some(tokio::spawn(task))))
+        }
+    }
+}
+
 pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
     // Before anything else: a second `serve` on this directory must not
     // start a nats-server on its store or overwrite its files.
@@ -103,6 +143,7 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
     let log = Log::connect(&url, settings.stream.clone()).await?;
     let store = Store::open(&settings.data_dir.join("sled"))
         .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
+    let (sessions, session_writer) = open_sessions(&settings, &log, &store).await?;
     let projection = load_projection(&log, &store).await?;
     let start_seq = projection.last_seq + 1;
     let epoch = log.epoch();
@@ -111,7 +152,7 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         log,
         store,
         projection,
-        settings.session_ttl,
+        sessions,
         keys,
         settings.limits.clone(),
     );
@@ -148,6 +189,7 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         node,
         server,
         nats,
+        session_writer,
         shutdown_timeout: settings.shutdown_timeout,
         _data_dir: data_dir,
     })
@@ -166,6 +208,24 @@ impl Running {
         if waited.is_err() {
             tracing::warn!("shutdown timed out; some connections were cut");
             self.server.abort();
+        }
+        if let (Some(writer), Some(task)) =
+            (self.node.sessions().writer(), self.session_writer.take())
+        {
+            let pending = writer.pending();
+            writer.close();
+            // What the connections saved on their way out gets written,
+            // within the shutdown budget (at least a second).
+            let budget = self
+                .shutdown_timeout
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_secs(1));
+            if tokio::time::timeout(budget, task).await.is_err() {
+                tracing::warn!(
+                    pending,
+                    "session writer did not finish; some cursors not written"
+                );
+            }
         }
         if let Err(e) = self.node.store().flush() {
             tracing::warn!(error = %e, "store flush failed");

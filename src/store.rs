@@ -1,4 +1,5 @@
-//! The node's durable state: sessions with their cursors in sled, and the
+//! The node's durable state: sessions with their cursors in sled (the
+//! embedded session store; see `crate::session`), and the
 //! membership projection's snapshot in a file beside them.
 //!
 //! Every method blocks on the disk. The heavy ones (the session sweep's

@@ -172,15 +172,19 @@ fn run(
 }
 
 /// Removes expired sessions every [`crate::session::SWEEP_INTERVAL`], on a
-/// blocking thread: the sweep scans every session in sled.
+/// blocking thread: the sweep scans every session in sled. Sessions in the
+/// bucket need none (it forgets them at its max age).
 pub async fn run_session_sweeper(node: Arc<Node>) {
+    if node.sessions().kind() != crate::session::StoreKind::Sled {
+        return;
+    }
     let mut tick = tokio::time::interval(crate::session::SWEEP_INTERVAL);
     loop {
         tokio::select! {
             _ = node.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let sessions = node.sessions();
+        let sessions = node.sessions().clone();
         match tokio::task::spawn_blocking(move || sessions.sweep()).await {
             Ok(Ok(0)) => {}
             Ok(Ok(n)) => tracing::info!(removed = n, "expired sessions removed"),

@@ -30,7 +30,6 @@ pub mod window;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -56,9 +55,11 @@ pub struct Node {
     /// One permit per replay reading the stream (`max_stream_replays`).
     pub(crate) stream_replays: Arc<tokio::sync::Semaphore>,
     projection: RwLock<Projection>,
-    /// The node's sled database: the projection snapshot and the sessions.
+    /// The node's sled database: the projection snapshot (and the sessions
+    /// when they are kept in sled).
     store: Store,
-    session_ttl: Duration,
+    /// The sessions, in sled or the bucket.
+    sessions: Sessions,
     pub(crate) keys: TokenKeys,
     pub(crate) limits: Limits,
     pub(crate) metrics: &'static Metrics,
@@ -74,7 +75,7 @@ impl Node {
         log: Log,
         store: Store,
         projection: Projection,
-        session_ttl: Duration,
+        sessions: Sessions,
         keys: TokenKeys,
         limits: Limits,
     ) -> Arc<Node> {
@@ -87,7 +88,7 @@ impl Node {
             stream_replays: Arc::new(tokio::sync::Semaphore::new(limits.max_stream_replays)),
             projection: RwLock::new(projection),
             store,
-            session_ttl,
+            sessions,
             keys,
             limits,
             metrics: Metrics::get(),
@@ -116,8 +117,8 @@ impl Node {
     }
 
     /// The sessions, with their time to live.
-    pub fn sessions(&self) -> Sessions {
-        Sessions::new(self.store.clone(), self.session_ttl)
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
     }
 
     pub(crate) fn next_connection_id(&self) -> u64 {

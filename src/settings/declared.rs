@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::declare::declare;
-use super::{NatsUrl, Optional, StreamName};
+use super::{BucketName, NatsUrl, Optional, StreamName};
+use crate::session::StoreKind;
 
 declare! {
     /// The log's settings, for every command that reads or writes it
@@ -51,6 +52,18 @@ declare! {
         /// How long a session outlives its last connection (a connected
         /// session is re-saved at least every 10 minutes).
         session_ttl: Duration = "24h", "1s" ..= "100y", env "SWITCHBOARD_SESSION_TTL";
+        /// Where sessions are kept: `sled` (this node's data directory: one
+        /// node) or `kv` (a JetStream key-value bucket, so that a
+        /// `?session=` resume works on any node of the deployment).
+        session_store: StoreKind = "sled", env "SWITCHBOARD_SESSION_STORE";
+        /// The `kv` session store's bucket; `serve` creates or updates it
+        /// with the session TTL as its max age and the stream's replicas.
+        session_bucket: BucketName = "switchboard_sessions", env "SWITCHBOARD_SESSION_BUCKET";
+        /// With the `kv` session store, how often a connection writes its
+        /// moved cursors (and once more when it closes): a session resumed
+        /// on another node may replay about this much again. sled is
+        /// written every 0.5 s.
+        session_flush_interval: Duration = "2s", "100ms" ..= "1m", env "SWITCHBOARD_SESSION_FLUSH_INTERVAL";
         /// How long shutdown waits for connections and tasks.
         shutdown_timeout: Duration = "10s", "0s" ..= "1d", env "SWITCHBOARD_SHUTDOWN_TIMEOUT";
         /// How far ahead of this gateway's clock a token's `nbf` (not

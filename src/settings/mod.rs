@@ -192,6 +192,38 @@ impl Value for StreamName {
     }
 }
 
+/// A key-value bucket name NATS accepts: letters, digits, `_` and `-`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BucketName(pub String);
+
+impl Value for BucketName {
+    fn parse(text: &str) -> Result<Self, String> {
+        let ok = !text.is_empty()
+            && text.len() <= 255
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+        if ok {
+            Ok(BucketName(text.to_string()))
+        } else {
+            Err(format!(
+                "`{text}` is not a bucket name (letters, digits, `_` and `-` only)"
+            ))
+        }
+    }
+}
+
+impl Value for crate::session::StoreKind {
+    fn parse(text: &str) -> Result<Self, String> {
+        use crate::session::StoreKind;
+        match text.trim() {
+            "sled" => Ok(StoreKind::Sled),
+            "kv" => Ok(StoreKind::Kv),
+            other => Err(format!("`{other}` is not a session store: sled or kv")),
+        }
+    }
+}
+
 /// A NATS URL: `nats://`, `tls://`, `ws://`, `wss://` or `host:port`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct NatsUrl(pub String);
@@ -333,6 +365,12 @@ pub struct ServeSettings {
     pub stream: StreamSettings,
     pub limits: Limits,
     pub session_ttl: Duration,
+    /// Where sessions are kept.
+    pub session_store: crate::session::StoreKind,
+    /// The `kv` session store's bucket.
+    pub session_bucket: String,
+    /// How often a connection writes its moved cursors to the bucket.
+    pub session_flush_interval: Duration,
     /// How long shutdown waits for connections to close.
     pub shutdown_timeout: Duration,
     /// How far in the future a token's `nbf` and `iat` may be.
@@ -368,6 +406,9 @@ impl ServeSettings {
             dev: serve.dev,
             limits,
             session_ttl: serve.session_ttl,
+            session_store: serve.session_store,
+            session_bucket: serve.session_bucket.0,
+            session_flush_interval: serve.session_flush_interval,
             shutdown_timeout: serve.shutdown_timeout,
             token_leeway: serve.token_leeway,
         })

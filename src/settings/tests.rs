@@ -70,7 +70,7 @@ fn every_declared_default_and_bound_parses_and_fits() {
         bounds::<Duration>(LogSettings::SETTINGS, name);
     }
     bounds::<usize>(LogSettings::SETTINGS, "replicas");
-    for name in ["session_ttl", "shutdown_timeout"] {
+    for name in ["session_ttl", "shutdown_timeout", "session_flush_interval"] {
         bounds::<Duration>(ServeOptions::SETTINGS, name);
     }
     for name in ["stall_timeout", "heartbeat", "reconnect_base"] {
@@ -94,6 +94,8 @@ fn every_declared_default_and_bound_parses_and_fits() {
             "listen",
             "jwt_secret",
             "dev",
+            "session_store",
+            "session_bucket",
         ];
         assert_eq!(s.range.is_none(), unbounded.contains(&s.name), "{}", s.name);
     }
@@ -115,6 +117,9 @@ fn the_defaults_are_the_documented_ones() {
     assert_eq!((serve.jwt_secret, serve.dev), (None, false));
     assert_eq!(serve.session_ttl, Duration::from_secs(24 * 3600));
     assert_eq!(serve.shutdown_timeout, Duration::from_secs(10));
+    assert_eq!(serve.session_store, crate::session::StoreKind::Sled);
+    assert_eq!(serve.session_bucket.0, "switchboard_sessions");
+    assert_eq!(serve.session_flush_interval, Duration::from_secs(2));
     // The log's defaults are `StreamSettings::default()`, which the tests
     // and benches use directly.
     let log = LogSettings::default();

@@ -33,7 +33,6 @@ use super::subscription::{Action, Actions, Frame, Rules, Subscription, REPLAY_BU
 use super::upgrade::{self, Socket};
 use super::Node;
 use crate::channel::{Channel, Id};
-use crate::session::CURSOR_FLUSH_INTERVAL;
 use crate::token::Claims;
 
 /// Items taken from the queue or a replay before the socket is flushed.
@@ -157,7 +156,7 @@ impl Connection {
         tokio::pin!(expiry);
         let mut heartbeat = tokio::time::interval(limits.heartbeat);
         heartbeat.tick().await;
-        let mut cursor_flush = tokio::time::interval(CURSOR_FLUSH_INTERVAL);
+        let mut cursor_flush = tokio::time::interval(self.node.sessions().flush_interval());
         // Armed while a receipt probe is due (see `session::Receipts`).
         let probe_timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(probe_timer);
@@ -345,7 +344,7 @@ impl Connection {
     /// Leaves the hub, saves the session and closes the socket with a real
     /// close handshake, within [`CLOSE_TIMEOUT`].
     async fn finish(&mut self, end: End) {
-        self.save_session();
+        Box::pin(self.close_session(matches!(end, End::Close(_)))).await;
         let channels: Vec<Channel> = self.subs.keys().copied().collect();
         for channel in channels {
             self.forget(channel);

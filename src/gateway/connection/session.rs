@@ -8,8 +8,9 @@
 //! [`PROBE_DELAY`] while frames keep flowing, so a restore replays at most
 //! about that much again (plus a round trip).
 //!
-//! Cursors are written at most every `CURSOR_FLUSH_INTERVAL` when they
-//! moved, at least every [`SESSION_REFRESH`] so that a quiet connection's
+//! Cursors are written at most every `Sessions::flush_interval` (sled:
+//! 0.5 s; the bucket: `session_flush_interval`, handed to the node's
+//! writer, never awaited) when they moved, at least every [`SESSION_REFRESH`] so that a quiet connection's
 //! session does not expire, and once more when the connection ends.
 
 use std::time::{Duration, Instant};
@@ -17,11 +18,16 @@ use std::time::{Duration, Instant};
 use super::{Connection, End};
 use crate::access::{self, EndReason};
 use crate::channel::{Channel, Id};
-use crate::gateway::protocol::{self, Close, ErrorCode, FrameError, Since};
+use crate::gateway::protocol::{self, ErrorCode, FrameError, Since};
+use crate::session::SessionError;
 
 /// A connected session is written at least this often, so it outlives its
 /// connection by the session TTL however quiet the connection is.
 pub const SESSION_REFRESH: Duration = Duration::from_secs(600);
+
+/// How long a connection the node closes waits for its last session record
+/// to reach the store before it sends its close frame.
+pub const CLOSE_SAVE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The least time between two receipt probes: about the most a restore
 /// replays again, plus a round trip. Shorter costs a ping per active
@@ -140,16 +146,14 @@ impl Connection {
         }
     }
 
-    /// Sends `hello`, then restores the session's subscriptions.
+    /// Sends `hello` and flushes it, then restores the session's
+    /// subscriptions: `hello` is always the first frame, and no restore
+    /// (each plans a replay) delays it. Opening the session reads the store
+    /// (the bucket: one round trip) and writes nothing; the session is
+    /// written once `hello` is out (a fresh one created, a resumed one's
+    /// life extended).
     pub(super) async fn open_session(&mut self, requested: Option<Id>) -> Result<(), End> {
-        let opened = self
-            .node
-            .sessions()
-            .open(requested, self.claims.sub)
-            .map_err(|e| {
-                tracing::error!(error = %e, "session store failed");
-                End::Close(Close::SessionStoreUnavailable)
-            })?;
+        let opened = self.node.sessions().open(requested, self.claims.sub).await;
         self.session.id = opened.id;
         let epoch = self.node.log.epoch().to_string();
         self.session.epoch = Some(epoch.clone());
@@ -164,6 +168,8 @@ impl Connection {
             &channels,
             &epoch,
         ));
+        self.flush().await?;
+        self.session.touch();
         // Cursors of a session written before epochs existed belong to the
         // current stream; others say which stream they count.
         let cursors_epoch = opened.epoch.unwrap_or(epoch);
@@ -206,26 +212,58 @@ impl Connection {
     /// Writes the session's cursors if they moved, and at least every
     /// [`SESSION_REFRESH`] so a quiet connection's session does not expire.
     pub(super) fn save_session(&mut self) {
-        let refresh = SESSION_REFRESH.min(self.node.session_ttl / 2);
-        if !self.session.dirty && self.session.saved_at.elapsed() < refresh {
+        self.save_session_then(None);
+    }
+
+    /// The last save, as the connection ends. When the node closes it (its
+    /// client reconnects at once, maybe to another node), the close waits,
+    /// at most [`CLOSE_SAVE_TIMEOUT`], until the record is in the store.
+    pub(super) async fn close_session(&mut self, closed_by_node: bool) {
+        if !closed_by_node || self.node.sessions().writer().is_none() {
+            self.save_session();
             return;
+        }
+        // Written even if unchanged: an earlier record may still wait in
+        // the bucket writer, and this one is told when it (or a newer) lands.
+        self.session.touch();
+        let (written, done) = tokio::sync::oneshot::channel();
+        if self.save_session_then(Some(written)) {
+            let _ = tokio::time::timeout(CLOSE_SAVE_TIMEOUT, done).await;
+        }
+    }
+
+    /// Saves if needed; whether a record was handed to the store.
+    fn save_session_then(&mut self, written: Option<tokio::sync::oneshot::Sender<()>>) -> bool {
+        let refresh = SESSION_REFRESH.min(self.node.sessions().ttl() / 2);
+        if !self.session.dirty && self.session.saved_at.elapsed() < refresh {
+            return false;
         }
         let cursors = self
             .subs
             .iter()
             .map(|(channel, sub)| (*channel, sub.session_cursor()))
             .collect();
-        match self.node.sessions().save(
+        match self.node.sessions().save_then(
             self.session.id,
             self.claims.sub,
             &cursors,
             self.session.epoch.as_deref(),
+            written,
         ) {
             Ok(()) => {
                 self.session.dirty = false;
                 self.session.saved_at = Instant::now();
+                true
             }
-            Err(e) => tracing::warn!(session = %self.session.id, error = %e, "session not saved"),
+            // Kept dirty: the next flush tries again.
+            Err(SessionError::WriterFull) => {
+                tracing::debug!(session = %self.session.id, "session writer full; saving later");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(session = %self.session.id, error = %e, "session not saved");
+                false
+            }
         }
     }
 }
