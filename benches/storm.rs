@@ -158,12 +158,17 @@ fn main() {
         );
     }
     let sessions = common::serve_accepts("--session-store");
+    // `STORM_ONLY=since_seq` or `STORM_ONLY=session` runs one of the two.
+    let only = std::env::var("STORM_ONLY").unwrap_or_default();
     let runtime = common::runtime();
     let mut outcomes = Vec::new();
-    let first = runtime.block_on(run(&sizes, Resume::SinceSeq));
-    first.print(&sizes);
-    outcomes.push(first);
-    if sessions {
+    if only != "session" {
+        let first = runtime.block_on(run(&sizes, Resume::SinceSeq));
+        first.print(&sizes);
+        outcomes.push(first);
+    }
+    if only == "since_seq" {
+    } else if sessions {
         let second = runtime.block_on(run(&sizes, Resume::Session));
         second.print(&sizes);
         outcomes.push(second);
