@@ -23,6 +23,7 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use super::hub::Delivery;
+use super::window::Recent;
 use super::Node;
 use crate::access;
 use crate::envelope::{self, StoredEvent};
@@ -133,8 +134,7 @@ async fn fill_window(node: &Node, through: u64) -> Result<usize, LogError> {
             }
             // Invalid messages were reported when first routed: a hole.
             if let Ok(event) = item.event {
-                let frame_len = event.encode().len();
-                events.push((Arc::new(event), frame_len));
+                events.push(Arc::new(Recent::encode(event)));
             }
             if seq == through || pending == 0 {
                 break;
@@ -194,7 +194,8 @@ fn route(node: &Node, item: ReadItem) {
     let delivery = deliver(&event);
     // The window first: whoever sees the hub's routed position finds every
     // event up to it there.
-    node.window.push(Arc::new(event), delivery.frame.len());
+    let frame = delivery.frame.clone();
+    node.window.push(Arc::new(Recent { event, frame }));
     let fanout = node.hub.dispatch(Arc::new(delivery));
     if fanout.lagged > 0 {
         metrics.lagged.increment(fanout.lagged as u64);

@@ -298,13 +298,37 @@ impl Subscription {
         event: Option<&StoredEvent>,
         out: &mut Actions,
     ) {
+        self.read_one(rules, seq, pending, event.map(|e| (e, None)), out)
+    }
+
+    /// [`Subscription::on_read`] of an event whose envelope is already
+    /// encoded (the router's, kept in the node's window): written as is.
+    pub fn on_read_encoded(
+        &mut self,
+        rules: &Rules,
+        pending: u64,
+        event: &StoredEvent,
+        frame: &Text,
+        out: &mut Actions,
+    ) {
+        self.read_one(rules, event.seq, pending, Some((event, Some(frame))), out)
+    }
+
+    fn read_one(
+        &mut self,
+        rules: &Rules,
+        seq: u64,
+        pending: u64,
+        event: Option<(&StoredEvent, Option<&Text>)>,
+        out: &mut Actions,
+    ) {
         let Phase::Replaying(replay) = &mut self.phase else {
             out.push_back(Action::StopRead);
             return;
         };
         replay.read_pos = replay.read_pos.max(seq);
         let done = replay.target.is_some_and(|target| seq >= target);
-        if let Some(event) = event.filter(|e| e.seq > self.cursor) {
+        if let Some((event, frame)) = event.filter(|(e, _)| e.seq > self.cursor) {
             self.cursor = event.seq;
             let user = rules.user;
             let (shown, ends) = match &mut replay.following {
@@ -318,7 +342,8 @@ impl Subscription {
             };
             if shown {
                 replay.count += 1;
-                out.push_back(Action::Write(Frame::Replayed(event.encode())));
+                let frame = frame.cloned().unwrap_or_else(|| event.encode());
+                out.push_back(Action::Write(Frame::Replayed(frame)));
             }
             let cut = access::cut(self.channel, &event.data).filter(|c| c.applies_to(user));
             if let Some(cut) = cut {

@@ -24,7 +24,7 @@ use tokio::sync::watch;
 
 use crate::access;
 use crate::channel::{Channel, Id};
-use crate::envelope::StoredEvent;
+use crate::envelope::{StoredEvent, Text};
 use crate::metrics::Metrics;
 use crate::projection::FOLDED;
 
@@ -32,15 +32,35 @@ use crate::projection::FOLDED;
 /// the router in between.
 pub const SCAN_STEP: usize = 4096;
 
-/// The window's memory accounting for one event: what the decoded event,
-/// its kept raw data and the entry cost, from its encoded size.
+/// The window's memory accounting for one event: what its encoded frame,
+/// the decoded event, its kept raw data and the entry cost, from its
+/// encoded size.
 fn cost(frame_len: usize) -> usize {
-    2 * frame_len + 256
+    3 * frame_len + 256
 }
 
+/// One event in the window, with the envelope the router encoded for it:
+/// a replay writes those same bytes.
+#[derive(Debug)]
+pub struct Recent {
+    pub event: StoredEvent,
+    pub frame: Text,
+}
+
+impl Recent {
+    /// An event read back from the stream (the start-up fill).
+    pub fn encode(event: StoredEvent) -> Recent {
+        let frame = event.encode();
+        Recent { event, frame }
+    }
+}
+
+/// The channel is kept beside the event, so a scan reads one contiguous
+/// array, not every event behind its pointer.
 struct Entry {
     seq: u64,
-    event: Arc<StoredEvent>,
+    channel: Channel,
+    recent: Arc<Recent>,
     cost: usize,
 }
 
@@ -71,7 +91,7 @@ pub struct Window {
 /// A batch read from the window.
 pub struct Batch {
     /// The channel's events after the read position, in order.
-    pub events: Vec<Arc<StoredEvent>>,
+    pub events: Vec<Arc<Recent>>,
     /// How far the read looked: the next read starts after it.
     pub through: u64,
     /// Whether it reached the window's end.
@@ -106,17 +126,22 @@ impl Window {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends the event the router is about to route (`frame_len`: its
-    /// encoded size). Events come in `seq` order.
-    pub fn push(&self, event: Arc<StoredEvent>, frame_len: usize) {
-        let seq = event.seq;
+    /// Appends the event the router is about to route. Events come in
+    /// `seq` order.
+    pub fn push(&self, recent: Arc<Recent>) {
+        let (seq, channel) = (recent.event.seq, recent.event.channel);
         {
             let mut inner = self.write();
             if seq <= inner.last {
                 return;
             }
-            let cost = cost(frame_len);
-            inner.entries.push_back(Entry { seq, event, cost });
+            let cost = cost(recent.frame.len());
+            inner.entries.push_back(Entry {
+                seq,
+                channel,
+                recent,
+                cost,
+            });
             inner.bytes += cost;
             inner.last = seq;
             self.evict(&mut inner);
@@ -139,23 +164,28 @@ impl Window {
     /// Puts older events in front of the window (read from the stream at
     /// start-up: every event with `after < seq <=` the window's start, in
     /// order), newest first, as far as its bounds allow.
-    pub fn prepend(&self, after: u64, events: Vec<(Arc<StoredEvent>, usize)>) {
+    pub fn prepend(&self, after: u64, events: Vec<Arc<Recent>>) {
         let mut inner = self.write();
-        let fits = events.first().is_none_or(|(e, _)| e.seq > after)
-            && events.last().is_none_or(|(e, _)| e.seq <= inner.after);
+        let fits = events.first().is_none_or(|r| r.event.seq > after)
+            && events.last().is_none_or(|r| r.event.seq <= inner.after);
         if !fits || after >= inner.after {
             return;
         }
         let mut start = after;
-        for (event, frame_len) in events.into_iter().rev() {
-            let cost = cost(frame_len);
+        for recent in events.into_iter().rev() {
+            let (seq, channel) = (recent.event.seq, recent.event.channel);
+            let cost = cost(recent.frame.len());
             if inner.entries.len() >= self.max_events || inner.bytes + cost > self.max_bytes {
-                start = event.seq;
+                start = seq;
                 break;
             }
             inner.bytes += cost;
-            let seq = event.seq;
-            inner.entries.push_front(Entry { seq, event, cost });
+            inner.entries.push_front(Entry {
+                seq,
+                channel,
+                recent,
+                cost,
+            });
         }
         inner.after = start;
         Self::report(&inner);
@@ -197,7 +227,7 @@ impl Window {
         let expired = inner
             .entries
             .iter()
-            .take_while(|e| e.event.time < cutoff)
+            .take_while(|e| e.recent.event.time < cutoff)
             .last();
         expired.map_or(inner.after, |e| e.seq)
     }
@@ -206,7 +236,10 @@ impl Window {
         let cutoff = Utc::now() - self.retention;
         while inner.entries.len() > self.max_events
             || inner.bytes > self.max_bytes
-            || inner.entries.front().is_some_and(|e| e.event.time < cutoff)
+            || inner
+                .entries
+                .front()
+                .is_some_and(|e| e.recent.event.time < cutoff)
         {
             let Some(old) = inner.entries.pop_front() else {
                 break;
@@ -254,8 +287,8 @@ impl Window {
         for entry in inner.entries.range(start..).take(SCAN_STEP) {
             looked += 1;
             through = entry.seq;
-            if entry.event.channel == channel {
-                events.push(entry.event.clone());
+            if entry.channel == channel {
+                events.push(entry.recent.clone());
                 if events.len() >= max {
                     break;
                 }
@@ -290,37 +323,30 @@ impl Window {
             inner
                 .entries
                 .range(start..)
-                .find(|e| e.event.channel == channel)
+                .find(|e| e.channel == channel)
                 .map(|e| e.seq),
         )
     }
 
-    /// The events of chat channel `channel` about `user`'s standing with
-    /// `after < seq <= to`; `None` when the window does not hold them all.
-    pub fn standing_events(
-        &self,
-        channel: Id,
-        user: Id,
-        after: u64,
-        to: u64,
-    ) -> Option<Vec<Arc<StoredEvent>>> {
+    /// Whether chat channel `channel` has events about `user`'s standing
+    /// with `after < seq <= to`; `None` when the window does not hold them all.
+    pub fn standing_changes(&self, channel: Id, user: Id, after: u64, to: u64) -> Option<bool> {
         let inner = self.read();
         if after < self.start(&inner) || to > inner.last {
             return None;
         }
         let start = inner.entries.partition_point(|e| e.seq <= after);
+        let channel = Channel::Chat(channel);
         Some(
             inner
                 .entries
                 .range(start..)
                 .take_while(|e| e.seq <= to)
-                .filter(|e| {
-                    e.event.channel == Channel::Chat(channel)
-                        && FOLDED.contains(&e.event.data.kind())
-                        && access::concerns(user, &e.event.data)
-                })
-                .map(|e| e.event.clone())
-                .collect(),
+                .filter(|e| e.channel == channel)
+                .any(|e| {
+                    let data = &e.recent.event.data;
+                    FOLDED.contains(&data.kind()) && access::concerns(user, data)
+                }),
         )
     }
 

@@ -25,7 +25,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use super::replay::with_timeout;
 use crate::channel::Channel;
-use crate::envelope::StoredEvent;
+use crate::gateway::window::Recent;
 use crate::gateway::Node;
 use crate::log::{LogError, LogRead, ReadItem};
 use crate::metrics::Metrics;
@@ -37,7 +37,7 @@ const WINDOW_BATCH: usize = 64;
 pub(super) enum Step {
     /// An event read from the window; `pending`: 0 when the read has
     /// caught up with the window's end.
-    Window(Arc<StoredEvent>, u64),
+    Window(Arc<Recent>, u64),
     /// A message read from the stream.
     Log(Box<ReadItem>),
     /// Nothing more to read for now.
@@ -65,7 +65,7 @@ struct WindowRead {
     generation: u64,
     /// The last `seq` looked at.
     after: u64,
-    batch: VecDeque<Arc<StoredEvent>>,
+    batch: VecDeque<Arc<Recent>>,
     at_end: bool,
     /// Whether the subscription knows the read is idle (an event with
     /// `pending` 0, or `Idle`) since it last got an event.

@@ -132,8 +132,8 @@ impl Connection {
         let mut out = std::mem::take(&mut self.scratch);
         match step {
             Step::Idle => sub.on_read_idle(&self.rules, &mut out),
-            Step::Window(event, pending) => {
-                sub.on_read(&self.rules, event.seq, pending, Some(&event), &mut out)
+            Step::Window(recent, pending) => {
+                sub.on_read_encoded(&self.rules, pending, &recent.event, &recent.frame, &mut out)
             }
             Step::Log(item) => {
                 let (seq, pending) = (item.seq, item.pending);
@@ -345,9 +345,9 @@ async fn following(
     // The common case costs no consumer: the window holds the range, or
     // the log holds no membership event at all in it.
     let from = after.saturating_add(1);
-    match node.window.standing_events(channel, user, after, target) {
-        Some(changes) if changes.is_empty() => return Ok(None),
-        Some(_) => {}
+    match node.window.standing_changes(channel, user, after, target) {
+        Some(false) => return Ok(None),
+        Some(true) => {}
         None => {
             let first = node
                 .log

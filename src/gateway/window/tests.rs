@@ -6,8 +6,8 @@ use chrono::Utc;
 use super::*;
 use crate::event::{ChannelMessage, EventData, Member};
 
-fn message(channel: Id, seq: u64) -> Arc<StoredEvent> {
-    Arc::new(StoredEvent {
+fn message(channel: Id, seq: u64) -> Arc<Recent> {
+    Arc::new(Recent::encode(StoredEvent {
         seq,
         time: Utc::now(),
         id: Id::new_v4(),
@@ -20,23 +20,23 @@ fn message(channel: Id, seq: u64) -> Arc<StoredEvent> {
             content: format!("m{seq}"),
         }),
         raw_data: None,
-    })
+    }))
 }
 
 const DAY: Duration = Duration::from_secs(86_400);
 
 fn seqs(batch: &Batch) -> Vec<u64> {
-    batch.events.iter().map(|e| e.seq).collect()
+    batch.events.iter().map(|e| e.event.seq).collect()
 }
 
 #[test]
 fn reads_one_channel_in_order_and_skips_holes() {
     let (a, b) = (Id::new_v4(), Id::new_v4());
     let window = Window::new(10, 100, usize::MAX, DAY);
-    window.push(message(a, 11), 100);
-    window.push(message(b, 12), 100);
+    window.push(message(a, 11));
+    window.push(message(b, 12));
     window.skip(13);
-    window.push(message(a, 14), 100);
+    window.push(message(a, 14));
     window.skip(15);
     assert!(window.holds_after(10));
     assert!(window.holds_after(15));
@@ -67,7 +67,7 @@ fn evicts_by_count_and_bytes_and_sends_old_reads_to_the_stream() {
     let a = Id::new_v4();
     let window = Window::new(0, 3, usize::MAX, DAY);
     for seq in 1..=5 {
-        window.push(message(a, seq), 100);
+        window.push(message(a, seq));
     }
     assert!(window.holds_after(2));
     assert!(!window.holds_after(1));
@@ -77,9 +77,9 @@ fn evicts_by_count_and_bytes_and_sends_old_reads_to_the_stream() {
         vec![3, 4, 5]
     );
 
-    let small = Window::new(0, 100, 3 * cost(100), DAY);
+    let small = Window::new(0, 100, 3 * cost(message(a, 1).frame.len()), DAY);
     for seq in 1..=5 {
-        small.push(message(a, seq), 100);
+        small.push(message(a, seq));
     }
     assert!(small.holds_after(2) && !small.holds_after(1));
 }
@@ -88,8 +88,8 @@ fn evicts_by_count_and_bytes_and_sends_old_reads_to_the_stream() {
 fn a_fill_goes_in_front_as_far_as_the_bounds_allow() {
     let a = Id::new_v4();
     let window = Window::new(10, 4, usize::MAX, DAY);
-    window.push(message(a, 11), 100);
-    let older: Vec<_> = (5..=10).map(|seq| (message(a, seq), 100)).collect();
+    window.push(message(a, 11));
+    let older: Vec<_> = (5..=10).map(|seq| message(a, seq)).collect();
     window.prepend(4, older);
     // Room for three more: 8, 9, 10; 7 did not fit, so the window starts after it.
     assert!(window.holds_after(7));
@@ -98,7 +98,7 @@ fn a_fill_goes_in_front_as_far_as_the_bounds_allow() {
     assert_eq!(seqs(&batch), vec![8, 9, 10, 11]);
 
     let roomy = Window::new(10, 100, usize::MAX, DAY);
-    roomy.prepend(2, vec![(message(a, 4), 100), (message(a, 9), 100)]);
+    roomy.prepend(2, vec![message(a, 4), message(a, 9)]);
     assert!(
         roomy.holds_after(2),
         "a read with holes covers its whole range"
@@ -109,7 +109,7 @@ fn a_fill_goes_in_front_as_far_as_the_bounds_allow() {
     );
 
     // Not older than the window: refused.
-    roomy.prepend(0, vec![(message(a, 11), 100)]);
+    roomy.prepend(0, vec![message(a, 11)]);
     assert!(!roomy.holds_after(1));
 }
 
@@ -117,7 +117,7 @@ fn a_fill_goes_in_front_as_far_as_the_bounds_allow() {
 fn a_restart_forgets_everything_and_stales_reads() {
     let a = Id::new_v4();
     let window = Window::new(0, 10, usize::MAX, DAY);
-    window.push(message(a, 1), 100);
+    window.push(message(a, 1));
     let generation = window.generation();
     window.restart(3);
     assert!(window
@@ -129,11 +129,11 @@ fn a_restart_forgets_everything_and_stales_reads() {
 }
 
 #[test]
-fn standing_events_are_the_users_membership_changes_in_range() {
+fn standing_changes_are_the_users_membership_events_in_range() {
     let (a, user) = (Id::new_v4(), Id::new_v4());
     let window = Window::new(0, 10, usize::MAX, DAY);
-    window.push(message(a, 1), 100);
-    let joined = Arc::new(StoredEvent {
+    window.push(message(a, 1));
+    let joined = Arc::new(Recent::encode(StoredEvent {
         seq: 2,
         time: Utc::now(),
         id: Id::new_v4(),
@@ -144,30 +144,23 @@ fn standing_events_are_the_users_membership_changes_in_range() {
             username: None,
         }),
         raw_data: None,
-    });
-    window.push(joined, 100);
-    window.push(message(a, 3), 100);
-    let found = window.standing_events(a, user, 0, 3).unwrap();
-    assert_eq!(found.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2]);
-    assert!(window.standing_events(a, user, 2, 3).unwrap().is_empty());
-    assert!(window
-        .standing_events(a, Id::new_v4(), 0, 3)
-        .unwrap()
-        .is_empty());
-    assert!(
-        window.standing_events(a, user, 0, 4).is_none(),
-        "past the end"
-    );
+    }));
+    window.push(joined);
+    window.push(message(a, 3));
+    assert_eq!(window.standing_changes(a, user, 0, 3), Some(true));
+    assert_eq!(window.standing_changes(a, user, 2, 3), Some(false));
+    assert_eq!(window.standing_changes(a, Id::new_v4(), 0, 3), Some(false));
+    assert_eq!(window.standing_changes(a, user, 0, 4), None, "past the end");
 }
 
 #[test]
 fn nothing_the_stream_may_have_dropped_is_served() {
     let a = Id::new_v4();
     let window = Window::new(0, 100, usize::MAX, Duration::from_secs(60));
-    let mut old = (*message(a, 1)).clone();
+    let mut old = message(a, 1).event.clone();
     old.time = Utc::now() - chrono::Duration::seconds(61);
-    window.push(Arc::new(old), 100);
-    window.push(message(a, 2), 100);
+    window.push(Arc::new(Recent::encode(old)));
+    window.push(message(a, 2));
     assert!(!window.holds_after(0), "seq 1 is past the retention");
     assert!(window.holds_after(1));
     assert_eq!(window.next_of(Channel::Chat(a), 1), None);
