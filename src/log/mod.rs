@@ -82,6 +82,19 @@ pub enum LogError {
     NoJetStream,
     #[error("stream `{name}`: {reason}")]
     Stream { name: String, reason: String },
+    #[error(
+        "the stream's `replicas` setting is {replicas} (--replicas / SWITCHBOARD_REPLICAS), \
+         but {cluster} has {servers} JetStream server(s) to hold them: \
+         set replicas to at most {servers}, or run more servers in the cluster (NATS said: {reason})"
+    )]
+    Replicas {
+        replicas: usize,
+        /// What NATS is: "the NATS cluster `name`" or a single server.
+        cluster: String,
+        /// The servers the cluster lists (1 for a single server).
+        servers: usize,
+        reason: String,
+    },
     #[error("publish failed: {0}")]
     Publish(String),
     #[error("read failed: {0}")]
@@ -111,6 +124,19 @@ pub struct Log {
     /// The extent last measured, by any clone: its epoch is the stream's
     /// as far as the log knows.
     seen: Arc<Mutex<Extent>>,
+    /// The task that leaves a lame-duck server, on a client the log dialled
+    /// itself; it stops with the last clone of the log.
+    lame_duck_watch: Option<Arc<LameDuckWatch>>,
+}
+
+/// [`leave_lame_ducks`], stopped (and its clone of the client dropped, so
+/// the connection can end) when this is dropped.
+struct LameDuckWatch(tokio::task::JoinHandle<()>);
+
+impl Drop for LameDuckWatch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Which incarnation of the stream the log holds: its creation time.
@@ -169,30 +195,52 @@ impl Log {
     /// Connects, checks the server, and creates or updates the stream to
     /// match `settings` (what `serve` does).
     pub async fn connect(url: &str, settings: StreamSettings) -> Result<Log, LogError> {
-        let client = Log::dial(url).await?;
-        Log::with_client(client, settings, true).await
+        let (client, watch) = Log::dial(url).await?;
+        let mut log = Log::with_client(client, settings, true).await?;
+        log.lame_duck_watch = Some(Arc::new(watch));
+        Ok(log)
     }
 
     /// Connects and uses the stream as it is, creating it only when missing
     /// (what the tools do: they never reconfigure a running gateway's stream).
     pub async fn open(url: &str, settings: StreamSettings) -> Result<Log, LogError> {
-        let client = Log::dial(url).await?;
-        Log::with_client(client, settings, false).await
+        let (client, watch) = Log::dial(url).await?;
+        let mut log = Log::with_client(client, settings, false).await?;
+        log.lame_duck_watch = Some(Arc::new(watch));
+        Ok(log)
     }
 
-    async fn dial(url: &str) -> Result<async_nats::Client, LogError> {
-        // No retry on the first connect: a wrong URL is reported at once.
-        // Once connected, the client reconnects by itself after outages.
-        async_nats::ConnectOptions::new()
+    /// Connects to `url`: one server, or a comma-separated list of a
+    /// cluster's servers. The client connects to one of them and, once
+    /// connected, moves to another by itself when its server is lost (and
+    /// learns the cluster's other servers from it). A server entering
+    /// lame-duck mode is left at once for another one (see
+    /// [`LAME_DUCK_RECONNECT`]).
+    async fn dial(url: &str) -> Result<(async_nats::Client, LameDuckWatch), LogError> {
+        let servers: Vec<&str> = url.split(',').map(str::trim).collect();
+        // No retry on the first connect: a wrong URL is reported at once
+        // (after every server of the list was tried once).
+        let (lame_duck_tx, lame_duck_rx) = tokio::sync::mpsc::channel(1);
+        let client = async_nats::ConnectOptions::new()
             .name("switchboard")
             .connection_timeout(CONNECT_TIMEOUT)
-            .event_callback(|event| async move { log_connection_event(event) })
-            .connect(url)
+            .event_callback(move |event| {
+                let lame_duck_tx = lame_duck_tx.clone();
+                async move {
+                    if matches!(event, async_nats::Event::LameDuckMode) {
+                        let _ = lame_duck_tx.try_send(());
+                    }
+                    log_connection_event(event)
+                }
+            })
+            .connect(servers)
             .await
             .map_err(|source| LogError::Connect {
                 url: url.to_string(),
                 source,
-            })
+            })?;
+        let watch = tokio::spawn(leave_lame_ducks(client.clone(), lame_duck_rx));
+        Ok((client, LameDuckWatch(watch)))
     }
 
     /// Like [`Log::connect`] (`manage`) or [`Log::open`], on a client the caller made.
@@ -210,7 +258,28 @@ impl Log {
             return Err(LogError::NoJetStream);
         }
         let js = jetstream::new(client.clone());
-        let stream = ensure_stream(&js, &settings, manage).await?;
+        let replicas_error = |reason: String| LogError::Replicas {
+            replicas: settings.replicas,
+            cluster: info.cluster.clone().map_or_else(
+                || "NATS (a single server, not a cluster)".into(),
+                |c| format!("the NATS cluster `{c}`"),
+            ),
+            servers: info.connect_urls.len().max(1),
+            reason,
+        };
+        if manage && settings.replicas > 1 && info.cluster.is_none() {
+            return Err(replicas_error(
+                "the server is not in a cluster; replicas > 1 need one".into(),
+            ));
+        }
+        let stream = ensure_stream(&js, &settings, manage)
+            .await
+            .map_err(|e| match e {
+                LogError::Stream { reason, .. } if is_replicas_refusal(&reason) => {
+                    replicas_error(reason)
+                }
+                other => other,
+            })?;
         let seen = Arc::new(Mutex::new(Extent::of(stream.cached_info())));
         Ok(Log {
             client,
@@ -218,6 +287,7 @@ impl Log {
             stream,
             settings,
             seen,
+            lame_duck_watch: None,
         })
     }
 
@@ -428,6 +498,46 @@ async fn ensure_stream(
     }
 }
 
+/// How long after a lame-duck notice the client reconnects. A server in
+/// lame-duck mode refuses new connections at once and closes its clients
+/// one by one over its `lame_duck_duration` (2 minutes by default): the
+/// client reconnects now, so it lands on another server of the cluster
+/// instead of waiting its turn to be cut. The pause lets the notice of a
+/// server that is merely restarting its listener settle.
+pub const LAME_DUCK_RECONNECT: Duration = Duration::from_millis(100);
+
+/// Moves the client off a server that entered lame-duck mode (async-nats
+/// only reports it). Owned by the log's [`LameDuckWatch`].
+async fn leave_lame_ducks(
+    client: async_nats::Client,
+    mut notices: tokio::sync::mpsc::Receiver<()>,
+) {
+    while notices.recv().await.is_some() {
+        tokio::time::sleep(LAME_DUCK_RECONNECT).await;
+        tracing::info!("leaving the lame-duck NATS server for another one of the cluster");
+        if let Err(e) = client.force_reconnect().await {
+            tracing::debug!(error = %e, "NATS connection already closed");
+            return;
+        }
+    }
+}
+
+/// Whether NATS refused a stream for want of servers to hold its replicas:
+/// `no suitable peers for placement` (10005), `insufficient resources`
+/// (10023), `replicas > 1 not supported in non-clustered mode` (10074).
+fn is_replicas_refusal(reason: &str) -> bool {
+    [
+        "no suitable peers",
+        "error code 10005",
+        "insufficient resources",
+        "error code 10023",
+        "replicas > 1 not supported",
+        "error code 10074",
+    ]
+    .iter()
+    .any(|needle| reason.contains(needle))
+}
+
 /// The NATS connection's events, at the level they deserve: a lost
 /// connection is a warning, its return news; the client errors that come
 /// with a lost or closed connection add nothing (async-nats would log every
@@ -438,7 +548,7 @@ fn log_connection_event(event: async_nats::Event) {
         Event::Disconnected => tracing::warn!("lost the connection to NATS; reconnecting"),
         Event::Connected => tracing::info!("connected to NATS"),
         Event::LameDuckMode => {
-            tracing::warn!("the NATS server is entering lame-duck mode; it will move us")
+            tracing::warn!("the NATS server is entering lame-duck mode; moving to another one")
         }
         Event::ServerError(e) => tracing::warn!(error = %e, "NATS server error"),
         Event::SlowConsumer(sid) => tracing::warn!(sid, "NATS slow consumer"),

@@ -1,0 +1,199 @@
+//! A gateway on a three-node NATS cluster (R3 stream): when the server it
+//! is connected to dies (SIGKILL) or enters lame-duck mode, it moves to
+//! another server and its clients see every event exactly once, in order.
+//! And `serve` refuses more replicas than the cluster has servers.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::*;
+use switchboard::channel::Id;
+use switchboard::log::StreamSettings;
+use switchboard::token::Grant;
+
+/// Events published in one run, one every [`PACE`].
+const EVENTS: usize = 250;
+
+/// The pace of the publisher (a steady 50 events/s).
+const PACE: Duration = Duration::from_millis(20);
+
+/// How many events are published before the fault.
+const BEFORE_FAULT: usize = 60;
+
+/// WebSocket clients subscribed to the channel.
+const CLIENTS: usize = 3;
+
+/// What happens to the gateway's NATS server.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    Kill,
+    LameDuck,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_whose_nats_server_is_killed_moves_on_and_its_clients_miss_nothing() {
+    failover(Fault::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_whose_nats_server_goes_lame_duck_moves_on_promptly_and_its_clients_miss_nothing()
+{
+    failover(Fault::LameDuck).await;
+}
+
+async fn failover(fault: Fault) {
+    let mut cluster = cluster();
+    let gateway = Gateway::start_on(&cluster.urls(), &["--replicas", "3"]);
+    let mut holder = None;
+    wait_until("the gateway's NATS connection to show in /connz", || {
+        holder = cluster.holder_of("switchboard");
+        std::future::ready(holder.is_some())
+    })
+    .await;
+    let Some(holder) = holder else { return };
+
+    // The publisher talks to the other servers only, so the fault hits the
+    // gateway and not the publishing.
+    let settings = StreamSettings {
+        replicas: 3,
+        ..StreamSettings::default()
+    };
+    let log = log_named(&cluster.urls_except(holder), "publisher", settings).await;
+    let c = Id::new_v4();
+    let mut readers = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut client = Client::connect(&gateway, &token(Id::new_v4(), Grant::All, &[])).await;
+        client.subscribe(chat(c)).await;
+        readers.push(tokio::spawn(read_seqs(client, EVENTS)));
+    }
+
+    let published = Arc::new(AtomicUsize::new(0));
+    let publisher = tokio::spawn({
+        let published = published.clone();
+        async move {
+            let mut seqs = Vec::with_capacity(EVENTS);
+            let mut pace = tokio::time::interval(PACE);
+            for i in 0..EVENTS {
+                pace.tick().await;
+                let stored = log
+                    .store(&message(c, &format!("event {i}")))
+                    .await
+                    .unwrap_or_else(|e| panic!("event {i} is stored across the failover: {e}"));
+                seqs.push(stored.seq);
+                published.fetch_add(1, Ordering::SeqCst);
+            }
+            seqs
+        }
+    });
+
+    wait_until("the first events to be published", || {
+        std::future::ready(published.load(Ordering::SeqCst) >= BEFORE_FAULT)
+    })
+    .await;
+    let faulted = Instant::now();
+    match fault {
+        Fault::Kill => cluster.kill(holder),
+        Fault::LameDuck => cluster.lame_duck(holder).expect("lame-duck signal"),
+    }
+    wait_until("the gateway to move to another NATS server", || {
+        let now = cluster.holder_of("switchboard");
+        std::future::ready(now.is_some_and(|n| n != holder))
+    })
+    .await;
+    let moved_after = faulted.elapsed();
+    if let Fault::LameDuck = fault {
+        // nats-server waits its grace period (10 s by default) before it
+        // closes any client: moving earlier is the gateway's own doing.
+        assert!(
+            moved_after < Duration::from_secs(10),
+            "the gateway left the lame-duck server after {moved_after:?}"
+        );
+    }
+
+    let want = publisher.await.expect("the publisher");
+    let mut sorted = want.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted, want, "the receipts are in publish order, each once");
+    for (i, reader) in readers.into_iter().enumerate() {
+        let (got, client) = reader.await.expect("a reader");
+        assert_seqs(&got, &want, &format!("client {i} after a {fault:?}"));
+        let mut client = client;
+        client.assert_silent(Duration::from_millis(300)).await;
+    }
+}
+
+/// The seqs of the next `n` events the client receives (fewer if they stop
+/// coming for [`PATIENCE`]), and the client.
+async fn read_seqs(mut client: Client, n: usize) -> (Vec<u64>, Client) {
+    let mut seqs = Vec::with_capacity(n);
+    while seqs.len() < n {
+        let Ok(frame) = tokio::time::timeout(PATIENCE, client.next()).await else {
+            break;
+        };
+        let seq = frame["seq"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("expected an event, got {frame}"));
+        seqs.push(seq);
+    }
+    (seqs, client)
+}
+
+#[test]
+fn serve_refuses_more_replicas_than_a_single_server_holds() {
+    let nats = nats();
+    let stderr = refused_serve(&nats.url(), "3");
+    assert!(
+        stderr.contains("`replicas` setting is 3") && stderr.contains("1 JetStream server"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serve_refuses_more_replicas_than_the_cluster_has_servers() {
+    let cluster = cluster();
+    let stderr = refused_serve(&cluster.urls(), "5");
+    assert!(
+        stderr.contains("`replicas` setting is 5") && stderr.contains("3 JetStream server"),
+        "{stderr}"
+    );
+}
+
+/// Runs `serve --replicas <replicas>` on `nats_url`, expects it to exit
+/// non-zero within [`PATIENCE`] naming the setting, and returns its stderr.
+fn refused_serve(nats_url: &str, replicas: &str) -> String {
+    use std::io::Read;
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
+        .args(["--nats-url", nats_url, "--replicas", replicas])
+        .arg("--data-dir")
+        .arg(data.path())
+        .env_remove("SWITCHBOARD_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("serve starts");
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("serve's status") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("serve with --replicas {replicas} kept running");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    assert!(!status.success(), "serve exited 0; stderr:\n{stderr}");
+    assert!(stderr.contains("--replicas"), "{stderr}");
+    stderr
+}
