@@ -1,4 +1,5 @@
-//! The event log: one JetStream stream holding every stored event.
+//! The event log: one JetStream stream holding every stored event, on one
+//! NATS server or a cluster of them (`connection`).
 //!
 //! It owns the stream's configuration, the idempotent publisher, ordered
 //! reads from a sequence, the resolution of a time to a sequence, the
@@ -7,6 +8,7 @@
 //! Architecture invariant: the log knows nothing of WebSockets, sessions or
 //! authorization; it speaks in channels, events and sequences.
 
+mod connection;
 mod fold;
 mod publisher;
 mod reader;
@@ -21,12 +23,15 @@ use chrono::{DateTime, Utc};
 
 use crate::channel::Channel;
 
+pub use connection::LAME_DUCK_RECONNECT;
 pub use publisher::Receipt;
 pub use reader::{
     History, HistoryQuery, LogRead, ReadItem, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT,
 };
 pub use subject::PayloadError;
 pub use typing::{TypingSubscription, RESUBSCRIBE_DELAY};
+
+use connection::LameDuckWatch;
 
 /// The oldest nats-server we run against. 2.9 accepts consumers with several
 /// filter subjects and silently ignores the filters: replays would leak
@@ -129,16 +134,6 @@ pub struct Log {
     lame_duck_watch: Option<Arc<LameDuckWatch>>,
 }
 
-/// [`leave_lame_ducks`], stopped (and its clone of the client dropped, so
-/// the connection can end) when this is dropped.
-struct LameDuckWatch(tokio::task::JoinHandle<()>);
-
-impl Drop for LameDuckWatch {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Which incarnation of the stream the log holds: its creation time.
 ///
 /// A stream deleted and created again under the same name (a disaster
@@ -195,7 +190,7 @@ impl Log {
     /// Connects, checks the server, and creates or updates the stream to
     /// match `settings` (what `serve` does).
     pub async fn connect(url: &str, settings: StreamSettings) -> Result<Log, LogError> {
-        let (client, watch) = Log::dial(url).await?;
+        let (client, watch) = connection::dial(url).await?;
         let mut log = Log::with_client(client, settings, true).await?;
         log.lame_duck_watch = Some(Arc::new(watch));
         Ok(log)
@@ -204,43 +199,10 @@ impl Log {
     /// Connects and uses the stream as it is, creating it only when missing
     /// (what the tools do: they never reconfigure a running gateway's stream).
     pub async fn open(url: &str, settings: StreamSettings) -> Result<Log, LogError> {
-        let (client, watch) = Log::dial(url).await?;
+        let (client, watch) = connection::dial(url).await?;
         let mut log = Log::with_client(client, settings, false).await?;
         log.lame_duck_watch = Some(Arc::new(watch));
         Ok(log)
-    }
-
-    /// Connects to `url`: one server, or a comma-separated list of a
-    /// cluster's servers. The client connects to one of them and, once
-    /// connected, moves to another by itself when its server is lost (and
-    /// learns the cluster's other servers from it). A server entering
-    /// lame-duck mode is left at once for another one (see
-    /// [`LAME_DUCK_RECONNECT`]).
-    async fn dial(url: &str) -> Result<(async_nats::Client, LameDuckWatch), LogError> {
-        let servers: Vec<&str> = url.split(',').map(str::trim).collect();
-        // No retry on the first connect: a wrong URL is reported at once
-        // (after every server of the list was tried once).
-        let (lame_duck_tx, lame_duck_rx) = tokio::sync::mpsc::channel(1);
-        let client = async_nats::ConnectOptions::new()
-            .name("switchboard")
-            .connection_timeout(CONNECT_TIMEOUT)
-            .event_callback(move |event| {
-                let lame_duck_tx = lame_duck_tx.clone();
-                async move {
-                    if matches!(event, async_nats::Event::LameDuckMode) {
-                        let _ = lame_duck_tx.try_send(());
-                    }
-                    log_connection_event(event)
-                }
-            })
-            .connect(servers)
-            .await
-            .map_err(|source| LogError::Connect {
-                url: url.to_string(),
-                source,
-            })?;
-        let watch = tokio::spawn(leave_lame_ducks(client.clone(), lame_duck_rx));
-        Ok((client, LameDuckWatch(watch)))
     }
 
     /// Like [`Log::connect`] (`manage`) or [`Log::open`], on a client the caller made.
@@ -498,30 +460,6 @@ async fn ensure_stream(
     }
 }
 
-/// How long after a lame-duck notice the client reconnects. A server in
-/// lame-duck mode refuses new connections at once and closes its clients
-/// one by one over its `lame_duck_duration` (2 minutes by default): the
-/// client reconnects now, so it lands on another server of the cluster
-/// instead of waiting its turn to be cut. The pause lets the notice of a
-/// server that is merely restarting its listener settle.
-pub const LAME_DUCK_RECONNECT: Duration = Duration::from_millis(100);
-
-/// Moves the client off a server that entered lame-duck mode (async-nats
-/// only reports it). Owned by the log's [`LameDuckWatch`].
-async fn leave_lame_ducks(
-    client: async_nats::Client,
-    mut notices: tokio::sync::mpsc::Receiver<()>,
-) {
-    while notices.recv().await.is_some() {
-        tokio::time::sleep(LAME_DUCK_RECONNECT).await;
-        tracing::info!("leaving the lame-duck NATS server for another one of the cluster");
-        if let Err(e) = client.force_reconnect().await {
-            tracing::debug!(error = %e, "NATS connection already closed");
-            return;
-        }
-    }
-}
-
 /// Whether NATS refused a stream for want of servers to hold its replicas:
 /// `no suitable peers for placement` (10005), `insufficient resources`
 /// (10023), `replicas > 1 not supported in non-clustered mode` (10074).
@@ -536,26 +474,6 @@ fn is_replicas_refusal(reason: &str) -> bool {
     ]
     .iter()
     .any(|needle| reason.contains(needle))
-}
-
-/// The NATS connection's events, at the level they deserve: a lost
-/// connection is a warning, its return news; the client errors that come
-/// with a lost or closed connection add nothing (async-nats would log every
-/// event at INFO).
-fn log_connection_event(event: async_nats::Event) {
-    use async_nats::Event;
-    match event {
-        Event::Disconnected => tracing::warn!("lost the connection to NATS; reconnecting"),
-        Event::Connected => tracing::info!("connected to NATS"),
-        Event::LameDuckMode => {
-            tracing::warn!("the NATS server is entering lame-duck mode; moving to another one")
-        }
-        Event::ServerError(e) => tracing::warn!(error = %e, "NATS server error"),
-        Event::SlowConsumer(sid) => tracing::warn!(sid, "NATS slow consumer"),
-        event @ (Event::Draining | Event::Closed | Event::ClientError(_)) => {
-            tracing::debug!(%event, "NATS connection")
-        }
-    }
 }
 
 #[cfg(test)]
