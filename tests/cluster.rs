@@ -62,6 +62,9 @@ async fn failover(fault: Fault) {
         ..StreamSettings::default()
     };
     let log = log_named(&cluster.urls_except(holder), "publisher", settings).await;
+    // The worst case: the stream's leader is on the server that fails, so
+    // the publishes and the gateway's consumer both move.
+    lead_stream_on(&log, cluster.name(holder)).await;
     let c = Id::new_v4();
     let mut readers = Vec::new();
     for _ in 0..CLIENTS {
@@ -78,11 +81,11 @@ async fn failover(fault: Fault) {
             let mut pace = tokio::time::interval(PACE);
             for i in 0..EVENTS {
                 pace.tick().await;
-                let stored = log
-                    .store(&message(c, &format!("event {i}")))
+                let receipt = log
+                    .publish(&message(c, &format!("event {i}")))
                     .await
-                    .unwrap_or_else(|e| panic!("event {i} is stored across the failover: {e}"));
-                seqs.push(stored.seq);
+                    .unwrap_or_else(|e| panic!("event {i} is published across the failover: {e}"));
+                seqs.push(receipt.stored.seq);
                 published.fetch_add(1, Ordering::SeqCst);
             }
             seqs
@@ -123,6 +126,34 @@ async fn failover(fault: Fault) {
         assert_seqs(&got, &want, &format!("client {i} after a {fault:?}"));
         let mut client = client;
         client.assert_silent(Duration::from_millis(300)).await;
+    }
+}
+
+/// Moves the stream's leadership to the server named `server` (a
+/// leader stepdown with that server preferred) and waits until it is there.
+async fn lead_stream_on(log: &switchboard::log::Log, server: &str) {
+    let js = async_nats::jetstream::new(log.client().clone());
+    let name = log.settings().name.clone();
+    let leader = || async {
+        let mut stream = js.get_stream(&name).await.ok()?;
+        let info = stream.info().await.ok()?;
+        info.cluster.as_ref()?.leader.clone()
+    };
+    let deadline = Instant::now() + PATIENCE;
+    while leader().await.as_deref() != Some(server) {
+        assert!(
+            Instant::now() < deadline,
+            "the stream's leader did not move to {server}"
+        );
+        let body = serde_json::json!({"placement": {"preferred": server}}).to_string();
+        let _ = log
+            .client()
+            .request(
+                format!("$JS.API.STREAM.LEADER.STEPDOWN.{name}"),
+                body.into(),
+            )
+            .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

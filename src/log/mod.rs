@@ -363,6 +363,21 @@ impl Log {
         }
     }
 
+    /// The log time of a sequence just acknowledged. A direct get may be
+    /// answered by a replica that has not applied it yet (on a cluster),
+    /// so a miss is asked again of the stream's leader, which has it.
+    pub async fn time_of_stored(&self, seq: u64) -> Result<Option<DateTime<Utc>>, LogError> {
+        if let Some(time) = self.time_of(seq).await? {
+            return Ok(Some(time));
+        }
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        match self.stream.get_raw_message(seq).await {
+            Ok(message) => Ok(Some(message.time)),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(LogError::Read(format!("looking up sequence {seq}: {e}"))),
+        }
+    }
+
     /// The log time of one sequence, if it is still held.
     pub async fn time_of(&self, seq: u64) -> Result<Option<DateTime<Utc>>, LogError> {
         use async_nats::jetstream::stream::DirectGetErrorKind;
