@@ -1,7 +1,10 @@
 //! A gateway on a three-node NATS cluster (R3 stream): when the server it
 //! is connected to dies (SIGKILL) or enters lame-duck mode, it moves to
 //! another server and its clients see every event exactly once, in order.
-//! And `serve` refuses more replicas than the cluster has servers.
+//! The stream's leader is put on that server first (the worst case: the
+//! publishes and the gateway's consumer both move), and the publisher
+//! talks to the other servers. And `serve` refuses more replicas than the
+//! cluster has servers.
 
 mod support;
 
@@ -76,6 +79,7 @@ async fn failover(fault: Fault) {
     let published = Arc::new(AtomicUsize::new(0));
     let publisher = tokio::spawn({
         let published = published.clone();
+        let log = log.clone();
         async move {
             let mut seqs = Vec::with_capacity(EVENTS);
             let mut pace = tokio::time::interval(PACE);
@@ -121,11 +125,24 @@ async fn failover(fault: Fault) {
     sorted.sort_unstable();
     sorted.dedup();
     assert_eq!(sorted, want, "the receipts are in publish order, each once");
+    let mut clients = Vec::new();
     for (i, reader) in readers.into_iter().enumerate() {
-        let (got, client) = reader.await.expect("a reader");
+        let (got, mut client) = reader.await.expect("a reader");
         assert_seqs(&got, &want, &format!("client {i} after a {fault:?}"));
-        let mut client = client;
         client.assert_silent(Duration::from_millis(300)).await;
+        clients.push(client);
+    }
+
+    // The failed server comes back into the cluster; the next event
+    // arrives once.
+    cluster.restart(holder).expect("the server restarts");
+    let next = log
+        .publish(&message(c, "after the restart"))
+        .await
+        .expect("published after the restart");
+    for client in &mut clients {
+        let frame = client.next().await;
+        assert_eq!(frame["seq"], next.stored.seq, "{frame}");
     }
 }
 

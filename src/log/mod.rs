@@ -187,8 +187,10 @@ impl Extent {
 }
 
 impl Log {
-    /// Connects, checks the server, and creates or updates the stream to
-    /// match `settings` (what `serve` does).
+    /// Connects (`url`: one server or a comma-separated list of a
+    /// cluster's servers), checks the server, and creates or updates the
+    /// stream to match `settings` (what `serve` does); more replicas than
+    /// the cluster holds is [`LogError::Replicas`].
     pub async fn connect(url: &str, settings: StreamSettings) -> Result<Log, LogError> {
         let (client, watch) = connection::dial(url).await?;
         let mut log = Log::with_client(client, settings, true).await?;
