@@ -26,6 +26,9 @@ const PACE: Duration = Duration::from_millis(20);
 /// How many events are published before the fault.
 const BEFORE_FAULT: usize = 60;
 
+/// How long after the last publish every client must have every event.
+const CATCH_UP: Duration = Duration::from_secs(20);
+
 /// WebSocket clients subscribed to the channel.
 const CLIENTS: usize = 3;
 
@@ -34,11 +37,20 @@ const CLIENTS: usize = 3;
 enum Fault {
     Kill,
     LameDuck,
+    /// The stream's leader is on another server than the gateway's, and
+    /// that server is killed: the gateway's connection stays, its
+    /// consumer goes.
+    KillLeaderElsewhere,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_whose_nats_server_is_killed_moves_on_and_its_clients_miss_nothing() {
     failover(Fault::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_server_of_the_streams_leader_dies_the_gateway_on_another_one_misses_nothing() {
+    failover(Fault::KillLeaderElsewhere).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,6 +69,11 @@ async fn failover(fault: Fault) {
     })
     .await;
     let Some(holder) = holder else { return };
+    // The server that fails: the gateway's, or another one.
+    let failing = match fault {
+        Fault::Kill | Fault::LameDuck => holder,
+        Fault::KillLeaderElsewhere => (holder + 1) % 3,
+    };
 
     // The publisher talks to the other servers only, so the fault hits the
     // gateway and not the publishing.
@@ -64,10 +81,10 @@ async fn failover(fault: Fault) {
         replicas: 3,
         ..StreamSettings::default()
     };
-    let log = log_named(&cluster.urls_except(holder), "publisher", settings).await;
+    let log = log_named(&cluster.urls_except(failing), "publisher", settings).await;
     // The worst case: the stream's leader is on the server that fails, so
     // the publishes and the gateway's consumer both move.
-    lead_stream_on(&log, cluster.name(holder)).await;
+    lead_stream_on(&log, cluster.name(failing)).await;
     let c = Id::new_v4();
     let mut readers = Vec::new();
     for _ in 0..CLIENTS {
@@ -102,12 +119,12 @@ async fn failover(fault: Fault) {
     .await;
     let faulted = Instant::now();
     match fault {
-        Fault::Kill => cluster.kill(holder),
-        Fault::LameDuck => cluster.lame_duck(holder).expect("lame-duck signal"),
+        Fault::Kill | Fault::KillLeaderElsewhere => cluster.kill(failing),
+        Fault::LameDuck => cluster.lame_duck(failing).expect("lame-duck signal"),
     }
-    wait_until("the gateway to move to another NATS server", || {
+    wait_until("the gateway to be on a live NATS server", || {
         let now = cluster.holder_of("switchboard");
-        std::future::ready(now.is_some_and(|n| n != holder))
+        std::future::ready(now.is_some_and(|n| n != failing))
     })
     .await;
     let moved_after = faulted.elapsed();
@@ -125,9 +142,15 @@ async fn failover(fault: Fault) {
     sorted.sort_unstable();
     sorted.dedup();
     assert_eq!(sorted, want, "the receipts are in publish order, each once");
+    // A lost consumer is replaced within seconds, not after async-nats's
+    // default 45 s: every client has everything soon after the last publish.
+    let caught_up = tokio::time::Instant::now() + CATCH_UP;
     let mut clients = Vec::new();
     for (i, reader) in readers.into_iter().enumerate() {
-        let (got, mut client) = reader.await.expect("a reader");
+        let (got, mut client) = tokio::time::timeout_at(caught_up, reader)
+            .await
+            .unwrap_or_else(|_| panic!("client {i} did not catch up within {CATCH_UP:?}"))
+            .expect("a reader");
         assert_seqs(&got, &want, &format!("client {i} after a {fault:?}"));
         client.assert_silent(Duration::from_millis(300)).await;
         clients.push(client);
@@ -135,7 +158,7 @@ async fn failover(fault: Fault) {
 
     // The failed server comes back into the cluster; the next event
     // arrives once.
-    cluster.restart(holder).expect("the server restarts");
+    cluster.restart(failing).expect("the server restarts");
     let next = log
         .publish(&message(c, "after the restart"))
         .await
@@ -244,4 +267,83 @@ fn refused_serve(nats_url: &str, replicas: &str) -> String {
     assert!(!status.success(), "serve exited 0; stderr:\n{stderr}");
     assert!(stderr.contains("--replicas"), "{stderr}");
     stderr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_server_of_the_list_down_serve_publish_and_replay_use_the_others() {
+    let mut cluster = cluster();
+    let urls = cluster.urls();
+    let gateway = Gateway::start_on(&urls, &["--replicas", "3"]);
+    let c = Id::new_v4();
+    let mut client = Client::connect(&gateway, &token(Id::new_v4(), Grant::All, &[])).await;
+    client.subscribe(chat(c)).await;
+    // Not the stream's leader: this is about the list, not an election.
+    let settings = StreamSettings {
+        replicas: 3,
+        ..StreamSettings::default()
+    };
+    let observer = log_named(&urls, "observer", settings).await;
+    lead_stream_on(&observer, cluster.name(1)).await;
+    cluster.kill(0);
+
+    // Every tool gets the whole list; the dead server is skipped.
+    let data = format!(
+        r#"{{"channel_id":"{c}","message_id":"{}","user_id":"{}","username":"ann","content":"hi"}}"#,
+        Id::new_v4(),
+        Id::new_v4()
+    );
+    let published = tool(&[
+        "publish",
+        "--nats-url",
+        &urls,
+        "--type",
+        "channel_message",
+        "--data",
+        &data,
+    ]);
+    let receipt: serde_json::Value = serde_json::from_str(published.trim()).expect("a receipt");
+    let seq = receipt["seq"].as_u64().expect("seq");
+    let frame = client.next().await;
+    assert_eq!(frame["seq"], seq, "{frame}");
+    let replayed = tool(&[
+        "replay",
+        "--nats-url",
+        &urls,
+        "--channel",
+        &chat(c).to_string(),
+    ]);
+    assert!(replayed.contains(&format!("\"seq\":{seq}")), "{replayed}");
+
+    // A second gateway starts on the same list with a server down.
+    let second = Gateway::start_on(&urls, &["--replicas", "3"]);
+    let mut late = Client::connect(&second, &token(Id::new_v4(), Grant::All, &[])).await;
+    let (_, events, _) = late.subscribe_since(chat(c), serde_json::json!(0)).await;
+    assert_eq!(seqs(&events), [seq]);
+}
+
+/// Runs a `switchboard` tool to its end (within [`PATIENCE`]); its stdout.
+fn tool(args: &[&str]) -> String {
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data.path())
+        .env_remove("SWITCHBOARD_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the tool starts");
+    let deadline = Instant::now() + PATIENCE;
+    while child.try_wait().expect("the tool's status").is_none() {
+        assert!(Instant::now() < deadline, "{args:?} kept running");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().expect("the tool's output");
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }

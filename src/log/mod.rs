@@ -18,7 +18,7 @@ mod typing;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream::{self, stream, ErrorCode};
 use chrono::{DateTime, Utc};
 
 use crate::channel::Channel;
@@ -441,9 +441,9 @@ async fn ensure_stream(
         ..Default::default()
     };
     let name = &settings.name;
-    match js.get_stream(name).await {
-        Ok(existing) if !manage => Ok(existing),
-        Ok(mut existing) => {
+    match find_stream(js, name).await? {
+        Some(existing) if !manage => Ok(existing),
+        Some(mut existing) => {
             let current = existing
                 .info()
                 .await
@@ -470,11 +470,63 @@ async fn ensure_stream(
                 .await
                 .map_err(|e| LogError::stream(name, e))
         }
-        Err(_) => js
-            .create_stream(config)
-            .await
-            .map_err(|e| LogError::stream(name, format!("create: {e}"))),
+        None => match js.create_stream(config).await {
+            Ok(created) => Ok(created),
+            // Created meanwhile by another node or tool: use it as it is.
+            Err(e) if !manage && is_jetstream_code(e.kind(), ErrorCode::STREAM_NAME_EXIST) => {
+                find_stream(js, name)
+                    .await?
+                    .ok_or_else(|| LogError::stream(name, format!("create: {e}")))
+            }
+            Err(e) => Err(LogError::stream(name, format!("create: {e}"))),
+        },
     }
+}
+
+/// How long the stream is looked up before `serve` or a tool gives up
+/// while NATS answers with a timeout or an unavailable JetStream (a
+/// cluster electing a leader answers nothing for a few seconds).
+pub const STREAM_LOOKUP_RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// The stream, or `None` when NATS says it does not exist. Any other
+/// failure is retried for [`STREAM_LOOKUP_RETRY_FOR`] when it may pass: a
+/// stream that merely did not answer must not be taken for a missing one
+/// (and created again with other settings).
+async fn find_stream(
+    js: &jetstream::Context,
+    name: &str,
+) -> Result<Option<stream::Stream>, LogError> {
+    use async_nats::jetstream::context::GetStreamErrorKind;
+    let give_up = tokio::time::Instant::now() + STREAM_LOOKUP_RETRY_FOR;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let e = match js.get_stream(name).await {
+            Ok(stream) => return Ok(Some(stream)),
+            Err(e) => e,
+        };
+        let passing = match e.kind() {
+            GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND => {
+                return Ok(None)
+            }
+            GetStreamErrorKind::Request => true,
+            GetStreamErrorKind::JetStream(j) => j.code() >= 500,
+            _ => false,
+        };
+        if !passing || tokio::time::Instant::now() + backoff >= give_up {
+            return Err(LogError::stream(name, e));
+        }
+        tracing::debug!(stream = name, error = %e, "stream lookup retry");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+fn is_jetstream_code(
+    kind: async_nats::jetstream::context::CreateStreamErrorKind,
+    code: ErrorCode,
+) -> bool {
+    use async_nats::jetstream::context::CreateStreamErrorKind;
+    matches!(kind, CreateStreamErrorKind::JetStream(j) if j.error_code() == code)
 }
 
 /// Whether NATS refused a stream for want of servers to hold its replicas:
