@@ -26,6 +26,10 @@ const PACE: Duration = Duration::from_millis(20);
 /// How many events are published before the fault.
 const BEFORE_FAULT: usize = 60;
 
+/// One cluster test at a time: three clusters electing leaders at once on
+/// a 2-core machine take longer than any failover should.
+static ONE_CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// How long after the last publish every client must have every event.
 const CATCH_UP: Duration = Duration::from_secs(20);
 
@@ -60,6 +64,7 @@ async fn a_gateway_whose_nats_server_goes_lame_duck_moves_on_promptly_and_its_cl
 }
 
 async fn failover(fault: Fault) {
+    let _one = ONE_CLUSTER.lock().await;
     let mut cluster = cluster();
     let gateway = Gateway::start_on(&cluster.urls(), &["--replicas", "3"]);
     let mut holder = None;
@@ -102,10 +107,21 @@ async fn failover(fault: Fault) {
             let mut pace = tokio::time::interval(PACE);
             for i in 0..EVENTS {
                 pace.tick().await;
-                let receipt = log
-                    .publish(&message(c, &format!("event {i}")))
-                    .await
-                    .unwrap_or_else(|e| panic!("event {i} is published across the failover: {e}"));
+                let event = message(c, &format!("event {i}"));
+                // The log retries for 30 s; a publisher whose publish still
+                // failed sends the same event (the same id) again, as an
+                // HTTP publisher would, and it is stored once.
+                let deadline = Instant::now() + PATIENCE;
+                let receipt = loop {
+                    match log.publish(&event).await {
+                        Ok(receipt) => break receipt,
+                        Err(e) if Instant::now() < deadline => {
+                            eprintln!("event {i}: {e}; publishing it again");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Err(e) => panic!("event {i} is published across the failover: {e}"),
+                    }
+                };
                 seqs.push(receipt.stored.seq);
                 published.fetch_add(1, Ordering::SeqCst);
             }
@@ -137,7 +153,20 @@ async fn failover(fault: Fault) {
         );
     }
 
-    let want = publisher.await.expect("the publisher");
+    let want = match publisher.await {
+        Ok(want) => want,
+        Err(e) => {
+            for i in 0..3 {
+                let log = cluster.log_text(i);
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                eprintln!("--- {} (last lines) ---", cluster.name(i));
+                for line in tail.into_iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+            panic!("the publisher: {e}");
+        }
+    };
     let mut sorted = want.clone();
     sorted.sort_unstable();
     sorted.dedup();
@@ -225,6 +254,7 @@ fn serve_refuses_more_replicas_than_a_single_server_holds() {
 
 #[test]
 fn serve_refuses_more_replicas_than_the_cluster_has_servers() {
+    let _one = ONE_CLUSTER.blocking_lock();
     let cluster = cluster();
     let stderr = refused_serve(&cluster.urls(), "5");
     assert!(
@@ -271,6 +301,7 @@ fn refused_serve(nats_url: &str, replicas: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_server_of_the_list_down_serve_publish_and_replay_use_the_others() {
+    let _one = ONE_CLUSTER.lock().await;
     let mut cluster = cluster();
     let urls = cluster.urls();
     let gateway = Gateway::start_on(&urls, &["--replicas", "3"]);
