@@ -41,6 +41,11 @@ run *ARGS: tools
     echo
     exec "$bin" serve --dev "$@"
 
+# A local cluster: 3 nats-servers with JetStream (stores in ./data/cluster) and two gateways on it (R3 stream, sessions in the R3 bucket); prints their addresses and a token; Ctrl-C stops everything
+cluster: tools
+    cargo build --release
+    bash scripts/cluster.sh
+
 # Run all tests: unit, integration against real nats-servers, and a smoke run of each bench
 test: tools
     cargo test --all-targets

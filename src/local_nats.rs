@@ -3,12 +3,17 @@
 //!
 //! The server listens on a port it picks itself (`-p -1`) on loopback; the
 //! port is read from its log, so parallel servers never race for a port.
-//! Dropping the handle kills the process.
+//! Dropping the handle kills the process. [`NatsCluster`] runs three of
+//! them as a JetStream cluster (for tests of failover).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod cluster;
+
+pub use cluster::{NatsCluster, CLUSTER_NAME, CLUSTER_READY_TIMEOUT, CLUSTER_SIZE};
 
 /// How long a starting nats-server may take to say it listens.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -196,6 +201,17 @@ fn launch(
     if let Some(conf) = conf {
         command.arg("-c").arg(conf);
     }
+    run_until_ready(command, binary, None)
+}
+
+/// Spawns a nats-server `command` and waits until its log says it is
+/// ready; returns the child and its client port. The log is drained for
+/// the server's whole life, and appended to `log_file` when one is given.
+fn run_until_ready(
+    mut command: Command,
+    binary: &Path,
+    log_file: Option<std::fs::File>,
+) -> Result<(Child, u16), LocalNatsError> {
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -213,10 +229,15 @@ fn launch(
     // The reader thread drains the log for the server's whole life, so a
     // chatty server never blocks on a full pipe.
     std::thread::spawn(move || {
+        use std::io::Write;
+        let mut log_file = log_file;
         let mut port = None;
         let mut ready = false;
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
+            if let Some(file) = log_file.as_mut() {
+                let _ = writeln!(file, "{line}");
+            }
             if port.is_none() {
                 if let Some(rest) = line.split("Listening for client connections on ").nth(1) {
                     port = rest

@@ -5,7 +5,8 @@
 //! log in channels, events and sequences.
 //!
 //! After a NATS outage the consumer is recreated from the sequence after
-//! the last one routed, so connected clients see no gap.
+//! the last one routed, so connected clients see no gap; so is a consumer
+//! that stalls (see [`STALL_TIMEOUT`]) while the stream holds more.
 //!
 //! The stream can be deleted and created again under the router (a disaster
 //! recovery, a restore into a new cluster): its seqs start over, and a
@@ -40,6 +41,13 @@ pub const RETRY_DELAY: Duration = Duration::from_millis(250);
 /// meanwhile come again after the restart (a duplicate, never a skip).
 pub const EPOCH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long the router waits for an event the stream holds before it
+/// takes its consumer for lost and recreates it from `next_seq`. On a NATS
+/// cluster, a consumer whose server died while a leader is being elected
+/// is otherwise recreated by async-nats with back-offs of up to 10 s per
+/// attempt; clients would wait that long for live events.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Routes every stored event with `seq >= next_seq` of the stream of
 /// `epoch` until shutdown, and starts over on a recreated stream.
 pub async fn run(node: Arc<Node>, mut next_seq: u64, mut epoch: Epoch) {
@@ -60,6 +68,7 @@ pub async fn run(node: Arc<Node>, mut next_seq: u64, mut epoch: Epoch) {
             Ok(mut read) => {
                 let mut check = tokio::time::interval(EPOCH_CHECK_INTERVAL);
                 check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut progress = tokio::time::Instant::now();
                 loop {
                     let item = tokio::select! {
                         _ = shutdown.cancelled() => return,
@@ -68,6 +77,10 @@ pub async fn run(node: Arc<Node>, mut next_seq: u64, mut epoch: Epoch) {
                             Ok(extent) if extent.epoch != epoch => break,
                             Ok(extent) => {
                                 node.window.drop_before(extent.first_seq);
+                                if extent.last_seq >= next_seq && progress.elapsed() >= STALL_TIMEOUT {
+                                    tracing::warn!(next_seq, last_seq = extent.last_seq, "router's consumer stalled; recreating it");
+                                    break;
+                                }
                                 continue;
                             }
                             Err(_) => continue,
@@ -75,6 +88,7 @@ pub async fn run(node: Arc<Node>, mut next_seq: u64, mut epoch: Epoch) {
                     };
                     match item {
                         Some(Ok(item)) => {
+                            progress = tokio::time::Instant::now();
                             next_seq = item.seq + 1;
                             route(&node, item);
                         }

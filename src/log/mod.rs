@@ -1,4 +1,6 @@
-//! The event log: one JetStream stream holding every stored event.
+//! The event log: one JetStream stream holding every stored event, on one
+//! NATS server or a cluster of them (`connection`), created or updated to
+//! match the settings (`provision`).
 //!
 //! It owns the stream's configuration, the idempotent publisher, ordered
 //! reads from a sequence, the resolution of a time to a sequence, the
@@ -7,7 +9,9 @@
 //! Architecture invariant: the log knows nothing of WebSockets, sessions or
 //! authorization; it speaks in channels, events and sequences.
 
+mod connection;
 mod fold;
+mod provision;
 mod publisher;
 mod reader;
 pub mod subject;
@@ -21,12 +25,17 @@ use chrono::{DateTime, Utc};
 
 use crate::channel::Channel;
 
+pub use connection::LAME_DUCK_RECONNECT;
 pub use publisher::Receipt;
 pub use reader::{
     History, HistoryQuery, LogRead, ReadItem, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT,
 };
 pub use subject::PayloadError;
 pub use typing::{TypingSubscription, RESUBSCRIBE_DELAY};
+
+use connection::LameDuckWatch;
+pub use provision::STREAM_LOOKUP_RETRY_FOR;
+use provision::{ensure_stream, is_replicas_refusal};
 
 /// The oldest nats-server we run against. 2.9 accepts consumers with several
 /// filter subjects and silently ignores the filters: replays would leak
@@ -82,6 +91,19 @@ pub enum LogError {
     NoJetStream,
     #[error("stream `{name}`: {reason}")]
     Stream { name: String, reason: String },
+    #[error(
+        "the stream's `replicas` setting is {replicas} (--replicas / SWITCHBOARD_REPLICAS), \
+         but {cluster} has {servers} JetStream server(s) to hold them: \
+         set replicas to at most {servers}, or run more servers in the cluster (NATS said: {reason})"
+    )]
+    Replicas {
+        replicas: usize,
+        /// What NATS is: "the NATS cluster `name`" or a single server.
+        cluster: String,
+        /// The servers the cluster lists (1 for a single server).
+        servers: usize,
+        reason: String,
+    },
     #[error("publish failed: {0}")]
     Publish(String),
     #[error("read failed: {0}")]
@@ -111,6 +133,9 @@ pub struct Log {
     /// The extent last measured, by any clone: its epoch is the stream's
     /// as far as the log knows.
     seen: Arc<Mutex<Extent>>,
+    /// The task that leaves a lame-duck server, on a client the log dialled
+    /// itself; it stops with the last clone of the log.
+    lame_duck_watch: Option<Arc<LameDuckWatch>>,
 }
 
 /// Which incarnation of the stream the log holds: its creation time.
@@ -166,33 +191,24 @@ impl Extent {
 }
 
 impl Log {
-    /// Connects, checks the server, and creates or updates the stream to
-    /// match `settings` (what `serve` does).
+    /// Connects (`url`: one server or a comma-separated list of a
+    /// cluster's servers), checks the server, and creates or updates the
+    /// stream to match `settings` (what `serve` does); more replicas than
+    /// the cluster holds is [`LogError::Replicas`].
     pub async fn connect(url: &str, settings: StreamSettings) -> Result<Log, LogError> {
-        let client = Log::dial(url).await?;
-        Log::with_client(client, settings, true).await
+        let (client, watch) = connection::dial(url).await?;
+        let mut log = Log::with_client(client, settings, true).await?;
+        log.lame_duck_watch = Some(Arc::new(watch));
+        Ok(log)
     }
 
     /// Connects and uses the stream as it is, creating it only when missing
     /// (what the tools do: they never reconfigure a running gateway's stream).
     pub async fn open(url: &str, settings: StreamSettings) -> Result<Log, LogError> {
-        let client = Log::dial(url).await?;
-        Log::with_client(client, settings, false).await
-    }
-
-    async fn dial(url: &str) -> Result<async_nats::Client, LogError> {
-        // No retry on the first connect: a wrong URL is reported at once.
-        // Once connected, the client reconnects by itself after outages.
-        async_nats::ConnectOptions::new()
-            .name("switchboard")
-            .connection_timeout(CONNECT_TIMEOUT)
-            .event_callback(|event| async move { log_connection_event(event) })
-            .connect(url)
-            .await
-            .map_err(|source| LogError::Connect {
-                url: url.to_string(),
-                source,
-            })
+        let (client, watch) = connection::dial(url).await?;
+        let mut log = Log::with_client(client, settings, false).await?;
+        log.lame_duck_watch = Some(Arc::new(watch));
+        Ok(log)
     }
 
     /// Like [`Log::connect`] (`manage`) or [`Log::open`], on a client the caller made.
@@ -210,7 +226,28 @@ impl Log {
             return Err(LogError::NoJetStream);
         }
         let js = jetstream::new(client.clone());
-        let stream = ensure_stream(&js, &settings, manage).await?;
+        let replicas_error = |reason: String| LogError::Replicas {
+            replicas: settings.replicas,
+            cluster: info.cluster.clone().map_or_else(
+                || "NATS (a single server, not a cluster)".into(),
+                |c| format!("the NATS cluster `{c}`"),
+            ),
+            servers: info.connect_urls.len().max(1),
+            reason,
+        };
+        if manage && settings.replicas > 1 && info.cluster.is_none() {
+            return Err(replicas_error(
+                "the server is not in a cluster; replicas > 1 need one".into(),
+            ));
+        }
+        let stream = ensure_stream(&js, &settings, manage)
+            .await
+            .map_err(|e| match e {
+                LogError::Stream { reason, .. } if is_replicas_refusal(&reason) => {
+                    replicas_error(reason)
+                }
+                other => other,
+            })?;
         let seen = Arc::new(Mutex::new(Extent::of(stream.cached_info())));
         Ok(Log {
             client,
@@ -218,6 +255,7 @@ impl Log {
             stream,
             settings,
             seen,
+            lame_duck_watch: None,
         })
     }
 
@@ -331,6 +369,21 @@ impl Log {
         }
     }
 
+    /// The log time of a sequence just acknowledged. A direct get may be
+    /// answered by a replica that has not applied it yet (on a cluster),
+    /// so a miss is asked again of the stream's leader, which has it.
+    pub async fn time_of_stored(&self, seq: u64) -> Result<Option<DateTime<Utc>>, LogError> {
+        if let Some(time) = self.time_of(seq).await? {
+            return Ok(Some(time));
+        }
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        match self.stream.get_raw_message(seq).await {
+            Ok(message) => Ok(Some(message.time)),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(LogError::Read(format!("looking up sequence {seq}: {e}"))),
+        }
+    }
+
     /// The log time of one sequence, if it is still held.
     pub async fn time_of(&self, seq: u64) -> Result<Option<DateTime<Utc>>, LogError> {
         use async_nats::jetstream::stream::DirectGetErrorKind;
@@ -370,81 +423,6 @@ fn check_version(version: &str) -> Result<(), LogError> {
                 version.to_string()
             },
         }),
-    }
-}
-
-async fn ensure_stream(
-    js: &jetstream::Context,
-    settings: &StreamSettings,
-    manage: bool,
-) -> Result<stream::Stream, LogError> {
-    let config = stream::Config {
-        name: settings.name.clone(),
-        subjects: subject::stream_subjects(),
-        max_age: settings.retention,
-        num_replicas: settings.replicas,
-        duplicate_window: settings.duplicate_window,
-        storage: stream::StorageType::File,
-        retention: stream::RetentionPolicy::Limits,
-        discard: stream::DiscardPolicy::Old,
-        allow_direct: true,
-        description: Some("switchboard chat events".into()),
-        ..Default::default()
-    };
-    let name = &settings.name;
-    match js.get_stream(name).await {
-        Ok(existing) if !manage => Ok(existing),
-        Ok(mut existing) => {
-            let current = existing
-                .info()
-                .await
-                .map_err(|e| LogError::stream(name, e))?
-                .config
-                .clone();
-            let wanted = stream::Config {
-                // Keep what operators may have set that we do not manage.
-                max_bytes: current.max_bytes,
-                max_messages: current.max_messages,
-                ..config
-            };
-            if current.subjects != wanted.subjects
-                || current.max_age != wanted.max_age
-                || current.num_replicas != wanted.num_replicas
-                || current.duplicate_window != wanted.duplicate_window
-                || !current.allow_direct
-            {
-                js.update_stream(wanted)
-                    .await
-                    .map_err(|e| LogError::stream(name, format!("update: {e}")))?;
-            }
-            js.get_stream(name)
-                .await
-                .map_err(|e| LogError::stream(name, e))
-        }
-        Err(_) => js
-            .create_stream(config)
-            .await
-            .map_err(|e| LogError::stream(name, format!("create: {e}"))),
-    }
-}
-
-/// The NATS connection's events, at the level they deserve: a lost
-/// connection is a warning, its return news; the client errors that come
-/// with a lost or closed connection add nothing (async-nats would log every
-/// event at INFO).
-fn log_connection_event(event: async_nats::Event) {
-    use async_nats::Event;
-    match event {
-        Event::Disconnected => tracing::warn!("lost the connection to NATS; reconnecting"),
-        Event::Connected => tracing::info!("connected to NATS"),
-        Event::LameDuckMode => {
-            tracing::warn!("the NATS server is entering lame-duck mode; it will move us")
-        }
-        Event::ServerError(e) => tracing::warn!(error = %e, "NATS server error"),
-        Event::SlowConsumer(sid) => tracing::warn!(sid, "NATS slow consumer"),
-        event @ (Event::Draining | Event::Closed | Event::ClientError(_)) => {
-            tracing::debug!(%event, "NATS connection")
-        }
     }
 }
 

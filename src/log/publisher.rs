@@ -13,12 +13,20 @@ use super::{subject, Log, LogError};
 use crate::channel::{Channel, Id};
 use crate::event::{format_timestamp, Event, EventData, EventError, RawData};
 
-/// How often one copy is tried before the publish fails. Every attempt
-/// carries the same `Nats-Msg-Id`, so retries never store twice.
-pub const PUBLISH_ATTEMPTS: u32 = 5;
+/// How long one copy is retried (after a transient failure) before the
+/// publish fails: long enough for a NATS cluster to elect a new leader for
+/// the stream when its leader's server dies (a few seconds), during which
+/// the stream answers nothing. Capped at the stream's duplicate window:
+/// every attempt carries the same `Nats-Msg-Id`, so retries inside it
+/// never store twice.
+pub const PUBLISH_RETRY_FOR: Duration = Duration::from_secs(30);
 
-/// The pause before the first retry; doubled on each further one.
+/// The pause before the first retry; doubled on each further one, up to
+/// [`RETRY_BACKOFF_MAX`].
 pub const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The longest pause between two attempts.
+pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Where an event was stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,7 +97,7 @@ impl Log {
     /// Stores an event and reads back its log time.
     pub async fn publish(&self, event: &Event) -> Result<Receipt, LogError> {
         let stored = self.store(event).await?;
-        let time = self.time_of(stored.seq).await?.ok_or_else(|| {
+        let time = self.time_of_stored(stored.seq).await?.ok_or_else(|| {
             LogError::Publish(format!(
                 "sequence {} was acknowledged but is no longer held",
                 stored.seq
@@ -110,6 +118,8 @@ impl Log {
         let msg_id = message_id(id, channel);
         let mut backoff = RETRY_BACKOFF;
         let mut attempt = 1;
+        let give_up =
+            tokio::time::Instant::now() + PUBLISH_RETRY_FOR.min(self.settings.duplicate_window);
         loop {
             let publish = PublishMessage::build()
                 .payload(payload.clone())
@@ -120,10 +130,13 @@ impl Log {
             };
             match result {
                 Ok(ack) => return Ok(ack),
-                Err(e) if attempt < PUBLISH_ATTEMPTS && is_transient(e.kind()) => {
+                Err(e)
+                    if tokio::time::Instant::now() + backoff < give_up
+                        && is_transient(e.kind()) =>
+                {
                     tracing::debug!(%subject, attempt, error = %e, "publish retry");
                     tokio::time::sleep(backoff).await;
-                    backoff *= 2;
+                    backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
                     attempt += 1;
                 }
                 Err(e) => return Err(LogError::Publish(format!("{subject}: {e}"))),

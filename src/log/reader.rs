@@ -6,6 +6,7 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use async_nats::jetstream::{
     self,
@@ -19,6 +20,13 @@ use crate::channel::Channel;
 use crate::envelope::StoredEvent;
 use crate::event::EventType;
 use crate::metrics::Metrics;
+
+/// How long one pull request of a reader lasts. The server sends an idle
+/// heartbeat every half of it, and a reader that misses two recreates its
+/// consumer from the next sequence: a consumer lost with its server (on a
+/// cluster, while this client's own connection is on another server) is
+/// replaced within about this long, not the 45 s of async-nats's defaults.
+pub const READ_REQUEST_EXPIRES: Duration = Duration::from_secs(4);
 
 /// One message read from the log.
 #[derive(Debug)]
@@ -139,6 +147,7 @@ impl Log {
             deliver_policy: DeliverPolicy::ByStartSequence {
                 start_sequence: from_seq.max(1),
             },
+            max_expires: READ_REQUEST_EXPIRES,
             ..Default::default()
         };
         match filters.len() {
@@ -146,11 +155,7 @@ impl Log {
             1 => config.filter_subject = filters[0].clone(),
             _ => config.filter_subjects = filters,
         }
-        let consumer = self
-            .stream
-            .create_consumer(config)
-            .await
-            .map_err(|e| LogError::Read(format!("creating a reader: {e}")))?;
+        let consumer = self.create_reader(config).await?;
         Metrics::get().log_consumers_created.increment(1);
         let info = consumer.cached_info();
         let initial_pending = info.num_pending;
@@ -166,6 +171,41 @@ impl Log {
         })
     }
 }
+
+impl Log {
+    /// Creates a reader's consumer. A request that timed out or found
+    /// JetStream unavailable (a cluster electing a leader after a server
+    /// died) is tried again for up to [`READER_CREATE_RETRY_FOR`].
+    async fn create_reader(
+        &self,
+        config: pull::OrderedConfig,
+    ) -> Result<async_nats::jetstream::consumer::Consumer<pull::OrderedConfig>, LogError> {
+        use async_nats::jetstream::stream::ConsumerErrorKind;
+        let give_up = tokio::time::Instant::now() + READER_CREATE_RETRY_FOR;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let e = match self.stream.create_consumer(config.clone()).await {
+                Ok(consumer) => return Ok(consumer),
+                Err(e) => e,
+            };
+            let passing = match e.kind() {
+                ConsumerErrorKind::TimedOut | ConsumerErrorKind::Request => true,
+                ConsumerErrorKind::JetStream(j) => j.code() >= 500,
+                _ => false,
+            };
+            if !passing || tokio::time::Instant::now() + backoff >= give_up {
+                return Err(LogError::Read(format!("creating a reader: {e}")));
+            }
+            tracing::debug!(error = %e, "reader creation retry");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+}
+
+/// How long creating a reader is retried while NATS times out or has no
+/// JetStream leader to answer.
+pub const READER_CREATE_RETRY_FOR: Duration = Duration::from_secs(20);
 
 impl Stream for LogRead {
     type Item = Result<ReadItem, LogError>;

@@ -21,7 +21,8 @@ declare! {
     /// (`serve`, `publish`, `replay`, `projection`).
     group LogFlags => LogSettings {
         /// NATS to use (`nats://`, `tls://`, `ws://`, `wss://` or
-        /// `host:port`). Unset, `serve` starts a local nats-server under the
+        /// `host:port`), or a comma-separated list of a cluster's servers
+        /// to fail over between. Unset, `serve` starts a local nats-server under the
         /// data directory, and the tools use the URL that `serve` recorded in
         /// `<data-dir>/nats/url`.
         nats_url: Optional<NatsUrl> = "", env "SWITCHBOARD_NATS_URL";

@@ -224,25 +224,44 @@ impl Value for crate::session::StoreKind {
     }
 }
 
-/// A NATS URL: `nats://`, `tls://`, `ws://`, `wss://` or `host:port`.
+/// One NATS server's URL, or a comma-separated list of a cluster's servers
+/// (the client connects to one and fails over to the others): each
+/// `nats://`, `tls://`, `ws://`, `wss://` or `host:port`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct NatsUrl(pub String);
 
+impl NatsUrl {
+    /// The servers, in the order given.
+    pub fn servers(&self) -> impl Iterator<Item = &str> {
+        self.0.split(',').map(str::trim)
+    }
+}
+
 impl Value for NatsUrl {
     fn parse(text: &str) -> Result<Self, String> {
-        let v = text.trim();
-        let ok = ["nats://", "tls://", "ws://", "wss://"]
-            .iter()
-            .any(|p| v.starts_with(p))
-            || (!v.contains("://") && v.contains(':'));
-        if ok {
-            Ok(NatsUrl(v.to_string()))
-        } else {
-            Err(format!(
-                "`{text}` is not a NATS URL like nats://127.0.0.1:4222"
-            ))
+        let servers: Vec<&str> = text.split(',').map(str::trim).collect();
+        if let Some(bad) = servers.iter().find(|v| !is_server_url(v)) {
+            return Err(if servers.len() == 1 {
+                format!("`{text}` is not a NATS URL like nats://127.0.0.1:4222")
+            } else if bad.is_empty() {
+                format!(
+                    "`{text}` has an empty server in its list (servers are separated by one comma)"
+                )
+            } else {
+                format!(
+                    "`{bad}` (in the list `{text}`) is not a NATS URL like nats://127.0.0.1:4222"
+                )
+            });
         }
+        Ok(NatsUrl(servers.join(",")))
     }
+}
+
+fn is_server_url(v: &str) -> bool {
+    ["nats://", "tls://", "ws://", "wss://"]
+        .iter()
+        .any(|p| v.starts_with(p))
+        || (!v.contains("://") && v.contains(':'))
 }
 
 /// Parses `text` and checks it against the bounds.

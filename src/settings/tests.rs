@@ -7,6 +7,20 @@ fn every() -> impl Iterator<Item = &'static Setting> {
 }
 
 #[test]
+fn a_nats_url_may_list_a_clusters_servers_and_a_bad_one_is_named() {
+    let list = NatsUrl::parse("nats://127.0.0.1:4222, 127.0.0.1:4223,tls://h:4224").unwrap();
+    assert_eq!(list.0, "nats://127.0.0.1:4222,127.0.0.1:4223,tls://h:4224");
+    assert_eq!(
+        list.servers().collect::<Vec<_>>(),
+        ["nats://127.0.0.1:4222", "127.0.0.1:4223", "tls://h:4224"]
+    );
+    let bad = NatsUrl::parse("nats://127.0.0.1:4222,http://x:1").unwrap_err();
+    assert!(bad.contains("`http://x:1`"), "{bad}");
+    let empty = NatsUrl::parse("nats://127.0.0.1:4222,,nats://127.0.0.1:4223").unwrap_err();
+    assert!(empty.contains("empty server"), "{empty}");
+}
+
+#[test]
 fn values_parse_and_bad_ones_are_named() {
     assert_eq!(
         Duration::parse("7d").unwrap(),

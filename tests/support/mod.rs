@@ -639,3 +639,37 @@ impl Client {
         Ok(client)
     }
 }
+
+/// A three-node nats-server cluster with JetStream (temporary stores, free
+/// ports), ready: every node knows a meta leader.
+pub fn cluster() -> switchboard::local_nats::NatsCluster {
+    switchboard::local_nats::NatsCluster::start_temp()
+        .expect("a nats-server cluster starts (run `just tools`)")
+}
+
+impl Gateway {
+    /// A gateway on `nats_url` (one server or a comma-separated list) with a
+    /// fresh temporary data directory.
+    pub fn start_on(nats_url: &str, args: &[&str]) -> Gateway {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let data = temp.path().to_path_buf();
+        let mut gateway = Gateway::spawn(nats_url, &data, args);
+        gateway._temp = Some(temp);
+        gateway
+    }
+}
+
+/// A log on `nats_url` (one server or a comma-separated list) whose NATS
+/// connection is named `name` (the gateway's is `switchboard`), using the
+/// stream as it is.
+pub async fn log_named(nats_url: &str, name: &str, settings: StreamSettings) -> Log {
+    let servers: Vec<&str> = nats_url.split(',').collect();
+    let client = async_nats::ConnectOptions::new()
+        .name(name)
+        .connect(servers)
+        .await
+        .expect("NATS connects");
+    Log::with_client(client, settings, false)
+        .await
+        .expect("log opens")
+}

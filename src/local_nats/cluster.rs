@@ -1,0 +1,340 @@
+//! A local three-node nats-server cluster with JetStream, for tests of
+//! failover: each node has its own client, route and HTTP monitoring port
+//! on loopback and its own store directory, and can be killed, restarted
+//! on the same ports and store, or put in lame-duck mode.
+//!
+//! The ports are picked free before the servers start (each node's
+//! configuration names the others' route ports); a start that loses a
+//! port to another process is tried again with new ones. Dropping the
+//! cluster kills every node.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{find_binary, run_until_ready, LocalNatsError};
+
+/// How many servers the cluster runs: the smallest that keeps an R3
+/// stream writable with one of them down.
+pub const CLUSTER_SIZE: usize = 3;
+
+/// The `cluster.name` of the servers (what the client's server info shows).
+pub const CLUSTER_NAME: &str = "switchboard";
+
+/// How long the cluster may take until every running node has a JetStream
+/// meta leader.
+pub const CLUSTER_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How many times a start is tried with fresh ports when one was taken
+/// between picking it and the server binding it.
+const START_ATTEMPTS: usize = 3;
+
+/// How long one request to a node's monitoring port may take.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often readiness is asked while waiting.
+const READY_POLL: Duration = Duration::from_millis(50);
+
+/// One node: its ports, its configuration file and, while it runs, its process.
+struct ClusterNode {
+    name: String,
+    client_port: u16,
+    route_port: u16,
+    http_port: u16,
+    conf: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+/// Three nats-servers in one JetStream cluster on loopback.
+pub struct NatsCluster {
+    binary: PathBuf,
+    dir: PathBuf,
+    nodes: Vec<ClusterNode>,
+    /// Removed on drop when the cluster owns a temporary directory.
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl NatsCluster {
+    /// Starts the cluster in a fresh temporary directory and waits until it
+    /// is ready (see [`NatsCluster::wait_ready`]).
+    pub fn start_temp() -> Result<NatsCluster, LocalNatsError> {
+        let temp = tempfile::Builder::new()
+            .prefix("switchboard-cluster-")
+            .tempdir()
+            .map_err(|e| LocalNatsError::NotReady(format!("temp dir: {e}")))?;
+        let dir = temp.path().to_path_buf();
+        let mut cluster = NatsCluster::start_in(&dir)?;
+        cluster._temp = Some(temp);
+        Ok(cluster)
+    }
+
+    /// Starts the cluster with its configuration, logs (`n0.log`…) and
+    /// stores (`n0/`…) under `dir`, and waits until it is ready.
+    pub fn start_in(dir: &Path) -> Result<NatsCluster, LocalNatsError> {
+        let binary = find_binary().ok_or(LocalNatsError::NotFound)?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| LocalNatsError::NotReady(format!("creating {}: {e}", dir.display())))?;
+        let mut last = None;
+        for _ in 0..START_ATTEMPTS {
+            let mut cluster = NatsCluster {
+                binary: binary.clone(),
+                dir: dir.to_path_buf(),
+                nodes: plan(dir)?,
+                _temp: None,
+            };
+            match cluster.start_all() {
+                Ok(()) => {
+                    cluster.wait_ready()?;
+                    return Ok(cluster);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| LocalNatsError::NotReady("no attempt made".into())))
+    }
+
+    fn start_all(&mut self) -> Result<(), LocalNatsError> {
+        for node in &self.nodes {
+            write_conf(node, &self.nodes, &self.dir)?;
+        }
+        for i in 0..self.nodes.len() {
+            self.launch(i)?;
+        }
+        Ok(())
+    }
+
+    fn launch(&mut self, i: usize) -> Result<(), LocalNatsError> {
+        let node = &self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .map_err(|e| LocalNatsError::NotReady(format!("{}: {e}", node.log.display())))?;
+        let mut command = Command::new(&self.binary);
+        command.arg("-c").arg(&node.conf);
+        let (child, _) = run_until_ready(command, &self.binary, Some(log))?;
+        self.nodes[i].child = Some(child);
+        Ok(())
+    }
+
+    /// Every node's client URL, comma-separated (what `--nats-url` takes).
+    pub fn urls(&self) -> String {
+        (0..self.nodes.len())
+            .map(|i| self.url(i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Node `i`'s client URL.
+    pub fn url(&self, i: usize) -> String {
+        format!("nats://127.0.0.1:{}", self.nodes[i].client_port)
+    }
+
+    /// The client URLs of every node but `i`, comma-separated.
+    pub fn urls_except(&self, i: usize) -> String {
+        (0..self.nodes.len())
+            .filter(|&j| j != i)
+            .map(|j| self.url(j))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Node `i`'s `server_name`.
+    pub fn name(&self, i: usize) -> &str {
+        &self.nodes[i].name
+    }
+
+    /// Node `i`'s HTTP monitoring port.
+    pub fn http_port(&self, i: usize) -> u16 {
+        self.nodes[i].http_port
+    }
+
+    /// Node `i`'s log so far (for a failing test's report).
+    pub fn log_text(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
+    }
+
+    /// Whether node `i`'s process is running (not killed, not exited).
+    pub fn is_running(&mut self, i: usize) -> bool {
+        self.nodes[i]
+            .child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// Kills node `i` as a crash would (SIGKILL) and leaves it stopped.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts node `i` again (killed first if it runs) on the same ports
+    /// and store, and waits until the cluster is ready.
+    pub fn restart(&mut self, i: usize) -> Result<(), LocalNatsError> {
+        self.kill(i);
+        self.launch(i)?;
+        self.wait_ready()
+    }
+
+    /// Puts node `i` in lame-duck mode (`nats-server --signal ldm=PID`): it
+    /// stops accepting clients, tells its clients so, hands its JetStream
+    /// leaderships over and, after its grace period, closes its clients
+    /// one by one and exits.
+    pub fn lame_duck(&mut self, i: usize) -> Result<(), LocalNatsError> {
+        let pid =
+            self.nodes[i].child.as_ref().map(Child::id).ok_or_else(|| {
+                LocalNatsError::NotReady(format!("{} is not running", self.name(i)))
+            })?;
+        let status = Command::new(&self.binary)
+            .arg("--signal")
+            .arg(format!("ldm={pid}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|source| LocalNatsError::Spawn {
+                binary: self.binary.display().to_string(),
+                source,
+            })?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(LocalNatsError::NotReady(format!(
+                "nats-server --signal ldm={pid} failed: {status}"
+            )))
+        }
+    }
+
+    /// Waits until every running node answers its health check with
+    /// JetStream ready (it knows a meta leader), within
+    /// [`CLUSTER_READY_TIMEOUT`]. Blocks the thread (a few requests on
+    /// loopback every 50 ms).
+    pub fn wait_ready(&mut self) -> Result<(), LocalNatsError> {
+        let deadline = Instant::now() + CLUSTER_READY_TIMEOUT;
+        loop {
+            let running: Vec<usize> = (0..self.nodes.len())
+                .filter(|&i| self.is_running(i))
+                .collect();
+            let healthy = running.iter().all(|&i| {
+                http_get(self.nodes[i].http_port, "/healthz")
+                    .is_some_and(|(status, _)| status == 200)
+            });
+            if healthy && !running.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(LocalNatsError::NotReady(format!(
+                    "the cluster has no JetStream meta leader after {CLUSTER_READY_TIMEOUT:?}"
+                )));
+            }
+            std::thread::sleep(READY_POLL);
+        }
+    }
+
+    /// The running node a client connection named `client_name` is on,
+    /// from each node's `/connz` (the gateway names its connection
+    /// `switchboard`); `None` when no running node has one. Blocks the
+    /// thread for a request per node.
+    pub fn holder_of(&mut self, client_name: &str) -> Option<usize> {
+        (0..self.nodes.len())
+            .find(|&i| self.is_running(i) && self.client_names(i).iter().any(|n| n == client_name))
+    }
+
+    /// The names of the client connections on node `i` (empty when it does
+    /// not answer).
+    pub fn client_names(&self, i: usize) -> Vec<String> {
+        let Some((200, body)) = http_get(self.nodes[i].http_port, "/connz?limit=4096") else {
+            return Vec::new();
+        };
+        let Ok(connz) = serde_json::from_str::<serde_json::Value>(&body) else {
+            return Vec::new();
+        };
+        connz["connections"]
+            .as_array()
+            .map(|conns| {
+                conns
+                    .iter()
+                    .filter_map(|c| c["name"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// The nodes with free ports (each held until all are picked, so no two
+/// are the same).
+fn plan(dir: &Path) -> Result<Vec<ClusterNode>, LocalNatsError> {
+    let held: Vec<TcpListener> = (0..CLUSTER_SIZE * 3)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()
+        .map_err(|e| LocalNatsError::NotReady(format!("no free port: {e}")))?;
+    let ports: Vec<u16> = held
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| LocalNatsError::NotReady(format!("no free port: {e}")))?;
+    drop(held);
+    Ok((0..CLUSTER_SIZE)
+        .map(|i| ClusterNode {
+            name: format!("n{i}"),
+            client_port: ports[3 * i],
+            route_port: ports[3 * i + 1],
+            http_port: ports[3 * i + 2],
+            conf: dir.join(format!("n{i}.conf")),
+            log: dir.join(format!("n{i}.log")),
+            child: None,
+        })
+        .collect())
+}
+
+fn write_conf(node: &ClusterNode, all: &[ClusterNode], dir: &Path) -> Result<(), LocalNatsError> {
+    let routes: Vec<String> = all
+        .iter()
+        .filter(|other| other.name != node.name)
+        .map(|other| format!("\"nats-route://127.0.0.1:{}\"", other.route_port))
+        .collect();
+    let store = dir.join(&node.name);
+    let conf = format!(
+        "server_name: {name}\n\
+         host: 127.0.0.1\n\
+         port: {client}\n\
+         http: \"127.0.0.1:{http}\"\n\
+         jetstream {{ store_dir: \"{store}\" }}\n\
+         cluster {{\n  name: {CLUSTER_NAME}\n  listen: \"127.0.0.1:{route}\"\n  routes: [{routes}]\n}}\n",
+        name = node.name,
+        client = node.client_port,
+        http = node.http_port,
+        store = store.display(),
+        route = node.route_port,
+        routes = routes.join(", "),
+    );
+    std::fs::write(&node.conf, conf)
+        .map_err(|e| LocalNatsError::NotReady(format!("writing {}: {e}", node.conf.display())))
+}
+
+/// A GET on loopback `port`: the status and the body.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT).ok()?;
+    stream.set_read_timeout(Some(HTTP_TIMEOUT)).ok()?;
+    stream.set_write_timeout(Some(HTTP_TIMEOUT)).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
