@@ -5,7 +5,9 @@
 //! (a few seconds' worth at most), never a gap.
 //!
 //! The gateways of a test are started by [`start_gateways`], given a NATS
-//! URL (a comma-separated list for a cluster).
+//! URL (a comma-separated list for a cluster). The crash and the rolling
+//! restart run on a three-node NATS cluster with an R3 stream and an R3
+//! session bucket, each gateway on another server ([`on_cluster`]).
 
 mod support;
 
@@ -50,6 +52,33 @@ fn start_gateways(nats_url: &str, n: usize, extra: &[&str]) -> Deployment {
     }
 }
 
+/// `n` gateways on a three-node cluster, gateway `i` on server `i` (it
+/// learns the others from it), with the stream and the bucket at R3; and
+/// a publisher's log on every server.
+async fn on_cluster(
+    cluster: &switchboard::local_nats::NatsCluster,
+    n: usize,
+) -> (Deployment, switchboard::log::Log) {
+    let mut gateways = Vec::new();
+    let mut dirs = Vec::new();
+    for i in 0..n {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let args = ["--session-store", "kv", "--replicas", "3"];
+        gateways.push(Gateway::spawn(&cluster.url(i % 3), dir.path(), &args));
+        dirs.push(dir);
+    }
+    let settings = switchboard::log::StreamSettings {
+        replicas: 3,
+        ..Default::default()
+    };
+    let log = log_named(&cluster.urls(), "publisher", settings).await;
+    let deployment = Deployment {
+        gateways,
+        _dirs: dirs,
+    };
+    (deployment, log)
+}
+
 /// Publishes to `channels` in turn, one event every `every`, until told to
 /// stop; returns each channel's published seqs.
 fn publish_steadily(
@@ -88,9 +117,8 @@ fn channel_of(frame: &Value) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_resumes_on_another_gateway_after_a_crash() {
-    let nats = nats();
-    let mut deployment = start_gateways(&nats.url(), 2, &[]);
-    let log = log(&nats).await;
+    let cluster = cluster();
+    let (mut deployment, log) = on_cluster(&cluster, 2).await;
     let (acked, quiet) = (Id::new_v4(), Id::new_v4());
     let user = token(Id::new_v4(), Grant::All, &[]);
 
@@ -245,9 +273,8 @@ async fn roaming_client(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_under_load_loses_nothing() {
     const CLIENTS: usize = 20;
-    let nats = nats();
-    let mut deployment = start_gateways(&nats.url(), 2, &[]);
-    let log = log(&nats).await;
+    let cluster = cluster();
+    let (mut deployment, log) = on_cluster(&cluster, 2).await;
     let channels: Vec<Id> = (0..4).map(|_| Id::new_v4()).collect();
     let user = token(Id::new_v4(), Grant::All, &[]);
     let started = Instant::now();
