@@ -39,7 +39,7 @@ stop() {
     echo "stopped"
 }
 trap stop EXIT
-trap 'exit 130' INT
+trap 'exit 0' INT  # Ctrl-C is how it is stopped
 trap 'exit 143' TERM
 
 urls=()
