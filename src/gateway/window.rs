@@ -1,6 +1,9 @@
 //! The window: the node's most recent stored events, in memory, so that a
 //! short gap (a client back after seconds, a slow reader catching up) is
-//! replayed without asking NATS for anything.
+//! replayed without asking NATS for anything. They are kept in `seq` order
+//! (which the bounds evict by) and by channel (which reads, probes and
+//! membership checks look at: a resume costs its channel's events, not the
+//! window's).
 //!
 //! The router appends every event it routes *before* the hub hears of it,
 //! so the window always holds everything up to the hub's routed position:
@@ -14,7 +17,7 @@
 //! At start-up the router fills the window from the stream's tail, so a
 //! restarted node serves short gaps from memory too.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
@@ -27,10 +30,6 @@ use crate::channel::{Channel, Id};
 use crate::envelope::{StoredEvent, Text};
 use crate::metrics::Metrics;
 use crate::projection::FOLDED;
-
-/// Entries a read looks at under one hold of the lock: a long scan lets
-/// the router in between.
-pub const SCAN_STEP: usize = 4096;
 
 /// The window's memory accounting for one event: what its encoded frame,
 /// the decoded event, its kept raw data and the entry cost, from its
@@ -55,8 +54,7 @@ impl Recent {
     }
 }
 
-/// The channel is kept beside the event, so a scan reads one contiguous
-/// array, not every event behind its pointer.
+/// An event in the window's `seq` order (which the bounds evict by).
 struct Entry {
     seq: u64,
     channel: Channel,
@@ -69,10 +67,54 @@ struct Inner {
     after: u64,
     last: u64,
     entries: VecDeque<Entry>,
+    /// The same events by channel, in `seq` order: a read, a probe or a
+    /// membership check looks at its channel's events only.
+    by_channel: HashMap<Channel, VecDeque<Arc<Recent>>>,
     bytes: usize,
     /// Moves when the stream was recreated: reads of an older
     /// generation count another stream's seqs.
     generation: u64,
+}
+
+impl Inner {
+    fn push_back(&mut self, entry: Entry) {
+        self.bytes += entry.cost;
+        let list = self.by_channel.entry(entry.channel).or_default();
+        list.push_back(entry.recent.clone());
+        self.entries.push_back(entry);
+    }
+
+    fn push_front(&mut self, entry: Entry) {
+        self.bytes += entry.cost;
+        let list = self.by_channel.entry(entry.channel).or_default();
+        list.push_front(entry.recent.clone());
+        self.entries.push_front(entry);
+    }
+
+    /// Removes the oldest event; the window then starts after it.
+    fn pop_front(&mut self) -> Option<Entry> {
+        let entry = self.entries.pop_front()?;
+        self.bytes -= entry.cost;
+        self.after = self.after.max(entry.seq);
+        if let Some(list) = self.by_channel.get_mut(&entry.channel) {
+            list.pop_front();
+            if list.is_empty() {
+                self.by_channel.remove(&entry.channel);
+            }
+        }
+        Some(entry)
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.by_channel.clear();
+        self.bytes = 0;
+    }
+
+    /// The channel's events, in `seq` order.
+    fn of(&self, channel: Channel) -> Option<&VecDeque<Arc<Recent>>> {
+        self.by_channel.get(&channel)
+    }
 }
 
 /// The recent events; shared by the router (the only writer) and the
@@ -108,6 +150,7 @@ impl Window {
                 after: last,
                 last,
                 entries: VecDeque::new(),
+                by_channel: HashMap::new(),
                 bytes: 0,
                 generation: 0,
             }),
@@ -136,13 +179,12 @@ impl Window {
                 return;
             }
             let cost = cost(recent.frame.len());
-            inner.entries.push_back(Entry {
+            inner.push_back(Entry {
                 seq,
                 channel,
                 recent,
                 cost,
             });
-            inner.bytes += cost;
             inner.last = seq;
             self.evict(&mut inner);
         }
@@ -179,8 +221,7 @@ impl Window {
                 start = seq;
                 break;
             }
-            inner.bytes += cost;
-            inner.entries.push_front(Entry {
+            inner.push_front(Entry {
                 seq,
                 channel,
                 recent,
@@ -196,8 +237,7 @@ impl Window {
     pub fn restart(&self, last: u64) {
         {
             let mut inner = self.write();
-            inner.entries.clear();
-            inner.bytes = 0;
+            inner.clear();
             inner.after = last;
             inner.last = last;
             inner.generation += 1;
@@ -211,9 +251,7 @@ impl Window {
     pub fn drop_before(&self, first_seq: u64) {
         let mut inner = self.write();
         while inner.entries.front().is_some_and(|e| e.seq < first_seq) {
-            if let Some(old) = inner.entries.pop_front() {
-                inner.bytes -= old.cost;
-            }
+            inner.pop_front();
         }
         let start = first_seq.saturating_sub(1).min(inner.last);
         inner.after = inner.after.max(start);
@@ -241,11 +279,9 @@ impl Window {
                 .front()
                 .is_some_and(|e| e.recent.event.time < cutoff)
         {
-            let Some(old) = inner.entries.pop_front() else {
+            if inner.pop_front().is_none() {
                 break;
-            };
-            inner.bytes -= old.cost;
-            inner.after = old.seq;
+            }
         }
         Self::report(inner);
     }
@@ -267,10 +303,10 @@ impl Window {
         self.start(&inner) <= seq && seq <= inner.last
     }
 
-    /// Up to `max` of `channel`'s events with `seq > after`, looking at no
-    /// more than [`SCAN_STEP`] entries. `None` when the window no longer
-    /// holds everything after `after` (or the stream was recreated since
-    /// `generation`): the read must go on from the stream.
+    /// Up to `max` of `channel`'s events with `seq > after`. `None` when
+    /// the window no longer holds everything after `after` (or the stream
+    /// was recreated since `generation`): the read must go on from the
+    /// stream.
     pub fn read_after(
         &self,
         channel: Channel,
@@ -282,23 +318,21 @@ impl Window {
         if inner.generation != generation || after < self.start(&inner) || after > inner.last {
             return None;
         }
-        let start = inner.entries.partition_point(|e| e.seq <= after);
-        let (mut events, mut through, mut looked) = (Vec::new(), after, 0);
-        for entry in inner.entries.range(start..).take(SCAN_STEP) {
-            looked += 1;
-            through = entry.seq;
-            if entry.channel == channel {
-                events.push(entry.recent.clone());
-                if events.len() >= max {
-                    break;
-                }
-            }
-        }
-        let at_end = start + looked == inner.entries.len();
-        if at_end {
-            // Past the last entry there are only holes up to `last`.
-            through = inner.last;
-        }
+        let Some(list) = inner.of(channel) else {
+            return Some(Batch {
+                events: Vec::new(),
+                through: inner.last,
+                at_end: true,
+            });
+        };
+        let start = list.partition_point(|r| r.event.seq <= after);
+        let events: Vec<Arc<Recent>> = list.range(start..).take(max).cloned().collect();
+        let at_end = start + events.len() == list.len();
+        let through = match events.last() {
+            Some(last) if !at_end => last.event.seq,
+            // Past the channel's last event there is nothing of it up to `last`.
+            _ => inner.last,
+        };
         Some(Batch {
             events,
             through,
@@ -318,14 +352,11 @@ impl Window {
         if after >= inner.last {
             return Some(None);
         }
-        let start = inner.entries.partition_point(|e| e.seq < from);
-        Some(
-            inner
-                .entries
-                .range(start..)
-                .find(|e| e.channel == channel)
-                .map(|e| e.seq),
-        )
+        let Some(list) = inner.of(channel) else {
+            return Some(None);
+        };
+        let start = list.partition_point(|r| r.event.seq < from);
+        Some(list.get(start).map(|r| r.event.seq))
     }
 
     /// Whether chat channel `channel` has events about `user`'s standing
@@ -335,16 +366,15 @@ impl Window {
         if after < self.start(&inner) || to > inner.last {
             return None;
         }
-        let start = inner.entries.partition_point(|e| e.seq <= after);
-        let channel = Channel::Chat(channel);
+        let Some(list) = inner.of(Channel::Chat(channel)) else {
+            return Some(false);
+        };
+        let start = list.partition_point(|r| r.event.seq <= after);
         Some(
-            inner
-                .entries
-                .range(start..)
-                .take_while(|e| e.seq <= to)
-                .filter(|e| e.channel == channel)
-                .any(|e| {
-                    let data = &e.recent.event.data;
+            list.range(start..)
+                .take_while(|r| r.event.seq <= to)
+                .any(|r| {
+                    let data = &r.event.data;
                     FOLDED.contains(&data.kind()) && access::concerns(user, data)
                 }),
         )
