@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{json, Value};
-use warp::http::{HeaderMap, StatusCode};
+use warp::http::{HeaderMap, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
@@ -92,7 +92,7 @@ pub fn routes(node: Arc<Node>) -> impl Filter<Extract = (Response,), Error = Inf
         .and(with_node)
         .and(warp::any().map(move || users.clone()))
         .map(websocket);
-    healthz
+    let api = healthz
         .or(readyz)
         .unify()
         .or(metrics)
@@ -104,7 +104,84 @@ pub fn routes(node: Arc<Node>) -> impl Filter<Extract = (Response,), Error = Inf
         .or(ws)
         .unify()
         .recover(rejection)
+        .unify();
+    // A browser page's origin is checked before any route runs (a refused
+    // WebSocket upgrade never becomes a socket); an allowed one gets CORS
+    // answers, preflights included.
+    let origin = warp::header::optional::<String>("origin")
+        .and(warp::header::optional::<String>("host"))
+        .and(warp::any().map(move || node.clone()))
+        .and_then(check_origin);
+    let preflight = warp::options().map(|| {
+        let mut response = Response::new(Default::default());
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        let headers = response.headers_mut();
+        headers.insert(
+            "access-control-allow-methods",
+            HeaderValue::from_static(CORS_METHODS),
+        );
+        headers.insert(
+            "access-control-allow-headers",
+            HeaderValue::from_static(CORS_HEADERS),
+        );
+        headers.insert(
+            "access-control-max-age",
+            HeaderValue::from_static(CORS_MAX_AGE),
+        );
+        response
+    });
+    origin
+        .and(preflight.or(api).unify())
+        .map(|origin: Option<HeaderValue>, mut response: Response| {
+            if let Some(origin) = origin {
+                let headers = response.headers_mut();
+                headers.insert("access-control-allow-origin", origin);
+                headers.insert("vary", HeaderValue::from_static("Origin"));
+            }
+            response
+        })
+        .recover(refused_origin)
         .unify()
+}
+
+/// What a preflight allows: every method and request header the API reads.
+const CORS_METHODS: &str = "GET, HEAD, POST, OPTIONS";
+const CORS_HEADERS: &str = "authorization, content-type";
+/// How long a browser may keep a preflight's answer, in seconds.
+const CORS_MAX_AGE: &str = "600";
+
+/// A request from a page whose origin `allowed_origins` does not allow.
+#[derive(Debug)]
+struct OriginRefused;
+
+impl warp::reject::Reject for OriginRefused {}
+
+/// The origin to echo in CORS answers (`None`: not a browser page's
+/// request), or a refusal.
+async fn check_origin(
+    origin: Option<String>,
+    host: Option<String>,
+    node: Arc<Node>,
+) -> Result<Option<HeaderValue>, Rejection> {
+    let Some(origin) = origin else {
+        return Ok(None);
+    };
+    if !node.origins.allows(&origin, host.as_deref()) {
+        return Err(warp::reject::custom(OriginRefused));
+    }
+    Ok(HeaderValue::from_str(&origin).ok())
+}
+
+async fn refused_origin(rejection: Rejection) -> Result<Response, Infallible> {
+    if rejection.find::<OriginRefused>().is_none() {
+        return rejection_reply(rejection).await;
+    }
+    Ok(error_reply(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "this page's origin may not use the gateway: add it to allowed_origins \
+         (--allowed-origins, SWITCHBOARD_ALLOWED_ORIGINS)",
+    ))
 }
 
 /// The request body, whole, if it arrives within `timeout` of the end of
@@ -462,6 +539,10 @@ GET /v1/history/{channel}, GET /v1/ws";
 /// A request no route took, answered in words a person can act on (never
 /// warp's type names).
 async fn rejection(rejection: Rejection) -> Result<Response, Infallible> {
+    rejection_reply(rejection).await
+}
+
+async fn rejection_reply(rejection: Rejection) -> Result<Response, Infallible> {
     use warp::reject::{
         InvalidHeader, InvalidQuery, LengthRequired, MethodNotAllowed, MissingHeader,
         PayloadTooLarge,

@@ -24,6 +24,7 @@
 //! - [`data_dir`]: the data directory's lock: one switchboard process at a time.
 //! - [`local_nats`]: a nats-server child process, for `serve` without a URL and for tests.
 //! - [`metrics`]: the Prometheus series, registered once.
+//! - [`origins`]: which web origins may use the gateway from a browser (CORS, WebSocket upgrades).
 
 pub mod access;
 pub mod channel;
@@ -35,6 +36,7 @@ pub mod gateway;
 pub mod local_nats;
 pub mod log;
 pub mod metrics;
+pub mod origins;
 pub mod projection;
 pub mod session;
 pub mod store;

@@ -155,6 +155,7 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         sessions,
         keys,
         settings.limits.clone(),
+        settings.allowed_origins.clone(),
     );
 
     let typing = node

@@ -62,6 +62,8 @@ pub struct Node {
     sessions: Sessions,
     pub(crate) keys: TokenKeys,
     pub(crate) limits: Limits,
+    /// Web origins allowed to use the gateway from a browser.
+    pub(crate) origins: crate::origins::Origins,
     pub(crate) metrics: &'static Metrics,
     /// Cancelled once, when the node shuts down.
     shutdown: CancellationToken,
@@ -78,6 +80,7 @@ impl Node {
         sessions: Sessions,
         keys: TokenKeys,
         limits: Limits,
+        origins: crate::origins::Origins,
     ) -> Arc<Node> {
         let last = projection.last_seq;
         let retention = log.settings().retention;
@@ -91,6 +94,7 @@ impl Node {
             sessions,
             keys,
             limits,
+            origins,
             metrics: Metrics::get(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use super::declare::declare;
 use super::{BucketName, NatsUrl, Optional, StreamName};
+use crate::origins::Origins;
 use crate::session::StoreKind;
 
 declare! {
@@ -65,6 +66,14 @@ declare! {
         /// on another node may replay about this much again. sled is
         /// written every 0.5 s.
         session_flush_interval: Duration = "2s", "100ms" ..= "1m", env "SWITCHBOARD_SESSION_FLUSH_INTERVAL";
+        /// Web origins whose pages may use the gateway from a browser, as a
+        /// comma-separated list (`https://app.example.com,http://localhost:3000`)
+        /// or `*`: they get CORS answers from the HTTP API (preflight
+        /// included), and a WebSocket upgrade from any other origin is refused
+        /// with 403. The gateway's own origin is always allowed, and requests
+        /// without an `Origin` header (not from a browser page) are never
+        /// refused for it. Unset with `--dev`: any origin.
+        allowed_origins: Origins = "", env "SWITCHBOARD_ALLOWED_ORIGINS";
         /// How long shutdown waits for connections and tasks.
         shutdown_timeout: Duration = "10s", "0s" ..= "1d", env "SWITCHBOARD_SHUTDOWN_TIMEOUT";
         /// How far ahead of this gateway's clock a token's `nbf` (not

@@ -213,6 +213,12 @@ impl Value for BucketName {
     }
 }
 
+impl Value for crate::origins::Origins {
+    fn parse(text: &str) -> Result<Self, String> {
+        crate::origins::Origins::parse(text)
+    }
+}
+
 impl Value for crate::session::StoreKind {
     fn parse(text: &str) -> Result<Self, String> {
         use crate::session::StoreKind;
@@ -390,6 +396,9 @@ pub struct ServeSettings {
     pub session_bucket: String,
     /// How often a connection writes its moved cursors to the bucket.
     pub session_flush_interval: Duration,
+    /// Web origins allowed besides the gateway's own (any, in `--dev` when
+    /// none are set).
+    pub allowed_origins: crate::origins::Origins,
     /// How long shutdown waits for connections to close.
     pub shutdown_timeout: Duration,
     /// How far in the future a token's `nbf` and `iat` may be.
@@ -428,6 +437,10 @@ impl ServeSettings {
             session_store: serve.session_store,
             session_bucket: serve.session_bucket.0,
             session_flush_interval: serve.session_flush_interval,
+            allowed_origins: match serve.allowed_origins {
+                none if none.is_empty() && serve.dev => crate::origins::Origins::any(),
+                origins => origins,
+            },
             shutdown_timeout: serve.shutdown_timeout,
             token_leeway: serve.token_leeway,
         })
