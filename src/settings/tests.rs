@@ -110,6 +110,7 @@ fn every_declared_default_and_bound_parses_and_fits() {
             "dev",
             "session_store",
             "session_bucket",
+            "allowed_origins",
         ];
         assert_eq!(s.range.is_none(), unbounded.contains(&s.name), "{}", s.name);
     }
