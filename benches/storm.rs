@@ -41,19 +41,17 @@ mod common;
 mod outcome;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use serde_json::json;
 use switchboard::channel::Id;
-use switchboard::log::Log;
 use switchboard::token::Grant;
 use tokio::sync::{watch, Semaphore};
 
 use client::{control_client, pair, storm_client, Shared, CONNECT_CONCURRENCY};
-use common::{now_nanos, thousands, Gateway};
+use common::{now_nanos, thousands, Acked, Gateway};
 use outcome::Outcome;
 
 /// With sessions, a duplicate is allowed when its event was published no
@@ -198,70 +196,6 @@ fn main() {
     }
 }
 
-// ---------------------------------------------------------------- publisher
-
-/// What the publisher stored, per channel: `(seq, publish nanos)`.
-type Receipts = Vec<Vec<(u64, u64)>>;
-
-/// The highest `seq` acknowledged so far, for the cut-off.
-#[derive(Default)]
-struct Acked {
-    max_seq: AtomicU64,
-    failed: AtomicU64,
-}
-
-/// Stores `channel_message`s round-robin over `channels` at `per_s`,
-/// `data.content` being the publish time in nanoseconds, until `stop`.
-async fn publish(
-    log: Log,
-    channels: Vec<Id>,
-    per_s: f64,
-    acked: Arc<Acked>,
-    mut stop: watch::Receiver<bool>,
-) -> Receipts {
-    let mut receipts: Receipts = vec![Vec::new(); channels.len()];
-    let started = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut in_flight = futures::stream::FuturesUnordered::new();
-    let mut sent = 0usize;
-    let mut stopping = false;
-    loop {
-        if !stopping {
-            let due = (started.elapsed().as_secs_f64() * per_s) as usize + 1;
-            while sent < due && in_flight.len() < common::IN_FLIGHT {
-                let index = sent % channels.len();
-                let nanos = now_nanos();
-                let event = common::message(channels[index], nanos.to_string());
-                let log = log.clone();
-                in_flight.push(async move { (index, nanos, log.store(&event).await) });
-                sent += 1;
-            }
-        } else if in_flight.is_empty() {
-            break;
-        }
-        tokio::select! {
-            Some((index, nanos, stored)) = in_flight.next(), if !in_flight.is_empty() => {
-                match stored {
-                    Ok(stored) => {
-                        receipts[index].push((stored.seq, nanos));
-                        acked.max_seq.fetch_max(stored.seq, Ordering::Relaxed);
-                    }
-                    Err(_) => {
-                        acked.failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            _ = tick.tick(), if !stopping => {}
-            _ = stop.changed(), if !stopping => stopping = true,
-        }
-    }
-    for list in &mut receipts {
-        list.sort_unstable();
-    }
-    receipts
-}
-
 // ---------------------------------------------------------------- a run
 
 async fn run(sizes: &Sizes, resume: Resume) -> Outcome {
@@ -346,14 +280,14 @@ async fn run(sizes: &Sizes, resume: Resume) -> Outcome {
     );
 
     let acked = Arc::new(Acked::default());
-    let publisher = tokio::spawn(publish(
+    let publisher = tokio::spawn(common::publish_receipts(
         log.clone(),
         channels.clone(),
         sizes.per_s,
         acked.clone(),
         stop_rx.clone(),
     ));
-    let control_publisher = tokio::spawn(publish(
+    let control_publisher = tokio::spawn(common::publish_receipts(
         log.clone(),
         control_channels.clone(),
         sizes.control_per_s,

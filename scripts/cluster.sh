@@ -68,38 +68,32 @@ CONF
     pids+=($!)
 done
 
-# Ready: every server's health check passes (JetStream has a meta leader).
-for i in "${!nodes[@]}"; do
+# wait_ready URL PID NAME: until URL answers 200 (60 s at most), or the process exits.
+wait_ready() {
     for _ in $(seq 600); do
-        curl -fs "http://127.0.0.1:$((base + 20 + i))/healthz" >/dev/null && break
-        kill -0 "${pids[$i]}" 2>/dev/null || { echo "cluster: ${nodes[$i]} exited; see $dir/${nodes[$i]}.log" >&2; exit 1; }
+        curl -fs "$1" >/dev/null && return 0
+        kill -0 "$2" 2>/dev/null || { echo "cluster: $3 exited; see $dir/$3.log" >&2; exit 1; }
         sleep 0.1
     done
-    curl -fs "http://127.0.0.1:$((base + 20 + i))/healthz" >/dev/null \
-        || { echo "cluster: ${nodes[$i]} not ready after 60 s; see $dir/${nodes[$i]}.log" >&2; exit 1; }
-done
+    echo "cluster: $3 not ready after 60 s; see $dir/$3.log" >&2
+    exit 1
+}
 
-# Sessions in the replicated key-value bucket, when this build has it.
-session_args=()
-if "$bin" serve --help 2>/dev/null | grep -q -- '--session-store'; then
-    session_args=(--session-store kv)
-fi
+# Ready: every server's health check passes (JetStream has a meta leader).
+for i in "${!nodes[@]}"; do
+    wait_ready "http://127.0.0.1:$((base + 20 + i))/healthz" "${pids[$i]}" "${nodes[$i]}"
+done
 
 gateways=(gw-a gw-b)
 for k in "${!gateways[@]}"; do
     name="${gateways[$k]}"
     listen="127.0.0.1:$((gw_base + k))"
-    "$bin" serve --dev --nats-url "$nats_url" --replicas 3 "${session_args[@]}" \
+    # Sessions in the replicated key-value bucket: a resume works on either.
+    "$bin" serve --dev --nats-url "$nats_url" --replicas 3 --session-store kv \
         --data-dir "$dir/$name" --listen "$listen" >>"$dir/$name.log" 2>&1 &
     pids+=($!)
     # One after the other: the first creates the stream, the second finds it.
-    for _ in $(seq 600); do
-        curl -fs "http://$listen/readyz" >/dev/null && break
-        kill -0 "${pids[-1]}" 2>/dev/null || { echo "cluster: $name exited; see $dir/$name.log" >&2; exit 1; }
-        sleep 0.1
-    done
-    curl -fs "http://$listen/readyz" >/dev/null \
-        || { echo "cluster: $name not ready after 60 s; see $dir/$name.log" >&2; exit 1; }
+    wait_ready "http://$listen/readyz" "${pids[-1]}" "$name"
 done
 
 sub="$(python3 -c 'import uuid;print(uuid.uuid4())')"

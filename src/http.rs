@@ -1,16 +1,18 @@
 //! The HTTP API (README "HTTP routes") and the WebSocket endpoint, as warp filters over
 //! one [`Node`].
 //!
-//! Tokens are checked before anything else: a WebSocket upgrade with a bad,
-//! missing or expired token is refused with 401 and never becomes a socket.
+//! A browser page's `Origin` is checked before any route runs
+//! ([`crate::origins`]): a refused one gets 403, an allowed one CORS
+//! answers. Then tokens: a WebSocket upgrade with a bad, missing or
+//! expired token is refused with 401 and never becomes a socket.
 //! So is one past the user's connection cap (429, `UserConnections`).
 //! A `POST /v1/events` body must arrive within `http_body_timeout` (408).
 //! The time and size bounds of the connections themselves are the
 //! listener's (`server::listener`).
 //!
-//! Over 500 lines on purpose: one warp filter per route, each with its
-//! handler and its refusals, and the refusals' words in one place; the
-//! routes are read as one table.
+//! Over 600 lines on purpose: one warp filter per route, each with its
+//! handler and its refusals, the origin gate around them, and the
+//! refusals' words in one place; the routes are read as one table.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;

@@ -78,35 +78,7 @@ impl Gateway {
 
     /// A gateway whose log (`log_path`) keeps what `filter` lets through.
     pub fn start_logging(nats_url: &str, filter: &str) -> Gateway {
-        let data = tempfile::Builder::new()
-            .prefix("switchboard-bench-")
-            .tempdir()
-            .expect("temp dir");
-        let log = std::fs::File::create(data.path().join("gateway.log")).expect("log file");
-        let mut child = Command::new(gateway_binary())
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--nats-url", nats_url])
-            .arg("--data-dir")
-            .arg(data.path())
-            .args(["--jwt-secret", SECRET])
-            .env("SWITCHBOARD_LOG", filter)
-            .env_remove("SWITCHBOARD_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("gateway starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let Some(addr) = switchboard::server::listening_address(stdout, PATIENCE) else {
-            let _ = child.kill();
-            let log = std::fs::read_to_string(data.path().join("gateway.log"));
-            panic!("gateway did not start; log:\n{}", log.unwrap_or_default());
-        };
-        Gateway {
-            child,
-            addr,
-            _data: data,
-        }
+        Gateway::start_with(nats_url, filter, &[])
     }
 
     /// The gateway's log file.
@@ -586,26 +558,7 @@ pub fn serve_accepts(flag: &str) -> bool {
 /// Raises this process's soft open-files limit to its hard limit (children
 /// started afterwards, the gateways, inherit it); returns the soft limit now.
 pub fn raise_open_files_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 0;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                limit = raised;
-            }
-        }
-    }
-    limit.rlim_cur
+    switchboard::server::listener::raise_open_file_limit().unwrap_or(0)
 }
 
 /// Opens a WebSocket with the given read buffer size; an error (refused,
