@@ -261,8 +261,20 @@ async fn roaming_client(
             }
             Ok(None) => {
                 // Closed (1001): back on the other gateway, with the session.
-                let url = format!("{}&session={session}", target.borrow().clone());
-                client = Client::connect_url(&url).await;
+                // A refused connect (a gateway between stop and start) is
+                // tried again after a pause, as a real client does.
+                let mut attempts = 0;
+                client = loop {
+                    let url = format!("{}&session={session}", target.borrow().clone());
+                    match Client::try_connect_url(&url).await {
+                        Ok(client) => break client,
+                        Err(e) => {
+                            attempts += 1;
+                            assert!(attempts < 100, "reconnect refused 100 times: {e}");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
+                };
                 assert_eq!(client.hello["data"]["resumed"], true, "{}", client.hello);
                 moved.fetch_add(1, Ordering::SeqCst);
             }
