@@ -115,6 +115,50 @@ describe("the SDK against a real gateway", () => {
         await client.close();
     });
 
+    test("a connection that goes silent is given up after a heartbeat, and the events sent meanwhile arrive once", async () => {
+        const channel = uuid();
+        const proxy = await tcpProxy(gateway.addr);
+        const client = connect({ url: `ws://${proxy.addr}/v1/ws`, token: token(), WebSocket });
+        const sub = client.subscribe(`channel:${channel}`);
+        const seen = record(client, sub);
+        const reasons = [];
+        client.on("disconnected", (d) => reasons.push(d.reason));
+        await waitFor("subscribed", () => client.cursors[`channel:${channel}`] !== undefined);
+        const published = [(await message(gateway, channel, "before")).seq];
+        await waitFor("the first event", () => seen.events.length === 1);
+        // No RST, no FIN: the packets just stop, as on a dead Wi-Fi.
+        proxy.freeze();
+        for (let i = 0; i < 3; i++) published.push((await message(gateway, channel, `during${i}`)).seq);
+        await waitFor("the watchdog to give up (heartbeat 1 s)", () => seen.closes.length === 1);
+        assert.match(reasons[0], /no frame from the server/);
+        await waitFor("a new connection", () => seen.connected === 2);
+        await waitFor("the events sent while it was silent", () => seen.events.length === published.length);
+        assert.deepEqual(seqsOf(seen.events), published);
+        await client.close();
+        await proxy.close();
+    });
+
+    test("after a 4029 (too many bad frames) the client waits abusePauseMs before it comes back", async () => {
+        const strict = await startGateway(nats.url, ["--reconnect-base", "50ms", "--bad-frames-per-minute", "2"]);
+        try {
+            const client = connect({ url: strict.ws, token: token(), WebSocket, abusePauseMs: 45_000 });
+            const seen = record(client);
+            const waits = [];
+            client.on("disconnected", (d) => waits.push(d.reconnectInMs));
+            await waitFor("connected", () => seen.connected === 1);
+            // Typing to something that is not a channel id is a bad frame.
+            for (let i = 0; i < 3; i++) client.typing("not-a-channel", true);
+            await waitFor("the 4029 close", () => seen.closes.length === 1);
+            assert.deepEqual(seen.closes, [4029]);
+            assert.deepEqual(waits, [45_000]);
+            assert.equal(client.state, "disconnected");
+            await client.close();
+            assert.equal(seen.connected, 1, "it did not come back");
+        } finally {
+            await strict.stop();
+        }
+    });
+
     test("typing reaches the channel's other members with the sender's identity", async () => {
         const channel = uuid();
         const alice = uuid();

@@ -244,6 +244,15 @@ export async function tcpProxy(target) {
         get connections() {
             return open.size;
         },
+        /** Stops forwarding on every open connection without closing it: a silent network. */
+        freeze() {
+            for (const { client, upstream } of open) {
+                client.unpipe(upstream);
+                upstream.unpipe(client);
+                client.pause();
+                upstream.pause();
+            }
+        },
         drop() {
             for (const { client, upstream } of open) {
                 client.resetAndDestroy();
