@@ -118,13 +118,30 @@ async function metric(gateway, name) {
 }
 
 let browser;
+/** Why there is no browser: every test fails with it (none is skipped). */
+let noBrowser;
 
 before(async () => {
-    browser = await chromium.launch({ executablePath: chromiumExecutable(), args: ["--no-sandbox"] });
+    try {
+        browser = await chromium.launch({ executablePath: chromiumExecutable(), args: ["--no-sandbox"] });
+    } catch (error) {
+        noBrowser = error;
+    }
 });
 
 after(async () => {
     await browser?.close();
+});
+
+/** A new page, or the reason there is no browser. */
+function newPage(options) {
+    if (!browser) throw noBrowser ?? new Error("the browser did not start");
+    return browser.newPage(options);
+}
+
+test("a Chromium runs the browser tests", () => {
+    if (noBrowser) throw noBrowser;
+    assert.ok(browser.isConnected());
 });
 
 describe("pages of other origins", () => {
@@ -156,7 +173,7 @@ describe("pages of other origins", () => {
     });
 
     test("an allowed origin publishes over fetch (preflighted) and opens a WebSocket that closes cleanly", async () => {
-        const page = await browser.newPage();
+        const page = await newPage();
         try {
             await page.goto(allowed.origin);
             const published = await fetchPublish(page, gateway.http, publisherToken(), uuid());
@@ -174,7 +191,7 @@ describe("pages of other origins", () => {
     });
 
     test("the SDK's close() from a page is a clean 1000", async () => {
-        const page = await browser.newPage();
+        const page = await newPage();
         try {
             await page.goto(allowed.origin);
             const closed = await page.evaluate(
@@ -196,7 +213,7 @@ describe("pages of other origins", () => {
 
     test("an origin that is not allowed can neither publish nor open a WebSocket", async () => {
         await waitFor("no WebSocket left open", async () => (await metric(gateway, "switchboard_connections")) === 0);
-        const page = await browser.newPage();
+        const page = await newPage();
         try {
             await page.goto(refused.origin);
             const published = await fetchPublish(page, gateway.http, publisherToken(), uuid());
@@ -229,7 +246,7 @@ describe("the console", () => {
     });
 
     test("connects, subscribes, publishes, and resumes across a gateway kill without a gap", async () => {
-        const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+        const page = await newPage({ viewport: { width: 1400, height: 1000 } });
         const foreign = [];
         const problems = [];
         page.on("request", (request) => {
