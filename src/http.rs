@@ -8,7 +8,7 @@
 //! So is one past the user's connection cap (429, `UserConnections`).
 //! A `POST /v1/events` body must arrive within `http_body_timeout` (408).
 //! The time and size bounds of the connections themselves are the
-//! listener's (`server::listener`).
+//! listener's (`server::listener`). `GET /console` is [`crate::console`]'s.
 //!
 //! Over 600 lines on purpose: one warp filter per route, each with its
 //! handler and its refusals, the origin gate around them, and the
