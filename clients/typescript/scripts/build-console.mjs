@@ -8,7 +8,7 @@
 // esbuild only strips types.
 
 import { spawnSync } from "node:child_process";
-import { copyFileSync, mkdirSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -26,9 +26,8 @@ if (checked.status !== 0) {
 }
 
 mkdirSync(out, { recursive: true });
-await build({
+const bundle = await build({
     entryPoints: [path.join(source, "console.ts")],
-    outfile: path.join(out, "console.js"),
     bundle: true,
     format: "iife",
     platform: "browser",
@@ -36,8 +35,19 @@ await build({
     minify: true,
     legalComments: "none",
     logLevel: "warning",
+    write: false,
 });
-for (const file of ["index.html", "console.css"]) copyFileSync(path.join(source, file), path.join(out, file));
-
-const sizes = ["index.html", "console.js", "console.css"].map((f) => `${f} ${statSync(path.join(out, f)).size} B`);
+const files = {
+    "index.html": readFileSync(path.join(source, "index.html")),
+    "console.js": Buffer.from(bundle.outputFiles[0].contents),
+    "console.css": readFileSync(path.join(source, "console.css")),
+};
+// Unchanged files are not rewritten: cargo rebuilds the gateway when their
+// modification time changes.
+for (const [name, contents] of Object.entries(files)) {
+    const target = path.join(out, name);
+    if (existsSync(target) && readFileSync(target).equals(contents)) continue;
+    writeFileSync(target, contents);
+}
+const sizes = Object.entries(files).map(([name, contents]) => `${name} ${contents.length} B`);
 console.log(`build-console: ${path.relative(here, out)}/: ${sizes.join(", ")}`);
