@@ -30,6 +30,11 @@ pub enum Since {
     Time(DateTime<Utc>),
 }
 
+/// The client frames' `type`s (`schemas/client`), in the README's order.
+/// Every one decodes; any other `type` is refused with this list
+/// (`asyncapi.yaml` names the same, `tests/asyncapi.rs` checks it).
+pub const CLIENT_FRAME_TYPES: &[&str] = &["subscribe", "unsubscribe", "typing", "ack", "ping"];
+
 /// A decoded client frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientFrame {
@@ -71,6 +76,15 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code the gateway sends (a new variant goes here too:
+    /// `tests/asyncapi.rs` checks `asyncapi.yaml` against this list).
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::BadRequest,
+        ErrorCode::Forbidden,
+        ErrorCode::NotFound,
+        ErrorCode::Unavailable,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadRequest => "bad_request",
@@ -112,6 +126,20 @@ pub enum Close {
 }
 
 impl Close {
+    /// Every reason the server closes for, two sharing 1011 (a new variant
+    /// goes here too: `tests/asyncapi.rs` checks `asyncapi.yaml` against it).
+    pub const ALL: &'static [Close] = &[
+        Close::ShuttingDown,
+        Close::ProtocolError,
+        Close::InvalidUtf8,
+        Close::TooLarge,
+        Close::LogUnavailable,
+        Close::SessionStoreUnavailable,
+        Close::TokenExpired,
+        Close::Stalled,
+        Close::Abuse,
+    ];
+
     pub fn code(self) -> u16 {
         match self {
             Close::ShuttingDown => 1001,
@@ -317,8 +345,9 @@ pub fn decode(text: &str) -> Result<ClientFrame, FrameError> {
         }
         "ping" => Ok(ClientFrame::Ping { request_id }),
         other => Err(bad(format!(
-            "unknown frame type `{}`",
-            other.chars().take(64).collect::<String>()
+            "unknown frame type `{}` (expected one of: {})",
+            other.chars().take(64).collect::<String>(),
+            CLIENT_FRAME_TYPES.join(", ")
         ))),
     }
 }
@@ -333,8 +362,44 @@ fn channel_field(raw: Option<&RawValue>) -> Result<Channel, String> {
     }
 }
 
-fn frame(kind: &str, data: Value) -> String {
-    json!({"type": kind, "timestamp": format_timestamp(&Utc::now()), "data": data}).to_string()
+/// The server control frames' `type`s (`schemas/server`), each encoded by
+/// the function of the same name below.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ControlType {
+    Hello,
+    Subscribed,
+    Replayed,
+    Unsubscribed,
+    Pong,
+    Error,
+}
+
+impl ControlType {
+    /// Every control frame type, in the README's order.
+    pub const ALL: &'static [ControlType] = &[
+        ControlType::Hello,
+        ControlType::Subscribed,
+        ControlType::Replayed,
+        ControlType::Unsubscribed,
+        ControlType::Pong,
+        ControlType::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ControlType::Hello => "hello",
+            ControlType::Subscribed => "subscribed",
+            ControlType::Replayed => "replayed",
+            ControlType::Unsubscribed => "unsubscribed",
+            ControlType::Pong => "pong",
+            ControlType::Error => "error",
+        }
+    }
+}
+
+fn frame(kind: ControlType, data: Value) -> String {
+    json!({"type": kind.as_str(), "timestamp": format_timestamp(&Utc::now()), "data": data})
+        .to_string()
 }
 
 fn with_request_id(mut data: Map<String, Value>, request_id: Option<&str>) -> Value {
@@ -363,7 +428,7 @@ pub fn hello(
     epoch: &str,
 ) -> String {
     frame(
-        "hello",
+        ControlType::Hello,
         json!({
             "session_id": session_id,
             "user_id": user_id,
@@ -392,28 +457,31 @@ pub fn subscribed(
     if let Some(first) = first_seq {
         data.insert("first_seq".into(), first.into());
     }
-    frame("subscribed", with_request_id(data, request_id))
+    frame(ControlType::Subscribed, with_request_id(data, request_id))
 }
 
 pub fn replayed(channel: Channel, count: u64, last_seq: u64) -> String {
     frame(
-        "replayed",
+        ControlType::Replayed,
         json!({"channel": channel, "count": count, "last_seq": last_seq}),
     )
 }
 
 pub fn unsubscribed(request_id: Option<&str>, channel: Channel, reason: EndReason) -> String {
     let data = object(json!({"channel": channel, "reason": reason.as_str()}));
-    frame("unsubscribed", with_request_id(data, request_id))
+    frame(ControlType::Unsubscribed, with_request_id(data, request_id))
 }
 
 pub fn pong(request_id: Option<&str>) -> String {
-    frame("pong", with_request_id(Map::new(), request_id))
+    frame(ControlType::Pong, with_request_id(Map::new(), request_id))
 }
 
 pub fn error(error: &FrameError) -> String {
     let data = object(json!({"code": error.code.as_str(), "message": error.message}));
-    frame("error", with_request_id(data, error.request_id.as_deref()))
+    frame(
+        ControlType::Error,
+        with_request_id(data, error.request_id.as_deref()),
+    )
 }
 
 #[cfg(test)]
@@ -508,6 +576,51 @@ mod tests {
             if text.contains(r#""request_id":"x""#) {
                 assert_eq!(err.request_id.as_deref(), Some("x"), "{text}");
             }
+        }
+    }
+
+    #[test]
+    fn every_client_frame_type_decodes_and_others_are_named() {
+        for kind in CLIENT_FRAME_TYPES {
+            let text = format!(r#"{{"type":"{kind}"}}"#);
+            if let Err(e) = decode(&text) {
+                assert!(!e.message.contains("unknown frame type"), "{kind}: {e:?}");
+            }
+        }
+        let err = decode(r#"{"type":"dance"}"#).unwrap_err();
+        assert!(
+            err.message.contains(&CLIENT_FRAME_TYPES.join(", ")),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn control_frames_are_typed_by_their_control_type() {
+        let frames = [
+            (
+                ControlType::Hello,
+                hello(Id::new_v4(), Id::new_v4(), 1, 1, false, &[], "e"),
+            ),
+            (
+                ControlType::Subscribed,
+                subscribed(None, Channel::Global, None, "e"),
+            ),
+            (ControlType::Replayed, replayed(Channel::Global, 0, 0)),
+            (
+                ControlType::Unsubscribed,
+                unsubscribed(None, Channel::Global, EndReason::Requested),
+            ),
+            (ControlType::Pong, pong(None)),
+            (
+                ControlType::Error,
+                error(&FrameError::new(ErrorCode::BadRequest, "x", None)),
+            ),
+        ];
+        assert_eq!(frames.len(), ControlType::ALL.len());
+        for (kind, text) in frames {
+            let f: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(f["type"], kind.as_str());
         }
     }
 
