@@ -97,6 +97,12 @@ export async function startNats() {
 
 const LISTENING = "switchboard listening on http://";
 
+/** The caller's environment without the settings a developer may have exported. */
+function gatewayEnv() {
+    const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("SWITCHBOARD_") || name === "SWITCHBOARD_BIN"));
+    return { ...env, SWITCHBOARD_LOG: "info,switchboard=debug" };
+}
+
 /**
  * The real gateway on `natsUrl`. `restart()` SIGKILLs it and starts it
  * again on the same address and data directory.
@@ -119,7 +125,7 @@ export async function startGateway(natsUrl, args = []) {
                 ["serve", "--listen", this.addr, "--nats-url", natsUrl, "--data-dir", data, "--jwt-secret", SECRET, ...args],
                 {
                     stdio: ["ignore", "pipe", openSync(path.join(data, "gateway.log"), "a")],
-                    env: { ...process.env, SWITCHBOARD_LOG: "info,switchboard=debug", SWITCHBOARD_CONFIG: "" },
+                    env: gatewayEnv(),
                 },
             );
             children.add(child);

@@ -1,0 +1,17 @@
+/**
+ * `@switchboard/client`: switchboard's client for browsers and Node ≥ 20.
+ *
+ * ```ts
+ * import { connect } from "@switchboard/client";
+ * const client = connect({ url: "wss://chat.example.com/v1/ws", getToken: () => fetchToken() });
+ * const room = client.subscribe("channel:0b6f…");
+ * room.on("event", (event) => render(event));      // every stored event once, in seq order
+ * room.on("gap", ({ firstSeq }) => reloadHistory()); // retention dropped some: fill from elsewhere
+ * ```
+ */
+export { connect, Client, type CloseResult, type ClientStats, type SubscribeOptions } from "./client.js";
+export { Subscription, type SubscriptionEvents } from "./subscription.js";
+export { memoryStorage, webStorage, type CursorStorage, type SavedCursors } from "./storage.js";
+export { reconnectDelay } from "./backoff.js";
+export type * from "./types.js";
+export * from "./schema.generated.js";

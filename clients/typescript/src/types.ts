@@ -1,0 +1,90 @@
+import type { EventDataMap, EventType, HelloData } from "./schema.generated.js";
+import type { CursorStorage } from "./storage.js";
+
+/** A subscription channel: `channel:{uuid}`, `user:{uuid}` or `global`. */
+export type Channel = `channel:${string}` | `user:${string}` | "global";
+
+/** An event as the gateway sends it: the envelope `{type, timestamp, data}` plus where it belongs. */
+export type StoredEvent = {
+    [K in Exclude<EventType, "user_typing">]: {
+        type: K;
+        /** When the stream stored it (RFC 3339, UTC, milliseconds). */
+        timestamp: string;
+        data: EventDataMap[K];
+        channel: Channel;
+        /** Its position in the stream: strictly increasing within a subscription. */
+        seq: number;
+        /** The domain event's id, the same for every copy of it. */
+        id: string;
+    };
+}[Exclude<EventType, "user_typing">];
+
+/** Typing is ephemeral: live only, never replayed, no `seq`. */
+export interface TypingEvent {
+    type: "user_typing";
+    timestamp: string;
+    data: EventDataMap["user_typing"];
+    channel: Channel;
+}
+
+export type ChatEvent = StoredEvent | TypingEvent;
+
+/** The WebSocket the client needs: the browser's, Node's global one, or the `ws` package's. */
+export interface WebSocketLike {
+    readonly readyState: number;
+    send(data: string): void;
+    close(code?: number, reason?: string): void;
+    onopen: ((event: unknown) => void) | null;
+    onmessage: ((event: { data: unknown }) => void) | null;
+    onclose: ((event: { code: number; reason: string; wasClean: boolean }) => void) | null;
+    onerror: ((event: unknown) => void) | null;
+}
+
+export type WebSocketConstructor = new (url: string) => WebSocketLike;
+
+export type ConnectionState = "connecting" | "connected" | "disconnected" | "closed";
+
+/** Why a subscription may be missing events: the application must load them another way. */
+export interface Gap {
+    channel: Channel;
+    /** The oldest `seq` the stream still holds, when the server said. */
+    firstSeq: number | undefined;
+    /**
+     * `retention`: events the client asked for are gone from the stream, or
+     * the `seq` asked for is beyond the stream's end; `epoch`: the stream was
+     * recreated, so earlier seqs mean nothing.
+     */
+    reason: "retention" | "epoch";
+}
+
+export interface ClientEvents {
+    connecting: { attempt: number };
+    connected: { hello: HelloData; resumed: boolean };
+    /** `reconnectInMs` is `null` when the client will not reconnect (closed by the application). */
+    disconnected: { code: number; reason: string; reconnectInMs: number | null };
+    /** A session was restored: its subscriptions replay from the server's cursors. */
+    resumed: { channels: Channel[] };
+    gap: Gap;
+    error: { code: string; message: string; channel?: Channel };
+}
+
+export interface ConnectOptions {
+    /** The gateway's WebSocket endpoint, for example `wss://chat.example.com/v1/ws`. */
+    url: string;
+    /** A JWT; or give `getToken`. */
+    token?: string;
+    /** Called before every connection attempt, so an expired token (close 4001) is replaced. */
+    getToken?: () => string | Promise<string>;
+    /** A WebSocket constructor; default `globalThis.WebSocket`. */
+    WebSocket?: WebSocketConstructor;
+    /** Keeps the last delivered seqs across page reloads (see `webStorage`). */
+    storage?: CursorStorage;
+    /** The key under which `storage` keeps this client's cursors (default `switchboard`). */
+    storageKey?: string;
+    /** How often delivered seqs are acked (and saved): default 1000 ms. */
+    ackIntervalMs?: number;
+    /** The most a reconnect waits: default 30,000 ms. */
+    maxReconnectMs?: number;
+    /** How long the client waits after a close 4029 (too many bad frames): default 60,000 ms. */
+    abusePauseMs?: number;
+}
