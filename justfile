@@ -1,6 +1,9 @@
 # switchboard: WebSocket gateway over NATS JetStream.
 # `just tools` (a dependency of run/test/bench) installs the pinned just and
-# nats-server into the git-ignored .tools/ when they are not on PATH.
+# nats-server into the git-ignored .tools/ when they are not on PATH; `just sdk`
+# builds the TypeScript SDK and the console the gateway embeds (npm ci with the
+# committed lock file); the browser tests install Debian's chromium when missing
+# (scripts/browser.sh).
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
@@ -16,8 +19,20 @@ default:
 tools:
     @bash scripts/tools.sh
 
-# Build release and run the gateway in dev mode (--dev) with a local nats-server (prints a token and client examples first)
-run *ARGS: tools
+# Build the TypeScript SDK and the /console page (clients/typescript: npm ci when node_modules is missing or older than the lock file, then npm run build)
+sdk:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cd clients/typescript
+    command -v npm >/dev/null || { echo "sdk: npm not found: install Node.js >= 20 with npm (Debian: apt-get install nodejs npm)" >&2; exit 1; }
+    # npm ci writes node_modules/.package-lock.json: older than the lock file means stale.
+    if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
+        npm ci --no-audit --no-fund
+    fi
+    npm run build
+
+# Build release (with the console) and run the gateway in dev mode (--dev) with a local nats-server (prints a token, client examples and the console's address first)
+run *ARGS: tools sdk
     #!/usr/bin/env bash
     set -euo pipefail
     cargo build --release
@@ -38,6 +53,7 @@ run *ARGS: tools
     echo "token: $token"
     echo "follow (another terminal, repo root): $bin tail --url ws://$listen --token $token global"
     echo "publish (another terminal, repo root): $bin publish --type channel_created --data '{\"channel_id\":\"$channel_id\",\"channel_name\":\"general\"}'"
+    echo "console (a browser; 'Use dev token'): http://$listen/console"
     echo
     exec "$bin" serve --dev "$@"
 
@@ -46,9 +62,26 @@ cluster: tools
     cargo build --release
     bash scripts/cluster.sh
 
-# Run all tests: unit, integration against real nats-servers, and a smoke run of each bench
-test: tools
+# Run all tests: unit, integration against real nats-servers, a smoke run of each bench, then the SDK's and the browser tests
+test: tools sdk
     cargo test --all-targets
+    @just _test-js
+
+# Run the TypeScript SDK's and the browser tests only (against the debug gateway build)
+test-js: tools sdk
+    cargo build
+    @just _test-js
+
+# The JS tests (node --test), with a Chromium for the browser tests (installed when missing and possible)
+_test-js:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    # Without a Chromium the browser tests fail and say why; the others still run.
+    if chromium="$(bash scripts/browser.sh)"; then
+        export SWITCHBOARD_CHROMIUM="$chromium"
+    fi
+    cd clients/typescript
+    npm test
 
 # Check formatting and clippy lints (warnings are errors)
 lint:

@@ -8,7 +8,7 @@
 //! So is one past the user's connection cap (429, `UserConnections`).
 //! A `POST /v1/events` body must arrive within `http_body_timeout` (408).
 //! The time and size bounds of the connections themselves are the
-//! listener's (`server::listener`).
+//! listener's (`server::listener`). `GET /console` is [`crate::console`]'s.
 //!
 //! Over 600 lines on purpose: one warp filter per route, each with its
 //! handler and its refusals, the origin gate around them, and the
@@ -85,6 +85,7 @@ pub fn routes(node: Arc<Node>) -> impl Filter<Extract = (Response,), Error = Inf
         .and(warp::query::<HashMap<String, String>>())
         .and(with_node.clone())
         .then(history);
+    let console = crate::console::routes(node.clone());
     let users = UserConnections::default();
     let ws = warp::path!("v1" / "ws")
         .and(warp::get())
@@ -104,6 +105,8 @@ pub fn routes(node: Arc<Node>) -> impl Filter<Extract = (Response,), Error = Inf
         .or(history)
         .unify()
         .or(ws)
+        .unify()
+        .or(console)
         .unify()
         .recover(rejection)
         .unify();
@@ -536,7 +539,7 @@ fn websocket(
 
 /// The routes, for a 404 or a 405.
 const ROUTES: &str = "GET /healthz, GET /readyz, GET /metrics, POST /v1/events, \
-GET /v1/history/{channel}, GET /v1/ws";
+GET /v1/history/{channel}, GET /v1/ws, GET /console";
 
 /// A request no route took, answered in words a person can act on (never
 /// warp's type names).

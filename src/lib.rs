@@ -16,6 +16,7 @@
 //! - [`store`]: the node's sled database: sessions and the projection snapshot.
 //! - [`schema`]: the JSON Schemas of `schemas/`, and validation of publish bodies.
 //! - [`http`]: the HTTP API and the WebSocket endpoint, as warp filters.
+//! - [`console`]: `GET /console`, the browser console embedded at build time.
 //! - [`server`]: `serve`: brings a node up and takes it down, in order.
 //! - [`settings`]: settings values, their precedence, and errors that name them.
 //! - [`cli`]: the command line (`serve`, `publish`, `replay`, `token`, `projection`, `tail`).
@@ -43,6 +44,7 @@ pub mod store;
 pub mod token;
 
 pub mod cli;
+pub mod console;
 pub mod http;
 pub mod schema;
 pub mod server;

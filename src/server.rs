@@ -156,6 +156,7 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         keys,
         settings.limits.clone(),
         settings.allowed_origins.clone(),
+        settings.dev,
     );
 
     let typing = node

@@ -64,6 +64,8 @@ pub struct Node {
     pub(crate) limits: Limits,
     /// Web origins allowed to use the gateway from a browser.
     pub(crate) origins: crate::origins::Origins,
+    /// `--dev`: the console may mint development tokens.
+    pub(crate) dev: bool,
     pub(crate) metrics: &'static Metrics,
     /// Cancelled once, when the node shuts down.
     shutdown: CancellationToken,
@@ -73,6 +75,9 @@ pub struct Node {
 }
 
 impl Node {
+    // One argument per part the node owns; a struct of them would only
+    // repeat the fields.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         log: Log,
         store: Store,
@@ -81,6 +86,7 @@ impl Node {
         keys: TokenKeys,
         limits: Limits,
         origins: crate::origins::Origins,
+        dev: bool,
     ) -> Arc<Node> {
         let last = projection.last_seq;
         let retention = log.settings().retention;
@@ -95,6 +101,7 @@ impl Node {
             keys,
             limits,
             origins,
+            dev,
             metrics: Metrics::get(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),

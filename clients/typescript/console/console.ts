@@ -1,0 +1,360 @@
+/**
+ * The gateway's browser console (`GET /console`): connect with a token,
+ * subscribe with an optional `since` / `since_seq`, watch events with their
+ * `seq` and time, and every connection change (replays, gaps, closes,
+ * reconnects) in a log; send typing; publish with a publisher token.
+ *
+ * Built from the SDK by scripts/build-console.mjs into one script the
+ * gateway serves beside the page (its Content-Security-Policy allows no
+ * inline script and nothing from elsewhere). No framework: a few DOM calls.
+ * Element ids and `data-testid`s are stable: the browser test drives them.
+ */
+
+import { connect, EVENT_TYPES, webStorage, type Channel, type ChatEvent, type Client, type Subscription } from "../src/index.js";
+
+/** Rows kept in the events list and the log: the oldest go first. */
+const MAX_EVENTS = 2000;
+const MAX_LOG = 500;
+
+function element<T extends HTMLElement>(id: string): T {
+    const found = document.getElementById(id);
+    if (!found) throw new Error(`console: the page has no #${id}`);
+    return found as T;
+}
+
+const ui = {
+    state: element<HTMLSpanElement>("state"),
+    connectForm: element<HTMLFormElement>("connect-form"),
+    url: element<HTMLInputElement>("url"),
+    token: element<HTMLTextAreaElement>("token"),
+    remember: element<HTMLInputElement>("remember"),
+    connect: element<HTMLButtonElement>("connect"),
+    disconnect: element<HTMLButtonElement>("disconnect"),
+    devToken: element<HTMLButtonElement>("use-dev-token"),
+    subscribeForm: element<HTMLFormElement>("subscribe-form"),
+    channel: element<HTMLInputElement>("channel"),
+    since: element<HTMLInputElement>("since"),
+    sinceSeq: element<HTMLInputElement>("since-seq"),
+    subscriptions: element<HTMLUListElement>("subscriptions"),
+    publishForm: element<HTMLFormElement>("publish-form"),
+    publisherToken: element<HTMLTextAreaElement>("publisher-token"),
+    eventType: element<HTMLSelectElement>("event-type"),
+    eventData: element<HTMLTextAreaElement>("event-data"),
+    example: element<HTMLButtonElement>("example"),
+    publishResult: element<HTMLOutputElement>("publish-result"),
+    events: element<HTMLOListElement>("events"),
+    eventCount: element<HTMLElement>("event-count"),
+    clearEvents: element<HTMLButtonElement>("clear-events"),
+    log: element<HTMLOListElement>("log"),
+};
+
+let client: Client | null = null;
+/** This page's subscriptions, by channel, with their list rows. */
+const subscriptions = new Map<Channel, { sub: Subscription; row: HTMLLIElement; replaying: boolean }>();
+let eventsShown = 0;
+
+/** `ws://host/v1/ws` of the page's own gateway. */
+function defaultUrl(): string {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    return `${scheme}//${location.host}/v1/ws`;
+}
+
+/** The HTTP API's base for the WebSocket URL in the form. */
+function httpBase(): string {
+    const url = new URL(ui.url.value.trim() || defaultUrl());
+    url.protocol = url.protocol === "wss:" ? "https:" : "http:";
+    url.pathname = "";
+    url.search = "";
+    return url.origin;
+}
+
+function clock(time: Date): string {
+    return time.toISOString().slice(11, 23);
+}
+
+function append(list: HTMLOListElement, row: HTMLLIElement, max: number): void {
+    const follow = list.scrollTop + list.clientHeight >= list.scrollHeight - 4;
+    list.append(row);
+    while (list.childElementCount > max) list.firstElementChild?.remove();
+    if (follow) list.scrollTop = list.scrollHeight;
+}
+
+function span(className: string, text: string): HTMLSpanElement {
+    const node = document.createElement("span");
+    node.className = className;
+    node.textContent = text;
+    return node;
+}
+
+/** A line in the log: `kind` is its `data-kind` (connecting, connected, disconnected, …). */
+function log(kind: string, text: string): void {
+    const row = document.createElement("li");
+    row.dataset.kind = kind;
+    row.dataset.testid = "log-entry";
+    row.className = `log-${kind}`;
+    row.append(span("time", clock(new Date())), span("kind", kind), span("text", text));
+    append(ui.log, row, MAX_LOG);
+}
+
+function setState(state: string, text: string): void {
+    ui.state.dataset.state = state;
+    ui.state.textContent = text;
+}
+
+function showEvent(event: ChatEvent, replayed: boolean): void {
+    if (!("seq" in event)) {
+        const data = event.data;
+        log("typing", `${event.channel}: ${data.username} ${data.is_typing ? "is typing" : "stopped typing"}`);
+        return;
+    }
+    const row = document.createElement("li");
+    row.dataset.testid = "event";
+    row.dataset.seq = String(event.seq);
+    row.dataset.channel = event.channel;
+    row.dataset.type = event.type;
+    row.dataset.id = event.id;
+    row.className = replayed ? "event replayed" : "event";
+    row.title = JSON.stringify(event.data, null, 2);
+    const stored = new Date(event.timestamp);
+    row.append(
+        span("seq", `#${event.seq}`),
+        span("time", Number.isNaN(stored.getTime()) ? event.timestamp : clock(stored)),
+        span("channel", event.channel),
+        span("type", event.type),
+        span("data", JSON.stringify(event.data)),
+    );
+    if (replayed) row.append(span("badge", "replayed"));
+    append(ui.events, row, MAX_EVENTS);
+    eventsShown += 1;
+    ui.eventCount.textContent = String(eventsShown);
+}
+
+function subscriptionRow(channel: Channel): HTMLLIElement {
+    const row = document.createElement("li");
+    row.dataset.testid = "subscription";
+    row.dataset.channel = channel;
+    const last = span("last-seq", "—");
+    last.dataset.testid = "last-seq";
+    const status = span("status", "subscribing");
+    status.dataset.testid = "subscription-status";
+    row.append(span("channel", channel), status, last);
+    if (channel.startsWith("channel:")) {
+        const typing = document.createElement("button");
+        typing.type = "button";
+        typing.textContent = "Typing";
+        typing.dataset.testid = "send-typing";
+        typing.addEventListener("click", () => {
+            const sent = client?.typing(channel, true) ?? false;
+            log("typing", sent ? `sent typing to ${channel}` : `not connected: typing to ${channel} not sent`);
+        });
+        row.append(typing);
+    }
+    const leave = document.createElement("button");
+    leave.type = "button";
+    leave.textContent = "Unsubscribe";
+    leave.dataset.testid = "unsubscribe";
+    leave.addEventListener("click", () => {
+        const entry = subscriptions.get(channel);
+        if (entry) void entry.sub.unsubscribe();
+    });
+    row.append(leave);
+    return row;
+}
+
+function subscribe(channel: Channel, options: { since?: string; sinceSeq?: number }): void {
+    if (!client) throw new Error("connect first");
+    const sub = client.subscribe(channel, options);
+    const row = subscriptionRow(channel);
+    const entry = { sub, row, replaying: false };
+    subscriptions.set(channel, entry);
+    ui.subscriptions.append(row);
+    const status = (text: string) => {
+        const node = row.querySelector<HTMLElement>(".status");
+        if (node) node.textContent = text;
+    };
+    sub.on("subscribed", ({ complete, firstSeq, epoch }) => {
+        entry.replaying = true;
+        status(complete ? "subscribed" : "subscribed, incomplete");
+        const first = firstSeq === undefined ? "" : `, first_seq ${firstSeq}`;
+        log("subscribed", `${channel}: complete ${complete}${first}${epoch ? `, epoch ${epoch}` : ""}`);
+    });
+    sub.on("replayed", ({ count, lastSeq }) => {
+        entry.replaying = false;
+        status("live");
+        log("replayed", `${channel}: ${count} event(s) replayed, last_seq ${lastSeq}`);
+    });
+    sub.on("event", (event) => {
+        showEvent(event, entry.replaying);
+        if ("seq" in event) {
+            const last = row.querySelector<HTMLElement>(".last-seq");
+            if (last) last.textContent = `last seq ${event.seq}`;
+        }
+    });
+    sub.on("gap", ({ firstSeq, reason }) => {
+        log("gap", `${channel}: events missing (${reason})${firstSeq === undefined ? "" : `, the stream starts at seq ${firstSeq}`}`);
+    });
+    sub.on("error", ({ code, message }) => log("error", `${channel}: ${code}: ${message}`));
+    sub.on("unsubscribed", ({ reason }) => {
+        log("unsubscribed", `${channel}: ${reason}`);
+        subscriptions.delete(channel);
+        row.remove();
+    });
+}
+
+function connectClient(url: string, token: string): void {
+    const previous = client;
+    if (previous) void previous.close();
+    subscriptions.clear();
+    ui.subscriptions.replaceChildren();
+    const next = connect({
+        url,
+        token,
+        ...(ui.remember.checked ? { storage: webStorage(localStorage), storageKey: "switchboard-console" } : {}),
+    });
+    client = next;
+    next.on("connecting", ({ attempt }) => {
+        setState("connecting", attempt ? `reconnecting (attempt ${attempt})` : "connecting");
+        log("connecting", `${url}${attempt ? `, attempt ${attempt}` : ""}`);
+    });
+    next.on("connected", ({ hello, resumed }) => {
+        setState("connected", `connected as ${hello.user_id}`);
+        log("connected", `session ${hello.session_id}${resumed ? " (resumed)" : ""}, heartbeat ${hello.heartbeat_ms} ms`);
+    });
+    next.on("disconnected", ({ code, reason, reconnectInMs }) => {
+        const again = reconnectInMs === null ? "not reconnecting" : `reconnecting in ${Math.round(reconnectInMs)} ms`;
+        setState(reconnectInMs === null ? "closed" : "disconnected", `closed ${code}${reason ? ` ${reason}` : ""}; ${again}`);
+        log("disconnected", `close ${code}${reason ? ` (${reason})` : ""}; ${again}`);
+    });
+    next.on("resumed", ({ channels }) => log("resumed", `session restored: ${channels.join(", ") || "no subscriptions"}`));
+    next.on("gap", ({ channel, firstSeq, reason }) =>
+        log("gap", `${channel}: events missing (${reason})${firstSeq === undefined ? "" : `, the stream starts at seq ${firstSeq}`}`),
+    );
+    next.on("error", ({ code, message, channel }) => log("error", `${channel ? `${channel}: ` : ""}${code}: ${message}`));
+    ui.disconnect.disabled = false;
+}
+
+async function publish(): Promise<void> {
+    const bearer = ui.publisherToken.value.trim() || ui.token.value.trim();
+    let data: unknown;
+    try {
+        data = JSON.parse(ui.eventData.value);
+    } catch (error) {
+        ui.publishResult.dataset.ok = "false";
+        ui.publishResult.textContent = `the data is not JSON: ${String(error)}`;
+        return;
+    }
+    const type = ui.eventType.value;
+    try {
+        const response = await fetch(`${httpBase()}/v1/events`, {
+            method: "POST",
+            headers: { authorization: `Bearer ${bearer}`, "content-type": "application/json" },
+            body: JSON.stringify({ type, data }),
+        });
+        const text = await response.text();
+        ui.publishResult.dataset.ok = String(response.ok);
+        ui.publishResult.textContent = `${response.status}: ${text}`;
+        log("publish", `${type}: ${response.status} ${text}`);
+    } catch (error) {
+        ui.publishResult.dataset.ok = "false";
+        ui.publishResult.textContent = `failed: ${String(error)}`;
+        log("publish", `${type}: failed: ${String(error)}`);
+    }
+}
+
+/** Data for the selected type, in the first subscribed chat channel when there is one. */
+function exampleData(type: string): Record<string, unknown> {
+    const chat = [...subscriptions.keys()].find((c) => c.startsWith("channel:"));
+    const channelId = chat ? chat.slice("channel:".length) : crypto.randomUUID();
+    const userId = crypto.randomUUID();
+    switch (type) {
+        case "channel_message":
+            return { message_id: crypto.randomUUID(), channel_id: channelId, user_id: userId, username: "console", content: "hello from the console" };
+        case "channel_created":
+            return { channel_id: channelId, channel_name: "general" };
+        default:
+            return { channel_id: channelId, user_id: userId };
+    }
+}
+
+function start(): void {
+    ui.url.value = defaultUrl();
+    for (const type of EVENT_TYPES) {
+        if (type === "user_typing") continue; // ephemeral: typing goes over the WebSocket
+        const option = document.createElement("option");
+        option.value = type;
+        option.textContent = type;
+        ui.eventType.append(option);
+    }
+    ui.eventType.value = "channel_message";
+    ui.eventData.value = JSON.stringify(exampleData("channel_message"), null, 2);
+
+    ui.connectForm.addEventListener("submit", (e) => {
+        e.preventDefault();
+        const token = ui.token.value.trim();
+        if (!token) {
+            log("error", "paste a token first");
+            return;
+        }
+        try {
+            connectClient(ui.url.value.trim() || defaultUrl(), token);
+        } catch (error) {
+            log("error", String(error));
+        }
+    });
+    ui.disconnect.addEventListener("click", () => {
+        const current = client;
+        if (!current) return;
+        client = null;
+        ui.disconnect.disabled = true;
+        void current.close().then(({ code, reason, wasClean }) => {
+            setState("closed", `closed ${code}${wasClean ? "" : " (not clean)"}`);
+            log("closed", `close ${code}${reason ? ` (${reason})` : ""}, clean: ${wasClean}`);
+        });
+    });
+    ui.subscribeForm.addEventListener("submit", (e) => {
+        e.preventDefault();
+        const channel = ui.channel.value.trim() as Channel;
+        const since = ui.since.value.trim();
+        const sinceSeq = ui.sinceSeq.value.trim();
+        try {
+            subscribe(channel, {
+                ...(since ? { since } : {}),
+                ...(sinceSeq ? { sinceSeq: Number(sinceSeq) } : {}),
+            });
+            ui.channel.value = "";
+        } catch (error) {
+            log("error", error instanceof Error ? error.message : String(error));
+        }
+    });
+    ui.publishForm.addEventListener("submit", (e) => {
+        e.preventDefault();
+        void publish();
+    });
+    ui.example.addEventListener("click", () => {
+        ui.eventData.value = JSON.stringify(exampleData(ui.eventType.value), null, 2);
+    });
+    ui.clearEvents.addEventListener("click", () => {
+        ui.events.replaceChildren();
+        eventsShown = 0;
+        ui.eventCount.textContent = "0";
+    });
+
+    // In --dev only, the gateway mints a token for the console.
+    void fetch("/console/dev-token", { cache: "no-store" })
+        .then(async (response) => {
+            if (!response.ok) return;
+            const body = (await response.json()) as { token?: string };
+            if (!body.token) return;
+            const token = body.token;
+            ui.devToken.hidden = false;
+            ui.devToken.addEventListener("click", () => {
+                ui.token.value = token;
+                ui.publisherToken.value = token;
+                log("dev", "using the gateway's development token (every channel, publisher and auditor)");
+            });
+        })
+        .catch(() => undefined);
+    log("ready", "paste a token and connect");
+}
+
+start();

@@ -1,0 +1,319 @@
+// In headless Chromium (Debian's, driven by playwright-core; never a
+// downloaded browser), against a real nats-server and gateway:
+// - pages of another origin: with the origin allowed, fetch POST /v1/events
+//   (a preflighted request) and the WebSocket work; from an origin that is not
+//   allowed, the fetch fails and the upgrade is refused before any socket;
+// - a clean close from the page: code 1000, wasClean, with a plain WebSocket
+//   and with the SDK;
+// - the console (GET /console): connect, subscribe, publish through its
+//   form, see the event; the gateway is SIGKILLed and restarted while events
+//   keep being published, and the page shows every seq once, in order.
+//
+// Without a Chromium these tests FAIL and say how to get one.
+
+import assert from "node:assert/strict";
+import { accessSync, constants, mkdirSync } from "node:fs";
+import http from "node:http";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { build } from "esbuild";
+import { chromium } from "playwright-core";
+import { freePort, message, PATIENCE_MS, publisherToken, ROOT, startGateway, startNats, token, uuid, waitFor } from "./support.mjs";
+
+const PACKAGE = path.join(ROOT, "clients/typescript");
+const RESULTS = path.join(PACKAGE, "test-results");
+
+/** SWITCHBOARD_CHROMIUM, else `chromium` or `chromium-browser` on PATH; else a failure that says what to do. */
+function chromiumExecutable() {
+    const executable = (file) => {
+        try {
+            accessSync(file, constants.X_OK);
+            return true;
+        } catch {
+            return false;
+        }
+    };
+    const wanted = process.env.SWITCHBOARD_CHROMIUM;
+    if (wanted) {
+        if (executable(wanted)) return wanted;
+        throw new Error(`SWITCHBOARD_CHROMIUM=${wanted} is not an executable file`);
+    }
+    for (const name of ["chromium", "chromium-browser"]) {
+        for (const dir of (process.env.PATH ?? "").split(path.delimiter)) {
+            if (dir && executable(path.join(dir, name))) return path.join(dir, name);
+        }
+    }
+    throw new Error(
+        "no Chromium for the browser tests: install Debian's chromium (`apt-get install chromium`; " +
+            "`just test` does it when it runs as root, see scripts/browser.sh) or set SWITCHBOARD_CHROMIUM " +
+            "to a Chromium or Chrome executable. These tests never download a browser.",
+    );
+}
+
+/** A tiny web server for pages of another origin: a blank page, and the SDK bundled for browsers. */
+async function originServer(port, sdk) {
+    const server = http.createServer((request, response) => {
+        if (request.url === "/sdk.js") {
+            response.writeHead(200, { "content-type": "text/javascript" });
+            response.end(sdk);
+            return;
+        }
+        response.writeHead(200, { "content-type": "text/html" });
+        response.end('<!doctype html><html><head><title>another origin</title><script src="/sdk.js"></script></head><body></body></html>');
+    });
+    await new Promise((resolve) => server.listen(port, "127.0.0.1", resolve));
+    return {
+        origin: `http://127.0.0.1:${port}`,
+        close: () => new Promise((resolve) => server.close(resolve)),
+    };
+}
+
+/** `POST /v1/events` from the page, with JSON and a bearer token (so a preflight first). */
+function fetchPublish(page, gatewayHttp, bearer, channelId) {
+    return page.evaluate(
+        async ({ url, bearer, data }) => {
+            try {
+                const response = await fetch(url, {
+                    method: "POST",
+                    headers: { authorization: `Bearer ${bearer}`, "content-type": "application/json" },
+                    body: JSON.stringify({ type: "channel_created", data }),
+                });
+                return { status: response.status, body: await response.json() };
+            } catch (error) {
+                return { error: String(error) };
+            }
+        },
+        { url: `${gatewayHttp}/v1/events`, bearer, data: { channel_id: channelId, channel_name: "general" } },
+    );
+}
+
+/** Opens a WebSocket from the page; `close` closes it with 1000 after `hello`. */
+function openSocket(page, url) {
+    return page.evaluate(
+        (url) =>
+            new Promise((resolve) => {
+                const seen = { opened: false, first: null, error: false };
+                const ws = new WebSocket(url);
+                ws.onopen = () => {
+                    seen.opened = true;
+                };
+                ws.onerror = () => {
+                    seen.error = true;
+                };
+                ws.onmessage = (event) => {
+                    if (seen.first) return;
+                    seen.first = JSON.parse(event.data).type;
+                    ws.close(1000, "done");
+                };
+                ws.onclose = (event) => resolve({ ...seen, code: event.code, reason: event.reason, wasClean: event.wasClean });
+            }),
+        url,
+    );
+}
+
+async function metric(gateway, name) {
+    const text = await (await fetch(`${gateway.http}/metrics`)).text();
+    const line = text.split("\n").find((l) => l.startsWith(`${name} `));
+    return line ? Number(line.split(" ")[1]) : 0;
+}
+
+let browser;
+/** Why there is no browser: every test fails with it (none is skipped). */
+let noBrowser;
+
+before(async () => {
+    try {
+        browser = await chromium.launch({ executablePath: chromiumExecutable(), args: ["--no-sandbox"] });
+    } catch (error) {
+        noBrowser = error;
+    }
+});
+
+after(async () => {
+    await browser?.close();
+});
+
+/** A new page, or the reason there is no browser. */
+function newPage(options) {
+    if (!browser) throw noBrowser ?? new Error("the browser did not start");
+    return browser.newPage(options);
+}
+
+test("a Chromium runs the browser tests", () => {
+    if (noBrowser) throw noBrowser;
+    assert.ok(browser.isConnected());
+});
+
+describe("pages of other origins", () => {
+    let nats, gateway, allowed, refused;
+
+    before(async () => {
+        const sdk = await build({
+            entryPoints: [path.join(PACKAGE, "src/index.ts")],
+            bundle: true,
+            format: "iife",
+            globalName: "switchboard",
+            platform: "browser",
+            target: "es2022",
+            write: false,
+        });
+        const sdkText = sdk.outputFiles[0].text;
+        const allowedPort = await freePort();
+        allowed = await originServer(allowedPort, sdkText);
+        refused = await originServer(await freePort(), sdkText);
+        nats = await startNats();
+        gateway = await startGateway(nats.url, ["--allowed-origins", allowed.origin]);
+    });
+
+    after(async () => {
+        await gateway?.stop();
+        nats?.stop();
+        await allowed?.close();
+        await refused?.close();
+    });
+
+    test("an allowed origin publishes over fetch (preflighted) and opens a WebSocket that closes cleanly", async () => {
+        const page = await newPage();
+        try {
+            await page.goto(allowed.origin);
+            const published = await fetchPublish(page, gateway.http, publisherToken(), uuid());
+            assert.equal(published.status, 200, JSON.stringify(published));
+            assert.ok(published.body.seq > 0, JSON.stringify(published));
+
+            const socket = await openSocket(page, `${gateway.ws}?token=${token()}`);
+            assert.deepEqual(
+                { opened: socket.opened, first: socket.first, code: socket.code, wasClean: socket.wasClean },
+                { opened: true, first: "hello", code: 1000, wasClean: true },
+            );
+        } finally {
+            await page.close();
+        }
+    });
+
+    test("the SDK's close() from a page is a clean 1000", async () => {
+        const page = await newPage();
+        try {
+            await page.goto(allowed.origin);
+            const closed = await page.evaluate(
+                async ({ url, token }) => {
+                    const client = window.switchboard.connect({ url, token });
+                    await new Promise((resolve, reject) => {
+                        client.on("connected", resolve);
+                        setTimeout(() => reject(new Error("not connected within 30 s")), 30_000);
+                    });
+                    return client.close();
+                },
+                { url: gateway.ws, token: token() },
+            );
+            assert.deepEqual({ code: closed.code, wasClean: closed.wasClean }, { code: 1000, wasClean: true }, JSON.stringify(closed));
+        } finally {
+            await page.close();
+        }
+    });
+
+    test("an origin that is not allowed can neither publish nor open a WebSocket", async () => {
+        await waitFor("no WebSocket left open", async () => (await metric(gateway, "switchboard_connections")) === 0);
+        const page = await newPage();
+        try {
+            await page.goto(refused.origin);
+            const published = await fetchPublish(page, gateway.http, publisherToken(), uuid());
+            assert.ok(published.error, `the fetch should fail (no CORS answer): ${JSON.stringify(published)}`);
+
+            const socket = await openSocket(page, `${gateway.ws}?token=${token()}`);
+            assert.deepEqual(
+                { opened: socket.opened, first: socket.first, error: socket.error, code: socket.code },
+                { opened: false, first: null, error: true, code: 1006 },
+            );
+            // Refused before any socket existed.
+            assert.equal(await metric(gateway, "switchboard_connections"), 0);
+        } finally {
+            await page.close();
+        }
+    });
+});
+
+describe("the console", () => {
+    let nats, gateway;
+
+    before(async () => {
+        nats = await startNats();
+        gateway = await startGateway(nats.url);
+    });
+
+    after(async () => {
+        await gateway?.stop();
+        nats?.stop();
+    });
+
+    test("connects, subscribes, publishes, and resumes across a gateway kill without a gap", async () => {
+        const page = await newPage({ viewport: { width: 1400, height: 1000 } });
+        const foreign = [];
+        const problems = [];
+        page.on("request", (request) => {
+            const url = new URL(request.url());
+            if (url.host !== gateway.addr) foreign.push(request.url());
+        });
+        page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+        page.on("console", (msg) => {
+            if (msg.type() === "error" && /Content Security Policy|Refused to/i.test(msg.text())) problems.push(`console: ${msg.text()}`);
+        });
+        try {
+            await page.goto(`${gateway.http}/console`);
+            await page.fill("#token", token({ name: "console-test" }));
+            await page.click("#connect");
+            await page.waitForSelector('#state[data-state="connected"]', { timeout: PATIENCE_MS });
+
+            const channelId = uuid();
+            const channel = `channel:${channelId}`;
+            await page.fill("#channel", channel);
+            await page.click("#subscribe");
+            await page.waitForSelector(`#log li[data-kind="subscribed"]`, { timeout: PATIENCE_MS });
+
+            // Publish through the page's form, with a publisher token.
+            await page.fill("#publisher-token", publisherToken());
+            await page.selectOption("#event-type", "channel_message");
+            const data = { message_id: uuid(), channel_id: channelId, user_id: uuid(), username: "console", content: "from the form" };
+            await page.fill("#event-data", JSON.stringify(data));
+            await page.click("#publish");
+            await page.waitForSelector("#publish-result[data-ok]", { timeout: PATIENCE_MS });
+            const result = await page.textContent("#publish-result");
+            assert.match(result, /^200: /, result);
+            const first = JSON.parse(result.slice("200: ".length)).seq;
+            await page.waitForSelector(`#events li[data-seq="${first}"][data-channel="${channel}"]`, { timeout: PATIENCE_MS });
+
+            const seqs = [first];
+            for (let n = 0; n < 5; n++) seqs.push((await message(gateway, channelId, `before ${n}`)).seq);
+            await page.waitForSelector(`#events li[data-seq="${seqs.at(-1)}"]`, { timeout: PATIENCE_MS });
+
+            // SIGKILL: no close frame; the page sees the drop and reconnects to the same port.
+            await gateway.restart();
+            for (let n = 0; n < 5; n++) seqs.push((await message(gateway, channelId, `after ${n}`)).seq);
+            await page.waitForSelector(`#events li[data-seq="${seqs.at(-1)}"]`, { timeout: PATIENCE_MS });
+            for (let n = 0; n < 3; n++) seqs.push((await message(gateway, channelId, `live ${n}`)).seq);
+            await page.waitForSelector(`#events li[data-seq="${seqs.at(-1)}"]`, { timeout: PATIENCE_MS });
+
+            const shown = await page.$$eval(`#events li[data-channel="${channel}"]`, (rows) => rows.map((row) => Number(row.dataset.seq)));
+            assert.deepEqual(shown, seqs, "every published event once, in order");
+            const kinds = await page.$$eval("#log li", (rows) => rows.map((row) => row.dataset.kind));
+            assert.ok(kinds.includes("disconnected"), `the log shows the drop: ${kinds}`);
+            assert.ok(kinds.lastIndexOf("connected") > kinds.indexOf("disconnected"), `the log shows the reconnect: ${kinds}`);
+            assert.ok(!kinds.includes("gap"), `no gap: ${kinds}`);
+
+            mkdirSync(RESULTS, { recursive: true });
+            const screenshot = path.join(RESULTS, "console.png");
+            await page.screenshot({ path: screenshot, fullPage: true });
+            console.log(`console screenshot: ${screenshot}`);
+
+            // Disconnect: the SDK's clean close.
+            await page.click("#disconnect");
+            await page.waitForSelector('#log li[data-kind="closed"]', { timeout: PATIENCE_MS });
+            const closed = await page.textContent('#log li[data-kind="closed"] .text');
+            assert.match(closed, /close 1000.*clean: true/, closed);
+
+            assert.deepEqual(foreign, [], "the console loads nothing but from the gateway");
+            assert.deepEqual(problems, [], "no script errors, nothing refused by the Content-Security-Policy");
+        } finally {
+            await page.close();
+        }
+    });
+});

@@ -1,0 +1,110 @@
+//! `GET /console`: the browser console (`clients/typescript/console`),
+//! embedded in the binary at build time (`build.rs`), and, in `--dev`
+//! only, `GET /console/dev-token`, which mints a development token for it.
+//!
+//! The page needs no token to load (it asks for one) and nothing but the
+//! gateway: its script and style sheet are served beside it, under a
+//! Content-Security-Policy that allows nothing else (no inline script, no
+//! other origin except WebSockets).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use warp::http::{HeaderValue, StatusCode};
+use warp::reply::Response;
+use warp::{Filter, Rejection, Reply};
+
+use crate::channel::Id;
+use crate::gateway::Node;
+use crate::token::{dev_claims, Grant, Role};
+
+/// The page, as `npm run build` wrote it (or a page saying it was not built).
+pub const PAGE: &str = include_str!(concat!(env!("OUT_DIR"), "/console-index.html"));
+/// The page's script: the SDK and the console, bundled.
+pub const SCRIPT: &str = include_str!(concat!(env!("OUT_DIR"), "/console-console.js"));
+/// The page's style sheet.
+pub const STYLE: &str = include_str!(concat!(env!("OUT_DIR"), "/console-console.css"));
+/// Whether the real console was built into this binary.
+pub const BUILT: bool = matches!(env!("SWITCHBOARD_CONSOLE_BUILT").as_bytes(), b"true");
+
+/// What the console's responses allow a browser to load and connect to:
+/// its own script and style sheet, requests to the gateway, WebSockets.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+style-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss:; base-uri 'none'; \
+form-action 'none'; frame-ancestors 'none'";
+
+/// How long a development token from `/console/dev-token` is valid.
+pub const DEV_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// `/console`, `/console/`, its script and style sheet, and the dev token.
+pub fn routes(node: Arc<Node>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let page = warp::path("console")
+        .and(warp::path::end())
+        .map(|| asset(PAGE, "text/html; charset=utf-8"));
+    let script = warp::path!("console" / "console.js")
+        .map(|| asset(SCRIPT, "text/javascript; charset=utf-8"));
+    let style =
+        warp::path!("console" / "console.css").map(|| asset(STYLE, "text/css; charset=utf-8"));
+    let files = warp::get()
+        .or(warp::head())
+        .unify()
+        .and(page.or(script).unify().or(style).unify());
+    let dev_token = warp::path!("console" / "dev-token")
+        .and(warp::get())
+        .and(warp::any().map(move || node.clone()))
+        .and_then(dev_token);
+    files.or(dev_token).unify()
+}
+
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let mut response = Response::new(body.into());
+    let headers = response.headers_mut();
+    headers.insert("content-type", HeaderValue::from_static(content_type));
+    headers.insert(
+        "content-security-policy",
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    // The files change with the binary: always revalidated.
+    headers.insert("cache-control", HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// A token for every channel, with both roles, for a fresh user; only in
+/// `--dev` (anyone who can reach the gateway can get one), else no route.
+async fn dev_token(node: Arc<Node>) -> Result<Response, Rejection> {
+    if !node.dev {
+        return Err(warp::reject::not_found());
+    }
+    let sub = Id::new_v4();
+    let claims = dev_claims(
+        sub,
+        DEV_TOKEN_TTL,
+        Some("console".to_string()),
+        Grant::All,
+        vec![Role::Publisher, Role::Auditor],
+    );
+    let mut response = match node.keys.mint(&claims) {
+        Ok(token) => warp::reply::json(&json!({
+            "token": token,
+            "user_id": sub.to_string(),
+            "exp": claims.exp,
+        }))
+        .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot mint a development token");
+            let body = json!({"error": {"code": "internal", "message": e.to_string()}});
+            warp::reply::with_status(warp::reply::json(&body), StatusCode::INTERNAL_SERVER_ERROR)
+                .into_response()
+        }
+    };
+    response
+        .headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-store"));
+    Ok(response)
+}
