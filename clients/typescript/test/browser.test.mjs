@@ -18,7 +18,7 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { build } from "esbuild";
 import { chromium } from "playwright-core";
-import { freePort, message, PATIENCE_MS, publisherToken, ROOT, startGateway, startNats, token, uuid, waitFor } from "./support.mjs";
+import { freePort, message, PATIENCE_MS, publisherToken, ROOT, sleep, startGateway, startNats, tcpProxy, token, uuid, waitFor } from "./support.mjs";
 
 const PACKAGE = path.join(ROOT, "clients/typescript");
 const RESULTS = path.join(PACKAGE, "test-results");
@@ -162,7 +162,7 @@ describe("pages of other origins", () => {
         allowed = await originServer(allowedPort, sdkText);
         refused = await originServer(await freePort(), sdkText);
         nats = await startNats();
-        gateway = await startGateway(nats.url, ["--allowed-origins", allowed.origin]);
+        gateway = await startGateway(nats.url, ["--allowed-origins", allowed.origin, "--reconnect-base", "100ms"]);
     });
 
     after(async () => {
@@ -208,6 +208,66 @@ describe("pages of other origins", () => {
             assert.deepEqual({ code: closed.code, wasClean: closed.wasClean }, { code: 1000, wasClean: true }, JSON.stringify(closed));
         } finally {
             await page.close();
+        }
+    });
+
+    test("the SDK in a page: exact across connection resets, and a reload resumes from localStorage", async () => {
+        const page = await newPage();
+        const proxy = await tcpProxy(gateway.addr);
+        const channelId = uuid();
+        const user = token({ sub: uuid() });
+        // The page's client: cursors in localStorage, acked (and saved) every 100 ms.
+        const start = () =>
+            page.evaluate(
+                ({ url, token, channel }) => {
+                    window.seen = [];
+                    window.connections = 0;
+                    window.client = window.switchboard.connect({ url, token, storage: window.switchboard.webStorage(), ackIntervalMs: 100 });
+                    window.client.on("connected", () => (window.connections += 1));
+                    window.client.subscribe(channel).on("event", (event) => window.seen.push(event.seq));
+                },
+                { url: `ws://${proxy.addr}/v1/ws`, token: user, channel: `channel:${channelId}` },
+            );
+        const seen = () => page.evaluate(() => window.seen);
+        try {
+            await page.goto(allowed.origin);
+            await start();
+            await waitFor("subscribed", () => page.evaluate(() => Object.keys(window.client.cursors).length === 1));
+
+            // Resets (RST) while events are published every 20 ms.
+            const published = [];
+            let publishing = true;
+            const publisher = (async () => {
+                for (let i = 0; publishing; i++) {
+                    published.push((await message(gateway, channelId, `p${i}`)).seq);
+                    await sleep(20);
+                }
+            })();
+            for (let drop = 1; drop <= 5; drop++) {
+                await waitFor(`connection ${drop}`, () => page.evaluate((n) => window.connections === n && window.client.state === "connected", drop));
+                await sleep(150 + Math.random() * 150);
+                proxy.drop();
+            }
+            await waitFor("the last reconnect", () => page.evaluate(() => window.connections === 6));
+            publishing = false;
+            await publisher;
+            await waitFor(`all ${published.length} events`, async () => (await seen()).length >= published.length);
+            await sleep(200);
+            assert.deepEqual(await seen(), published, "every event once, in order, across 5 resets");
+
+            // A reload: the new page's client starts from the saved seq.
+            await page.reload();
+            const missed = [];
+            for (let i = 0; i < 5; i++) missed.push((await message(gateway, channelId, `away${i}`)).seq);
+            await start();
+            for (let i = 0; i < 5; i++) missed.push((await message(gateway, channelId, `back${i}`)).seq);
+            await waitFor("the events after the reload", async () => (await seen()).length >= missed.length);
+            await sleep(200);
+            assert.deepEqual(await seen(), missed, "after the reload: exactly what the page had not seen");
+            await page.evaluate(() => window.client.close());
+        } finally {
+            await page.close();
+            await proxy.close();
         }
     });
 
