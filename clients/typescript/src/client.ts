@@ -370,8 +370,13 @@ export class Client extends Emitter<ClientEvents> {
 
     #onSubscribed(data: SubscribedData, timestamp: unknown): void {
         const sub = this.#subs.get(data.channel as Channel);
-        if (!sub || sub.phase !== "subscribing") return;
-        if (data.request_id !== sub.requestId) return;
+        if (!sub || sub.phase === "pending") return;
+        if (data.request_id !== undefined) {
+            // The answer to our subscribe (not to an earlier, abandoned one).
+            if (sub.phase !== "subscribing" || data.request_id !== sub.requestId) return;
+        }
+        // Without a request id: a session restore, or the stream was
+        // recreated under a live subscription (a new epoch, its replay follows).
         sub.phase = "replaying";
         const otherEpoch = data.epoch !== undefined && sub.epoch !== undefined && data.epoch !== sub.epoch;
         if (!data.complete || (otherEpoch && sub.lastSeq !== undefined)) {

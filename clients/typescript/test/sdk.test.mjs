@@ -7,7 +7,7 @@ import { after, before, describe, test } from "node:test";
 import WebSocket from "ws";
 
 import { connect, memoryStorage } from "../dist/index.js";
-import { message, publish, sleep, startGateway, startNats, tcpProxy, token, uuid, waitFor } from "./support.mjs";
+import { deleteStream, message, publish, publishWithCli, sleep, startGateway, startNats, tcpProxy, token, uuid, waitFor } from "./support.mjs";
 
 /** Collects a subscription's events and the client's state changes. */
 function record(client, subscription) {
@@ -228,6 +228,51 @@ describe("the SDK against a real gateway", () => {
             await proxy.close();
         } finally {
             await short.stop();
+            nats2.stop();
+        }
+    });
+
+    test("a stream recreated under a live subscription: a gap (epoch), then the new stream from its start", async () => {
+        const nats2 = await startNats();
+        const own = await startGateway(nats2.url, ["--reconnect-base", "50ms"]);
+        try {
+            const channel = uuid();
+            const proxy = await tcpProxy(own.addr);
+            const client = connect({ url: `ws://${proxy.addr}/v1/ws`, WebSocket, token: token() });
+            const sub = client.subscribe(`channel:${channel}`);
+            const seen = record(client, sub);
+            const epochs = [];
+            sub.on("subscribed", ({ epoch }) => epochs.push(epoch));
+            await waitFor("subscribed", () => client.cursors[`channel:${channel}`] !== undefined);
+            const old = [];
+            for (let i = 0; i < 3; i++) old.push((await message(own, channel, `old${i}`)).seq);
+            await waitFor("the old stream's events", () => seen.events.length === 3);
+
+            const deleted = await deleteStream(nats2.url, "CHAT_EVENTS");
+            assert.equal(deleted.success, true, JSON.stringify(deleted));
+            // The tools create a missing stream: the new one's seqs start at 1, below the client's cursor.
+            const data = { message_id: uuid(), channel_id: channel, user_id: uuid(), username: "cli", content: "new0" };
+            publishWithCli(nats2.url, "channel_message", data);
+            await waitFor("the gap", () => seen.gaps.length === 1);
+            assert.equal(seen.gaps[0].reason, "epoch");
+            await waitFor("the new stream's first event", () => seen.events.length === 4);
+            const fresh = [1];
+            for (let i = 1; i < 3; i++) fresh.push((await message(own, channel, `new${i}`)).seq);
+            await waitFor("the new stream's events", () => seen.events.length === 6);
+            assert.deepEqual(seqsOf(seen.events), [...old, ...fresh]);
+            assert.notEqual(epochs.at(-1), epochs[0], "the subscription counts the new epoch");
+
+            // A reset afterwards resumes in the new stream, exactly.
+            proxy.drop();
+            for (let i = 3; i < 6; i++) fresh.push((await message(own, channel, `new${i}`)).seq);
+            await waitFor("the events after the reset", () => seen.events.length === 9);
+            await sleep(200);
+            assert.deepEqual(seqsOf(seen.events), [...old, ...fresh]);
+            assert.equal(seen.gaps.length, 1, "one gap only");
+            await client.close();
+            await proxy.close();
+        } finally {
+            await own.stop();
             nats2.stop();
         }
     });

@@ -266,3 +266,43 @@ export async function tcpProxy(target) {
         },
     };
 }
+
+/**
+ * Deletes the JetStream stream `name` with a request over the core NATS
+ * protocol (no client library needed); resolves to the API's answer.
+ */
+export function deleteStream(natsUrl, name) {
+    const { hostname, port } = new URL(natsUrl);
+    return new Promise((resolve, reject) => {
+        const socket = net.connect(Number(port), hostname);
+        let buffered = "";
+        const timer = setTimeout(() => {
+            socket.destroy();
+            reject(new Error(`no answer to the stream delete within ${PATIENCE_MS} ms`));
+        }, PATIENCE_MS);
+        socket.on("error", reject);
+        socket.on("data", (chunk) => {
+            buffered += chunk;
+            if (buffered.startsWith("INFO") && !socket.sentRequest) {
+                socket.sentRequest = true;
+                socket.write(`CONNECT {"verbose":false,"pedantic":false}\r\nSUB _INBOX.delete 1\r\nPUB $JS.API.STREAM.DELETE.${name} _INBOX.delete 0\r\n\r\n`);
+            }
+            const reply = /MSG _INBOX\.delete 1 \d+\r\n(.*)\r\n/.exec(buffered);
+            if (reply) {
+                clearTimeout(timer);
+                socket.destroy();
+                resolve(JSON.parse(reply[1]));
+            }
+        });
+    });
+}
+
+/** `switchboard publish` (which creates the stream when it is missing); resolves to its output line. */
+export function publishWithCli(natsUrl, type, data) {
+    const run = spawnSync(gatewayBinary(), ["publish", "--nats-url", natsUrl, "--type", type, "--data", JSON.stringify(data)], {
+        encoding: "utf8",
+        env: gatewayEnv(),
+    });
+    if (run.status !== 0) throw new Error(`switchboard publish failed (${run.status}): ${run.stderr}`);
+    return run.stdout.trim();
+}
