@@ -84,7 +84,7 @@ impl Sizes {
     fn smoke() -> Sizes {
         Sizes {
             one_channel: vec![2, 10, 40],
-            channels: vec![(1, 1), (5, 1), (20, 2)],
+            channels: vec![(1, 1), (5, 1), (30, 3)],
             per_channel: 2,
             flood_deliveries: 4_000,
             light_per_s: 4_000.0,

@@ -201,6 +201,7 @@ impl Layout {
 pub struct Subscribers {
     pub layout: Layout,
     pub channels: Vec<Id>,
+    /// Connection `i` of the layout at index `i`.
     sockets: Vec<Ws>,
 }
 
@@ -228,7 +229,9 @@ impl Subscribers {
                 super::subscribe_all(&mut ws, &mine).await;
                 ws
             })
-            .buffer_unordered(CONNECT_CONCURRENCY)
+            // In order: socket `i` is connection `i`, whose expected
+            // events `deliver` counts from its channels.
+            .buffered(CONNECT_CONCURRENCY)
             .collect()
             .await;
         Subscribers {
