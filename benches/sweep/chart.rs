@@ -138,9 +138,9 @@ where
     }
     let mut chart = builder.build_cartesian_2d(x, y).map_err(|e| err(&e))?;
     let mut mesh = chart.configure_mesh();
-    // Few key points: a log axis otherwise draws a line at every 1..9.
+    // Few key points on x: a log axis otherwise labels every 1..9 of each
+    // decade, and the labels run into each other.
     mesh.x_labels(6)
-        .y_labels(8)
         .max_light_lines(2)
         .light_line_style(RGBColor(235, 235, 235));
     if text {
