@@ -23,19 +23,12 @@ use serde_json::json;
 use switchboard::channel::{Channel, Id};
 use switchboard::envelope::StoredEvent;
 use switchboard::log::Log;
-use switchboard::token::Grant;
 use tokio_tungstenite::tungstenite::Message;
 
-use common::{ms, now_nanos, percentile, rate, thousands, Gateway, Ws, PATIENCE};
-
-/// tungstenite's default client read buffer (what a typical client has).
-const CLIENT_READ_BUFFER: usize = 128 * 1024;
-
-/// Idle clients read nothing: a small buffer keeps the bench process small.
-const IDLE_READ_BUFFER: usize = 4 * 1024;
-
-/// Clients connecting at once.
-const CONNECT_CONCURRENCY: usize = 64;
+use common::delivery::{
+    self, Figures, Layout, Received, Subscribers, CLIENT_READ_BUFFER, CONNECT_CONCURRENCY,
+};
+use common::{now_nanos, thousands, Gateway, Ws, PATIENCE};
 
 /// The peer's subject.
 const PEER_SUBJECT: &str = "bench.fanout";
@@ -56,130 +49,15 @@ fn main() {
         &[(5, 200, None), (20, 50, None), (5, 50, Some(1_000.0))]
     };
     let idle = if full { 5_000 } else { 50 };
-    // This process and the gateway each hold a descriptor per connection.
     let most = scenarios.iter().map(|s| s.0).max().unwrap_or(0).max(idle);
-    let needed = most as u64 + 256;
-    if let Some(limit) = open_files_limit().filter(|&limit| limit < needed) {
-        panic!(
-            "the open-files limit is {limit}, too low for {most} connections (need {needed}): \
-             raise it first, e.g. `ulimit -n 65536 && cargo bench --bench fanout`"
-        );
-    }
+    delivery::require_open_files(most, "fanout");
     common::runtime().block_on(run(scenarios, idle));
 }
 
 /// Clients, events, and the publish rate (`None`: full speed).
 type Scenario = (usize, usize, Option<f64>);
 
-/// What one client saw.
-struct Received {
-    /// Publish-to-receive latency of every event, in nanoseconds.
-    latencies: Vec<u64>,
-    /// When the last event arrived (nanoseconds since the epoch).
-    last_at: u64,
-}
-
-/// One side's figures for one scenario.
-struct Figures {
-    clients: usize,
-    events: usize,
-    delivered: u64,
-    delivered_per_s: f64,
-    published_per_s: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
-}
-
-impl Figures {
-    fn new(
-        clients: usize,
-        events: usize,
-        started: u64,
-        published: Duration,
-        got: Vec<Received>,
-    ) -> Figures {
-        let last = got.iter().map(|r| r.last_at).max().unwrap_or(started);
-        let mut latencies: Vec<u64> = got.into_iter().flat_map(|r| r.latencies).collect();
-        latencies.sort_unstable();
-        let delivered = latencies.len() as u64;
-        Figures {
-            clients,
-            events,
-            delivered,
-            delivered_per_s: rate(
-                delivered,
-                Duration::from_nanos(last.saturating_sub(started)),
-            ),
-            published_per_s: rate(events as u64, published),
-            p50_ms: ms(percentile(&latencies, 50.0)),
-            p99_ms: ms(percentile(&latencies, 99.0)),
-            max_ms: ms(latencies.last().copied().unwrap_or(0)),
-        }
-    }
-
-    fn print(&self, side: &str) {
-        let expected = (self.clients * self.events) as u64;
-        let missing = if self.delivered == expected {
-            String::new()
-        } else {
-            format!("  (INCOMPLETE: {} of {expected})", self.delivered)
-        };
-        println!(
-            "  {side:<12} delivered {:>10} events/s   latency p50 {:>8.2} ms  p99 {:>8.2} ms  max {:>8.2} ms   published {:>9} events/s{missing}",
-            thousands(self.delivered_per_s),
-            self.p50_ms,
-            self.p99_ms,
-            self.max_ms,
-            thousands(self.published_per_s),
-        );
-    }
-
-    fn json(&self) -> serde_json::Value {
-        json!({
-            "delivered": self.delivered,
-            "delivered_per_s": self.delivered_per_s.round(),
-            "published_per_s": self.published_per_s.round(),
-            "p50_ms": common::round3(self.p50_ms),
-            "p99_ms": common::round3(self.p99_ms),
-            "max_ms": common::round3(self.max_ms),
-        })
-    }
-}
-
 // ---------------------------------------------------------------- switchboard
-
-/// The decimal nanoseconds in a switchboard envelope's `data.content`.
-fn content_nanos(frame: &str) -> Option<u64> {
-    const KEY: &str = "\"content\":\"";
-    let start = frame.find(KEY)? + KEY.len();
-    let digits = &frame[start..];
-    let end = digits.find('"')?;
-    digits[..end].parse().ok()
-}
-
-async fn read_switchboard(mut ws: Ws, expected: usize) -> Received {
-    let mut got = Received {
-        latencies: Vec::with_capacity(expected),
-        last_at: 0,
-    };
-    let mut deadline = common::deadline();
-    while got.latencies.len() < expected {
-        match common::next_before(&mut ws, &mut deadline).await {
-            Some(Message::Text(text)) => {
-                if let Some(sent) = content_nanos(&text) {
-                    let now = now_nanos();
-                    got.latencies.push(now.saturating_sub(sent));
-                    got.last_at = now;
-                }
-            }
-            Some(_) => {}
-            None => break,
-        }
-    }
-    let _ = ws.close(None).await;
-    got
-}
 
 async fn switchboard(
     gateway: &Gateway,
@@ -187,38 +65,10 @@ async fn switchboard(
     (clients, events): (usize, usize),
     pace: Option<f64>,
 ) -> Figures {
-    let channel = Id::new_v4();
-    let sockets: Vec<Ws> = futures::stream::iter(0..clients)
-        .map(|_| async move {
-            let token = common::token(Id::new_v4(), Grant::Some(vec![channel]));
-            let mut ws = common::connect_gateway(&gateway.ws_url(&token), CLIENT_READ_BUFFER).await;
-            common::subscribe_live(&mut ws, Channel::Chat(channel)).await;
-            ws
-        })
-        .buffer_unordered(CONNECT_CONCURRENCY)
-        .collect()
-        .await;
-    let readers: Vec<_> = sockets
-        .into_iter()
-        .map(|ws| tokio::spawn(read_switchboard(ws, events)))
-        .collect();
-    let started = now_nanos();
-    let publish_started = Instant::now();
-    match pace {
-        None => {
-            common::store_messages(log, channel, events).await;
-        }
-        Some(pace) => {
-            common::store_paced(log, events, pace, || {
-                common::message(channel, now_nanos().to_string())
-            })
-            .await
-        }
-    }
-    let published = publish_started.elapsed();
-    let got = futures::future::join_all(readers).await;
-    let got = got.into_iter().map(|r| r.expect("reader")).collect();
-    Figures::new(clients, events, started, published, got)
+    let mut subscribers = Subscribers::connect(gateway, Layout::one_channel(clients)).await;
+    let figures = subscribers.deliver(log, events, pace).await;
+    subscribers.close().await;
+    figures
 }
 
 // ----------------------------------------------------------------- the peer
@@ -309,6 +159,7 @@ async fn read_peer(mut ws: Ws, expected: usize) -> Received {
     let mut got = Received {
         latencies: Vec::with_capacity(expected),
         last_at: 0,
+        errors: 0,
     };
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut deadline = common::deadline();
@@ -389,7 +240,7 @@ async fn peer(
     let published = publish_started.elapsed();
     let got = futures::future::join_all(readers).await;
     let got = got.into_iter().map(|r| r.expect("reader")).collect();
-    Figures::new(clients, events, started, published, got)
+    Figures::new((clients * events) as u64, events, started, published, got)
 }
 
 /// A free loopback port (bound, read and released).
@@ -445,40 +296,16 @@ fn connection_future_bytes() -> usize {
     output_size(switchboard::gateway::connection::run)
 }
 
-/// The soft limit on open files (`ulimit -n`), from /proc.
-fn open_files_limit() -> Option<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
-}
-
-/// A subscribed connection with its own channel.
-async fn idle_client(gateway: &Gateway) -> Ws {
-    let channel = Id::new_v4();
-    let token = common::token(Id::new_v4(), Grant::All);
-    let mut ws = common::connect_gateway(&gateway.ws_url(&token), IDLE_READ_BUFFER).await;
-    common::subscribe_live(&mut ws, Channel::Chat(channel)).await;
-    ws
-}
-
-async fn connect_idle(gateway: &Gateway, n: usize) -> Vec<Ws> {
-    futures::stream::iter(0..n)
-        .map(|_| idle_client(gateway))
-        .buffer_unordered(CONNECT_CONCURRENCY)
-        .collect()
-        .await
-}
-
 async fn idle_memory(connections: usize) -> Memory {
     let nats = common::nats();
     let gateway = Gateway::start(&nats.url());
     tokio::time::sleep(SETTLE).await;
     let baseline = gateway.rss_bytes();
     let first = connections / 5;
-    let mut sockets = connect_idle(&gateway, first).await;
+    let mut sockets = delivery::connect_idle(&gateway, first).await;
     tokio::time::sleep(SETTLE).await;
     let checkpoint = (first, gateway.rss_bytes());
-    sockets.extend(connect_idle(&gateway, connections - first).await);
+    sockets.extend(delivery::connect_idle(&gateway, connections - first).await);
     tokio::time::sleep(SETTLE).await;
     let loaded = gateway.rss_bytes();
     assert_eq!(sockets.len(), connections);

@@ -314,15 +314,6 @@ fn fresh_join(channels: &[Id]) -> Event {
     }))
 }
 
-/// The decimal nanoseconds in a chat event's `data.content`.
-fn content_nanos(frame: &str) -> Option<u64> {
-    const KEY: &str = "\"content\":\"";
-    let start = frame.find(KEY)? + KEY.len();
-    let digits = &frame[start..];
-    let end = digits.find('"')?;
-    digits[..end].parse().ok()
-}
-
 /// Reads `expected` stamped events: (sent, received) wall-clock nanoseconds.
 async fn read_stamped(mut ws: common::Ws, expected: usize) -> Vec<(u64, u64)> {
     let mut got = Vec::with_capacity(expected);
@@ -330,7 +321,7 @@ async fn read_stamped(mut ws: common::Ws, expected: usize) -> Vec<(u64, u64)> {
     while got.len() < expected {
         match common::next_before(&mut ws, &mut deadline).await {
             Some(Message::Text(text)) => {
-                if let Some(sent) = content_nanos(&text) {
+                if let Some(sent) = common::delivery::content_nanos(&text) {
                     got.push((sent, now_nanos()));
                 }
             }

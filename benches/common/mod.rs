@@ -3,6 +3,8 @@
 //! (rates, percentiles, resident memory).
 #![allow(dead_code)]
 
+pub mod delivery;
+
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -247,9 +249,15 @@ pub fn message(channel: Id, content: String) -> Event {
 /// content of each is the nanosecond time its publish started. Returns the
 /// last sequence stored.
 pub async fn store_messages(log: &Log, channel: Id, n: usize) -> u64 {
+    store_spread(log, &[channel], n).await
+}
+
+/// [`store_messages`] round-robin over `channels` (message `i` to
+/// `channels[i % len]`).
+pub async fn store_spread(log: &Log, channels: &[Id], n: usize) -> u64 {
     let seqs = futures::stream::iter(0..n)
-        .map(|_| {
-            let event = message(channel, now_nanos().to_string());
+        .map(|i| {
+            let event = message(channels[i % channels.len()], now_nanos().to_string());
             async move { log.store(&event).await.expect("store").seq }
         })
         .buffer_unordered(IN_FLIGHT)
@@ -337,11 +345,20 @@ pub async fn send_subscribe(ws: &mut Ws, channel: Channel, since_seq: Option<u64
 
 /// Subscribes without replay and waits for `subscribed`.
 pub async fn subscribe_live(ws: &mut Ws, channel: Channel) {
-    send_subscribe(ws, channel, None).await;
-    loop {
+    subscribe_all(ws, &[channel]).await;
+}
+
+/// Sends a `subscribe` without replay for each channel, then waits for as
+/// many `subscribed`.
+pub async fn subscribe_all(ws: &mut Ws, channels: &[Channel]) {
+    for &channel in channels {
+        send_subscribe(ws, channel, None).await;
+    }
+    let mut subscribed = 0;
+    while subscribed < channels.len() {
         let frame = next_text(ws).await;
         match control_type(&frame).as_deref() {
-            Some("subscribed") => return,
+            Some("subscribed") => subscribed += 1,
             Some("error") => panic!("subscribe refused: {frame}"),
             _ => {}
         }
