@@ -19,13 +19,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, SinkExt, StreamExt};
-use tokio::sync::mpsc;
 use tokio_stream::StreamMap;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use super::hub::{Delivery, Mailbox};
+use super::hub::{Delivery, Inbox, Mailbox};
 use super::outbox::{FlushError, Outbox};
 use super::protocol::{self, Close, ErrorCode, FrameError};
 use super::rate::RateWindow;
@@ -127,7 +126,7 @@ struct Connection {
     claims: Claims,
     rules: Rules,
     mailbox: Arc<Mailbox>,
-    queue: mpsc::Receiver<Arc<Delivery>>,
+    queue: Inbox,
     subs: HashMap<Channel, Subscription>,
     /// The log reads of replaying subscriptions.
     replays: StreamMap<Channel, reads::Read>,
@@ -215,8 +214,8 @@ impl Connection {
         // A log request (never expected from live input) is answered first.
         while taken < most && self.requests.is_empty() {
             match self.queue.try_recv() {
-                Ok(delivery) => self.on_live(delivery),
-                Err(_) => break,
+                Some(delivery) => self.on_live(delivery),
+                None => break,
             }
             taken += 1;
         }

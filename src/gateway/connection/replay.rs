@@ -181,7 +181,7 @@ impl Connection {
     /// old and first new delivery): the queue is emptied, and the replay's
     /// target is measured after that, so nothing of the new stream is missed.
     fn on_stream_recreated(&mut self) {
-        while self.queue.try_recv().is_ok() {}
+        while self.queue.try_recv().is_some() {}
         self.mailbox.take_lagged();
         self.requests.clear();
         let extent = self.node.log.last_extent();
