@@ -25,11 +25,16 @@ use switchboard::token::{Grant, Role, TokenKeys};
 // running the binary
 // ---------------------------------------------------------------------------
 
-/// A child process that is killed (and reaped) when dropped.
+/// A child process that is killed (and reaped) when dropped, with every
+/// process of its group: a `serve` without a NATS URL has started a
+/// nats-server of its own, which a SIGKILL of `serve` alone would leave
+/// running.
 struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -45,6 +50,8 @@ fn switchboard(dir: &Path) -> Command {
         }
     }
     cmd.current_dir(dir);
+    // Its own process group, which `Proc` kills as a whole.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     cmd
 }
 
