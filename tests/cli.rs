@@ -33,10 +33,7 @@ struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let group = format!("-{}", self.0.id());
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        support::kill_group(&mut self.0);
     }
 }
 
@@ -51,7 +48,7 @@ fn switchboard(dir: &Path) -> Command {
     }
     cmd.current_dir(dir);
     // Its own process group, which `Proc` kills as a whole.
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    support::own_process_group(&mut cmd);
     cmd
 }
 

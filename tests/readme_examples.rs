@@ -37,12 +37,12 @@ fn runnable(block: &[String]) -> bool {
     })
 }
 
+/// `serve` and the nats-server it starts, killed together when dropped.
 struct Serve(std::process::Child);
 
 impl Drop for Serve {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        support::kill_group(&mut self.0);
     }
 }
 
@@ -71,6 +71,7 @@ fn the_readme_shell_examples_run_as_written() {
         .current_dir(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
+    support::own_process_group(&mut serve);
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("SWITCHBOARD_") {
             serve.env_remove(key);

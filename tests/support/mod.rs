@@ -202,6 +202,21 @@ fn run_serve(mut command: Command, data: &Path) -> (Child, SocketAddr) {
     (child, addr)
 }
 
+/// Runs `command` in a process group of its own, for [`kill_group`].
+pub fn own_process_group(command: &mut Command) -> &mut Command {
+    std::os::unix::process::CommandExt::process_group(command, 0)
+}
+
+/// SIGKILLs `child` and every process of its group, and reaps it: a
+/// `serve` without a NATS URL has started a nats-server of its own, which a
+/// SIGKILL of `serve` alone would leave running.
+pub fn kill_group(child: &mut Child) {
+    let group = format!("-{}", child.id());
+    let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// Polls `check` every 50 ms until it holds; a failure after [`PATIENCE`].
 pub async fn wait_until<F, Fut>(what: &str, mut check: F)
 where
