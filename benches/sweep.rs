@@ -240,16 +240,7 @@ struct Point {
 
 impl Point {
     fn row(&self) -> String {
-        let mark = |f: &Figures| {
-            if f.complete() {
-                String::new()
-            } else {
-                format!(
-                    "  INCOMPLETE {} of {}, {} errors",
-                    f.delivered, f.expected, f.errors
-                )
-            }
-        };
+        let mark = |f: &Figures| f.shortfall().map_or(String::new(), |s| format!("  {s}"));
         format!(
             "{:<12} {:>7} {:>8} {:>7} {:>9.2} | {:>9} {:>11} {:>11} {:>9.1} | {:>9} {:>8.2} {:>8.2}{}{}",
             self.sweep,

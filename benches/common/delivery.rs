@@ -85,15 +85,20 @@ impl Figures {
         self.delivered == self.expected && self.errors == 0
     }
 
-    pub fn print(&self, side: &str) {
-        let missing = if self.complete() {
-            String::new()
-        } else {
+    /// What is missing, for a report: `None` when [`Self::complete`].
+    pub fn shortfall(&self) -> Option<String> {
+        (!self.complete()).then(|| {
             format!(
-                "  (INCOMPLETE: {} of {}, {} errors)",
+                "INCOMPLETE: {} of {}, {} errors",
                 self.delivered, self.expected, self.errors
             )
-        };
+        })
+    }
+
+    pub fn print(&self, side: &str) {
+        let missing = self
+            .shortfall()
+            .map_or(String::new(), |s| format!("  ({s})"));
         println!(
             "  {side:<12} delivered {:>10} events/s   latency p50 {:>8.2} ms  p99 {:>8.2} ms  max {:>8.2} ms   published {:>9} events/s{missing}",
             thousands(self.delivered_per_s),
