@@ -7,7 +7,7 @@ import { after, before, describe, test } from "node:test";
 import WebSocket from "ws";
 
 import { connect, memoryStorage } from "../dist/index.js";
-import { deleteStream, message, publish, publishWithCli, sleep, startGateway, startNats, tcpProxy, token, uuid, waitFor } from "./support.mjs";
+import { deleteStream, message, publish, publishWithCli, sleep, startGateway, startNats, tcpProxy, token, uuid, waitFor, withOwnGateway } from "./support.mjs";
 
 /** Collects a subscription's events and the client's state changes. */
 function record(client, subscription) {
@@ -184,9 +184,7 @@ describe("the SDK against a real gateway", () => {
     });
 
     test("after retention dropped what it missed, the client is told of the gap and goes on", async () => {
-        const nats2 = await startNats();
-        const short = await startGateway(nats2.url, ["--reconnect-base", "50ms", "--retention", "2s"]);
-        try {
+        await withOwnGateway(["--reconnect-base", "50ms", "--retention", "2s"], async (short) => {
             const channel = uuid();
             const proxy = await tcpProxy(short.addr);
             let gate = null;
@@ -226,16 +224,11 @@ describe("the SDK against a real gateway", () => {
             assert.deepEqual(seqsOf(seen.events), [first, latest]);
             await client.close();
             await proxy.close();
-        } finally {
-            await short.stop();
-            nats2.stop();
-        }
+        });
     });
 
     test("a stream recreated under a live subscription: a gap (epoch), then the new stream from its start", async () => {
-        const nats2 = await startNats();
-        const own = await startGateway(nats2.url, ["--reconnect-base", "50ms"]);
-        try {
+        await withOwnGateway(["--reconnect-base", "50ms"], async (own, nats2) => {
             const channel = uuid();
             const proxy = await tcpProxy(own.addr);
             const client = connect({ url: `ws://${proxy.addr}/v1/ws`, WebSocket, token: token() });
@@ -271,10 +264,7 @@ describe("the SDK against a real gateway", () => {
             assert.equal(seen.gaps.length, 1, "one gap only");
             await client.close();
             await proxy.close();
-        } finally {
-            await own.stop();
-            nats2.stop();
-        }
+        });
     });
 
     test("saved cursors resume a new client (a reloaded page) where the last one stopped", async () => {

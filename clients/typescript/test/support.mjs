@@ -180,6 +180,24 @@ export async function startGateway(natsUrl, args = []) {
     return gateway;
 }
 
+/**
+ * Runs `body(gateway, nats)` on a nats-server and a gateway (with `args`) of
+ * its own, and stops both afterwards, also when it fails.
+ */
+export async function withOwnGateway(args, body) {
+    const nats = await startNats();
+    try {
+        const gateway = await startGateway(nats.url, args);
+        try {
+            return await body(gateway, nats);
+        } finally {
+            await gateway.stop();
+        }
+    } finally {
+        nats.stop();
+    }
+}
+
 const base64url = (value) => Buffer.from(value).toString("base64url");
 
 /** An HS256 token signed with the tests' secret. */
