@@ -419,12 +419,7 @@ export class Client extends Emitter<ClientEvents> {
     }
 
     #onUnsubscribed(data: UnsubscribedData): void {
-        const waiting = data.request_id === undefined ? undefined : this.#unsubscribing.get(data.request_id);
-        if (waiting && data.request_id !== undefined) {
-            this.#unsubscribing.delete(data.request_id);
-            waiting();
-            return;
-        }
+        if (this.#settleUnsubscribe(data.request_id)) return;
         const sub = this.#subs.get(data.channel as Channel);
         if (!sub) return;
         this.#subs.delete(sub.handle.channel);
@@ -435,11 +430,7 @@ export class Client extends Emitter<ClientEvents> {
         const requestId = data.request_id;
         const sub = requestId === undefined ? undefined : [...this.#subs.values()].find((s) => s.requestId === requestId);
         if (!sub) {
-            const waiting = requestId === undefined ? undefined : this.#unsubscribing.get(requestId);
-            if (waiting && requestId !== undefined) {
-                this.#unsubscribing.delete(requestId);
-                waiting();
-            }
+            this.#settleUnsubscribe(requestId);
             this.emit("error", { code: data.code, message: data.message });
             return;
         }
@@ -457,6 +448,15 @@ export class Client extends Emitter<ClientEvents> {
         }
         this.#subs.delete(channel);
         sub.handle.dispatch("unsubscribed", { reason: "refused" });
+    }
+
+    /** Resolves the `unsubscribe()` waiting for this answer; false when none was. */
+    #settleUnsubscribe(requestId: string | undefined): boolean {
+        const waiting = requestId === undefined ? undefined : this.#unsubscribing.get(requestId);
+        if (!waiting || requestId === undefined) return false;
+        this.#unsubscribing.delete(requestId);
+        waiting();
+        return true;
     }
 
     #unsubscribe(channel: Channel): Promise<void> {
