@@ -80,6 +80,12 @@ interface Resume {
     requestId: string | undefined;
 }
 
+/** The page's `pagehide` events, in a browser; none in Node. */
+function pageEvents(): { addEventListener(name: string, handler: () => void): void; removeEventListener(name: string, handler: () => void): void } | undefined {
+    const target = globalThis as Partial<Pick<Window, "addEventListener" | "removeEventListener">>;
+    return target.addEventListener && target.removeEventListener ? (target as Window) : undefined;
+}
+
 /** Opens a client; it connects at once and keeps reconnecting until `close()`. */
 export function connect(options: ConnectOptions): Client {
     return new Client(options);
@@ -110,6 +116,8 @@ export class Client extends Emitter<ClientEvents> {
     #saved: SavedCursors = { seqs: {} };
     #lastSaved = "";
     readonly #stats: ClientStats = { connections: 0, duplicatesDropped: 0 };
+    /** Saves the cursors when the page goes away (a reload resumes from them). */
+    readonly #saveOnPagehide = () => this.#save();
 
     constructor(options: ConnectOptions) {
         super();
@@ -121,8 +129,7 @@ export class Client extends Emitter<ClientEvents> {
         this.#options = options;
         this.#WebSocket = ctor;
         this.#ready = this.#load();
-        const save = () => this.#save();
-        (globalThis as { addEventListener?: (name: string, handler: () => void) => void }).addEventListener?.("pagehide", save);
+        pageEvents()?.addEventListener("pagehide", this.#saveOnPagehide);
         // After the caller has had the chance to add handlers.
         queueMicrotask(() => void this.#open());
     }
@@ -576,6 +583,7 @@ export class Client extends Emitter<ClientEvents> {
 
     #finishClose(result: CloseResult): void {
         this.#save();
+        pageEvents()?.removeEventListener("pagehide", this.#saveOnPagehide);
         for (const sub of this.#subs.values()) sub.handle.dispatch("unsubscribed", { reason: "closed" });
         this.#resolveClosing?.(result);
         this.#resolveClosing = undefined;
