@@ -34,6 +34,12 @@ use crate::projection::Snapshot;
 /// sled's background flush period.
 pub const FLUSH_EVERY_MS: u64 = 400;
 
+/// The most memory sled's page cache keeps (its default is 1 GiB): a
+/// session record is read once per reconnect, so sessions beyond this are
+/// read from disk (the OS's page cache) instead of costing every idle
+/// connection about a kilobyte of the gateway's memory for a day.
+pub const CACHE_BYTES: u64 = 4 * 1024 * 1024;
+
 const SESSIONS: &str = "sessions";
 const META: &str = "meta";
 /// The projection snapshot's file, in the store's directory.
@@ -89,6 +95,7 @@ impl Store {
         let db = sled::Config::new()
             .path(dir)
             .flush_every_ms(Some(FLUSH_EVERY_MS))
+            .cache_capacity(CACHE_BYTES)
             .open()?;
         Store::from_db(db, dir.join(SNAPSHOT_FILE), None)
     }
@@ -102,7 +109,10 @@ impl Store {
                 path: std::env::temp_dir().display().to_string(),
                 source,
             })?;
-        let db = sled::Config::new().temporary(true).open()?;
+        let db = sled::Config::new()
+            .temporary(true)
+            .cache_capacity(CACHE_BYTES)
+            .open()?;
         let file = temp.path().join(SNAPSHOT_FILE);
         Store::from_db(db, file, Some(Arc::new(temp)))
     }

@@ -51,7 +51,8 @@ pub struct Mailbox {
     pub user: Id,
     queue: Mutex<VecDeque<Arc<Delivery>>>,
     capacity: usize,
-    /// Signalled when the queue goes from empty to not empty.
+    /// Signalled when the queue goes from empty to not empty, and when a
+    /// flag is raised: one waiter per connection.
     ready: Notify,
     /// The connection's [`Inbox`] is gone: nothing more is queued.
     closed: AtomicBool,
@@ -59,7 +60,6 @@ pub struct Mailbox {
     /// The stream was recreated ([`Hub::restart`]): the connection's
     /// cursors count another stream's seqs.
     restarted: AtomicBool,
-    wake: Notify,
 }
 
 /// Queues that grew past this many slots in a burst are given back once
@@ -82,7 +82,6 @@ impl Mailbox {
             closed: AtomicBool::new(false),
             lagged: AtomicBool::new(false),
             restarted: AtomicBool::new(false),
-            wake: Notify::new(),
         });
         let inbox = Inbox {
             mailbox: mailbox.clone(),
@@ -124,11 +123,20 @@ impl Mailbox {
         self.restarted.swap(false, Ordering::AcqRel)
     }
 
-    /// Resolves when the hub flags this connection as lagging (or the
-    /// stream as recreated).
-    pub async fn lagged_signal(&self) {
-        self.wake.notified().await
+    /// Whether the hub flagged this connection as lagging, or the stream
+    /// as recreated (the flags stay up until taken).
+    fn flagged(&self) -> bool {
+        self.lagged.load(Ordering::Acquire) || self.restarted.load(Ordering::Acquire)
     }
+}
+
+/// What woke a connection's [`Inbox`].
+pub enum Wake {
+    /// The next delivery.
+    Delivery(Arc<Delivery>),
+    /// A flag is up ([`Mailbox::take_lagged`], [`Mailbox::take_restarted`]):
+    /// the connection takes it before its next delivery.
+    Flagged,
 }
 
 /// The connection's end of its [`Mailbox`]: the queued deliveries, in order.
@@ -137,13 +145,16 @@ pub struct Inbox {
 }
 
 impl Inbox {
-    /// The next delivery, waiting for one. Cancel-safe: a delivery is taken
-    /// only when this resolves. Never `None` (the shape of a channel's
-    /// `recv`, for `select!`).
-    pub async fn recv(&mut self) -> Option<Arc<Delivery>> {
+    /// The next delivery, or a raised flag first, waiting for either.
+    /// Cancel-safe: a delivery is taken only when this resolves. One wait
+    /// serves both, so an idle connection's task holds one waiter.
+    pub async fn recv(&mut self) -> Wake {
         loop {
+            if self.mailbox.flagged() {
+                return Wake::Flagged;
+            }
             if let Some(delivery) = self.try_recv() {
-                return Some(delivery);
+                return Wake::Delivery(delivery);
             }
             // A push between the check and here leaves a permit: no wake-up is lost.
             self.mailbox.ready.notified().await;
@@ -258,7 +269,7 @@ impl Hub {
                         Ok(()) => out.queued += 1,
                         Err(Refused::Full) if delivery.seq.is_some() => {
                             if !mailbox.lagged.swap(true, Ordering::AcqRel) {
-                                mailbox.wake.notify_one();
+                                mailbox.ready.notify_one();
                             }
                             out.lagged += 1;
                         }
@@ -294,7 +305,7 @@ impl Hub {
             let shard = shard.read().unwrap_or_else(|e| e.into_inner());
             for (_, mailbox) in shard.values().flatten() {
                 if !mailbox.restarted.swap(true, Ordering::AcqRel) {
-                    mailbox.wake.notify_one();
+                    mailbox.ready.notify_one();
                 }
             }
         }
@@ -380,7 +391,10 @@ mod tests {
             .await
             .expect("woken by the delivery")
             .expect("task");
-        assert_eq!(first.map(|d| d.seq), Some(Some(1)));
+        let Wake::Delivery(first) = first else {
+            panic!("woken by a flag, not the delivery");
+        };
+        assert_eq!(first.seq, Some(1));
 
         for seq in 2..=500 {
             assert_eq!(hub.dispatch(delivery(ch, Some(seq))).queued, 1);

@@ -1,22 +1,46 @@
 //! A connection's outbox: the frames waiting for the next flush, which
 //! subscriptions they move, and what the flush tells the metrics.
 //!
-//! Frames are gathered and written in one go, then flushed. A completed
-//! flush says which subscriptions had event frames in it: the connection
-//! then probes for their receipt (a ping after them), since a frame the
-//! socket took can still die in a TCP buffer. Metrics are counted once per
-//! flush, not once per frame, so fan-out pays one atomic add per batch.
+//! Frames are written by this module, not by the WebSocket library: each
+//! is a header of at most 10 bytes (RFC 6455, section 5.2; a server's
+//! frames are not masked) and the event's bytes, shared by every
+//! subscriber, and a flush hands the socket up to [`SLICES_PER_WRITE`] of
+//! those in one vectored write. Nothing is copied in user space, and
+//! nothing is kept after a flush: the library's own write buffer would
+//! keep the largest batch it ever held for the life of the connection.
+//! The library still reads, answers the client's pings and writes the
+//! close frame; its own output is flushed before ours, and ours is never
+//! left half-written when it writes (a flush cut short resumes where it
+//! stopped, at the next flush or before the close frame).
+//!
+//! A completed flush says which subscriptions had event frames in it: the
+//! connection then probes for their receipt (a ping after them), since a
+//! frame the socket took can still die in a TCP buffer. Metrics are counted
+//! once per flush, not once per frame, so fan-out pays one atomic add per
+//! batch.
 
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::SinkExt;
-use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
+use tokio::io::AsyncWriteExt;
+use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::subscription::Frame;
 use super::upgrade::Socket;
 use crate::channel::Channel;
 use crate::envelope::Text;
 use crate::metrics::Metrics;
+
+/// Most slices (a header and a payload per frame) handed to one write
+/// call (Linux takes up to 1,024).
+pub const SLICES_PER_WRITE: usize = 512;
+
+/// A flush that carried fewer frames than this gives its storage back: an
+/// idle connection keeps none, a busy one keeps what it reuses.
+const KEEP_AFTER_FRAMES: usize = 32;
 
 /// Why a flush did not complete.
 #[derive(Debug)]
@@ -27,9 +51,55 @@ pub enum FlushError {
     Stalled,
 }
 
+/// WebSocket opcodes (RFC 6455, section 5.2).
+const TEXT: u8 = 0x1;
+const PING: u8 = 0x9;
+
+/// One frame as it goes on the wire: its header, then its payload.
+struct WireFrame {
+    head: [u8; 10],
+    head_len: u8,
+    payload: Bytes,
+}
+
+impl WireFrame {
+    /// A final, unmasked frame (RFC 6455, section 5.2).
+    fn new(opcode: u8, payload: Bytes) -> WireFrame {
+        let mut head = [0u8; 10];
+        head[0] = 0x80 | opcode;
+        let len = payload.len();
+        let head_len = if len < 126 {
+            head[1] = len as u8;
+            2
+        } else if let Ok(len) = u16::try_from(len) {
+            head[1] = 126;
+            head[2..4].copy_from_slice(&len.to_be_bytes());
+            4
+        } else {
+            head[1] = 127;
+            head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            10
+        };
+        WireFrame {
+            head,
+            head_len,
+            payload,
+        }
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.head_len) + self.payload.len()
+    }
+}
+
 #[derive(Default)]
 pub struct Outbox {
-    frames: Vec<Message>,
+    /// Frames not yet written, oldest first.
+    frames: VecDeque<WireFrame>,
+    /// Bytes of the first frame the socket already took.
+    written: usize,
+    /// Frames queued since the last completed flush.
+    queued: usize,
     /// Subscriptions with event frames since the last flush.
     touched: Vec<Channel>,
     /// Event frames since the last flush, counted at the flush.
@@ -57,23 +127,29 @@ impl Outbox {
             }
             Frame::Plain(text) => text,
         };
-        self.frames.push(Message::Text(transport_text(text)));
+        self.queue(TEXT, text.into_bytes());
     }
 
     /// Queues a connection-level frame (`hello`, `error`, `pong`, …).
     pub fn push_text(&mut self, text: impl Into<Text>) {
-        self.frames.push(Message::Text(transport_text(text.into())));
+        self.queue(TEXT, text.into().into_bytes());
     }
 
     /// A heartbeat ping.
     pub fn ping(&mut self) {
-        self.frames.push(Message::Ping(Default::default()));
+        self.queue(PING, Bytes::new());
     }
 
     /// A ping whose pong tells that the client has every frame before it.
     pub fn probe(&mut self, id: u64) {
-        let payload = bytes::Bytes::copy_from_slice(&id.to_be_bytes());
-        self.frames.push(Message::Ping(payload));
+        self.queue(PING, Bytes::copy_from_slice(&id.to_be_bytes()));
+    }
+
+    /// `Text` holds UTF-8 by construction (`envelope::Text`), so a text
+    /// frame's payload is valid as RFC 6455 requires.
+    fn queue(&mut self, opcode: u8, payload: Bytes) {
+        self.frames.push_back(WireFrame::new(opcode, payload));
+        self.queued += 1;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -86,25 +162,28 @@ impl Outbox {
         }
     }
 
-    /// Writes every queued frame and flushes. On success, returns the
-    /// subscriptions whose frames the socket took, and counts the metrics.
+    /// Writes every queued frame (after what the WebSocket library has
+    /// pending, a pong it owes). On success, returns the subscriptions
+    /// whose frames the socket took, and counts the metrics.
     pub async fn flush(
         &mut self,
         socket: &mut Socket,
         stall_timeout: Duration,
         metrics: &Metrics,
     ) -> Result<std::vec::Drain<'_, Channel>, FlushError> {
-        let Outbox { frames, .. } = self;
         let write = async {
-            for message in frames.drain(..) {
-                socket.feed(message).await?;
-            }
-            socket.flush().await
+            socket.flush().await?;
+            self.write_frames(socket)
+                .await
+                .map_err(tungstenite::Error::Io)
         };
         match tokio::time::timeout(stall_timeout, write).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(FlushError::Broken(e)),
             Err(_) => return Err(FlushError::Stalled),
+        }
+        if std::mem::take(&mut self.queued) < KEEP_AFTER_FRAMES {
+            self.frames = VecDeque::new();
         }
         let (live, replayed) = (
             std::mem::take(&mut self.live),
@@ -122,7 +201,59 @@ impl Outbox {
                 .delivery_latency
                 .record(lag_ms.max(0) as f64 / 1000.0);
         }
+        if self.touched.len() < self.touched.capacity() / 2 {
+            self.touched.shrink_to_fit();
+        }
         Ok(self.touched.drain(..))
+    }
+
+    /// Writes the queued frames to the socket's stream, many per call.
+    /// Cancel-safe: what the socket took is accounted as it goes, so a
+    /// later call goes on from there.
+    async fn write_frames(&mut self, socket: &mut Socket) -> io::Result<()> {
+        let io = socket.get_mut();
+        while !self.frames.is_empty() {
+            let n = {
+                let mut slices = Vec::with_capacity((self.frames.len() * 2).min(SLICES_PER_WRITE));
+                let mut skip = self.written;
+                for frame in &self.frames {
+                    if slices.len() + 2 > SLICES_PER_WRITE {
+                        break;
+                    }
+                    let head = &frame.head[..usize::from(frame.head_len)];
+                    if skip < head.len() {
+                        slices.push(IoSlice::new(&head[skip..]));
+                        skip = 0;
+                    } else {
+                        skip -= head.len();
+                    }
+                    if skip < frame.payload.len() {
+                        slices.push(IoSlice::new(&frame.payload[skip..]));
+                    }
+                    skip = 0;
+                }
+                io.write_vectored(&slices).await?
+            };
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            self.advance(n);
+        }
+        io.flush().await
+    }
+
+    /// The socket took `n` more bytes: drops the frames it took whole.
+    fn advance(&mut self, mut n: usize) {
+        while let Some(frame) = self.frames.front() {
+            let left = frame.len() - self.written;
+            if n < left {
+                self.written += n;
+                return;
+            }
+            n -= left;
+            self.written = 0;
+            self.frames.pop_front();
+        }
     }
 
     /// Writes the queued frames, then a close frame, by `deadline`; the
@@ -133,22 +264,47 @@ impl Outbox {
         close: tungstenite::protocol::CloseFrame,
         deadline: tokio::time::Instant,
     ) {
-        let frames = &mut self.frames;
         let _ = tokio::time::timeout_at(deadline, async {
-            for message in frames.drain(..) {
-                socket.feed(message).await?;
-            }
-            socket.send(Message::Close(Some(close))).await?;
-            socket.flush().await
+            socket.flush().await?;
+            self.write_frames(socket).await?;
+            socket.send(Message::Close(Some(close))).await
         })
         .await;
     }
 }
 
-/// A frame's text as the WebSocket library takes it, without copying or
-/// checking it again.
-fn transport_text(text: Text) -> Utf8Bytes {
-    // SAFETY: `Text` holds valid UTF-8 by construction: its only
-    // constructors take a `String` or a `&'static str` (see `envelope::Text`).
-    unsafe { Utf8Bytes::from_bytes_unchecked(text.into_bytes()) }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_use_the_shortest_length_form() {
+        let head = |len: usize| {
+            let f = WireFrame::new(TEXT, Bytes::from(vec![b'x'; len]));
+            f.head[..usize::from(f.head_len)].to_vec()
+        };
+        assert_eq!(head(0), [0x81, 0]);
+        assert_eq!(head(125), [0x81, 125]);
+        assert_eq!(head(126), [0x81, 126, 0, 126]);
+        assert_eq!(head(65_535), [0x81, 126, 0xff, 0xff]);
+        assert_eq!(head(65_536), [0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
+        let ping = WireFrame::new(PING, Bytes::new());
+        assert_eq!(&ping.head[..2], [0x89, 0]);
+    }
+
+    #[test]
+    fn a_partial_write_resumes_inside_the_frame_it_stopped_in() {
+        let mut outbox = Outbox::default();
+        outbox.push_text(Text::from_static("abc")); // 2 + 3 bytes
+        outbox.push_text(Text::from_static("defgh")); // 2 + 5 bytes
+        outbox.advance(1);
+        assert_eq!((outbox.frames.len(), outbox.written), (2, 1));
+        outbox.advance(4);
+        assert_eq!((outbox.frames.len(), outbox.written), (1, 0));
+        outbox.advance(3);
+        assert_eq!((outbox.frames.len(), outbox.written), (1, 3));
+        outbox.advance(4);
+        assert!(outbox.frames.is_empty());
+        assert_eq!(outbox.written, 0);
+    }
 }

@@ -13,6 +13,7 @@ mod frames;
 mod reads;
 mod replay;
 mod session;
+mod subs;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -24,11 +25,11 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use super::hub::{Delivery, Inbox, Mailbox};
+use super::hub::{Delivery, Inbox, Mailbox, Wake};
 use super::outbox::{FlushError, Outbox};
 use super::protocol::{self, Close, ErrorCode, FrameError};
 use super::rate::RateWindow;
-use super::subscription::{Action, Actions, Frame, Rules, Subscription, REPLAY_BUFFER};
+use super::subscription::{Action, Actions, Frame, Rules, REPLAY_BUFFER};
 use super::upgrade::{self, Socket};
 use super::Node;
 use crate::channel::{Channel, Id};
@@ -103,7 +104,7 @@ pub async fn run(node: Arc<Node>, socket: Socket, claims: Claims, session: Optio
         claims,
         mailbox,
         queue,
-        subs: HashMap::new(),
+        subs: subs::Subs::default(),
         replays: StreamMap::new(),
         scratch: Actions::new(),
         requests: VecDeque::new(),
@@ -127,7 +128,7 @@ struct Connection {
     rules: Rules,
     mailbox: Arc<Mailbox>,
     queue: Inbox,
-    subs: HashMap<Channel, Subscription>,
+    subs: subs::Subs,
     /// The log reads of replaying subscriptions.
     replays: StreamMap<Channel, reads::Read>,
     /// The machines' output, reused from one input to the next.
@@ -146,39 +147,53 @@ struct Connection {
 impl Connection {
     async fn serve(&mut self, requested_session: Option<Id>) -> Result<(), End> {
         Box::pin(self.open_session(requested_session)).await?;
-        self.flush().await?;
+        Box::pin(self.flush()).await?;
 
-        let limits = self.node.limits.clone();
         let shutdown = self.node.shutdown.clone();
-        let mailbox = self.mailbox.clone();
-        let expiry = tokio::time::sleep(self.claims.time_left());
-        tokio::pin!(expiry);
-        let mut heartbeat = tokio::time::interval(limits.heartbeat);
-        heartbeat.tick().await;
-        let mut cursor_flush = tokio::time::interval(self.node.sessions().flush_interval());
-        // Armed while a receipt probe is due (see `session::Receipts`).
-        let probe_timer = tokio::time::sleep(Duration::ZERO);
-        tokio::pin!(probe_timer);
-        let mut probe_due = None;
+        let mut deadlines = Deadlines::new(
+            &self.claims,
+            self.node.limits.heartbeat,
+            self.node.sessions().flush_interval(),
+        );
+        let timer = tokio::time::sleep_until(deadlines.next());
+        tokio::pin!(timer);
 
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Err(End::Close(Close::ShuttingDown)),
-                _ = &mut expiry => return Err(End::Close(Close::TokenExpired)),
-                frame = self.socket.next() => Box::pin(self.on_socket(frame)).await?,
-                _ = mailbox.lagged_signal() => self.on_lagged(),
-                Some(delivery) = self.queue.recv() => {
-                    self.on_live(delivery);
-                    let taken = 1 + self.drain_queue(WRITE_BATCH - 1);
-                    if taken < WRITE_BATCH {
-                        // Let the router queue what it has in hand, so one
-                        // write carries many frames under load; idle, this
-                        // costs one trip through the scheduler.
-                        tokio::task::yield_now().await;
-                        self.drain_queue(WRITE_BATCH - taken);
+                _ = &mut timer => {
+                    let now = tokio::time::Instant::now();
+                    if now >= deadlines.expiry {
+                        return Err(End::Close(Close::TokenExpired));
+                    }
+                    if now >= deadlines.heartbeat {
+                        self.outbox.ping();
+                        deadlines.heartbeat = now + deadlines.heartbeat_every;
+                    }
+                    if now >= deadlines.cursors {
+                        self.save_session();
+                        deadlines.cursors = now + deadlines.cursors_every;
+                    }
+                    if deadlines.probe.is_some_and(|due| now >= due) {
+                        self.send_probe();
                     }
                 }
+                frame = self.socket.next() => Box::pin(self.on_socket(frame)).await?,
+                wake = self.queue.recv() => match wake {
+                    Wake::Flagged => self.on_lagged(),
+                    Wake::Delivery(delivery) => {
+                        self.on_live(delivery);
+                        let taken = 1 + self.drain_queue(WRITE_BATCH - 1);
+                        if taken < WRITE_BATCH {
+                            // Let the router queue what it has in hand, so one
+                            // write carries many frames under load; idle, this
+                            // costs one trip through the scheduler.
+                            tokio::task::yield_now().await;
+                            self.drain_queue(WRITE_BATCH - taken);
+                        }
+                    }
+                },
                 Some((channel, item)) = self.replays.next(), if !self.replays.is_empty() => {
                     Box::pin(self.on_read(channel, item)).await?;
                     for _ in 1..WRITE_BATCH {
@@ -188,9 +203,6 @@ impl Connection {
                         }
                     }
                 }
-                _ = &mut probe_timer, if probe_due.is_some() => self.send_probe(),
-                _ = heartbeat.tick() => self.outbox.ping(),
-                _ = cursor_flush.tick() => self.save_session(),
             }
             if !self.requests.is_empty() {
                 Box::pin(self.answer_requests()).await?;
@@ -198,12 +210,10 @@ impl Connection {
             if !self.outbox.is_empty() {
                 Box::pin(self.flush()).await?;
             }
-            let due = self.receipts.due();
-            if due != probe_due {
-                if let Some(due) = due {
-                    probe_timer.as_mut().reset(due);
-                }
-                probe_due = due;
+            deadlines.probe = self.receipts.due();
+            let next = deadlines.next();
+            if next != timer.deadline() {
+                timer.as_mut().reset(next);
             }
         }
     }
@@ -379,6 +389,46 @@ impl Connection {
         let _ = tokio::time::timeout_at(deadline, drain(&mut self.socket)).await;
     }
 }
+
+/// The connection's timed work, served by one timer (a tokio `Sleep` is
+/// over a hundred bytes, and an idle connection has four deadlines).
+struct Deadlines {
+    /// The token expires: the connection is closed with 4001.
+    expiry: tokio::time::Instant,
+    /// The next heartbeat ping.
+    heartbeat: tokio::time::Instant,
+    heartbeat_every: Duration,
+    /// The next write of the session's cursors, if they moved.
+    cursors: tokio::time::Instant,
+    cursors_every: Duration,
+    /// The receipt probe, while one is due (see `session::Receipts`).
+    probe: Option<tokio::time::Instant>,
+}
+
+impl Deadlines {
+    fn new(claims: &Claims, heartbeat_every: Duration, cursors_every: Duration) -> Deadlines {
+        let now = tokio::time::Instant::now();
+        let later = |d: Duration| now.checked_add(d).unwrap_or(now + FAR_FUTURE);
+        Deadlines {
+            expiry: later(claims.time_left().min(FAR_FUTURE)),
+            heartbeat: later(heartbeat_every),
+            heartbeat_every,
+            cursors: later(cursors_every),
+            cursors_every,
+            probe: None,
+        }
+    }
+
+    /// The earliest deadline.
+    fn next(&self) -> tokio::time::Instant {
+        let next = self.expiry.min(self.heartbeat).min(self.cursors);
+        self.probe.map_or(next, |probe| next.min(probe))
+    }
+}
+
+/// Later than any deadline a connection waits for (a token's expiry is at
+/// most this far off as far as the timer is concerned).
+const FAR_FUTURE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Reads until the client's Close frame or the end of the stream. Past a
 /// frame the WebSocket layer cannot read (too large, malformed), the rest is

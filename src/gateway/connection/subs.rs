@@ -1,0 +1,69 @@
+//! A connection's subscriptions by channel: a vector sorted by channel.
+//!
+//! Most connections hold one to a few subscriptions (at most
+//! `max_subscriptions_per_connection`): a hash map's smallest table is four
+//! slots and a control group, about 370 bytes for one subscription, where
+//! this holds exactly what it has. Lookups are a binary search.
+
+use crate::channel::Channel;
+use crate::gateway::subscription::Subscription;
+
+/// Up to this many subscriptions, the storage is exactly their size.
+const EXACT_UP_TO: usize = 4;
+
+#[derive(Default)]
+pub(super) struct Subs {
+    entries: Vec<(Channel, Subscription)>,
+}
+
+impl Subs {
+    fn find(&self, channel: &Channel) -> Result<usize, usize> {
+        self.entries.binary_search_by(|(c, _)| c.cmp(channel))
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(super) fn contains_key(&self, channel: &Channel) -> bool {
+        self.find(channel).is_ok()
+    }
+
+    pub(super) fn get_mut(&mut self, channel: &Channel) -> Option<&mut Subscription> {
+        let i = self.find(channel).ok()?;
+        Some(&mut self.entries[i].1)
+    }
+
+    /// Adds or replaces the subscription of `channel`. The first few grow
+    /// the vector one slot at a time (most connections stop there), then it
+    /// doubles.
+    pub(super) fn insert(&mut self, channel: Channel, sub: Subscription) {
+        match self.find(&channel) {
+            Ok(i) => self.entries[i].1 = sub,
+            Err(i) => {
+                if self.entries.len() < EXACT_UP_TO {
+                    self.entries.reserve_exact(1);
+                }
+                self.entries.insert(i, (channel, sub));
+            }
+        }
+    }
+
+    /// Removes a subscription; gives the storage back when none is left.
+    pub(super) fn remove(&mut self, channel: &Channel) -> Option<Subscription> {
+        let i = self.find(channel).ok()?;
+        let (_, sub) = self.entries.remove(i);
+        if self.entries.is_empty() {
+            self.entries = Vec::new();
+        }
+        Some(sub)
+    }
+
+    pub(super) fn keys(&self) -> impl Iterator<Item = &Channel> + '_ {
+        self.entries.iter().map(|(c, _)| c)
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&Channel, &Subscription)> + '_ {
+        self.entries.iter().map(|(c, s)| (c, s))
+    }
+}
