@@ -98,7 +98,11 @@ async fn open_sessions(
     store: &Store,
 ) -> anyhow::Result<(Sessions, Option<tokio::task::JoinHandle<()>>)> {
     match settings.session_store {
-        StoreKind::Sled => Ok((Sessions::sled(store.clone(), settings.session_ttl), None)),
+        StoreKind::Sled => {
+            let sessions = Sessions::sled(store.clone(), settings.session_ttl)
+                .map_err(|e| anyhow::anyhow!("cannot start the session store's thread: {e}"))?;
+            Ok((sessions, None))
+        }
         StoreKind::Kv => {
             let js = async_nats::jetstream::new(log.client().clone());
             let bucket_settings = kv::BucketSettings {
@@ -228,6 +232,17 @@ impl Running {
                     "session writer did not finish; some cursors not written"
                 );
             }
+        }
+        // What the connections saved on their way out reaches sled first.
+        let budget = self
+            .shutdown_timeout
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_secs(1));
+        if tokio::time::timeout(budget, self.node.sessions().written())
+            .await
+            .is_err()
+        {
+            tracing::warn!("session records not all written to sled in time");
         }
         if let Err(e) = self.node.store().flush() {
             tracing::warn!(error = %e, "store flush failed");

@@ -227,7 +227,13 @@ impl Hub {
             .shard(&channel)
             .write()
             .unwrap_or_else(|e| e.into_inner());
-        shard.entry(channel).or_default().push((conn, mailbox));
+        let subscribers = shard.entry(channel).or_default();
+        // Most channels of a node have a few local subscribers: their
+        // storage is exact; a crowded channel's grows by doubling.
+        if subscribers.len() < 4 {
+            subscribers.reserve_exact(1);
+        }
+        subscribers.push((conn, mailbox));
         self.last_routed.load(Ordering::Acquire)
     }
 

@@ -170,7 +170,7 @@ impl Outbox {
         socket: &mut Socket,
         stall_timeout: Duration,
         metrics: &Metrics,
-    ) -> Result<std::vec::Drain<'_, Channel>, FlushError> {
+    ) -> Result<Vec<Channel>, FlushError> {
         let write = async {
             socket.flush().await?;
             self.write_frames(socket)
@@ -201,10 +201,8 @@ impl Outbox {
                 .delivery_latency
                 .record(lag_ms.max(0) as f64 / 1000.0);
         }
-        if self.touched.len() < self.touched.capacity() / 2 {
-            self.touched.shrink_to_fit();
-        }
-        Ok(self.touched.drain(..))
+        // Handed over with its storage: an idle connection keeps none.
+        Ok(std::mem::take(&mut self.touched))
     }
 
     /// Writes the queued frames to the socket's stream, many per call.

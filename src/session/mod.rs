@@ -20,13 +20,13 @@
 //! `switchboard_session_writes_total`.
 
 pub mod kv;
+pub mod sled_thread;
 pub mod writer;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::channel::{Channel, Id};
-use crate::metrics::Metrics;
 use crate::store::{SessionRecord, Store, StoreError};
 
 /// How often a connection writes its moved cursors to sled.
@@ -75,7 +75,8 @@ pub enum SessionError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Bucket(#[from] kv::BucketError),
-    /// The bucket writer's queue is full: the record is kept for later.
+    /// The writer's queue (the bucket's, or sled's thread) is full: the
+    /// record is kept for later.
     #[error("the session writer is full")]
     WriterFull,
 }
@@ -83,7 +84,10 @@ pub enum SessionError {
 /// Where the sessions are.
 #[derive(Clone)]
 enum Backend {
-    Sled(Store),
+    Sled {
+        store: Store,
+        thread: sled_thread::SledSessions,
+    },
     Kv {
         bucket: kv::Bucket,
         writer: writer::Writer,
@@ -99,11 +103,21 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// Sessions in sled (one node).
-    pub fn sled(store: Store, ttl: Duration) -> Sessions {
-        Sessions {
-            backend: Backend::Sled(store),
+    /// Sessions in sled (one node), read and written on a thread of their
+    /// own ([`sled_thread`]).
+    pub fn sled(store: Store, ttl: Duration) -> std::io::Result<Sessions> {
+        let thread = sled_thread::SledSessions::start(store.clone())?;
+        Ok(Sessions {
+            backend: Backend::Sled { store, thread },
             ttl,
+        })
+    }
+
+    /// Waits until every record handed over so far is in the store (sled;
+    /// the bucket's writer drains on its own, see `writer::Writer::close`).
+    pub async fn written(&self) {
+        if let Backend::Sled { thread, .. } = &self.backend {
+            thread.written().await;
         }
     }
 
@@ -128,7 +142,7 @@ impl Sessions {
 
     pub fn kind(&self) -> StoreKind {
         match self.backend {
-            Backend::Sled(_) => StoreKind::Sled,
+            Backend::Sled { .. } => StoreKind::Sled,
             Backend::Kv { .. } => StoreKind::Kv,
         }
     }
@@ -140,7 +154,7 @@ impl Sessions {
     /// How often a connection writes its moved cursors.
     pub fn flush_interval(&self) -> Duration {
         match &self.backend {
-            Backend::Sled(_) => CURSOR_FLUSH_INTERVAL,
+            Backend::Sled { .. } => CURSOR_FLUSH_INTERVAL,
             Backend::Kv { flush_interval, .. } => *flush_interval,
         }
     }
@@ -148,7 +162,7 @@ impl Sessions {
     /// The bucket writer, when the sessions are in the bucket.
     pub fn writer(&self) -> Option<&writer::Writer> {
         match &self.backend {
-            Backend::Sled(_) => None,
+            Backend::Sled { .. } => None,
             Backend::Kv { writer, .. } => Some(writer),
         }
     }
@@ -165,7 +179,7 @@ impl Sessions {
         let now = chrono::Utc::now().timestamp();
         if let Some(id) = requested {
             let found = match &self.backend {
-                Backend::Sled(store) => store.session(id).map_err(SessionError::from),
+                Backend::Sled { thread, .. } => thread.get(id).await,
                 Backend::Kv { bucket, .. } => bucket.get(id).await.map_err(SessionError::from),
             };
             match found {
@@ -205,7 +219,7 @@ impl Sessions {
     }
 
     /// Like [`Sessions::save`]; `written` is told once the record is in
-    /// the store (at once for sled).
+    /// the store.
     pub fn save_then(
         &self,
         id: Id,
@@ -221,14 +235,10 @@ impl Sessions {
             epoch: epoch.map(str::to_string),
         };
         match &self.backend {
-            Backend::Sled(store) => {
-                store.put_session(id, &record)?;
-                Metrics::get().session_writes.increment(1);
-                if let Some(written) = written {
-                    let _ = written.send(());
-                }
-                Ok(())
-            }
+            Backend::Sled { thread, .. } => match thread.put(id, record, written) {
+                true => Ok(()),
+                false => Err(SessionError::WriterFull),
+            },
             Backend::Kv { writer, .. } => match writer.submit(id, record, written) {
                 true => Ok(()),
                 false => Err(SessionError::WriterFull),
@@ -241,7 +251,7 @@ impl Sessions {
     /// needs no sweep (0).
     pub fn sweep(&self) -> Result<usize, StoreError> {
         match &self.backend {
-            Backend::Sled(store) => store.sweep_sessions(chrono::Utc::now().timestamp()),
+            Backend::Sled { store, .. } => store.sweep_sessions(chrono::Utc::now().timestamp()),
             Backend::Kv { .. } => Ok(0),
         }
     }
@@ -252,7 +262,7 @@ mod tests {
     use super::*;
 
     fn sled(ttl: Duration) -> Sessions {
-        Sessions::sled(Store::temporary().unwrap(), ttl)
+        Sessions::sled(Store::temporary().unwrap(), ttl).unwrap()
     }
 
     #[tokio::test]

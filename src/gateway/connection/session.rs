@@ -102,7 +102,7 @@ pub(super) struct Keeper {
     /// The stream epoch the cursors belong to: the stream's when `hello`
     /// was sent, the new one once the subscriptions restarted on a
     /// recreated stream.
-    pub(super) epoch: Option<String>,
+    pub(super) epoch: Option<crate::log::Epoch>,
 }
 
 impl Keeper {
@@ -155,8 +155,9 @@ impl Connection {
     pub(super) async fn open_session(&mut self, requested: Option<Id>) -> Result<(), End> {
         let opened = self.node.sessions().open(requested, self.claims.sub).await;
         self.session.id = opened.id;
-        let epoch = self.node.log.epoch().to_string();
-        self.session.epoch = Some(epoch.clone());
+        let epoch = self.node.log.epoch();
+        self.session.epoch = Some(epoch);
+        let epoch = epoch.to_string();
         let channels: Vec<Channel> = opened.subscriptions.keys().copied().collect();
         let limits = &self.node.limits;
         self.outbox.push_text(protocol::hello(
@@ -247,7 +248,7 @@ impl Connection {
             self.session.id,
             self.claims.sub,
             &cursors,
-            self.session.epoch.as_deref(),
+            self.session.epoch.map(|e| e.to_string()).as_deref(),
             written,
         ) {
             Ok(()) => {
