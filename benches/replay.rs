@@ -360,7 +360,7 @@ async fn run(sizes: Sizes) {
             "cpu_one_client": one_cpu.1,
             "cpu_clients": many_cpu.1,
             "cpu_sparse": sparse_cpu,
-            "target_one_client_per_s": TARGET_PER_S,
+            "target_one_client_per_s": TARGET_PER_S as u64,
         }),
     );
 }
