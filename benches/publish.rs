@@ -4,7 +4,10 @@
 //! number of acks in flight.
 //!
 //! `cargo bench --bench publish`: 100_000 events per figure, two rounds
-//! (the best of each is the headline). Without `--bench` (as
+//! (the best of each is the headline). The target compares `Log::store`
+//! with the plain publisher that also sends `Nats-Msg-Id` (the same
+//! idempotence, so the same work on the server); the ratio to the plain
+//! publisher without it is printed for information. Without `--bench` (as
 //! `cargo test --all-targets` runs it): a few hundred events.
 
 mod common;
@@ -24,6 +27,9 @@ use common::{rate, thousands, IN_FLIGHT};
 /// The plain publisher's stream and subjects (`peer.` is as long as `chat.`).
 const PEER_STREAM: &str = "PEER_BENCH";
 const PEER_ROOT: &str = "peer";
+
+/// `Log::store` against the plain publisher with `Nats-Msg-Id`.
+const TARGET_VS_PLAIN_MSG_ID: f64 = 0.9;
 
 fn main() {
     let (events, rounds) = if common::full() {
@@ -195,16 +201,24 @@ async fn run(n: usize, rounds: usize) {
         thousands(plain_id_best)
     );
     println!(
-        "  switchboard Log::store            {:>12} events/s  = {:.1}% of plain (target >= 80%), {:.1}% of plain + Msg-Id",
+        "  switchboard Log::store            {:>12} events/s  = {:.1}% of plain + Msg-Id (target >= {:.0}%), {:.1}% of plain without it",
         thousands(store_best),
-        ratio * 100.0,
-        ratio_id * 100.0
+        ratio_id * 100.0,
+        TARGET_VS_PLAIN_MSG_ID * 100.0,
+        ratio * 100.0
     );
     println!(
         "  switchboard Log::publish          {:>12} events/s  (store + a direct get for the log time)",
         thousands(publish_best)
     );
-    common::verdict("Log::store", ratio >= 0.8, ">= 80% of plain");
+    common::verdict(
+        "Log::store",
+        ratio_id >= TARGET_VS_PLAIN_MSG_ID,
+        &format!(
+            ">= {:.0}% of plain + Msg-Id",
+            TARGET_VS_PLAIN_MSG_ID * 100.0
+        ),
+    );
     let rounds_json: Vec<_> = all
         .iter()
         .map(|r| {
@@ -224,7 +238,7 @@ async fn run(n: usize, rounds: usize) {
             "publish_per_s": publish_best.round(),
             "store_vs_plain": common::round3(ratio),
             "store_vs_plain_msg_id": common::round3(ratio_id),
-            "target_store_vs_plain": 0.8,
+            "target_store_vs_plain_msg_id": TARGET_VS_PLAIN_MSG_ID,
             "rounds": rounds_json,
         }),
     );

@@ -29,9 +29,13 @@ impl Id {
     /// Parses the hyphenated form only: `Uuid::parse_str` also takes braced,
     /// URN and simple forms, which would give one id several spellings.
     pub fn parse(s: &str) -> Result<Id, ParseError> {
+        // Bytes, not chars: this runs for every id of every event read
+        // back from the log. A non-ASCII byte is no hyphen and no hex
+        // digit, so `Uuid::parse_str` refuses it below.
         let hyphens_ok = s.len() == 36
-            && s.char_indices()
-                .all(|(i, c)| matches!(i, 8 | 13 | 18 | 23) == (c == '-'));
+            && s.bytes()
+                .enumerate()
+                .all(|(i, b)| matches!(i, 8 | 13 | 18 | 23) == (b == b'-'));
         if !hyphens_ok {
             return Err(ParseError::BadId(truncate(s)));
         }

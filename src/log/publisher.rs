@@ -148,10 +148,12 @@ impl Log {
 /// The copies of one event get distinct message ids: the channel copy (or
 /// the only copy) uses the event id, the user copy `{id}:user`.
 fn message_id(id: Id, channel: Channel) -> String {
-    match channel {
-        Channel::User(_) => format!("{id}:user"),
-        _ => id.to_string(),
+    let mut out = String::with_capacity(41);
+    id.write_to(&mut out);
+    if let Channel::User(_) = channel {
+        out.push_str(":user");
     }
+    out
 }
 
 fn is_transient(kind: PublishErrorKind) -> bool {
@@ -167,6 +169,17 @@ fn is_transient(kind: PublishErrorKind) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_copy_has_its_own_message_id() {
+        let id = Id::new_v4();
+        assert_eq!(message_id(id, Channel::Chat(Id::new_v4())), id.to_string());
+        assert_eq!(message_id(id, Channel::Global), id.to_string());
+        assert_eq!(
+            message_id(id, Channel::User(Id::new_v4())),
+            format!("{id}:user")
+        );
+    }
 
     #[test]
     fn the_receipt_names_the_user_copy_and_a_duplicate_only_when_there_is_one() {

@@ -219,11 +219,13 @@ impl Stream for LogRead {
             }
             Poll::Ready(Some(Ok(message))) => message,
         };
-        let info = match message.info() {
-            Ok(info) => info,
-            Err(e) => return Poll::Ready(Some(Err(LogError::Read(e.to_string())))),
+        let reply = message.reply.as_ref().map_or("", |reply| reply.as_str());
+        let Some(Delivery { seq, pending, time }) = Delivery::parse(reply) else {
+            let reply: String = reply.chars().take(200).collect();
+            return Poll::Ready(Some(Err(LogError::Read(format!(
+                "`{reply}` is not a JetStream delivery"
+            )))));
         };
-        let (seq, pending, time) = (info.stream_sequence, info.pending, info.published);
         let subject = message.subject.clone();
         let event = decode(subject.as_str(), &message.payload, seq, time);
         Poll::Ready(Some(Ok(ReadItem {
@@ -232,6 +234,46 @@ impl Stream for LogRead {
             event,
             subject,
         })))
+    }
+}
+
+/// What the server says of one delivered message, in its reply subject.
+#[derive(Debug, PartialEq)]
+struct Delivery {
+    seq: u64,
+    pending: u64,
+    time: DateTime<Utc>,
+}
+
+impl Delivery {
+    /// Reads `$JS.ACK.<stream>.<consumer>.<delivered>.<seq>.<consumer
+    /// seq>.<nanos>.<pending>`, or the form with `<domain>.<account hash>.`
+    /// before the stream and optional tokens after `pending`.
+    ///
+    /// async-nats's `Message::info` reads the same; the ordered consumer
+    /// has already called it on this message, and this reads only the three
+    /// numbers a reader keeps (it runs once per event replayed).
+    fn parse(reply: &str) -> Option<Delivery> {
+        let tokens = reply.strip_prefix("$JS.ACK.")?.split('.');
+        let mut at = [""; 9];
+        let mut n = 0;
+        for token in tokens.take(at.len()) {
+            at[n] = token;
+            n += 1;
+        }
+        // Seven tokens: an old server's form without domain and hash.
+        let skip = match n {
+            9 => 2,
+            7 => 0,
+            _ => return None,
+        };
+        let number = |i: usize| at[skip + i].parse::<u64>().ok();
+        let nanos = at[skip + 5].parse::<i64>().ok()?;
+        Some(Delivery {
+            seq: number(3)?,
+            pending: number(6)?,
+            time: DateTime::from_timestamp_nanos(nanos),
+        })
     }
 }
 
@@ -318,5 +360,32 @@ impl History {
             self.read = None;
         }
         Some(Ok(item))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delivery_is_read_from_either_reply_form() {
+        let time = DateTime::from_timestamp_nanos(1_764_470_000_123_456_789);
+        let expected = Delivery {
+            seq: 42,
+            pending: 7,
+            time,
+        };
+        let old = "$JS.ACK.CHAT_EVENTS.c1.1.42.3.1764470000123456789.7";
+        assert_eq!(Delivery::parse(old), Some(expected));
+        let new = "$JS.ACK._.hash.CHAT_EVENTS.c1.1.42.3.1764470000123456789.7.tok.more";
+        assert_eq!(Delivery::parse(new).map(|d| d.seq), Some(42));
+        for bad in [
+            "",
+            "$JS.ACK.CHAT_EVENTS.c1.1.42.3.1764470000123456789",
+            "$JS.ACK.CHAT_EVENTS.c1.1.x.3.1764470000123456789.7",
+            "_INBOX.abc.def",
+        ] {
+            assert_eq!(Delivery::parse(bad), None, "{bad}");
+        }
     }
 }

@@ -18,13 +18,30 @@ use crate::event::{EventData, EventError, EventType, RawData};
 pub const ROOT: &str = "chat";
 
 /// The subject one copy of an event is published on.
+///
+/// Written by appending, not through `format!`: it runs for every copy
+/// stored.
 pub fn subject(channel: Channel, kind: EventType) -> String {
+    let mut out = String::with_capacity(SUBJECT_CAPACITY);
+    out.push_str(ROOT);
     match channel {
-        Channel::Chat(id) => format!("{ROOT}.channel.{id}.{kind}"),
-        Channel::User(id) => format!("{ROOT}.user.{id}.{kind}"),
-        Channel::Global => format!("{ROOT}.global.{kind}"),
+        Channel::Chat(id) => {
+            out.push_str(".channel.");
+            id.write_to(&mut out);
+        }
+        Channel::User(id) => {
+            out.push_str(".user.");
+            id.write_to(&mut out);
+        }
+        Channel::Global => out.push_str(".global"),
     }
+    out.push('.');
+    out.push_str(kind.as_str());
+    out
 }
+
+/// Room for the longest subject: `chat.channel.{uuid}.` and a type name.
+const SUBJECT_CAPACITY: usize = 64;
 
 /// The subject filter that selects every event of one channel.
 pub fn filter(channel: Channel) -> String {
