@@ -300,6 +300,40 @@ impl Memory {
         self.loaded.saturating_sub(self.baseline) as f64 / self.connections as f64
     }
 
+    fn print(&self, idle: usize) {
+        println!(
+            "  VmRSS {:.1} MiB idle -> {:.1} MiB at {} -> {:.1} MiB at {idle} connections",
+            self.baseline as f64 / 1048576.0,
+            self.checkpoint.1 as f64 / 1048576.0,
+            self.checkpoint.0,
+            self.loaded as f64 / 1048576.0
+        );
+        println!(
+            "  {} bytes ({:.1} KiB) per idle connection (target <= 4 KiB); marginal {:.1} KiB from {} to {idle}",
+            thousands(self.per_connection()),
+            self.per_connection() / 1024.0,
+            self.marginal() / 1024.0,
+            self.checkpoint.0
+        );
+        println!(
+            "  after they left: VmRSS {:.1} MiB, {:.0}% of what they added still resident (target <= {:.0}%)",
+            self.left as f64 / 1048576.0,
+            self.kept() * 100.0,
+            KEPT_AFTER_LEAVING * 100.0
+        );
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "rss_baseline_bytes": self.baseline,
+            "rss_loaded_bytes": self.loaded,
+            "bytes_per_idle_connection": self.per_connection().round(),
+            "marginal_bytes_per_idle_connection": self.marginal().round(),
+            "rss_after_leaving_bytes": self.left,
+            "kept_after_leaving": common::round3(self.kept()),
+        })
+    }
+
     /// The share of the connections' memory still resident after they left.
     fn kept(&self) -> f64 {
         self.left.saturating_sub(self.baseline) as f64
@@ -312,9 +346,10 @@ impl Memory {
     }
 }
 
-async fn idle_memory(connections: usize) -> Memory {
+/// `extra`: serve arguments (the session store).
+async fn idle_memory(connections: usize, extra: &[&str]) -> Memory {
     let nats = common::nats();
-    let gateway = Gateway::start(&nats.url());
+    let gateway = Gateway::start_with(&nats.url(), "warn", extra);
     tokio::time::sleep(SETTLE).await;
     let baseline = gateway.rss_bytes();
     let first = connections / 5;
@@ -437,62 +472,47 @@ async fn run(scenarios: &[Scenario], idle: usize) {
     drop(peer_server);
     drop(nats);
 
-    println!(
-        "idle memory: {idle} connections, each subscribed to its own channel (gateway binary):"
-    );
-    let memory = idle_memory(idle).await;
-    let per = memory.per_connection();
-    println!(
-        "  VmRSS {:.1} MiB idle -> {:.1} MiB at {} -> {:.1} MiB at {idle} connections",
-        memory.baseline as f64 / 1048576.0,
-        memory.checkpoint.1 as f64 / 1048576.0,
-        memory.checkpoint.0,
-        memory.loaded as f64 / 1048576.0
-    );
-    println!(
-        "  {} bytes ({:.1} KiB) per idle connection (target <= 4 KiB); marginal {:.1} KiB from {} to {idle}",
-        thousands(per),
-        per / 1024.0,
-        memory.marginal() / 1024.0,
-        memory.checkpoint.0
-    );
-    println!(
-        "  after they left: VmRSS {:.1} MiB, {:.0}% of what they added still resident (target <= {:.0}%)",
-        memory.left as f64 / 1048576.0,
-        memory.kept() * 100.0,
-        KEPT_AFTER_LEAVING * 100.0
-    );
     let future_bytes = switchboard::gateway::connection::task_bytes();
+    let mut memories = Vec::new();
+    for (store, extra) in [("sled", &[][..]), ("kv", &["--session-store", "kv"][..])] {
+        println!(
+            "idle memory: {idle} connections, each subscribed to its own channel (gateway binary, sessions in {store}):"
+        );
+        let memory = idle_memory(idle, extra).await;
+        memory.print(idle);
+        memories.push((store, memory));
+    }
     println!(
-        "  of which the connection task's future is {} bytes",
+        "  a connection task's future is {} bytes; the difference between the two is sled's copy of each session (kept for the session's life, not the connection's)",
         thousands(future_bytes as f64)
     );
-    common::verdict(
-        "idle connection memory",
-        per <= IDLE_BYTES,
-        "<= 4 KiB per connection",
-    );
-    common::verdict(
-        "memory given back",
-        memory.kept() <= KEPT_AFTER_LEAVING,
-        &format!(
-            "<= {:.0}% of it resident after they left",
-            KEPT_AFTER_LEAVING * 100.0
-        ),
-    );
+    for (store, memory) in &memories {
+        common::verdict(
+            &format!("idle connection memory, sessions in {store},"),
+            memory.per_connection() <= IDLE_BYTES,
+            "<= 4 KiB per connection",
+        );
+        common::verdict(
+            &format!("memory given back, sessions in {store},"),
+            memory.kept() <= KEPT_AFTER_LEAVING,
+            &format!(
+                "<= {:.0}% of it resident after they left",
+                KEPT_AFTER_LEAVING * 100.0
+            ),
+        );
+    }
+    let memory_json: serde_json::Map<String, serde_json::Value> = memories
+        .iter()
+        .map(|(store, m)| ((*store).to_string(), m.json()))
+        .collect();
     common::print_json(
         "fanout",
         json!({
             "payload_bytes": size,
             "scenarios": results,
             "idle_connections": idle,
-            "rss_baseline_bytes": memory.baseline,
-            "rss_loaded_bytes": memory.loaded,
-            "bytes_per_idle_connection": per.round(),
-            "marginal_bytes_per_idle_connection": memory.marginal().round(),
+            "idle_memory": memory_json,
             "target_bytes_per_idle_connection": IDLE_BYTES,
-            "rss_after_leaving_bytes": memory.left,
-            "kept_after_leaving": memory.kept(),
             "connection_future_bytes": future_bytes,
         }),
     );

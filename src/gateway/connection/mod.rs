@@ -198,11 +198,16 @@ impl Connection {
         );
         let timer = tokio::time::sleep_until(deadlines.next());
         tokio::pin!(timer);
+        // Waits once for the whole life of the connection: made afresh for
+        // every turn of the loop, it took the node's shutdown token's lock
+        // twice per wake-up, shared by every connection.
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
 
         loop {
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return Err(End::Close(Close::ShuttingDown)),
+                _ = &mut cancelled => return Err(End::Close(Close::ShuttingDown)),
                 _ = &mut timer => {
                     let now = tokio::time::Instant::now();
                     if now >= deadlines.expiry {
@@ -226,10 +231,12 @@ impl Connection {
                     Wake::Delivery(delivery) => {
                         self.on_live(delivery);
                         let taken = 1 + self.drain_queue(WRITE_BATCH - 1);
-                        if taken < WRITE_BATCH {
-                            // Let the router queue what it has in hand, so one
-                            // write carries many frames under load; idle, this
-                            // costs one trip through the scheduler.
+                        if taken > 1 && taken < WRITE_BATCH {
+                            // Events are coming faster than one per wake-up:
+                            // let the router queue what it has in hand, so one
+                            // write carries more of them. One event alone
+                            // goes out at once (yielding would put its write
+                            // behind every other woken connection's turn).
                             tokio::task::yield_now().await;
                             self.drain_queue(WRITE_BATCH - taken);
                         }
