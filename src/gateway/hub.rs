@@ -382,6 +382,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_flag_wakes_the_inbox_before_its_queued_deliveries() {
+        let hub = Hub::new();
+        let ch = Channel::Chat(Id::new_v4());
+        let (mailbox, mut inbox) = Mailbox::new(Id::new_v4(), 1);
+        hub.subscribe(ch, 1, mailbox.clone());
+        let waiting = tokio::spawn(async move { (inbox.recv().await, inbox) });
+        tokio::task::yield_now().await;
+        assert_eq!(hub.dispatch(delivery(ch, Some(1))).queued, 1);
+        let (first, mut inbox) = tokio::time::timeout(Duration::from_secs(60), waiting)
+            .await
+            .expect("woken")
+            .expect("task");
+        assert!(matches!(first, Wake::Delivery(_)));
+        assert_eq!(hub.dispatch(delivery(ch, Some(2))).queued, 1);
+        assert_eq!(
+            hub.dispatch(delivery(ch, Some(3))).lagged,
+            1,
+            "the queue is full"
+        );
+        let woken = tokio::time::timeout(Duration::from_secs(60), inbox.recv())
+            .await
+            .expect("woken by the flag");
+        assert!(
+            matches!(woken, Wake::Flagged),
+            "the flag comes before seq 2"
+        );
+        assert!(mailbox.take_lagged());
+        let next = tokio::time::timeout(Duration::from_secs(60), inbox.recv())
+            .await
+            .expect("the queued delivery");
+        assert!(matches!(next, Wake::Delivery(d) if d.seq == Some(2)));
+    }
+
+    #[tokio::test]
     async fn an_inbox_wakes_on_a_delivery_gives_back_a_burst_and_closes_when_dropped() {
         let hub = Hub::new();
         let ch = Channel::Chat(Id::new_v4());

@@ -9,6 +9,7 @@
 //! [`Outbox`] until a flush; client frames are dispatched in [`frames`]; the
 //! session's cursors are kept in [`session`].
 
+mod deadlines;
 mod frames;
 mod reads;
 mod replay;
@@ -34,6 +35,7 @@ use super::upgrade::{self, Socket};
 use super::Node;
 use crate::channel::{Channel, Id};
 use crate::token::Claims;
+use deadlines::Deadlines;
 
 /// Items taken from the queue or a replay before the socket is flushed.
 pub const WRITE_BATCH: usize = 256;
@@ -437,46 +439,6 @@ impl Connection {
         let _ = tokio::time::timeout_at(deadline, drain(&mut self.socket)).await;
     }
 }
-
-/// The connection's timed work, served by one timer (a tokio `Sleep` is
-/// over a hundred bytes, and an idle connection has four deadlines).
-struct Deadlines {
-    /// The token expires: the connection is closed with 4001.
-    expiry: tokio::time::Instant,
-    /// The next heartbeat ping.
-    heartbeat: tokio::time::Instant,
-    heartbeat_every: Duration,
-    /// The next write of the session's cursors, if they moved.
-    cursors: tokio::time::Instant,
-    cursors_every: Duration,
-    /// The receipt probe, while one is due (see `session::Receipts`).
-    probe: Option<tokio::time::Instant>,
-}
-
-impl Deadlines {
-    fn new(claims: &Claims, heartbeat_every: Duration, cursors_every: Duration) -> Deadlines {
-        let now = tokio::time::Instant::now();
-        let later = |d: Duration| now.checked_add(d).unwrap_or(now + FAR_FUTURE);
-        Deadlines {
-            expiry: later(claims.time_left().min(FAR_FUTURE)),
-            heartbeat: later(heartbeat_every),
-            heartbeat_every,
-            cursors: later(cursors_every),
-            cursors_every,
-            probe: None,
-        }
-    }
-
-    /// The earliest deadline.
-    fn next(&self) -> tokio::time::Instant {
-        let next = self.expiry.min(self.heartbeat).min(self.cursors);
-        self.probe.map_or(next, |probe| next.min(probe))
-    }
-}
-
-/// Later than any deadline a connection waits for (a token's expiry is at
-/// most this far off as far as the timer is concerned).
-const FAR_FUTURE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Reads until the client's Close frame or the end of the stream. Past a
 /// frame the WebSocket layer cannot read (too large, malformed), the rest is

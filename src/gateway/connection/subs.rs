@@ -67,3 +67,32 @@ impl Subs {
         self.entries.iter().map(|(c, s)| (c, s))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::Id;
+
+    #[test]
+    fn lookups_find_what_was_inserted_in_any_order_and_storage_goes_with_the_last() {
+        let mut subs = Subs::default();
+        let channels: Vec<Channel> = (0..10).map(|_| Channel::Chat(Id::new_v4())).collect();
+        for (i, c) in channels.iter().enumerate() {
+            subs.insert(*c, Subscription::live(*c, i as u64));
+        }
+        subs.insert(Channel::Global, Subscription::live(Channel::Global, 0));
+        assert_eq!(subs.len(), 11);
+        let keys: Vec<Channel> = subs.keys().copied().collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "kept sorted");
+        for c in &channels {
+            assert!(subs.contains_key(c));
+            assert!(subs.get_mut(c).is_some());
+        }
+        assert!(subs.remove(&Channel::User(Id::new_v4())).is_none());
+        for c in channels.iter().chain([&Channel::Global]) {
+            assert!(subs.remove(c).is_some());
+            assert!(!subs.contains_key(c));
+        }
+        assert_eq!(subs.entries.capacity(), 0, "nothing kept once empty");
+    }
+}
