@@ -401,7 +401,13 @@ async fn the_bucket_resumes_only_live_sessions_of_their_owner() {
     subs.insert(chat(Id::new_v4()), 7);
     let (written, done) = tokio::sync::oneshot::channel();
     sessions
-        .save_then(fresh.id, ann, &subs, Some("e1"), Some(written))
+        .save_then(
+            fresh.id,
+            ann,
+            subs.clone(),
+            Some("e1".into()),
+            Some(written),
+        )
         .expect("handed over");
     done.await.expect("written");
 
@@ -423,7 +429,7 @@ async fn the_bucket_resumes_only_live_sessions_of_their_owner() {
     let expired = Sessions::kv(bucket.clone(), writer.clone(), Duration::ZERO, FLUSH);
     let (written, done) = tokio::sync::oneshot::channel();
     expired
-        .save_then(fresh.id, ann, &subs, None, Some(written))
+        .save_then(fresh.id, ann, subs.clone(), None, Some(written))
         .expect("handed over");
     done.await.expect("written");
     assert!(!sessions.open(Some(fresh.id), ann).await.resumed);
@@ -433,7 +439,7 @@ async fn the_bucket_resumes_only_live_sessions_of_their_owner() {
     for cursor in 0..100u64 {
         let mut subs = BTreeMap::new();
         subs.insert(Channel::Global, cursor);
-        sessions.save(id, ann, &subs, None).expect("handed over");
+        sessions.save(id, ann, subs, None).expect("handed over");
     }
     writer.close();
     tokio::time::timeout(PATIENCE, writing)

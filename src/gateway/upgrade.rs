@@ -19,18 +19,20 @@ use warp::reply::Response;
 /// with 4 KiB here and 9.7 KiB with 512 bytes; 128 bytes saves another 384.
 pub const READ_BUFFER_BYTES: usize = 128;
 
-/// Frames written are gathered up to this many bytes before a write call.
+/// tungstenite's write buffer, which holds only its own frames (pongs to
+/// the client's pings, the close frame): event frames are written by
+/// `gateway::outbox`.
 pub const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
 /// The socket type every connection speaks.
 pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
 /// The transport configuration: bounded read, write and frame sizes.
-pub fn config(max_frame_bytes: usize, send_buffer_bytes: usize) -> WebSocketConfig {
+pub fn config(max_frame_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
-        .max_write_buffer_size(send_buffer_bytes.max(WRITE_BUFFER_BYTES + max_frame_bytes * 2))
+        .max_write_buffer_size(WRITE_BUFFER_BYTES + max_frame_bytes * 2)
         .max_message_size(Some(max_frame_bytes))
         .max_frame_size(Some(max_frame_bytes))
 }

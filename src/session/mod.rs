@@ -206,14 +206,14 @@ impl Sessions {
     }
 
     /// Writes a session's subscriptions and cursors, with the stream epoch
-    /// the cursors belong to, and extends its life: to sled at once, or
-    /// handed to the bucket writer.
+    /// the cursors belong to, and extends its life: handed to sled's thread
+    /// or to the bucket writer, which write it in the background.
     pub fn save(
         &self,
         id: Id,
         user: Id,
-        subscriptions: &BTreeMap<Channel, u64>,
-        epoch: Option<&str>,
+        subscriptions: BTreeMap<Channel, u64>,
+        epoch: Option<String>,
     ) -> Result<(), SessionError> {
         self.save_then(id, user, subscriptions, epoch, None)
     }
@@ -224,25 +224,23 @@ impl Sessions {
         &self,
         id: Id,
         user: Id,
-        subscriptions: &BTreeMap<Channel, u64>,
-        epoch: Option<&str>,
+        subscriptions: BTreeMap<Channel, u64>,
+        epoch: Option<String>,
         written: Option<tokio::sync::oneshot::Sender<()>>,
     ) -> Result<(), SessionError> {
         let record = SessionRecord {
             user: Some(user),
             expires_at: self.expiry(),
-            subscriptions: subscriptions.clone(),
-            epoch: epoch.map(str::to_string),
+            subscriptions,
+            epoch,
         };
-        match &self.backend {
-            Backend::Sled { thread, .. } => match thread.put(id, record, written) {
-                true => Ok(()),
-                false => Err(SessionError::WriterFull),
-            },
-            Backend::Kv { writer, .. } => match writer.submit(id, record, written) {
-                true => Ok(()),
-                false => Err(SessionError::WriterFull),
-            },
+        let queued = match &self.backend {
+            Backend::Sled { thread, .. } => thread.put(id, record, written),
+            Backend::Kv { writer, .. } => writer.submit(id, record, written),
+        };
+        match queued {
+            true => Ok(()),
+            false => Err(SessionError::WriterFull),
         }
     }
 
@@ -274,7 +272,9 @@ mod tests {
         assert!(!first.resumed);
         let mut subs = BTreeMap::new();
         subs.insert(Channel::Global, 7);
-        sessions.save(first.id, ann, &subs, Some("e1")).unwrap();
+        sessions
+            .save(first.id, ann, subs.clone(), Some("e1".into()))
+            .unwrap();
 
         let again = sessions.open(Some(first.id), ann).await;
         assert!(again.resumed);
@@ -296,9 +296,7 @@ mod tests {
         let sessions = sled(Duration::ZERO);
         let ann = Id::new_v4();
         let first = sessions.open(None, ann).await;
-        sessions
-            .save(first.id, ann, &BTreeMap::new(), None)
-            .unwrap();
+        sessions.save(first.id, ann, BTreeMap::new(), None).unwrap();
         let again = sessions.open(Some(first.id), ann).await;
         assert!(!again.resumed);
         assert!(sessions.sweep().unwrap() >= 1);

@@ -43,11 +43,6 @@ pub const WRITE_BATCH: usize = 256;
 /// How long a closing socket gets to take its last frames and close frame.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The transport's write buffer may grow to `send_queue` times this many
-/// KiB for one connection (a frame is under 1 KiB on average), so that a
-/// queue's worth of frames can be written at once.
-pub const WRITE_BUFFER_KIB_PER_QUEUED_EVENT: usize = 1;
-
 /// Completes a WebSocket upgrade and runs the connection as a task of the
 /// node, with the transport bounded by the limits. `held` (the user's
 /// connection slot) is dropped when the task ends, however it ends.
@@ -58,14 +53,10 @@ pub fn accept(
     session: Option<Id>,
     held: impl Send + 'static,
 ) {
-    let limits = &node.limits;
-    let send_buffer = limits
-        .send_queue
-        .saturating_mul(WRITE_BUFFER_KIB_PER_QUEUED_EVENT * 1024);
     let opening = Box::new(Opening {
         node: node.clone(),
         on_upgrade,
-        config: upgrade::config(limits.max_frame_bytes, send_buffer),
+        config: upgrade::config(node.limits.max_frame_bytes),
         claims,
         session,
     });

@@ -247,8 +247,8 @@ impl Connection {
         match self.node.sessions().save_then(
             self.session.id,
             self.claims.sub,
-            &cursors,
-            self.session.epoch.map(|e| e.to_string()).as_deref(),
+            cursors,
+            self.session.epoch.map(|e| e.to_string()),
             written,
         ) {
             Ok(()) => {
