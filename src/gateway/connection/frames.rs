@@ -34,6 +34,7 @@ impl Connection {
                     return self.reject(not_subscribed(channel, request_id));
                 }
                 self.forget(channel);
+                self.save_session();
                 self.outbox.push_text(protocol::unsubscribed(
                     request_id.as_deref(),
                     channel,
@@ -96,7 +97,12 @@ impl Connection {
             ));
         }
         self.open_subscription(channel, since, epoch.as_deref(), request_id)
-            .await
+            .await?;
+        // The session holds its subscriptions from now on, not from the
+        // next cursor write: a client that drops and comes straight back
+        // could otherwise read (and then write back) a record without it.
+        self.save_session();
+        Ok(())
     }
 
     /// Publishes the user's typing, within the per-channel limit; the
