@@ -240,6 +240,57 @@ async fn protocol_violations_close_with_1002() {
     }
 }
 
+/// After any close the server starts, the client's Close reply completes
+/// the handshake and the server ends the TCP connection then (RFC 6455
+/// 7.1.1: the server closes first), not when its close timeout runs out:
+/// also after a frame the WebSocket layer could not read to its end.
+#[tokio::test]
+async fn the_server_ends_tcp_on_the_close_reply_after_every_close_it_starts() {
+    let nats = nats();
+    let gateway = Gateway::start(&nats);
+    let mut flood = Vec::new();
+    for _ in 0..25 {
+        flood.extend(Raw::frame(true, 0, OP_TEXT, b"not json"));
+    }
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        (
+            "reserved bits",
+            Raw::frame(true, 0b100, OP_TEXT, b"{}"),
+            1002,
+        ),
+        (
+            "a fragmented ping",
+            Raw::frame(false, 0, OP_PING, b"split"),
+            1002,
+        ),
+        (
+            "invalid UTF-8",
+            Raw::frame(true, 0, OP_TEXT, &[0xff, 0xfe, 0x22]),
+            1007,
+        ),
+        (
+            "a 70 KB frame",
+            Raw::frame(true, 0, OP_TEXT, &vec![b' '; 70_000]),
+            1009,
+        ),
+        ("a flood of bad frames", flood, 4029),
+    ];
+    for (what, bytes, code) in cases {
+        let mut raw = Raw::connect(&gateway, &user_token()).await;
+        raw.until_close_or_text().await;
+        raw.send(&bytes).await;
+        let got = raw.until_close().await;
+        assert_eq!(got.close, Some(code), "{what}: {got:?}");
+        let replied = std::time::Instant::now();
+        raw.finish_handshake(code).await;
+        let ended = replied.elapsed();
+        assert!(
+            ended < switchboard::gateway::connection::CLOSE_TIMEOUT,
+            "{what}: the server ended TCP {ended:?} after the Close reply, at its timeout"
+        );
+    }
+}
+
 /// The server's close must reach a client that is still sending: the
 /// frames queued before it, then the code, then a clean end.
 async fn flood_then_read(gateway: &Gateway, frames: &[u8]) -> Received {

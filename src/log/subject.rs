@@ -81,27 +81,42 @@ pub fn stream_subjects() -> Vec<String> {
 
 /// Why a subject is not one of ours.
 #[derive(Debug, thiserror::Error)]
-#[error("`{subject}` is not a switchboard subject")]
-pub struct SubjectError {
-    subject: String,
+pub enum SubjectError {
+    #[error("`{0}` is not a switchboard subject")]
+    Foreign(String),
+    /// One of ours but for the case of its id: the stream takes it (NATS
+    /// subjects are case-sensitive, its filters are wildcards), but no
+    /// channel's filter ever selects it, so no reader may deliver it.
+    #[error("`{0}` is not canonical: the id in a subject is lower-case")]
+    NotCanonical(String),
 }
 
 /// Parses a subject back into its channel and event type.
+///
+/// Only the canonical form parses: a subject with an upper-case id (which
+/// a publisher writing straight to NATS can store) is refused, so a stored
+/// event on it is invalid for every reader alike. The live router and the
+/// projection read the whole stream and would see it; a channel's replay,
+/// history and the CLI filter on the canonical subject and never would.
+/// Refusing it here, where every reader decodes, is what keeps them equal
+/// (a ban seen by one and not the other would be a leak).
 pub fn parse(subject: &str) -> Result<(Channel, EventType), SubjectError> {
-    let bad = || SubjectError {
-        subject: subject.chars().take(200).collect(),
+    let cut = || subject.chars().take(200).collect::<String>();
+    let bad = || SubjectError::Foreign(cut());
+    let id = |token: &str| match Id::parse(token) {
+        Ok(_) if token.bytes().any(|b| b.is_ascii_uppercase()) => {
+            Err(SubjectError::NotCanonical(cut()))
+        }
+        Ok(id) => Ok(id),
+        Err(_) => Err(bad()),
     };
     let mut tokens = subject.split('.');
     if tokens.next() != Some(ROOT) {
         return Err(bad());
     }
     let (channel, kind) = match (tokens.next(), tokens.next(), tokens.next(), tokens.next()) {
-        (Some("channel"), Some(id), Some(kind), None) => {
-            (Channel::Chat(Id::parse(id).map_err(|_| bad())?), kind)
-        }
-        (Some("user"), Some(id), Some(kind), None) => {
-            (Channel::User(Id::parse(id).map_err(|_| bad())?), kind)
-        }
+        (Some("channel"), Some(token), Some(kind), None) => (Channel::Chat(id(token)?), kind),
+        (Some("user"), Some(token), Some(kind), None) => (Channel::User(id(token)?), kind),
         (Some("global"), Some(kind), None, None) => (Channel::Global, kind),
         _ => return Err(bad()),
     };
@@ -250,6 +265,27 @@ mod tests {
         ] {
             assert!(parse(s).is_err(), "{s}");
         }
+    }
+
+    #[test]
+    fn only_canonical_subjects_parse() {
+        let upper = C.to_ascii_uppercase();
+        let mixed = format!("{}{}", &upper[..8], &C[8..]);
+        for s in [
+            format!("chat.channel.{upper}.channel_message"),
+            format!("chat.channel.{mixed}.user_banned"),
+            format!("chat.user.{}.user_banned", U.to_ascii_uppercase()),
+        ] {
+            assert!(
+                matches!(parse(&s), Err(SubjectError::NotCanonical(_))),
+                "{s}"
+            );
+            let payload = format!(
+                r#"{{"id":"{U}","type":"channel_message","data":{{"channel_id":"{C}","message_id":"{U}","user_id":"{U}","username":"a","content":"x"}}}}"#
+            );
+            assert!(decode(&s, payload.as_bytes()).is_err(), "{s}");
+        }
+        assert!(parse(&format!("chat.channel.{C}.channel_message")).is_ok());
     }
 
     #[test]

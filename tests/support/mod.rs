@@ -4,6 +4,10 @@
 //! when a test panics. Waits are on conditions, with generous timeouts.
 #![allow(dead_code)]
 
+mod outside;
+#[allow(unused_imports)]
+pub use outside::*;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

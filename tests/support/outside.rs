@@ -1,0 +1,77 @@
+//! What other services and tools do beside the gateway: publish straight
+//! to the stream, read history as an auditor, run the `switchboard` CLI.
+
+use std::process::Stdio;
+
+use switchboard::channel::{Channel, Id};
+use switchboard::token::{Grant, Role};
+
+use super::{http, token, Gateway, PATIENCE};
+
+/// Publishes a payload straight to the stream, as another service does.
+pub async fn publish_raw(
+    nats_client: &async_nats::Client,
+    subject: String,
+    payload: String,
+) -> u64 {
+    async_nats::jetstream::new(nats_client.clone())
+        .publish(subject, payload.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("ack")
+        .sequence
+}
+
+/// `GET /v1/history/{channel}` as an auditor: the NDJSON lines.
+pub async fn history_lines(gateway: &Gateway, channel: Channel) -> Vec<String> {
+    let auditor = token(Id::new_v4(), Grant::None, &[Role::Auditor]);
+    let reply = http()
+        .get(gateway.http(&format!("/v1/history/{channel}")))
+        .bearer_auth(auditor)
+        .send()
+        .await
+        .expect("history");
+    assert_eq!(reply.status(), 200);
+    let text = reply.text().await.expect("history text");
+    text.lines().map(str::to_string).collect()
+}
+
+/// The `switchboard` binary with no `SWITCHBOARD_*` from the environment.
+pub fn switchboard() -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("SWITCHBOARD_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.stdin(Stdio::null()).kill_on_drop(true);
+    cmd
+}
+
+/// Runs the binary to its end and returns stdout; a failure on a nonzero exit.
+pub async fn run(cmd: &mut tokio::process::Command) -> String {
+    let output = tokio::time::timeout(PATIENCE, cmd.output())
+        .await
+        .expect("the command finishes in time")
+        .expect("the binary runs");
+    assert!(
+        output.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8 output")
+}
+
+/// `switchboard replay` of one channel: the NDJSON lines.
+pub async fn cli_replay(nats_url: &str, channel: Channel) -> Vec<String> {
+    let out = run(switchboard().args([
+        "replay",
+        "--nats-url",
+        nats_url,
+        "--channel",
+        &channel.to_string(),
+    ]))
+    .await;
+    out.lines().map(str::to_string).collect()
+}
