@@ -134,10 +134,20 @@ impl Changes {
     }
 }
 
+/// The fold's rules as of this version: 1 since events on non-canonical
+/// subjects are invalid (before, a ban on `chat.channel.{UPPER-CASE-ID}…`
+/// was folded). A snapshot of another format is not used.
+pub const SNAPSHOT_FORMAT: u32 = 1;
+
 /// The stored form of a [`Projection`]: sorted, so equal projections give
 /// equal snapshots.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
+    /// The fold's rules the snapshot was made by ([`SNAPSHOT_FORMAT`]);
+    /// absent (0) in snapshots of versions that folded events on
+    /// non-canonical subjects, which are folded afresh.
+    #[serde(default)]
+    pub format: u32,
     pub last_seq: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<String>,
@@ -226,6 +236,7 @@ impl Projection {
     /// The sorted copy: O(n log n), so not for a lock the router waits on.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
+            format: SNAPSHOT_FORMAT,
             last_seq: self.last_seq,
             epoch: self.epoch.clone(),
             members: pairs(&self.members),

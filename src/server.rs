@@ -24,7 +24,7 @@ use crate::data_dir::DataDirLock;
 use crate::gateway::{housekeeping, router, Node};
 use crate::local_nats::NatsServer;
 use crate::log::Log;
-use crate::projection::Projection;
+use crate::projection::{Projection, SNAPSHOT_FORMAT};
 use crate::session::{kv, writer::Writer, Sessions, StoreKind};
 use crate::settings::{local_url_file, ServeSettings};
 use crate::store::Store;
@@ -53,6 +53,13 @@ pub struct Running {
 pub async fn load_projection(log: &Log, store: &Store) -> anyhow::Result<Projection> {
     let started = Instant::now();
     let mut projection = match store.snapshot() {
+        Ok(Some(snapshot)) if snapshot.format != SNAPSHOT_FORMAT => {
+            tracing::warn!(
+                format = snapshot.format,
+                "the projection snapshot was folded by other rules (an older version); folding the log afresh"
+            );
+            Projection::default()
+        }
         Ok(Some(snapshot)) => Projection::from_snapshot(snapshot),
         Ok(None) => Projection::default(),
         Err(e) => {

@@ -274,3 +274,63 @@ async fn typing_on_an_upper_case_subject_is_not_delivered() {
         assert_eq!(frame["data"]["user_id"], speaker.to_string(), "{frame}");
     }
 }
+
+/// A projection snapshot from a version that still folded events on
+/// non-canonical subjects (it has no `format`) may hold such a ban: it is
+/// not used, the log is folded afresh.
+#[tokio::test]
+async fn a_snapshot_folded_by_the_older_rules_is_folded_afresh() {
+    let nats = nats();
+    let mut gateway = Gateway::start(&nats);
+    let log = log(&nats).await;
+    let (c, u) = (Id::new_v4(), Id::new_v4());
+    log.store(&Event::new(EventData::MemberJoined(Member {
+        channel_id: c,
+        user_id: u,
+        username: None,
+    })))
+    .await
+    .expect("join stored");
+    let member = token(u, Grant::None, &[]);
+    let mut client = Client::connect(&gateway, &member).await;
+    let (_, joined, _) = client.subscribe_since(chat(c), json!(0)).await;
+    assert_eq!(joined.len(), 1, "{joined:?}");
+    client.close().await;
+    // A clean stop writes the snapshot.
+    gateway.terminate();
+    let file = find_file(gateway.data_dir(), "projection-snapshot.json")
+        .expect("the snapshot file is written at a clean stop");
+    let mut snapshot: Value =
+        serde_json::from_slice(&std::fs::read(&file).expect("read")).expect("JSON");
+    assert_eq!(snapshot["format"], 1, "{snapshot}");
+    // As an older node would have left it after folding an upper-case ban.
+    snapshot.as_object_mut().expect("object").remove("format");
+    snapshot["banned"] = json!([[c, u]]);
+    std::fs::write(&file, snapshot.to_string()).expect("write");
+
+    gateway.restart();
+    assert!(
+        gateway
+            .log_text()
+            .contains("the projection snapshot was folded by other rules"),
+        "{}",
+        gateway.log_text()
+    );
+    let mut back = Client::connect(&gateway, &member).await;
+    back.subscribe(chat(c)).await;
+}
+
+fn find_file(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.file_name().is_some_and(|n| n == name) {
+            return Some(path);
+        }
+        if path.is_dir() {
+            if let Some(found) = find_file(&path, name) {
+                return Some(found);
+            }
+        }
+    }
+    None
+}

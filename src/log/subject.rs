@@ -274,7 +274,7 @@ mod tests {
         for s in [
             format!("chat.channel.{upper}.channel_message"),
             format!("chat.channel.{mixed}.user_banned"),
-            format!("chat.user.{}.user_banned", U.to_ascii_uppercase()),
+            format!("chat.user.{upper}.user_banned"),
         ] {
             assert!(
                 matches!(parse(&s), Err(SubjectError::NotCanonical(_))),

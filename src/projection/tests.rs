@@ -152,6 +152,7 @@ impl Flat {
 
     fn snapshot(&self) -> Snapshot {
         Snapshot {
+            format: SNAPSHOT_FORMAT,
             last_seq: self.last_seq,
             epoch: None,
             members: self.members.iter().copied().collect(),
