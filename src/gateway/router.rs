@@ -29,7 +29,7 @@ use super::Node;
 use crate::access;
 use crate::envelope::{self, StoredEvent};
 use crate::event::EventData;
-use crate::log::{Epoch, LogError, ReadItem, TypingSubscription};
+use crate::log::{Epoch, LogError, Op, ReadItem, RequestErrorKind, TypingSubscription};
 use crate::projection::{Projection, FOLDED};
 
 /// Pause before recreating the consumer after an error.
@@ -139,7 +139,11 @@ async fn fill_window(node: &Node, through: u64) -> Result<usize, LogError> {
         loop {
             let item = tokio::time::timeout(FILL_TIMEOUT, read.next()).await;
             let Ok(Some(item)) = item else {
-                return Err(LogError::Read("the stream stopped answering".into()));
+                return Err(LogError::request(
+                    Op::Read,
+                    RequestErrorKind::TimedOut,
+                    "filling the window: the stream stopped answering",
+                ));
             };
             let item = item?;
             let (seq, pending) = (item.seq, item.pending);
@@ -169,8 +173,10 @@ const FILL_TIMEOUT: Duration = Duration::from_secs(10);
 async fn rebuild(node: &Node, old: Epoch, new: Epoch) -> Result<u64, LogError> {
     let extent = node.log.extent().await?;
     if extent.epoch != new {
-        return Err(LogError::Read(
-            "the stream changed again while rebuilding".into(),
+        return Err(LogError::request(
+            Op::Read,
+            RequestErrorKind::StreamChanged,
+            "the stream changed again while the projection was rebuilt",
         ));
     }
     let mut projection = Projection::default();

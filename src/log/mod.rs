@@ -104,14 +104,78 @@ pub enum LogError {
         servers: usize,
         reason: String,
     },
-    #[error("publish failed: {0}")]
-    Publish(String),
-    #[error("read failed: {0}")]
-    Read(String),
-    #[error("subscribe failed: {0}")]
-    Subscribe(String),
+    /// A request to the log failed: what it was doing (`op`), why, in a
+    /// form callers branch on (`kind`), and the error beneath, if any.
+    #[error("{op} {kind}: {context}{}", source_text(.source))]
+    Request {
+        op: Op,
+        kind: RequestErrorKind,
+        context: String,
+        #[source]
+        source: Option<BoxError>,
+    },
     #[error(transparent)]
     Event(#[from] crate::event::EventError),
+}
+
+/// The error beneath a failed request, whatever its type.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What a failed request to the log was doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Reading events (a replay, history, a fold, the window's fill).
+    Read,
+    /// Looking up one sequence or a channel's next event.
+    Lookup,
+    Publish,
+    Subscribe,
+}
+
+impl std::fmt::Display for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Op::Read => "read",
+            Op::Lookup => "lookup",
+            Op::Publish => "publish",
+            Op::Subscribe => "subscribe",
+        })
+    }
+}
+
+/// Why a request to the log failed: what a caller branches on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestErrorKind {
+    /// No answer in time: NATS is slow, or a cluster is electing a leader.
+    /// It may pass.
+    TimedOut,
+    /// The node is shutting down.
+    ShuttingDown,
+    /// The stream changed under the request (it was recreated).
+    StreamChanged,
+    /// NATS refused the request or the connection broke.
+    Failed,
+    /// NATS answered with something that is not what JetStream sends.
+    Malformed,
+}
+
+impl std::fmt::Display for RequestErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RequestErrorKind::TimedOut => "timed out",
+            RequestErrorKind::ShuttingDown => "stopped: the node is shutting down",
+            RequestErrorKind::StreamChanged => "stopped: the stream changed",
+            RequestErrorKind::Failed => "failed",
+            RequestErrorKind::Malformed => "got a malformed answer",
+        })
+    }
+}
+
+fn source_text(source: &Option<BoxError>) -> String {
+    source
+        .as_ref()
+        .map(|e| format!(": {e}"))
+        .unwrap_or_default()
 }
 
 impl LogError {
@@ -119,6 +183,40 @@ impl LogError {
         LogError::Stream {
             name: name.to_string(),
             reason: reason.to_string(),
+        }
+    }
+
+    /// A failed request with no error beneath it.
+    pub fn request(op: Op, kind: RequestErrorKind, context: impl Into<String>) -> LogError {
+        LogError::Request {
+            op,
+            kind,
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    /// A failed request, with the error beneath it.
+    pub fn request_from(
+        op: Op,
+        kind: RequestErrorKind,
+        context: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> LogError {
+        LogError::Request {
+            op,
+            kind,
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// Why a request failed; `None` for the errors of connecting and
+    /// provisioning, and for an event refused before it was sent.
+    pub fn request_kind(&self) -> Option<RequestErrorKind> {
+        match self {
+            LogError::Request { kind, .. } => Some(*kind),
+            _ => None,
         }
     }
 }
@@ -365,7 +463,11 @@ impl Log {
         {
             Ok(message) => Ok(Some((message.sequence, message.time))),
             Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
-            Err(e) => Err(LogError::Read(format!("looking up sequence {seq}: {e}"))),
+            Err(e) => Err(lookup_failed(
+                e.kind() == DirectGetErrorKind::TimedOut,
+                seq,
+                e,
+            )),
         }
     }
 
@@ -380,7 +482,7 @@ impl Log {
         match self.stream.get_raw_message(seq).await {
             Ok(message) => Ok(Some(message.time)),
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(LogError::Read(format!("looking up sequence {seq}: {e}"))),
+            Err(e) => Err(lookup_failed(false, seq, e)),
         }
     }
 
@@ -390,9 +492,21 @@ impl Log {
         match self.stream.direct_get(seq).await {
             Ok(message) => Ok(Some(message.time)),
             Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
-            Err(e) => Err(LogError::Read(format!("looking up sequence {seq}: {e}"))),
+            Err(e) => Err(lookup_failed(
+                e.kind() == DirectGetErrorKind::TimedOut,
+                seq,
+                e,
+            )),
         }
     }
+}
+
+fn lookup_failed(timed_out: bool, seq: u64, e: impl Into<BoxError>) -> LogError {
+    let kind = match timed_out {
+        true => RequestErrorKind::TimedOut,
+        false => RequestErrorKind::Failed,
+    };
+    LogError::request_from(Op::Lookup, kind, format!("sequence {seq}"), e)
 }
 
 /// An envelope shows milliseconds; an event is "at or after `t`" as the
@@ -429,6 +543,27 @@ fn check_version(version: &str) -> Result<(), LogError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_error_says_what_why_and_what_was_beneath() {
+        let beneath = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "pipe closed");
+        let e = LogError::request_from(
+            Op::Lookup,
+            RequestErrorKind::TimedOut,
+            "sequence 7",
+            beneath,
+        );
+        assert_eq!(e.request_kind(), Some(RequestErrorKind::TimedOut));
+        assert_eq!(e.to_string(), "lookup timed out: sequence 7: pipe closed");
+        let source = std::error::Error::source(&e).expect("the source is kept");
+        assert_eq!(source.to_string(), "pipe closed");
+        let plain = LogError::request(Op::Read, RequestErrorKind::ShuttingDown, "a replay");
+        assert_eq!(
+            plain.to_string(),
+            "read stopped: the node is shutting down: a replay"
+        );
+        assert_eq!(LogError::NoJetStream.request_kind(), None);
+    }
 
     #[test]
     fn version_gate() {

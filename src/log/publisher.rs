@@ -9,7 +9,7 @@ use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::publish::PublishAck;
 use chrono::{DateTime, Utc};
 
-use super::{subject, Log, LogError};
+use super::{subject, Log, LogError, Op, RequestErrorKind};
 use crate::channel::{Channel, Id};
 use crate::event::{format_timestamp, Event, EventData, EventError, RawData};
 
@@ -98,10 +98,14 @@ impl Log {
     pub async fn publish(&self, event: &Event) -> Result<Receipt, LogError> {
         let stored = self.store(event).await?;
         let time = self.time_of_stored(stored.seq).await?.ok_or_else(|| {
-            LogError::Publish(format!(
-                "sequence {} was acknowledged but is no longer held",
-                stored.seq
-            ))
+            LogError::request(
+                Op::Publish,
+                RequestErrorKind::Failed,
+                format!(
+                    "sequence {} was acknowledged but is no longer held",
+                    stored.seq
+                ),
+            )
         })?;
         Ok(Receipt { stored, time })
     }
@@ -139,7 +143,13 @@ impl Log {
                     backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
                     attempt += 1;
                 }
-                Err(e) => return Err(LogError::Publish(format!("{subject}: {e}"))),
+                Err(e) => {
+                    let kind = match e.kind() {
+                        PublishErrorKind::TimedOut => RequestErrorKind::TimedOut,
+                        _ => RequestErrorKind::Failed,
+                    };
+                    return Err(LogError::request_from(Op::Publish, kind, subject, e));
+                }
             }
         }
     }

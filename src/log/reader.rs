@@ -15,7 +15,7 @@ use async_nats::jetstream::{
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 
-use super::{subject, Log, LogError};
+use super::{subject, Log, LogError, Op, RequestErrorKind};
 use crate::channel::Channel;
 use crate::envelope::StoredEvent;
 use crate::event::EventType;
@@ -160,10 +160,9 @@ impl Log {
         let info = consumer.cached_info();
         let initial_pending = info.num_pending;
         let name = (self.js.clone(), info.stream_name.clone(), info.name.clone());
-        let messages = consumer
-            .messages()
-            .await
-            .map_err(|e| LogError::Read(format!("starting a reader: {e}")))?;
+        let messages = consumer.messages().await.map_err(|e| {
+            LogError::request_from(Op::Read, RequestErrorKind::Failed, "starting a reader", e)
+        })?;
         Ok(LogRead {
             messages,
             initial_pending,
@@ -194,7 +193,16 @@ impl Log {
                 _ => false,
             };
             if !passing || tokio::time::Instant::now() + backoff >= give_up {
-                return Err(LogError::Read(format!("creating a reader: {e}")));
+                let kind = match e.kind() {
+                    ConsumerErrorKind::TimedOut => RequestErrorKind::TimedOut,
+                    _ => RequestErrorKind::Failed,
+                };
+                return Err(LogError::request_from(
+                    Op::Read,
+                    kind,
+                    "creating a reader",
+                    e,
+                ));
             }
             tracing::debug!(error = %e, "reader creation retry");
             tokio::time::sleep(backoff).await;
@@ -215,16 +223,23 @@ impl Stream for LogRead {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Ready(Some(Err(e))) => {
-                return Poll::Ready(Some(Err(LogError::Read(e.to_string()))))
+                return Poll::Ready(Some(Err(LogError::request_from(
+                    Op::Read,
+                    RequestErrorKind::Failed,
+                    "reading",
+                    e,
+                ))))
             }
             Poll::Ready(Some(Ok(message))) => message,
         };
         let reply = message.reply.as_ref().map_or("", |reply| reply.as_str());
         let Some(Delivery { seq, pending, time }) = Delivery::parse(reply) else {
             let reply: String = reply.chars().take(200).collect();
-            return Poll::Ready(Some(Err(LogError::Read(format!(
-                "`{reply}` is not a JetStream delivery"
-            )))));
+            return Poll::Ready(Some(Err(LogError::request(
+                Op::Read,
+                RequestErrorKind::Malformed,
+                format!("`{reply}` is not a JetStream delivery"),
+            ))));
         };
         let subject = message.subject.clone();
         let event = decode(subject.as_str(), &message.payload, seq, time);

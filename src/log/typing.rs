@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use super::{subject, Log, LogError, PayloadError};
+use super::{subject, Log, LogError, Op, PayloadError, RequestErrorKind};
 use crate::channel::{Channel, Id};
 use crate::event::{EventData, UserTyping};
 
@@ -36,7 +36,9 @@ impl Log {
             .client
             .subscribe(subject::typing_wildcard())
             .await
-            .map_err(|e| LogError::Subscribe(format!("typing: {e}")))?;
+            .map_err(|e| {
+                LogError::request_from(Op::Subscribe, RequestErrorKind::Failed, "typing", e)
+            })?;
         Ok(TypingSubscription {
             client: self.client.clone(),
             subscriber: Some(subscriber),

@@ -27,7 +27,7 @@ use super::replay::with_timeout;
 use crate::channel::Channel;
 use crate::gateway::window::Recent;
 use crate::gateway::Node;
-use crate::log::{LogError, LogRead, ReadItem};
+use crate::log::{LogError, LogRead, Op, ReadItem, RequestErrorKind};
 use crate::metrics::Metrics;
 
 /// Events taken from the window at a time.
@@ -117,7 +117,13 @@ fn open(
         let waiting = Waiting::new(node.metrics);
         let permit = node.stream_replays.clone().acquire_owned().await;
         drop(waiting);
-        let permit = permit.map_err(|_| LogError::Read("the node is shutting down".into()))?;
+        let permit = permit.map_err(|_| {
+            LogError::request(
+                Op::Read,
+                RequestErrorKind::ShuttingDown,
+                "waiting for a stream replay",
+            )
+        })?;
         let read = with_timeout(node.log.read(&[channel], after.saturating_add(1))).await?;
         Ok(Reading {
             told_idle: false,

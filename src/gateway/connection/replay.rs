@@ -18,7 +18,7 @@ use crate::gateway::subscription::{Action, Actions, Following, Subscription};
 
 use super::reads::{Read, Step};
 use crate::gateway::Node;
-use crate::log::{Epoch, LogError};
+use crate::log::{Epoch, LogError, Op, RequestErrorKind};
 use crate::projection::FOLDED;
 use crate::token::Claims;
 
@@ -429,12 +429,41 @@ pub(super) async fn with_timeout<T>(
 ) -> Result<T, LogError> {
     tokio::time::timeout(LOG_TIMEOUT, Box::pin(f))
         .await
-        .unwrap_or_else(|_| Err(LogError::Read("timed out".into())))
+        .unwrap_or_else(|_| {
+            Err(LogError::request(
+                Op::Read,
+                RequestErrorKind::TimedOut,
+                format!("no answer within {LOG_TIMEOUT:?}"),
+            ))
+        })
 }
 
 /// The log failed mid-replay: close, and let the client resume later from
-/// its cursor (nothing is skipped: the cursor only moves on delivery).
+/// its cursor (nothing is skipped: the cursor only moves on delivery). A
+/// read stopped by the node's shutdown closes as the shutdown does.
 fn log_lost(e: LogError) -> End {
+    if e.request_kind() == Some(RequestErrorKind::ShuttingDown) {
+        return End::Close(Close::ShuttingDown);
+    }
     tracing::warn!(error = %e, "log unavailable during a replay; closing");
     End::Close(Close::LogUnavailable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_stopped_by_the_shutdown_closes_as_the_shutdown_does() {
+        let stopped = LogError::request(Op::Read, RequestErrorKind::ShuttingDown, "waiting");
+        assert!(matches!(log_lost(stopped), End::Close(Close::ShuttingDown)));
+        for kind in [
+            RequestErrorKind::TimedOut,
+            RequestErrorKind::Failed,
+            RequestErrorKind::StreamChanged,
+        ] {
+            let lost = LogError::request(Op::Read, kind, "reading");
+            assert!(matches!(log_lost(lost), End::Close(Close::LogUnavailable)));
+        }
+    }
 }
