@@ -151,7 +151,8 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
             (url, Some(server))
         }
     };
-    let log = Log::connect(&url, settings.stream.clone()).await?;
+    let mut log = Log::connect(&url, settings.stream.clone()).await?;
+    let reaper = log.reap_reads();
     let store = Store::open(&settings.data_dir.join("sled"))
         .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
     let (sessions, session_writer) = open_sessions(&settings, &log, &store).await?;
@@ -175,6 +176,7 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         .subscribe_typing()
         .await
         .context("cannot subscribe to typing")?;
+    node.spawn_until_shutdown(reaper.run());
     node.spawn(router::run(node.clone(), start_seq, epoch));
     node.spawn(router::run_typing(node.clone(), typing));
     node.spawn(housekeeping::run_snapshots(node.clone()));

@@ -154,6 +154,21 @@ impl Node {
         self.tasks.spawn(task);
     }
 
+    /// Runs `task` as a task of the node until it ends or the node shuts
+    /// down, whichever comes first (for work that has nothing to finish).
+    pub fn spawn_until_shutdown<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let stop = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = task => {}
+            }
+        });
+    }
+
     /// Resolves once the node starts shutting down.
     pub fn shutting_down(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
         self.shutdown.cancelled()

@@ -234,6 +234,8 @@ pub struct Log {
     /// The task that leaves a lame-duck server, on a client the log dialled
     /// itself; it stops with the last clone of the log.
     lame_duck_watch: Option<Arc<LameDuckWatch>>,
+    /// Where finished reads hand their consumers, once a reaper runs.
+    reaper: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 /// Which incarnation of the stream the log holds: its creation time.
@@ -354,6 +356,7 @@ impl Log {
             settings,
             seen,
             lame_duck_watch: None,
+            reaper: None,
         })
     }
 

@@ -14,6 +14,7 @@ use async_nats::jetstream::{
 };
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
 
 use super::{subject, Log, LogError, Op, RequestErrorKind};
 use crate::channel::Channel;
@@ -62,36 +63,74 @@ impl ReadItem {
 
 /// An ordered read of some channels (or all of them) from a sequence on.
 ///
-/// Dropping it deletes its consumer (in the background): the server would
-/// otherwise keep it for its inactivity threshold (30 s), and a storm of
-/// replays would leave a crowd of consumers behind it.
+/// Dropping it hands its consumer to the log's [`Reaper`], when one runs,
+/// to be deleted: the server would otherwise keep it for its inactivity
+/// threshold (30 s), and a storm of replays would leave a crowd of
+/// consumers behind it. Without a reaper (the tools) the server removes it
+/// after that threshold.
 pub struct LogRead {
     messages: pull::Ordered,
     /// Matching messages at and after the start when the read began.
     pub initial_pending: u64,
-    /// The stream and the consumer's name, to delete it when done.
-    consumer: Option<(jetstream::Context, String, String)>,
+    /// Where to hand the consumer's name once the read is done.
+    reap: Option<(mpsc::UnboundedSender<String>, String)>,
 }
 
 impl Drop for LogRead {
     fn drop(&mut self) {
-        let Some((js, stream, consumer)) = self.consumer.take() else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        runtime.spawn(async move {
-            // Gone already (recreated by the ordered reader, or the server
-            // lost it): the server removes what is left on its own.
-            if let Err(e) = js.delete_consumer_from_stream(&consumer, &stream).await {
-                tracing::debug!(%consumer, error = %e, "read's consumer not deleted");
+        if let Some((reaper, consumer)) = self.reap.take() {
+            // A reaper that stopped (the node is shutting down) leaves it
+            // to the server.
+            let _ = reaper.send(consumer);
+        }
+    }
+}
+
+/// Deletes the consumers of finished reads, one at a time, as a task the
+/// node owns ([`Log::reap_reads`]). Its queue holds a name per finished
+/// read not yet deleted: at most the reads that ended since the last
+/// delete, each of which held a replay permit or a history request.
+pub struct Reaper {
+    js: jetstream::Context,
+    stream: String,
+    finished: mpsc::UnboundedReceiver<String>,
+}
+
+/// How long one delete may take before the reaper moves on (the server
+/// removes that consumer itself after its inactivity threshold).
+pub const REAP_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Reaper {
+    /// Deletes finished reads' consumers, until every log that hands them
+    /// over is gone (the node stops it at shutdown before that).
+    pub async fn run(mut self) {
+        while let Some(consumer) = self.finished.recv().await {
+            let deleted = self.js.delete_consumer_from_stream(&consumer, &self.stream);
+            match tokio::time::timeout(REAP_TIMEOUT, deleted).await {
+                Ok(Ok(_)) => {}
+                // Gone already (recreated by the ordered reader, or lost
+                // with its server): the server removes what is left.
+                Ok(Err(e)) => tracing::debug!(%consumer, error = %e, "read's consumer not deleted"),
+                Err(_) => tracing::debug!(%consumer, "read's consumer delete timed out"),
             }
-        });
+        }
     }
 }
 
 impl Log {
+    /// From now on, this log's reads (and its clones' made after this)
+    /// hand their consumers to the returned [`Reaper`] when they end; the
+    /// caller runs it.
+    pub fn reap_reads(&mut self) -> Reaper {
+        let (tx, finished) = mpsc::unbounded_channel();
+        self.reaper = Some(tx);
+        Reaper {
+            js: self.js.clone(),
+            stream: self.settings.name.clone(),
+            finished,
+        }
+    }
+
     /// Reads the given channels' events (every channel when empty) with
     /// `seq >= from_seq`, in order, then waits for new ones.
     pub async fn read(&self, channels: &[Channel], from_seq: u64) -> Result<LogRead, LogError> {
@@ -159,14 +198,17 @@ impl Log {
         Metrics::get().log_consumers_created.increment(1);
         let info = consumer.cached_info();
         let initial_pending = info.num_pending;
-        let name = (self.js.clone(), info.stream_name.clone(), info.name.clone());
+        let reap = self
+            .reaper
+            .clone()
+            .map(|reaper| (reaper, info.name.clone()));
         let messages = consumer.messages().await.map_err(|e| {
             LogError::request_from(Op::Read, RequestErrorKind::Failed, "starting a reader", e)
         })?;
         Ok(LogRead {
             messages,
             initial_pending,
-            consumer: Some(name),
+            reap,
         })
     }
 }
