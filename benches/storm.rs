@@ -57,7 +57,7 @@ use outcome::Outcome;
 /// With sessions, a duplicate is allowed when its event was published no
 /// earlier than this before the kill: a restored cursor is at most the
 /// flush interval (2 s by default) plus the ping confirmation (about 1 s)
-/// old (SPEC section 5).
+/// old (docs/protocol.md, "Cursors").
 const SESSION_DUPLICATE_BOUND: Duration = Duration::from_secs(5);
 
 /// How often B's resident memory is sampled during the storm.

@@ -349,7 +349,7 @@ async fn with_a_server_of_the_list_down_serve_publish_and_replay_use_the_others(
     let second = Gateway::start_on(&urls, &["--replicas", "3"]);
     let mut late = Client::connect(&second, &token(Id::new_v4(), Grant::All, &[])).await;
     // A read the degraded cluster cannot serve yet is `unavailable`: the
-    // client tries again, as SPEC says.
+    // client tries again, as docs/protocol.md says ("Client frames").
     let deadline = Instant::now() + PATIENCE;
     let events = loop {
         late.send(serde_json::json!({"type": "subscribe", "channel": chat(c).to_string(), "since_seq": 0}))

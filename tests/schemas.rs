@@ -355,7 +355,7 @@ fn valid(kind: EventType) -> Value {
     }
 }
 
-/// Fields that must be present (EVENTS.md: all but moderation's `user_id`).
+/// Fields that must be present (docs/events.md: all but moderation's `user_id`).
 fn required(kind: EventType) -> Vec<String> {
     valid(kind)
         .as_object()
@@ -500,7 +500,7 @@ fn valid_table() -> Vec<(EventType, String, Value)> {
         v.as_object_mut().expect("object").remove("user_id");
         out.push((kind, "the user copy (no `user_id`)".into(), v));
     }
-    // Tolerant reading (SPEC section 3): a newer publisher's fields.
+    // Tolerant reading (docs/protocol.md): a newer publisher's fields.
     for &kind in EventType::ALL {
         for (what, extra) in [
             ("surprise", json!(1)),
@@ -750,7 +750,7 @@ fn payload_schema_and_payload_decoder_agree_on_the_envelope_of_the_data() {
                "timestamp": "2025-01-15T10:30:00.000Z"}),
         json!({"id": id, "type": "message_deleted", "data": data,
                "timestamp": "2025-01-15T11:30:00+01:00"}),
-        // Unknown top-level fields are ignored (SPEC section 3).
+        // Unknown top-level fields are ignored (docs/protocol.md, "Tolerant reading").
         json!({"id": id, "type": "message_deleted", "data": data, "extra": 1}),
         json!({"id": id, "type": "message_deleted", "data": data, "trace_id": "abc",
                "headers": {"x": [1]}}),

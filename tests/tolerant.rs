@@ -1,4 +1,4 @@
-//! Tolerant reading (SPEC section 3): a newer publisher's fields never make
+//! Tolerant reading (docs/protocol.md): a newer publisher's fields never make
 //! an event vanish. Unknown top-level payload fields are ignored; unknown
 //! fields inside `data` reach clients byte for byte, live, in a replay, in
 //! history and in `switchboard replay`, whether the event came straight from
