@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 mod outside;
+pub mod stall;
 #[allow(unused_imports)]
 pub use outside::*;
 
