@@ -1,0 +1,517 @@
+/**
+ * The resume core: each subscription's resume point and the rules that keep
+ * the client's promise (every stored event exactly once, in `seq` order,
+ * however often the network drops), with no I/O. In: the gateway's text
+ * frames, the application's calls (subscribe, unsubscribe, close) and the
+ * transport's news (an attempt starts or fails, the socket closed, a timer
+ * fired). Out: actions (frames to send, events for the application and its
+ * subscriptions, a reconnect after a delay, cursors to save). It never
+ * touches a socket, a timer or storage, and never reads the clock or
+ * `Math.random` except through what it was given; `client.ts` is the
+ * transport that does those.
+ *
+ * How a resume stays exact:
+ * - each subscription remembers the last `seq` it delivered (and the stream
+ *   `epoch` it belongs to); before it has seen one, it subscribes with a
+ *   `since` time (the server's clock), and `replayed.last_seq` gives it the
+ *   resume point even when nothing was replayed;
+ * - a reconnect restores the server-side session (`?session=`); the
+ *   subscriptions the server did not restore are subscribed again with
+ *   `since_seq`;
+ * - anything at or below the last delivered `seq` is dropped, so a replay
+ *   from the server's (older) session cursor never shows an event twice;
+ * - `subscribed.complete: false`, or another epoch, is told to the
+ *   application as a `gap`.
+ *
+ * Actions go to `act` one at a time, in the order the rules make them, not
+ * as a list returned at the end: the application's handlers run inside some
+ * of them (`gap`, `error`, `unsubscribed`) and may call back into the
+ * client, and they see the state as it is at that step (a subscription the
+ * server refused is still there while its `error` handlers run).
+ */
+
+import { reconnectDelay } from "./backoff.js";
+import type { ErrorData, HelloData, ReplayedData, SubscribedData, UnsubscribedData } from "./schema.generated.js";
+import type { SavedCursors } from "./storage.js";
+import type { SubscriptionEvents } from "./subscription.js";
+import type { Channel, ChatEvent, ClientEvents, ConnectionState, ConnectOptions, Gap } from "./types.js";
+
+/**
+ * Close code: the token expired. With `getToken` the client reconnects (the
+ * transport asks for a fresh token before every attempt); without, the same
+ * token would be refused, so the client ends and tells the application.
+ */
+export const TOKEN_EXPIRED = 4001;
+/** Close code: too many bad frames. The next attempt waits `abusePauseMs` ({@link ABUSE_PAUSE_MS} by default), not the back-off. */
+export const ABUSE = 4029;
+/** The wait after a close {@link ABUSE} when `abusePauseMs` is not given. */
+export const ABUSE_PAUSE_MS = 60_000;
+/** The longest back-off when `maxReconnectMs` is not given: no attempt waits longer, however many failed. */
+export const MAX_RECONNECT_MS = 30_000;
+/** The back-off's base until a `hello` gave the server's (`hello.reconnect_ms`). */
+export const RECONNECT_MS = 1_000;
+
+export interface CloseResult {
+    code: number;
+    reason: string;
+    wasClean: boolean;
+}
+
+/** What a client did, for dashboards and tests. */
+export interface ClientStats {
+    /** Connections that reached `hello`. */
+    connections: number;
+    /** Events dropped because their `seq` had been delivered already. */
+    duplicatesDropped: number;
+}
+
+/** A frame for the gateway; the transport sends it as JSON text. */
+export type Frame = Record<string, unknown>;
+
+/** Where a new subscription starts: at most one of the two; neither means now (or a saved cursor). */
+export interface Start {
+    /** Replay every event stored at or after this time (RFC 3339), then live. */
+    since?: string | undefined;
+    /** Replay every event with a greater `seq`, then live. */
+    sinceSeq?: number | undefined;
+}
+
+/** An event for one subscription's handlers (`H` is the transport's handle for it). */
+export type Dispatch<H> = {
+    [K in keyof SubscriptionEvents]: { kind: "dispatch"; handle: H; name: K; payload: SubscriptionEvents[K] };
+}[keyof SubscriptionEvents];
+
+/** An event for the client's handlers. */
+export type Emit = {
+    [K in keyof ClientEvents]: { kind: "emit"; name: K; payload: ClientEvents[K] };
+}[keyof ClientEvents];
+
+/** What the transport does for the core. */
+export type Action<H> =
+    /** Send this frame on the open connection. */
+    | { kind: "send"; frame: Frame }
+    | Dispatch<H>
+    | Emit
+    /** `hello` arrived: stop waiting for it, watch the connection at this heartbeat and start acking. */
+    | { kind: "established"; heartbeatMs: number }
+    /** Open a new connection after this delay (replacing any reconnect already scheduled). */
+    | { kind: "reconnect"; delayMs: number }
+    /** After this delay, call `resubscribe(channel, handle)`: the server's log was unavailable. */
+    | { kind: "resubscribe"; channel: Channel; handle: H; delayMs: number }
+    /** The `unsubscribe()` that sent request `requestId` is over: answered, or its connection is gone. */
+    | { kind: "settle"; requestId: string }
+    /** Save the cursors (`toSave()`) where the application keeps them, if it does. */
+    | { kind: "save" }
+    /** The client is closed for good: resolve `close()` with this. */
+    | { kind: "finished"; result: CloseResult };
+
+/**
+ * Carries out one action. For `send`: whether the frame went out (false when
+ * no socket is open, or it refused the frame); the answer to other actions
+ * is not used.
+ */
+export type Act<H> = (action: Action<H>) => boolean;
+
+/** The client's options the core reads, each time it needs them. */
+export type ResumeOptions = Pick<ConnectOptions, "getToken" | "maxReconnectMs" | "abusePauseMs">;
+
+/** The core's clock and dice, replaced in tests. */
+export interface Environment {
+    /** Milliseconds since the epoch; default `Date.now`. */
+    now?: () => number;
+    /** A number in [0, 1) for the back-off's jitter; default `Math.random`. */
+    random?: () => number;
+}
+
+/** One subscription's resume point, and where its subscribe stands on this connection. */
+interface ResumePoint<H> {
+    channel: Channel;
+    handle: H;
+    /** The last `seq` delivered to the application. */
+    lastSeq: number | undefined;
+    /** The stream epoch `lastSeq` belongs to. */
+    epoch: string | undefined;
+    /** Where to replay from while `lastSeq` is unknown. */
+    since: string | undefined;
+    /** The application chose the start (`since`/`sinceSeq`): saved cursors do not apply. */
+    positioned: boolean;
+    /** The last `seq` acked on this connection. */
+    acked: number | undefined;
+    /**
+     * `pending`: nothing asked on this connection (offline, or waiting to ask
+     * again); `subscribing`: waiting for `subscribed`, events are not yet
+     * its own; `replaying`, `live`: events are delivered and acked.
+     */
+    phase: "pending" | "subscribing" | "replaying" | "live";
+    /** The pending `subscribe`'s request id; none while a session restore brings it back. */
+    requestId: string | undefined;
+}
+
+/**
+ * The client's state across connections. `H` is whatever the transport
+ * hands its subscription's events to (the `Subscription`); the core only
+ * passes it back in actions, and tells two subscriptions of one channel
+ * apart by it, so each `subscribe` gets a handle of its own.
+ */
+export class ResumeCore<H> {
+    readonly #options: ResumeOptions;
+    readonly #act: Act<H>;
+    readonly #now: () => number;
+    readonly #random: () => number;
+    #state: ConnectionState = "connecting";
+    readonly #subs = new Map<Channel, ResumePoint<H>>();
+    #hello: HelloData | undefined;
+    /** The server's clock minus ours, from `hello`. */
+    #clockOffsetMs = 0;
+    /** Failed attempts since the last `hello`: the back-off's exponent. */
+    #attempt = 0;
+    #nextRequest = 0;
+    /** The request ids of the `unsubscribe`s sent on this connection and not yet answered. */
+    readonly #unsubscribing = new Set<string>();
+    #saved: SavedCursors = { seqs: {} };
+    readonly #stats: ClientStats = { connections: 0, duplicatesDropped: 0 };
+
+    constructor(options: ResumeOptions, act: Act<H>, environment: Environment = {}) {
+        this.#options = options;
+        this.#act = act;
+        this.#now = environment.now ?? Date.now;
+        this.#random = environment.random ?? Math.random;
+    }
+
+    get state(): ConnectionState {
+        return this.#state;
+    }
+
+    /** The last `hello`: its `session_id` is the session to restore on the next connection. */
+    get hello(): Readonly<HelloData> | undefined {
+        return this.#hello;
+    }
+
+    get stats(): Readonly<ClientStats> {
+        return { ...this.#stats };
+    }
+
+    /** The subscriptions' last delivered seqs. */
+    get cursors(): Record<string, number> {
+        const cursors: Record<string, number> = {};
+        for (const [channel, sub] of this.#subs) if (sub.lastSeq !== undefined) cursors[channel] = sub.lastSeq;
+        return cursors;
+    }
+
+    /** Whether `channel` (lower case) has a subscription. */
+    has(channel: Channel): boolean {
+        return this.#subs.has(channel);
+    }
+
+    /** What to save for a later client (a reloaded page): the cursors and the epoch they belong to. */
+    toSave(): { epoch: string | undefined; seqs: Record<string, number> } {
+        return { epoch: this.#hello?.epoch, seqs: this.cursors };
+    }
+
+    /** The cursors a former client saved; a subscription with no start of its own picks up from them. */
+    restore(saved: SavedCursors): void {
+        this.#saved = saved;
+    }
+
+    /**
+     * Adds a subscription to `channel` (lower case, not yet subscribed: the
+     * caller checked); it is asked for at once when connected, else after
+     * the next `hello`.
+     */
+    subscribe(channel: Channel, handle: H, start: Start = {}): void {
+        const sub: ResumePoint<H> = {
+            channel,
+            handle,
+            lastSeq: start.sinceSeq,
+            epoch: undefined,
+            since: start.since,
+            positioned: start.since !== undefined || start.sinceSeq !== undefined,
+            acked: undefined,
+            phase: "pending",
+            requestId: undefined,
+        };
+        this.#subs.set(channel, sub);
+        if (this.#state === "connected") this.#sendSubscribe(sub);
+    }
+
+    /**
+     * Ends the subscription to `channel`. Returns the request id of the
+     * `unsubscribe` sent, whose answer (or the connection's end) a `settle`
+     * reports; none when nothing was sent (offline, or not subscribed).
+     */
+    unsubscribe(channel: Channel): string | undefined {
+        const sub = this.#subs.get(channel);
+        if (!sub) return undefined;
+        this.#subs.delete(channel);
+        this.#dispatch(sub.handle, "unsubscribed", { reason: "requested" });
+        if (this.#state !== "connected") return undefined;
+        const requestId = `u${++this.#nextRequest}`;
+        if (!this.#send({ type: "unsubscribe", channel, request_id: requestId })) return undefined;
+        this.#unsubscribing.add(requestId);
+        return requestId;
+    }
+
+    /** A connection attempt starts; false when the client is closed and must not. */
+    opening(): boolean {
+        if (this.#state === "closed") return false;
+        this.#state = "connecting";
+        this.#emit("connecting", { attempt: this.#attempt });
+        return true;
+    }
+
+    /** The attempt failed before there was a socket (no token, a bad URL): back off and try again. */
+    failed(code: number, reason: string): void {
+        this.#retry(code, reason);
+    }
+
+    /** One text frame from the gateway. */
+    receive(text: string): void {
+        let frame: { type?: unknown; timestamp?: unknown; data?: unknown; channel?: unknown; seq?: unknown };
+        try {
+            frame = JSON.parse(text) as typeof frame;
+        } catch {
+            return;
+        }
+        if (typeof frame !== "object" || frame === null) return;
+        switch (frame.type) {
+            case "hello":
+                return this.#onHello(frame.data as HelloData, frame.timestamp);
+            case "subscribed":
+                return this.#onSubscribed(frame.data as SubscribedData, frame.timestamp);
+            case "replayed":
+                return this.#onReplayed(frame.data as ReplayedData);
+            case "unsubscribed":
+                return this.#onUnsubscribed(frame.data as UnsubscribedData);
+            case "error":
+                return this.#onError(frame.data as ErrorData);
+            case "pong":
+                return;
+            default:
+                if (typeof frame.type === "string" && typeof frame.channel === "string") this.#onEvent(frame as ChatEvent);
+        }
+    }
+
+    /** The ack interval: one `ack` per subscription whose delivered `seq` moved since its last, then a save. */
+    flush(): void {
+        this.#flushAcks();
+        this.#act({ kind: "save" });
+    }
+
+    /** The delay of a `resubscribe` action is over: ask again, if that subscription still waits. */
+    resubscribe(channel: Channel, handle: H): void {
+        const sub = this.#subs.get(channel);
+        if (this.#state === "connected" && sub !== undefined && sub.handle === handle && sub.phase === "pending") this.#sendSubscribe(sub);
+    }
+
+    /**
+     * The application closes the client: what was delivered is acked and
+     * saved, and no connection follows. The transport then closes its
+     * socket (`closed` follows), or calls `finish` when it has none.
+     */
+    close(): void {
+        this.flush();
+        this.#state = "closed";
+    }
+
+    /** The socket closed (or was given up): reconnect after a back-off, or end and say why. */
+    closed(code: number, reason: string, wasClean: boolean): void {
+        for (const sub of this.#subs.values()) sub.phase = "pending";
+        for (const requestId of this.#unsubscribing) this.#act({ kind: "settle", requestId });
+        this.#unsubscribing.clear();
+        if (this.#state === "closed") {
+            this.#emit("disconnected", { code, reason, reconnectInMs: null });
+            this.finish({ code, reason, wasClean });
+            return;
+        }
+        if (code === TOKEN_EXPIRED && !this.#options.getToken) {
+            // The same token would be refused: only the application can give a new one.
+            this.#state = "closed";
+            this.#emit("error", { code: "token_expired", message: "the token expired; give `getToken` to reconnect with a fresh one" });
+            this.#emit("disconnected", { code, reason, reconnectInMs: null });
+            this.finish({ code, reason, wasClean });
+            return;
+        }
+        this.#retry(code, reason);
+    }
+
+    /** The client is over (closed with no socket open, or after `closed`): save, end every subscription, resolve `close()`. */
+    finish(result: CloseResult): void {
+        this.#act({ kind: "save" });
+        for (const sub of this.#subs.values()) this.#dispatch(sub.handle, "unsubscribed", { reason: "closed" });
+        this.#act({ kind: "finished", result });
+    }
+
+    #onHello(hello: HelloData, timestamp: unknown): void {
+        const serverNow = typeof timestamp === "string" ? Date.parse(timestamp) : NaN;
+        this.#clockOffsetMs = Number.isFinite(serverNow) ? serverNow - this.#now() : 0;
+        this.#hello = hello;
+        this.#attempt = 0;
+        this.#state = "connected";
+        this.#stats.connections += 1;
+        const restored = new Set<string>(hello.resumed ? hello.channels : []);
+        for (const channel of restored) {
+            // Unsubscribed while we were away: the session still had it.
+            if (!this.#subs.has(channel as Channel)) this.#send({ type: "unsubscribe", channel });
+        }
+        for (const sub of this.#subs.values()) {
+            sub.acked = undefined;
+            if (restored.has(sub.channel)) {
+                sub.phase = "subscribing";
+                sub.requestId = undefined;
+            } else {
+                this.#sendSubscribe(sub);
+            }
+        }
+        this.#act({ kind: "established", heartbeatMs: hello.heartbeat_ms });
+        this.#emit("connected", { hello, resumed: hello.resumed });
+        if (hello.resumed) this.#emit("resumed", { channels: [...restored] as Channel[] });
+    }
+
+    #sendSubscribe(sub: ResumePoint<H>): void {
+        if (!sub.positioned) {
+            // A saved cursor of this stream picks up where the last page (or process) was.
+            sub.positioned = true;
+            const saved = this.#saved.seqs[sub.channel];
+            if (saved !== undefined && this.#saved.epoch === this.#hello?.epoch) sub.lastSeq = saved;
+        }
+        const requestId = `s${++this.#nextRequest}`;
+        sub.requestId = requestId;
+        sub.phase = "subscribing";
+        const frame: Frame = { type: "subscribe", channel: sub.channel, request_id: requestId };
+        if (sub.lastSeq !== undefined) {
+            frame.since_seq = sub.lastSeq;
+            if (sub.epoch) frame.epoch = sub.epoch;
+        } else {
+            // Even a subscription that starts now asks for a (short) replay:
+            // `replayed.last_seq` is its resume point if the connection drops
+            // before its first event.
+            sub.since ??= new Date(this.#now() + this.#clockOffsetMs).toISOString();
+            frame.since = sub.since;
+        }
+        this.#send(frame);
+    }
+
+    #onSubscribed(data: SubscribedData, timestamp: unknown): void {
+        const sub = this.#subs.get(data.channel as Channel);
+        if (!sub || sub.phase === "pending") return;
+        if (data.request_id !== undefined) {
+            // The answer to our subscribe (not to an earlier, abandoned one).
+            if (sub.phase !== "subscribing" || data.request_id !== sub.requestId) return;
+        }
+        // Without a request id: a session restore, or the stream was
+        // recreated under a live subscription (a new epoch, its replay follows).
+        sub.phase = "replaying";
+        const otherEpoch = data.epoch !== undefined && sub.epoch !== undefined && data.epoch !== sub.epoch;
+        if (!data.complete || (otherEpoch && sub.lastSeq !== undefined)) {
+            const gap: Gap = { channel: sub.channel, firstSeq: data.first_seq, reason: otherEpoch ? "epoch" : "retention" };
+            if (!otherEpoch && sub.lastSeq !== undefined && data.first_seq !== undefined && sub.lastSeq < data.first_seq) {
+                // Retention dropped what we asked for: the replay starts at first_seq.
+                sub.lastSeq = data.first_seq - 1;
+            } else {
+                // Seqs beyond the stream's end, or of another stream: live from now.
+                sub.lastSeq = undefined;
+                if (otherEpoch || sub.since === undefined) sub.since = typeof timestamp === "string" ? timestamp : undefined;
+            }
+            this.#dispatch(sub.handle, "gap", gap);
+            this.#emit("gap", gap);
+        }
+        if (data.epoch !== undefined) sub.epoch = data.epoch;
+        this.#dispatch(sub.handle, "subscribed", { complete: data.complete, firstSeq: data.first_seq, epoch: data.epoch });
+    }
+
+    #onReplayed(data: ReplayedData): void {
+        const sub = this.#subs.get(data.channel as Channel);
+        if (!sub || sub.phase !== "replaying") return;
+        sub.phase = "live";
+        sub.lastSeq = Math.max(sub.lastSeq ?? 0, data.last_seq);
+        sub.since = undefined;
+        this.#dispatch(sub.handle, "replayed", { count: data.count, lastSeq: data.last_seq });
+    }
+
+    #onEvent(event: ChatEvent): void {
+        const sub = this.#subs.get(event.channel);
+        if (!sub || sub.phase === "subscribing" || sub.phase === "pending") return;
+        if ("seq" in event && typeof event.seq === "number") {
+            if (sub.lastSeq !== undefined && event.seq <= sub.lastSeq) {
+                this.#stats.duplicatesDropped += 1;
+                return;
+            }
+            sub.lastSeq = event.seq;
+        }
+        this.#dispatch(sub.handle, "event", event);
+    }
+
+    #onUnsubscribed(data: UnsubscribedData): void {
+        if (this.#settleUnsubscribe(data.request_id)) return;
+        const sub = this.#subs.get(data.channel as Channel);
+        if (!sub) return;
+        this.#subs.delete(sub.channel);
+        this.#dispatch(sub.handle, "unsubscribed", { reason: data.reason });
+    }
+
+    #onError(data: ErrorData): void {
+        const requestId = data.request_id;
+        const sub = requestId === undefined ? undefined : [...this.#subs.values()].find((s) => s.requestId === requestId);
+        if (!sub) {
+            this.#settleUnsubscribe(requestId);
+            this.#emit("error", { code: data.code, message: data.message });
+            return;
+        }
+        const channel = sub.channel;
+        this.#emit("error", { code: data.code, message: data.message, channel });
+        this.#dispatch(sub.handle, "error", { code: data.code, message: data.message });
+        if (data.code === "unavailable") {
+            // The log is failing on the server: ask again later, from the same point.
+            sub.phase = "pending";
+            const delayMs = reconnectDelay(this.#hello?.reconnect_ms ?? RECONNECT_MS, 0, this.#maxReconnectMs(), this.#random);
+            this.#act({ kind: "resubscribe", channel, handle: sub.handle, delayMs });
+            return;
+        }
+        this.#subs.delete(channel);
+        this.#dispatch(sub.handle, "unsubscribed", { reason: "refused" });
+    }
+
+    /** Settles the `unsubscribe()` waiting for this answer; false when none was. */
+    #settleUnsubscribe(requestId: string | undefined): boolean {
+        if (requestId === undefined || !this.#unsubscribing.delete(requestId)) return false;
+        this.#act({ kind: "settle", requestId });
+        return true;
+    }
+
+    /** One `ack` per subscription whose delivered `seq` moved since the last. */
+    #flushAcks(): void {
+        if (this.#state !== "connected") return;
+        for (const sub of this.#subs.values()) {
+            if (sub.phase !== "live" && sub.phase !== "replaying") continue;
+            if (sub.lastSeq === undefined || (sub.acked !== undefined && sub.lastSeq <= sub.acked)) continue;
+            if (this.#send({ type: "ack", channel: sub.channel, seq: sub.lastSeq })) sub.acked = sub.lastSeq;
+        }
+    }
+
+    #retry(code: number, reason: string): void {
+        const delayMs =
+            code === ABUSE
+                ? (this.#options.abusePauseMs ?? ABUSE_PAUSE_MS)
+                : reconnectDelay(this.#hello?.reconnect_ms ?? RECONNECT_MS, this.#attempt, this.#maxReconnectMs(), this.#random);
+        this.#attempt += 1;
+        this.#state = "disconnected";
+        this.#emit("disconnected", { code, reason, reconnectInMs: delayMs });
+        this.#act({ kind: "reconnect", delayMs });
+    }
+
+    #maxReconnectMs(): number {
+        return this.#options.maxReconnectMs ?? MAX_RECONNECT_MS;
+    }
+
+    #send(frame: Frame): boolean {
+        return this.#act({ kind: "send", frame });
+    }
+
+    #dispatch<K extends keyof SubscriptionEvents>(handle: H, name: K, payload: SubscriptionEvents[K]): void {
+        this.#act({ kind: "dispatch", handle, name, payload } as Dispatch<H>);
+    }
+
+    #emit<K extends keyof ClientEvents>(name: K, payload: ClientEvents[K]): void {
+        this.#act({ kind: "emit", name, payload } as Emit);
+    }
+}
