@@ -36,9 +36,11 @@
 //!   own standing are written, and a cut ends the replay only if it is the
 //!   one that ends the user's current standing (`final_cut`).
 //!
-//! Contract with the driver: [`Action::MeasureTarget`] and
-//! [`Action::Probe`] are answered (by [`Subscription::on_target`] and
-//! [`Subscription::on_probe`]) before any other input is fed.
+//! Contract with the driver: [`Action::MeasureTarget`] is answered (by
+//! [`Subscription::on_target`]) before any other input is fed. An
+//! [`Action::Probe`] may be answered late (it is a request to the log):
+//! its answer counts only for the read position and target it was asked
+//! under.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -89,9 +91,13 @@ pub enum Action {
     /// Measure the log's last `seq`; answer with [`Subscription::on_target`].
     MeasureTarget,
     /// Find the channel's first event with `seq >= from`; answer with
-    /// [`Subscription::on_probe`].
+    /// [`Subscription::on_probe`], giving back `target`. The answer may
+    /// come late, after other inputs: it counts only while the replay's
+    /// target is still `target` (an answer holds for the target it was
+    /// asked under: every event up to it was in the log when it was asked).
     Probe {
         from: u64,
+        target: u64,
     },
     /// The subscription is over (its `unsubscribed` was written): forget it.
     End(EndReason),
@@ -372,8 +378,9 @@ impl Subscription {
         match replay.target {
             None => out.push_back(Action::MeasureTarget),
             Some(target) if replay.read_pos >= target => self.finish_replay(rules, out),
-            Some(_) => out.push_back(Action::Probe {
+            Some(target) => out.push_back(Action::Probe {
                 from: replay.read_pos.saturating_add(1),
+                target,
             }),
         }
     }
@@ -388,18 +395,29 @@ impl Subscription {
     }
 
     /// The answer to [`Action::Probe`]: the channel's first `seq` at or
-    /// after `from`, if any. Past the target (or none), the replay is over;
-    /// otherwise the read will deliver it.
-    pub fn on_probe(&mut self, rules: &Rules, from: u64, next: Option<u64>, out: &mut Actions) {
+    /// after `from`, if any, asked under `target`. Past the target (or
+    /// none), the replay is over; otherwise the read will deliver it.
+    pub fn on_probe(
+        &mut self,
+        rules: &Rules,
+        from: u64,
+        target: u64,
+        next: Option<u64>,
+        out: &mut Actions,
+    ) {
         let Phase::Replaying(replay) = &self.phase else {
             return;
         };
         if replay.read_pos.saturating_add(1) != from {
             return; // the read moved on meanwhile; it asks again when idle
         }
-        let Some(target) = replay.target else {
+        // The target was forgotten or measured again since (a lag): the
+        // answer may predate events up to the new one. The read is still
+        // idle where it asked, so nothing else will ask again: ask anew.
+        if replay.target != Some(target) {
+            self.on_read_idle(rules, out);
             return;
-        };
+        }
         if next.is_none_or(|next| next > target) {
             self.finish_replay(rules, out);
         }

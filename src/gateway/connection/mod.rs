@@ -1,41 +1,46 @@
-//! One WebSocket connection's task: the `select!` loop over the socket, the
-//! hub's queue, the replays' log reads and the timers; and how a connection
-//! ends ([`End`]).
+//! One WebSocket connection's task: the driver around its [`State`]. It
+//! moves bytes (frames from the socket, the state's outbox to it), feeds
+//! the state its inputs (client frames, the hub's deliveries, the replays'
+//! read steps, the answers to its log requests, the clock), and runs the
+//! state's [`Effect`]s as futures polled by the same `select!`, so nothing
+//! is ever awaited inline: a log request that answers late holds up only
+//! the subscription that asked. And how a connection ends ([`End`]).
 //!
-//! The task owns everything of its connection, and the transport only
-//! reads and writes. The delivery rules are not here: each subscription is
-//! a sans-IO machine ([`super::subscription`]) that this task feeds and
-//! whose log requests it answers ([`replay`]); frames wait in the
-//! [`Outbox`] until a flush; client frames are dispatched in [`frames`]; the
-//! session's cursors are kept in [`session`].
+//! The rules are not here: the connection's are in [`state`], each
+//! subscription's in [`super::subscription`], both without I/O.
 
 mod deadlines;
-mod frames;
+mod env;
+mod plan;
 mod reads;
-mod replay;
 mod session;
+pub(crate) mod state;
 mod subs;
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use futures::{FutureExt, SinkExt, StreamExt};
 use tokio_stream::StreamMap;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use super::hub::{Delivery, Inbox, Mailbox, Wake};
-use super::outbox::{FlushError, Outbox};
+use super::hub::{Inbox, Mailbox, Wake};
+use super::outbox::FlushError;
 use super::protocol::{self, Close, ErrorCode, FrameError};
-use super::rate::RateWindow;
-use super::subscription::{Action, Actions, Frame, Rules, REPLAY_BUFFER};
 use super::upgrade::{self, Socket};
 use super::Node;
 use crate::channel::{Channel, Id};
 use crate::token::Claims;
-use deadlines::Deadlines;
+use env::NodeEnv;
+use state::{Answer, Bounds, Effect, State};
+
+pub use plan::LOG_TIMEOUT;
+pub use session::{CLOSE_SAVE_TIMEOUT, PROBE_DELAY, SESSION_REFRESH};
+pub use state::{ABUSE_WINDOW, TYPING_WINDOW};
 
 /// Items taken from the queue or a replay before the socket is flushed.
 pub const WRITE_BATCH: usize = 256;
@@ -96,7 +101,7 @@ pub fn task_bytes() -> usize {
 
 /// How a connection ends.
 #[derive(Debug)]
-enum End {
+pub(crate) enum End {
     /// The socket broke or reached its end: nothing more to send.
     Gone,
     /// The client sent a Close frame: it gets its answer, then the end.
@@ -105,10 +110,14 @@ enum End {
     Close(Close),
 }
 
+/// The state's log requests and typing publishes, running; each ends with
+/// an answer for the state, or nothing.
+type Requests = FuturesUnordered<BoxFuture<'static, Option<Answer>>>;
+
 /// Runs one connection, from its upgrade to its end.
 ///
 /// The task holds this future for the connection's whole life, so its cold
-/// paths (the upgrade, client frames, replays' log requests, flushes, the
+/// paths (the upgrade, the session's opening, client frames, flushes, the
 /// final close) are boxed and cost memory only while they run; see the
 /// test `an_idle_connection_task_stays_small`.
 async fn run(opening: Box<Opening>) {
@@ -123,30 +132,25 @@ async fn run(opening: Box<Opening>) {
         return;
     };
     let (mailbox, queue) = Mailbox::new(claims.sub, node.limits.send_queue);
-    let limits = &node.limits;
+    let id = node.next_connection_id();
+    let user = claims.sub;
+    let bounds = Bounds::of(&node.limits, node.sessions().flush_interval());
+    let state = State::new(id, claims, bounds, node.limits.bad_frames_per_minute);
     let mut conn = Connection {
-        id: node.next_connection_id(),
-        rules: Rules {
-            user: claims.sub,
-            replay_buffer: REPLAY_BUFFER,
+        env: NodeEnv {
+            node: node.clone(),
+            conn: id,
+            mailbox,
         },
-        bad_frames: RateWindow::new(limits.bad_frames_per_minute, frames::ABUSE_WINDOW),
-        session: session::Keeper::new(),
-        receipts: session::Receipts::default(),
-        node: node.clone(),
+        id,
         socket,
-        claims,
-        mailbox,
         queue,
-        subs: subs::Subs::default(),
+        state,
         replays: StreamMap::new(),
-        scratch: Actions::new(),
-        requests: VecDeque::new(),
-        outbox: Outbox::default(),
-        typing: HashMap::new(),
+        requests: FuturesUnordered::new(),
     };
     node.metrics.connections.increment(1.0);
-    let end = match conn.serve(session).await {
+    let end = match conn.serve(session, user).await {
         Ok(()) => End::Gone,
         Err(end) => end,
     };
@@ -155,74 +159,51 @@ async fn run(opening: Box<Opening>) {
 }
 
 struct Connection {
-    node: Arc<Node>,
+    env: NodeEnv,
     id: u64,
     socket: Socket,
-    claims: Claims,
-    rules: Rules,
-    mailbox: Arc<Mailbox>,
     queue: Inbox,
-    subs: subs::Subs,
+    state: State,
     /// The log reads of replaying subscriptions.
     replays: StreamMap<Channel, reads::Read>,
-    /// The machines' output, reused from one input to the next.
-    scratch: Actions,
-    /// Machine output that starts with a log request, in order: answered
-    /// before the next input (see `replay`).
-    requests: VecDeque<(Channel, Actions)>,
-    outbox: Outbox,
-    /// The typing limit, per channel that has typed.
-    typing: HashMap<Channel, RateWindow>,
-    bad_frames: RateWindow,
-    session: session::Keeper,
-    receipts: session::Receipts,
+    requests: Requests,
 }
 
 impl Connection {
-    async fn serve(&mut self, requested_session: Option<Id>) -> Result<(), End> {
-        Box::pin(self.open_session(requested_session)).await?;
-        Box::pin(self.flush()).await?;
-
-        let shutdown = self.node.shutdown.clone();
-        let mut deadlines = Deadlines::new(
-            &self.claims,
-            self.node.limits.heartbeat,
-            self.node.sessions().flush_interval(),
-        );
-        let timer = tokio::time::sleep_until(deadlines.next());
-        tokio::pin!(timer);
+    async fn serve(&mut self, requested_session: Option<Id>, user: Id) -> Result<(), End> {
+        let node = self.env.node.clone();
+        let shutdown = node.shutdown.clone();
         // Waits once for the whole life of the connection: made afresh for
         // every turn of the loop, it took the node's shutdown token's lock
         // twice per wake-up, shared by every connection.
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
 
+        // The session's record (the bucket: one round trip), then `hello`,
+        // flushed before anything else.
+        let opened = tokio::select! {
+            opened = Box::pin(node.sessions().open(requested_session, user)) => opened,
+            _ = &mut cancelled => return Err(End::Close(Close::ShuttingDown)),
+        };
+        self.state.open(&mut self.env, opened);
+        self.run_effects();
+        Box::pin(self.flush()).await?;
+
+        let timer = tokio::time::sleep_until(self.state.poll_timeout());
+        tokio::pin!(timer);
         loop {
             tokio::select! {
                 biased;
                 _ = &mut cancelled => return Err(End::Close(Close::ShuttingDown)),
                 _ = &mut timer => {
                     let now = tokio::time::Instant::now();
-                    if now >= deadlines.expiry {
-                        return Err(End::Close(Close::TokenExpired));
-                    }
-                    if now >= deadlines.heartbeat {
-                        self.outbox.ping();
-                        deadlines.heartbeat = now + deadlines.heartbeat_every;
-                    }
-                    if now >= deadlines.cursors {
-                        self.save_session();
-                        deadlines.cursors = now + deadlines.cursors_every;
-                    }
-                    if deadlines.probe.is_some_and(|due| now >= due) {
-                        self.send_probe();
-                    }
+                    self.state.on_timeout(&mut self.env, now)?;
                 }
                 frame = self.socket.next() => Box::pin(self.on_socket(frame)).await?,
                 wake = self.queue.recv() => match wake {
-                    Wake::Flagged => self.on_lagged(),
+                    Wake::Flagged => self.on_flagged(),
                     Wake::Delivery(delivery) => {
-                        self.on_live(delivery);
+                        self.state.on_delivery(&mut self.env, delivery);
                         let taken = 1 + self.drain_queue(WRITE_BATCH - 1);
                         if taken > 1 && taken < WRITE_BATCH {
                             // Events are coming faster than one per wake-up:
@@ -235,26 +216,97 @@ impl Connection {
                         }
                     }
                 },
-                Some((channel, item)) = self.replays.next(), if !self.replays.is_empty() => {
-                    Box::pin(self.on_read(channel, item)).await?;
+                Some((channel, step)) = self.replays.next(), if !self.replays.is_empty() => {
+                    self.state.on_read_step(&mut self.env, channel, step)?;
                     for _ in 1..WRITE_BATCH {
                         match self.replays.next().now_or_never() {
-                            Some(Some((channel, item))) => Box::pin(self.on_read(channel, item)).await?,
+                            Some(Some((channel, step))) => {
+                                self.state.on_read_step(&mut self.env, channel, step)?;
+                            }
                             _ => break,
                         }
                     }
                 }
+                Some(answer) = self.requests.next(), if !self.requests.is_empty() => {
+                    if let Some(answer) = answer {
+                        self.state.on_answer(&mut self.env, answer)?;
+                    }
+                }
             }
-            if !self.requests.is_empty() {
-                Box::pin(self.answer_requests()).await?;
-            }
-            if !self.outbox.is_empty() {
+            self.run_effects();
+            if !self.state.outbox().is_empty() {
                 Box::pin(self.flush()).await?;
             }
-            deadlines.probe = self.receipts.due();
-            let next = deadlines.next();
+            let next = self.state.poll_timeout();
             if next != timer.deadline() {
                 timer.as_mut().reset(next);
+            }
+        }
+    }
+
+    /// Starts what the state asked for: reads in the replay map, log
+    /// requests and typing publishes among the running requests.
+    fn run_effects(&mut self) {
+        while let Some(effect) = self.state.poll_effect() {
+            let node = &self.env.node;
+            match effect {
+                Effect::Read { channel, after } => {
+                    self.replays
+                        .insert(channel, reads::Read::start(node, channel, after));
+                }
+                Effect::StopRead { channel } => {
+                    self.replays.remove(&channel);
+                }
+                Effect::Plan {
+                    channel,
+                    ticket,
+                    request,
+                    claims,
+                } => {
+                    let node = node.clone();
+                    self.requests.push(
+                        async move {
+                            let result = plan::plan(node, claims, request).await;
+                            Some(Answer::Planned {
+                                channel,
+                                ticket,
+                                result,
+                            })
+                        }
+                        .boxed(),
+                    );
+                }
+                Effect::Probe {
+                    channel,
+                    ticket,
+                    from,
+                    target,
+                } => {
+                    let node = node.clone();
+                    self.requests.push(
+                        async move {
+                            let result = plan::probe(node, channel, from).await;
+                            Some(Answer::Probed {
+                                channel,
+                                ticket,
+                                from,
+                                target,
+                                result,
+                            })
+                        }
+                        .boxed(),
+                    );
+                }
+                Effect::PublishTyping(typing) => {
+                    let node = node.clone();
+                    self.requests.push(
+                        async move {
+                            node.log.publish_typing(typing).await;
+                            None
+                        }
+                        .boxed(),
+                    );
+                }
             }
         }
     }
@@ -262,10 +314,9 @@ impl Connection {
     /// Takes up to `most` queued deliveries without waiting; returns how many.
     fn drain_queue(&mut self, most: usize) -> usize {
         let mut taken = 0;
-        // A log request (never expected from live input) is answered first.
-        while taken < most && self.requests.is_empty() {
+        while taken < most {
             match self.queue.try_recv() {
-                Some(delivery) => self.on_live(delivery),
+                Some(delivery) => self.state.on_delivery(&mut self.env, delivery),
                 None => break,
             }
             taken += 1;
@@ -273,52 +324,21 @@ impl Connection {
         taken
     }
 
-    /// A live delivery from the hub.
-    fn on_live(&mut self, delivery: Arc<Delivery>) {
-        let channel = delivery.channel;
-        let Some(sub) = self.subs.get_mut(&channel) else {
+    /// The hub flagged the connection: it dropped stored events for it
+    /// (every subscription reads what it missed from the log), or the
+    /// stream was recreated (every stored event still queued is the old
+    /// stream's or in the new one's log: the queue is emptied first).
+    fn on_flagged(&mut self) {
+        let mailbox = &self.env.mailbox;
+        if mailbox.take_restarted() {
+            while self.queue.try_recv().is_some() {}
+            self.env.mailbox.take_lagged();
+            self.state.on_stream_recreated(&mut self.env);
             return;
-        };
-        let mut out = std::mem::take(&mut self.scratch);
-        sub.on_live(&self.rules, delivery, &mut out);
-        self.apply(channel, &mut out);
-        self.scratch = out;
-    }
-
-    /// Carries out a machine's output: frames go to the outbox, ended
-    /// subscriptions are forgotten. From the first log request on, the rest
-    /// waits in `requests`, in order.
-    fn apply(&mut self, channel: Channel, out: &mut Actions) {
-        while let Some(action) = out.pop_front() {
-            match action {
-                Action::Write(frame) => {
-                    if !matches!(frame, Frame::Plain(_)) {
-                        self.session.touch(); // a cursor moved
-                    }
-                    self.outbox.push(channel, frame);
-                }
-                Action::StopRead => {
-                    self.replays.remove(&channel);
-                }
-                Action::End(_) => self.forget(channel),
-                request => {
-                    out.push_front(request);
-                    self.requests.push_back((channel, std::mem::take(out)));
-                    return;
-                }
-            }
         }
-    }
-
-    /// Removes a subscription from the connection and the hub.
-    fn forget(&mut self, channel: Channel) {
-        if self.subs.remove(&channel).is_some() {
-            self.node.hub.unsubscribe(channel, self.id);
-            self.node.metrics.subscriptions.decrement(1.0);
-            self.session.touch();
+        if mailbox.take_lagged() {
+            self.state.on_lagged(&mut self.env);
         }
-        self.replays.remove(&channel);
-        self.typing.remove(&channel);
     }
 
     async fn on_socket(
@@ -330,14 +350,14 @@ impl Connection {
             None => Err(End::Gone),
             Some(Ok(Message::Close(_))) => Err(End::ClosedByClient),
             Some(Ok(Message::Text(text))) => match protocol::decode(&text) {
-                Ok(frame) => self.on_frame(frame).await,
-                Err(error) => self.reject(error),
+                Ok(frame) => self.state.on_frame(&mut self.env, frame),
+                Err(error) => self.state.on_bad_frame(error),
             },
             Some(Ok(Message::Pong(payload))) => {
-                self.on_pong(&payload);
+                self.state.on_pong(&payload);
                 Ok(())
             }
-            Some(Ok(Message::Binary(_))) => self.reject(FrameError::new(
+            Some(Ok(Message::Binary(_))) => self.state.on_bad_frame(FrameError::new(
                 ErrorCode::BadRequest,
                 "binary frames are not accepted: send JSON text frames",
                 None,
@@ -366,21 +386,16 @@ impl Connection {
     /// probe.
     async fn flush(&mut self) -> Result<(), End> {
         let Connection {
-            socket,
-            outbox,
-            receipts,
-            node,
-            ..
+            socket, state, env, ..
         } = self;
+        let node = &env.node;
         let flushed = tokio::select! {
-            flushed = outbox.flush(socket, node.limits.stall_timeout, node.metrics) => flushed,
+            flushed = state.outbox().flush(socket, node.limits.stall_timeout, node.metrics) => flushed,
             _ = node.shutdown.cancelled() => return Err(End::Close(Close::ShuttingDown)),
         };
         match flushed {
             Ok(channels) => {
-                for channel in channels {
-                    receipts.written(channel);
-                }
+                state.on_flushed(channels);
                 Ok(())
             }
             Err(FlushError::Broken(e)) => {
@@ -391,14 +406,23 @@ impl Connection {
         }
     }
 
-    /// Leaves the hub, saves the session and closes the socket with a real
-    /// close handshake, within [`CLOSE_TIMEOUT`].
+    /// Saves the session, leaves the hub and closes the socket with a real
+    /// close handshake, within [`CLOSE_TIMEOUT`]. When the node closes the
+    /// connection (its client reconnects at once, maybe to another node),
+    /// the close waits, at most [`CLOSE_SAVE_TIMEOUT`], until the session's
+    /// last record is in the bucket.
     async fn finish(&mut self, end: End) {
-        Box::pin(self.close_session(matches!(end, End::Close(_)))).await;
-        let channels: Vec<Channel> = self.subs.keys().copied().collect();
-        for channel in channels {
-            self.forget(channel);
+        let closed_by_node = matches!(end, End::Close(_));
+        if closed_by_node && self.env.node.sessions().writer().is_some() {
+            let (written, done) = tokio::sync::oneshot::channel();
+            if self.state.close_save(&mut self.env, Some(written)) {
+                let _ = tokio::time::timeout(CLOSE_SAVE_TIMEOUT, done).await;
+            }
+        } else {
+            self.state.close_save(&mut self.env, None);
         }
+        self.state.leave_all(&mut self.env);
+        self.replays.clear();
         let deadline = tokio::time::Instant::now() + CLOSE_TIMEOUT;
         let close = match end {
             End::Gone => return,
@@ -411,18 +435,19 @@ impl Connection {
             End::Close(close) => close,
         };
         if close == Close::Stalled {
-            self.node.metrics.slow_consumer_closes.increment(1);
+            self.env.node.metrics.slow_consumer_closes.increment(1);
         }
         // What was queued goes out first (say the `error` that explains the
         // close), then the Close frame.
+        let outbox = self.state.outbox();
         if let Some(error) = close.explanation() {
-            self.outbox.push_text(protocol::error(&error));
+            outbox.push_text(protocol::error(&error));
         }
         let frame = CloseFrame {
             code: CloseCode::from(close.code()),
             reason: close.reason().into(),
         };
-        self.outbox.close(&mut self.socket, frame, deadline).await;
+        outbox.close(&mut self.socket, frame, deadline).await;
         // Then read and discard until the client's Close or the end: a
         // socket closed with unread input is reset by the kernel, and the
         // client's kernel throws away what it had not read yet, the

@@ -23,7 +23,7 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
-use super::replay::with_timeout;
+use super::plan::with_timeout;
 use crate::channel::Channel;
 use crate::gateway::window::Recent;
 use crate::gateway::Node;

@@ -1,6 +1,6 @@
-//! The connection's session: `hello` and the restore of its subscriptions
-//! when it opens, the confirmation of what the client received, and the
-//! writing of its cursors while it lives.
+//! The connection's session: which session it keeps and when it must be
+//! written ([`Keeper`]), and the confirmation of what the client received
+//! ([`Receipts`]). The state ([`super::state`]) restores and saves it.
 //!
 //! A frame counts as received once the pong to a ping sent after it came
 //! back ([`Receipts`]): a frame merely written can die in a TCP buffer. A
@@ -15,11 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Connection, End};
-use crate::access::{self, EndReason};
 use crate::channel::{Channel, Id};
-use crate::gateway::protocol::{self, ErrorCode, FrameError, Since};
-use crate::session::SessionError;
 
 /// A connected session is written at least this often, so it outlives its
 /// connection by the session TTL however quiet the connection is.
@@ -95,10 +91,10 @@ impl Receipts {
 
 /// Which session the connection keeps, and whether it must be written.
 pub(super) struct Keeper {
-    id: Id,
+    pub(super) id: Id,
     /// Cursors or subscriptions changed since the last write.
-    dirty: bool,
-    saved_at: Instant,
+    pub(super) dirty: bool,
+    pub(super) saved_at: Instant,
     /// The stream epoch the cursors belong to: the stream's when `hello`
     /// was sent, the new one once the subscriptions restarted on a
     /// recreated stream.
@@ -118,153 +114,5 @@ impl Keeper {
     /// A cursor moved, or a subscription came or went.
     pub(super) fn touch(&mut self) {
         self.dirty = true;
-    }
-}
-
-impl Connection {
-    /// Sends a receipt probe after what was written so far.
-    pub(super) fn send_probe(&mut self) {
-        let (id, channels) = self.receipts.probe();
-        for channel in channels {
-            if let Some(sub) = self.subs.get_mut(channel) {
-                sub.on_probe_sent();
-            }
-        }
-        self.outbox.probe(id);
-    }
-
-    /// A pong: if it answers the probe, what was written before it arrived.
-    pub(super) fn on_pong(&mut self, payload: &[u8]) {
-        let Some(channels) = self.receipts.answered(payload) else {
-            return;
-        };
-        for channel in channels {
-            if let Some(sub) = self.subs.get_mut(&channel) {
-                sub.on_probe_answered();
-                self.session.touch();
-            }
-        }
-    }
-
-    /// Sends `hello` and flushes it, then restores the session's
-    /// subscriptions: `hello` is always the first frame, and no restore
-    /// (each plans a replay) delays it. Opening the session reads the store
-    /// (the bucket: one round trip) and writes nothing; the session is
-    /// written once `hello` is out (a fresh one created, a resumed one's
-    /// life extended).
-    pub(super) async fn open_session(&mut self, requested: Option<Id>) -> Result<(), End> {
-        let opened = self.node.sessions().open(requested, self.claims.sub).await;
-        self.session.id = opened.id;
-        let epoch = self.node.log.epoch();
-        self.session.epoch = Some(epoch);
-        let epoch = epoch.to_string();
-        let channels: Vec<Channel> = opened.subscriptions.keys().copied().collect();
-        let limits = &self.node.limits;
-        self.outbox.push_text(protocol::hello(
-            opened.id,
-            self.claims.sub,
-            limits.heartbeat.as_millis() as u64,
-            limits.reconnect_base.as_millis() as u64,
-            opened.resumed,
-            &channels,
-            &epoch,
-        ));
-        self.flush().await?;
-        self.session.touch();
-        // Cursors of a session written before epochs existed belong to the
-        // current stream; others say which stream they count.
-        let cursors_epoch = opened.epoch.unwrap_or(epoch);
-        for (channel, cursor) in opened.subscriptions {
-            // A ban or deletion since the cursor is in the log: the replay
-            // reaches it and cuts there, as live delivery would. Should
-            // retention have dropped it, the cut happens when the replay ends.
-            let pending_cut = match self.authorize(channel) {
-                Ok(()) => None,
-                Err(access::Denied::Banned) => Some(EndReason::Banned),
-                Err(access::Denied::ChannelDeleted) => Some(EndReason::ChannelDeleted),
-                Err(denied) => {
-                    self.session.touch();
-                    self.outbox.push_text(protocol::error(&FrameError::new(
-                        ErrorCode::Forbidden,
-                        format!("{channel} is not restored: {denied}"),
-                        None,
-                    )));
-                    continue;
-                }
-            };
-            self.open_subscription(
-                channel,
-                Some(Since::Seq(cursor)),
-                Some(cursors_epoch.as_str()),
-                None,
-            )
-            .await?;
-            if let (Some(reason), Some(sub)) = (pending_cut, self.subs.get_mut(&channel)) {
-                let mut out = std::mem::take(&mut self.scratch);
-                sub.cut_when_replayed(reason, &mut out);
-                self.apply(channel, &mut out);
-                self.scratch = out;
-            }
-        }
-        self.save_session();
-        Ok(())
-    }
-
-    /// Writes the session's cursors if they moved, and at least every
-    /// [`SESSION_REFRESH`] so a quiet connection's session does not expire.
-    pub(super) fn save_session(&mut self) {
-        self.save_session_then(None);
-    }
-
-    /// The last save, as the connection ends. When the node closes it (its
-    /// client reconnects at once, maybe to another node), the close waits,
-    /// at most [`CLOSE_SAVE_TIMEOUT`], until the record is in the store.
-    pub(super) async fn close_session(&mut self, closed_by_node: bool) {
-        if !closed_by_node || self.node.sessions().writer().is_none() {
-            self.save_session();
-            return;
-        }
-        // Written even if unchanged: an earlier record may still wait in
-        // the bucket writer, and this one is told when it (or a newer) lands.
-        self.session.touch();
-        let (written, done) = tokio::sync::oneshot::channel();
-        if self.save_session_then(Some(written)) {
-            let _ = tokio::time::timeout(CLOSE_SAVE_TIMEOUT, done).await;
-        }
-    }
-
-    /// Saves if needed; whether a record was handed to the store.
-    fn save_session_then(&mut self, written: Option<tokio::sync::oneshot::Sender<()>>) -> bool {
-        let refresh = SESSION_REFRESH.min(self.node.sessions().ttl() / 2);
-        if !self.session.dirty && self.session.saved_at.elapsed() < refresh {
-            return false;
-        }
-        let cursors = self
-            .subs
-            .iter()
-            .map(|(channel, sub)| (*channel, sub.session_cursor()))
-            .collect();
-        match self.node.sessions().save_then(
-            self.session.id,
-            self.claims.sub,
-            cursors,
-            self.session.epoch.map(|e| e.to_string()),
-            written,
-        ) {
-            Ok(()) => {
-                self.session.dirty = false;
-                self.session.saved_at = Instant::now();
-                true
-            }
-            // Kept dirty: the next flush tries again.
-            Err(SessionError::WriterFull) => {
-                tracing::debug!(session = %self.session.id, "session writer full; saving later");
-                false
-            }
-            Err(e) => {
-                tracing::warn!(session = %self.session.id, error = %e, "session not saved");
-                false
-            }
-        }
     }
 }

@@ -13,7 +13,14 @@ const EXACT_UP_TO: usize = 4;
 
 #[derive(Default)]
 pub(super) struct Subs {
-    entries: Vec<(Channel, Subscription)>,
+    entries: Vec<(Channel, Entry)>,
+}
+
+/// A subscription, and the ticket its log requests' answers carry: an
+/// answer for an earlier subscription of the same channel is not its own.
+struct Entry {
+    sub: Subscription,
+    ticket: u64,
 }
 
 impl Subs {
@@ -31,20 +38,27 @@ impl Subs {
 
     pub(super) fn get_mut(&mut self, channel: &Channel) -> Option<&mut Subscription> {
         let i = self.find(channel).ok()?;
-        Some(&mut self.entries[i].1)
+        Some(&mut self.entries[i].1.sub)
+    }
+
+    /// The ticket of the channel's subscription.
+    pub(super) fn ticket(&self, channel: &Channel) -> Option<u64> {
+        let i = self.find(channel).ok()?;
+        Some(self.entries[i].1.ticket)
     }
 
     /// Adds or replaces the subscription of `channel`. The first few grow
     /// the vector one slot at a time (most connections stop there), then it
     /// doubles.
-    pub(super) fn insert(&mut self, channel: Channel, sub: Subscription) {
+    pub(super) fn insert(&mut self, channel: Channel, sub: Subscription, ticket: u64) {
+        let entry = Entry { sub, ticket };
         match self.find(&channel) {
-            Ok(i) => self.entries[i].1 = sub,
+            Ok(i) => self.entries[i].1 = entry,
             Err(i) => {
                 if self.entries.len() < EXACT_UP_TO {
                     self.entries.reserve_exact(1);
                 }
-                self.entries.insert(i, (channel, sub));
+                self.entries.insert(i, (channel, entry));
             }
         }
     }
@@ -52,11 +66,11 @@ impl Subs {
     /// Removes a subscription; gives the storage back when none is left.
     pub(super) fn remove(&mut self, channel: &Channel) -> Option<Subscription> {
         let i = self.find(channel).ok()?;
-        let (_, sub) = self.entries.remove(i);
+        let (_, entry) = self.entries.remove(i);
         if self.entries.is_empty() {
             self.entries = Vec::new();
         }
-        Some(sub)
+        Some(entry.sub)
     }
 
     pub(super) fn keys(&self) -> impl Iterator<Item = &Channel> + '_ {
@@ -64,7 +78,7 @@ impl Subs {
     }
 
     pub(super) fn iter(&self) -> impl Iterator<Item = (&Channel, &Subscription)> + '_ {
-        self.entries.iter().map(|(c, s)| (c, s))
+        self.entries.iter().map(|(c, e)| (c, &e.sub))
     }
 }
 
@@ -78,15 +92,16 @@ mod tests {
         let mut subs = Subs::default();
         let channels: Vec<Channel> = (0..10).map(|_| Channel::Chat(Id::new_v4())).collect();
         for (i, c) in channels.iter().enumerate() {
-            subs.insert(*c, Subscription::live(*c, i as u64));
+            subs.insert(*c, Subscription::live(*c, i as u64), i as u64);
         }
-        subs.insert(Channel::Global, Subscription::live(Channel::Global, 0));
+        subs.insert(Channel::Global, Subscription::live(Channel::Global, 0), 99);
         assert_eq!(subs.len(), 11);
         let keys: Vec<Channel> = subs.keys().copied().collect();
         assert!(keys.windows(2).all(|w| w[0] < w[1]), "kept sorted");
-        for c in &channels {
+        for (i, c) in channels.iter().enumerate() {
             assert!(subs.contains_key(c));
             assert!(subs.get_mut(c).is_some());
+            assert_eq!(subs.ticket(c), Some(i as u64));
         }
         assert!(subs.remove(&Channel::User(Id::new_v4())).is_none());
         for c in channels.iter().chain([&Channel::Global]) {

@@ -149,12 +149,29 @@ fn an_idle_read_probes_then_finishes_past_the_target() {
     let mut sub = Subscription::replaying(ch, 0, 40, &mut out);
     out.clear();
     sub.on_read(&r, 10, 0, Some(&message(ch, 10)), &mut out);
-    assert!(matches!(out.back(), Some(Action::Probe { from: 11 })));
+    assert!(matches!(
+        out.back(),
+        Some(Action::Probe {
+            from: 11,
+            target: 40
+        })
+    ));
     // A stale answer (the read moved on) is ignored.
-    sub.on_probe(&r, 5, None, &mut out);
+    sub.on_probe(&r, 5, 40, None, &mut out);
     assert!(sub.is_replaying());
+    // So is one asked under another target: the idle read asks again.
+    out.clear();
+    sub.on_probe(&r, 11, 39, None, &mut out);
+    assert!(sub.is_replaying());
+    assert!(matches!(
+        out.back(),
+        Some(Action::Probe {
+            from: 11,
+            target: 40
+        })
+    ));
     // The channel's next event is past the target: done.
-    sub.on_probe(&r, 11, Some(41), &mut out);
+    sub.on_probe(&r, 11, 40, Some(41), &mut out);
     assert!(!sub.is_replaying());
 }
 
@@ -192,7 +209,10 @@ fn a_full_buffer_is_dropped_and_the_target_measured_again() {
     assert!(sub.is_replaying());
     assert!(matches!(out.back(), Some(Action::MeasureTarget)));
     sub.on_target(&r, 4, &mut out);
-    assert!(matches!(out.back(), Some(Action::Probe { from: 2 })));
+    assert!(matches!(
+        out.back(),
+        Some(Action::Probe { from: 2, target: 4 })
+    ));
     for seq in 2..=4 {
         sub.on_read(&r, seq, 4 - seq, Some(&message(ch, seq)), &mut out);
     }
@@ -301,6 +321,9 @@ enum Step {
     Probe,
     /// The client, having read everything before the probe, answers it.
     Pong,
+    /// The oldest log probe in flight is answered (with what the log held
+    /// when it was asked).
+    AnswerProbe,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -311,6 +334,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Lagged),
         1 => Just(Step::Probe),
         1 => Just(Step::Pong),
+        2 => Just(Step::AnswerProbe),
     ]
 }
 
@@ -327,6 +351,10 @@ struct World {
     read: Option<u64>,
     written: Vec<u64>,
     ended: bool,
+    /// Log probes asked and not answered yet: `(from, target, next)`, the
+    /// answer as the log had it when asked; half are answered at once.
+    probes: VecDeque<(u64, u64, Option<u64>)>,
+    answer_probes_at_once: bool,
 }
 
 impl World {
@@ -378,12 +406,16 @@ impl World {
                     let last = self.last_seq();
                     sub.on_target(r, last, out);
                 }
-                Action::Probe { from } => {
+                Action::Probe { from, target } => {
                     let next = self
                         .ours_after(from.saturating_sub(1))
                         .next()
                         .map(|e| e.seq);
-                    sub.on_probe(r, from, next, out);
+                    if self.answer_probes_at_once {
+                        sub.on_probe(r, from, target, next, out);
+                    } else {
+                        self.probes.push_back((from, target, next));
+                    }
                 }
                 Action::End(_) => self.ended = true,
             }
@@ -417,6 +449,7 @@ proptest! {
         replay in any::<bool>(),
         queue_capacity in 1usize..6,
         replay_buffer in 1usize..6,
+        answer_probes_at_once in any::<bool>(),
         steps in proptest::collection::vec(step(), 0..300),
     ) {
         let (channel, _) = chat();
@@ -430,6 +463,8 @@ proptest! {
             read: None,
             written: Vec::new(),
             ended: false,
+            probes: VecDeque::new(),
+            answer_probes_at_once,
         };
         for ours in history {
             world.publish(ours);
@@ -478,6 +513,11 @@ proptest! {
                         confirmed = world.written[..read].last().copied().unwrap_or(confirmed);
                     }
                 }
+                Step::AnswerProbe => {
+                    if let Some((from, target, next)) = world.probes.pop_front() {
+                        sub.on_probe(&r, from, target, next, &mut out);
+                    }
+                }
             }
             // The session never keeps a seq the client was not shown to have.
             prop_assert_eq!(sub.session_cursor(), confirmed);
@@ -493,6 +533,9 @@ proptest! {
                 true
             } else if std::mem::take(&mut world.lagged) {
                 sub.on_lagged(&mut out);
+                true
+            } else if let Some((from, target, next)) = world.probes.pop_front() {
+                sub.on_probe(&r, from, target, next, &mut out);
                 true
             } else {
                 world.take_read(&mut sub, &r, &mut out)

@@ -1,0 +1,122 @@
+//! What a connection's [`State`](super::state::State) asks of its node, all
+//! of it answered at once from memory: the hub's subscriptions and routed
+//! position, the projection's standing, the window's recent events, the
+//! stream's epoch, and the hand-over of session records (to sled's thread
+//! or the bucket writer, never awaited).
+//!
+//! Anything that waits (a request to NATS) is not here: the state asks for
+//! it with an [`Effect`](super::state::Effect), and its driver runs it
+//! beside the socket. The tests drive the state with an `Env` of their own.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::access::Standing;
+use crate::channel::{Channel, Id};
+use crate::gateway::hub::Mailbox;
+use crate::gateway::Node;
+use crate::log::{Epoch, Extent};
+use crate::session::{SessionError, Sessions};
+
+/// The node as one connection sees it; see the module documentation.
+pub(super) trait Env {
+    /// Joins the hub for `channel`: every event routed after the returned
+    /// position reaches the connection's queue (or flags it as lagging).
+    fn join(&mut self, channel: Channel) -> u64;
+    fn leave(&mut self, channel: Channel);
+    /// The hub's routed position: every event up to it is in the log.
+    fn last_routed(&self) -> u64;
+    /// `user`'s standing in chat channel `channel`, as the projection has it.
+    fn standing(&self, channel: Id, user: Id) -> Standing;
+    /// Whether the window holds every event with `seq > after`.
+    fn window_holds_after(&self, after: u64) -> bool;
+    /// Whether `user`'s standing in `channel` changes within
+    /// `(after, to]`, if the window can tell.
+    fn window_standing_changes(&self, channel: Id, user: Id, after: u64, to: u64) -> Option<bool>;
+    /// The channel's first `seq >= from`, if the window can tell.
+    fn window_next_of(&self, channel: Channel, from: u64) -> Option<Option<u64>>;
+    /// The stream's epoch as last measured.
+    fn epoch(&self) -> Epoch;
+    /// The stream's extent as last measured.
+    fn last_extent(&self) -> Extent;
+    /// Hands a session's subscriptions and cursors to the store (written
+    /// in the background); `written` is told once they are in it.
+    fn save_session(
+        &mut self,
+        id: Id,
+        user: Id,
+        cursors: BTreeMap<Channel, u64>,
+        epoch: Option<String>,
+        written: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Result<(), SessionError>;
+    /// How long a session lives after its last write.
+    fn session_ttl(&self) -> std::time::Duration;
+}
+
+/// The real node, for the connection `conn` whose queue is `mailbox`.
+pub(super) struct NodeEnv {
+    pub(super) node: Arc<Node>,
+    pub(super) conn: u64,
+    pub(super) mailbox: Arc<Mailbox>,
+}
+
+impl NodeEnv {
+    fn sessions(&self) -> &Sessions {
+        self.node.sessions()
+    }
+}
+
+impl Env for NodeEnv {
+    fn join(&mut self, channel: Channel) -> u64 {
+        self.node
+            .hub
+            .subscribe(channel, self.conn, self.mailbox.clone())
+    }
+
+    fn leave(&mut self, channel: Channel) {
+        self.node.hub.unsubscribe(channel, self.conn);
+    }
+
+    fn last_routed(&self) -> u64 {
+        self.node.hub.last_routed()
+    }
+
+    fn standing(&self, channel: Id, user: Id) -> Standing {
+        self.node.projection().standing(channel, user)
+    }
+
+    fn window_holds_after(&self, after: u64) -> bool {
+        self.node.window.holds_after(after)
+    }
+
+    fn window_standing_changes(&self, channel: Id, user: Id, after: u64, to: u64) -> Option<bool> {
+        self.node.window.standing_changes(channel, user, after, to)
+    }
+
+    fn window_next_of(&self, channel: Channel, from: u64) -> Option<Option<u64>> {
+        self.node.window.next_of(channel, from)
+    }
+
+    fn epoch(&self) -> Epoch {
+        self.node.log.epoch()
+    }
+
+    fn last_extent(&self) -> Extent {
+        self.node.log.last_extent()
+    }
+
+    fn save_session(
+        &mut self,
+        id: Id,
+        user: Id,
+        cursors: BTreeMap<Channel, u64>,
+        epoch: Option<String>,
+        written: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Result<(), SessionError> {
+        self.sessions().save_then(id, user, cursors, epoch, written)
+    }
+
+    fn session_ttl(&self) -> std::time::Duration {
+        self.sessions().ttl()
+    }
+}

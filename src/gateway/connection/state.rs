@@ -1,0 +1,923 @@
+//! One connection as a value, as quinn-proto's `Connection` is: inputs in
+//! (client frames, deliveries from the hub, a replay's read steps, the
+//! answers to log requests, pongs, the clock), outputs out: frames queued
+//! in its [`Outbox`] for the driver to write, [`Effect`]s for the driver
+//! to run (log requests, reads, typing to publish), and [`End`] when the
+//! connection must close. Nothing here awaits, and nothing touches a
+//! socket or NATS; what it reads of its node comes from an [`Env`].
+//!
+//! A subscription with a replay whose plan needs the log waits in a
+//! planning slot: it joined the hub (so no event after its position is
+//! missed), its live deliveries wait in a bounded buffer, and the rest of
+//! the connection goes on. The plan's answer (or its failure) comes back
+//! through [`State::on_answer`]; an answer for a slot that is gone (the
+//! client unsubscribed, the stream was recreated) is recognised by its
+//! ticket and dropped.
+//!
+//! Client frames: `subscribe`, `unsubscribe`, `ack`, `typing`, `ping`; the
+//! bad-frame limit (close 4029) and the typing limit (the excess dropped).
+//! Over 500 lines on purpose: these are the inputs of one state value,
+//! read together; the pure parts it uses live beside it (`plan`, `session`,
+//! `subs`, `deadlines`).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::deadlines::Deadlines;
+use super::env::Env;
+use super::plan::{plan_now, PlanRequest, Planned};
+use super::reads::Step;
+use super::session::{Keeper, Receipts, SESSION_REFRESH};
+use super::subs::Subs;
+use super::End;
+use crate::access::{self, EndReason};
+use crate::channel::{Channel, Id};
+use crate::event::UserTyping;
+use crate::gateway::hub::Delivery;
+use crate::gateway::outbox::Outbox;
+use crate::gateway::protocol::{self, ClientFrame, Close, ErrorCode, FrameError, Since};
+use crate::gateway::rate::RateWindow;
+use crate::gateway::subscription::{Action, Actions, Frame, Rules, Subscription, REPLAY_BUFFER};
+use crate::gateway::Limits;
+use crate::log::LogError;
+use crate::metrics::Metrics;
+use crate::session::{Opened, SessionError};
+use crate::token::Claims;
+
+/// The window the bad-frame limit counts in.
+pub const ABUSE_WINDOW: Duration = Duration::from_secs(60);
+
+/// The window the typing limit counts in.
+pub const TYPING_WINDOW: Duration = Duration::from_secs(1);
+
+/// Work the state asks its driver to run beside the socket.
+#[derive(Debug)]
+pub(super) enum Effect {
+    /// Plan a replay with the log's help; answer with [`Answer::Planned`].
+    Plan {
+        channel: Channel,
+        ticket: u64,
+        request: PlanRequest,
+        /// The subscriber's grants, against which its standing is followed.
+        claims: Claims,
+    },
+    /// Ask the log for the channel's first `seq >= from`; answer with
+    /// [`Answer::Probed`].
+    Probe {
+        channel: Channel,
+        ticket: u64,
+        from: u64,
+        target: u64,
+    },
+    /// Read the channel from `after + 1` (from the window, or the stream
+    /// under a permit), replacing any read of it; feed each step to
+    /// [`State::on_read_step`].
+    Read { channel: Channel, after: u64 },
+    /// Stop the channel's read, if any.
+    StopRead { channel: Channel },
+    /// Publish the user's typing on core NATS (nothing comes back).
+    PublishTyping(UserTyping),
+}
+
+/// The answer to an [`Effect`].
+#[derive(Debug)]
+pub(super) enum Answer {
+    Planned {
+        channel: Channel,
+        ticket: u64,
+        result: Result<Planned, LogError>,
+    },
+    Probed {
+        channel: Channel,
+        ticket: u64,
+        from: u64,
+        target: u64,
+        result: Result<Option<u64>, LogError>,
+    },
+}
+
+/// A subscription whose replay is being planned by the log.
+#[derive(Debug)]
+struct Planning {
+    channel: Channel,
+    ticket: u64,
+    request_id: Option<String>,
+    /// Live deliveries meanwhile, at most [`Rules::replay_buffer`].
+    buffer: VecDeque<Arc<Delivery>>,
+    /// Deliveries were dropped (the buffer was full, or the hub's queue):
+    /// the replay measures its target again.
+    lagged: bool,
+    /// A restored subscription the projection denies: it ends when its
+    /// replay is over.
+    pending_cut: Option<EndReason>,
+    /// A restored subscription's cursor, kept in the session meanwhile.
+    restored: Option<u64>,
+}
+
+/// The per-connection bounds the state applies.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Bounds {
+    pub(super) max_subscriptions: usize,
+    pub(super) typing_per_second: usize,
+    pub(super) heartbeat: Duration,
+    pub(super) reconnect_base: Duration,
+    pub(super) flush_interval: Duration,
+}
+
+impl Bounds {
+    pub(super) fn of(limits: &Limits, flush_interval: Duration) -> Bounds {
+        Bounds {
+            max_subscriptions: limits.max_subscriptions,
+            typing_per_second: limits.typing_per_second as usize,
+            heartbeat: limits.heartbeat,
+            reconnect_base: limits.reconnect_base,
+            flush_interval,
+        }
+    }
+}
+
+/// One connection's state; see the module documentation.
+pub(super) struct State {
+    id: u64,
+    claims: Claims,
+    rules: Rules,
+    bounds: Bounds,
+    subs: Subs,
+    planning: Vec<Planning>,
+    next_ticket: u64,
+    outbox: Outbox,
+    effects: VecDeque<Effect>,
+    /// The typing limit, per channel that has typed.
+    typing: HashMap<Channel, RateWindow>,
+    bad_frames: RateWindow,
+    session: Keeper,
+    receipts: Receipts,
+    deadlines: Deadlines,
+    /// The machines' output, reused from one input to the next.
+    scratch: Actions,
+}
+
+impl State {
+    pub(super) fn new(
+        id: u64,
+        claims: Claims,
+        bounds: Bounds,
+        bad_frames_per_minute: usize,
+    ) -> State {
+        let deadlines = Deadlines::new(&claims, bounds.heartbeat, bounds.flush_interval);
+        State {
+            id,
+            rules: Rules {
+                user: claims.sub,
+                replay_buffer: REPLAY_BUFFER,
+            },
+            claims,
+            bounds,
+            subs: Subs::default(),
+            planning: Vec::new(),
+            next_ticket: 0,
+            outbox: Outbox::default(),
+            effects: VecDeque::new(),
+            typing: HashMap::new(),
+            bad_frames: RateWindow::new(bad_frames_per_minute, ABUSE_WINDOW),
+            session: Keeper::new(),
+            receipts: Receipts::default(),
+            deadlines,
+            scratch: Actions::new(),
+        }
+    }
+
+    /// The frames waiting for the driver to write them.
+    pub(super) fn outbox(&mut self) -> &mut Outbox {
+        &mut self.outbox
+    }
+
+    /// The next effect for the driver to run.
+    pub(super) fn poll_effect(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    /// When [`State::on_timeout`] is next due.
+    pub(super) fn poll_timeout(&mut self) -> tokio::time::Instant {
+        self.deadlines.probe = self.receipts.due();
+        self.deadlines.next()
+    }
+
+    /// The session opened for the connection: `hello` goes first, then
+    /// every restored subscription starts (those the log must plan wait in
+    /// the background; `hello` and the others do not wait for them).
+    pub(super) fn open(&mut self, env: &mut dyn Env, opened: Opened) {
+        self.session.id = opened.id;
+        let epoch = env.epoch();
+        self.session.epoch = Some(epoch);
+        let epoch = epoch.to_string();
+        let channels: Vec<Channel> = opened.subscriptions.keys().copied().collect();
+        self.outbox.push_text(protocol::hello(
+            opened.id,
+            self.claims.sub,
+            self.bounds.heartbeat.as_millis() as u64,
+            self.bounds.reconnect_base.as_millis() as u64,
+            opened.resumed,
+            &channels,
+            &epoch,
+        ));
+        self.session.touch();
+        // Cursors of a session written before epochs existed belong to the
+        // current stream; others say which stream they count.
+        let cursors_epoch = opened.epoch.unwrap_or(epoch);
+        for (channel, cursor) in opened.subscriptions {
+            // A ban or deletion since the cursor is in the log: the replay
+            // reaches it and cuts there, as live delivery would. Should
+            // retention have dropped it, the cut happens when the replay ends.
+            let pending_cut = match self.authorize(env, channel) {
+                Ok(()) => None,
+                Err(access::Denied::Banned) => Some(EndReason::Banned),
+                Err(access::Denied::ChannelDeleted) => Some(EndReason::ChannelDeleted),
+                Err(denied) => {
+                    self.session.touch();
+                    self.outbox.push_text(protocol::error(&FrameError::new(
+                        ErrorCode::Forbidden,
+                        format!("{channel} is not restored: {denied}"),
+                        None,
+                    )));
+                    continue;
+                }
+            };
+            self.join(
+                env,
+                channel,
+                Some(Since::Seq(cursor)),
+                Some(cursors_epoch.clone()),
+                None,
+                pending_cut,
+                Some(cursor),
+            );
+        }
+        self.save_session(env);
+    }
+
+    /// A client frame.
+    pub(super) fn on_frame(&mut self, env: &mut dyn Env, frame: ClientFrame) -> Result<(), End> {
+        match frame {
+            ClientFrame::Subscribe {
+                channel,
+                since,
+                epoch,
+                request_id,
+            } => self.subscribe(env, channel, since, epoch, request_id),
+            ClientFrame::Unsubscribe {
+                channel,
+                request_id,
+            } => {
+                if !self.holds(channel) {
+                    return self.reject(not_subscribed(channel, request_id));
+                }
+                self.forget(env, channel);
+                self.save_session(env);
+                self.outbox.push_text(protocol::unsubscribed(
+                    request_id.as_deref(),
+                    channel,
+                    EndReason::Requested,
+                ));
+                Ok(())
+            }
+            ClientFrame::Ack {
+                channel,
+                seq,
+                request_id,
+            } => {
+                let Some(sub) = self.subs.get_mut(&channel) else {
+                    return self.reject(not_subscribed(channel, request_id));
+                };
+                if sub.on_ack(seq) {
+                    self.session.touch();
+                }
+                Ok(())
+            }
+            ClientFrame::Typing {
+                channel,
+                is_typing,
+                request_id,
+            } => self.typing(channel, is_typing, request_id),
+            ClientFrame::Ping { request_id } => {
+                self.outbox.push_text(protocol::pong(request_id.as_deref()));
+                Ok(())
+            }
+        }
+    }
+
+    /// A frame that could not be decoded: answered, and counted towards
+    /// the bad-frame limit when it is the client's fault.
+    pub(super) fn on_bad_frame(&mut self, error: FrameError) -> Result<(), End> {
+        self.reject(error)
+    }
+
+    /// A live delivery from the hub.
+    pub(super) fn on_delivery(&mut self, env: &mut dyn Env, delivery: Arc<Delivery>) {
+        let channel = delivery.channel;
+        if let Some(sub) = self.subs.get_mut(&channel) {
+            let mut out = std::mem::take(&mut self.scratch);
+            sub.on_live(&self.rules, delivery, &mut out);
+            self.apply(env, channel, &mut out);
+            self.scratch = out;
+            return;
+        }
+        let most = self.rules.replay_buffer;
+        if let Some(slot) = self.planning.iter_mut().find(|p| p.channel == channel) {
+            if delivery.seq.is_none() {
+                return; // ephemeral: nothing to keep for later
+            }
+            if slot.buffer.len() >= most {
+                // Read these from the log instead, once planned.
+                slot.buffer.clear();
+                slot.lagged = true;
+            }
+            slot.buffer.push_back(delivery);
+        }
+    }
+
+    /// The hub dropped stored events for this connection: every
+    /// subscription reads what it missed from the log (running replays
+    /// measure their target again).
+    pub(super) fn on_lagged(&mut self, env: &mut dyn Env) {
+        for slot in &mut self.planning {
+            slot.buffer.clear();
+            slot.lagged = true;
+        }
+        let mut out = std::mem::take(&mut self.scratch);
+        let channels: Vec<Channel> = self.subs.keys().copied().collect();
+        for channel in channels {
+            if let Some(sub) = self.subs.get_mut(&channel) {
+                sub.on_lagged(&mut out);
+                self.apply(env, channel, &mut out);
+            }
+        }
+        self.scratch = out;
+    }
+
+    /// The stream was deleted and recreated (the router rebuilt the
+    /// projection and restarted the hub): every cursor counts the old
+    /// stream's seqs. Each subscription (a planning one too) is told
+    /// `subscribed` with `complete: false`, `first_seq` and the new epoch,
+    /// then replays the new stream from its start (none of it reached the
+    /// client yet) with `replayed`, then goes on live. One the rebuilt
+    /// projection denies ends at once with `unsubscribed`.
+    ///
+    /// The driver emptied the queue first: every stored event still queued
+    /// was the old stream's or is in the new stream's log (the hub flags
+    /// the connection between the router's last old and first new
+    /// delivery), and the replays' targets are measured after that, so
+    /// nothing of the new stream is missed.
+    pub(super) fn on_stream_recreated(&mut self, env: &mut dyn Env) {
+        let extent = env.last_extent();
+        self.session.epoch = Some(extent.epoch);
+        let epoch = extent.epoch.to_string();
+        self.session.touch();
+        let first_seq = extent.first_seq.max(1);
+        let mut request_ids: BTreeMap<Channel, Option<String>> = BTreeMap::new();
+        for slot in std::mem::take(&mut self.planning) {
+            request_ids.insert(slot.channel, slot.request_id);
+        }
+        let mut channels: Vec<Channel> = self.subs.keys().copied().collect();
+        channels.extend(request_ids.keys().copied());
+        let mut out = std::mem::take(&mut self.scratch);
+        for channel in channels {
+            self.effects.push_back(Effect::StopRead { channel });
+            let request_id = request_ids.remove(&channel).flatten();
+            let denied = match self.authorize(env, channel) {
+                Ok(()) => None,
+                Err(access::Denied::Banned) => Some(EndReason::Banned),
+                Err(access::Denied::ChannelDeleted) => Some(EndReason::ChannelDeleted),
+                Err(_) => Some(EndReason::Left),
+            };
+            let sub = match denied {
+                // The new stream does not let the user see the channel:
+                // `unsubscribed` at once, nothing of it replayed.
+                Some(reason) => {
+                    let mut sub = Subscription::live(channel, 0);
+                    sub.cut_when_replayed(reason, &mut out);
+                    sub
+                }
+                None => {
+                    self.outbox.push_text(protocol::subscribed(
+                        request_id.as_deref(),
+                        channel,
+                        Some(first_seq),
+                        &epoch,
+                    ));
+                    // Replays from the start, announced; its target is
+                    // forgotten at once so that it is measured after the
+                    // queue was emptied.
+                    let mut sub = Subscription::replaying(channel, 0, 0, &mut out);
+                    sub.on_lagged(&mut out);
+                    sub
+                }
+            };
+            let ticket = self.ticket();
+            self.subs.insert(channel, sub, ticket);
+            self.apply(env, channel, &mut out);
+        }
+        self.scratch = out;
+    }
+
+    /// One step of a replay's read.
+    pub(super) fn on_read_step(
+        &mut self,
+        env: &mut dyn Env,
+        channel: Channel,
+        step: Result<Step, LogError>,
+    ) -> Result<(), End> {
+        let step = step.map_err(log_lost)?;
+        let Some(sub) = self.subs.get_mut(&channel) else {
+            self.effects.push_back(Effect::StopRead { channel });
+            return Ok(());
+        };
+        let mut out = std::mem::take(&mut self.scratch);
+        match step {
+            Step::Idle => sub.on_read_idle(&self.rules, &mut out),
+            Step::Window(recent, pending) => {
+                sub.on_read_encoded(&self.rules, pending, &recent.event, &recent.frame, &mut out)
+            }
+            Step::Log(item) => {
+                let (seq, pending) = (item.seq, item.pending);
+                let event = (*item).into_event();
+                sub.on_read(&self.rules, seq, pending, event.as_ref(), &mut out);
+            }
+        }
+        self.apply(env, channel, &mut out);
+        self.scratch = out;
+        Ok(())
+    }
+
+    /// The answer to a log request the state asked for.
+    pub(super) fn on_answer(&mut self, env: &mut dyn Env, answer: Answer) -> Result<(), End> {
+        match answer {
+            Answer::Planned {
+                channel,
+                ticket,
+                result,
+            } => {
+                let Some(at) = self
+                    .planning
+                    .iter()
+                    .position(|p| p.channel == channel && p.ticket == ticket)
+                else {
+                    return Ok(()); // unsubscribed, or restarted, meanwhile
+                };
+                let slot = self.planning.swap_remove(at);
+                match result {
+                    Ok(planned) => self.start(env, slot, planned),
+                    Err(e) => {
+                        tracing::warn!(conn = self.id, %channel, error = %e, "cannot plan a replay");
+                        env.leave(channel);
+                        Metrics::get().subscriptions.decrement(1.0);
+                        self.session.touch();
+                        self.outbox.push_text(protocol::error(&FrameError::new(
+                            ErrorCode::Unavailable,
+                            "the event log is unavailable; try again",
+                            slot.request_id,
+                        )));
+                    }
+                }
+                Ok(())
+            }
+            Answer::Probed {
+                channel,
+                ticket,
+                from,
+                target,
+                result,
+            } => {
+                let next = result.map_err(log_lost)?;
+                if self.subs.ticket(&channel) != Some(ticket) {
+                    return Ok(());
+                }
+                if let Some(sub) = self.subs.get_mut(&channel) {
+                    let mut out = std::mem::take(&mut self.scratch);
+                    sub.on_probe(&self.rules, from, target, next, &mut out);
+                    self.apply(env, channel, &mut out);
+                    self.scratch = out;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// A pong: if it answers the receipt probe, what was written before the
+    /// probe has arrived.
+    pub(super) fn on_pong(&mut self, payload: &[u8]) {
+        let Some(channels) = self.receipts.answered(payload) else {
+            return;
+        };
+        for channel in channels {
+            if let Some(sub) = self.subs.get_mut(&channel) {
+                sub.on_probe_answered();
+                self.session.touch();
+            }
+        }
+    }
+
+    /// The driver wrote event frames of these channels to the socket.
+    pub(super) fn on_flushed(&mut self, channels: impl IntoIterator<Item = Channel>) {
+        for channel in channels {
+            self.receipts.written(channel);
+        }
+    }
+
+    /// The clock reached [`State::poll_timeout`].
+    pub(super) fn on_timeout(
+        &mut self,
+        env: &mut dyn Env,
+        now: tokio::time::Instant,
+    ) -> Result<(), End> {
+        let deadlines = &mut self.deadlines;
+        if now >= deadlines.expiry {
+            return Err(End::Close(Close::TokenExpired));
+        }
+        if now >= deadlines.heartbeat {
+            self.outbox.ping();
+            deadlines.heartbeat = now + deadlines.heartbeat_every;
+        }
+        if now >= deadlines.cursors {
+            deadlines.cursors = now + deadlines.cursors_every;
+            self.save_session(env);
+        }
+        if self.receipts.due().is_some_and(|due| now >= due) {
+            self.send_probe();
+        }
+        Ok(())
+    }
+
+    /// The connection is ending: its last save. `written`, when given, is
+    /// told once the record is in the store; whether a record was handed
+    /// over (else `written` is dropped).
+    pub(super) fn close_save(
+        &mut self,
+        env: &mut dyn Env,
+        written: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> bool {
+        if written.is_some() {
+            // Written even if unchanged: an earlier record may still wait in
+            // the bucket writer, and this one is told when it (or a newer)
+            // lands.
+            self.session.touch();
+        }
+        self.save_session_then(env, written)
+    }
+
+    /// Leaves the hub with every subscription.
+    pub(super) fn leave_all(&mut self, env: &mut dyn Env) {
+        let mut channels: Vec<Channel> = self.subs.keys().copied().collect();
+        channels.extend(self.planning.iter().map(|p| p.channel));
+        for channel in channels {
+            self.forget(env, channel);
+        }
+    }
+
+    fn subscribe(
+        &mut self,
+        env: &mut dyn Env,
+        channel: Channel,
+        since: Option<Since>,
+        epoch: Option<String>,
+        request_id: Option<String>,
+    ) -> Result<(), End> {
+        if self.holds(channel) {
+            return self.reject(FrameError::new(
+                ErrorCode::BadRequest,
+                format!("already subscribed to {channel}"),
+                request_id,
+            ));
+        }
+        let most = self.bounds.max_subscriptions;
+        if self.subs.len() + self.planning.len() >= most {
+            return self.reject(FrameError::new(
+                ErrorCode::BadRequest,
+                format!("a connection holds at most {most} subscriptions"),
+                request_id,
+            ));
+        }
+        if let Err(denied) = self.authorize(env, channel) {
+            return self.reject(FrameError::new(
+                ErrorCode::Forbidden,
+                format!("{channel}: {denied}"),
+                request_id,
+            ));
+        }
+        self.join(env, channel, since, epoch, request_id, None, None);
+        Ok(())
+    }
+
+    /// Joins the hub, then starts the subscription: live at once, or with
+    /// its replay planned from memory, or planned by the log meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    fn join(
+        &mut self,
+        env: &mut dyn Env,
+        channel: Channel,
+        since: Option<Since>,
+        epoch: Option<String>,
+        request_id: Option<String>,
+        pending_cut: Option<EndReason>,
+        restored: Option<u64>,
+    ) {
+        let routed = env.join(channel);
+        Metrics::get().subscriptions.increment(1.0);
+        self.session.touch();
+        let ticket = self.ticket();
+        let Some(since) = since else {
+            self.subs
+                .insert(channel, Subscription::live(channel, routed), ticket);
+            self.outbox.push_text(protocol::subscribed(
+                request_id.as_deref(),
+                channel,
+                None,
+                &env.epoch().to_string(),
+            ));
+            self.confirmed(env, restored);
+            return;
+        };
+        let request = PlanRequest {
+            channel,
+            since,
+            epoch,
+            routed,
+        };
+        let slot = Planning {
+            channel,
+            ticket,
+            request_id,
+            buffer: VecDeque::new(),
+            lagged: false,
+            pending_cut,
+            restored,
+        };
+        match plan_now(&*env, &self.claims, &request) {
+            Some(planned) => self.start(env, slot, planned),
+            None => {
+                self.planning.push(slot);
+                self.effects.push_back(Effect::Plan {
+                    channel,
+                    ticket,
+                    request,
+                    claims: self.claims.clone(),
+                });
+            }
+        }
+    }
+
+    /// A planned subscription starts: `subscribed`, then its replay, with
+    /// what arrived live meanwhile waiting in the replay's buffer.
+    fn start(&mut self, env: &mut dyn Env, slot: Planning, planned: Planned) {
+        let channel = slot.channel;
+        self.outbox.push_text(protocol::subscribed(
+            slot.request_id.as_deref(),
+            channel,
+            planned.first_seq,
+            &planned.epoch.to_string(),
+        ));
+        let mut out = std::mem::take(&mut self.scratch);
+        let mut sub = Subscription::replaying_following(
+            channel,
+            planned.after,
+            planned.target,
+            planned.following,
+            &mut out,
+        );
+        if slot.lagged {
+            sub.on_lagged(&mut out);
+        }
+        for delivery in slot.buffer {
+            sub.on_live(&self.rules, delivery, &mut out);
+        }
+        if let Some(reason) = slot.pending_cut {
+            sub.cut_when_replayed(reason, &mut out);
+        }
+        self.subs.insert(channel, sub, slot.ticket);
+        self.apply(env, channel, &mut out);
+        self.scratch = out;
+        self.confirmed(env, slot.restored);
+    }
+
+    /// A subscription was confirmed to the client (`subscribed` is
+    /// queued). A client's own subscribe is in the session from now on,
+    /// not from the next cursor write: a client that drops and comes
+    /// straight back could otherwise read (and then write back) a record
+    /// without it. A restored one is in it already.
+    fn confirmed(&mut self, env: &mut dyn Env, restored: Option<u64>) {
+        if restored.is_none() {
+            self.save_session(env);
+        }
+    }
+
+    /// Carries out a machine's output: frames go to the outbox, reads to
+    /// the driver, the target is measured and the window probed at once,
+    /// ended subscriptions are forgotten. An answer's own output comes
+    /// before the rest of the output that asked for it.
+    fn apply(&mut self, env: &mut dyn Env, channel: Channel, out: &mut Actions) {
+        while let Some(action) = out.pop_front() {
+            match action {
+                Action::Write(frame) => {
+                    if !matches!(frame, Frame::Plain(_)) {
+                        self.session.touch(); // a cursor moved
+                    }
+                    self.outbox.push(channel, frame);
+                }
+                Action::Read { after } => self.effects.push_back(Effect::Read { channel, after }),
+                Action::StopRead => self.effects.push_back(Effect::StopRead { channel }),
+                Action::End(_) => self.forget(env, channel),
+                // Every event up to the hub's routed position is in the
+                // log (and the window); every later one reaches the queue.
+                Action::MeasureTarget => {
+                    let routed = env.last_routed();
+                    let mut answer = Actions::new();
+                    if let Some(sub) = self.subs.get_mut(&channel) {
+                        sub.on_target(&self.rules, routed, &mut answer);
+                    }
+                    prepend(out, answer);
+                }
+                Action::Probe { from, target } => match env.window_next_of(channel, from) {
+                    Some(next) => {
+                        let mut answer = Actions::new();
+                        if let Some(sub) = self.subs.get_mut(&channel) {
+                            sub.on_probe(&self.rules, from, target, next, &mut answer);
+                        }
+                        prepend(out, answer);
+                    }
+                    None => {
+                        if let Some(ticket) = self.subs.ticket(&channel) {
+                            self.effects.push_back(Effect::Probe {
+                                channel,
+                                ticket,
+                                from,
+                                target,
+                            });
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// Whether the connection holds `channel`, subscribed or planning.
+    fn holds(&self, channel: Channel) -> bool {
+        self.subs.contains_key(&channel) || self.planning.iter().any(|p| p.channel == channel)
+    }
+
+    /// Removes a subscription (or a planning one) from the connection and
+    /// the hub.
+    fn forget(&mut self, env: &mut dyn Env, channel: Channel) {
+        let planning = self.planning.iter().position(|p| p.channel == channel);
+        if let Some(at) = planning {
+            self.planning.swap_remove(at);
+        }
+        if self.subs.remove(&channel).is_some() || planning.is_some() {
+            env.leave(channel);
+            Metrics::get().subscriptions.decrement(1.0);
+            self.session.touch();
+        }
+        self.effects.push_back(Effect::StopRead { channel });
+        self.typing.remove(&channel);
+    }
+
+    fn ticket(&mut self) -> u64 {
+        self.next_ticket = self.next_ticket.wrapping_add(1);
+        self.next_ticket
+    }
+
+    fn authorize(&self, env: &dyn Env, channel: Channel) -> Result<(), access::Denied> {
+        access::may_subscribe(&self.claims, channel, |id| {
+            env.standing(id, self.claims.sub)
+        })
+    }
+
+    /// Publishes the user's typing, within the per-channel limit; the
+    /// excess is dropped.
+    fn typing(
+        &mut self,
+        channel: Id,
+        is_typing: bool,
+        request_id: Option<String>,
+    ) -> Result<(), End> {
+        let chat = Channel::Chat(channel);
+        if !self.subs.contains_key(&chat) {
+            return self.reject(not_subscribed(chat, request_id));
+        }
+        let limit = self.bounds.typing_per_second;
+        let admitted = self
+            .typing
+            .entry(chat)
+            .or_insert_with(|| RateWindow::new(limit, TYPING_WINDOW))
+            .admit(Instant::now());
+        if !admitted {
+            Metrics::get().typing_rate_limited.increment(1);
+            return Ok(());
+        }
+        self.effects.push_back(Effect::PublishTyping(UserTyping {
+            channel_id: channel,
+            user_id: self.claims.sub,
+            username: self.claims.username(),
+            is_typing,
+        }));
+        Ok(())
+    }
+
+    /// Answers a bad frame; too many in the abuse window close the connection.
+    fn reject(&mut self, error: FrameError) -> Result<(), End> {
+        self.outbox.push_text(protocol::error(&error));
+        if !error.code.counts_as_abuse() {
+            return Ok(());
+        }
+        let metrics = Metrics::get();
+        metrics.bad_frames.increment(1);
+        if !self.bad_frames.admit(Instant::now()) {
+            metrics.abuse_closes.increment(1);
+            return Err(End::Close(Close::Abuse));
+        }
+        Ok(())
+    }
+
+    /// Sends a receipt probe after what was written so far.
+    fn send_probe(&mut self) {
+        let (id, channels) = self.receipts.probe();
+        for channel in channels {
+            if let Some(sub) = self.subs.get_mut(channel) {
+                sub.on_probe_sent();
+            }
+        }
+        self.outbox.probe(id);
+    }
+
+    /// Writes the session's cursors if they moved, and at least every
+    /// [`SESSION_REFRESH`] so a quiet connection's session does not expire.
+    fn save_session(&mut self, env: &mut dyn Env) {
+        self.save_session_then(env, None);
+    }
+
+    /// Saves if needed; whether a record was handed to the store.
+    fn save_session_then(
+        &mut self,
+        env: &mut dyn Env,
+        written: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> bool {
+        let refresh = SESSION_REFRESH.min(env.session_ttl() / 2);
+        if !self.session.dirty && self.session.saved_at.elapsed() < refresh {
+            return false;
+        }
+        let mut cursors: BTreeMap<Channel, u64> = self
+            .subs
+            .iter()
+            .map(|(channel, sub)| (*channel, sub.session_cursor()))
+            .collect();
+        // A restored subscription still being planned keeps its cursor.
+        for slot in &self.planning {
+            if let Some(cursor) = slot.restored {
+                cursors.insert(slot.channel, cursor);
+            }
+        }
+        let epoch = self.session.epoch.map(|e| e.to_string());
+        match env.save_session(self.session.id, self.claims.sub, cursors, epoch, written) {
+            Ok(()) => {
+                self.session.dirty = false;
+                self.session.saved_at = std::time::Instant::now();
+                true
+            }
+            // Kept dirty: the next flush tries again.
+            Err(SessionError::WriterFull) => {
+                tracing::debug!(session = %self.session.id, "session writer full; saving later");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(session = %self.session.id, error = %e, "session not saved");
+                false
+            }
+        }
+    }
+}
+
+/// Puts `answer` in front of what is left of `out`, in its order.
+fn prepend(out: &mut Actions, answer: Actions) {
+    for action in answer.into_iter().rev() {
+        out.push_front(action);
+    }
+}
+
+fn not_subscribed(channel: Channel, request_id: Option<String>) -> FrameError {
+    FrameError::new(
+        ErrorCode::NotFound,
+        format!("not subscribed to {channel}"),
+        request_id,
+    )
+}
+
+/// The log failed mid-replay: close, and let the client resume later from
+/// its cursor (nothing is skipped: the cursor only moves on delivery). A
+/// read stopped by the node's shutdown closes as the shutdown does.
+fn log_lost(e: LogError) -> End {
+    if e.request_kind() == Some(crate::log::RequestErrorKind::ShuttingDown) {
+        return End::Close(Close::ShuttingDown);
+    }
+    tracing::warn!(error = %e, "log unavailable during a replay; closing");
+    End::Close(Close::LogUnavailable)
+}

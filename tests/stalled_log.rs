@@ -1,0 +1,138 @@
+//! The connection never waits on the log: while one subscription's replay
+//! waits for a JetStream request that answers late (5 s here, about a
+//! leader election on these machines), the connection's other
+//! subscriptions get their live events, pings are answered, and a
+//! shutdown closes it with 1001 at once.
+//!
+//! The order of frames is the proof, not a clock: a connection that waited
+//! inline would send the late subscription's reply before anything that
+//! arrived while it waited.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::stall::StallProxy;
+use support::*;
+use switchboard::channel::Id;
+use switchboard::token::Grant;
+
+/// How long the JetStream API's direct gets (what planning a `since`
+/// replay asks) are held back.
+const STALL: Duration = Duration::from_secs(5);
+
+/// Reads frames until one `is_reply` accepts, and returns the frames
+/// before it.
+async fn until_reply(client: &mut Client, is_reply: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let mut before = Vec::new();
+    loop {
+        let frame = client.next().await;
+        if is_reply(&frame) {
+            return before;
+        }
+        before.push(frame);
+    }
+}
+
+fn replies_to(request_id: &'static str) -> impl Fn(&Value) -> bool {
+    move |frame: &Value| {
+        matches!(frame["type"].as_str(), Some("subscribed" | "error"))
+            && frame["data"]["request_id"] == request_id
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_log_request_holds_up_only_its_own_subscription() {
+    let nats = nats();
+    let proxy = StallProxy::start(&nats.url());
+    // No window: a replay plans against the stream itself.
+    let mut gateway = Gateway::start_on(&proxy.url, &["--window-events", "0"]);
+    let log = log(&nats).await;
+    let (live, old, other) = (Id::new_v4(), Id::new_v4(), Id::new_v4());
+    for i in 0..5 {
+        log.store(&message(old, &format!("history {i}")))
+            .await
+            .expect("stored");
+    }
+    let mut client = Client::connect(&gateway, &token(Id::new_v4(), Grant::All, &[])).await;
+    client.subscribe(chat(live)).await;
+
+    // The replay of `old` from a time: planning it asks direct gets, held.
+    proxy.hold("$JS.API.DIRECT.GET", STALL);
+    client
+        .send(
+            json!({"type": "subscribe", "channel": chat(old).to_string(),
+                     "since": "2000-01-01T00:00:00.000Z", "request_id": "old"}),
+        )
+        .await;
+    let mut published = Vec::new();
+    for i in 0..3 {
+        let stored = log
+            .store(&message(live, &format!("live {i}")))
+            .await
+            .expect("stored");
+        published.push(stored.seq);
+    }
+    client
+        .send(json!({"type": "ping", "request_id": "still there?"}))
+        .await;
+    let before = until_reply(&mut client, replies_to("old")).await;
+    let live_seqs: Vec<u64> = before
+        .iter()
+        .filter(|f| f["channel"] == chat(live).to_string())
+        .filter_map(|f| f["seq"].as_u64())
+        .collect();
+    assert_eq!(
+        live_seqs, published,
+        "the live subscription's events came while the other's replay waited: {before:?}"
+    );
+    assert!(
+        before
+            .iter()
+            .any(|f| f["type"] == "pong" && f["data"]["request_id"] == "still there?"),
+        "the ping was answered while the replay waited: {before:?}"
+    );
+
+    // A shutdown while a replay waits closes at once, with 1001.
+    proxy.hold("$JS.API.DIRECT.GET", STALL);
+    client
+        .send(
+            json!({"type": "subscribe", "channel": chat(other).to_string(),
+                     "since": "2000-01-01T00:00:00.000Z", "request_id": "other"}),
+        )
+        .await;
+    client
+        .send(json!({"type": "ping", "request_id": "sent"}))
+        .await;
+    // The ping's answer shows the subscribe was read (and is waiting).
+    until_reply(&mut client, |f| {
+        f["type"] == "pong" && f["data"]["request_id"] == "sent"
+    })
+    .await;
+    let stopping = tokio::task::spawn_blocking(move || {
+        gateway.terminate();
+        gateway
+    });
+    let mut reply_before_close = None;
+    let code = loop {
+        match client.next_message().await {
+            tokio_tungstenite::tungstenite::Message::Close(frame) => {
+                break frame.map(|f| u16::from(f.code));
+            }
+            tokio_tungstenite::tungstenite::Message::Text(text) => {
+                let frame: Value = serde_json::from_str(&text).expect("JSON");
+                if replies_to("other")(&frame) {
+                    reply_before_close = Some(frame);
+                }
+            }
+            _ => {}
+        }
+    };
+    assert_eq!(code, Some(1001));
+    assert!(
+        reply_before_close.is_none(),
+        "the close waited for the stalled replay: {reply_before_close:?}"
+    );
+    stopping.await.expect("stopped");
+}
