@@ -152,6 +152,23 @@ impl Outbox {
         self.queued += 1;
     }
 
+    /// Takes every queued frame as a flush would write it, without a
+    /// socket: `(opcode, payload)` each, and the subscriptions whose event
+    /// frames they were. For tests of the connection's state.
+    #[cfg(test)]
+    pub(crate) fn take_written(&mut self) -> (Vec<(u8, Bytes)>, Vec<Channel>) {
+        let frames = std::mem::take(&mut self.frames)
+            .into_iter()
+            .map(|f| (f.head[0] & 0x0f, f.payload))
+            .collect();
+        self.written = 0;
+        self.queued = 0;
+        self.live = 0;
+        self.replayed = 0;
+        self.oldest_live_ms = None;
+        (frames, std::mem::take(&mut self.touched))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty() && self.touched.is_empty()
     }

@@ -921,3 +921,6 @@ fn log_lost(e: LogError) -> End {
     tracing::warn!(error = %e, "log unavailable during a replay; closing");
     End::Close(Close::LogUnavailable)
 }
+
+#[cfg(test)]
+mod tests;
