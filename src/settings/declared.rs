@@ -90,8 +90,8 @@ declare! {
         /// 1009.
         max_frame_bytes: usize = "65536", "256" ..= "16777216", env "SWITCHBOARD_MAX_FRAME_BYTES";
         /// Events queued per connection; past it, the connection reads the
-        /// log at its own pace (no event is lost). The socket's write buffer
-        /// is bounded at 1 KiB per queued event.
+        /// log at its own pace (no event is lost). A queued event is a
+        /// reference to the one copy the node encoded for every subscriber.
         send_queue: usize = "1024", "1" ..= "65536", env "SWITCHBOARD_SEND_QUEUE";
         /// A client whose socket accepts nothing for this long is closed with
         /// 4008.
@@ -130,7 +130,7 @@ declare! {
         /// older gaps are read from the stream. Also bounded by
         /// `window_bytes`.
         window_events: usize = "100000", "0" ..= "100000000", env "SWITCHBOARD_WINDOW_EVENTS";
-        /// The window's memory bound in bytes (as accounted: about twice an
+        /// The window's memory bound in bytes (as accounted: three times an
         /// event's encoded size, plus 256 bytes each).
         window_bytes: usize = "67108864", "0" ..= "1099511627776", env "SWITCHBOARD_WINDOW_BYTES";
         /// Replays from the stream (gaps older than the window) running at
