@@ -41,6 +41,7 @@
 
 use std::convert::Infallible;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -135,11 +136,14 @@ pub fn raise_open_file_limit() -> Option<u64> {
 
 /// Accepts and serves until the node shuts down, then drops the listener;
 /// connections still open finish as the module documentation says.
-pub async fn run(listener: TcpListener, node: Arc<Node>, bounds: Bounds) {
+/// `listening` is the listener's address.
+pub async fn run(listener: TcpListener, listening: SocketAddr, node: Arc<Node>, bounds: Bounds) {
     let metrics = Metrics::get();
     let slots = Arc::new(Semaphore::new(bounds.sockets));
     let pending = Arc::new(Pending::default());
-    let routes = TowerToHyperService::new(warp::service(crate::http::routes(node.clone())));
+    // The routes name the gateway's own origins from the address it listens on.
+    let routes =
+        TowerToHyperService::new(warp::service(crate::http::routes(node.clone(), listening)));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(bounds.head_timeout)
