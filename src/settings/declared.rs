@@ -69,8 +69,13 @@ declare! {
         /// Web origins whose pages may use the gateway from a browser, as a
         /// comma-separated list (`https://app.example.com,http://localhost:3000`)
         /// or `*`: they get CORS answers from the HTTP API (preflight
-        /// included), and a WebSocket upgrade from any other origin is refused
-        /// with 403. The gateway's own origin is always allowed, and requests
+        /// included), and a request from any other origin, WebSocket
+        /// upgrades included, is refused with 403. An origin is compared
+        /// whole: scheme, host and port. The gateway's own origins are
+        /// always allowed: `http://` with the listen address and port, and
+        /// `http://localhost`, `127.0.0.1` or `[::1]` with the port when it
+        /// listens on loopback or every address (never the request's `Host`);
+        /// list the origin browsers use behind a proxy or balancer. Requests
         /// without an `Origin` header (not from a browser page) are never
         /// refused for it. Unset with `--dev`: any origin.
         allowed_origins: Origins = "", env "SWITCHBOARD_ALLOWED_ORIGINS";
@@ -125,6 +130,14 @@ declare! {
         /// Time to receive a `POST /v1/events` body once its head is in; a
         /// slower body is answered 408 and its connection closed.
         http_body_timeout: Duration = "10s", "100ms" ..= "1h", env "SWITCHBOARD_HTTP_BODY_TIMEOUT";
+        /// Memory for `POST /v1/events` bodies being received, all requests
+        /// together, in bytes: each authorized request takes its
+        /// `Content-Length` from it before its body is read (a request
+        /// without a valid token or role is refused on its head alone, and
+        /// its body never read), and gives it back when it is answered. A
+        /// request that does not fit is answered 503 with `Retry-After`, its
+        /// body unread.
+        publish_buffer_bytes: usize = "33554432", "262144" ..= "1099511627776", env "SWITCHBOARD_PUBLISH_BUFFER_BYTES";
         /// Recent events the node keeps in memory (its window), so that a
         /// client back after a short gap is replayed without asking NATS;
         /// older gaps are read from the stream. Also bounded by
