@@ -196,11 +196,12 @@ async fn run(sizes: Sizes) {
     folded_projection.epoch = Some(log.epoch().to_string());
     let (members, banned, deleted) = folded_projection.len();
     println!(
-        "  catch_up: {} events folded ({} messages read) in {:.3} s = {} events/s (target >= 200,000); {} memberships, {} bans, {} deleted",
+        "  catch_up: {} events folded ({} messages read) in {:.3} s = {} events/s{}; {} memberships, {} bans, {} deleted",
         thousands(folded as f64),
         thousands(read as f64),
         fold_time.as_secs_f64(),
         thousands(fold_rate),
+        common::target_note(">= 200,000"),
         thousands(members as f64),
         thousands(banned as f64),
         deleted

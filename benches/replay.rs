@@ -239,11 +239,11 @@ async fn run(sizes: Sizes) {
     let one_rate = rate(one.events, one.elapsed);
     drop(ws);
     println!(
-        "(a) 1 client:   {} events in {:.3} s = {} events/s (target >= {})",
+        "(a) 1 client:   {} events in {:.3} s = {} events/s{}",
         thousands(one.events as f64),
         one.elapsed.as_secs_f64(),
         thousands(one_rate),
-        thousands(TARGET_PER_S)
+        common::target_note(&format!(">= {}", thousands(TARGET_PER_S)))
     );
     println!("    {}", one_cpu.0);
     let target_line = format!(">= {} events/s", thousands(TARGET_PER_S));

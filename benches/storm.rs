@@ -23,7 +23,8 @@
 //! events/s, 5 s offline, 100 control clients; prints the figures and the
 //! issue's Bars with pass/fail. Without `--bench`: 20 clients x 2 of 10
 //! channels, 100 events/s, 2 s offline; it asserts 0 lost and 0 duplicates
-//! (and, with sessions, 0 lost and no duplicate beyond the bound).
+//! (and, with sessions, 0 lost and no duplicate beyond the bound), and
+//! prints only the Bars that hold at any size (not the latency ones).
 //!
 //! The clients are light: one task each, a small read buffer, a bounded
 //! number connecting at once. A refused connect, an `error` frame or a

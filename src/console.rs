@@ -39,17 +39,20 @@ pub const DEV_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// `/console`, `/console/`, its script and style sheet, and the dev token.
 pub fn routes(node: Arc<Node>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    // Each path before its method: another method on one of these paths is
+    // a 405 (an `OPTIONS`, a preflight), and on any other path a 404.
+    let get_or_head = || warp::get().or(warp::head()).unify();
     let page = warp::path("console")
         .and(warp::path::end())
+        .and(get_or_head())
         .map(|| asset(PAGE, "text/html; charset=utf-8"));
     let script = warp::path!("console" / "console.js")
+        .and(get_or_head())
         .map(|| asset(SCRIPT, "text/javascript; charset=utf-8"));
-    let style =
-        warp::path!("console" / "console.css").map(|| asset(STYLE, "text/css; charset=utf-8"));
-    let files = warp::get()
-        .or(warp::head())
-        .unify()
-        .and(page.or(script).unify().or(style).unify());
+    let style = warp::path!("console" / "console.css")
+        .and(get_or_head())
+        .map(|| asset(STYLE, "text/css; charset=utf-8"));
+    let files = page.or(script).unify().or(style).unify();
     let dev_token = warp::path!("console" / "dev-token")
         .and(warp::get())
         .and(warp::any().map(move || node.clone()))

@@ -3,26 +3,29 @@
 //!
 //! A browser page's `Origin` is checked before any route runs
 //! ([`crate::origins`]): a refused one gets 403, an allowed one CORS
-//! answers. Then tokens: a WebSocket upgrade with a bad, missing or
+//! answers, and an `OPTIONS` on a path some route serves is a preflight.
+//! Then tokens: a WebSocket upgrade with a bad, missing or
 //! expired token is refused with 401 and never becomes a socket.
 //! So is one past the user's connection cap (429, `UserConnections`).
-//! A `POST /v1/events` body must arrive within `http_body_timeout` (408).
+//! `POST /v1/events` decides on its head alone whether its body is read
+//! (`http::publish`).
 //! The time and size bounds of the connections themselves are the
 //! listener's (`server::listener`). `GET /console` is [`crate::console`]'s.
 //!
-//! Over 600 lines on purpose: one warp filter per route, each with its
+//! Over 500 lines on purpose: one warp filter per route, each with its
 //! handler and its refusals, the origin gate around them, and the
-//! refusals' words in one place; the routes are read as one table.
+//! refusals' words in one place; the routes are read as one table. The
+//! publish route's body handling is a concept of its own (`http::publish`).
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{json, Value};
-use warp::http::{HeaderMap, HeaderValue, StatusCode};
+use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
@@ -31,17 +34,23 @@ use crate::event::parse_timestamp;
 use crate::gateway::{connection, upgrade, Node};
 use crate::log::{HistoryQuery, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT};
 use crate::metrics::Metrics;
-use crate::schema;
+use crate::origins::Origins;
 use crate::token::{Claims, Role, TokenError};
+
+mod publish;
+
+use publish::PublishBuffer;
+pub use publish::{MAX_PUBLISH_BODY, PUBLISH_RETRY_AFTER};
 
 /// History lines read ahead of a slow HTTP client.
 pub const HISTORY_READ_AHEAD: usize = 64;
 
-/// Largest `POST /v1/events` body.
-pub const MAX_PUBLISH_BODY: u64 = 256 * 1024;
-
-/// Every route.
-pub fn routes(node: Arc<Node>) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+/// Every route, for a gateway listening on `listening` (which names its own
+/// origins).
+pub fn routes(
+    node: Arc<Node>,
+    listening: SocketAddr,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let with_node = {
         let node = node.clone();
         warp::any().map(move || node.clone())
@@ -64,7 +73,7 @@ pub fn routes(node: Arc<Node>) -> impl Filter<Extract = (Response,), Error = Inf
                 )
             }
         });
-    let metrics = warp::path!("metrics").and(warp::get()).map(|| {
+    let metrics = warp::path!("metrics").and(get_or_head()).map(|| {
         let mut response = Response::new(Metrics::render().into());
         response.headers_mut().insert(
             "content-type",
@@ -72,13 +81,16 @@ pub fn routes(node: Arc<Node>) -> impl Filter<Extract = (Response,), Error = Inf
         );
         response
     });
+    // The body is taken, not polled: `publish` reads it only once the head
+    // is authorized and it has room in the buffer.
+    let buffer = PublishBuffer::new(node.limits.publish_buffer_bytes);
     let publish = warp::path!("v1" / "events")
         .and(warp::post())
         .and(warp::header::headers_cloned())
-        .and(warp::body::content_length_limit(MAX_PUBLISH_BODY))
-        .and(body_within(node.limits.http_body_timeout))
+        .and(warp::body::stream())
         .and(with_node.clone())
-        .then(publish);
+        .and(warp::any().map(move || buffer.clone()))
+        .then(publish::publish);
     let history = warp::path!("v1" / "history" / String)
         .and(warp::get())
         .and(warp::header::headers_cloned())
@@ -113,40 +125,51 @@ pub fn routes(node: Arc<Node>) -> impl Filter<Extract = (Response,), Error = Inf
     // A browser page's origin is checked before any route runs (a refused
     // WebSocket upgrade never becomes a socket); an allowed one gets CORS
     // answers, preflights included.
+    let origins = Arc::new(node.origins.clone().serving(listening));
     let origin = warp::header::optional::<String>("origin")
-        .and(warp::header::optional::<String>("host"))
-        .and(warp::any().map(move || node.clone()))
+        .and(warp::any().map(move || origins.clone()))
         .and_then(check_origin);
-    let preflight = warp::options().map(|| {
-        let mut response = Response::new(Default::default());
-        *response.status_mut() = StatusCode::NO_CONTENT;
-        let headers = response.headers_mut();
-        headers.insert(
-            "access-control-allow-methods",
-            HeaderValue::from_static(CORS_METHODS),
-        );
-        headers.insert(
-            "access-control-allow-headers",
-            HeaderValue::from_static(CORS_HEADERS),
-        );
-        headers.insert(
-            "access-control-max-age",
-            HeaderValue::from_static(CORS_MAX_AGE),
-        );
-        response
-    });
     origin
-        .and(preflight.or(api).unify())
-        .map(|origin: Option<HeaderValue>, mut response: Response| {
-            if let Some(origin) = origin {
-                let headers = response.headers_mut();
-                headers.insert("access-control-allow-origin", origin);
-                headers.insert("vary", HeaderValue::from_static("Origin"));
-            }
-            response
-        })
+        .and(warp::method())
+        .and(api)
+        .map(
+            |origin: Option<HeaderValue>, method: Method, mut response: Response| {
+                // A path some route serves, with a method none of them takes:
+                // an `OPTIONS` there is a preflight. Elsewhere it is a 404.
+                if method == Method::OPTIONS && response.status() == StatusCode::METHOD_NOT_ALLOWED
+                {
+                    response = preflight();
+                }
+                if let Some(origin) = origin {
+                    let headers = response.headers_mut();
+                    headers.insert("access-control-allow-origin", origin);
+                    headers.insert("vary", HeaderValue::from_static("Origin"));
+                }
+                response
+            },
+        )
         .recover(refused_origin)
         .unify()
+}
+
+/// The answer to a preflight: what the API takes from another origin.
+fn preflight() -> Response {
+    let mut response = Response::new(Default::default());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let headers = response.headers_mut();
+    headers.insert(
+        "access-control-allow-methods",
+        HeaderValue::from_static(CORS_METHODS),
+    );
+    headers.insert(
+        "access-control-allow-headers",
+        HeaderValue::from_static(CORS_HEADERS),
+    );
+    headers.insert(
+        "access-control-max-age",
+        HeaderValue::from_static(CORS_MAX_AGE),
+    );
+    response
 }
 
 /// What a preflight allows: every method and request header the API reads.
@@ -155,93 +178,56 @@ const CORS_HEADERS: &str = "authorization, content-type";
 /// How long a browser may keep a preflight's answer, in seconds.
 const CORS_MAX_AGE: &str = "600";
 
-/// A request from a page whose origin `allowed_origins` does not allow.
+/// A request from a page whose origin is neither the gateway's own nor
+/// allowed by `allowed_origins`; the origin (an excerpt) and the gateway's
+/// own origins, for the message.
 #[derive(Debug)]
-struct OriginRefused;
+struct OriginRefused {
+    origin: String,
+    own: String,
+}
 
 impl warp::reject::Reject for OriginRefused {}
+
+/// Characters of a refused `Origin` quoted back.
+const MAX_QUOTED_ORIGIN: usize = 100;
 
 /// The origin to echo in CORS answers (`None`: not a browser page's
 /// request), or a refusal.
 async fn check_origin(
     origin: Option<String>,
-    host: Option<String>,
-    node: Arc<Node>,
+    origins: Arc<Origins>,
 ) -> Result<Option<HeaderValue>, Rejection> {
     let Some(origin) = origin else {
         return Ok(None);
     };
-    if !node.origins.allows(&origin, host.as_deref()) {
-        return Err(warp::reject::custom(OriginRefused));
+    if !origins.allows(&origin) {
+        return Err(warp::reject::custom(OriginRefused {
+            origin: origin.chars().take(MAX_QUOTED_ORIGIN).collect(),
+            own: origins.own().join(", "),
+        }));
     }
     Ok(HeaderValue::from_str(&origin).ok())
 }
 
 async fn refused_origin(rejection: Rejection) -> Result<Response, Infallible> {
-    if rejection.find::<OriginRefused>().is_none() {
+    let Some(refused) = rejection.find::<OriginRefused>() else {
         return rejection_reply(rejection).await;
-    }
+    };
+    let own = match refused.own.as_str() {
+        "" => String::new(),
+        own => format!(" (its own are {own})"),
+    };
     Ok(error_reply(
         StatusCode::FORBIDDEN,
         "forbidden",
-        "this page's origin may not use the gateway: add it to allowed_origins \
-         (--allowed-origins, SWITCHBOARD_ALLOWED_ORIGINS)",
+        format!(
+            "pages of {:?} may not use this gateway{own}: add that origin to allowed_origins \
+             (--allowed-origins, SWITCHBOARD_ALLOWED_ORIGINS)",
+            refused.origin
+        ),
     ))
 }
-
-/// The request body, whole, if it arrives within `timeout` of the end of
-/// the head and within [`MAX_PUBLISH_BODY`] (whatever its framing says);
-/// else a [`BodyRefused`] rejection.
-fn body_within(timeout: Duration) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
-    warp::body::stream().and_then(move |body| read_body(body, timeout))
-}
-
-async fn read_body<B: bytes::Buf>(
-    body: impl futures::Stream<Item = Result<B, warp::Error>>,
-    timeout: Duration,
-) -> Result<Bytes, Rejection> {
-    use bytes::BufMut;
-    use futures::StreamExt;
-    let read = async move {
-        let mut body = std::pin::pin!(body);
-        let mut bytes = bytes::BytesMut::new();
-        while let Some(chunk) = body.next().await {
-            let mut chunk = chunk.map_err(|_| BodyRefused::Broken)?;
-            if (bytes.len() + chunk.remaining()) as u64 > MAX_PUBLISH_BODY {
-                return Err(BodyRefused::TooLarge);
-            }
-            while chunk.has_remaining() {
-                let part = chunk.chunk();
-                let n = part.len();
-                bytes.put_slice(part);
-                chunk.advance(n);
-            }
-        }
-        Ok(bytes.freeze())
-    };
-    let refused = match tokio::time::timeout(timeout, read).await {
-        Ok(Ok(body)) => return Ok(body),
-        Ok(Err(refused)) => refused,
-        Err(_) => {
-            Metrics::get().http_client_errors.body_timeout.increment(1);
-            BodyRefused::Timeout(timeout)
-        }
-    };
-    Err(warp::reject::custom(refused))
-}
-
-/// Why a request body was not read whole.
-#[derive(Debug)]
-enum BodyRefused {
-    /// Not within `http_body_timeout`.
-    Timeout(Duration),
-    /// Over [`MAX_PUBLISH_BODY`].
-    TooLarge,
-    /// The connection failed in the middle of it.
-    Broken,
-}
-
-impl warp::reject::Reject for BodyRefused {}
 
 /// The WebSockets each user holds on this node, for the
 /// `max_connections_per_user` cap.
@@ -385,29 +371,6 @@ fn authenticate(
     }
 }
 
-async fn publish(headers: HeaderMap, body: Bytes, node: Arc<Node>) -> Response {
-    if let Err(refusal) = authenticate(&node, &headers, None, Some(Role::Publisher)) {
-        return refusal.into_response();
-    }
-    let event = match schema::event_from_body(&body) {
-        Ok(event) => event,
-        Err(e) => return error_reply(StatusCode::BAD_REQUEST, "bad_request", e),
-    };
-    let started = Instant::now();
-    match node.log.publish(&event).await {
-        Ok(receipt) => {
-            node.metrics
-                .publish_latency
-                .record(started.elapsed().as_secs_f64());
-            json_reply(StatusCode::OK, &receipt.to_json())
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "publish failed");
-            error_reply(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e)
-        }
-    }
-}
-
 /// Parses the history query; every bad parameter is named.
 pub fn history_query(
     channel: &str,
@@ -538,8 +501,8 @@ fn websocket(
 }
 
 /// The routes, for a 404 or a 405.
-const ROUTES: &str = "GET /healthz, GET /readyz, GET /metrics, POST /v1/events, \
-GET /v1/history/{channel}, GET /v1/ws, GET /console";
+const ROUTES: &str = "GET /healthz, GET /readyz, GET /metrics (each also HEAD), \
+POST /v1/events, GET /v1/history/{channel}, GET /v1/ws, GET /console";
 
 /// A request no route took, answered in words a person can act on (never
 /// warp's type names).
@@ -548,55 +511,10 @@ async fn rejection(rejection: Rejection) -> Result<Response, Infallible> {
 }
 
 async fn rejection_reply(rejection: Rejection) -> Result<Response, Infallible> {
-    use warp::reject::{
-        InvalidHeader, InvalidQuery, LengthRequired, MethodNotAllowed, MissingHeader,
-        PayloadTooLarge,
-    };
+    use warp::reject::{InvalidHeader, InvalidQuery, MethodNotAllowed, MissingHeader};
     let (status, code, message) = if rejection.is_not_found() {
         let message = format!("no such route; the routes are {ROUTES}");
         (StatusCode::NOT_FOUND, "not_found", message)
-    } else if rejection.find::<PayloadTooLarge>().is_some() {
-        let message = format!(
-            "the body is larger than {} KiB, the most `POST /v1/events` takes",
-            MAX_PUBLISH_BODY / 1024
-        );
-        (StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
-    } else if rejection.find::<LengthRequired>().is_some() {
-        let message = format!(
-            "send the body with a `Content-Length` header (at most {} KiB)",
-            MAX_PUBLISH_BODY / 1024
-        );
-        (StatusCode::LENGTH_REQUIRED, "length_required", message)
-    } else if let Some(refused) = rejection.find::<BodyRefused>() {
-        let (status, code, message) = match refused {
-            BodyRefused::Timeout(timeout) => (
-                StatusCode::REQUEST_TIMEOUT,
-                "timeout",
-                format!(
-                    "the request body did not arrive within {}",
-                    humantime::format_duration(*timeout)
-                ),
-            ),
-            BodyRefused::TooLarge => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!(
-                    "the body is larger than {} KiB, the most `POST /v1/events` takes",
-                    MAX_PUBLISH_BODY / 1024
-                ),
-            ),
-            BodyRefused::Broken => (
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "the request body could not be read".to_string(),
-            ),
-        };
-        let mut response = error_reply(status, code, message);
-        // The rest of the body is not read: the connection cannot be reused.
-        response
-            .headers_mut()
-            .insert("connection", warp::http::HeaderValue::from_static("close"));
-        return Ok(response);
     } else if rejection.find::<InvalidQuery>().is_some() {
         let message = "the query string is not URL-encoded `name=value` pairs".to_string();
         (StatusCode::BAD_REQUEST, "bad_request", message)
@@ -618,15 +536,5 @@ async fn rejection_reply(rejection: Rejection) -> Result<Response, Infallible> {
         let message = "the request could not be read".to_string();
         (StatusCode::BAD_REQUEST, "bad_request", message)
     };
-    let mut response = error_reply(status, code, message);
-    if matches!(
-        status,
-        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::LENGTH_REQUIRED
-    ) {
-        // The body was not read: the connection cannot carry another request.
-        response
-            .headers_mut()
-            .insert("connection", warp::http::HeaderValue::from_static("close"));
-    }
-    Ok(response)
+    Ok(error_reply(status, code, message))
 }

@@ -55,8 +55,10 @@ fn fail(failure: Failure) -> ExitCode {
 /// event (envelopes, frames, batches); glibc's allocator spends measurably
 /// more CPU on them (see `just bench replay`). Built with `no_thp`: with
 /// transparent huge pages its arenas grow resident memory 2 MiB at a time
-/// (a fresh gateway: 54 MiB with them, 13 MiB without; 5,000 idle
-/// connections: 9.7 KiB each with them, 9.0 KiB without).
+/// (`just bench fanout` on 2026-11-30, before later savings: a fresh
+/// gateway 54 MiB with them, 13 MiB without; 5,000 idle connections 9.7 KiB
+/// each with them, 9.0 KiB without; today's figures are in
+/// docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -45,6 +45,9 @@ pub struct Metrics {
     pub shed_full: Counter,
     /// A WebSocket upgrade refused with 429: the user's connection cap.
     pub shed_user_cap: Counter,
+    /// A `POST /v1/events` refused with 503 on its head: the bodies being
+    /// received fill `publish_buffer_bytes`.
+    pub shed_publish_buffer: Counter,
     /// JetStream consumers the node created (the router's, replays that
     /// the window could not serve, audit reads).
     pub log_consumers_created: Counter,
@@ -113,6 +116,7 @@ impl Metrics {
                 shed_pending: counter!("switchboard_connections_shed_total", "reason" => "pending_evicted"),
                 shed_full: counter!("switchboard_connections_shed_total", "reason" => "no_slot"),
                 shed_user_cap: counter!("switchboard_connections_shed_total", "reason" => "user_cap"),
+                shed_publish_buffer: counter!("switchboard_connections_shed_total", "reason" => "publish_buffer"),
                 log_consumers_created: counter!("switchboard_log_consumers_created_total"),
                 stream_replays_waiting: gauge!("switchboard_stream_replays_waiting"),
                 stream_replays: gauge!("switchboard_stream_replays"),

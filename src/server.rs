@@ -198,7 +198,7 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         head_timeout_ms = bounds.head_timeout.as_millis() as u64,
         "client sockets bounded"
     );
-    let server = tokio::spawn(listener::run(listener, node.clone(), bounds));
+    let server = tokio::spawn(listener::run(listener, addr, node.clone(), bounds));
     Ok(Running {
         addr,
         node,

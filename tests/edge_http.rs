@@ -1,8 +1,11 @@
-//! The HTTP edge under slow, half-open and greedy clients (issue 9, part 1):
-//! half-finished requests are closed within the head timeout and never lock
-//! out `/healthz` or a real client, even at the process's open-file limit;
-//! a trickled body is cut; an idle keep-alive connection is closed; one
-//! user's WebSockets are capped with 429. Black-box, against the binary.
+//! The HTTP edge under slow, half-open and greedy clients (issue 9, part 1;
+//! issue 20, parts 3 and 6): half-finished requests are closed within the
+//! head timeout and never lock out `/healthz` or a real client, even at the
+//! process's open-file limit; a response in flight is never shed to admit
+//! new sockets; a head over 64 KiB gets 431; a trickled body is cut; an idle
+//! keep-alive connection is closed; one user's WebSockets are capped with
+//! 429; `OPTIONS` and `HEAD` answer as the routes do. Black-box, against the
+//! binary.
 
 mod support;
 
@@ -511,4 +514,227 @@ async fn one_users_connections_are_capped_with_429() {
             >= 4.0
     );
     drop((again, other, open));
+}
+
+/// Reads one response head (up to its blank line), and nothing after it.
+async fn read_head(socket: &mut (impl AsyncRead + Unpin)) -> String {
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(PATIENCE, socket.read(&mut byte))
+            .await
+            .expect("a response head in time")
+            .expect("read");
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+        got.push(byte[0]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Reads a chunked body to its last chunk; `Err` with what was read if the
+/// server closes the socket first.
+async fn read_chunked(socket: &mut (impl AsyncRead + Unpin)) -> Result<Vec<u8>, Vec<u8>> {
+    let mut raw = Vec::new();
+    let mut body = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut at = 0;
+    loop {
+        // Every whole chunk in `raw[at..]`.
+        while let Some(end) = raw[at..].windows(2).position(|w| w == b"\r\n") {
+            let line = String::from_utf8_lossy(&raw[at..at + end]).into_owned();
+            let size = usize::from_str_radix(line.trim(), 16)
+                .unwrap_or_else(|_| panic!("not a chunk size: {line:?}"));
+            let data = at + end + 2;
+            if raw.len() < data + size + 2 {
+                break;
+            }
+            if size == 0 {
+                return Ok(body);
+            }
+            body.extend_from_slice(&raw[data..data + size]);
+            at = data + size + 2;
+        }
+        let n = tokio::time::timeout(PATIENCE, socket.read(&mut buf))
+            .await
+            .expect("the page goes on in time")
+            .unwrap_or(0);
+        if n == 0 {
+            return Err(body);
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_in_flight_is_never_shed_for_new_sockets() {
+    /// A page far larger than the socket buffers between the gateway and
+    /// the slow reader.
+    const EVENTS: usize = 3_000;
+    const CAP: usize = 50;
+    /// Idle sockets opened while the page is in flight: each past the cap
+    /// sheds the socket waiting longest for a head.
+    const IDLE: usize = 300;
+    let nats = nats();
+    let gateway = Gateway::start_with(
+        &nats,
+        &[
+            "--max-pending-connections",
+            &CAP.to_string(),
+            "--http-head-timeout",
+            "1h",
+        ],
+    );
+    let c = Id::new_v4();
+    let log = log(&nats).await;
+    let text = "x".repeat(1000);
+    let events: Vec<_> = (0..EVENTS).map(|_| message(c, &text)).collect();
+    let stored: Vec<_> = {
+        use futures::StreamExt;
+        futures::stream::iter(&events)
+            .map(|event| log.store(event))
+            .buffer_unordered(256)
+            .collect()
+            .await
+    };
+    assert!(stored.iter().all(Result::is_ok), "every event is stored");
+
+    // A slow reader asks for the whole page, and reads only its head.
+    let auditor = token(Id::new_v4(), Grant::None, &[Role::Auditor]);
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("buffer size");
+    let mut reader = socket.connect(gateway.addr).await.expect("connect");
+    let request = format!(
+        "GET /v1/history/{}?limit={EVENTS} HTTP/1.1\r\nHost: x\r\n\
+         Authorization: Bearer {auditor}\r\n\r\n",
+        chat(c)
+    );
+    reader.write_all(request.as_bytes()).await.expect("request");
+    let head = read_head(&mut reader).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head:?}");
+
+    // Meanwhile, a stranger opens idle sockets, many more than the cap.
+    let mut idle = Vec::new();
+    for _ in 0..IDLE {
+        idle.push(TcpStream::connect(gateway.addr).await.expect("connect"));
+    }
+    let shed = (IDLE - CAP + 1) as f64;
+    wait_until("the idle sockets past the cap to be shed", || async {
+        gateway
+            .metric("switchboard_connections_shed_total{reason=\"pending_evicted\"}")
+            .await
+            >= shed
+    })
+    .await;
+
+    // The page arrives whole.
+    let body = match read_chunked(&mut reader).await {
+        Ok(body) => body,
+        Err(partial) => panic!(
+            "the page was cut after {} bytes ({} lines of {EVENTS})",
+            partial.len(),
+            partial.iter().filter(|b| **b == b'\n').count()
+        ),
+    };
+    let lines: Vec<Value> = body
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_slice(line).expect("NDJSON"))
+        .collect();
+    assert_eq!(lines.len(), EVENTS);
+    drop(idle);
+}
+
+#[tokio::test]
+async fn a_head_over_64_kib_gets_431() {
+    let nats = nats();
+    let gateway = Gateway::start(&nats);
+    let ask = |header_bytes: usize| {
+        let addr = gateway.addr;
+        async move {
+            let mut socket = TcpStream::connect(addr).await.expect("connect");
+            let head = format!(
+                "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+                "a".repeat(header_bytes)
+            );
+            // Sent at once: the gateway may read it in one go.
+            let _ = socket.write_all(head.as_bytes()).await;
+            let (got, _) = read_to_close(&mut socket).await;
+            String::from_utf8_lossy(&got).into_owned()
+        }
+    };
+    // One header line of 70 KB: the head is over the bound.
+    let too_large = ask(70_000).await;
+    assert!(too_large.starts_with("HTTP/1.1 431"), "{too_large:?}");
+    // Just under the bound: served.
+    let under = ask(60_000).await;
+    assert!(
+        under.starts_with("HTTP/1.1 200"),
+        "{:?}",
+        &under[..under.len().min(200)]
+    );
+    assert!(
+        gateway
+            .metric("switchboard_http_client_errors_total{reason=\"malformed\"}")
+            .await
+            >= 1.0
+    );
+}
+
+#[tokio::test]
+async fn options_and_head_answer_as_the_routes_do() {
+    let nats = nats();
+    let gateway = Gateway::start(&nats);
+    let http = http();
+
+    // OPTIONS on a path no route serves: the same 404 as any other method.
+    for path in ["/nope", "/v1/nope", "/console/nope"] {
+        let reply = http
+            .request(reqwest::Method::OPTIONS, gateway.http(path))
+            .send()
+            .await
+            .expect("options");
+        assert_eq!(reply.status(), 404, "OPTIONS {path}");
+        let body: Value = reply.json().await.expect("a JSON error");
+        assert_eq!(body["error"]["code"], "not_found", "{body}");
+    }
+    // Another method on an unknown path is a 404 too, not a 405.
+    let post = http
+        .post(gateway.http("/nope"))
+        .body("{}")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(post.status(), 404);
+
+    // On a route's path: a preflight.
+    for path in ["/v1/events", "/v1/history/global", "/healthz", "/console"] {
+        let reply = http
+            .request(reqwest::Method::OPTIONS, gateway.http(path))
+            .send()
+            .await
+            .expect("options");
+        assert_eq!(reply.status(), 204, "OPTIONS {path}");
+        assert!(
+            reply.headers().contains_key("access-control-allow-methods"),
+            "OPTIONS {path}"
+        );
+    }
+
+    // HEAD /metrics answers as GET does, without the body.
+    let get = http
+        .get(gateway.http("/metrics"))
+        .send()
+        .await
+        .expect("get");
+    let head = http
+        .head(gateway.http("/metrics"))
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(head.status(), 200);
+    assert_eq!(
+        head.headers().get("content-type"),
+        get.headers().get("content-type")
+    );
+    assert!(head.bytes().await.expect("no body").is_empty());
 }

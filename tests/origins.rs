@@ -1,7 +1,8 @@
 //! Browsers on other origins (`allowed_origins`): CORS answers for the HTTP
 //! API, preflights included, and WebSocket upgrades refused with 403 before
 //! any socket exists when the page's origin is not allowed. The gateway's
-//! own origin is always allowed; `--dev` allows any when none is set;
+//! own origins (from its listen address, never from the request's `Host`:
+//! DNS rebinding) are always allowed; `--dev` allows any when none is set;
 //! requests without an `Origin` (not from a page) are never refused for it.
 //! Real nats-server, real binary.
 
@@ -11,6 +12,8 @@ use serde_json::json;
 use support::*;
 use switchboard::channel::Id;
 use switchboard::token::{Grant, Role};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// A WebSocket upgrade from a page of `origin`: the HTTP status it got
@@ -179,4 +182,100 @@ async fn a_malformed_setting_stops_serve_and_names_it() {
         stderr.contains("allowed_origins") || stderr.contains("allowed-origins"),
         "{stderr}"
     );
+}
+
+/// Sends `request` (a whole head, and a body if any) over a new socket and
+/// returns the status of the answer.
+async fn raw_status(gateway: &Gateway, request: &str) -> u16 {
+    let mut socket = TcpStream::connect(gateway.addr).await.expect("connect");
+    socket.write_all(request.as_bytes()).await.expect("request");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.windows(2).any(|w| w == b"\r\n") {
+        let n = tokio::time::timeout(PATIENCE, socket.read(&mut buf))
+            .await
+            .expect("an answer in time")
+            .expect("read");
+        assert!(n > 0, "closed without an answer");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    text.get(9..12)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"))
+}
+
+#[tokio::test]
+async fn the_requests_host_never_makes_an_origin_the_gateways_own() {
+    let nats = nats();
+    let gateway = Gateway::start(&nats);
+    let port = gateway.addr.port();
+    let user = token(Id::new_v4(), Grant::All, &[]);
+    let publisher = token(Id::new_v4(), Grant::None, &[Role::Publisher]);
+    let body = json!({"type": "channel_created", "data": {
+        "channel_id": Id::new_v4(), "channel_name": "general"}})
+    .to_string();
+    let requests = |host: &str, origin: &str| {
+        [
+            format!(
+                "GET /v1/ws?token={user} HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\n\
+                 Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            ),
+            format!(
+                "POST /v1/events HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\n\
+                 Authorization: Bearer {publisher}\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+            format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\n\r\n"),
+            format!(
+                "OPTIONS /v1/events HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\n\
+                 Access-Control-Request-Method: POST\r\n\r\n"
+            ),
+        ]
+    };
+
+    // DNS rebinding: a page of evil.test, its name resolved to the gateway,
+    // sends a `Host` that matches its `Origin`.
+    let rebound = [
+        ("evil.test".to_string(), "http://evil.test".to_string()),
+        (
+            format!("evil.test:{port}"),
+            format!("http://evil.test:{port}"),
+        ),
+        // The gateway's own name, but another scheme or port.
+        (
+            format!("127.0.0.1:{port}"),
+            format!("https://127.0.0.1:{port}"),
+        ),
+        (
+            format!("localhost:{port}"),
+            format!("http://localhost:{}", port.wrapping_add(1)),
+        ),
+    ];
+    for (host, origin) in &rebound {
+        for request in requests(host, origin) {
+            let line = request.lines().next().unwrap_or_default().to_string();
+            assert_eq!(
+                raw_status(&gateway, &request).await,
+                403,
+                "{line} from {origin} with Host {host}"
+            );
+        }
+    }
+
+    // Its own origins: the loopback names with its port, whatever the Host.
+    let own = [
+        format!("http://127.0.0.1:{port}"),
+        format!("http://localhost:{port}"),
+    ];
+    for origin in &own {
+        let [upgrade, publish, health, preflight] = requests(&format!("127.0.0.1:{port}"), origin);
+        assert_eq!(raw_status(&gateway, &upgrade).await, 101, "{origin}");
+        assert_eq!(raw_status(&gateway, &publish).await, 200, "{origin}");
+        assert_eq!(raw_status(&gateway, &health).await, 200, "{origin}");
+        assert_eq!(raw_status(&gateway, &preflight).await, 204, "{origin}");
+        assert_eq!(upgrade_from(&gateway, origin).await, 101, "{origin}");
+    }
 }

@@ -406,14 +406,22 @@ pub fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-/// Says whether a figure meets its target; smoke sizes are too small to
-/// say anything, so a smoke run says so instead.
+/// Says whether a figure meets its target, in a full run. A smoke run's
+/// sizes say nothing about a target, so it prints nothing.
 pub fn verdict(what: &str, met: bool, target: &str) {
     if full() {
         let word = if met { "meets" } else { "MISSES" };
         println!("  verdict: {what} {word} the target ({target})");
+    }
+}
+
+/// `" (target …)"` after a figure in a full run; nothing in a smoke run,
+/// whose sizes say nothing about the target.
+pub fn target_note(target: &str) -> String {
+    if full() {
+        format!(" (target {target})")
     } else {
-        println!("  verdict: none (smoke run: sizes too small to compare with {target})");
+        String::new()
     }
 }
 

@@ -1,7 +1,7 @@
 //! The WebSocket upgrade, done here rather than with `warp::ws()` so that the
 //! transport's buffers are ours to bound: tungstenite's default read buffer
-//! is 128 KiB per socket, which alone would be eight times our budget for
-//! an idle connection.
+//! is 128 KiB per socket, kept for the socket's life, many times what an
+//! idle connection costs the gateway in all (docs/performance.md).
 
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
@@ -15,8 +15,10 @@ use warp::reply::Response;
 /// for reading (tungstenite keeps one buffer per socket for its life).
 /// Client frames are small: a pong is 14 bytes, a `subscribe` about 100; a
 /// larger frame reserves its own length only while it is read, and is read
-/// this much per call. 5,000 idle subscribed connections cost 13.3 KiB each
-/// with 4 KiB here and 9.7 KiB with 512 bytes; 128 bytes saves another 384.
+/// this much per call. When this was 4 KiB, 5,000 idle subscribed
+/// connections cost 13.3 KiB each, and 9.7 KiB with 512 bytes (`just bench
+/// fanout`, 2026-11-30); 128 bytes keeps 384 bytes less than 512. Today's
+/// figures are in docs/performance.md.
 pub const READ_BUFFER_BYTES: usize = 128;
 
 /// tungstenite's write buffer, which holds only its own frames (pongs to

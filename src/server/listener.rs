@@ -7,17 +7,22 @@
 //!   WebSocket after an upgrade. The node's own files, its NATS connection
 //!   and the local nats-server's pipes therefore always find a descriptor,
 //!   and `accept` does not fail with "too many open files".
-//! - **Pending sockets give way.** A socket still speaking HTTP (not
+//! - **Idle sockets give way.** A socket still speaking HTTP (not
 //!   upgraded) is *pending*. At most `max_pending_connections` are (a
 //!   bound on what unauthenticated clients can hold: about 20–30 KiB each),
-//!   and when that many are open, or every slot is taken, the pending
-//!   socket whose last request head is oldest is closed to admit the new
-//!   one; with none pending (every slot a WebSocket), the new socket is
-//!   closed at once.
-//!   So half-finished requests can never lock out `/healthz`, `/readyz` or a
-//!   real client: they are the first to go.
+//!   and when that many are open, or every slot is taken, the socket
+//!   *waiting for a request head* (new, or idle between requests) whose
+//!   wait began first is closed to admit the new one. A socket in the
+//!   middle of a request (its body being read, its response being written
+//!   or still in hyper's buffer) is never chosen: its request has bounds of
+//!   its own. With none waiting (every slot a WebSocket or a request in
+//!   flight), the new socket is closed at once.
+//!   So half-finished heads and idle sockets can never lock out `/healthz`,
+//!   `/readyz` or a real client: they are the first to go ([`pending`]
+//!   keeps the line; a socket's writes tell it when a response is written
+//!   whole: `SocketWatch`).
 //! - **Bounded time.** HTTP/1.1 only, each head within `http_head_timeout`
-//!   (the same bound closes an idle keep-alive connection) and under
+//!   (the same bound closes an idle keep-alive connection) and of at most
 //!   [`MAX_HEAD_BYTES`]; the body's bound is the route's (`http`). A client
 //!   that takes none of a response for `stall_timeout` (it pipelines
 //!   requests and reads nothing, or stops reading a history page) is
@@ -34,35 +39,38 @@
 //! Invariant: the loop never waits on a client; only on a slot being freed
 //! by a connection it told to close, for at most [`SHED_WAIT`].
 
-use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_util::sync::CancellationToken;
 
 use crate::gateway::Node;
 use crate::metrics::Metrics;
+
+mod pending;
+
+use pending::{Pending, PendingEntry};
 
 /// Open files kept out of the socket budget for the node itself: sled's
 /// files, NATS, the local nats-server's pipes, logs. A quarter of the limit
 /// when the limit is small (under 1024).
 pub const FD_RESERVE: u64 = 256;
 
-/// The read buffer's cap while a request head arrives: a head still
-/// incomplete at this size is answered 431 and the connection closed. (One
-/// read may overshoot it, so a complete head of up to about twice this
-/// size can pass; the bound on memory holds either way.)
+/// The largest request head (its line and headers), and the read buffer's
+/// cap: a longer head, or one still incomplete at this size, is answered
+/// 431 and the connection closed.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// At shutdown, how long an HTTP connection's request in flight gets to
@@ -128,15 +136,19 @@ pub fn raise_open_file_limit() -> Option<u64> {
 
 /// Accepts and serves until the node shuts down, then drops the listener;
 /// connections still open finish as the module documentation says.
-pub async fn run(listener: TcpListener, node: Arc<Node>, bounds: Bounds) {
+/// `listening` is the listener's address.
+pub async fn run(listener: TcpListener, listening: SocketAddr, node: Arc<Node>, bounds: Bounds) {
     let metrics = Metrics::get();
     let slots = Arc::new(Semaphore::new(bounds.sockets));
     let pending = Arc::new(Pending::default());
-    let routes = TowerToHyperService::new(warp::service(crate::http::routes(node.clone())));
+    // The routes name the gateway's own origins from the address it listens on.
+    let routes =
+        TowerToHyperService::new(warp::service(crate::http::routes(node.clone(), listening)));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(bounds.head_timeout)
         .max_buf_size(MAX_HEAD_BYTES)
+        .max_header_size(MAX_HEAD_BYTES)
         .keep_alive(true);
     loop {
         let accepted = tokio::select! {
@@ -157,20 +169,30 @@ pub async fn run(listener: TcpListener, node: Arc<Node>, bounds: Bounds) {
         };
         // Inherited from the listener on Linux; set again for other systems.
         let _ = stream.set_nodelay(true);
-        let stall = Arc::new(WriteStall::default());
+        let entry = pending.enter();
+        let watch = Arc::new(SocketWatch {
+            stall: WriteStall::default(),
+            responses_ended: AtomicUsize::new(0),
+            entry: Arc::downgrade(&entry),
+        });
         let socket = TokioIo::new(Admitted {
             stream,
-            stall: stall.clone(),
+            watch: watch.clone(),
             _slot: slot,
         });
-        let entry = pending.enter();
         let service_entry = entry.clone();
+        let service_watch = watch.clone();
         let routes = routes.clone();
         // The routes' future is boxed: inline, its size (that of the largest
         // handler) would be paid by every idle connection.
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            service_entry.touch();
-            Box::pin(hyper::service::Service::call(&routes, request))
+            service_entry.request_began();
+            let watch = service_watch.clone();
+            let call = hyper::service::Service::call(&routes, request);
+            Box::pin(async move {
+                let response = call.await?;
+                Ok::<_, Infallible>(response.map(|body| ResponseBody { body, watch }))
+            })
         });
         let connection = http.serve_connection(socket, service).with_upgrades();
         let task_node = node.clone();
@@ -182,7 +204,7 @@ pub async fn run(listener: TcpListener, node: Arc<Node>, bounds: Bounds) {
                     metrics.shed_pending.increment(1);
                     return;
                 }
-                _ = stall.exceeds(bounds.write_stall) => {
+                _ = watch.stall.exceeds(bounds.write_stall) => {
                     metrics.http_client_errors.write_stall.increment(1);
                     tracing::debug!("HTTP client stalled: it takes no response");
                     return;
@@ -204,16 +226,17 @@ pub async fn run(listener: TcpListener, node: Arc<Node>, bounds: Bounds) {
     tracing::debug!("the listener is closed");
 }
 
-/// Makes room for a new socket: at the pending cap, the oldest pending
-/// socket is told to close. Then a slot: a free one, else the one of the
-/// oldest pending socket, told to close.
+/// Makes room for a new socket: at the pending cap, the socket waiting
+/// longest for a request head is told to close (none waiting: no room).
+/// Then a slot: a free one, else the one of the socket waiting longest for
+/// a head, told to close.
 async fn admit(
     slots: &Arc<Semaphore>,
     pending: &Pending,
     max_pending: usize,
 ) -> Option<OwnedSemaphorePermit> {
-    if pending.len() >= max_pending {
-        pending.shed_oldest();
+    if pending.len() >= max_pending && !pending.shed_oldest() {
+        return None;
     }
     if let Ok(slot) = slots.clone().try_acquire_owned() {
         return Some(slot);
@@ -261,14 +284,73 @@ fn connection_failed(e: &hyper::Error, metrics: &Metrics) {
     tracing::debug!(error = %e, "HTTP connection ended by the client");
 }
 
-/// An admitted socket: the stream, whether its writes are stalled, and its
-/// slot of the budget, freed when the socket is dropped. After an upgrade
-/// hyper hands this whole value to the WebSocket, so the slot lives as long
-/// as the socket.
+/// An admitted socket: the stream, what its writes tell the accept loop,
+/// and its slot of the budget, freed when the socket is dropped. After an
+/// upgrade hyper hands this whole value to the WebSocket, so the slot lives
+/// as long as the socket.
 struct Admitted {
     stream: TcpStream,
-    stall: Arc<WriteStall>,
+    watch: Arc<SocketWatch>,
     _slot: OwnedSemaphorePermit,
+}
+
+/// What a socket's writes tell the accept loop: whether they are stalled,
+/// and when a response has left hyper's buffer.
+struct SocketWatch {
+    stall: WriteStall,
+    /// Responses whose body hyper has finished with (a [`ResponseBody`]
+    /// dropped) since the socket was last flushed. hyper flushes the socket
+    /// only once its own buffer is empty, so at that flush each of them is
+    /// written whole to the kernel.
+    responses_ended: AtomicUsize,
+    /// The socket's place among the pending ones (gone after an upgrade).
+    entry: Weak<PendingEntry>,
+}
+
+impl SocketWatch {
+    /// The socket was flushed: responses that had ended are written.
+    fn flushed(&self) {
+        if self.responses_ended.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let written = self.responses_ended.swap(0, Ordering::Relaxed);
+        if let Some(entry) = self.entry.upgrade() {
+            entry.responses_written(written);
+        }
+    }
+}
+
+/// A response's body as hyper writes it, unchanged; dropped once hyper has
+/// taken all of it into its buffer (or the connection ended).
+struct ResponseBody<B> {
+    body: B,
+    watch: Arc<SocketWatch>,
+}
+
+impl<B: Body + Unpin> Body for ResponseBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl<B> Drop for ResponseBody<B> {
+    fn drop(&mut self) {
+        self.watch.responses_ended.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Since when a socket has taken nothing written to it: milliseconds after
@@ -338,7 +420,7 @@ impl AsyncWrite for Admitted {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
-        this.stall.note(&polled);
+        this.watch.stall.note(&polled);
         polled
     }
 
@@ -349,7 +431,7 @@ impl AsyncWrite for Admitted {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
-        this.stall.note(&polled);
+        this.watch.stall.note(&polled);
         polled
     }
 
@@ -358,86 +440,16 @@ impl AsyncWrite for Admitted {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = polled {
+            this.watch.flushed();
+        }
+        polled
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
-}
-
-/// The pending sockets, oldest request head first: each under a stamp
-/// taken from `next` when it was accepted or last received a head.
-#[derive(Default)]
-struct Pending {
-    by_stamp: Mutex<BTreeMap<u64, CancellationToken>>,
-    next: AtomicU64,
-}
-
-impl Pending {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, CancellationToken>> {
-        self.by_stamp.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Lists a new socket as pending.
-    fn enter(self: &Arc<Self>) -> Arc<PendingEntry> {
-        let stamp = self.next.fetch_add(1, Ordering::Relaxed);
-        let close = CancellationToken::new();
-        self.lock().insert(stamp, close.clone());
-        Metrics::get().http_connections.increment(1.0);
-        Arc::new(PendingEntry {
-            pending: self.clone(),
-            stamp: AtomicU64::new(stamp),
-            close,
-        })
-    }
-
-    fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Tells the oldest pending socket to close; `false` if there is none.
-    fn shed_oldest(&self) -> bool {
-        let oldest = self.lock().pop_first();
-        match oldest {
-            Some((_, close)) => {
-                close.cancel();
-                true
-            }
-            None => false,
-        }
-    }
-}
-
-/// One pending socket's place in [`Pending`]; it leaves the list when the
-/// HTTP connection ends (closed, or upgraded to a WebSocket).
-struct PendingEntry {
-    pending: Arc<Pending>,
-    stamp: AtomicU64,
-    /// Cancelled when the socket is shed.
-    close: CancellationToken,
-}
-
-impl PendingEntry {
-    /// A request head arrived: the socket moves to the back of the line.
-    fn touch(&self) {
-        let mut by_stamp = self.pending.lock();
-        let old = self.stamp.load(Ordering::Relaxed);
-        // Shed already: it stays out.
-        if by_stamp.remove(&old).is_none() {
-            return;
-        }
-        let new = self.pending.next.fetch_add(1, Ordering::Relaxed);
-        self.stamp.store(new, Ordering::Relaxed);
-        by_stamp.insert(new, self.close.clone());
-    }
-}
-
-impl Drop for PendingEntry {
-    fn drop(&mut self) {
-        let stamp = self.stamp.load(Ordering::Relaxed);
-        self.pending.lock().remove(&stamp);
-        Metrics::get().http_connections.decrement(1.0);
     }
 }
 
@@ -451,20 +463,5 @@ mod tests {
         assert_eq!(socket_budget(1024), 768);
         assert_eq!(socket_budget(256), 192);
         assert_eq!(socket_budget(0), 1);
-    }
-
-    #[test]
-    fn the_oldest_head_is_shed_first() {
-        let pending = Arc::new(Pending::default());
-        let a = pending.enter();
-        let b = pending.enter();
-        a.touch();
-        assert!(pending.shed_oldest());
-        assert!(b.close.is_cancelled());
-        assert!(!a.close.is_cancelled());
-        b.touch();
-        assert_eq!(pending.lock().len(), 1, "a shed socket stays out");
-        drop(a);
-        assert!(!pending.shed_oldest());
     }
 }

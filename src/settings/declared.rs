@@ -69,8 +69,13 @@ declare! {
         /// Web origins whose pages may use the gateway from a browser, as a
         /// comma-separated list (`https://app.example.com,http://localhost:3000`)
         /// or `*`: they get CORS answers from the HTTP API (preflight
-        /// included), and a WebSocket upgrade from any other origin is refused
-        /// with 403. The gateway's own origin is always allowed, and requests
+        /// included), and a request from any other origin, WebSocket
+        /// upgrades included, is refused with 403. An origin is compared
+        /// whole: scheme, host and port. The gateway's own origins are
+        /// always allowed: `http://` with the listen address and port, and
+        /// `http://localhost`, `127.0.0.1` or `[::1]` with the port when it
+        /// listens on loopback or every address (never the request's `Host`);
+        /// list the origin browsers use behind a proxy or balancer. Requests
         /// without an `Origin` header (not from a browser page) are never
         /// refused for it. Unset with `--dev`: any origin.
         allowed_origins: Origins = "", env "SWITCHBOARD_ALLOWED_ORIGINS";
@@ -90,8 +95,8 @@ declare! {
         /// 1009.
         max_frame_bytes: usize = "65536", "256" ..= "16777216", env "SWITCHBOARD_MAX_FRAME_BYTES";
         /// Events queued per connection; past it, the connection reads the
-        /// log at its own pace (no event is lost). The socket's write buffer
-        /// is bounded at 1 KiB per queued event.
+        /// log at its own pace (no event is lost). A queued event is a
+        /// reference to the one copy the node encoded for every subscriber.
         send_queue: usize = "1024", "1" ..= "65536", env "SWITCHBOARD_SEND_QUEUE";
         /// A client whose socket accepts nothing for this long is closed with
         /// 4008.
@@ -125,12 +130,20 @@ declare! {
         /// Time to receive a `POST /v1/events` body once its head is in; a
         /// slower body is answered 408 and its connection closed.
         http_body_timeout: Duration = "10s", "100ms" ..= "1h", env "SWITCHBOARD_HTTP_BODY_TIMEOUT";
+        /// Memory for `POST /v1/events` bodies being received, all requests
+        /// together, in bytes: each authorized request takes its
+        /// `Content-Length` from it before its body is read (a request
+        /// without a valid token or role is refused on its head alone, and
+        /// its body never read), and gives it back when it is answered. A
+        /// request that does not fit is answered 503 with `Retry-After`, its
+        /// body unread.
+        publish_buffer_bytes: usize = "33554432", "262144" ..= "1099511627776", env "SWITCHBOARD_PUBLISH_BUFFER_BYTES";
         /// Recent events the node keeps in memory (its window), so that a
         /// client back after a short gap is replayed without asking NATS;
         /// older gaps are read from the stream. Also bounded by
         /// `window_bytes`.
         window_events: usize = "100000", "0" ..= "100000000", env "SWITCHBOARD_WINDOW_EVENTS";
-        /// The window's memory bound in bytes (as accounted: about twice an
+        /// The window's memory bound in bytes (as accounted: three times an
         /// event's encoded size, plus 256 bytes each).
         window_bytes: usize = "67108864", "0" ..= "1099511627776", env "SWITCHBOARD_WINDOW_BYTES";
         /// Replays from the stream (gaps older than the window) running at

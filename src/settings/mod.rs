@@ -5,8 +5,14 @@
 //! flag and its variable.
 //!
 //! This module owns the value parsers, the bounds check, the file, the
-//! precedence and [`SettingError`]; it knows nothing of what the settings
-//! drive.
+//! precedence and [`SettingError`], and resolves the flags into what the
+//! commands are given ([`ServeSettings`], the stream's [`StreamSettings`]),
+//! with the few rules that join settings: the duplicate window is capped at
+//! the retention, and `--dev` supplies the secret and allows any origin when
+//! none is set. It parses into the types of the modules the settings drive
+//! (the allowed origins, the session store's kind), but what each setting
+//! does is the business of the module that uses it. The README's settings
+//! tables are generated here ([`readme_tables`]).
 
 mod declare;
 mod declared;
