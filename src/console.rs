@@ -16,8 +16,7 @@ use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use crate::channel::Id;
-use crate::gateway::Node;
-use crate::token::{dev_claims, Grant, Role};
+use crate::token::{dev_claims, Grant, Role, TokenKeys};
 
 /// The page, as `npm run build` wrote it (or a page saying it was not built).
 pub const PAGE: &str = include_str!(concat!(env!("OUT_DIR"), "/console-index.html"));
@@ -37,8 +36,12 @@ form-action 'none'; frame-ancestors 'none'";
 /// How long a development token from `/console/dev-token` is valid.
 pub const DEV_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// `/console`, `/console/`, its script and style sheet, and the dev token.
-pub fn routes(node: Arc<Node>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+/// `/console`, `/console/`, its script and style sheet, and the dev token,
+/// minted with `dev_keys`: the gateway's token keys in `--dev`, else `None`
+/// (and no dev token).
+pub fn routes(
+    dev_keys: Option<Arc<TokenKeys>>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     // Each path before its method: another method on one of these paths is
     // a 405 (an `OPTIONS`, a preflight), and on any other path a 404.
     let get_or_head = || warp::get().or(warp::head()).unify();
@@ -55,7 +58,7 @@ pub fn routes(node: Arc<Node>) -> impl Filter<Extract = (Response,), Error = Rej
     let files = page.or(script).unify().or(style).unify();
     let dev_token = warp::path!("console" / "dev-token")
         .and(warp::get())
-        .and(warp::any().map(move || node.clone()))
+        .and(warp::any().map(move || dev_keys.clone()))
         .and_then(dev_token);
     files.or(dev_token).unify()
 }
@@ -80,10 +83,10 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
 
 /// A token for every channel, with both roles, for a fresh user; only in
 /// `--dev` (anyone who can reach the gateway can get one), else no route.
-async fn dev_token(node: Arc<Node>) -> Result<Response, Rejection> {
-    if !node.dev {
+async fn dev_token(dev_keys: Option<Arc<TokenKeys>>) -> Result<Response, Rejection> {
+    let Some(keys) = dev_keys else {
         return Err(warp::reject::not_found());
-    }
+    };
     let sub = Id::new_v4();
     let claims = dev_claims(
         sub,
@@ -92,7 +95,7 @@ async fn dev_token(node: Arc<Node>) -> Result<Response, Rejection> {
         Grant::All,
         vec![Role::Publisher, Role::Auditor],
     );
-    let mut response = match node.keys.mint(&claims) {
+    let mut response = match keys.mint(&claims) {
         Ok(token) => warp::reply::json(&json!({
             "token": token,
             "user_id": sub.to_string(),

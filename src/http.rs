@@ -1,5 +1,7 @@
 //! The HTTP API (README "HTTP routes") and the WebSocket endpoint, as warp filters over
-//! one [`Node`].
+//! one [`Edge`]: the state the HTTP layer owns (tokens, origins, its
+//! bounds), and the node's [`Front`](crate::gateway::Front), the only way
+//! it reaches the node.
 //!
 //! A browser page's `Origin` is checked before any route runs
 //! ([`crate::origins`]): a refused one gets 403, an allowed one CORS
@@ -12,18 +14,18 @@
 //! The time and size bounds of the connections themselves are the
 //! listener's (`server::listener`). `GET /console` is [`crate::console`]'s.
 //!
-//! Over 500 lines on purpose: one warp filter per route, each with its
-//! handler and its refusals, the origin gate around them, and the
+//! One file, near 500 lines, on purpose: one warp filter per route, each
+//! with its handler and its refusals, the origin gate around them, and the
 //! refusals' words in one place; the routes are read as one table. The
-//! publish route's body handling is a concept of its own (`http::publish`).
+//! publish route's body handling is a concept of its own (`http::publish`),
+//! and so is what the layer owns (`http::edge`).
 
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use serde_json::{json, Value};
 use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
@@ -31,29 +33,27 @@ use warp::{Filter, Rejection, Reply};
 
 use crate::channel::{Channel, Id};
 use crate::event::parse_timestamp;
-use crate::gateway::{connection, upgrade, Node};
+use crate::gateway::upgrade;
 use crate::log::{HistoryQuery, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT};
 use crate::metrics::Metrics;
 use crate::origins::Origins;
-use crate::token::{Claims, Role, TokenError};
+use crate::token::{Claims, Role, TokenError, TokenKeys};
 
+mod edge;
 mod publish;
 
-use publish::PublishBuffer;
+pub use edge::{Bounds, Edge};
 pub use publish::{MAX_PUBLISH_BODY, PUBLISH_RETRY_AFTER};
 
-/// History lines read ahead of a slow HTTP client.
+/// History events read ahead of a slow HTTP client.
 pub const HISTORY_READ_AHEAD: usize = 64;
 
-/// Every route, for a gateway listening on `listening` (which names its own
-/// origins).
-pub fn routes(
-    node: Arc<Node>,
-    listening: SocketAddr,
-) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
-    let with_node = {
-        let node = node.clone();
-        warp::any().map(move || node.clone())
+/// Every route, over one gateway's HTTP layer.
+pub fn routes(edge: Edge) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let edge = Arc::new(edge);
+    let with_edge = {
+        let edge = edge.clone();
+        warp::any().map(move || edge.clone())
     };
     // `HEAD` answers like `GET`; hyper sends the headers without the body.
     let get_or_head = || warp::get().or(warp::head()).unify();
@@ -62,9 +62,9 @@ pub fn routes(
         .map(|| plain(StatusCode::OK, "ok"));
     let readyz = warp::path!("readyz")
         .and(get_or_head())
-        .and(with_node.clone())
-        .then(|node: Arc<Node>| async move {
-            if node.log.is_ready().await {
+        .and(with_edge.clone())
+        .then(|edge: Arc<Edge>| async move {
+            if edge.node.is_ready().await {
                 plain(StatusCode::OK, "ready")
             } else {
                 plain(
@@ -83,29 +83,26 @@ pub fn routes(
     });
     // The body is taken, not polled: `publish` reads it only once the head
     // is authorized and it has room in the buffer.
-    let buffer = PublishBuffer::new(node.limits.publish_buffer_bytes);
     let publish = warp::path!("v1" / "events")
         .and(warp::post())
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
-        .and(with_node.clone())
-        .and(warp::any().map(move || buffer.clone()))
+        .and(with_edge.clone())
         .then(publish::publish);
     let history = warp::path!("v1" / "history" / String)
         .and(warp::get())
         .and(warp::header::headers_cloned())
         .and(warp::query::<HashMap<String, String>>())
-        .and(with_node.clone())
+        .and(with_edge.clone())
         .then(history);
-    let console = crate::console::routes(node.clone());
-    let users = UserConnections::default();
+    // The keys reach the console only in `--dev`, to mint its tokens.
+    let console = crate::console::routes(edge.dev.then(|| edge.keys.clone()));
     let ws = warp::path!("v1" / "ws")
         .and(warp::get())
         .and(warp::header::headers_cloned())
         .and(warp::query::<HashMap<String, String>>())
         .and(warp::ext::optional::<hyper::upgrade::OnUpgrade>())
-        .and(with_node)
-        .and(warp::any().map(move || users.clone()))
+        .and(with_edge)
         .map(websocket);
     let api = healthz
         .or(readyz)
@@ -125,7 +122,7 @@ pub fn routes(
     // A browser page's origin is checked before any route runs (a refused
     // WebSocket upgrade never becomes a socket); an allowed one gets CORS
     // answers, preflights included.
-    let origins = Arc::new(node.origins.clone().serving(listening));
+    let origins = edge.origins.clone();
     let origin = warp::header::optional::<String>("origin")
         .and(warp::any().map(move || origins.clone()))
         .and_then(check_origin);
@@ -229,49 +226,6 @@ async fn refused_origin(rejection: Rejection) -> Result<Response, Infallible> {
     ))
 }
 
-/// The WebSockets each user holds on this node, for the
-/// `max_connections_per_user` cap.
-#[derive(Clone, Default)]
-struct UserConnections(Arc<Mutex<HashMap<Id, usize>>>);
-
-impl UserConnections {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Id, usize>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A slot for one more connection of `user`, or `None` at the cap.
-    fn take(&self, user: Id, max: usize) -> Option<UserSlot> {
-        let mut counts = self.lock();
-        let count = counts.entry(user).or_insert(0);
-        if *count >= max {
-            return None;
-        }
-        *count += 1;
-        Some(UserSlot {
-            users: self.clone(),
-            user,
-        })
-    }
-}
-
-/// One connection's place under its user's cap. It moves into the
-/// connection's task and is given back when the task ends, however it ends.
-struct UserSlot {
-    users: UserConnections,
-    user: Id,
-}
-
-impl Drop for UserSlot {
-    fn drop(&mut self) {
-        if let Entry::Occupied(mut count) = self.users.lock().entry(self.user) {
-            *count.get_mut() -= 1;
-            if *count.get() == 0 {
-                count.remove();
-            }
-        }
-    }
-}
-
 fn plain(status: StatusCode, text: &'static str) -> Response {
     let mut response = Response::new(text.into());
     *response.status_mut() = status;
@@ -352,7 +306,7 @@ impl Refusal {
 }
 
 fn authenticate(
-    node: &Node,
+    keys: &TokenKeys,
     headers: &HeaderMap,
     query: Option<&HashMap<String, String>>,
     role: Option<Role>,
@@ -363,7 +317,7 @@ fn authenticate(
     };
     let token = token_of(headers, query).ok_or(missing);
     let claims = token
-        .and_then(|t| node.keys.verify(t))
+        .and_then(|t| keys.verify(t))
         .map_err(Refusal::Unauthorized)?;
     match role {
         Some(role) if !claims.has_role(role) => Err(Refusal::Forbidden(role)),
@@ -412,43 +366,31 @@ async fn history(
     channel: String,
     headers: HeaderMap,
     params: HashMap<String, String>,
-    node: Arc<Node>,
+    edge: Arc<Edge>,
 ) -> Response {
-    if let Err(refusal) = authenticate(&node, &headers, None, Some(Role::Auditor)) {
+    if let Err(refusal) = authenticate(&edge.keys, &headers, None, Some(Role::Auditor)) {
         return refusal.into_response();
     }
     let query = match history_query(&channel, &params) {
         Ok(q) => q,
         Err(e) => return error_reply(StatusCode::BAD_REQUEST, "bad_request", e),
     };
-    let mut history = match node.log.history(&query).await {
-        Ok(h) => h,
+    // A task of the node reads the page a few events ahead of the client:
+    // memory stays at a consumer batch plus a few lines, however large the
+    // page.
+    let events = match edge.node.history(&query, HISTORY_READ_AHEAD).await {
+        Ok(events) => events,
         Err(e) => return error_reply(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e),
     };
-    // A task streams the page through a small channel: memory stays at a
-    // consumer batch plus a few lines, however large the page.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(HISTORY_READ_AHEAD);
-    node.spawn(async move {
-        while let Some(item) = history.next().await {
-            let line = match item {
-                Ok(item) => match item.into_event() {
-                    Some(event) => {
-                        let mut line = event.encode().to_vec();
-                        line.push(b'\n');
-                        Ok(Bytes::from(line))
-                    }
-                    None => continue,
-                },
-                Err(e) => Err(std::io::Error::other(e.to_string())),
-            };
-            let failed = line.is_err();
-            if tx.send(line).await.is_err() || failed {
-                break;
-            }
+    let lines = events.map(|item| match item {
+        Ok(event) => {
+            let mut line = event.encode().to_vec();
+            line.push(b'\n');
+            Ok(Bytes::from(line))
         }
+        Err(e) => Err(std::io::Error::other(e.to_string())),
     });
-    let mut response =
-        warp::reply::stream(tokio_stream::wrappers::ReceiverStream::new(rx)).into_response();
+    let mut response = warp::reply::stream(lines).into_response();
     response.headers_mut().insert(
         "content-type",
         warp::http::HeaderValue::from_static("application/x-ndjson"),
@@ -460,10 +402,11 @@ fn websocket(
     headers: HeaderMap,
     query: HashMap<String, String>,
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    node: Arc<Node>,
-    users: UserConnections,
+    edge: Arc<Edge>,
 ) -> Response {
-    let claims = match authenticate(&node, &headers, Some(&query), None) {
+    // The token before anything else: a refused upgrade never reaches the
+    // node, and never becomes a socket.
+    let claims = match authenticate(&edge.keys, &headers, Some(&query), None) {
         Ok(claims) => claims,
         Err(refusal) => return refusal.into_response(),
     };
@@ -478,16 +421,16 @@ fn websocket(
             "this connection cannot be upgraded",
         );
     };
-    if node.is_shutting_down() {
+    if edge.node.is_shutting_down() {
         return error_reply(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             "shutting down",
         );
     }
-    let max = node.limits.max_connections_per_user;
-    let Some(slot) = users.take(claims.sub, max) else {
-        node.metrics.shed_user_cap.increment(1);
+    let max = edge.bounds.max_connections_per_user;
+    let Some(slot) = edge.users.take(claims.sub, max) else {
+        Metrics::get().shed_user_cap.increment(1);
         return error_reply(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
@@ -496,7 +439,7 @@ fn websocket(
     };
     // An unknown or malformed session id is not an error: a fresh session.
     let session = query.get("session").and_then(|s| Id::parse(s).ok());
-    connection::accept(&node, on_upgrade, claims, session, slot);
+    edge.node.accept(on_upgrade, claims, session, slot);
     response
 }
 

@@ -15,7 +15,7 @@
 //! - [`session`]: sessions: a connection's subscriptions and cursors, for resume.
 //! - [`store`]: the node's sled database: sessions and the projection snapshot.
 //! - [`schema`]: the JSON Schemas of `schemas/`, and validation of publish bodies.
-//! - [`http`]: the HTTP API and the WebSocket endpoint, as warp filters.
+//! - [`http`]: the HTTP API and the WebSocket endpoint, as warp filters over its `Edge`.
 //! - [`console`]: `GET /console`, the browser console embedded at build time.
 //! - [`server`]: `serve`: brings a node up and takes it down, in order.
 //! - [`settings`]: settings values, their precedence, and errors that name them.

@@ -22,6 +22,7 @@ pub mod listener;
 
 use crate::data_dir::DataDirLock;
 use crate::gateway::{housekeeping, router, Node};
+use crate::http::{self, Edge};
 use crate::local_nats::NatsServer;
 use crate::log::Log;
 use crate::projection::{Projection, SNAPSHOT_FORMAT};
@@ -159,20 +160,10 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
     let projection = load_projection(&log, &store).await?;
     let start_seq = projection.last_seq + 1;
     let epoch = log.epoch();
-    let keys = TokenKeys::hs256(settings.jwt_secret.as_bytes()).with_leeway(settings.token_leeway);
-    let node = Node::new(
-        log,
-        store,
-        projection,
-        sessions,
-        keys,
-        settings.limits.clone(),
-        settings.allowed_origins.clone(),
-        settings.dev,
-    );
+    let node = Node::new(log, store, projection, sessions, settings.limits.clone());
 
     let typing = node
-        .log
+        .log()
         .subscribe_typing()
         .await
         .context("cannot subscribe to typing")?;
@@ -186,6 +177,17 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
     let listener =
         listen(settings.listen).with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
+    // The HTTP layer: the node's front, and what only HTTP uses. The
+    // gateway's own origins come from the address it listens on.
+    let keys = TokenKeys::hs256(settings.jwt_secret.as_bytes()).with_leeway(settings.token_leeway);
+    let edge = Edge::new(
+        node.front(),
+        keys,
+        settings.allowed_origins.clone(),
+        addr,
+        settings.dev,
+        http::Bounds::of(&settings.limits),
+    );
     let bounds = listener::Bounds {
         head_timeout: settings.limits.http_head_timeout,
         sockets: listener::socket_budget(open_files()),
@@ -198,7 +200,7 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         head_timeout_ms = bounds.head_timeout.as_millis() as u64,
         "client sockets bounded"
     );
-    let server = tokio::spawn(listener::run(listener, addr, node.clone(), bounds));
+    let server = tokio::spawn(listener::run(listener, node.clone(), edge, bounds));
     Ok(Running {
         addr,
         node,

@@ -12,12 +12,16 @@
 //! - [`protocol`]: client and server frames, close codes.
 //! - [`upgrade`]: the HTTP upgrade with a bounded transport configuration.
 //! - [`window`]: the node's recent events in memory, for short replays.
+//! - [`front`]: what the HTTP edge may ask of the node ([`Front`]).
 //!
 //! Architecture invariant: no NATS consumer or subscription per client on
 //! the live path; a connection reads the log itself only to replay or to
-//! catch up after falling behind.
+//! catch up after falling behind. The node knows no token keys, origins
+//! or HTTP routes: the edge authorizes an upgrade, then hands it over
+//! through [`Front`].
 
 pub mod connection;
+pub mod front;
 pub mod housekeeping;
 pub mod hub;
 pub mod outbox;
@@ -39,34 +43,35 @@ use crate::metrics::Metrics;
 use crate::projection::Projection;
 use crate::session::Sessions;
 use crate::store::Store;
-use crate::token::TokenKeys;
+
+pub use front::Front;
 
 /// Per-connection bounds: the `limits` group of settings, declared (with
 /// their meanings, defaults and bounds) in `settings/declared.rs`.
 pub use crate::settings::Limits;
 
-/// Everything a node's tasks share. The gateway's modules use the parts;
-/// the rest of the crate uses the methods.
+/// Everything a node's tasks share: it wires the log, the router, the hub
+/// and the connections. The gateway's modules use its parts (private to
+/// `gateway`); `server` uses its methods, and the HTTP edge only its
+/// [`Front`].
 pub struct Node {
-    pub(crate) log: Log,
-    pub(crate) hub: hub::Hub,
+    log: Log,
+    hub: hub::Hub,
     /// Recent events, filled by the router: short gaps replay from here.
-    pub(crate) window: window::Window,
+    window: window::Window,
     /// One permit per replay reading the stream (`max_stream_replays`).
-    pub(crate) stream_replays: Arc<tokio::sync::Semaphore>,
+    stream_replays: Arc<tokio::sync::Semaphore>,
     projection: RwLock<Projection>,
     /// The node's sled database: the projection snapshot (and the sessions
     /// when they are kept in sled).
     store: Store,
     /// The sessions, in sled or the bucket.
     sessions: Sessions,
-    pub(crate) keys: TokenKeys,
-    pub(crate) limits: Limits,
-    /// Web origins allowed to use the gateway from a browser.
-    pub(crate) origins: crate::origins::Origins,
-    /// `--dev`: the console may mint development tokens.
-    pub(crate) dev: bool,
-    pub(crate) metrics: &'static Metrics,
+    /// The connections' and replays' bounds. The group also declares the
+    /// HTTP ones, which the node never reads: they are the edge's
+    /// (`http::Bounds`) and the listener's (`server::listener::Bounds`).
+    limits: Limits,
+    metrics: &'static Metrics,
     /// Cancelled once, when the node shuts down.
     shutdown: CancellationToken,
     /// Every task of the node, connections included; awaited on shutdown.
@@ -75,18 +80,12 @@ pub struct Node {
 }
 
 impl Node {
-    // One argument per part the node owns; a struct of them would only
-    // repeat the fields.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         log: Log,
         store: Store,
         projection: Projection,
         sessions: Sessions,
-        keys: TokenKeys,
         limits: Limits,
-        origins: crate::origins::Origins,
-        dev: bool,
     ) -> Arc<Node> {
         let last = projection.last_seq;
         let retention = log.settings().retention;
@@ -98,10 +97,7 @@ impl Node {
             projection: RwLock::new(projection),
             store,
             sessions,
-            keys,
             limits,
-            origins,
-            dev,
             metrics: Metrics::get(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -111,12 +107,13 @@ impl Node {
         Arc::new(node)
     }
 
-    pub fn log(&self) -> &Log {
-        &self.log
+    /// The node as the HTTP edge may use it.
+    pub fn front(self: &Arc<Self>) -> Front {
+        Front::new(self.clone())
     }
 
-    pub fn keys(&self) -> &TokenKeys {
-        &self.keys
+    pub fn log(&self) -> &Log {
+        &self.log
     }
 
     pub fn limits(&self) -> &Limits {
@@ -132,7 +129,7 @@ impl Node {
         &self.sessions
     }
 
-    pub(crate) fn next_connection_id(&self) -> u64 {
+    fn next_connection_id(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
@@ -142,7 +139,7 @@ impl Node {
     }
 
     /// The projection, for the router's fold and the snapshot writer.
-    pub(crate) fn projection_mut(&self) -> RwLockWriteGuard<'_, Projection> {
+    fn projection_mut(&self) -> RwLockWriteGuard<'_, Projection> {
         self.projection.write().unwrap_or_else(|e| e.into_inner())
     }
 

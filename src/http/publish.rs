@@ -19,8 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use warp::http::{HeaderMap, HeaderValue, StatusCode};
 use warp::reply::Response;
 
-use super::{authenticate, error_reply, json_reply};
-use crate::gateway::Node;
+use super::{authenticate, error_reply, json_reply, Edge};
 use crate::metrics::Metrics;
 use crate::schema;
 use crate::token::Role;
@@ -39,10 +38,9 @@ pub const PUBLISH_RETRY_AFTER: &str = "1";
 pub(super) async fn publish<B: bytes::Buf>(
     headers: HeaderMap,
     body: impl futures::Stream<Item = Result<B, warp::Error>>,
-    node: Arc<Node>,
-    buffer: PublishBuffer,
+    edge: Arc<Edge>,
 ) -> Response {
-    if let Err(refusal) = authenticate(&node, &headers, None, Some(Role::Publisher)) {
+    if let Err(refusal) = authenticate(&edge.keys, &headers, None, Some(Role::Publisher)) {
         let mut response = refusal.into_response();
         close_after(&mut response);
         return response;
@@ -52,10 +50,10 @@ pub(super) async fn publish<B: bytes::Buf>(
         Err(refused) => return refused.into_response(),
     };
     // Held until the answer: the body, then the event made of it.
-    let Some(_room) = buffer.take(length) else {
+    let Some(_room) = edge.publish_buffer.take(length) else {
         return BodyRefused::BufferFull.into_response();
     };
-    let body = match read_body(body, length, node.limits.http_body_timeout).await {
+    let body = match read_body(body, length, edge.bounds.http_body_timeout).await {
         Ok(body) => body,
         Err(refused) => return refused.into_response(),
     };
@@ -66,9 +64,9 @@ pub(super) async fn publish<B: bytes::Buf>(
         Err(e) => return error_reply(StatusCode::BAD_REQUEST, "bad_request", e),
     };
     let started = Instant::now();
-    match node.log.publish(&event).await {
+    match edge.node.publish(&event).await {
         Ok(receipt) => {
-            node.metrics
+            Metrics::get()
                 .publish_latency
                 .record(started.elapsed().as_secs_f64());
             json_reply(StatusCode::OK, &receipt.to_json())

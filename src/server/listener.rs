@@ -41,7 +41,6 @@
 
 use std::convert::Infallible;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -57,6 +56,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::gateway::Node;
+use crate::http::Edge;
 use crate::metrics::Metrics;
 
 mod pending;
@@ -134,16 +134,14 @@ pub fn raise_open_file_limit() -> Option<u64> {
     Some(limit.rlim_cur as u64)
 }
 
-/// Accepts and serves until the node shuts down, then drops the listener;
-/// connections still open finish as the module documentation says.
-/// `listening` is the listener's address.
-pub async fn run(listener: TcpListener, listening: SocketAddr, node: Arc<Node>, bounds: Bounds) {
+/// Accepts and serves `edge`'s routes until the node shuts down, then
+/// drops the listener; connections still open finish as the module
+/// documentation says. Every connection is a task of `node`.
+pub async fn run(listener: TcpListener, node: Arc<Node>, edge: Edge, bounds: Bounds) {
     let metrics = Metrics::get();
     let slots = Arc::new(Semaphore::new(bounds.sockets));
     let pending = Arc::new(Pending::default());
-    // The routes name the gateway's own origins from the address it listens on.
-    let routes =
-        TowerToHyperService::new(warp::service(crate::http::routes(node.clone(), listening)));
+    let routes = TowerToHyperService::new(warp::service(crate::http::routes(edge)));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(bounds.head_timeout)

@@ -51,7 +51,7 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Completes a WebSocket upgrade and runs the connection as a task of the
 /// node, with the transport bounded by the limits. `held` (the user's
 /// connection slot) is dropped when the task ends, however it ends.
-pub fn accept(
+pub(super) fn accept(
     node: &Arc<Node>,
     on_upgrade: hyper::upgrade::OnUpgrade,
     claims: Claims,
