@@ -57,8 +57,12 @@ pub struct Metrics {
     /// Events held in the window of recent events, and their accounted memory.
     pub window_events: Gauge,
     pub window_bytes: Gauge,
-    /// Session records written to the session store (sled or the bucket).
+    /// Session records written to or removed from the session store (sled
+    /// or the bucket): a header, a subscription's cursor, a user's index.
     pub session_writes: Counter,
+    /// Their bytes: a record written counts its key and value, one removed
+    /// its key.
+    pub session_write_bytes: Counter,
 }
 
 /// HTTP connections ended by something the client did or failed to do (each
@@ -120,6 +124,7 @@ impl Metrics {
                 window_events: gauge!("switchboard_window_events"),
                 window_bytes: gauge!("switchboard_window_bytes"),
                 session_writes: counter!("switchboard_session_writes_total"),
+                session_write_bytes: counter!("switchboard_session_write_bytes_total"),
             }
         })
     }
