@@ -50,8 +50,9 @@ pub const FLUSH_EVERY_MS: u64 = 400;
 pub const CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
 const SESSIONS: &str = "sessions";
-/// Each user's sessions with a header: `{user}{session}` → the unix
-/// seconds of the session's last header write (big-endian `i64`).
+/// Each user's sessions with a header: `{user}{session}` → when the
+/// session's header was last written (`record::index_stamp`, big-endian
+/// `i64`).
 const SESSION_USERS: &str = "session_users";
 /// An id's bytes: a session's header key, and the prefix of its
 /// subscription records' keys (`{session}{channel}`).
@@ -200,13 +201,13 @@ impl Store {
     /// Applies a connection's change to session `id` in one atomic batch:
     /// a removal of the whole session, then its subscription records, then
     /// its header. A header written makes the session the newest of its
-    /// user at `now` (unix seconds); a session new to the user's index
-    /// beyond `most_per_user` removes the user's oldest ones.
+    /// user, stamped `stamp` (`record::index_stamp`); a session new to the
+    /// user's index beyond `most_per_user` removes the user's oldest ones.
     pub fn apply_session(
         &self,
         id: Id,
         change: &Change,
-        now: i64,
+        stamp: i64,
         most_per_user: usize,
     ) -> Result<Applied, StoreError> {
         let mut applied = Applied::default();
@@ -248,7 +249,7 @@ impl Store {
             Some(_) => {
                 let fresh = self
                     .session_users
-                    .insert(entry, &now.to_be_bytes())?
+                    .insert(entry, &stamp.to_be_bytes())?
                     .is_none();
                 applied.written(entry.len() + 8);
                 if fresh {

@@ -25,8 +25,11 @@
 //! the user's sessions with the time of their last header write (at most
 //! the bound of entries), updated with a revision check and retried on a
 //! conflict ([`INDEX_ATTEMPTS`]), so two nodes writing sessions of one user
-//! at once both count. A session new to it beyond the bound removes the
-//! oldest ones, every record of them.
+//! at once both count. A header write that makes it exceed the bound
+//! removes the user's oldest sessions, every record of them (purges, which
+//! are not revision-checked: a connection still writing a removed session
+//! brings back what it writes next, whole at its next refresh). An index
+//! left empty is deleted.
 //!
 //! The bucket keeps one value per key (history 1) on file storage,
 //! replicated like the stream, and forgets a key the session TTL after its
@@ -42,7 +45,9 @@ use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use async_nats::jetstream::{self, kv, stream::StorageType};
 use futures::{StreamExt, TryStreamExt};
 
-use super::record::{channel_of_token, channel_token, Applied, Change, Cursor, Header, Stored};
+use super::record::{
+    channel_of_token, channel_token, index_stamp, Applied, Change, Cursor, Header, Stored,
+};
 use crate::channel::Id;
 
 /// The most keys one batched read returns: nats-server answers a
@@ -428,10 +433,11 @@ impl Bucket {
         Ok(())
     }
 
-    /// Updates `user`'s index with `edit` (given the sessions and now, in
-    /// unix seconds), revision-checked: on a conflict it reads the index
-    /// again and edits that. Entries older than the bucket's max age are
-    /// dropped (their sessions are gone).
+    /// Updates `user`'s index with `edit` (given the sessions and a stamp,
+    /// [`index_stamp`]), revision-checked: on a conflict it reads the
+    /// index again and edits that. Entries older than the bucket's max age
+    /// are dropped (their sessions are gone), and an index left empty is
+    /// deleted.
     async fn update_index<T>(
         &self,
         user: Id,
@@ -440,9 +446,9 @@ impl Bucket {
     ) -> Result<T, BucketError> {
         let key = format!("{USERS}.{user}");
         let failed = |reason: String| BucketError::Index { user, reason };
-        let max_age = self.max_age.as_secs().min(i64::MAX as u64 / 4) as i64;
+        let max_age = self.max_age.as_millis().min(i64::MAX as u128 / 4) as i64;
         for _ in 0..INDEX_ATTEMPTS {
-            let now = chrono::Utc::now().timestamp();
+            let stamp = index_stamp();
             let entry = self.store.entry(key.as_str()).await?;
             let revision = entry.as_ref().map_or(0, |e| e.revision);
             let mut sessions: BTreeMap<Id, i64> = match entry {
@@ -453,22 +459,50 @@ impl Bucket {
                     }),
                 _ => BTreeMap::new(),
             };
-            sessions.retain(|_, at| *at + max_age > now);
-            let result = edit(&mut sessions, now);
-            let value = encode(&key, &sessions)?;
-            let len = value.len();
-            // Revision 0: only if the key has no value yet.
-            match self
-                .store
-                .update(key.as_str(), value.into(), revision)
-                .await
-            {
-                Ok(_) => {
-                    applied.written(key.len() + len);
-                    return Ok(result);
+            let had = sessions.len();
+            sessions.retain(|_, at| *at + max_age > stamp);
+            let result = edit(&mut sessions, stamp);
+            let outcome = if sessions.is_empty() {
+                if had == 0 {
+                    return Ok(result); // nothing there, nothing to write
                 }
-                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
-                Err(e) => return Err(failed(e.to_string())),
+                match self
+                    .store
+                    .delete_expect_revision(key.as_str(), Some(revision))
+                    .await
+                {
+                    Ok(()) => {
+                        applied.removed(key.len());
+                        Ok(())
+                    }
+                    Err(e) => Err((
+                        e.kind() == kv::DeleteErrorKind::WrongLastRevision,
+                        e.to_string(),
+                    )),
+                }
+            } else {
+                let value = encode(&key, &sessions)?;
+                let len = value.len();
+                // Revision 0: only if the key has no value yet.
+                match self
+                    .store
+                    .update(key.as_str(), value.into(), revision)
+                    .await
+                {
+                    Ok(_) => {
+                        applied.written(key.len() + len);
+                        Ok(())
+                    }
+                    Err(e) => Err((
+                        e.kind() == kv::UpdateErrorKind::WrongLastRevision,
+                        e.to_string(),
+                    )),
+                }
+            };
+            match outcome {
+                Ok(()) => return Ok(result),
+                Err((true, _)) => continue,
+                Err((false, reason)) => return Err(failed(reason)),
             }
         }
         Err(failed(format!(

@@ -163,6 +163,23 @@ impl Change {
     }
 }
 
+/// When a header is written, for the users' indexes: unix milliseconds,
+/// and never the same twice in this process (two sessions of one user
+/// written in the same millisecond still have an order).
+pub fn index_stamp() -> i64 {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 1);
+        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
+}
+
 /// What applying a change did to a store: records written or removed,
 /// and their bytes (a record written counts its key and value, one removed
 /// its key).
@@ -274,6 +291,12 @@ mod tests {
         change.absorb(again);
         assert!(change.remove_all, "the removal still goes first");
         assert_eq!(change.records(), 3);
+    }
+
+    #[test]
+    fn index_stamps_always_grow() {
+        let stamps: Vec<i64> = (0..1000).map(|_| index_stamp()).collect();
+        assert!(stamps.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]
