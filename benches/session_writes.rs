@@ -432,7 +432,7 @@ impl Outcome {
         let na = |x: Option<f64>, f: &dyn Fn(f64) -> String| x.map_or("n/a".into(), f);
         println!(
             "  attack: {} changes in {:.2} s (and {:.1} s for the store to catch up): {} records \
-             ({:.3} per change), {} ({} bytes per change); the previous format: {} ({} bytes \
+             ({:.3} per change), {} ({} bytes per change); the previous format: {} ({:.0} bytes \
              per change)",
             thousands(self.changes()),
             self.subscribing_s,
@@ -444,7 +444,7 @@ impl Outcome {
                 "{b:.0}"
             )),
             mib(self.old_bytes()),
-            format!("{:.0}", self.old_bytes() / self.changes()),
+            self.old_bytes() / self.changes(),
         );
         for (i, phase) in self.phases.iter().enumerate() {
             println!(

@@ -46,7 +46,8 @@ pub struct Metrics {
     /// A WebSocket upgrade refused with 429: the user's connection cap.
     pub shed_user_cap: Counter,
     /// JetStream consumers the node created (the router's, replays that
-    /// the window could not serve, audit reads).
+    /// the window could not serve, audit reads, and bucket sessions too
+    /// large for one batched read).
     pub log_consumers_created: Counter,
     /// Stream replays waiting for one of the node's `max_stream_replays` slots.
     pub stream_replays_waiting: Gauge,

@@ -256,10 +256,8 @@ impl Store {
                     self.keep_newest(change.user, id, most_per_user, &mut applied)?;
                 }
             }
-            None if change.remove_all => {
-                if self.session_users.remove(entry)?.is_some() {
-                    applied.removed(entry.len());
-                }
+            None if change.remove_all && self.session_users.remove(entry)?.is_some() => {
+                applied.removed(entry.len());
             }
             None => {}
         }
@@ -279,13 +277,13 @@ impl Store {
             let (key, value) = entry?;
             let session = id_at(&key, ID_BYTES);
             let at = <[u8; 8]>::try_from(value.as_ref()).map_or(i64::MIN, i64::from_be_bytes);
-            sessions.push((session != Some(newest), at, session, key));
+            sessions.push((session == Some(newest), at, session, key));
         }
         if sessions.len() <= most {
             return Ok(());
         }
         // Oldest first; the session just written sorts last.
-        sessions.sort_by(|a, b| (!a.0, a.1).cmp(&(!b.0, b.1)));
+        sessions.sort_by_key(|(is_newest, at, _, _)| (*is_newest, *at));
         let beyond = sessions.len() - most;
         for (_, _, session, key) in sessions.into_iter().take(beyond) {
             if let Some(session) = session {
