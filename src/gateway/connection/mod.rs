@@ -315,7 +315,7 @@ impl Connection {
         if self.subs.remove(&channel).is_some() {
             self.node.hub.unsubscribe(channel, self.id);
             self.node.metrics.subscriptions.decrement(1.0);
-            self.session.touch();
+            self.session.ended(channel);
         }
         self.replays.remove(&channel);
         self.typing.remove(&channel);
@@ -395,6 +395,7 @@ impl Connection {
     /// close handshake, within [`CLOSE_TIMEOUT`].
     async fn finish(&mut self, end: End) {
         Box::pin(self.close_session(matches!(end, End::Close(_)))).await;
+        self.session.close();
         let channels: Vec<Channel> = self.subs.keys().copied().collect();
         for channel in channels {
             self.forget(channel);

@@ -185,9 +185,8 @@ impl Connection {
         self.mailbox.take_lagged();
         self.requests.clear();
         let extent = self.node.log.last_extent();
-        self.session.epoch = Some(extent.epoch);
+        self.session.new_epoch(extent.epoch);
         let epoch = extent.epoch.to_string();
-        self.session.touch();
         let first_seq = extent.first_seq.max(1);
         let mut out = std::mem::take(&mut self.scratch);
         let channels: Vec<Channel> = self.subs.keys().copied().collect();

@@ -11,14 +11,18 @@ use crate::gateway::subscription::Subscription;
 /// Up to this many subscriptions, the storage is exactly their size.
 const EXACT_UP_TO: usize = 4;
 
+/// A subscription, and the cursor its session record holds as far as this
+/// connection knows (`None`: none written by it yet).
+type Entry = (Channel, Subscription, Option<u64>);
+
 #[derive(Default)]
 pub(super) struct Subs {
-    entries: Vec<(Channel, Subscription)>,
+    entries: Vec<Entry>,
 }
 
 impl Subs {
     fn find(&self, channel: &Channel) -> Result<usize, usize> {
-        self.entries.binary_search_by(|(c, _)| c.cmp(channel))
+        self.entries.binary_search_by(|(c, _, _)| c.cmp(channel))
     }
 
     pub(super) fn len(&self) -> usize {
@@ -34,9 +38,9 @@ impl Subs {
         Some(&mut self.entries[i].1)
     }
 
-    /// Adds or replaces the subscription of `channel`. The first few grow
-    /// the vector one slot at a time (most connections stop there), then it
-    /// doubles.
+    /// Adds or replaces the subscription of `channel` (a replaced one keeps
+    /// what its record holds). The first few grow the vector one slot at a
+    /// time (most connections stop there), then it doubles.
     pub(super) fn insert(&mut self, channel: Channel, sub: Subscription) {
         match self.find(&channel) {
             Ok(i) => self.entries[i].1 = sub,
@@ -44,15 +48,23 @@ impl Subs {
                 if self.entries.len() < EXACT_UP_TO {
                     self.entries.reserve_exact(1);
                 }
-                self.entries.insert(i, (channel, sub));
+                self.entries.insert(i, (channel, sub, None));
             }
+        }
+    }
+
+    /// The cursor `channel`'s session record holds (from the store read,
+    /// or the last write handed over).
+    pub(super) fn set_saved(&mut self, channel: &Channel, saved: Option<u64>) {
+        if let Ok(i) = self.find(channel) {
+            self.entries[i].2 = saved;
         }
     }
 
     /// Removes a subscription; gives the storage back when none is left.
     pub(super) fn remove(&mut self, channel: &Channel) -> Option<Subscription> {
         let i = self.find(channel).ok()?;
-        let (_, sub) = self.entries.remove(i);
+        let (_, sub, _) = self.entries.remove(i);
         if self.entries.is_empty() {
             self.entries = Vec::new();
         }
@@ -60,11 +72,26 @@ impl Subs {
     }
 
     pub(super) fn keys(&self) -> impl Iterator<Item = &Channel> + '_ {
-        self.entries.iter().map(|(c, _)| c)
+        self.entries.iter().map(|(c, _, _)| c)
     }
 
-    pub(super) fn iter(&self) -> impl Iterator<Item = (&Channel, &Subscription)> + '_ {
-        self.entries.iter().map(|(c, s)| (c, s))
+    /// Every subscription's record now holds its session cursor (a save
+    /// was handed over).
+    pub(super) fn mark_saved(&mut self) {
+        for (_, sub, saved) in &mut self.entries {
+            *saved = Some(sub.session_cursor());
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Each subscription with its session cursor and what its record holds.
+    pub(super) fn cursors(&self) -> impl Iterator<Item = (Channel, u64, Option<u64>)> + '_ {
+        self.entries
+            .iter()
+            .map(|(c, s, saved)| (*c, s.session_cursor(), *saved))
     }
 }
 
