@@ -49,7 +49,8 @@ pub struct Metrics {
     /// received fill `publish_buffer_bytes`.
     pub shed_publish_buffer: Counter,
     /// JetStream consumers the node created (the router's, replays that
-    /// the window could not serve, audit reads).
+    /// the window could not serve, audit reads, and bucket sessions too
+    /// large for one batched read).
     pub log_consumers_created: Counter,
     /// Stream replays waiting for one of the node's `max_stream_replays` slots.
     pub stream_replays_waiting: Gauge,
@@ -60,8 +61,12 @@ pub struct Metrics {
     /// Events held in the window of recent events, and their accounted memory.
     pub window_events: Gauge,
     pub window_bytes: Gauge,
-    /// Session records written to the session store (sled or the bucket).
+    /// Session records written to or removed from the session store (sled
+    /// or the bucket): a header, a subscription's cursor, a user's index.
     pub session_writes: Counter,
+    /// Their bytes: a record written counts its key and value, one removed
+    /// its key.
+    pub session_write_bytes: Counter,
 }
 
 /// HTTP connections ended by something the client did or failed to do (each
@@ -124,6 +129,7 @@ impl Metrics {
                 window_events: gauge!("switchboard_window_events"),
                 window_bytes: gauge!("switchboard_window_bytes"),
                 session_writes: counter!("switchboard_session_writes_total"),
+                session_write_bytes: counter!("switchboard_session_write_bytes_total"),
             }
         })
     }

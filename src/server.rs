@@ -107,8 +107,12 @@ async fn open_sessions(
 ) -> anyhow::Result<(Sessions, Option<tokio::task::JoinHandle<()>>)> {
     match settings.session_store {
         StoreKind::Sled => {
-            let sessions = Sessions::sled(store.clone(), settings.session_ttl)
-                .map_err(|e| anyhow::anyhow!("cannot start the session store's thread: {e}"))?;
+            let sessions = Sessions::sled(
+                store.clone(),
+                settings.session_ttl,
+                settings.max_sessions_per_user,
+            )
+            .map_err(|e| anyhow::anyhow!("cannot start the session store's thread: {e}"))?;
             Ok((sessions, None))
         }
         StoreKind::Kv => {
@@ -119,7 +123,7 @@ async fn open_sessions(
                 replicas: settings.stream.replicas,
             };
             let bucket = kv::Bucket::create_or_update(&js, &bucket_settings).await?;
-            let (writer, task) = Writer::new(bucket.clone());
+            let (writer, task) = Writer::new(bucket.clone(), settings.max_sessions_per_user);
             let sessions = Sessions::kv(
                 bucket,
                 writer,

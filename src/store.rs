@@ -4,7 +4,15 @@
 //!
 //! Every method blocks on the disk. The heavy ones (the session sweep's
 //! scan, a snapshot's write) run on a blocking thread
-//! (`gateway::housekeeping`), never on the runtime's.
+//! (`gateway::housekeeping`), never on the runtime's; sessions are read and
+//! written on a thread of their own (`session::sled_thread`).
+//!
+//! A session is a header under its id's 16 bytes and one record per
+//! subscription under the id followed by the channel
+//! (`crate::session::record`), so the id's prefix scan reads it whole and a
+//! subscription change writes one small record. The `session_users` tree
+//! indexes each user's sessions by the time of their last header write:
+//! a session new to it beyond the bound removes the user's oldest ones.
 //!
 //! The snapshot is a JSON file ([`SNAPSHOT_FILE`], in sled's directory),
 //! replaced whole by a write to a temporary file and a rename: not a sled
@@ -20,16 +28,17 @@
 //! connections' cursor batching ([`crate::session::CURSOR_FLUSH_INTERVAL`])
 //! a cursor reaches disk within a second of the delivery or ack that moved it.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use crate::channel::{Channel, Id};
 use crate::projection::Snapshot;
+use crate::session::record::{Applied, Change, Cursor, Header, Stored};
 
 /// sled's background flush period.
 pub const FLUSH_EVERY_MS: u64 = 400;
@@ -41,6 +50,13 @@ pub const FLUSH_EVERY_MS: u64 = 400;
 pub const CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
 const SESSIONS: &str = "sessions";
+/// Each user's sessions with a header: `{user}{session}` → when the
+/// session's header was last written (`record::index_stamp`, big-endian
+/// `i64`).
+const SESSION_USERS: &str = "session_users";
+/// An id's bytes: a session's header key, and the prefix of its
+/// subscription records' keys (`{session}{channel}`).
+const ID_BYTES: usize = 16;
 const META: &str = "meta";
 /// The projection snapshot's file, in the store's directory.
 pub const SNAPSHOT_FILE: &str = "projection-snapshot.json";
@@ -64,19 +80,43 @@ pub enum StoreError {
     },
 }
 
-/// One session: its user, expiry and every subscription's cursor.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionRecord {
-    pub user: Option<Id>,
-    /// Unix seconds after which the session is gone.
-    pub expires_at: i64,
-    /// Subscription → cursor (the last `seq` acked, else the last delivered).
-    pub subscriptions: BTreeMap<Channel, u64>,
-    /// The stream epoch the cursors belong to (`crate::log::Epoch`). Absent
-    /// in records written before epochs existed: those belong to the stream
-    /// they were written beside, the current one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub epoch: Option<String>,
+fn subscription_key(id: Id, channel: Channel) -> Vec<u8> {
+    let mut key = Vec::with_capacity(ID_BYTES + 44);
+    key.extend_from_slice(id.0.as_bytes());
+    let mut name = String::with_capacity(44);
+    channel.write_to(&mut name);
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
+fn user_key(user: Id, session: Id) -> [u8; 2 * ID_BYTES] {
+    let mut key = [0; 2 * ID_BYTES];
+    key[..ID_BYTES].copy_from_slice(user.0.as_bytes());
+    key[ID_BYTES..].copy_from_slice(session.0.as_bytes());
+    key
+}
+
+/// The id in `key` at `at`, if the key is long enough.
+fn id_at(key: &[u8], at: usize) -> Option<Id> {
+    let bytes = key.get(at..at + ID_BYTES)?;
+    uuid::Uuid::from_slice(bytes).ok().map(Id)
+}
+
+fn decode<T: DeserializeOwned>(
+    bytes: &[u8],
+    key: impl FnOnce() -> String,
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        key: key(),
+        reason: e.to_string(),
+    })
+}
+
+fn encode<T: Serialize>(value: &T, key: impl FnOnce() -> String) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt {
+        key: key(),
+        reason: e.to_string(),
+    })
 }
 
 /// sled and the snapshot file, opened once per process.
@@ -84,6 +124,7 @@ pub struct SessionRecord {
 pub struct Store {
     db: sled::Db,
     sessions: sled::Tree,
+    session_users: sled::Tree,
     meta: sled::Tree,
     snapshot_file: PathBuf,
     /// A temporary store's directory, removed with the last clone.
@@ -124,6 +165,7 @@ impl Store {
     ) -> Result<Store, StoreError> {
         Ok(Store {
             sessions: db.open_tree(SESSIONS)?,
+            session_users: db.open_tree(SESSION_USERS)?,
             meta: db.open_tree(META)?,
             db,
             snapshot_file,
@@ -131,48 +173,220 @@ impl Store {
         })
     }
 
-    pub fn session(&self, id: Id) -> Result<Option<SessionRecord>, StoreError> {
-        let Some(bytes) = self.sessions.get(id.0.as_bytes())? else {
-            return Ok(None);
-        };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt {
-                key: format!("session {id}"),
-                reason: e.to_string(),
-            })
-    }
-
-    pub fn put_session(&self, id: Id, record: &SessionRecord) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt {
-            key: format!("session {id}"),
-            reason: e.to_string(),
-        })?;
-        self.sessions.insert(id.0.as_bytes(), bytes)?;
-        Ok(())
-    }
-
-    /// Removes every session expired at `now` (unix seconds), and any
-    /// record that no longer decodes. Returns how many were removed.
-    pub fn sweep_sessions(&self, now: i64) -> Result<usize, StoreError> {
-        let mut removed = 0;
-        for entry in self.sessions.iter() {
+    /// The session `id`: its header and subscription records, read with
+    /// one prefix scan. `None` without a header (subscription records
+    /// alone are left over from a removed session: the sweep removes them).
+    pub fn session(&self, id: Id) -> Result<Option<Stored>, StoreError> {
+        let mut header = None;
+        let mut records = Vec::new();
+        for entry in self.sessions.scan_prefix(id.0.as_bytes()) {
             let (key, value) = entry?;
-            let expired = serde_json::from_slice::<SessionRecord>(&value)
-                .map(|r| r.expires_at <= now)
-                .unwrap_or(true);
-            if expired {
-                // Only remove what we looked at: a concurrent refresh wins.
-                if self
-                    .sessions
-                    .compare_and_swap(&key, Some(value), None as Option<&[u8]>)?
-                    .is_ok()
-                {
-                    removed += 1;
+            if key.len() == ID_BYTES {
+                header = Some(decode::<Header>(&value, || format!("session {id}"))?);
+                continue;
+            }
+            let channel = std::str::from_utf8(&key[ID_BYTES..])
+                .ok()
+                .and_then(|c| Channel::parse(c).ok())
+                .ok_or_else(|| StoreError::Corrupt {
+                    key: format!("session {id}: a subscription key"),
+                    reason: format!("{} bytes after the id", key.len() - ID_BYTES),
+                })?;
+            let cursor = decode::<Cursor>(&value, || format!("session {id} {channel}"))?;
+            records.push((channel, cursor));
+        }
+        Ok(header.map(|header| Stored::assemble(header, records)))
+    }
+
+    /// Applies a connection's change to session `id` in one atomic batch:
+    /// a removal of the whole session, then its subscription records, then
+    /// its header. A header written makes the session the newest of its
+    /// user, stamped `stamp` (`record::index_stamp`); a session new to the
+    /// user's index beyond `most_per_user` removes the user's oldest ones.
+    pub fn apply_session(
+        &self,
+        id: Id,
+        change: &Change,
+        stamp: i64,
+        most_per_user: usize,
+    ) -> Result<Applied, StoreError> {
+        let mut applied = Applied::default();
+        let mut batch = sled::Batch::default();
+        if change.remove_all {
+            for key in self.sessions.scan_prefix(id.0.as_bytes()).keys() {
+                let key = key?;
+                applied.removed(key.len());
+                batch.remove(key);
+            }
+        }
+        for (channel, cursor) in &change.subscriptions {
+            let key = subscription_key(id, *channel);
+            match cursor {
+                Some(cursor) => {
+                    let value = encode(cursor, || format!("session {id} {channel}"))?;
+                    applied.written(key.len() + value.len());
+                    batch.insert(key, value);
+                }
+                None => {
+                    applied.removed(key.len());
+                    batch.remove(key);
                 }
             }
         }
+        if let Some(expires_at) = change.header {
+            let header = Header {
+                user: Some(change.user),
+                expires_at,
+                ..Default::default()
+            };
+            let value = encode(&header, || format!("session {id}"))?;
+            applied.written(ID_BYTES + value.len());
+            batch.insert(id.0.as_bytes(), value);
+        }
+        self.sessions.apply_batch(batch)?;
+        let entry = user_key(change.user, id);
+        match change.header {
+            Some(_) => {
+                let fresh = self
+                    .session_users
+                    .insert(entry, &stamp.to_be_bytes())?
+                    .is_none();
+                applied.written(entry.len() + 8);
+                if fresh {
+                    self.keep_newest(change.user, id, most_per_user, &mut applied)?;
+                }
+            }
+            None if change.remove_all && self.session_users.remove(entry)?.is_some() => {
+                applied.removed(entry.len());
+            }
+            None => {}
+        }
+        Ok(applied)
+    }
+
+    /// Removes `user`'s oldest sessions beyond `most` (never `newest`).
+    fn keep_newest(
+        &self,
+        user: Id,
+        newest: Id,
+        most: usize,
+        applied: &mut Applied,
+    ) -> Result<(), StoreError> {
+        let mut sessions = Vec::new();
+        for entry in self.session_users.scan_prefix(user.0.as_bytes()) {
+            let (key, value) = entry?;
+            let session = id_at(&key, ID_BYTES);
+            let at = <[u8; 8]>::try_from(value.as_ref()).map_or(i64::MIN, i64::from_be_bytes);
+            sessions.push((session == Some(newest), at, session, key));
+        }
+        if sessions.len() <= most {
+            return Ok(());
+        }
+        // Oldest first; the session just written sorts last.
+        sessions.sort_by_key(|(is_newest, at, _, _)| (*is_newest, *at));
+        let beyond = sessions.len() - most;
+        for (_, _, session, key) in sessions.into_iter().take(beyond) {
+            if let Some(session) = session {
+                self.remove_session_records(session, applied)?;
+            }
+            self.session_users.remove(&key)?;
+            applied.removed(key.len());
+            applied.evicted += 1;
+        }
+        Ok(())
+    }
+
+    /// Removes every record of session `id` (not its index entry).
+    fn remove_session_records(&self, id: Id, applied: &mut Applied) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for key in self.sessions.scan_prefix(id.0.as_bytes()).keys() {
+            let key = key?;
+            applied.removed(key.len());
+            batch.remove(key);
+        }
+        self.sessions.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// The sessions the sweep should look at: those whose header expired
+    /// at `now` or no longer decodes, and subscription records without a
+    /// header. A scan of every record: it blocks, so the node runs it on a
+    /// blocking thread, and the removal ([`Store::sweep_session`]) happens
+    /// on sessions' own thread, in order with their writes.
+    pub fn sweep_candidates(&self, now: i64) -> Result<Vec<Id>, StoreError> {
+        let mut candidates = Vec::new();
+        let mut last: Option<Id> = None;
+        for entry in self.sessions.iter() {
+            let (key, value) = entry?;
+            let Some(id) = id_at(&key, 0) else {
+                continue; // no record of ours is this short
+            };
+            if key.len() == ID_BYTES {
+                last = Some(id);
+                let live = serde_json::from_slice::<Header>(&value)
+                    .map(|h| h.expires_at > now)
+                    .unwrap_or(false);
+                if !live {
+                    candidates.push(id);
+                }
+            } else if last != Some(id) {
+                // A subscription record whose header sorts before it and
+                // was not there.
+                last = Some(id);
+                candidates.push(id);
+            }
+        }
+        Ok(candidates)
+    }
+
+    /// Removes session `id` if its header expired at `now`, no longer
+    /// decodes or is missing: every record of it and its index entry.
+    /// Whether it was removed.
+    pub fn sweep_session(&self, id: Id, now: i64) -> Result<Option<Applied>, StoreError> {
+        let header = match self.sessions.get(id.0.as_bytes())? {
+            Some(bytes) => serde_json::from_slice::<Header>(&bytes).ok(),
+            None => None,
+        };
+        if header.as_ref().is_some_and(|h| h.expires_at > now) {
+            return Ok(None);
+        }
+        let mut applied = Applied::default();
+        self.remove_session_records(id, &mut applied)?;
+        if let Some(user) = header.and_then(|h| h.user) {
+            let entry = user_key(user, id);
+            if self.session_users.remove(entry)?.is_some() {
+                applied.removed(entry.len());
+            }
+        }
+        Ok(Some(applied))
+    }
+
+    /// Removes every expired session (and leftover subscription records)
+    /// at `now`; how many. For tools and tests: the node sweeps through
+    /// sessions' thread (`session::Sessions::sweep`).
+    pub fn sweep_sessions(&self, now: i64) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for id in self.sweep_candidates(now)? {
+            if self.sweep_session(id, now)?.is_some() {
+                removed += 1;
+            }
+        }
         Ok(removed)
+    }
+
+    /// Every record of the sessions tree: headers and subscriptions (what
+    /// a test or an operator counts).
+    pub fn session_records(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The sessions `user`'s index holds (those with a header written).
+    pub fn sessions_of(&self, user: Id) -> Result<Vec<Id>, StoreError> {
+        let mut sessions = Vec::new();
+        for key in self.session_users.scan_prefix(user.0.as_bytes()).keys() {
+            sessions.extend(id_at(&key?, ID_BYTES));
+        }
+        Ok(sessions)
     }
 
     /// The snapshot file of the store in `dir`, read without opening sled
@@ -282,40 +496,143 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
-    #[test]
-    fn a_session_record_without_an_epoch_still_reads() {
-        let old = r#"{"user":null,"expires_at":5,"subscriptions":{"global":3}}"#;
-        let record: SessionRecord = serde_json::from_str(old).unwrap();
-        assert_eq!(record.epoch, None);
-        assert_eq!(record.subscriptions.get(&Channel::Global), Some(&3));
+    fn cursor(seq: u64) -> Option<Cursor> {
+        Some(Cursor {
+            seq,
+            epoch: Some("e1".into()),
+        })
     }
 
     #[test]
-    fn sessions_round_trip_and_expire() {
+    fn a_session_is_a_header_and_a_record_per_subscription() {
+        let store = Store::temporary().unwrap();
+        let (id, user) = (Id::new_v4(), Id::new_v4());
+        let (a, b) = (Channel::Chat(Id::new_v4()), Channel::Global);
+        let mut first = Change::new(user);
+        first.subscriptions.insert(a, cursor(1));
+        first.header = Some(100);
+        let applied = store.apply_session(id, &first, 1, 8).unwrap();
+        assert_eq!(applied.records, 3, "a subscription, the header, the index");
+        let stored = store.session(id).unwrap().unwrap();
+        assert_eq!(stored.header.user, Some(user));
+        assert_eq!(stored.subscriptions.get(&a), cursor(1).as_ref());
+        assert!(!stored.legacy);
+
+        // One more subscription writes one record, of its own size.
+        let mut more = Change::new(user);
+        more.subscriptions.insert(b, cursor(2));
+        let applied = store.apply_session(id, &more, 2, 8).unwrap();
+        assert_eq!(applied.records, 1);
+        assert!(applied.bytes < 100, "{applied:?}");
+        let mut less = Change::new(user);
+        less.subscriptions.insert(a, None);
+        store.apply_session(id, &less, 3, 8).unwrap();
+        let stored = store.session(id).unwrap().unwrap();
+        assert_eq!(stored.subscriptions.keys().collect::<Vec<_>>(), vec![&b]);
+
+        // The last one ends: nothing of the session is left.
+        store
+            .apply_session(id, &Change::remove(user), 4, 8)
+            .unwrap();
+        assert_eq!(store.session(id).unwrap(), None);
+        assert_eq!(store.session_records(), 0);
+        assert_eq!(store.sessions_of(user).unwrap(), Vec::<Id>::new());
+    }
+
+    #[test]
+    fn a_record_of_the_previous_format_still_reads() {
         let store = Store::temporary().unwrap();
         let id = Id::new_v4();
-        let mut record = SessionRecord {
-            user: Some(Id::new_v4()),
-            expires_at: 100,
-            ..Default::default()
-        };
-        record.subscriptions.insert(Channel::Global, 42);
-        store.put_session(id, &record).unwrap();
-        assert_eq!(store.session(id).unwrap(), Some(record.clone()));
-        let live = Id::new_v4();
-        store
-            .put_session(
-                live,
-                &SessionRecord {
-                    expires_at: 1_000,
-                    ..record
+        let old = r#"{"user":null,"expires_at":5,"subscriptions":{"global":3},"epoch":"e0"}"#;
+        store.sessions.insert(id.0.as_bytes(), old).unwrap();
+        let stored = store.session(id).unwrap().unwrap();
+        assert!(stored.legacy);
+        assert_eq!(stored.subscriptions[&Channel::Global].seq, 3);
+        assert_eq!(
+            stored.subscriptions[&Channel::Global].epoch.as_deref(),
+            Some("e0")
+        );
+    }
+
+    #[test]
+    fn a_user_keeps_the_newest_sessions() {
+        let store = Store::temporary().unwrap();
+        let (user, other) = (Id::new_v4(), Id::new_v4());
+        let whole = |user| {
+            let mut subs = BTreeMap::new();
+            subs.insert(
+                Channel::Global,
+                Cursor {
+                    seq: 1,
+                    epoch: None,
                 },
-            )
+            );
+            Change::whole(user, 1_000, subs)
+        };
+        let ids: Vec<Id> = (0..6).map(|_| Id::new_v4()).collect();
+        for (at, id) in ids.iter().enumerate() {
+            store
+                .apply_session(*id, &whole(user), at as i64, 3)
+                .unwrap();
+        }
+        let theirs = Id::new_v4();
+        store.apply_session(theirs, &whole(other), 0, 3).unwrap();
+        let mut kept = store.sessions_of(user).unwrap();
+        kept.sort();
+        let mut newest = ids[3..].to_vec();
+        newest.sort();
+        assert_eq!(kept, newest);
+        for id in &ids[..3] {
+            assert_eq!(store.session(*id).unwrap(), None, "removed whole");
+        }
+        assert!(store.session(theirs).unwrap().is_some(), "another user's");
+        assert_eq!(store.session_records(), 4 * 2);
+
+        // Written again, an old session is the newest: another goes.
+        store.apply_session(ids[3], &whole(user), 10, 3).unwrap();
+        let newer = Id::new_v4();
+        store.apply_session(newer, &whole(user), 11, 3).unwrap();
+        assert!(store.session(ids[3]).unwrap().is_some());
+        assert_eq!(store.session(ids[4]).unwrap(), None);
+    }
+
+    #[test]
+    fn sessions_expire_whole_and_leftovers_go() {
+        let store = Store::temporary().unwrap();
+        let user = Id::new_v4();
+        let mut subs = BTreeMap::new();
+        subs.insert(
+            Channel::Global,
+            Cursor {
+                seq: 42,
+                epoch: None,
+            },
+        );
+        let (expired, live) = (Id::new_v4(), Id::new_v4());
+        store
+            .apply_session(expired, &Change::whole(user, 100, subs.clone()), 0, 8)
             .unwrap();
-        assert_eq!(store.sweep_sessions(500).unwrap(), 1);
-        assert_eq!(store.session(id).unwrap(), None);
+        store
+            .apply_session(live, &Change::whole(user, 1_000, subs), 0, 8)
+            .unwrap();
+        // A subscription record whose session is gone.
+        let orphan = Id::new_v4();
+        let mut stray = Change::new(user);
+        stray.subscriptions.insert(Channel::Global, cursor(1));
+        store.apply_session(orphan, &stray, 0, 8).unwrap();
+        assert_eq!(
+            store.session(orphan).unwrap(),
+            None,
+            "no header: no session"
+        );
+
+        assert_eq!(store.sweep_sessions(500).unwrap(), 2);
+        assert_eq!(store.session(expired).unwrap(), None);
         assert!(store.session(live).unwrap().is_some());
+        assert_eq!(store.session_records(), 2);
+        assert_eq!(store.sessions_of(user).unwrap(), vec![live]);
     }
 
     #[test]

@@ -11,15 +11,51 @@
 //! - a JetStream key-value bucket ([`kv`]), for several nodes: a session
 //!   resumes on any of them. A connection hands its moved cursors at most
 //!   every `session_flush_interval` to the node's [`writer`], which writes
-//!   them in the background (the latest record of a session wins), so a
+//!   them in the background (the latest change of each record wins), so a
 //!   cursor costs no bucket write per event and no connection waits for
 //!   one. A session restored on another node may replay those few seconds
 //!   again.
 //!
-//! Every record written, to either store, counts in
-//! `switchboard_session_writes_total`.
+//! **What is written: only what changed.** A session is a header and one
+//! record per subscription ([`record`]), and a connection hands its store a
+//! [`record::Change`]: the subscriptions it added, ended or whose cursor
+//! moved, and the header when it is due. A subscribe or unsubscribe
+//! therefore writes one record of about a hundred bytes however many
+//! subscriptions the session has (issue 20: the whole session per change
+//! made 1,024 subscriptions cost quadratic work), and a cursor flush writes
+//! the moved cursors only. Per-subscription records were chosen over
+//! coalescing whole records per interval: coalescing still writes the whole
+//! session for one change (O(subscriptions) bytes), and it would delay the
+//! write of a confirmed subscribe, which must reach the store at once (a
+//! client that drops and comes straight back reads it). They also keep
+//! concurrent connections of one session apart: a connection writes only
+//! its own changes, so one that resumed never writes back, over
+//! subscriptions another connection of the session added after it read
+//! the record, a copy without them. The price: a read is a prefix scan in
+//! sled and a batched get of several keys in the bucket (one request, see
+//! [`kv`]), and every `SESSION_REFRESH` a connection writes its header and
+//! every subscription record again (the bucket ages each key out on its
+//! own; the copy also heals a session removed under a live connection).
+//!
+//! **Only sessions worth restoring, and a bound per user.** A session with
+//! no subscription is never written: its header is written with its first
+//! subscription, and the whole session is removed when its last one ends.
+//! A user keeps at most `max_sessions_per_user` sessions (in sled, and in
+//! the bucket through a per-user index updated with a revision check): a
+//! session new to the index beyond the bound removes the user's sessions
+//! whose header was written longest ago. Expired sessions leave sled with
+//! the sweep, and the bucket at its max age.
+//!
+//! The previous format (the whole session in one record) still reads in
+//! both stores and is written in the new one by the connection that
+//! resumes it.
+//!
+//! Every record written or removed, in either store, counts in
+//! `switchboard_session_writes_total`, and its bytes in
+//! `switchboard_session_write_bytes_total`.
 
 pub mod kv;
+pub mod record;
 pub mod sled_thread;
 pub mod writer;
 
@@ -27,7 +63,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::channel::{Channel, Id};
-use crate::store::{SessionRecord, Store, StoreError};
+use crate::store::{Store, StoreError};
+use record::{Change, Cursor, Stored};
 
 /// How often a connection writes its moved cursors to sled.
 pub const CURSOR_FLUSH_INTERVAL: Duration = Duration::from_millis(500);
@@ -35,6 +72,10 @@ pub const CURSOR_FLUSH_INTERVAL: Duration = Duration::from_millis(500);
 /// How often expired sessions are removed from sled (the bucket forgets
 /// them by itself, at its max age).
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Sessions the sweep hands to sled's thread at a time: between two
+/// batches, the reads and writes queued meanwhile go first.
+pub const SWEEP_BATCH: usize = 256;
 
 /// Which store keeps the sessions: the setting `session_store`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -61,11 +102,15 @@ pub struct Opened {
     pub id: Id,
     /// Whether an existing session was resumed.
     pub resumed: bool,
-    /// Subscriptions to restore, with their cursors.
-    pub subscriptions: BTreeMap<Channel, u64>,
-    /// The stream epoch the cursors belong to; `None` when the record
-    /// predates epochs (it then belongs to the current stream).
-    pub epoch: Option<String>,
+    /// Subscriptions to restore, with their cursors and the epochs those
+    /// count in (`None`: written before epochs, so the current stream's).
+    pub subscriptions: BTreeMap<Channel, Cursor>,
+    /// The session is in the previous format (its subscriptions inline in
+    /// the header): the connection writes it whole at its first save.
+    pub legacy: bool,
+    /// When the session's header was last written (unix seconds; `None`
+    /// for a fresh session): its next write is due one refresh later.
+    pub written_at: Option<i64>,
 }
 
 /// Why a session could not be opened or saved.
@@ -76,7 +121,7 @@ pub enum SessionError {
     #[error(transparent)]
     Bucket(#[from] kv::BucketError),
     /// The writer's queue (the bucket's, or sled's thread) is full: the
-    /// record is kept for later.
+    /// change is kept for later.
     #[error("the session writer is full")]
     WriterFull,
 }
@@ -104,16 +149,16 @@ pub struct Sessions {
 
 impl Sessions {
     /// Sessions in sled (one node), read and written on a thread of their
-    /// own ([`sled_thread`]).
-    pub fn sled(store: Store, ttl: Duration) -> std::io::Result<Sessions> {
-        let thread = sled_thread::SledSessions::start(store.clone())?;
+    /// own ([`sled_thread`]); a user keeps at most `most_per_user`.
+    pub fn sled(store: Store, ttl: Duration, most_per_user: usize) -> std::io::Result<Sessions> {
+        let thread = sled_thread::SledSessions::start(store.clone(), most_per_user)?;
         Ok(Sessions {
             backend: Backend::Sled { store, thread },
             ttl,
         })
     }
 
-    /// Waits until every record handed over so far is in the store (sled;
+    /// Waits until every change handed over so far is in the store (sled;
     /// the bucket's writer drains on its own, see `writer::Writer::close`).
     pub async fn written(&self) {
         if let Backend::Sled { thread, .. } = &self.backend {
@@ -122,8 +167,8 @@ impl Sessions {
     }
 
     /// Sessions in the bucket, written through `writer` (whose task the
-    /// caller runs); a connection hands its cursors over at most every
-    /// `flush_interval`.
+    /// caller runs, and which holds the per-user bound); a connection hands
+    /// its cursors over at most every `flush_interval`.
     pub fn kv(
         bucket: kv::Bucket,
         writer: writer::Writer,
@@ -151,6 +196,10 @@ impl Sessions {
         self.ttl
     }
 
+    fn ttl_secs(&self) -> i64 {
+        self.ttl.as_secs().min(i64::MAX as u64 / 4) as i64
+    }
+
     /// How often a connection writes its moved cursors.
     pub fn flush_interval(&self) -> Duration {
         match &self.backend {
@@ -167,28 +216,44 @@ impl Sessions {
         }
     }
 
-    fn expiry(&self) -> i64 {
-        chrono::Utc::now().timestamp() + self.ttl.as_secs().min(i64::MAX as u64 / 4) as i64
+    /// The expiry of a header written now (unix seconds).
+    pub fn expires_at(&self) -> i64 {
+        chrono::Utc::now().timestamp() + self.ttl_secs()
     }
 
     /// Resumes `requested` when it exists, has not expired and belongs to
     /// `user`; otherwise a fresh session. Never an error to the client: an
     /// unreadable record is a fresh session too. Nothing is written: the
-    /// connection saves the session once `hello` is out.
+    /// connection writes the session once it has something to restore.
+    ///
+    /// The read follows every change of the session handed over on this
+    /// node: sled's thread reads in order with its writes, and the bucket
+    /// is read once the writer has written what it holds of the session
+    /// (waiting at most `writer::READ_AFTER_WRITE_WAIT`).
     pub async fn open(&self, requested: Option<Id>, user: Id) -> Opened {
         let now = chrono::Utc::now().timestamp();
         if let Some(id) = requested {
             let found = match &self.backend {
                 Backend::Sled { thread, .. } => thread.get(id).await,
-                Backend::Kv { bucket, .. } => bucket.get(id).await.map_err(SessionError::from),
+                Backend::Kv { bucket, writer, .. } => {
+                    if let Some(settled) = writer.settled(id) {
+                        let _ = tokio::time::timeout(writer::READ_AFTER_WRITE_WAIT, settled).await;
+                    }
+                    bucket.get(id).await.map_err(SessionError::from)
+                }
             };
             match found {
-                Ok(Some(record)) if record.user == Some(user) && record.expires_at > now => {
+                Ok(Some(Stored {
+                    header,
+                    subscriptions,
+                    legacy,
+                })) if header.user == Some(user) && header.expires_at > now => {
                     return Opened {
                         id,
                         resumed: true,
-                        subscriptions: record.subscriptions,
-                        epoch: record.epoch,
+                        subscriptions,
+                        legacy,
+                        written_at: Some(header.expires_at.saturating_sub(self.ttl_secs())),
                     };
                 }
                 Ok(_) => {}
@@ -201,42 +266,23 @@ impl Sessions {
             id: Id::new_v4(),
             resumed: false,
             subscriptions: BTreeMap::new(),
-            epoch: None,
+            legacy: false,
+            written_at: None,
         }
     }
 
-    /// Writes a session's subscriptions and cursors, with the stream epoch
-    /// the cursors belong to, and extends its life: handed to sled's thread
-    /// or to the bucket writer, which write it in the background.
+    /// Hands a change of session `id` to its store (sled's thread, or the
+    /// bucket writer), which applies it in the background; `written` is
+    /// told once it is in the store.
     pub fn save(
         &self,
         id: Id,
-        user: Id,
-        subscriptions: BTreeMap<Channel, u64>,
-        epoch: Option<String>,
-    ) -> Result<(), SessionError> {
-        self.save_then(id, user, subscriptions, epoch, None)
-    }
-
-    /// Like [`Sessions::save`]; `written` is told once the record is in
-    /// the store.
-    pub fn save_then(
-        &self,
-        id: Id,
-        user: Id,
-        subscriptions: BTreeMap<Channel, u64>,
-        epoch: Option<String>,
+        change: Change,
         written: Option<tokio::sync::oneshot::Sender<()>>,
     ) -> Result<(), SessionError> {
-        let record = SessionRecord {
-            user: Some(user),
-            expires_at: self.expiry(),
-            subscriptions,
-            epoch,
-        };
         let queued = match &self.backend {
-            Backend::Sled { thread, .. } => thread.put(id, record, written),
-            Backend::Kv { writer, .. } => writer.submit(id, record, written),
+            Backend::Sled { thread, .. } => thread.apply(id, change, written),
+            Backend::Kv { writer, .. } => writer.submit(id, change, written),
         };
         match queued {
             true => Ok(()),
@@ -244,14 +290,22 @@ impl Sessions {
         }
     }
 
-    /// Removes expired sessions from sled; how many. Scans every session,
-    /// so it blocks: the node runs it on a blocking thread. The bucket
-    /// needs no sweep (0).
-    pub fn sweep(&self) -> Result<usize, StoreError> {
-        match &self.backend {
-            Backend::Sled { store, .. } => store.sweep_sessions(chrono::Utc::now().timestamp()),
-            Backend::Kv { .. } => Ok(0),
+    /// Removes expired sessions (and subscription records left without
+    /// one) from sled; how many. Scans every record, so it blocks: the node
+    /// runs it on a blocking thread, and the removals go through sled's
+    /// session thread, [`SWEEP_BATCH`] at a time. The bucket needs no
+    /// sweep (0).
+    pub fn sweep(&self) -> Result<usize, SessionError> {
+        let Backend::Sled { store, thread } = &self.backend else {
+            return Ok(0);
+        };
+        let now = chrono::Utc::now().timestamp();
+        let mut removed = 0;
+        let candidates = store.sweep_candidates(now)?;
+        for batch in candidates.chunks(SWEEP_BATCH) {
+            removed += thread.sweep_blocking(batch.to_vec(), now)?;
         }
+        Ok(removed)
     }
 }
 
@@ -260,7 +314,14 @@ mod tests {
     use super::*;
 
     fn sled(ttl: Duration) -> Sessions {
-        Sessions::sled(Store::temporary().unwrap(), ttl).unwrap()
+        Sessions::sled(Store::temporary().unwrap(), ttl, 64).unwrap()
+    }
+
+    fn at(seq: u64) -> Cursor {
+        Cursor {
+            seq,
+            epoch: Some("e1".into()),
+        }
     }
 
     #[tokio::test]
@@ -271,16 +332,16 @@ mod tests {
         let first = sessions.open(None, ann).await;
         assert!(!first.resumed);
         let mut subs = BTreeMap::new();
-        subs.insert(Channel::Global, 7);
-        sessions
-            .save(first.id, ann, subs.clone(), Some("e1".into()))
-            .unwrap();
+        subs.insert(Channel::Global, at(7));
+        let change = Change::whole(ann, sessions.expires_at(), subs.clone());
+        sessions.save(first.id, change, None).unwrap();
 
         let again = sessions.open(Some(first.id), ann).await;
         assert!(again.resumed);
         assert_eq!(again.id, first.id);
         assert_eq!(again.subscriptions, subs);
-        assert_eq!(again.epoch.as_deref(), Some("e1"));
+        assert!(!again.legacy);
+        assert!(again.written_at.is_some());
 
         let stolen = sessions.open(Some(first.id), bob).await;
         assert!(!stolen.resumed);
@@ -296,9 +357,36 @@ mod tests {
         let sessions = sled(Duration::ZERO);
         let ann = Id::new_v4();
         let first = sessions.open(None, ann).await;
-        sessions.save(first.id, ann, BTreeMap::new(), None).unwrap();
+        let mut subs = BTreeMap::new();
+        subs.insert(Channel::Global, at(1));
+        let change = Change::whole(ann, sessions.expires_at(), subs);
+        sessions.save(first.id, change, None).unwrap();
         let again = sessions.open(Some(first.id), ann).await;
         assert!(!again.resumed);
-        assert!(sessions.sweep().unwrap() >= 1);
+        let swept = tokio::task::spawn_blocking(move || sessions.sweep())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(swept, 1);
+    }
+
+    #[tokio::test]
+    async fn a_read_follows_the_changes_handed_over_before_it() {
+        let sessions = sled(Duration::from_secs(60));
+        let ann = Id::new_v4();
+        let id = sessions.open(None, ann).await.id;
+        let mut first = Change::new(ann);
+        first.subscriptions.insert(Channel::Global, Some(at(1)));
+        first.header = Some(sessions.expires_at());
+        sessions.save(id, first, None).unwrap();
+        let c = Channel::Chat(Id::new_v4());
+        for seq in 0..100 {
+            let mut change = Change::new(ann);
+            change.subscriptions.insert(c, Some(at(seq)));
+            sessions.save(id, change, None).unwrap();
+        }
+        let again = sessions.open(Some(id), ann).await;
+        assert_eq!(again.subscriptions.get(&c), Some(&at(99)));
+        assert_eq!(again.subscriptions.len(), 2);
     }
 }

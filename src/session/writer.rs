@@ -1,19 +1,26 @@
-//! The node's session writer for the bucket: connections hand it records
-//! and go on; it writes them to the bucket in the background.
+//! The node's session writer for the bucket: connections hand it their
+//! sessions' changes and go on; it applies them to the bucket in the
+//! background.
 //!
-//! Records wait in a map keyed by session id, so a session written again
-//! before its last record went out replaces it (the latest record wins):
-//! the bucket sees at most one write per session per round, however often
-//! its connection hands records over. The map is bounded
-//! ([`WRITER_PENDING`]): when full, a new session's record is refused and
-//! its connection keeps it dirty for its next flush. A write that fails
-//! goes back into the map (unless a newer record came) and is retried
-//! after [`RETRY_DELAY`]. A caller that must know its record is in the
-//! bucket (a connection the node closes, whose client reconnects elsewhere
-//! at once) hands a waiter along, told once that record or a newer one of
-//! the session is written. Rounds run one after another, so an older
-//! record never lands after a newer one. On shutdown, [`Writer::close`]
-//! lets the task write everything pending and end.
+//! Changes wait in a map keyed by session id, and a change of a session
+//! whose last one has not gone out yet is folded into it
+//! ([`Change::absorb`]: per subscription, the latest wins), so the bucket
+//! sees at most one write per changed record per round, however often a
+//! connection hands changes over. The map is bounded ([`WRITER_PENDING`]):
+//! when full, a new session's change is refused and its connection keeps
+//! it for its next flush. A change that fails goes back into the map
+//! (under any newer one) and is retried after [`RETRY_DELAY`]. A caller
+//! that must know its change is in the bucket (a connection the node
+//! closes, whose client reconnects elsewhere at once) hands a waiter along,
+//! told once that change (or one folded over it) is written. Rounds run one
+//! after another, so an older change never lands after a newer one.
+//!
+//! A session read on this node waits first for what this writer still
+//! holds of that session ([`Writer::settled`]), at most
+//! [`READ_AFTER_WRITE_WAIT`]: a subscribe the gateway confirmed, or the
+//! cursors a closed connection left, is what a `?session=` open that
+//! follows on the same node reads. On shutdown, [`Writer::close`] lets the
+//! task write everything pending and end.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -25,80 +32,111 @@ use futures::StreamExt;
 use tokio::sync::{oneshot, Notify};
 
 use super::kv::Bucket;
+use super::record::Change;
 use crate::channel::Id;
 use crate::metrics::Metrics;
-use crate::store::SessionRecord;
 
-/// Records waiting to be written, at most (one per session).
+/// Sessions with a change waiting to be written, at most.
 pub const WRITER_PENDING: usize = 65_536;
 
-/// Bucket writes in flight at once.
+/// Sessions written at once.
 pub const WRITER_CONCURRENCY: usize = 64;
 
 /// How long the writer waits after a failed write before the next round.
 pub const RETRY_DELAY: Duration = Duration::from_secs(1);
 
-/// The handle connections hand records to.
+/// How long a session read on this node waits for this writer's pending
+/// change of that session; past it, the read goes on (and may miss it).
+pub const READ_AFTER_WRITE_WAIT: Duration = Duration::from_secs(1);
+
+/// The handle connections hand changes to.
 #[derive(Clone)]
 pub struct Writer {
     shared: Arc<Shared>,
 }
 
-/// A session's record waiting, and who waits for it to be written.
+/// A session's change waiting, and who waits for it to be written.
 struct Pending {
-    record: SessionRecord,
+    change: Change,
     waiters: Vec<oneshot::Sender<()>>,
 }
 
+#[derive(Default)]
+struct Queues {
+    pending: HashMap<Id, Pending>,
+    /// Sessions of the round being written, and who waits for them.
+    in_flight: HashMap<Id, Vec<oneshot::Sender<()>>>,
+}
+
 struct Shared {
-    pending: Mutex<HashMap<Id, Pending>>,
+    queues: Mutex<Queues>,
     wake: Notify,
     closed: AtomicBool,
 }
 
 impl Writer {
-    /// A writer and the task that writes to `bucket`; the caller spawns the
-    /// task (outside the node's tasks: it must outlive the connections).
-    pub fn new(bucket: Bucket) -> (Writer, impl std::future::Future<Output = ()> + Send) {
+    /// A writer and the task that writes to `bucket`, where a user keeps
+    /// at most `most_per_user` sessions; the caller spawns the task
+    /// (outside the node's tasks: it must outlive the connections).
+    pub fn new(
+        bucket: Bucket,
+        most_per_user: usize,
+    ) -> (Writer, impl std::future::Future<Output = ()> + Send) {
         let writer = Writer {
             shared: Arc::new(Shared {
-                pending: Mutex::new(HashMap::new()),
+                queues: Mutex::new(Queues::default()),
                 wake: Notify::new(),
                 closed: AtomicBool::new(false),
             }),
         };
-        let task = run(writer.shared.clone(), bucket);
+        let task = run(writer.shared.clone(), bucket, most_per_user);
         (writer, task)
     }
 
-    /// Queues `record` for session `id`, replacing any record of it still
-    /// waiting; `waiter` is told once it (or a newer one) is written.
-    /// `false`: the queue is full (the caller retries later).
-    pub fn submit(
-        &self,
-        id: Id,
-        record: SessionRecord,
-        waiter: Option<oneshot::Sender<()>>,
-    ) -> bool {
+    /// Queues `change` of session `id`, folded into any change of it still
+    /// waiting; `waiter` is told once it is written. `false`: the queue is
+    /// full (the caller retries later).
+    pub fn submit(&self, id: Id, change: Change, waiter: Option<oneshot::Sender<()>>) -> bool {
         {
-            let mut pending = self.shared.pending();
-            if pending.len() >= WRITER_PENDING && !pending.contains_key(&id) {
-                return false;
+            let mut queues = self.shared.queues();
+            let full = queues.pending.len() >= WRITER_PENDING;
+            match queues.pending.entry(id) {
+                Entry::Occupied(mut waiting) => {
+                    let waiting = waiting.get_mut();
+                    waiting.change.absorb(change);
+                    waiting.waiters.extend(waiter);
+                }
+                Entry::Vacant(_) if full => return false,
+                Entry::Vacant(slot) => {
+                    slot.insert(Pending {
+                        change,
+                        waiters: waiter.into_iter().collect(),
+                    });
+                }
             }
-            let entry = pending.entry(id).or_insert_with(|| Pending {
-                record: SessionRecord::default(),
-                waiters: Vec::new(),
-            });
-            entry.record = record;
-            entry.waiters.extend(waiter);
         }
         self.shared.wake.notify_one();
         true
     }
 
-    /// Records waiting to be written.
+    /// Told once what this writer holds of session `id` (waiting or being
+    /// written) is in the bucket; `None` when it holds nothing of it.
+    pub fn settled(&self, id: Id) -> Option<oneshot::Receiver<()>> {
+        let mut queues = self.shared.queues();
+        let (tell, told) = oneshot::channel();
+        if let Some(waiting) = queues.pending.get_mut(&id) {
+            waiting.waiters.push(tell);
+        } else if let Some(writing) = queues.in_flight.get_mut(&id) {
+            writing.push(tell);
+        } else {
+            return None;
+        }
+        Some(told)
+    }
+
+    /// Sessions with a change waiting to be written.
     pub fn pending(&self) -> usize {
-        self.shared.pending().len()
+        self.shared.queues().pending.len()
     }
 
     /// Tells the task to write what is pending and end.
@@ -109,16 +147,23 @@ impl Writer {
 }
 
 impl Shared {
-    fn pending(&self) -> MutexGuard<'_, HashMap<Id, Pending>> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    fn queues(&self) -> MutexGuard<'_, Queues> {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// Writes rounds of pending records until closed and drained.
-async fn run(shared: Arc<Shared>, bucket: Bucket) {
-    let writes = &Metrics::get().session_writes;
+/// Writes rounds of pending changes until closed and drained.
+async fn run(shared: Arc<Shared>, bucket: Bucket, most_per_user: usize) {
+    let metrics = Metrics::get();
     loop {
-        let round: Vec<(Id, Pending)> = shared.pending().drain().collect();
+        let round: Vec<(Id, Pending)> = {
+            let mut queues = shared.queues();
+            let round: Vec<(Id, Pending)> = queues.pending.drain().collect();
+            for (id, _) in &round {
+                queues.in_flight.insert(*id, Vec::new());
+            }
+            round
+        };
         if round.is_empty() {
             if shared.closed.load(Ordering::SeqCst) {
                 return;
@@ -127,19 +172,23 @@ async fn run(shared: Arc<Shared>, bucket: Bucket) {
             continue;
         }
         let failed: Vec<(Id, Pending)> = futures::stream::iter(round)
-            .map(|(id, pending)| {
-                let bucket = &bucket;
+            .map(|(id, mut pending)| {
+                let (bucket, shared) = (&bucket, &shared);
                 async move {
-                    match bucket.put(id, &pending.record).await {
-                        Ok(()) => {
-                            writes.increment(1);
-                            for waiter in pending.waiters {
+                    let result = bucket.apply(id, &pending.change, most_per_user).await;
+                    let readers = shared.queues().in_flight.remove(&id).unwrap_or_default();
+                    match result {
+                        Ok(applied) => {
+                            metrics.session_writes.increment(applied.records);
+                            metrics.session_write_bytes.increment(applied.bytes);
+                            for waiter in pending.waiters.into_iter().chain(readers) {
                                 let _ = waiter.send(());
                             }
                             None
                         }
                         Err(e) => {
                             tracing::warn!(session = %id, error = %e, "session not written; retrying");
+                            pending.waiters.extend(readers);
                             Some((id, pending))
                         }
                     }
@@ -155,17 +204,22 @@ async fn run(shared: Arc<Shared>, bucket: Bucket) {
         if shared.closed.load(Ordering::SeqCst) {
             // Stopping, and the bucket failed: what is left is lost (its
             // cursors come again after a restore, never skipped).
-            let lost = failed.len() + shared.pending().len();
-            tracing::warn!(lost, "session writer stopping with records not written");
+            let lost = failed.len() + shared.queues().pending.len();
+            tracing::warn!(lost, "session writer stopping with changes not written");
             return;
         }
         {
-            let mut pending = shared.pending();
+            let mut queues = shared.queues();
             for (id, mut old) in failed {
-                // A newer record of the session came meanwhile: it wins,
-                // and the old one's waiters wait for it.
-                match pending.entry(id) {
-                    Entry::Occupied(mut newer) => newer.get_mut().waiters.append(&mut old.waiters),
+                // A newer change of the session came meanwhile: it goes
+                // over the failed one, and both wait together.
+                match queues.pending.entry(id) {
+                    Entry::Occupied(mut newer) => {
+                        let newer = newer.get_mut();
+                        let change = std::mem::replace(&mut newer.change, old.change);
+                        newer.change.absorb(change);
+                        newer.waiters.append(&mut old.waiters);
+                    }
                     Entry::Vacant(slot) => {
                         slot.insert(old);
                     }

@@ -66,6 +66,11 @@ declare! {
         /// on another node may replay about this much again. sled is
         /// written every 0.5 s.
         session_flush_interval: Duration = "2s", "100ms" ..= "1m", env "SWITCHBOARD_SESSION_FLUSH_INTERVAL";
+        /// Sessions one user keeps, in either store (the default is one per
+        /// connection `max_connections_per_user` allows): one more removes
+        /// the user's session whose header was written longest ago, and a
+        /// `?session=` of it gets a fresh session.
+        max_sessions_per_user: usize = "64", "1" ..= "100000", env "SWITCHBOARD_MAX_SESSIONS_PER_USER";
         /// Web origins whose pages may use the gateway from a browser, as a
         /// comma-separated list (`https://app.example.com,http://localhost:3000`)
         /// or `*`: they get CORS answers from the HTTP API (preflight

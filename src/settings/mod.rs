@@ -402,6 +402,8 @@ pub struct ServeSettings {
     pub session_bucket: String,
     /// How often a connection writes its moved cursors to the bucket.
     pub session_flush_interval: Duration,
+    /// Sessions one user keeps (the newest).
+    pub max_sessions_per_user: usize,
     /// Web origins allowed besides the gateway's own (any, in `--dev` when
     /// none are set).
     pub allowed_origins: crate::origins::Origins,
@@ -443,6 +445,7 @@ impl ServeSettings {
             session_store: serve.session_store,
             session_bucket: serve.session_bucket.0,
             session_flush_interval: serve.session_flush_interval,
+            max_sessions_per_user: serve.max_sessions_per_user,
             allowed_origins: match serve.allowed_origins {
                 none if none.is_empty() && serve.dev => crate::origins::Origins::any(),
                 origins => origins,

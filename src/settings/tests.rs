@@ -99,6 +99,7 @@ fn every_declared_default_and_bound_parses_and_fits() {
         bounds::<usize>(Limits::SETTINGS, name);
     }
     bounds::<u32>(Limits::SETTINGS, "typing_per_second");
+    bounds::<usize>(ServeOptions::SETTINGS, "max_sessions_per_user");
     // Every number and duration is bounded.
     for s in every() {
         let unbounded = [
@@ -135,6 +136,7 @@ fn the_defaults_are_the_documented_ones() {
     assert_eq!(serve.session_store, crate::session::StoreKind::Sled);
     assert_eq!(serve.session_bucket.0, "switchboard_sessions");
     assert_eq!(serve.session_flush_interval, Duration::from_secs(2));
+    assert_eq!(serve.max_sessions_per_user, 64);
     // The log's defaults are `StreamSettings::default()`, which the tests
     // and benches use directly.
     let log = LogSettings::default();

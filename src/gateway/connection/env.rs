@@ -8,7 +8,6 @@
 //! it with an [`Effect`](super::state::Effect), and its driver runs it
 //! beside the socket. The tests drive the state with an `Env` of their own.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::access::Standing;
@@ -16,6 +15,7 @@ use crate::channel::{Channel, Id};
 use crate::gateway::hub::Mailbox;
 use crate::gateway::Node;
 use crate::log::{Epoch, Extent};
+use crate::session::record::Change;
 use crate::session::{SessionError, Sessions};
 
 /// The node as one connection sees it; see the module documentation.
@@ -39,16 +39,16 @@ pub(super) trait Env {
     fn epoch(&self) -> Epoch;
     /// The stream's extent as last measured.
     fn last_extent(&self) -> Extent;
-    /// Hands a session's subscriptions and cursors to the store (written
-    /// in the background); `written` is told once they are in it.
+    /// Hands what changed of a session to the store (written in the
+    /// background); `written` is told once it is in it.
     fn save_session(
         &mut self,
         id: Id,
-        user: Id,
-        cursors: BTreeMap<Channel, u64>,
-        epoch: Option<String>,
+        change: Change,
         written: Option<tokio::sync::oneshot::Sender<()>>,
     ) -> Result<(), SessionError>;
+    /// The expiry a session's header written now gets (unix seconds).
+    fn session_expires_at(&self) -> i64;
     /// How long a session lives after its last write.
     fn session_ttl(&self) -> std::time::Duration;
 }
@@ -108,12 +108,14 @@ impl Env for NodeEnv {
     fn save_session(
         &mut self,
         id: Id,
-        user: Id,
-        cursors: BTreeMap<Channel, u64>,
-        epoch: Option<String>,
+        change: Change,
         written: Option<tokio::sync::oneshot::Sender<()>>,
     ) -> Result<(), SessionError> {
-        self.sessions().save_then(id, user, cursors, epoch, written)
+        self.sessions().save(id, change, written)
+    }
+
+    fn session_expires_at(&self) -> i64 {
+        self.sessions().expires_at()
     }
 
     fn session_ttl(&self) -> std::time::Duration {

@@ -1,6 +1,7 @@
-//! The connection's session: which session it keeps and when it must be
-//! written ([`Keeper`]), and the confirmation of what the client received
-//! ([`Receipts`]). The state ([`super::state`]) restores and saves it.
+//! The connection's session: which session it keeps and what of it must
+//! be written ([`Keeper`]), and the confirmation of what the client
+//! received ([`Receipts`]). The state (`super::state`) restores it and
+//! hands its changes to the store.
 //!
 //! A frame counts as received once the pong to a ping sent after it came
 //! back ([`Receipts`]): a frame merely written can die in a TCP buffer. A
@@ -8,18 +9,32 @@
 //! [`PROBE_DELAY`] while frames keep flowing, so a restore replays at most
 //! about that much again (plus a round trip).
 //!
-//! Cursors are written at most every `Sessions::flush_interval` (sled:
-//! 0.5 s; the bucket: `session_flush_interval`, handed to the node's
-//! writer, never awaited) when they moved, at least every [`SESSION_REFRESH`] so that a quiet connection's
-//! session does not expire, and once more when the connection ends.
+//! The session is written as changes (`crate::session::record::Change`): a subscription's record
+//! when it is added (at once: a client that drops and comes straight back
+//! reads it), removed when it ends (at once too), and rewritten when its
+//! cursor moved, at most every `Sessions::flush_interval` (sled: 0.5 s; the
+//! bucket: `session_flush_interval`, handed to the node's writer, never
+//! awaited), and once more when the connection ends. Nothing is written
+//! while the connection has no subscription; its header goes with its
+//! first one, and the whole session is removed when its last one ends.
+//! The header and every subscription record are written again at least
+//! every [`SESSION_REFRESH`], so that a quiet connection's session does not
+//! expire.
 
 use std::time::{Duration, Instant};
 
 use crate::channel::{Channel, Id};
 
-/// A connected session is written at least this often, so it outlives its
-/// connection by the session TTL however quiet the connection is.
+/// A connected session's header and every subscription record are written
+/// at least this often (or every half TTL, if shorter), so it outlives its
+/// connection by the session TTL however quiet the connection is. A
+/// session with 1,024 subscriptions writes about 100 KiB each time.
 pub const SESSION_REFRESH: Duration = Duration::from_secs(600);
+
+/// Ended subscriptions a connection remembers for its next save, at most;
+/// past it (a session writer refusing saves while subscriptions churn),
+/// the next save removes the whole session and writes what is left again.
+pub const ENDED_MOST: usize = 1024;
 
 /// How long a connection the node closes waits for its last session record
 /// to reach the store before it sends its close frame.
@@ -89,12 +104,27 @@ impl Receipts {
     }
 }
 
-/// Which session the connection keeps, and whether it must be written.
+/// Which session the connection keeps, and what of it must be written.
 pub(super) struct Keeper {
     pub(super) id: Id,
-    /// Cursors or subscriptions changed since the last write.
+    /// The store holds the session's header: resumed, or written since.
+    pub(super) stored: bool,
+    /// A cursor moved, or a subscription came or went, since the last save.
     pub(super) dirty: bool,
-    pub(super) saved_at: Instant,
+    /// Every subscription record is written at the next save: a session of
+    /// the previous format was restored, or the cursors count in a new
+    /// stream epoch.
+    pub(super) whole: bool,
+    /// When the header and every subscription record are next written.
+    pub(super) refresh_at: Instant,
+    /// Subscriptions ended since the last save: their records go.
+    pub(super) ended: Vec<Channel>,
+    /// More than [`ENDED_MOST`] ended: the next save removes the session
+    /// and writes it again whole.
+    pub(super) rewrite: bool,
+    /// The connection is ending: its subscriptions leave it, not the
+    /// session.
+    pub(super) closed: bool,
     /// The stream epoch the cursors belong to: the stream's when `hello`
     /// was sent, the new one once the subscriptions restarted on a
     /// recreated stream.
@@ -105,14 +135,49 @@ impl Keeper {
     pub(super) fn new() -> Keeper {
         Keeper {
             id: Id::new_v4(),
+            stored: false,
             dirty: false,
-            saved_at: Instant::now(),
+            whole: false,
+            refresh_at: Instant::now(),
+            ended: Vec::new(),
+            rewrite: false,
+            closed: false,
             epoch: None,
         }
     }
 
-    /// A cursor moved, or a subscription came or went.
+    /// A cursor moved, or a subscription came.
     pub(super) fn touch(&mut self) {
+        self.dirty = true;
+    }
+
+    /// A subscription ended: its record goes at the next save.
+    pub(super) fn ended(&mut self, channel: Channel) {
+        if self.closed {
+            return;
+        }
+        self.dirty = true;
+        if self.rewrite || self.ended.contains(&channel) {
+            return;
+        }
+        if self.ended.len() >= ENDED_MOST {
+            self.ended = Vec::new();
+            self.rewrite = true;
+            return;
+        }
+        self.ended.push(channel);
+    }
+
+    /// The connection is ending; nothing more is saved.
+    pub(super) fn close(&mut self) {
+        self.closed = true;
+    }
+
+    /// The cursors now count in `epoch` (a recreated stream): every record
+    /// is written again.
+    pub(super) fn new_epoch(&mut self, epoch: crate::log::Epoch) {
+        self.epoch = Some(epoch);
+        self.whole = true;
         self.dirty = true;
     }
 }

@@ -42,6 +42,7 @@ use crate::gateway::subscription::{Action, Actions, Frame, Rules, Subscription, 
 use crate::gateway::Limits;
 use crate::log::LogError;
 use crate::metrics::Metrics;
+use crate::session::record::{Change, Cursor};
 use crate::session::{Opened, SessionError};
 use crate::token::Claims;
 
@@ -111,8 +112,10 @@ struct Planning {
     /// A restored subscription the projection denies: it ends when its
     /// replay is over.
     pending_cut: Option<EndReason>,
-    /// A restored subscription's cursor, kept in the session meanwhile.
-    restored: Option<u64>,
+    /// A restored subscription's cursor: its record stays in the session
+    /// meanwhile. `Some((seq, true))` when the record counts in the
+    /// stream's epoch (nothing to write until the cursor moves).
+    restored: Option<(u64, bool)>,
 }
 
 /// The per-connection bounds the state applies.
@@ -209,6 +212,14 @@ impl State {
     /// the background; `hello` and the others do not wait for them).
     pub(super) fn open(&mut self, env: &mut dyn Env, opened: Opened) {
         self.session.id = opened.id;
+        self.session.stored = opened.resumed;
+        self.session.whole = opened.legacy;
+        let refresh = refresh_every(env);
+        let age = opened.written_at.map_or(Duration::ZERO, |at| {
+            let seconds = chrono::Utc::now().timestamp().saturating_sub(at);
+            Duration::from_secs(seconds.max(0) as u64)
+        });
+        self.session.refresh_at = std::time::Instant::now() + refresh.saturating_sub(age);
         let epoch = env.epoch();
         self.session.epoch = Some(epoch);
         let epoch = epoch.to_string();
@@ -222,11 +233,11 @@ impl State {
             &channels,
             &epoch,
         ));
-        self.session.touch();
-        // Cursors of a session written before epochs existed belong to the
-        // current stream; others say which stream they count.
-        let cursors_epoch = opened.epoch.unwrap_or(epoch);
         for (channel, cursor) in opened.subscriptions {
+            // Cursors of a session written before epochs existed belong to
+            // the current stream; others say which stream they count.
+            let same_epoch = cursor.epoch.as_deref() == Some(epoch.as_str());
+            let cursors_epoch = cursor.epoch.unwrap_or_else(|| epoch.clone());
             // A ban or deletion since the cursor is in the log: the replay
             // reaches it and cuts there, as live delivery would. Should
             // retention have dropped it, the cut happens when the replay ends.
@@ -235,7 +246,7 @@ impl State {
                 Err(access::Denied::Banned) => Some(EndReason::Banned),
                 Err(access::Denied::ChannelDeleted) => Some(EndReason::ChannelDeleted),
                 Err(denied) => {
-                    self.session.touch();
+                    self.session.ended(channel);
                     self.outbox.push_text(protocol::error(&FrameError::new(
                         ErrorCode::Forbidden,
                         format!("{channel} is not restored: {denied}"),
@@ -247,11 +258,11 @@ impl State {
             self.join(
                 env,
                 channel,
-                Some(Since::Seq(cursor)),
-                Some(cursors_epoch.clone()),
+                Some(Since::Seq(cursor.seq)),
+                Some(cursors_epoch),
                 None,
                 pending_cut,
-                Some(cursor),
+                Some((cursor.seq, same_epoch)),
             );
         }
         self.save_session(env);
@@ -371,9 +382,8 @@ impl State {
     /// nothing of the new stream is missed.
     pub(super) fn on_stream_recreated(&mut self, env: &mut dyn Env) {
         let extent = env.last_extent();
-        self.session.epoch = Some(extent.epoch);
+        self.session.new_epoch(extent.epoch);
         let epoch = extent.epoch.to_string();
-        self.session.touch();
         let first_seq = extent.first_seq.max(1);
         let mut request_ids: BTreeMap<Channel, Option<String>> = BTreeMap::new();
         for slot in std::mem::take(&mut self.planning) {
@@ -472,7 +482,9 @@ impl State {
                         tracing::warn!(conn = self.id, %channel, error = %e, "cannot plan a replay");
                         env.leave(channel);
                         Metrics::get().subscriptions.decrement(1.0);
-                        self.session.touch();
+                        if slot.restored.is_some() {
+                            self.session.ended(channel);
+                        }
                         self.outbox.push_text(protocol::error(&FrameError::new(
                             ErrorCode::Unavailable,
                             "the event log is unavailable; try again",
@@ -549,21 +561,24 @@ impl State {
         Ok(())
     }
 
-    /// The connection is ending: its last save. `written`, when given, is
-    /// told once the record is in the store; whether a record was handed
-    /// over (else `written` is dropped).
+    /// The connection is ending: its last save, after which nothing more
+    /// is saved (its subscriptions leave the connection, not the session).
+    /// `written`, when given, is told once the change is in the store;
+    /// whether a change was handed over (else `written` is dropped).
     pub(super) fn close_save(
         &mut self,
         env: &mut dyn Env,
         written: Option<tokio::sync::oneshot::Sender<()>>,
     ) -> bool {
         if written.is_some() {
-            // Written even if unchanged: an earlier record may still wait in
-            // the bucket writer, and this one is told when it (or a newer)
-            // lands.
+            // Handed over even if unchanged: an earlier change may still
+            // wait in the bucket writer, and this (empty) one is told when
+            // it lands.
             self.session.touch();
         }
-        self.save_session_then(env, written)
+        let handed = self.save_session_then(env, written);
+        self.session.close();
+        handed
     }
 
     /// Leaves the hub with every subscription.
@@ -620,7 +635,7 @@ impl State {
         epoch: Option<String>,
         request_id: Option<String>,
         pending_cut: Option<EndReason>,
-        restored: Option<u64>,
+        restored: Option<(u64, bool)>,
     ) {
         let routed = env.join(channel);
         Metrics::get().subscriptions.increment(1.0);
@@ -695,6 +710,11 @@ impl State {
             sub.cut_when_replayed(reason, &mut out);
         }
         self.subs.insert(channel, sub, slot.ticket);
+        // The record holds this cursor, in this stream: nothing to write
+        // until it moves.
+        if let Some((seq, true)) = slot.restored {
+            self.subs.set_saved(&channel, Some(seq));
+        }
         self.apply(env, channel, &mut out);
         self.scratch = out;
         self.confirmed(env, slot.restored);
@@ -705,7 +725,7 @@ impl State {
     /// not from the next cursor write: a client that drops and comes
     /// straight back could otherwise read (and then write back) a record
     /// without it. A restored one is in it already.
-    fn confirmed(&mut self, env: &mut dyn Env, restored: Option<u64>) {
+    fn confirmed(&mut self, env: &mut dyn Env, restored: Option<(u64, bool)>) {
         if restored.is_none() {
             self.save_session(env);
         }
@@ -775,7 +795,7 @@ impl State {
         if self.subs.remove(&channel).is_some() || planning.is_some() {
             env.leave(channel);
             Metrics::get().subscriptions.decrement(1.0);
-            self.session.touch();
+            self.session.ended(channel);
         }
         self.effects.push_back(Effect::StopRead { channel });
         self.typing.remove(&channel);
@@ -849,38 +869,90 @@ impl State {
         self.outbox.probe(id);
     }
 
-    /// Writes the session's cursors if they moved, and at least every
-    /// [`SESSION_REFRESH`] so a quiet connection's session does not expire.
+    /// Hands the store what changed of the session, if anything: cursors
+    /// that moved, subscriptions that came or went; the header and every
+    /// record at least every [`SESSION_REFRESH`] (or half the TTL) so a
+    /// quiet connection's session does not expire.
     fn save_session(&mut self, env: &mut dyn Env) {
         self.save_session_then(env, None);
     }
 
-    /// Saves if needed; whether a record was handed to the store.
+    /// [`State::save_session`]; whether a change was handed over.
     fn save_session_then(
         &mut self,
         env: &mut dyn Env,
         written: Option<tokio::sync::oneshot::Sender<()>>,
     ) -> bool {
-        let refresh = SESSION_REFRESH.min(env.session_ttl() / 2);
-        if !self.session.dirty && self.session.saved_at.elapsed() < refresh {
+        let now = std::time::Instant::now();
+        let keeper = &mut self.session;
+        let due = now >= keeper.refresh_at;
+        if keeper.closed || (!keeper.dirty && !due && !keeper.whole) {
             return false;
         }
-        let mut cursors: BTreeMap<Channel, u64> = self
-            .subs
+        let user = self.claims.sub;
+        // Restored subscriptions still being planned keep their records.
+        let restoring: Vec<(Channel, u64)> = self
+            .planning
             .iter()
-            .map(|(channel, sub)| (*channel, sub.session_cursor()))
+            .filter_map(|p| p.restored.map(|(seq, _)| (p.channel, seq)))
             .collect();
-        // A restored subscription still being planned keeps its cursor.
-        for slot in &self.planning {
-            if let Some(cursor) = slot.restored {
-                cursors.insert(slot.channel, cursor);
+        let change = if self.subs.is_empty() && restoring.is_empty() {
+            if !keeper.stored {
+                // Nothing to restore, and nothing stored: nothing to write.
+                keeper.ended.clear();
+                keeper.rewrite = false;
+                keeper.dirty = false;
+                keeper.whole = false;
+                keeper.refresh_at = now + refresh_every(env);
+                return false;
             }
+            Change::remove(user)
+        } else {
+            let rewrite = keeper.rewrite;
+            let whole = rewrite || due || keeper.whole || !keeper.stored;
+            let epoch = keeper.epoch.map(|e| e.to_string());
+            let mut change = Change::new(user);
+            change.remove_all = rewrite;
+            for channel in &keeper.ended {
+                change.subscriptions.insert(*channel, None);
+            }
+            let cursor = |seq| {
+                Some(Cursor {
+                    seq,
+                    epoch: epoch.clone(),
+                })
+            };
+            for (channel, seq, saved) in self.subs.cursors() {
+                if whole || saved != Some(seq) {
+                    change.subscriptions.insert(channel, cursor(seq));
+                }
+            }
+            if whole {
+                for (channel, seq) in restoring {
+                    change.subscriptions.insert(channel, cursor(seq));
+                }
+                change.header = Some(env.session_expires_at());
+            }
+            change
+        };
+        let header = change.header.is_some();
+        let removed = change.remove_all;
+        if change.records() == 0 && written.is_none() {
+            keeper.dirty = false;
+            return false;
         }
-        let epoch = self.session.epoch.map(|e| e.to_string());
-        match env.save_session(self.session.id, self.claims.sub, cursors, epoch, written) {
+        match env.save_session(keeper.id, change, written) {
             Ok(()) => {
-                self.session.dirty = false;
-                self.session.saved_at = std::time::Instant::now();
+                self.subs.mark_saved();
+                let keeper = &mut self.session;
+                keeper.ended.clear();
+                keeper.rewrite = false;
+                keeper.dirty = false;
+                keeper.whole = false;
+                if header || removed {
+                    keeper.stored = header;
+                    keeper.refresh_at = now + refresh_every(env);
+                }
                 true
             }
             // Kept dirty: the next flush tries again.
@@ -894,6 +966,11 @@ impl State {
             }
         }
     }
+}
+
+/// How often the header and every subscription record are written.
+fn refresh_every(env: &dyn Env) -> Duration {
+    SESSION_REFRESH.min(env.session_ttl() / 2)
 }
 
 /// Puts `answer` in front of what is left of `out`, in its order.

@@ -11,16 +11,19 @@ use crate::gateway::subscription::Subscription;
 /// Up to this many subscriptions, the storage is exactly their size.
 const EXACT_UP_TO: usize = 4;
 
-#[derive(Default)]
-pub(super) struct Subs {
-    entries: Vec<(Channel, Entry)>,
-}
-
-/// A subscription, and the ticket its log requests' answers carry: an
-/// answer for an earlier subscription of the same channel is not its own.
+/// A subscription, the ticket its log requests' answers carry (an answer
+/// for an earlier subscription of the same channel is not its own), and
+/// the cursor its session record holds as far as this connection knows
+/// (`None`: none written by it yet).
 struct Entry {
     sub: Subscription,
     ticket: u64,
+    saved: Option<u64>,
+}
+
+#[derive(Default)]
+pub(super) struct Subs {
+    entries: Vec<(Channel, Entry)>,
 }
 
 impl Subs {
@@ -30,6 +33,10 @@ impl Subs {
 
     pub(super) fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     pub(super) fn contains_key(&self, channel: &Channel) -> bool {
@@ -47,19 +54,35 @@ impl Subs {
         Some(self.entries[i].1.ticket)
     }
 
-    /// Adds or replaces the subscription of `channel`. The first few grow
-    /// the vector one slot at a time (most connections stop there), then it
-    /// doubles.
+    /// Adds or replaces the subscription of `channel` (a replaced one keeps
+    /// what its record holds). The first few grow the vector one slot at a
+    /// time (most connections stop there), then it doubles.
     pub(super) fn insert(&mut self, channel: Channel, sub: Subscription, ticket: u64) {
-        let entry = Entry { sub, ticket };
         match self.find(&channel) {
-            Ok(i) => self.entries[i].1 = entry,
+            Ok(i) => {
+                let entry = &mut self.entries[i].1;
+                entry.sub = sub;
+                entry.ticket = ticket;
+            }
             Err(i) => {
                 if self.entries.len() < EXACT_UP_TO {
                     self.entries.reserve_exact(1);
                 }
+                let entry = Entry {
+                    sub,
+                    ticket,
+                    saved: None,
+                };
                 self.entries.insert(i, (channel, entry));
             }
+        }
+    }
+
+    /// The cursor `channel`'s session record holds (from the store read,
+    /// or the last write handed over).
+    pub(super) fn set_saved(&mut self, channel: &Channel, saved: Option<u64>) {
+        if let Ok(i) = self.find(channel) {
+            self.entries[i].1.saved = saved;
         }
     }
 
@@ -77,8 +100,19 @@ impl Subs {
         self.entries.iter().map(|(c, _)| c)
     }
 
-    pub(super) fn iter(&self) -> impl Iterator<Item = (&Channel, &Subscription)> + '_ {
-        self.entries.iter().map(|(c, e)| (c, &e.sub))
+    /// Every subscription's record now holds its session cursor (a save
+    /// was handed over).
+    pub(super) fn mark_saved(&mut self) {
+        for (_, entry) in &mut self.entries {
+            entry.saved = Some(entry.sub.session_cursor());
+        }
+    }
+
+    /// Each subscription with its session cursor and what its record holds.
+    pub(super) fn cursors(&self) -> impl Iterator<Item = (Channel, u64, Option<u64>)> + '_ {
+        self.entries
+            .iter()
+            .map(|(c, e)| (*c, e.sub.session_cursor(), e.saved))
     }
 }
 
