@@ -193,7 +193,7 @@ async fn run(sizes: Sizes) {
     let fold_rate = rate(folded, fold_time);
     assert_eq!(reference, folded_projection, "both folds agree");
     // `load_projection` also names the stream epoch its projection is of.
-    folded_projection.epoch = Some(log.epoch().to_string());
+    folded_projection.epoch = Some(log.epoch());
     let (members, banned, deleted) = folded_projection.len();
     println!(
         "  catch_up: {} events folded ({} messages read) in {:.3} s = {} events/s{}; {} memberships, {} bans, {} deleted",
@@ -235,7 +235,7 @@ async fn run(sizes: Sizes) {
     if !common::full() {
         // The snapshot path ends where a fresh fold does.
         let mut fresh = Projection::default();
-        fresh.epoch = Some(log.epoch().to_string());
+        fresh.epoch = Some(log.epoch());
         log.fold_into(&mut fresh, last).await.expect("fresh fold");
         assert_eq!(fresh, warm, "snapshot + tail equals a fresh fold");
     }

@@ -207,7 +207,7 @@ fn old_record_bytes(most: usize) -> Vec<u64> {
         user: Some(Id::new_v4()),
         expires_at: chrono::Utc::now().timestamp() + 86_400,
         subscriptions: BTreeMap::new(),
-        epoch: Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)),
+        epoch: Some(switchboard::position::Epoch::created_at(chrono::Utc::now())),
     };
     let mut sizes = vec![0];
     let mut len = serde_json::to_vec(&header).expect("JSON").len() as u64;

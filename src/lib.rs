@@ -8,6 +8,7 @@
 //! - [`event`]: the 14 event types, strict validation and the routing rule (domain).
 //! - [`access`]: authorization: who may subscribe, which events cut a subscription (domain).
 //! - [`token`]: JWT claims, HS256 verification and development tokens.
+//! - [`position`]: the stream's epoch and a position in it (domain).
 //! - [`envelope`]: the delivered envelope, encoded once per event copy.
 //! - [`projection`]: the membership projection folded from the log, and its snapshot.
 //! - [`log`]: the JetStream stream: idempotent publisher, ordered reads, time → sequence.
@@ -38,6 +39,7 @@ pub mod local_nats;
 pub mod log;
 pub mod metrics;
 pub mod origins;
+pub mod position;
 pub mod projection;
 pub mod session;
 pub mod store;

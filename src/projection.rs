@@ -25,6 +25,7 @@ use uuid::Uuid;
 use crate::access::Standing;
 use crate::channel::{Channel, Id};
 use crate::event::{EventData, EventType};
+use crate::position::Epoch;
 
 /// The event types the projection folds, on chat channel copies.
 pub const FOLDED: &[EventType] = &[
@@ -48,10 +49,10 @@ pub struct Projection {
     deleted: HashSet<Id>,
     /// Every event up to this sequence is accounted for.
     pub last_seq: u64,
-    /// The epoch of the stream these sequences belong to (`crate::log::Epoch`),
-    /// kept with the snapshot so that a snapshot of another stream is never
-    /// reused; `None` in snapshots written before epochs existed.
-    pub epoch: Option<String>,
+    /// The epoch of the stream these sequences belong to, kept with the
+    /// snapshot so that a snapshot of another stream is never reused;
+    /// `None` in snapshots written before epochs existed.
+    pub epoch: Option<Epoch>,
     /// The changes since the last [`Projection::take_changes`], while a
     /// snapshot writer records them; not part of the projection's value.
     journal: Option<Vec<Change>>,
@@ -150,7 +151,7 @@ pub struct Snapshot {
     pub format: u32,
     pub last_seq: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub epoch: Option<String>,
+    pub epoch: Option<Epoch>,
     pub members: BTreeSet<(Id, Id)>,
     pub banned: BTreeSet<(Id, Id)>,
     pub deleted: BTreeSet<Id>,
@@ -238,7 +239,7 @@ impl Projection {
         Snapshot {
             format: SNAPSHOT_FORMAT,
             last_seq: self.last_seq,
-            epoch: self.epoch.clone(),
+            epoch: self.epoch,
             members: pairs(&self.members),
             banned: pairs(&self.banned),
             deleted: self.deleted.iter().copied().collect(),

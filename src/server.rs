@@ -70,10 +70,10 @@ pub async fn load_projection(log: &Log, store: &Store) -> anyhow::Result<Project
     };
     let from = projection.last_seq;
     let extent = log.extent().await?;
-    let epoch = extent.epoch.to_string();
-    if projection.epoch.as_ref().is_some_and(|e| *e != epoch) {
+    let epoch = extent.epoch;
+    if projection.epoch.is_some_and(|e| e != epoch) {
         tracing::warn!(
-            snapshot = projection.epoch.as_deref().unwrap_or_default(),
+            snapshot = %projection.epoch.map(|e| e.to_string()).unwrap_or_default(),
             log = %epoch,
             "the snapshot is of another epoch of the stream (it was recreated); folding afresh"
         );
@@ -92,7 +92,7 @@ pub async fn load_projection(log: &Log, store: &Store) -> anyhow::Result<Project
         from,
         to = projection.last_seq,
         folded,
-        epoch = projection.epoch.as_deref().unwrap_or_default(),
+        %epoch,
         ms = started.elapsed().as_millis() as u64,
         "projection ready"
     );

@@ -545,14 +545,14 @@ mod tests {
     fn a_record_of_the_previous_format_still_reads() {
         let store = Store::temporary().unwrap();
         let id = Id::new_v4();
-        let old = r#"{"user":null,"expires_at":5,"subscriptions":{"global":3},"epoch":"e0"}"#;
+        let old = r#"{"user":null,"expires_at":5,"subscriptions":{"global":3},"epoch":"2026-01-01T00:00:00.000000000Z"}"#;
         store.sessions.insert(id.0.as_bytes(), old).unwrap();
         let stored = store.session(id).unwrap().unwrap();
         assert!(stored.legacy);
         assert_eq!(stored.subscriptions[&Channel::Global].seq, 3);
         assert_eq!(
-            stored.subscriptions[&Channel::Global].epoch.as_deref(),
-            Some("e0")
+            stored.subscriptions[&Channel::Global].epoch,
+            Some("2026-01-01T00:00:00.000000000Z".into())
         );
     }
 

@@ -83,7 +83,7 @@ impl SnapshotWriter {
         // A recreated stream (a new epoch): the router swapped in a rebuilt
         // projection and routes from its start; the copy and what is stored
         // belong to the old stream, so the new one is written whole at once.
-        let epoch = node.projection().epoch.clone();
+        let epoch = node.projection().epoch;
         if self.copy.as_ref().is_some_and(|copy| copy.epoch != epoch) {
             *self = SnapshotWriter {
                 copy: None,

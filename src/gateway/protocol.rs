@@ -20,6 +20,7 @@ use serde_json::{json, Map, Value};
 use crate::access::EndReason;
 use crate::channel::{Channel, Id};
 use crate::event::{format_timestamp, parse_timestamp};
+use crate::position::Epoch;
 
 /// Where a subscription's replay starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,7 +43,7 @@ pub enum ClientFrame {
         channel: Channel,
         since: Option<Since>,
         /// The stream epoch the client's `since_seq` belongs to, if it said.
-        epoch: Option<String>,
+        epoch: Option<Epoch>,
         request_id: Option<String>,
     },
     Unsubscribe {
@@ -299,7 +300,7 @@ pub fn decode(text: &str) -> Result<ClientFrame, FrameError> {
                 None => None,
                 Some(v) if v.get() == "null" => None,
                 Some(v) => match typed::<Cow<'_, str>>(v) {
-                    Some(s) if s.len() <= MAX_EPOCH_LEN => Some(s.into_owned()),
+                    Some(s) if s.len() <= MAX_EPOCH_LEN => Some(Epoch::parse(&s)),
                     Some(_) => {
                         return Err(bad(format!("`epoch` is longer than {MAX_EPOCH_LEN} bytes")))
                     }

@@ -180,7 +180,7 @@ async fn rebuild(node: &Node, old: Epoch, new: Epoch) -> Result<u64, LogError> {
         ));
     }
     let mut projection = Projection::default();
-    projection.epoch = Some(new.to_string());
+    projection.epoch = Some(new);
     let folded = node.log.fold_into(&mut projection, extent.last_seq).await?;
     let last_seq = projection.last_seq;
     *node.projection_mut() = projection;

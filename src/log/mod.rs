@@ -25,6 +25,7 @@ use chrono::{DateTime, Utc};
 
 use crate::channel::Channel;
 
+pub use crate::position::{Epoch, StreamPosition};
 pub use connection::LAME_DUCK_RECONNECT;
 pub use publisher::Receipt;
 pub use reader::{
@@ -236,35 +237,6 @@ pub struct Log {
     lame_duck_watch: Option<Arc<LameDuckWatch>>,
     /// Where finished reads hand their consumers, once a reaper runs.
     reaper: Option<tokio::sync::mpsc::UnboundedSender<String>>,
-}
-
-/// Which incarnation of the stream the log holds: its creation time.
-///
-/// A stream deleted and created again under the same name (a disaster
-/// recovery, a restore into a new cluster) starts its seqs again at 1 and
-/// has another epoch: seqs of one epoch mean nothing in another. Every node
-/// reading the stream sees the same epoch. On the wire it is an opaque
-/// string (the creation time in RFC 3339 with nanoseconds); clients compare
-/// it, never parse it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Epoch(DateTime<Utc>);
-
-impl Epoch {
-    /// The epoch of a stream created at `created`.
-    pub fn created_at(created: DateTime<Utc>) -> Epoch {
-        Epoch(created)
-    }
-
-    /// Whether `text` names this epoch (as [`Epoch`]'s `Display` writes it).
-    pub fn is(&self, text: &str) -> bool {
-        self.to_string() == text
-    }
-}
-
-impl std::fmt::Display for Epoch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
-    }
 }
 
 /// The stream's extent.

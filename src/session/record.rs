@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::channel::{Channel, Id};
+use crate::position::{Epoch, StreamPosition};
 
 /// A session's header: who owns it and until when. Written when a
 /// session first has something to restore, at least every
@@ -43,18 +44,13 @@ pub struct Header {
     /// records written before epochs existed: those belong to the stream
     /// they were written beside, the current one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub epoch: Option<String>,
+    pub epoch: Option<Epoch>,
 }
 
 /// One subscription's record: its cursor, and the stream epoch it counts
-/// in (`crate::log::Epoch`; `None` only for the previous format's records
-/// written before epochs).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Cursor {
-    pub seq: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub epoch: Option<String>,
-}
+/// in (`None` only for the previous format's records written before
+/// epochs).
+pub type Cursor = StreamPosition;
 
 /// A session as read from a store.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -81,7 +77,7 @@ impl Stored {
             .map(|(channel, seq)| {
                 let cursor = Cursor {
                     seq: *seq,
-                    epoch: header.epoch.clone(),
+                    epoch: header.epoch,
                 };
                 (*channel, cursor)
             })
@@ -228,20 +224,20 @@ mod tests {
 
     #[test]
     fn a_record_of_the_previous_format_reads_with_its_subscriptions_inline() {
-        let old = r#"{"user":null,"expires_at":5,"subscriptions":{"global":3},"epoch":"e0"}"#;
+        let old = r#"{"user":null,"expires_at":5,"subscriptions":{"global":3},"epoch":"2026-01-01T00:00:00.000000000Z"}"#;
         let header: Header = serde_json::from_str(old).unwrap();
         let c = Channel::Chat(Id::new_v4());
         let newer = Cursor {
             seq: 9,
-            epoch: Some("e1".into()),
+            epoch: Some("2026-01-02T00:00:00.000000000Z".into()),
         };
-        let stored = Stored::assemble(header, [(c, newer.clone())]);
+        let stored = Stored::assemble(header, [(c, newer)]);
         assert!(stored.legacy);
         assert_eq!(
             stored.subscriptions.get(&Channel::Global),
             Some(&Cursor {
                 seq: 3,
-                epoch: Some("e0".into())
+                epoch: Some("2026-01-01T00:00:00.000000000Z".into())
             })
         );
         assert_eq!(stored.subscriptions.get(&c), Some(&newer));
@@ -270,7 +266,7 @@ mod tests {
         let at = |seq| {
             Some(Cursor {
                 seq,
-                epoch: Some("e".into()),
+                epoch: Some("2026-01-03T00:00:00.000000000Z".into()),
             })
         };
         let mut change = Change::new(user);

@@ -49,7 +49,7 @@ pub(super) struct PlanRequest {
     pub(super) channel: Channel,
     pub(super) since: Since,
     /// The stream epoch a `Since::Seq` counts in, when the client said.
-    pub(super) epoch: Option<String>,
+    pub(super) epoch: Option<Epoch>,
     /// The hub's position when the subscription joined it.
     pub(super) routed: u64,
 }
@@ -63,7 +63,7 @@ pub(super) fn plan_now(env: &dyn Env, claims: &Claims, request: &PlanRequest) ->
         return None;
     };
     let current = env.epoch();
-    let same_stream = request.epoch.as_deref().is_none_or(|e| current.is(e));
+    let same_stream = request.epoch.is_none_or(|e| e == current);
     if !same_stream || n > request.routed || !env.window_holds_after(n) {
         return None;
     }
@@ -114,10 +114,7 @@ pub(super) async fn probe(
 /// is told so, and goes live from now.
 async fn plan_replay(node: &Node, request: &PlanRequest) -> Result<Planned, LogError> {
     let extent = node.log.extent().await?;
-    let other_stream = request
-        .epoch
-        .as_deref()
-        .is_some_and(|e| !extent.epoch.is(e));
+    let other_stream = request.epoch.is_some_and(|e| e != extent.epoch);
     let (after, incomplete) = match request.since {
         Since::Seq(_) if other_stream => (extent.last_seq, true),
         Since::Seq(n) if n > extent.last_seq => (extent.last_seq, true),

@@ -40,7 +40,7 @@ use crate::gateway::protocol::{self, ClientFrame, Close, ErrorCode, FrameError, 
 use crate::gateway::rate::RateWindow;
 use crate::gateway::subscription::{Action, Actions, Frame, Rules, Subscription, REPLAY_BUFFER};
 use crate::gateway::Limits;
-use crate::log::LogError;
+use crate::log::{Epoch, LogError};
 use crate::metrics::Metrics;
 use crate::session::record::{Change, Cursor};
 use crate::session::{Opened, SessionError};
@@ -222,7 +222,6 @@ impl State {
         self.session.refresh_at = std::time::Instant::now() + refresh.saturating_sub(age);
         let epoch = env.epoch();
         self.session.epoch = Some(epoch);
-        let epoch = epoch.to_string();
         let channels: Vec<Channel> = opened.subscriptions.keys().copied().collect();
         self.outbox.push_text(protocol::hello(
             opened.id,
@@ -231,13 +230,13 @@ impl State {
             self.bounds.reconnect_base.as_millis() as u64,
             opened.resumed,
             &channels,
-            &epoch,
+            &epoch.to_string(),
         ));
         for (channel, cursor) in opened.subscriptions {
             // Cursors of a session written before epochs existed belong to
             // the current stream; others say which stream they count.
-            let same_epoch = cursor.epoch.as_deref() == Some(epoch.as_str());
-            let cursors_epoch = cursor.epoch.unwrap_or_else(|| epoch.clone());
+            let same_epoch = cursor.epoch == Some(epoch);
+            let cursors_epoch = cursor.epoch.unwrap_or(epoch);
             // A ban or deletion since the cursor is in the log: the replay
             // reaches it and cuts there, as live delivery would. Should
             // retention have dropped it, the cut happens when the replay ends.
@@ -595,7 +594,7 @@ impl State {
         env: &mut dyn Env,
         channel: Channel,
         since: Option<Since>,
-        epoch: Option<String>,
+        epoch: Option<Epoch>,
         request_id: Option<String>,
     ) -> Result<(), End> {
         if self.holds(channel) {
@@ -632,7 +631,7 @@ impl State {
         env: &mut dyn Env,
         channel: Channel,
         since: Option<Since>,
-        epoch: Option<String>,
+        epoch: Option<Epoch>,
         request_id: Option<String>,
         pending_cut: Option<EndReason>,
         restored: Option<(u64, bool)>,
@@ -910,18 +909,13 @@ impl State {
         } else {
             let rewrite = keeper.rewrite;
             let whole = rewrite || due || keeper.whole || !keeper.stored;
-            let epoch = keeper.epoch.map(|e| e.to_string());
+            let epoch = keeper.epoch;
             let mut change = Change::new(user);
             change.remove_all = rewrite;
             for channel in &keeper.ended {
                 change.subscriptions.insert(*channel, None);
             }
-            let cursor = |seq| {
-                Some(Cursor {
-                    seq,
-                    epoch: epoch.clone(),
-                })
-            };
+            let cursor = |seq| Some(Cursor { seq, epoch });
             for (channel, seq, saved) in self.subs.cursors() {
                 if whole || saved != Some(seq) {
                     change.subscriptions.insert(channel, cursor(seq));

@@ -1,4 +1,5 @@
 use super::*;
+use crate::position::Epoch;
 
 const C: &str = "channel:0b6f2c1e-3d4a-4f5b-8c9d-0e1f2a3b4c5d";
 
@@ -21,7 +22,7 @@ fn decodes_every_frame_and_ignores_unknown_fields() {
         decode(&format!(
             r#"{{"type":"subscribe","channel":"{C}","since_seq":5,"epoch":"2025-01-15T10:30:00.000000001Z"}}"#
         )),
-        Ok(ClientFrame::Subscribe { epoch: Some(e), .. }) if e == "2025-01-15T10:30:00.000000001Z"
+        Ok(ClientFrame::Subscribe { epoch: Some(e), .. }) if e == Epoch::parse("2025-01-15T10:30:00.000000001Z")
     ));
     assert!(matches!(
         decode(&format!(
