@@ -4,7 +4,9 @@
 //! two subscriptions through random interleavings of publishes, live
 //! deliveries, lag, reads, late log answers and resubscribes against a
 //! model node, and checks that every subscription gets every event of its
-//! channel after its start exactly once, in order.
+//! channel after its start exactly once, in order. Over 600 lines on
+//! purpose: the model node and driver the property test needs, beside a
+//! unit test per rule; they are read together.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
