@@ -13,8 +13,8 @@
 //! - [`projection`]: the membership projection folded from the log, and its snapshot.
 //! - [`log`]: the JetStream stream: idempotent publisher, ordered reads, time → sequence.
 //! - [`gateway`]: the node: its one log consumer (router), the hub, the connections.
-//! - [`session`]: sessions: a connection's subscriptions and cursors, for resume.
-//! - [`store`]: the node's sled database: sessions and the projection snapshot.
+//! - [`session`]: sessions: a connection's subscriptions and cursors, for resume; both stores and their background work.
+//! - [`store`]: the node's own state: its sled database (shared with the sessions) and the projection snapshot.
 //! - [`schema`]: the JSON Schemas of `schemas/`, and validation of publish bodies.
 //! - [`http`]: the HTTP API and the WebSocket endpoint, as warp filters over its `Edge`.
 //! - [`console`]: `GET /console`, the browser console embedded at build time.

@@ -1,12 +1,14 @@
 //! `serve`: brings a gateway node up and takes it down in order.
 //!
 //! Start: NATS (a local nats-server when no URL is set) → the log → the
-//! store → the sessions (sled, or the bucket and its writer) → the
-//! projection caught up from its snapshot → the node's tasks → the
-//! listener. Stop: cancel (the listener stops accepting, every socket gets
-//! 1001 and saves its session, the router and typing stop) → wait for every
-//! task, bounded → the session writer drains → the last projection snapshot
-//! and a store flush → the local nats-server.
+//! store → the sessions (sled, or the bucket; their background work
+//! starts with them) → the projection caught up from its snapshot → the
+//! node's tasks → the listener. Stop: cancel (the listener stops
+//! accepting, every socket gets 1001 and saves its session, the router and
+//! typing stop) → wait for every task, bounded (the snapshot writer writes
+//! the last projection snapshot) → the sessions' background work ends
+//! (what the connections saved is written) → a store flush → the local
+//! nats-server.
 //!
 //! [`listener`] is the accept loop: the socket budget, HTTP's time and size
 //! bounds, and how HTTP connections end.
@@ -26,7 +28,7 @@ use crate::http::{self, Edge};
 use crate::local_nats::NatsServer;
 use crate::log::Log;
 use crate::projection::{Projection, SNAPSHOT_FORMAT};
-use crate::session::{kv, writer::Writer, Sessions, StoreKind};
+use crate::session::{self, kv, Sessions, StoreKind};
 use crate::settings::{local_url_file, ServeSettings};
 use crate::store::Store;
 use crate::token::TokenKeys;
@@ -37,9 +39,10 @@ pub struct Running {
     pub node: Arc<Node>,
     server: tokio::task::JoinHandle<()>,
     nats: Option<NatsServer>,
-    /// The bucket's session writer, when sessions are in the bucket: it
-    /// outlives the node's tasks, to write what their connections saved.
-    session_writer: Option<tokio::task::JoinHandle<()>>,
+    /// The sessions' background work (sled's threads, or the bucket
+    /// writer's task): it outlives the node's tasks, to write what their
+    /// connections saved.
+    sessions: session::Background,
     shutdown_timeout: Duration,
     /// Released last, once the local nats-server is gone.
     _data_dir: DataDirLock,
@@ -99,21 +102,18 @@ pub async fn load_projection(log: &Log, store: &Store) -> anyhow::Result<Project
     Ok(projection)
 }
 
-/// The sessions the settings choose, and the bucket writer's task (`kv`).
+/// The sessions the settings choose, with their background work.
 async fn open_sessions(
     settings: &ServeSettings,
     log: &Log,
     store: &Store,
-) -> anyhow::Result<(Sessions, Option<tokio::task::JoinHandle<()>>)> {
+) -> anyhow::Result<(Sessions, session::Background)> {
     match settings.session_store {
         StoreKind::Sled => {
-            let sessions = Sessions::sled(
-                store.clone(),
-                settings.session_ttl,
-                settings.max_sessions_per_user,
-            )
-            .map_err(|e| anyhow::anyhow!("cannot start the session store's thread: {e}"))?;
-            Ok((sessions, None))
+            let opened =
+                Sessions::sled(store, settings.session_ttl, settings.max_sessions_per_user)
+                    .context("cannot open the sessions in sled")?;
+            Ok(opened)
         }
         StoreKind::Kv => {
             let js = async_nats::jetstream::new(log.client().clone());
@@ -123,12 +123,11 @@ async fn open_sessions(
                 replicas: settings.stream.replicas,
             };
             let bucket = kv::Bucket::create_or_update(&js, &bucket_settings).await?;
-            let (writer, task) = Writer::new(bucket.clone(), settings.max_sessions_per_user);
-            let sessions = Sessions::kv(
+            let opened = Sessions::kv(
                 bucket,
-                writer,
                 settings.session_ttl,
                 settings.session_flush_interval,
+                settings.max_sessions_per_user,
             );
             tracing::info!(
                 bucket = %bucket_settings.name,
@@ -136,7 +135,7 @@ async fn open_sessions(
                 flush_ms = settings.session_flush_interval.as_millis() as u64,
                 "sessions kept in a key-value bucket"
             );
-            Ok((sessions, Some(tokio::spawn(task))))
+            Ok(opened)
         }
     }
 }
@@ -160,7 +159,7 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
     let reaper = log.reap_reads();
     let store = Store::open(&settings.data_dir.join("sled"))
         .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
-    let (sessions, session_writer) = open_sessions(&settings, &log, &store).await?;
+    let (sessions, session_background) = open_sessions(&settings, &log, &store).await?;
     let projection = load_projection(&log, &store).await?;
     let start_seq = projection.last_seq + 1;
     let epoch = log.epoch();
@@ -175,7 +174,6 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
     node.spawn(router::run(node.clone(), start_seq, epoch));
     node.spawn(router::run_typing(node.clone(), typing));
     node.spawn(housekeeping::run_snapshots(node.clone()));
-    node.spawn(housekeeping::run_session_sweeper(node.clone()));
     node.spawn(housekeeping::run_metrics_upkeep(node.clone()));
 
     let listener =
@@ -210,7 +208,7 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         node,
         server,
         nats,
-        session_writer,
+        sessions: session_background,
         shutdown_timeout: settings.shutdown_timeout,
         _data_dir: data_dir,
     })
@@ -230,34 +228,16 @@ impl Running {
             tracing::warn!("shutdown timed out; some connections were cut");
             self.server.abort();
         }
-        if let (Some(writer), Some(task)) =
-            (self.node.sessions().writer(), self.session_writer.take())
-        {
-            let pending = writer.pending();
-            writer.close();
-            // What the connections saved on their way out gets written,
-            // within the shutdown budget (at least a second).
-            let budget = self
-                .shutdown_timeout
-                .saturating_sub(started.elapsed())
-                .max(Duration::from_secs(1));
-            if tokio::time::timeout(budget, task).await.is_err() {
-                tracing::warn!(
-                    pending,
-                    "session writer did not finish; some cursors not written"
-                );
-            }
-        }
-        // What the connections saved on their way out reaches sled first.
+        // What the connections saved on their way out gets written (to
+        // sled, flushed, or to the bucket), within the shutdown budget (at
+        // least a second); then sled's threads are joined, or the bucket
+        // writer's task awaited.
         let budget = self
             .shutdown_timeout
             .saturating_sub(started.elapsed())
             .max(Duration::from_secs(1));
-        if tokio::time::timeout(budget, self.node.sessions().written())
-            .await
-            .is_err()
-        {
-            tracing::warn!("session records not all written to sled in time");
+        if let Err(e) = self.sessions.close(budget).await {
+            tracing::warn!(error = %e, "sessions not all written; some cursors come again after a restore");
         }
         if let Err(e) = self.node.store().flush() {
             tracing::warn!(error = %e, "store flush failed");

@@ -1,18 +1,20 @@
-//! The node's durable state: sessions with their cursors in sled (the
-//! embedded session store; see `crate::session`), and the
-//! membership projection's snapshot in a file beside them.
+//! The node's own state: the sled database of its data directory (opened
+//! once per process, shared with the sessions) and the membership
+//! projection's snapshot in a file beside it.
 //!
-//! Every method blocks on the disk. The heavy ones (the session sweep's
-//! scan, a snapshot's write) run on a blocking thread
-//! (`gateway::housekeeping`), never on the runtime's; sessions are read and
-//! written on a thread of their own (`session::sled_thread`).
+//! **One sled database, two owners.** sled locks its directory, so a
+//! process opens it once: [`Store::open`] does, and `Store::open_tree`
+//! hands its trees out. The store keeps only its own: the `meta` tree,
+//! where the snapshot's reach is advanced. The sessions kept in sled open
+//! theirs (`sessions`, `session_users`) through it, and everything about
+//! them (their layout, the users' index, the sweep, the threads that read
+//! and write them) is `crate::session::sled`'s. Two databases would cost a
+//! second page cache and flusher, and would move the sessions of every
+//! existing data directory.
 //!
-//! A session is a header under its id's 16 bytes and one record per
-//! subscription under the id followed by the channel
-//! (`crate::session::record`), so the id's prefix scan reads it whole and a
-//! subscription change writes one small record. The `session_users` tree
-//! indexes each user's sessions by the time of their last header write:
-//! a session new to it beyond the bound removes the user's oldest ones.
+//! Every method blocks on the disk. The heavy one (a snapshot's write)
+//! runs on a blocking thread (`gateway::housekeeping`), never on the
+//! runtime's.
 //!
 //! The snapshot is a JSON file ([`SNAPSHOT_FILE`], in sled's directory),
 //! replaced whole by a write to a temporary file and a rename: not a sled
@@ -33,12 +35,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-
-use crate::channel::{Channel, Id};
 use crate::projection::Snapshot;
-use crate::session::record::{Applied, Change, Cursor, Header, Stored};
 
 /// sled's background flush period.
 pub const FLUSH_EVERY_MS: u64 = 400;
@@ -49,14 +46,6 @@ pub const FLUSH_EVERY_MS: u64 = 400;
 /// connection about a kilobyte of the gateway's memory for a day.
 pub const CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
-const SESSIONS: &str = "sessions";
-/// Each user's sessions with a header: `{user}{session}` → when the
-/// session's header was last written (`record::index_stamp`, big-endian
-/// `i64`).
-const SESSION_USERS: &str = "session_users";
-/// An id's bytes: a session's header key, and the prefix of its
-/// subscription records' keys (`{session}{channel}`).
-const ID_BYTES: usize = 16;
 const META: &str = "meta";
 /// The projection snapshot's file, in the store's directory.
 pub const SNAPSHOT_FILE: &str = "projection-snapshot.json";
@@ -66,7 +55,7 @@ const SNAPSHOT_KEY: &[u8] = b"projection";
 /// A and B as big-endian u64s. Ignored beside any other snapshot.
 const SNAPSHOT_SEQ_KEY: &[u8] = b"projection_seq";
 
-/// Why the store failed.
+/// Why the store (or a record kept in its database) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("sled: {0}")]
@@ -80,51 +69,10 @@ pub enum StoreError {
     },
 }
 
-fn subscription_key(id: Id, channel: Channel) -> Vec<u8> {
-    let mut key = Vec::with_capacity(ID_BYTES + 44);
-    key.extend_from_slice(id.0.as_bytes());
-    let mut name = String::with_capacity(44);
-    channel.write_to(&mut name);
-    key.extend_from_slice(name.as_bytes());
-    key
-}
-
-fn user_key(user: Id, session: Id) -> [u8; 2 * ID_BYTES] {
-    let mut key = [0; 2 * ID_BYTES];
-    key[..ID_BYTES].copy_from_slice(user.0.as_bytes());
-    key[ID_BYTES..].copy_from_slice(session.0.as_bytes());
-    key
-}
-
-/// The id in `key` at `at`, if the key is long enough.
-fn id_at(key: &[u8], at: usize) -> Option<Id> {
-    let bytes = key.get(at..at + ID_BYTES)?;
-    uuid::Uuid::from_slice(bytes).ok().map(Id)
-}
-
-fn decode<T: DeserializeOwned>(
-    bytes: &[u8],
-    key: impl FnOnce() -> String,
-) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        key: key(),
-        reason: e.to_string(),
-    })
-}
-
-fn encode<T: Serialize>(value: &T, key: impl FnOnce() -> String) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt {
-        key: key(),
-        reason: e.to_string(),
-    })
-}
-
 /// sled and the snapshot file, opened once per process.
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
-    sessions: sled::Tree,
-    session_users: sled::Tree,
     meta: sled::Tree,
     snapshot_file: PathBuf,
     /// A temporary store's directory, removed with the last clone.
@@ -164,8 +112,6 @@ impl Store {
         temp: Option<Arc<tempfile::TempDir>>,
     ) -> Result<Store, StoreError> {
         Ok(Store {
-            sessions: db.open_tree(SESSIONS)?,
-            session_users: db.open_tree(SESSION_USERS)?,
             meta: db.open_tree(META)?,
             db,
             snapshot_file,
@@ -173,220 +119,10 @@ impl Store {
         })
     }
 
-    /// The session `id`: its header and subscription records, read with
-    /// one prefix scan. `None` without a header (subscription records
-    /// alone are left over from a removed session: the sweep removes them).
-    pub fn session(&self, id: Id) -> Result<Option<Stored>, StoreError> {
-        let mut header = None;
-        let mut records = Vec::new();
-        for entry in self.sessions.scan_prefix(id.0.as_bytes()) {
-            let (key, value) = entry?;
-            if key.len() == ID_BYTES {
-                header = Some(decode::<Header>(&value, || format!("session {id}"))?);
-                continue;
-            }
-            let channel = std::str::from_utf8(&key[ID_BYTES..])
-                .ok()
-                .and_then(|c| Channel::parse(c).ok())
-                .ok_or_else(|| StoreError::Corrupt {
-                    key: format!("session {id}: a subscription key"),
-                    reason: format!("{} bytes after the id", key.len() - ID_BYTES),
-                })?;
-            let cursor = decode::<Cursor>(&value, || format!("session {id} {channel}"))?;
-            records.push((channel, cursor));
-        }
-        Ok(header.map(|header| Stored::assemble(header, records)))
-    }
-
-    /// Applies a connection's change to session `id` in one atomic batch:
-    /// a removal of the whole session, then its subscription records, then
-    /// its header. A header written makes the session the newest of its
-    /// user, stamped `stamp` (`record::index_stamp`); a session new to the
-    /// user's index beyond `most_per_user` removes the user's oldest ones.
-    pub fn apply_session(
-        &self,
-        id: Id,
-        change: &Change,
-        stamp: i64,
-        most_per_user: usize,
-    ) -> Result<Applied, StoreError> {
-        let mut applied = Applied::default();
-        let mut batch = sled::Batch::default();
-        if change.remove_all {
-            for key in self.sessions.scan_prefix(id.0.as_bytes()).keys() {
-                let key = key?;
-                applied.removed(key.len());
-                batch.remove(key);
-            }
-        }
-        for (channel, cursor) in &change.subscriptions {
-            let key = subscription_key(id, *channel);
-            match cursor {
-                Some(cursor) => {
-                    let value = encode(cursor, || format!("session {id} {channel}"))?;
-                    applied.written(key.len() + value.len());
-                    batch.insert(key, value);
-                }
-                None => {
-                    applied.removed(key.len());
-                    batch.remove(key);
-                }
-            }
-        }
-        if let Some(expires_at) = change.header {
-            let header = Header {
-                user: Some(change.user),
-                expires_at,
-                ..Default::default()
-            };
-            let value = encode(&header, || format!("session {id}"))?;
-            applied.written(ID_BYTES + value.len());
-            batch.insert(id.0.as_bytes(), value);
-        }
-        self.sessions.apply_batch(batch)?;
-        let entry = user_key(change.user, id);
-        match change.header {
-            Some(_) => {
-                let fresh = self
-                    .session_users
-                    .insert(entry, &stamp.to_be_bytes())?
-                    .is_none();
-                applied.written(entry.len() + 8);
-                if fresh {
-                    self.keep_newest(change.user, id, most_per_user, &mut applied)?;
-                }
-            }
-            None if change.remove_all && self.session_users.remove(entry)?.is_some() => {
-                applied.removed(entry.len());
-            }
-            None => {}
-        }
-        Ok(applied)
-    }
-
-    /// Removes `user`'s oldest sessions beyond `most` (never `newest`).
-    fn keep_newest(
-        &self,
-        user: Id,
-        newest: Id,
-        most: usize,
-        applied: &mut Applied,
-    ) -> Result<(), StoreError> {
-        let mut sessions = Vec::new();
-        for entry in self.session_users.scan_prefix(user.0.as_bytes()) {
-            let (key, value) = entry?;
-            let session = id_at(&key, ID_BYTES);
-            let at = <[u8; 8]>::try_from(value.as_ref()).map_or(i64::MIN, i64::from_be_bytes);
-            sessions.push((session == Some(newest), at, session, key));
-        }
-        if sessions.len() <= most {
-            return Ok(());
-        }
-        // Oldest first; the session just written sorts last.
-        sessions.sort_by_key(|(is_newest, at, _, _)| (*is_newest, *at));
-        let beyond = sessions.len() - most;
-        for (_, _, session, key) in sessions.into_iter().take(beyond) {
-            if let Some(session) = session {
-                self.remove_session_records(session, applied)?;
-            }
-            self.session_users.remove(&key)?;
-            applied.removed(key.len());
-            applied.evicted += 1;
-        }
-        Ok(())
-    }
-
-    /// Removes every record of session `id` (not its index entry).
-    fn remove_session_records(&self, id: Id, applied: &mut Applied) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for key in self.sessions.scan_prefix(id.0.as_bytes()).keys() {
-            let key = key?;
-            applied.removed(key.len());
-            batch.remove(key);
-        }
-        self.sessions.apply_batch(batch)?;
-        Ok(())
-    }
-
-    /// The sessions the sweep should look at: those whose header expired
-    /// at `now` or no longer decodes, and subscription records without a
-    /// header. A scan of every record: it blocks, so the node runs it on a
-    /// blocking thread, and the removal ([`Store::sweep_session`]) happens
-    /// on sessions' own thread, in order with their writes.
-    pub fn sweep_candidates(&self, now: i64) -> Result<Vec<Id>, StoreError> {
-        let mut candidates = Vec::new();
-        let mut last: Option<Id> = None;
-        for entry in self.sessions.iter() {
-            let (key, value) = entry?;
-            let Some(id) = id_at(&key, 0) else {
-                continue; // no record of ours is this short
-            };
-            if key.len() == ID_BYTES {
-                last = Some(id);
-                let live = serde_json::from_slice::<Header>(&value)
-                    .map(|h| h.expires_at > now)
-                    .unwrap_or(false);
-                if !live {
-                    candidates.push(id);
-                }
-            } else if last != Some(id) {
-                // A subscription record whose header sorts before it and
-                // was not there.
-                last = Some(id);
-                candidates.push(id);
-            }
-        }
-        Ok(candidates)
-    }
-
-    /// Removes session `id` if its header expired at `now`, no longer
-    /// decodes or is missing: every record of it and its index entry.
-    /// Whether it was removed.
-    pub fn sweep_session(&self, id: Id, now: i64) -> Result<Option<Applied>, StoreError> {
-        let header = match self.sessions.get(id.0.as_bytes())? {
-            Some(bytes) => serde_json::from_slice::<Header>(&bytes).ok(),
-            None => None,
-        };
-        if header.as_ref().is_some_and(|h| h.expires_at > now) {
-            return Ok(None);
-        }
-        let mut applied = Applied::default();
-        self.remove_session_records(id, &mut applied)?;
-        if let Some(user) = header.and_then(|h| h.user) {
-            let entry = user_key(user, id);
-            if self.session_users.remove(entry)?.is_some() {
-                applied.removed(entry.len());
-            }
-        }
-        Ok(Some(applied))
-    }
-
-    /// Removes every expired session (and leftover subscription records)
-    /// at `now`; how many. For tools and tests: the node sweeps through
-    /// sessions' thread (`session::Sessions::sweep`).
-    pub fn sweep_sessions(&self, now: i64) -> Result<usize, StoreError> {
-        let mut removed = 0;
-        for id in self.sweep_candidates(now)? {
-            if self.sweep_session(id, now)?.is_some() {
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
-
-    /// Every record of the sessions tree: headers and subscriptions (what
-    /// a test or an operator counts).
-    pub fn session_records(&self) -> usize {
-        self.sessions.len()
-    }
-
-    /// The sessions `user`'s index holds (those with a header written).
-    pub fn sessions_of(&self, user: Id) -> Result<Vec<Id>, StoreError> {
-        let mut sessions = Vec::new();
-        for key in self.session_users.scan_prefix(user.0.as_bytes()).keys() {
-            sessions.extend(id_at(&key?, ID_BYTES));
-        }
-        Ok(sessions)
+    /// The tree `name` of the database, for the sessions kept in it
+    /// (`crate::session::sled`): the store never reads it.
+    pub(crate) fn open_tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
+        Ok(self.db.open_tree(name)?)
     }
 
     /// The snapshot file of the store in `dir`, read without opening sled
@@ -496,144 +232,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
-
-    fn cursor(seq: u64) -> Option<Cursor> {
-        Some(Cursor {
-            seq,
-            epoch: Some("e1".into()),
-        })
-    }
-
-    #[test]
-    fn a_session_is_a_header_and_a_record_per_subscription() {
-        let store = Store::temporary().unwrap();
-        let (id, user) = (Id::new_v4(), Id::new_v4());
-        let (a, b) = (Channel::Chat(Id::new_v4()), Channel::Global);
-        let mut first = Change::new(user);
-        first.subscriptions.insert(a, cursor(1));
-        first.header = Some(100);
-        let applied = store.apply_session(id, &first, 1, 8).unwrap();
-        assert_eq!(applied.records, 3, "a subscription, the header, the index");
-        let stored = store.session(id).unwrap().unwrap();
-        assert_eq!(stored.header.user, Some(user));
-        assert_eq!(stored.subscriptions.get(&a), cursor(1).as_ref());
-        assert!(!stored.legacy);
-
-        // One more subscription writes one record, of its own size.
-        let mut more = Change::new(user);
-        more.subscriptions.insert(b, cursor(2));
-        let applied = store.apply_session(id, &more, 2, 8).unwrap();
-        assert_eq!(applied.records, 1);
-        assert!(applied.bytes < 100, "{applied:?}");
-        let mut less = Change::new(user);
-        less.subscriptions.insert(a, None);
-        store.apply_session(id, &less, 3, 8).unwrap();
-        let stored = store.session(id).unwrap().unwrap();
-        assert_eq!(stored.subscriptions.keys().collect::<Vec<_>>(), vec![&b]);
-
-        // The last one ends: nothing of the session is left.
-        store
-            .apply_session(id, &Change::remove(user), 4, 8)
-            .unwrap();
-        assert_eq!(store.session(id).unwrap(), None);
-        assert_eq!(store.session_records(), 0);
-        assert_eq!(store.sessions_of(user).unwrap(), Vec::<Id>::new());
-    }
-
-    #[test]
-    fn a_record_of_the_previous_format_still_reads() {
-        let store = Store::temporary().unwrap();
-        let id = Id::new_v4();
-        let old = r#"{"user":null,"expires_at":5,"subscriptions":{"global":3},"epoch":"2026-01-01T00:00:00.000000000Z"}"#;
-        store.sessions.insert(id.0.as_bytes(), old).unwrap();
-        let stored = store.session(id).unwrap().unwrap();
-        assert!(stored.legacy);
-        assert_eq!(stored.subscriptions[&Channel::Global].seq, 3);
-        assert_eq!(
-            stored.subscriptions[&Channel::Global].epoch,
-            Some("2026-01-01T00:00:00.000000000Z".into())
-        );
-    }
-
-    #[test]
-    fn a_user_keeps_the_newest_sessions() {
-        let store = Store::temporary().unwrap();
-        let (user, other) = (Id::new_v4(), Id::new_v4());
-        let whole = |user| {
-            let mut subs = BTreeMap::new();
-            subs.insert(
-                Channel::Global,
-                Cursor {
-                    seq: 1,
-                    epoch: None,
-                },
-            );
-            Change::whole(user, 1_000, subs)
-        };
-        let ids: Vec<Id> = (0..6).map(|_| Id::new_v4()).collect();
-        for (at, id) in ids.iter().enumerate() {
-            store
-                .apply_session(*id, &whole(user), at as i64, 3)
-                .unwrap();
-        }
-        let theirs = Id::new_v4();
-        store.apply_session(theirs, &whole(other), 0, 3).unwrap();
-        let mut kept = store.sessions_of(user).unwrap();
-        kept.sort();
-        let mut newest = ids[3..].to_vec();
-        newest.sort();
-        assert_eq!(kept, newest);
-        for id in &ids[..3] {
-            assert_eq!(store.session(*id).unwrap(), None, "removed whole");
-        }
-        assert!(store.session(theirs).unwrap().is_some(), "another user's");
-        assert_eq!(store.session_records(), 4 * 2);
-
-        // Written again, an old session is the newest: another goes.
-        store.apply_session(ids[3], &whole(user), 10, 3).unwrap();
-        let newer = Id::new_v4();
-        store.apply_session(newer, &whole(user), 11, 3).unwrap();
-        assert!(store.session(ids[3]).unwrap().is_some());
-        assert_eq!(store.session(ids[4]).unwrap(), None);
-    }
-
-    #[test]
-    fn sessions_expire_whole_and_leftovers_go() {
-        let store = Store::temporary().unwrap();
-        let user = Id::new_v4();
-        let mut subs = BTreeMap::new();
-        subs.insert(
-            Channel::Global,
-            Cursor {
-                seq: 42,
-                epoch: None,
-            },
-        );
-        let (expired, live) = (Id::new_v4(), Id::new_v4());
-        store
-            .apply_session(expired, &Change::whole(user, 100, subs.clone()), 0, 8)
-            .unwrap();
-        store
-            .apply_session(live, &Change::whole(user, 1_000, subs), 0, 8)
-            .unwrap();
-        // A subscription record whose session is gone.
-        let orphan = Id::new_v4();
-        let mut stray = Change::new(user);
-        stray.subscriptions.insert(Channel::Global, cursor(1));
-        store.apply_session(orphan, &stray, 0, 8).unwrap();
-        assert_eq!(
-            store.session(orphan).unwrap(),
-            None,
-            "no header: no session"
-        );
-
-        assert_eq!(store.sweep_sessions(500).unwrap(), 2);
-        assert_eq!(store.session(expired).unwrap(), None);
-        assert!(store.session(live).unwrap().is_some());
-        assert_eq!(store.session_records(), 2);
-        assert_eq!(store.sessions_of(user).unwrap(), vec![live]);
-    }
+    use crate::channel::Id;
 
     #[test]
     fn a_snapshot_advances_without_a_rewrite() {

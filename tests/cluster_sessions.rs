@@ -21,7 +21,6 @@ use support::*;
 use switchboard::channel::{Channel, Id};
 use switchboard::session::kv::{Bucket, BucketSettings};
 use switchboard::session::record::{Change, Cursor};
-use switchboard::session::writer::Writer;
 use switchboard::session::Sessions;
 use switchboard::token::Grant;
 
@@ -408,9 +407,7 @@ async fn the_bucket_resumes_only_live_sessions_of_their_owner() {
     let bucket = Bucket::create_or_update(&js, &settings)
         .await
         .expect("bucket");
-    let (writer, task) = Writer::new(bucket.clone(), 64);
-    let writing = tokio::spawn(task);
-    let sessions = Sessions::kv(bucket.clone(), writer.clone(), settings.max_age, FLUSH);
+    let (sessions, background) = Sessions::kv(bucket.clone(), settings.max_age, FLUSH, 64);
     let (ann, bob) = (Id::new_v4(), Id::new_v4());
 
     let fresh = sessions.open(None, ann).await;
@@ -435,10 +432,14 @@ async fn the_bucket_resumes_only_live_sessions_of_their_owner() {
     assert!(!unknown.resumed);
 
     // A record past its expiry (a TTL of zero) is a fresh session.
-    let expired = Sessions::kv(bucket.clone(), writer.clone(), Duration::ZERO, FLUSH);
+    let (expired, expired_background) = Sessions::kv(bucket.clone(), Duration::ZERO, FLUSH, 64);
     let change = Change::whole(ann, expired.expires_at(), subs.clone());
     written(&expired, fresh.id, change).await;
     assert!(!sessions.open(Some(fresh.id), ann).await.resumed);
+    expired_background
+        .close(PATIENCE)
+        .await
+        .expect("an idle writer ends");
 
     // Changes of one session coalesce; closing drains what is pending.
     let id = Id::new_v4();
@@ -452,11 +453,10 @@ async fn the_bucket_resumes_only_live_sessions_of_their_owner() {
             .insert(Channel::Global, Some(at(cursor)));
         sessions.save(id, change, None).expect("handed over");
     }
-    writer.close();
-    tokio::time::timeout(PATIENCE, writing)
+    background
+        .close(PATIENCE)
         .await
-        .expect("writer drains in time")
-        .expect("writer");
+        .expect("the writer drains in time");
     let last = bucket.get(id).await.expect("read").expect("written");
     assert_eq!(last.subscriptions.get(&Channel::Global), Some(&at(99)));
 }
@@ -590,9 +590,7 @@ async fn a_session_reads_in_one_request_and_removals_leave_no_key() {
     let bucket = Bucket::create_or_update(&js, &settings)
         .await
         .expect("bucket");
-    let (writer, task) = Writer::new(bucket.clone(), 64);
-    let writing = tokio::spawn(task);
-    let sessions = Sessions::kv(bucket.clone(), writer.clone(), settings.max_age, FLUSH);
+    let (sessions, background) = Sessions::kv(bucket.clone(), settings.max_age, FLUSH, 64);
     let ann = Id::new_v4();
 
     let small = Id::new_v4();
@@ -644,6 +642,5 @@ async fn a_session_reads_in_one_request_and_removals_leave_no_key() {
         bucket.sessions_of(ann).await.expect("index"),
         Vec::<Id>::new()
     );
-    writer.close();
-    let _ = writing.await;
+    background.close(PATIENCE).await.expect("the writer ends");
 }

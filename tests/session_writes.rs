@@ -27,6 +27,7 @@ use serde_json::{json, Value};
 use support::*;
 use switchboard::channel::{Channel, Id};
 use switchboard::session::kv::{Bucket, BucketSettings};
+use switchboard::session::sled::SledSessions;
 use switchboard::store::Store;
 use switchboard::token::Grant;
 
@@ -209,13 +210,14 @@ async fn connect_close_cycles_keep_the_newest_sessions_in_sled() {
     gateway.terminate();
     {
         let store = Store::open(&gateway.data_dir().join("sled")).expect("store");
-        let mut of_user = store.sessions_of(user).expect("index");
+        let stored = SledSessions::open(&store).expect("sessions");
+        let mut of_user = stored.sessions_of(user).expect("index");
         of_user.sort();
         let mut want: Vec<Id> = kept.iter().map(|s| parse(s)).collect();
         want.sort();
         assert_eq!(of_user, want, "the newest sessions");
         // A header and one subscription each; nothing else.
-        assert_eq!(store.session_records(), 2 * SESSIONS_PER_USER);
+        assert_eq!(stored.records(), 2 * SESSIONS_PER_USER);
     }
     gateway.restart();
     assert_resumes(&gateway, &token, &sessions).await;
@@ -302,7 +304,8 @@ async fn nothing_to_restore_writes_nothing_in_sled() {
     nothing_to_restore_writes_nothing(&gateway).await;
     gateway.terminate();
     let store = Store::open(&gateway.data_dir().join("sled")).expect("store");
-    assert_eq!(store.session_records(), 0, "no session left");
+    let stored = SledSessions::open(&store).expect("sessions");
+    assert_eq!(stored.records(), 0, "no session left");
 }
 
 #[tokio::test]
@@ -528,7 +531,8 @@ async fn a_session_of_the_previous_format_restores_from_sled() {
     gateway.terminate();
     let cursor = {
         let store = Store::open(&data.path().join("sled")).expect("store");
-        let stored = store.session(session).expect("read").expect("kept");
+        let sessions = SledSessions::open(&store).expect("sessions");
+        let stored = sessions.get(session).expect("read").expect("kept");
         assert!(!stored.legacy, "written in the new format");
         assert!(stored.header.subscriptions.is_empty());
         stored.subscriptions[&c].seq

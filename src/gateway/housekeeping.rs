@@ -1,13 +1,13 @@
-//! The node's periodic chores: projection snapshots, expired-session sweeps
-//! and metric upkeep. Each runs until shutdown; the snapshot is written once
-//! more on the way out.
+//! The node's periodic chores: projection snapshots and metric upkeep.
+//! Each runs until shutdown; the snapshot is written once more on the way
+//! out. (Expired sessions are swept by the sessions' own sled thread,
+//! `session::sled_thread`.)
 //!
 //! Architecture invariant: no chore does O(projection) or O(store) work on
 //! a runtime thread, and the snapshot writer holds the projection's lock
 //! for O(1) per write: it takes the recorded changes there, and brings its
 //! copy up to date, serializes and writes on a blocking thread. (Its one
-//! O(n) step under the lock is the copy it makes when it starts.) The
-//! session sweep scans sled on a blocking thread.
+//! O(n) step under the lock is the copy it makes when it starts.)
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -169,29 +169,6 @@ fn run(
         store.put_snapshot(&copy).map(|()| Some(Wrote::Whole))
     };
     (copy, result)
-}
-
-/// Removes expired sessions every [`crate::session::SWEEP_INTERVAL`], on a
-/// blocking thread: the sweep scans every session in sled. Sessions in the
-/// bucket need none (it forgets them at its max age).
-pub async fn run_session_sweeper(node: Arc<Node>) {
-    if node.sessions().kind() != crate::session::StoreKind::Sled {
-        return;
-    }
-    let mut tick = tokio::time::interval(crate::session::SWEEP_INTERVAL);
-    loop {
-        tokio::select! {
-            _ = node.shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let sessions = node.sessions().clone();
-        match tokio::task::spawn_blocking(move || sessions.sweep()).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::info!(removed = n, "expired sessions removed"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "session sweep failed"),
-            Err(e) => tracing::warn!(error = %e, "session sweep job failed"),
-        }
-    }
 }
 
 /// Folds metric samples every [`crate::metrics::UPKEEP_INTERVAL`].

@@ -8,7 +8,7 @@
 //! - [`subscription`]: one subscription's delivery rules, a sans-IO state machine.
 //! - [`outbox`]: a connection's frames waiting for the next flush.
 //! - [`rate`]: the sliding-window limit for bad frames and typing.
-//! - [`housekeeping`]: snapshots, session sweeps and metric upkeep.
+//! - [`housekeeping`]: projection snapshots and metric upkeep.
 //! - [`protocol`]: client and server frames, close codes.
 //! - [`upgrade`]: the HTTP upgrade with a bounded transport configuration.
 //! - [`window`]: the node's recent events in memory, for short replays.

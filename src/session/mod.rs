@@ -3,7 +3,9 @@
 //! resume them.
 //!
 //! Two stores, chosen by the setting `session_store`:
-//! - sled ([`crate::store::Store`]), the embedded default for one node. A
+//! - sled ([`sled`]: two trees of the node's database, which
+//!   [`crate::store::Store`] opens), the embedded default for one node,
+//!   read and written on threads of their own ([`sled_thread`]). A
 //!   connection writes its moved cursors at most every
 //!   [`CURSOR_FLUSH_INTERVAL`] and sled reaches disk every
 //!   [`crate::store::FLUSH_EVERY_MS`], so after a crash a resumed session
@@ -53,9 +55,29 @@
 //! Every record written or removed, in either store, counts in
 //! `switchboard_session_writes_total`, and its bytes in
 //! `switchboard_session_write_bytes_total`.
+//!
+//! **The module owns its background work.** Opening the sessions
+//! ([`Sessions::sled`], [`Sessions::kv`]) starts it and returns it as a
+//! [`Background`] beside the [`Sessions`] handle (as mini-redis's
+//! `DbDropGuard` beside its `Db`): sled's three threads (writing, reading,
+//! sweeping), or the bucket writer's task. Whoever stops the node holds it
+//! (`server::Running`) and calls [`Background::close`] once the
+//! connections have ended: what they saved on their way out is written
+//! (and sled flushed), within the budget it is given, and every thread is
+//! joined or the task awaited. Dropped without `close`, it tells the
+//! threads to stop and aborts the writer's task. Nothing else of the
+//! sessions runs in the background.
+//!
+//! Layout: [`record`] (what a session is in either store, and a change),
+//! [`sled`] (the sessions' trees in the node's sled database), [`sled_thread`]
+//! (the threads that read, write and sweep them), [`kv`] (the bucket),
+//! [`writer`] (the bucket's writer), `background` ([`Background`]: either
+//! store's background work, owned).
 
+mod background;
 pub mod kv;
 pub mod record;
+pub mod sled;
 pub mod sled_thread;
 pub mod writer;
 
@@ -66,11 +88,14 @@ use crate::channel::{Channel, Id};
 use crate::store::{Store, StoreError};
 use record::{Change, Cursor, Stored};
 
+pub use background::{Background, CloseError};
+
 /// How often a connection writes its moved cursors to sled.
 pub const CURSOR_FLUSH_INTERVAL: Duration = Duration::from_millis(500);
 
-/// How often expired sessions are removed from sled (the bucket forgets
-/// them by itself, at its max age).
+/// How often sled's sweeping thread removes expired sessions, the first
+/// time one interval after the start (the bucket forgets them by itself,
+/// at its max age).
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Sessions the sweep hands to sled's thread at a time: between two
@@ -120,18 +145,20 @@ pub enum SessionError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Bucket(#[from] kv::BucketError),
-    /// The writer's queue (the bucket's, or sled's thread) is full: the
-    /// change is kept for later.
+    /// The writer's queue (the bucket's, or sled's thread) is full, or
+    /// it stopped: the change is kept for later.
     #[error("the session writer is full")]
     WriterFull,
+    #[error("cannot start a session thread: {0}")]
+    Thread(#[from] std::io::Error),
 }
 
 /// Where the sessions are.
 #[derive(Clone)]
 enum Backend {
     Sled {
-        store: Store,
-        thread: sled_thread::SledSessions,
+        sessions: sled::SledSessions,
+        queue: sled_thread::Queue,
     },
     Kv {
         bucket: kv::Bucket,
@@ -140,7 +167,8 @@ enum Backend {
     },
 }
 
-/// Sessions in their store, with their time to live.
+/// Sessions in their store, with their time to live: a handle, cloned
+/// freely; the work behind it is its [`Background`]'s.
 #[derive(Clone)]
 pub struct Sessions {
     backend: Backend,
@@ -148,41 +176,46 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// Sessions in sled (one node), read and written on a thread of their
-    /// own ([`sled_thread`]); a user keeps at most `most_per_user`.
-    pub fn sled(store: Store, ttl: Duration, most_per_user: usize) -> std::io::Result<Sessions> {
-        let thread = sled_thread::SledSessions::start(store.clone(), most_per_user)?;
-        Ok(Sessions {
-            backend: Backend::Sled { store, thread },
+    /// Sessions in sled (one node): two trees of `store`'s database, read
+    /// and written on threads of their own ([`sled_thread`]), which the
+    /// returned [`Background`] owns; a user keeps at most `most_per_user`.
+    pub fn sled(
+        store: &Store,
+        ttl: Duration,
+        most_per_user: usize,
+    ) -> Result<(Sessions, Background), SessionError> {
+        let sessions = sled::SledSessions::open(store)?;
+        let (queue, threads) = sled_thread::start(sessions.clone(), most_per_user)?;
+        let handle = Sessions {
+            backend: Backend::Sled { sessions, queue },
             ttl,
-        })
+        };
+        let background = Background::sled(threads);
+        Ok((handle, background))
     }
 
-    /// Waits until every change handed over so far is in the store (sled;
-    /// the bucket's writer drains on its own, see `writer::Writer::close`).
-    pub async fn written(&self) {
-        if let Backend::Sled { thread, .. } = &self.backend {
-            thread.written().await;
-        }
-    }
-
-    /// Sessions in the bucket, written through `writer` (whose task the
-    /// caller runs, and which holds the per-user bound); a connection hands
-    /// its cursors over at most every `flush_interval`.
+    /// Sessions in the bucket, written by the node's [`writer::Writer`]
+    /// (where a user keeps at most `most_per_user`), whose task this starts
+    /// on the runtime and the returned [`Background`] owns; a connection
+    /// hands its cursors over at most every `flush_interval`.
     pub fn kv(
         bucket: kv::Bucket,
-        writer: writer::Writer,
         ttl: Duration,
         flush_interval: Duration,
-    ) -> Sessions {
-        Sessions {
+        most_per_user: usize,
+    ) -> (Sessions, Background) {
+        let (writer, task) = writer::Writer::new(bucket.clone(), most_per_user);
+        let task = tokio::spawn(task);
+        let handle = Sessions {
             backend: Backend::Kv {
                 bucket,
-                writer,
+                writer: writer.clone(),
                 flush_interval,
             },
             ttl,
-        }
+        };
+        let background = Background::kv(writer, task);
+        (handle, background)
     }
 
     pub fn kind(&self) -> StoreKind {
@@ -234,7 +267,7 @@ impl Sessions {
         let now = chrono::Utc::now().timestamp();
         if let Some(id) = requested {
             let found = match &self.backend {
-                Backend::Sled { thread, .. } => thread.get(id).await,
+                Backend::Sled { queue, .. } => queue.get(id).await,
                 Backend::Kv { bucket, writer, .. } => {
                     if let Some(settled) = writer.settled(id) {
                         let _ = tokio::time::timeout(writer::READ_AFTER_WRITE_WAIT, settled).await;
@@ -281,7 +314,7 @@ impl Sessions {
         written: Option<tokio::sync::oneshot::Sender<()>>,
     ) -> Result<(), SessionError> {
         let queued = match &self.backend {
-            Backend::Sled { thread, .. } => thread.apply(id, change, written),
+            Backend::Sled { queue, .. } => queue.apply(id, change, written),
             Backend::Kv { writer, .. } => writer.submit(id, change, written),
         };
         match queued {
@@ -291,21 +324,15 @@ impl Sessions {
     }
 
     /// Removes expired sessions (and subscription records left without
-    /// one) from sled; how many. Scans every record, so it blocks: the node
-    /// runs it on a blocking thread, and the removals go through sled's
-    /// session thread, [`SWEEP_BATCH`] at a time. The bucket needs no
-    /// sweep (0).
+    /// one) from sled now; how many. Scans every record, so it blocks; the
+    /// removals go through sled's writing thread, [`SWEEP_BATCH`] at a
+    /// time. The node needs no call: sled's sweeping thread does this every
+    /// [`SWEEP_INTERVAL`]. The bucket needs no sweep (0).
     pub fn sweep(&self) -> Result<usize, SessionError> {
-        let Backend::Sled { store, thread } = &self.backend else {
+        let Backend::Sled { sessions, queue } = &self.backend else {
             return Ok(0);
         };
-        let now = chrono::Utc::now().timestamp();
-        let mut removed = 0;
-        let candidates = store.sweep_candidates(now)?;
-        for batch in candidates.chunks(SWEEP_BATCH) {
-            removed += thread.sweep_blocking(batch.to_vec(), now)?;
-        }
-        Ok(removed)
+        sled_thread::sweep(sessions, queue, || false)
     }
 }
 
@@ -313,8 +340,8 @@ impl Sessions {
 mod tests {
     use super::*;
 
-    fn sled(ttl: Duration) -> Sessions {
-        Sessions::sled(Store::temporary().unwrap(), ttl, 64).unwrap()
+    fn sled(ttl: Duration) -> (Sessions, Background) {
+        Sessions::sled(&Store::temporary().unwrap(), ttl, 64).unwrap()
     }
 
     fn at(seq: u64) -> Cursor {
@@ -326,7 +353,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_the_owner_resumes() {
-        let sessions = sled(Duration::from_secs(60));
+        let (sessions, _background) = sled(Duration::from_secs(60));
         let ann = Id::new_v4();
         let bob = Id::new_v4();
         let first = sessions.open(None, ann).await;
@@ -354,7 +381,7 @@ mod tests {
 
     #[tokio::test]
     async fn expired_sessions_are_fresh() {
-        let sessions = sled(Duration::ZERO);
+        let (sessions, _background) = sled(Duration::ZERO);
         let ann = Id::new_v4();
         let first = sessions.open(None, ann).await;
         let mut subs = BTreeMap::new();
@@ -372,7 +399,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_read_follows_the_changes_handed_over_before_it() {
-        let sessions = sled(Duration::from_secs(60));
+        let (sessions, _background) = sled(Duration::from_secs(60));
         let ann = Id::new_v4();
         let id = sessions.open(None, ann).await.id;
         let mut first = Change::new(ann);
@@ -388,5 +415,64 @@ mod tests {
         let again = sessions.open(Some(id), ann).await;
         assert_eq!(again.subscriptions.get(&c), Some(&at(99)));
         assert_eq!(again.subscriptions.len(), 2);
+    }
+
+    /// Closing applies every change handed over before it, flushes sled
+    /// and joins the threads: nothing of the database is held any more
+    /// (it opens again), and what is handed over afterwards is refused.
+    #[tokio::test]
+    async fn close_writes_what_was_handed_over_and_joins_the_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (sessions, background) = Sessions::sled(&store, Duration::from_secs(60), 64).unwrap();
+        let ann = Id::new_v4();
+        let id = Id::new_v4();
+        let mut first = Change::new(ann);
+        first.header = Some(sessions.expires_at());
+        sessions.save(id, first, None).unwrap();
+        for seq in 0..1_000 {
+            let mut change = Change::new(ann);
+            change.subscriptions.insert(Channel::Global, Some(at(seq)));
+            sessions.save(id, change, None).unwrap();
+        }
+        background.close(Duration::from_secs(60)).await.unwrap();
+
+        let late = Change::remove(ann);
+        assert!(matches!(
+            sessions.save(id, late, None),
+            Err(SessionError::WriterFull)
+        ));
+        assert!(
+            !sessions.open(Some(id), ann).await.resumed,
+            "no read once closed: a fresh session"
+        );
+        drop((sessions, store));
+        let store = Store::open(dir.path()).expect("nothing holds the database");
+        let stored = sled::SledSessions::open(&store).unwrap().get(id).unwrap();
+        assert_eq!(
+            stored.unwrap().subscriptions.get(&Channel::Global),
+            Some(&at(999))
+        );
+    }
+
+    /// A `Background` dropped without `close` still stops the threads:
+    /// the database is released once the handles are gone.
+    #[tokio::test]
+    async fn a_dropped_background_stops_the_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (sessions, background) = Sessions::sled(&store, Duration::from_secs(60), 64).unwrap();
+        drop(background);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while sessions
+            .save(Id::new_v4(), Change::new(Id::new_v4()), None)
+            .is_ok()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writing thread ends"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }

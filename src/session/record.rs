@@ -5,7 +5,7 @@
 //! record** per subscription (its cursor and the stream epoch the cursor
 //! counts in), each under a key of its own: sled keys them by the session
 //! id's 16 bytes, followed by the channel for a subscription
-//! ([`crate::store`]); the bucket by `{session}` and
+//! ([`super::sled`]); the bucket by `{session}` and
 //! `{session}.{channel token}` ([`super::kv`]). A subscribe, an unsubscribe
 //! or a moved cursor therefore writes one small record, whatever the number
 //! of the session's subscriptions. Issue 20: with the whole session in one

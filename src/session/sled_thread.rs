@@ -1,4 +1,4 @@
-//! The sessions in sled, read and written on a thread of their own.
+//! The sessions in sled, read and written on threads of their own.
 //!
 //! sled blocks on the disk now and then (a full write buffer, a segment to
 //! write), which a runtime worker must not do. And what sled keeps of each
@@ -19,21 +19,33 @@
 //! goes to a second thread, which only reads, and one of a session with
 //! some goes into the writing thread's queue. That thread takes up to
 //! [`LOOKAHEAD`] jobs off its queue and serves the oldest read among them
-//! first, after the changes of its own session before it. The sweep's
-//! removals go through the writing thread too: the scan runs elsewhere, and
-//! each session it found is looked at again there, in order with the
-//! writes, before it is removed.
+//! first, after the changes of its own session before it. A third thread
+//! sweeps every [`SWEEP_INTERVAL`]: it scans for expired sessions, and each
+//! one it found is looked at again on the writing thread, in order with
+//! the writes, before it is removed ([`SWEEP_BATCH`] at a time).
+//!
+//! **The threads are owned.** [`start`] returns the handle every
+//! `Sessions` clones ([`Queue`]) and the threads themselves ([`Threads`],
+//! held by the node's `session::Background`, never cloned).
+//! [`Threads::close`] stops the sweep (between two batches), queues a stop
+//! behind every job handed over before it (the writing thread applies
+//! them, flushes sled and ends), stops the reading thread, and joins all
+//! three. A job handed over after that is refused (`WriterFull`), a read
+//! answered with an error: the connection gets a fresh session.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
 use super::record::{index_stamp, Applied, Change, Stored};
-use super::SessionError;
+use super::sled::SledSessions;
+use super::{CloseError, SessionError, SWEEP_BATCH, SWEEP_INTERVAL};
 use crate::channel::Id;
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 /// Jobs waiting for the thread, at most: a connection whose record finds
 /// the queue full keeps it for its next flush.
@@ -43,6 +55,10 @@ pub const QUEUE: usize = 65_536;
 /// most: it serves the reads among them first. A read waits at most for
 /// the job under way and the changes of its own session.
 pub const LOOKAHEAD: usize = 4096;
+
+/// How often [`Threads::close`] tries again to queue a stop behind a full
+/// queue.
+pub const STOP_RETRY: Duration = Duration::from_millis(10);
 
 enum Job {
     Apply {
@@ -61,12 +77,15 @@ enum Job {
         now: i64,
         reply: oneshot::Sender<Result<usize, StoreError>>,
     },
-    /// Answered once every job queued before it is done.
-    Barrier(oneshot::Sender<()>),
+    /// Flush sled and end, once every job queued before it is done.
+    Stop,
 }
 
-/// A read for the reading thread.
-type Read = (Id, oneshot::Sender<Result<Option<Stored>, StoreError>>);
+/// A job for the reading thread.
+enum Read {
+    Get(Id, oneshot::Sender<Result<Option<Stored>, StoreError>>),
+    Stop,
+}
 
 /// Each session's changes handed over and not applied yet.
 type Unapplied = Arc<Mutex<HashMap<Id, u32>>>;
@@ -75,40 +94,148 @@ fn unapplied(map: &Unapplied) -> std::sync::MutexGuard<'_, HashMap<Id, u32>> {
     map.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The handle to the threads; they end when the last handle is dropped.
+/// The handle to the threads, cloned by every `Sessions`: what it hands
+/// over once they are stopped is refused.
 #[derive(Clone)]
-pub struct SledSessions {
+pub struct Queue {
     jobs: mpsc::SyncSender<Job>,
     reads: mpsc::SyncSender<Read>,
     unapplied: Unapplied,
 }
 
-impl SledSessions {
-    /// Starts the threads; a user keeps at most `most_per_user` sessions.
-    pub fn start(store: Store, most_per_user: usize) -> std::io::Result<SledSessions> {
-        let (jobs, queue) = mpsc::sync_channel(QUEUE);
-        let (reads, read_queue) = mpsc::sync_channel::<Read>(QUEUE);
-        let unapplied = Unapplied::default();
-        let (writing, counts) = (store.clone(), unapplied.clone());
-        std::thread::Builder::new()
-            .name("sessions-sled".into())
-            .spawn(move || serve(&writing, &queue, most_per_user, &counts))?;
-        std::thread::Builder::new()
-            .name("sessions-sled-read".into())
+/// The three threads, owned by the node's `session::Background`: joined by
+/// [`Threads::close`].
+pub struct Threads {
+    queue: Queue,
+    /// Tells the sweeping thread to stop (as does dropping it).
+    stop_sweep: mpsc::Sender<()>,
+    sweeping: Thread,
+    writing: Thread,
+    reading: Thread,
+}
+
+/// A thread and the signal that it ended.
+struct Thread {
+    name: &'static str,
+    handle: std::thread::JoinHandle<()>,
+    /// Told (its sender dropped) once the thread's work and everything it
+    /// owned are gone, when it returns or unwinds.
+    ended: oneshot::Receiver<()>,
+}
+
+impl Thread {
+    fn spawn(name: &'static str, work: impl FnOnce() + Send + 'static) -> std::io::Result<Thread> {
+        let (tell, ended) = oneshot::channel::<()>();
+        let handle = std::thread::Builder::new()
+            .name(name.into())
             .spawn(move || {
-                for (id, reply) in read_queue {
-                    let _ = reply.send(store.session(id));
-                }
+                let _ended = tell; // dropped last, after `work`'s captures
+                work();
             })?;
-        Ok(SledSessions {
-            jobs,
-            reads,
-            unapplied,
+        Ok(Thread {
+            name,
+            handle,
+            ended,
         })
     }
 
+    /// Waits for the thread's end without blocking the runtime, then joins
+    /// it (by then it only has its exit left).
+    async fn join(self) -> Result<(), CloseError> {
+        let _ = self.ended.await;
+        self.handle.join().map_err(|_| CloseError::Panicked {
+            what: format!("sled's session thread `{}`", self.name),
+        })
+    }
+}
+
+/// Starts the threads over `sessions`; a user keeps at most
+/// `most_per_user` sessions. If one fails to start, those started end by
+/// themselves (their queues are gone).
+pub fn start(sessions: SledSessions, most_per_user: usize) -> std::io::Result<(Queue, Threads)> {
+    let (jobs, job_queue) = mpsc::sync_channel(QUEUE);
+    let (reads, read_queue) = mpsc::sync_channel::<Read>(QUEUE);
+    let queue = Queue {
+        jobs,
+        reads,
+        unapplied: Unapplied::default(),
+    };
+    let (writes, counts) = (sessions.clone(), queue.unapplied.clone());
+    let writing = Thread::spawn("sessions-sled", move || {
+        serve(&writes, &job_queue, most_per_user, &counts)
+    })?;
+    let reader = sessions.clone();
+    let reading = Thread::spawn("sessions-sled-read", move || {
+        for read in read_queue {
+            match read {
+                Read::Get(id, reply) => {
+                    let _ = reply.send(reader.get(id));
+                }
+                Read::Stop => return,
+            }
+        }
+    })?;
+    let (stop_sweep, stop) = mpsc::channel();
+    let sweeper = queue.clone();
+    let sweeping = Thread::spawn("sessions-sled-sweep", move || {
+        sweep_every(&sessions, &sweeper, &stop)
+    })?;
+    let threads = Threads {
+        queue: queue.clone(),
+        stop_sweep,
+        sweeping,
+        writing,
+        reading,
+    };
+    Ok((queue, threads))
+}
+
+impl Threads {
+    /// Stops the sweep, lets the writing thread apply every job queued
+    /// before now and flush sled, stops the reading thread, and joins the
+    /// three.
+    pub async fn close(self) -> Result<(), CloseError> {
+        let _ = self.stop_sweep.send(());
+        queue_stop(&self.queue.jobs, Job::Stop).await;
+        queue_stop(&self.queue.reads, Read::Stop).await;
+        let mut outcome = Ok(());
+        for thread in [self.sweeping, self.writing, self.reading] {
+            if let Err(e) = thread.join().await {
+                outcome = Err(e);
+            }
+        }
+        outcome
+    }
+
+    /// Tells the threads to stop, without waiting (`Background` dropped
+    /// without `close`): the writing thread still applies what was queued
+    /// first. A full queue takes no stop: its thread ends when the last
+    /// handle goes.
+    pub fn stop(&self) {
+        let _ = self.stop_sweep.send(());
+        let _ = self.queue.jobs.try_send(Job::Stop);
+        let _ = self.queue.reads.try_send(Read::Stop);
+    }
+}
+
+/// Queues `stop` behind what is queued, waiting for room (every
+/// [`STOP_RETRY`]); a thread already gone needs none.
+async fn queue_stop<T>(queue: &mpsc::SyncSender<T>, stop: T) {
+    let mut stop = stop;
+    loop {
+        match queue.try_send(stop) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => return,
+            Err(TrySendError::Full(back)) => {
+                stop = back;
+                tokio::time::sleep(STOP_RETRY).await;
+            }
+        }
+    }
+}
+
+impl Queue {
     /// Queues `change` of session `id`; `written` is told once it is in
-    /// sled. `false`: the queue is full.
+    /// sled. `false`: the queue is full (or the threads stopped).
     pub fn apply(&self, id: Id, change: Change, written: Option<oneshot::Sender<()>>) -> bool {
         let mut unapplied = unapplied(&self.unapplied);
         let queued = self
@@ -126,8 +253,8 @@ impl SledSessions {
     }
 
     /// Removes those of `ids` still expired (or left over) at `now`, in
-    /// order with the writes; how many. Blocks: for the sweep's blocking
-    /// thread.
+    /// order with the writes; how many. Blocks: for the sweeping thread
+    /// (and tests).
     pub fn sweep_blocking(&self, ids: Vec<Id>, now: i64) -> Result<usize, SessionError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
@@ -148,7 +275,7 @@ impl SledSessions {
             if unapplied.contains_key(&id) {
                 self.jobs.try_send(Job::Get { id, reply }).is_ok()
             } else {
-                self.reads.try_send((id, reply)).is_ok()
+                self.reads.try_send(Read::Get(id, reply)).is_ok()
             }
         };
         if !sent {
@@ -159,22 +286,51 @@ impl SledSessions {
             Err(_) => Err(SessionError::WriterFull),
         }
     }
+}
 
-    /// Waits until every record queued so far is in sled.
-    pub async fn written(&self) {
-        let (done, wait) = oneshot::channel();
-        let mut job = Job::Barrier(done);
-        loop {
-            match self.jobs.try_send(job) {
-                Ok(()) => break,
-                Err(mpsc::TrySendError::Full(back)) => {
-                    job = back;
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                }
-                Err(mpsc::TrySendError::Disconnected(_)) => return,
-            }
+/// Removes expired sessions (and subscription records left without one):
+/// scans `sessions` on the calling thread, which blocks, and hands what it
+/// found to the writing thread [`SWEEP_BATCH`] at a time (the reads and
+/// writes queued meanwhile go in between); how many were removed. Stops
+/// between two batches once `stopped` says so.
+pub fn sweep(
+    sessions: &SledSessions,
+    queue: &Queue,
+    mut stopped: impl FnMut() -> bool,
+) -> Result<usize, SessionError> {
+    let now = chrono::Utc::now().timestamp();
+    let mut removed = 0;
+    let candidates = sessions.sweep_candidates(now)?;
+    for batch in candidates.chunks(SWEEP_BATCH) {
+        if stopped() {
+            break;
         }
-        let _ = wait.await;
+        removed += queue.sweep_blocking(batch.to_vec(), now)?;
+    }
+    Ok(removed)
+}
+
+/// The sweeping thread: a sweep every [`SWEEP_INTERVAL`] until told to
+/// stop (or its sender is gone).
+fn sweep_every(sessions: &SledSessions, queue: &Queue, stop: &mpsc::Receiver<()>) {
+    loop {
+        match stop.recv_timeout(SWEEP_INTERVAL) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let mut stopped = false;
+        let swept = sweep(sessions, queue, || {
+            stopped = !matches!(stop.try_recv(), Err(TryRecvError::Empty));
+            stopped
+        });
+        if stopped {
+            return;
+        }
+        match swept {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "expired sessions removed"),
+            Err(e) => tracing::warn!(error = %e, "session sweep failed"),
+        }
     }
 }
 
@@ -194,13 +350,15 @@ impl Job {
         match self {
             Job::Apply { id: of, .. } => *of == id,
             Job::Sweep { ids, .. } => ids.contains(&id),
-            Job::Get { .. } | Job::Barrier(_) => false,
+            Job::Get { .. } | Job::Stop => false,
         }
     }
 }
 
+/// The writing thread: jobs in order (the reads among the next
+/// [`LOOKAHEAD`] first) until [`Job::Stop`], then a flush.
 fn serve(
-    store: &Store,
+    sessions: &SledSessions,
     queue: &mpsc::Receiver<Job>,
     most_per_user: usize,
     unapplied_changes: &Unapplied,
@@ -246,32 +404,37 @@ fn serve(
             }
             None => waiting.pop_front(),
         };
-        if let Some(job) = next {
-            let applied = match &job {
-                Job::Apply { id, .. } => Some(*id),
-                _ => None,
-            };
-            run(store, job, most_per_user);
-            if let Some(id) = applied {
-                let mut counts = unapplied(unapplied_changes);
-                if let Some(count) = counts.get_mut(&id) {
-                    *count -= 1;
-                    if *count == 0 {
-                        counts.remove(&id);
-                    }
+        let Some(job) = next else { continue };
+        let applied = match &job {
+            Job::Apply { id, .. } => Some(*id),
+            Job::Stop => {
+                if let Err(e) = sessions.flush() {
+                    tracing::warn!(error = %e, "sessions not flushed to disk");
+                }
+                return;
+            }
+            _ => None,
+        };
+        run(sessions, job, most_per_user);
+        if let Some(id) = applied {
+            let mut counts = unapplied(unapplied_changes);
+            if let Some(count) = counts.get_mut(&id) {
+                *count -= 1;
+                if *count == 0 {
+                    counts.remove(&id);
                 }
             }
         }
     }
 }
 
-fn run(store: &Store, job: Job, most_per_user: usize) {
+fn run(sessions: &SledSessions, job: Job, most_per_user: usize) {
     match job {
         Job::Apply {
             id,
             change,
             written,
-        } => match store.apply_session(id, &change, index_stamp(), most_per_user) {
+        } => match sessions.apply(id, &change, index_stamp(), most_per_user) {
             Ok(applied) => {
                 count(&applied);
                 if applied.evicted > 0 {
@@ -286,13 +449,13 @@ fn run(store: &Store, job: Job, most_per_user: usize) {
             }
         },
         Job::Get { id, reply } => {
-            let _ = reply.send(store.session(id));
+            let _ = reply.send(sessions.get(id));
         }
         Job::Sweep { ids, now, reply } => {
             let mut removed = 0;
             let mut failed = None;
             for id in ids {
-                match store.sweep_session(id, now) {
+                match sessions.sweep_session(id, now) {
                     Ok(Some(applied)) => {
                         count(&applied);
                         removed += 1;
@@ -309,8 +472,6 @@ fn run(store: &Store, job: Job, most_per_user: usize) {
                 None => Ok(removed),
             });
         }
-        Job::Barrier(done) => {
-            let _ = done.send(());
-        }
+        Job::Stop => {}
     }
 }

@@ -19,8 +19,10 @@
 //! holds of that session ([`Writer::settled`]), at most
 //! [`READ_AFTER_WRITE_WAIT`]: a subscribe the gateway confirmed, or the
 //! cursors a closed connection left, is what a `?session=` open that
-//! follows on the same node reads. On shutdown, [`Writer::close`] lets the
-//! task write everything pending and end.
+//! follows on the same node reads. The task is started by
+//! `Sessions::kv` and owned by the `session::Background` it returns, whose
+//! `close` (at shutdown) calls `Writer::close` to let the task write
+//! everything pending and end, and awaits it.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -76,9 +78,10 @@ struct Shared {
 
 impl Writer {
     /// A writer and the task that writes to `bucket`, where a user keeps
-    /// at most `most_per_user` sessions; the caller spawns the task
-    /// (outside the node's tasks: it must outlive the connections).
-    pub fn new(
+    /// at most `most_per_user` sessions; `Sessions::kv` spawns the task
+    /// and its `Background` owns it (outside the node's tasks: it must
+    /// outlive the connections).
+    pub(super) fn new(
         bucket: Bucket,
         most_per_user: usize,
     ) -> (Writer, impl std::future::Future<Output = ()> + Send) {
@@ -139,8 +142,8 @@ impl Writer {
         self.shared.queues().pending.len()
     }
 
-    /// Tells the task to write what is pending and end.
-    pub fn close(&self) {
+    /// Tells the task to write what is pending and end (`Background`).
+    pub(super) fn close(&self) {
         self.shared.closed.store(true, Ordering::SeqCst);
         self.shared.wake.notify_one();
     }
