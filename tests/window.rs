@@ -89,6 +89,12 @@ async fn a_restarted_node_fills_its_window_from_the_stream() {
     gateway.kill9();
     gateway.restart();
     wait_routed(&gateway, 30).await;
+    // The projection's snapshot says 30 at once; the window fills from the
+    // stream just after.
+    wait_until("the window to fill from the stream", || async {
+        gateway.metric("switchboard_window_events").await >= 30.0
+    })
+    .await;
     let consumers = gateway.metric(CONSUMERS).await;
     let mut client = Client::connect(&gateway, &token(Id::new_v4(), Grant::All, &[])).await;
     resume(&mut client, c, seqs[0][4], &seqs[0][5..]).await;

@@ -110,6 +110,14 @@ pub(crate) enum End {
     Close(Close),
 }
 
+/// The next answer of the running requests (none running: pending).
+async fn next_answer(requests: &mut Option<Requests>) -> Option<Option<Answer>> {
+    match requests {
+        Some(requests) => requests.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The state's log requests and typing publishes, running; each ends with
 /// an answer for the state, or nothing.
 type Requests = FuturesUnordered<BoxFuture<'static, Option<Answer>>>;
@@ -147,7 +155,7 @@ async fn run(opening: Box<Opening>) {
         queue,
         state,
         replays: StreamMap::new(),
-        requests: FuturesUnordered::new(),
+        requests: None,
     };
     node.metrics.connections.increment(1.0);
     let end = match conn.serve(session, user).await {
@@ -166,7 +174,9 @@ struct Connection {
     state: State,
     /// The log reads of replaying subscriptions.
     replays: StreamMap<Channel, reads::Read>,
-    requests: Requests,
+    /// Made with the first request: an empty `FuturesUnordered` already
+    /// holds two allocations, which an idle connection need not pay.
+    requests: Option<Requests>,
 }
 
 impl Connection {
@@ -227,7 +237,10 @@ impl Connection {
                         }
                     }
                 }
-                Some(answer) = self.requests.next(), if !self.requests.is_empty() => {
+                Some(answer) = next_answer(&mut self.requests), if self.requests.as_ref().is_some_and(|r| !r.is_empty()) => {
+                    if self.requests.as_ref().is_some_and(|r| r.is_empty()) {
+                        self.requests = None; // the last one ended: give its storage back
+                    }
                     if let Some(answer) = answer {
                         self.state.on_answer(&mut self.env, answer)?;
                     }
@@ -264,17 +277,19 @@ impl Connection {
                     claims,
                 } => {
                     let node = node.clone();
-                    self.requests.push(
-                        async move {
-                            let result = plan::plan(node, claims, request).await;
-                            Some(Answer::Planned {
-                                channel,
-                                ticket,
-                                result,
-                            })
-                        }
-                        .boxed(),
-                    );
+                    self.requests
+                        .get_or_insert_with(FuturesUnordered::new)
+                        .push(
+                            async move {
+                                let result = plan::plan(node, claims, request).await;
+                                Some(Answer::Planned {
+                                    channel,
+                                    ticket,
+                                    result,
+                                })
+                            }
+                            .boxed(),
+                        );
                 }
                 Effect::Probe {
                     channel,
@@ -283,29 +298,33 @@ impl Connection {
                     target,
                 } => {
                     let node = node.clone();
-                    self.requests.push(
-                        async move {
-                            let result = plan::probe(node, channel, from).await;
-                            Some(Answer::Probed {
-                                channel,
-                                ticket,
-                                from,
-                                target,
-                                result,
-                            })
-                        }
-                        .boxed(),
-                    );
+                    self.requests
+                        .get_or_insert_with(FuturesUnordered::new)
+                        .push(
+                            async move {
+                                let result = plan::probe(node, channel, from).await;
+                                Some(Answer::Probed {
+                                    channel,
+                                    ticket,
+                                    from,
+                                    target,
+                                    result,
+                                })
+                            }
+                            .boxed(),
+                        );
                 }
                 Effect::PublishTyping(typing) => {
                     let node = node.clone();
-                    self.requests.push(
-                        async move {
-                            node.log.publish_typing(typing).await;
-                            None
-                        }
-                        .boxed(),
-                    );
+                    self.requests
+                        .get_or_insert_with(FuturesUnordered::new)
+                        .push(
+                            async move {
+                                node.log.publish_typing(typing).await;
+                                None
+                            }
+                            .boxed(),
+                        );
                 }
             }
         }
