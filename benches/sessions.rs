@@ -36,7 +36,7 @@
 
 #[path = "sessions/client.rs"]
 mod client;
-mod common;
+use switchboard_harness::bench;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -47,8 +47,8 @@ use serde_json::json;
 use switchboard::channel::Id;
 use tokio::sync::{watch, Semaphore};
 
+use bench::{round1, round3, thousands};
 use client::{Shared, CONNECT_CONCURRENCY};
-use common::{round1, round3, thousands, Gateway};
 
 /// The counter the `kv` store adds (it counts every record written, to
 /// either store).
@@ -175,9 +175,9 @@ fn main() {
             std::env::remove_var(name);
         }
     }
-    let full = common::full();
+    let full = bench::full();
     let sizes = if full { Sizes::full() } else { Sizes::smoke() };
-    let limit = common::raise_open_files_limit();
+    let limit = bench::raise_open_files_limit();
     let needed = sizes.connections as u64 + 512;
     if limit < needed {
         panic!(
@@ -186,8 +186,8 @@ fn main() {
             sizes.connections
         );
     }
-    let kv = common::serve_accepts("--session-store");
-    let flush_flag = common::serve_accepts("--session-flush-interval");
+    let kv = bench::serve_accepts("--session-store");
+    let flush_flag = bench::serve_accepts("--session-flush-interval");
     let (runs, skipped) = variants(&sizes, kv, flush_flag);
     println!(
         "sessions: {} connections on {} channels (~{} events/s each), {} events/s, \
@@ -199,9 +199,9 @@ fn main() {
         sizes.warm_up.as_secs_f64(),
         sizes.measured.as_secs_f64(),
         client::ACK_EVERY.as_secs_f64(),
-        common::mode()
+        bench::mode()
     );
-    let runtime = common::runtime();
+    let runtime = bench::runtime();
     let mut outcomes = Vec::new();
     for variant in &runs {
         let outcome = runtime.block_on(run(&sizes, variant));
@@ -212,7 +212,7 @@ fn main() {
         println!("  skipped: {line}");
     }
     print_table(&outcomes);
-    common::print_json(
+    bench::print_json(
         "sessions",
         json!({
             "connections": sizes.connections,
@@ -240,10 +240,10 @@ async fn run(sizes: &Sizes, variant: &Variant) -> Outcome {
         humantime::format_duration(variant.flush),
         variant.flush_note
     );
-    let nats = common::nats();
-    let log = common::log(&nats).await;
+    let nats = bench::nats();
+    let log = bench::log(&nats).await;
     let args: Vec<&str> = variant.args.iter().map(String::as_str).collect();
-    let gateway = Gateway::start_with(&nats.url(), "warn", &args);
+    let gateway = bench::gateway_with(&nats.url(), bench::BENCH_LOG, &args);
     let channels: Vec<Id> = (0..sizes.channels).map(|_| Id::new_v4()).collect();
 
     let (finish_tx, finish_rx) = watch::channel(None);
@@ -269,18 +269,16 @@ async fn run(sizes: &Sizes, variant: &Variant) -> Outcome {
             ))
         })
         .collect();
-    common::wait_until(
-        || shared.ready.load(Ordering::Relaxed) == sizes.connections,
-        common::PATIENCE,
-        "every client subscribed",
-    )
+    bench::wait_within("every client subscribed", bench::PATIENCE, || async {
+        shared.ready.load(Ordering::Relaxed) == sizes.connections
+    })
     .await;
     let connect_s = connecting.elapsed().as_secs_f64();
     println!("  connected and subscribed in {connect_s:.1} s");
 
-    let acked = Arc::new(common::Acked::default());
+    let acked = Arc::new(bench::Acked::default());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let publisher = tokio::spawn(common::publish_receipts(
+    let publisher = tokio::spawn(bench::publish_receipts(
         log.clone(),
         channels.clone(),
         sizes.per_s,
@@ -292,22 +290,22 @@ async fn run(sizes: &Sizes, variant: &Variant) -> Outcome {
     // The measured period: from the middle of one counter read to the
     // middle of the other.
     let asked = Instant::now();
-    let writes_before = gateway.metric(WRITES_METRIC).await;
+    let writes_before = gateway.metric_sum(WRITES_METRIC).await;
     let from = asked + asked.elapsed() / 2;
     let delivered_before = shared.delivered.load(Ordering::Relaxed);
     let pings_before = shared.pings.load(Ordering::Relaxed);
     let acks_before = shared.acks.load(Ordering::Relaxed);
     let stored_before = acked.stored.load(Ordering::Relaxed);
-    let cpu = common::CpuMeter::start(&[
+    let cpu = bench::CpuMeter::start(&[
         ("gateway", gateway.pid()),
-        ("nats-server", common::nats_pid()),
+        ("nats-server", bench::nats_pid()),
     ]);
-    let gateway_cpu_before = common::cpu_seconds(gateway.pid());
+    let gateway_cpu_before = bench::cpu_seconds(gateway.pid());
     tokio::time::sleep_until((from + sizes.measured).into()).await;
     let asked = Instant::now();
-    let writes_after = gateway.metric(WRITES_METRIC).await;
+    let writes_after = gateway.metric_sum(WRITES_METRIC).await;
     let measured = (asked + asked.elapsed() / 2).duration_since(from);
-    let gateway_cpu = common::cpu_seconds(gateway.pid()) - gateway_cpu_before;
+    let gateway_cpu = bench::cpu_seconds(gateway.pid()) - gateway_cpu_before;
     let cpu_line = cpu.line();
     let cpu_json = cpu.json();
     let delivered = shared.delivered.load(Ordering::Relaxed) - delivered_before;

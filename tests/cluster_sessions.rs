@@ -9,21 +9,19 @@
 //! restart run on a three-node NATS cluster with an R3 stream and an R3
 //! session bucket, each gateway on another server ([`on_cluster`]).
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::*;
 use switchboard::channel::{Channel, Id};
 use switchboard::session::kv::{Bucket, BucketSettings};
 use switchboard::session::record::{Change, Cursor};
 use switchboard::session::writer::Writer;
 use switchboard::session::Sessions;
 use switchboard::token::Grant;
+use switchboard_harness::*;
 
 /// The connections' flush interval in these tests (the default).
 const FLUSH: Duration = Duration::from_secs(2);
@@ -56,10 +54,7 @@ fn start_gateways(nats_url: &str, n: usize, extra: &[&str]) -> Deployment {
 /// `n` gateways on a three-node cluster, gateway `i` on server `i` (it
 /// learns the others from it), with the stream and the bucket at R3; and
 /// a publisher's log on every server.
-async fn on_cluster(
-    cluster: &switchboard::local_nats::NatsCluster,
-    n: usize,
-) -> (Deployment, switchboard::log::Log) {
+async fn on_cluster(cluster: &NatsCluster, n: usize) -> (Deployment, switchboard::log::Log) {
     let mut gateways = Vec::new();
     let mut dirs = Vec::new();
     for i in 0..n {
@@ -101,7 +96,7 @@ fn publish_steadily(
             }
             let c = channels[n % channels.len()];
             let receipt = log
-                .publish(&message(c, &format!("m{n}")))
+                .publish(&message(c, format!("m{n}")))
                 .await
                 .expect("published");
             published.entry(c).or_default().push(receipt.stored.seq);
@@ -533,7 +528,7 @@ async fn a_normal_stop_writes_the_latest_cursor() {
     let session = client.session_id();
     client.subscribe(chat(c)).await;
     for n in 0..10 {
-        log.publish(&message(c, &format!("m{n}")))
+        log.publish(&message(c, format!("m{n}")))
             .await
             .expect("published");
     }

@@ -7,8 +7,6 @@
 //! 429; `OPTIONS` and `HEAD` answer as the routes do. Black-box, against the
 //! binary.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -21,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use support::*;
+use switchboard_harness::*;
 
 /// The head and body timeouts the tests set.
 const TIMEOUT: Duration = Duration::from_secs(2);

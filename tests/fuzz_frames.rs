@@ -5,8 +5,6 @@
 //! frame decoder accepts exactly what the protocol allows. `just fuzz` runs the
 //! ignored long run (`PROPTEST_CASES`, default 20000).
 
-mod support;
-
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 use serde_json::{json, Map, Value};
@@ -17,6 +15,7 @@ use switchboard::gateway::protocol::{
 };
 use switchboard::log::subject;
 use switchboard::schema::Schemas;
+use switchboard_harness::data_value;
 use uuid::Uuid;
 
 /// Cases per property in a plain `cargo test`.
@@ -459,7 +458,7 @@ fn stored_message() -> impl Strategy<Value = (String, Vec<u8>)> {
     let copy =
         (any::<u128>(), any::<u128>(), any::<prop::sample::Index>()).prop_map(|(c, u, pick)| {
             let (c, u) = (Id(Uuid::from_u128(c)), Id(Uuid::from_u128(u)));
-            let mut all = support::samples(c, u);
+            let mut all = switchboard_harness::samples(c, u);
             all.push(EventData::UserTyping(UserTyping {
                 channel_id: c,
                 user_id: u,
@@ -562,8 +561,8 @@ fn subject_decode(cases: u32) {
         prop_assert!(data.check_copy(channel).is_ok());
         // What the decoder keeps passes the data schema, and re-encodes to
         // a payload that decodes to the same thing.
-        let schema = Schemas::get().check_data(data.kind(), &data.to_value());
-        prop_assert!(schema.is_ok(), "{:?}: {}", schema, data.to_value());
+        let schema = Schemas::get().check_data(data.kind(), &data_value(&data));
+        prop_assert!(schema.is_ok(), "{:?}: {}", schema, data_value(&data));
         let again = subject::encode_payload(id, &data);
         let canonical = subject::subject(channel, data.kind());
         let back = subject::decode(&canonical, &again)
@@ -598,7 +597,7 @@ fn stored_float_values_pass_through_unchanged() {
             r#"{{"id":"3948c177-8e09-47f9-8e8d-d297c6d6c1fb","type":"channel_updated","data":{{"channel_id":"{c}","x":{number}}}}}"#
         );
         let (_, _, data) = subject::decode(&subj, payload.as_bytes()).expect("decodes");
-        let delivered = data.to_value()["x"].to_string();
+        let delivered = data_value(&data)["x"].to_string();
         // The text delivered is the shortest form of the number published.
         if delivered != shortest(number) {
             changed.push(format!("{number} is delivered as {delivered}"));

@@ -1,15 +1,13 @@
 //! The live path over a real WebSocket: every event type end to end,
 //! authorization, typing, fan-out order, bad input, 401s and shutdown.
 
-mod support;
-
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::*;
 use switchboard::channel::{Channel, Id};
 use switchboard::event::{format_timestamp, Event};
 use switchboard::token::{Grant, Role};
+use switchboard_harness::*;
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
@@ -63,7 +61,7 @@ async fn every_event_type_arrives_with_the_exact_envelope() {
                 json!({
                     "type": event.kind().as_str(),
                     "timestamp": expected_time,
-                    "data": copy.data.to_value(),
+                    "data": data_value(&copy.data),
                     "channel": copy.channel.to_string(),
                     "seq": seq,
                     "id": event.id.to_string(),
@@ -232,7 +230,7 @@ async fn fifty_clients_get_three_hundred_events_in_order() {
     let publishes = (0..300).map(|i| {
         let log = log.clone();
         async move {
-            log.store(&message(c, &format!("m{i}")))
+            log.store(&message(c, format!("m{i}")))
                 .await
                 .expect("stored")
                 .seq

@@ -4,15 +4,12 @@
 //! filters, invalid stored messages, the stream's settings, and the refusal
 //! of a server without JetStream.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use futures::StreamExt;
-use support::*;
 use switchboard::channel::{Channel, Id};
 use switchboard::envelope::StoredEvent;
 use switchboard::event::{
@@ -20,6 +17,7 @@ use switchboard::event::{
     UserKicked, UserTyping,
 };
 use switchboard::log::{subject, HistoryQuery, Log, LogError, ReadItem, StreamSettings};
+use switchboard_harness::*;
 
 /// Every item of a history query, in order; fails if it does not end.
 async fn history_items(log: &Log, query: &HistoryQuery) -> Vec<ReadItem> {
@@ -185,7 +183,7 @@ async fn a_moderation_event_is_two_copies_and_the_user_copy_has_no_user_id() {
         assert_eq!(copy.channel, Channel::User(u));
         assert_eq!(copy.data.kind(), event.kind());
         assert_eq!(copy.data.moderated_user(), None);
-        let value = copy.data.to_value();
+        let value = data_value(&copy.data);
         assert!(value.get("user_id").is_none(), "user copy: {value}");
         assert_eq!(value["channel_id"], c.to_string());
 
@@ -306,7 +304,7 @@ async fn times_resolve_to_sequences_exactly_at_millisecond_resolution() {
     let (mut shared, mut distinct) = (false, 0);
     for burst in 0..60 {
         let events: Vec<Event> = (0..sizes[burst % sizes.len()])
-            .map(|i| message(if i % 4 == 3 { d } else { c }, &format!("{burst}/{i}")))
+            .map(|i| message(if i % 4 == 3 { d } else { c }, format!("{burst}/{i}")))
             .collect();
         for result in join_all(events.iter().map(|e| log.store(e))).await {
             result.expect("stored");
@@ -460,7 +458,7 @@ async fn history_pages_concatenate_and_filters_hold() {
     let (c, d, e) = (Id::new_v4(), Id::new_v4(), Id::new_v4());
     for i in 0..30 {
         let channel = [c, d, e][i % 3];
-        log.store(&message(channel, &format!("m{i}")))
+        log.store(&message(channel, format!("m{i}")))
             .await
             .expect("stored");
     }
@@ -701,7 +699,7 @@ async fn stream_settings_are_applied_and_updated_by_connect_only() {
         }
     };
     // Streams may not share subjects: the defaults get a server of their own.
-    let other_nats = support::nats();
+    let other_nats = switchboard_harness::nats();
     let defaults = log(&other_nats).await;
     let config = js_info(&defaults, "CHAT_EVENTS").await;
     assert_eq!(config.max_age, Duration::from_secs(7 * 24 * 3600));

@@ -2,16 +2,14 @@
 //! subscribe, and bans, kicks, leaves and deletions cut subscriptions live,
 //! in replays and in resumed sessions, on every node.
 
-mod support;
-
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::*;
 use switchboard::channel::{Channel, Id};
 use switchboard::event::{BanChange, ChannelDeleted, Event, EventData, Member, UserKicked};
 use switchboard::log::Log;
 use switchboard::token::Grant;
+use switchboard_harness::*;
 
 fn joined(c: Id, u: Id) -> Event {
     Event::new(EventData::MemberJoined(Member {
@@ -206,12 +204,12 @@ async fn a_replay_withholds_what_came_while_banned_and_goes_on_after_the_unban()
     let (c, u) = (Id::new_v4(), Id::new_v4());
     let mut before = Vec::new();
     for i in 0..5 {
-        before.push(store(&log, &message(c, &format!("before {i}"))).await);
+        before.push(store(&log, &message(c, format!("before {i}"))).await);
     }
     let ban = banned(c, u);
     let ban_seq = store(&log, &ban).await;
     for i in 0..5 {
-        store(&log, &message(c, &format!("after {i}"))).await;
+        store(&log, &message(c, format!("after {i}"))).await;
     }
     let unban_seq = store(&log, &unbanned(c, u)).await;
 
@@ -265,7 +263,7 @@ async fn a_ban_published_during_the_replay_cuts_it() {
                 .map(|i| {
                     let log = log.clone();
                     async move {
-                        log.store(&message(c, &format!("{round}/{i}")))
+                        log.store(&message(c, format!("{round}/{i}")))
                             .await
                             .expect("stored")
                             .seq
