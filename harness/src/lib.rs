@@ -20,10 +20,10 @@
 //! - `outside`: what other services and tools do: HTTP, raw publishes, the CLI.
 //! - `process`: resident memory and CPU time from `/proc`.
 //! - `stall`: a NATS proxy that holds back requests on some subjects ([`StallProxy`]).
-//! - [`bench`]: what only benches use: smoke or full runs, load, figures, lean sockets.
+//! - [`bench`](mod@bench): what only benches use: smoke or full runs, load, figures, lean sockets.
 //!
 //! Tests import it whole (`use switchboard_harness::*;`); benches take
-//! [`bench`], which brings the shared parts along.
+//! [`bench`](mod@bench), which brings the shared parts along.
 
 mod client;
 mod cluster;

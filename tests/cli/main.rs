@@ -4,7 +4,7 @@
 //! that name the setting, config file keys, flag-over-file precedence).
 //! Every process a test starts is killed when the test ends, also on panic.
 //!
-//! This file is the harness the modules share (running the binary,
+//! This file holds what the modules share (running the binary,
 //! helpers); each module covers one concept.
 
 mod data_dir;
