@@ -24,7 +24,7 @@
 //! the event (`data.content` for switchboard, the payload for the peer);
 //! delivered/s is all events received / (last receipt - first publish).
 
-mod common;
+use switchboard_harness::bench;
 
 use std::time::{Duration, Instant};
 
@@ -35,10 +35,10 @@ use switchboard::envelope::StoredEvent;
 use switchboard::log::Log;
 use tokio_tungstenite::tungstenite::Message;
 
-use common::delivery::{
+use bench::delivery::{
     self, Figures, Layout, Received, Subscribers, CLIENT_READ_BUFFER, CONNECT_CONCURRENCY,
 };
-use common::{now_nanos, thousands, Gateway, Ws, PATIENCE};
+use bench::{now_nanos, thousands, Gateway, Ws, PATIENCE};
 
 /// The peer's subject.
 const PEER_SUBJECT: &str = "bench.fanout";
@@ -60,7 +60,7 @@ const IDLE_BYTES: f64 = 4.0 * 1024.0;
 const KEPT_AFTER_LEAVING: f64 = 0.10;
 
 fn main() {
-    let full = common::full();
+    let full = bench::full();
     // (clients, events, publish rate): `None` is as fast as each side can.
     let scenarios: &[Scenario] = if full {
         &[
@@ -75,7 +75,7 @@ fn main() {
     let most = scenarios.iter().map(|s| s.0).max().unwrap_or(0).max(idle);
     switchboard::server::listener::raise_open_file_limit();
     delivery::require_open_files(most, "fanout");
-    common::runtime().block_on(run(scenarios, idle));
+    bench::runtime().block_on(run(scenarios, idle));
 }
 
 /// Clients, events, and the publish rate (`None`: full speed).
@@ -97,8 +97,8 @@ async fn switchboard(
 
 /// One side's figures. A full run prints its rates, latency and CPU; a
 /// smoke run only what arrived, which is all its sizes can judge.
-fn report(figures: &Figures, side: &str, cpu: &common::CpuMeter) {
-    if common::full() {
+fn report(figures: &Figures, side: &str, cpu: &bench::CpuMeter) {
+    if bench::full() {
         figures.print(side);
         println!("               {}", cpu.line());
     } else {
@@ -167,7 +167,7 @@ fn parse_nats(buf: &[u8], mut on_msg: impl FnMut(&[u8])) -> (usize, bool) {
 
 /// A NATS client over nats-server's WebSocket listener, subscribed.
 async fn peer_client(url: &str) -> Ws {
-    let mut ws = common::connect(url, CLIENT_READ_BUFFER).await;
+    let mut ws = bench::connect(url, CLIENT_READ_BUFFER).await;
     let connect = format!(
         "CONNECT {{\"verbose\":false,\"pedantic\":false,\"protocol\":1,\"headers\":false}}\r\nSUB {PEER_SUBJECT} 1\r\nPING\r\n"
     );
@@ -202,9 +202,9 @@ async fn read_peer(mut ws: Ws, expected: usize) -> Received {
         errors: 0,
     };
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
-    let mut deadline = common::deadline();
+    let mut deadline = bench::deadline();
     while got.latencies.len() < expected {
-        match common::next_before(&mut ws, &mut deadline).await {
+        match bench::next_before(&mut ws, &mut deadline).await {
             Some(Message::Binary(b)) => buf.extend_from_slice(&b),
             Some(Message::Text(t)) => buf.extend_from_slice(t.as_bytes()),
             Some(_) => continue,
@@ -291,7 +291,7 @@ fn free_port() -> u16 {
 
 /// The size of the envelope a fan-out client receives.
 fn envelope_size(channel: Id) -> usize {
-    let event = common::message(channel, now_nanos().to_string());
+    let event = bench::message(channel, now_nanos().to_string());
     StoredEvent {
         seq: 1_000_000,
         time: chrono::Utc::now(),
@@ -321,7 +321,7 @@ impl Memory {
     }
 
     fn print(&self, idle: usize) {
-        if !common::full() {
+        if !bench::full() {
             println!(
                 "  {idle} connections subscribed, then left (memory per connection is judged at full size only)"
             );
@@ -356,7 +356,7 @@ impl Memory {
             "bytes_per_idle_connection": self.per_connection().round(),
             "marginal_bytes_per_idle_connection": self.marginal().round(),
             "rss_after_leaving_bytes": self.left,
-            "kept_after_leaving": common::round3(self.kept()),
+            "kept_after_leaving": bench::round3(self.kept()),
         })
     }
 
@@ -374,8 +374,8 @@ impl Memory {
 
 /// `extra`: serve arguments (the session store).
 async fn idle_memory(connections: usize, extra: &[&str]) -> Memory {
-    let nats = common::nats();
-    let gateway = Gateway::start_with(&nats.url(), "warn", extra);
+    let nats = bench::nats();
+    let gateway = bench::gateway_with(&nats.url(), bench::BENCH_LOG, extra);
     tokio::time::sleep(SETTLE).await;
     let baseline = gateway.rss_bytes();
     let first = connections / 5;
@@ -401,17 +401,17 @@ async fn idle_memory(connections: usize, extra: &[&str]) -> Memory {
 // ------------------------------------------------------------------- main
 
 async fn run(scenarios: &[Scenario], idle: usize) {
-    let nats = common::nats();
-    let log = common::log(&nats).await;
-    let gateway = Gateway::start(&nats.url());
+    let nats = bench::nats();
+    let log = bench::log(&nats).await;
+    let gateway = bench::gateway(&nats.url());
     let ws_port = free_port();
-    let peer_server = switchboard::local_nats::NatsServer::start_temp_with_config(&format!(
+    let peer_server = bench::NatsServer::start_with_config(&format!(
         "websocket {{\n  host: 127.0.0.1\n  port: {ws_port}\n  no_tls: true\n}}\n"
     ))
     .expect("peer nats-server with a WebSocket listener");
     let peer_ws = format!("ws://127.0.0.1:{ws_port}");
-    let jetstream_pid = common::nats_pid();
-    let peer_pid = common::nats_children()
+    let jetstream_pid = bench::nats_pid();
+    let peer_pid = bench::nats_children()
         .into_iter()
         .find(|(_, with_config)| *with_config)
         .map_or(0, |(pid, _)| pid);
@@ -420,9 +420,9 @@ async fn run(scenarios: &[Scenario], idle: usize) {
     let size = envelope_size(Id::new_v4());
     println!(
         "fanout: one channel, N clients, switchboard (gateway binary, Log::store with up to {} acks in flight) vs nats-server {} WebSocket (core NATS publish at full speed, and paced to switchboard's publish rate), payload {size} B [{} mode]",
-        common::IN_FLIGHT,
+        bench::IN_FLIGHT,
         peer_server.port(),
-        common::mode()
+        bench::mode()
     );
     let mut results = Vec::new();
     for &(clients, events, pace) in scenarios {
@@ -435,10 +435,10 @@ async fn run(scenarios: &[Scenario], idle: usize) {
             thousands((clients * events) as f64)
         );
         let shape = (clients, events);
-        let cpu = common::CpuMeter::start(&ours_procs);
+        let cpu = bench::CpuMeter::start(&ours_procs);
         let ours = switchboard(&gateway, &log, shape, pace).await;
         report(&ours, "switchboard", &cpu);
-        if !common::full() {
+        if !bench::full() {
             assert!(
                 ours.complete(),
                 "switchboard, {clients} clients: {}",
@@ -454,7 +454,7 @@ async fn run(scenarios: &[Scenario], idle: usize) {
         });
         let mut peers = Vec::new();
         if pace.is_none() {
-            let cpu = common::CpuMeter::start(&peer_procs);
+            let cpu = bench::CpuMeter::start(&peer_procs);
             let flood = peer(&peer_ws, &peer_server.url(), shape, size, None).await;
             report(&flood, "nats-server", &cpu);
             figures["nats_ws"] = flood.json();
@@ -463,7 +463,7 @@ async fn run(scenarios: &[Scenario], idle: usize) {
         }
         // The peer at the same publish rate as switchboard: the same offered load.
         let matched = pace.unwrap_or(ours.published_per_s);
-        let cpu = common::CpuMeter::start(&peer_procs);
+        let cpu = bench::CpuMeter::start(&peer_procs);
         let paced = peer(&peer_ws, &peer_server.url(), shape, size, Some(matched)).await;
         report(&paced, "nats paced", &cpu);
         figures["nats_ws_paced"] = paced.json();
@@ -471,7 +471,7 @@ async fn run(scenarios: &[Scenario], idle: usize) {
         figures["cpu_nats_ws_paced"] = cpu.json();
         peers.push(("paced", paced));
         // The ratios to the peer mean something at full size only.
-        let compared: &[_] = if common::full() { &peers } else { &[] };
+        let compared: &[_] = if bench::full() { &peers } else { &[] };
         for (name, theirs) in compared {
             println!(
                 "  switchboard vs nats-server {name}: delivered {:.2}x, p99 {:.2}x",
@@ -484,14 +484,14 @@ async fn run(scenarios: &[Scenario], idle: usize) {
         if let Some((_, theirs)) = peers.first() {
             if pace.is_none() {
                 let ratio = ours.delivered_per_s / theirs.delivered_per_s.max(1e-9);
-                common::verdict(
+                bench::verdict(
                     &format!("fan-out to {clients} clients"),
                     ratio >= DELIVERED_VS_PEER && ours.complete(),
                     &format!("delivered >= {DELIVERED_VS_PEER}x the peer's"),
                 );
             } else {
                 let ratio = ours.p99_ms / theirs.p99_ms.max(1e-9);
-                common::verdict(
+                bench::verdict(
                     &format!("p99 latency at {} events/s", thousands(matched)),
                     ratio <= P99_VS_PEER && ours.complete(),
                     &format!("p99 <= {P99_VS_PEER}x the peer's"),
@@ -518,7 +518,7 @@ async fn run(scenarios: &[Scenario], idle: usize) {
         );
         memories.push((store, memory));
     }
-    if common::full() {
+    if bench::full() {
         println!(
             "  a connection task's future is {} bytes; the difference between the two is sled's copy of each session (kept for the session's life, not the connection's)",
             thousands(future_bytes as f64)
@@ -530,12 +530,12 @@ async fn run(scenarios: &[Scenario], idle: usize) {
         );
     }
     for (store, memory) in &memories {
-        common::verdict(
+        bench::verdict(
             &format!("idle connection memory, sessions in {store},"),
             memory.per_connection() <= IDLE_BYTES,
             "<= 4 KiB per connection",
         );
-        common::verdict(
+        bench::verdict(
             &format!("memory given back, sessions in {store},"),
             memory.kept() <= KEPT_AFTER_LEAVING,
             &format!(
@@ -548,7 +548,7 @@ async fn run(scenarios: &[Scenario], idle: usize) {
         .iter()
         .map(|(store, m)| ((*store).to_string(), m.json()))
         .collect();
-    common::print_json(
+    bench::print_json(
         "fanout",
         json!({
             "payload_bytes": size,

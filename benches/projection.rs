@@ -17,7 +17,7 @@
 //! overlap, else outside, and p50/p99/max are printed for both. Without
 //! `--bench`: 2,000 memberships and a few seconds.
 
-mod common;
+use switchboard_harness::bench;
 
 use std::time::{Duration, Instant};
 
@@ -29,7 +29,7 @@ use switchboard::log::Log;
 use switchboard::projection::{Projection, FOLDED};
 use switchboard::store::Store;
 
-use common::{ms, now_nanos, percentile, rate, thousands, Gateway, IN_FLIGHT, PATIENCE};
+use bench::{ms, now_nanos, percentile, rate, thousands, Gateway, IN_FLIGHT, PATIENCE};
 use switchboard::token::Grant;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -52,7 +52,7 @@ const LIVE_PACE: f64 = 200.0;
 const LIVE_JOINS: f64 = 20.0;
 
 fn main() {
-    let sizes = if common::full() {
+    let sizes = if bench::full() {
         Sizes {
             events: 1_000_000,
             channels: 1_000,
@@ -71,7 +71,7 @@ fn main() {
             live_secs: 7,
         }
     };
-    common::runtime().block_on(run(sizes));
+    bench::runtime().block_on(run(sizes));
 }
 
 /// 60% joins, 30% leaves, 10% bans, on random channels and users.
@@ -141,8 +141,8 @@ async fn fold_unfiltered(log: &Log, until: u64) -> (Projection, u64) {
 }
 
 async fn run(sizes: Sizes) {
-    let nats = common::nats();
-    let log = common::log(&nats).await;
+    let nats = bench::nats();
+    let log = bench::log(&nats).await;
     let channels: Vec<Id> = (0..sizes.channels).map(|_| Id::new_v4()).collect();
     let users: Vec<Id> = (0..sizes.users).map(|_| Id::new_v4()).collect();
     println!(
@@ -150,7 +150,7 @@ async fn run(sizes: Sizes) {
         thousands(sizes.events as f64),
         thousands(sizes.channels as f64),
         thousands(sizes.users as f64),
-        common::mode()
+        bench::mode()
     );
     let stored = store_membership(&log, sizes.events, &channels, &users).await;
     let extent = log.extent().await.expect("extent");
@@ -161,10 +161,10 @@ async fn run(sizes: Sizes) {
         thousands(extent.messages as f64)
     );
 
-    let procs = [("nats-server", common::nats_pid())];
+    let procs = [("nats-server", bench::nats_pid())];
 
     // Reference first: the same events through an unfiltered reader.
-    let cpu = common::CpuMeter::start(&procs);
+    let cpu = bench::CpuMeter::start(&procs);
     let started = Instant::now();
     let (reference, reference_read) = fold_unfiltered(&log, extent.last_seq).await;
     let reference_time = started.elapsed();
@@ -180,7 +180,7 @@ async fn run(sizes: Sizes) {
     let reference_cpu = cpu.json();
 
     // The fold alone.
-    let cpu = common::CpuMeter::start(&procs);
+    let cpu = bench::CpuMeter::start(&procs);
     let started = Instant::now();
     let mut folded_projection = Projection::default();
     let read = log
@@ -201,7 +201,7 @@ async fn run(sizes: Sizes) {
         thousands(read as f64),
         fold_time.as_secs_f64(),
         thousands(fold_rate),
-        common::target_note(">= 200,000"),
+        bench::target_note(">= 200,000"),
         thousands(members as f64),
         thousands(banned as f64),
         deleted
@@ -210,7 +210,8 @@ async fn run(sizes: Sizes) {
     let fold_cpu = cpu.json();
 
     // Start-up without a snapshot: a full fold.
-    let store = Store::temporary().expect("store");
+    let store_dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(store_dir.path()).expect("store");
     let started = Instant::now();
     let cold = switchboard::server::load_projection(&log, &store)
         .await
@@ -232,7 +233,7 @@ async fn run(sizes: Sizes) {
         .expect("load from a snapshot");
     let warm_time = started.elapsed();
     assert_eq!(warm.last_seq, last);
-    if !common::full() {
+    if !bench::full() {
         // The snapshot path ends where a fresh fold does.
         let mut fresh = Projection::default();
         fresh.epoch = Some(log.epoch());
@@ -252,8 +253,8 @@ async fn run(sizes: Sizes) {
         snapshot_time.as_secs_f64()
     );
     let live = live_during_snapshots(&nats, &log, &sizes, &channels, members).await;
-    common::verdict("fold", fold_rate >= 200_000.0, ">= 200,000 events/s");
-    common::print_json(
+    bench::verdict("fold", fold_rate >= 200_000.0, ">= 200,000 events/s");
+    bench::print_json(
         "projection",
         json!({
             "events": sizes.events,
@@ -262,18 +263,18 @@ async fn run(sizes: Sizes) {
             "stored_per_s": rate(sizes.events as u64, stored).round(),
             "folded": folded,
             "catch_up_read": read,
-            "fold_s": common::round3(fold_time.as_secs_f64()),
+            "fold_s": bench::round3(fold_time.as_secs_f64()),
             "fold_per_s": fold_rate.round(),
             "reference_unfiltered_fold_per_s": reference_rate.round(),
             "cpu_fold": fold_cpu,
             "cpu_reference": reference_cpu,
             "members": members,
             "banned": banned,
-            "startup_no_snapshot_s": common::round3(cold_time.as_secs_f64()),
-            "startup_snapshot_s": common::round3(warm_time.as_secs_f64()),
+            "startup_no_snapshot_s": bench::round3(cold_time.as_secs_f64()),
+            "startup_snapshot_s": bench::round3(warm_time.as_secs_f64()),
             "snapshot_tail_events": sizes.tail,
             "snapshot_bytes": snapshot_bytes,
-            "snapshot_write_s": common::round3(snapshot_time.as_secs_f64()),
+            "snapshot_write_s": bench::round3(snapshot_time.as_secs_f64()),
             "target_fold_per_s": 200_000,
             "live": live,
         }),
@@ -316,13 +317,13 @@ fn fresh_join(channels: &[Id]) -> Event {
 }
 
 /// Reads `expected` stamped events: (sent, received) wall-clock nanoseconds.
-async fn read_stamped(mut ws: common::Ws, expected: usize) -> Vec<(u64, u64)> {
+async fn read_stamped(mut ws: bench::Ws, expected: usize) -> Vec<(u64, u64)> {
     let mut got = Vec::with_capacity(expected);
-    let mut deadline = common::deadline();
+    let mut deadline = bench::deadline();
     while got.len() < expected {
-        match common::next_before(&mut ws, &mut deadline).await {
+        match bench::next_before(&mut ws, &mut deadline).await {
             Some(Message::Text(text)) => {
-                if let Some(sent) = common::delivery::content_nanos(&text) {
+                if let Some(sent) = bench::delivery::content_nanos(&text) {
                     got.push((sent, now_nanos()));
                 }
             }
@@ -347,13 +348,13 @@ fn latency_figures(mut latencies: Vec<u64>) -> (String, serde_json::Value) {
             "{:>6} events, latency p50 {p50:>7.2} ms  p99 {p99:>7.2} ms  max {max:>7.2} ms",
             latencies.len()
         ),
-        json!({"events": latencies.len(), "p50_ms": common::round3(p50),
-               "p99_ms": common::round3(p99), "max_ms": common::round3(max)}),
+        json!({"events": latencies.len(), "p50_ms": bench::round3(p50),
+               "p99_ms": bench::round3(p99), "max_ms": bench::round3(max)}),
     )
 }
 
 async fn live_during_snapshots(
-    nats: &switchboard::local_nats::NatsServer,
+    nats: &bench::NatsServer,
     log: &Log,
     sizes: &Sizes,
     channels: &[Id],
@@ -378,31 +379,31 @@ async fn live_during_snapshots(
         thousands(memberships as f64)
     );
     let started = Instant::now();
-    let gateway = Gateway::start_logging(&nats.url(), SNAPSHOT_LOG);
+    let gateway = bench::gateway_logging(&nats.url(), SNAPSHOT_LOG);
     println!(
         "    gateway started (a full fold) in {:.1} s",
         started.elapsed().as_secs_f64()
     );
 
     let channel = Id::new_v4();
-    let token = common::token(Id::new_v4(), Grant::Some(vec![channel]));
+    let token = bench::token(Id::new_v4(), Grant::Some(vec![channel]), &[]);
     let url = format!("ws://{}/v1/ws?token={token}", gateway.addr);
-    let mut ws = common::connect_gateway(&url, 64 * 1024).await;
-    common::subscribe_live(&mut ws, Channel::Chat(channel)).await;
+    let mut ws = bench::connect_gateway(&url, 64 * 1024).await;
+    bench::subscribe_live(&mut ws, Channel::Chat(channel)).await;
     let events = (LIVE_PACE * sizes.live_secs as f64) as usize;
     let joins = (LIVE_JOINS * sizes.live_secs as f64) as usize;
     let reader = tokio::spawn(read_stamped(ws, events));
-    let cpu = common::CpuMeter::start(&[
+    let cpu = bench::CpuMeter::start(&[
         ("gateway", gateway.pid()),
-        ("nats-server", common::nats_pid()),
+        ("nats-server", bench::nats_pid()),
     ]);
     let from = now_nanos();
     tokio::join!(
-        common::store_paced(log, events, LIVE_PACE, || common::message(
+        bench::store_paced(log, events, LIVE_PACE, || bench::message(
             channel,
             now_nanos().to_string()
         )),
-        common::store_paced(log, joins, LIVE_JOINS, || fresh_join(channels)),
+        bench::store_paced(log, joins, LIVE_JOINS, || fresh_join(channels)),
     );
     let samples = reader.await.expect("reader");
     let to = now_nanos();
@@ -414,7 +415,7 @@ async fn live_during_snapshots(
     let waited = Instant::now();
     while waited.elapsed() < PATIENCE
         && !whole_writes(&gateway).iter().any(|(_, end)| *end >= to)
-        && common::full()
+        && bench::full()
     {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -446,7 +447,7 @@ async fn live_during_snapshots(
     println!("      outside snapshot writes:  {outside_line}");
     println!("    {cpu_line}");
     let p99 = |figures: &serde_json::Value| figures["p99_ms"].as_f64().unwrap_or(0.0);
-    common::verdict(
+    bench::verdict(
         "live delivery during snapshot writes",
         !writes.is_empty() && p99(&during_json) <= 2.0 * p99(&outside_json) + 10.0,
         "p99 during writes <= 2 x p99 outside + 10 ms",
@@ -457,8 +458,8 @@ async fn live_during_snapshots(
         "pace": LIVE_PACE,
         "joins_per_s": LIVE_JOINS,
         "whole_writes": writes.len(),
-        "write_ms_avg": common::round1(write_ms_avg),
-        "write_ms_max": common::round1(write_ms_max),
+        "write_ms_avg": bench::round1(write_ms_avg),
+        "write_ms_max": bench::round1(write_ms_max),
         "during_writes": during_json,
         "outside_writes": outside_json,
         "cpu": cpu_json,

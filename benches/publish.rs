@@ -10,7 +10,7 @@
 //! publisher without it is printed for information. Without `--bench` (as
 //! `cargo test --all-targets` runs it): a few hundred events.
 
-mod common;
+use switchboard_harness::bench;
 
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ use switchboard::channel::{Channel, Id};
 use switchboard::event::Event;
 use switchboard::log::{subject, Log};
 
-use common::{rate, thousands, IN_FLIGHT};
+use bench::{rate, thousands, IN_FLIGHT};
 
 /// The plain publisher's stream and subjects (`peer.` is as long as `chat.`).
 const PEER_STREAM: &str = "PEER_BENCH";
@@ -32,12 +32,12 @@ const PEER_ROOT: &str = "peer";
 const TARGET_VS_PLAIN_MSG_ID: f64 = 0.9;
 
 fn main() {
-    let (events, rounds) = if common::full() {
+    let (events, rounds) = if bench::full() {
         (100_000, 2)
     } else {
         (300, 1)
     };
-    common::runtime().block_on(run(events, rounds));
+    bench::runtime().block_on(run(events, rounds));
 }
 
 /// One plain publish: subject, payload and an optional `Nats-Msg-Id`.
@@ -66,7 +66,7 @@ fn plain_of(events: &[Event], with_msg_id: bool) -> Vec<Plain> {
 
 fn messages(channel: Id, n: usize) -> Vec<Event> {
     (0..n)
-        .map(|i| common::message(channel, format!("benchmark message number {i}")))
+        .map(|i| bench::message(channel, format!("benchmark message number {i}")))
         .collect()
 }
 
@@ -122,8 +122,8 @@ struct Round {
 }
 
 async fn run(n: usize, rounds: usize) {
-    let nats = common::nats();
-    let log = common::log(&nats).await;
+    let nats = bench::nats();
+    let log = bench::log(&nats).await;
     let client = async_nats::connect(nats.url()).await.expect("plain client");
     let js = jetstream::new(client);
     let settings = log.settings().clone();
@@ -148,7 +148,7 @@ async fn run(n: usize, rounds: usize) {
     println!(
         "publish: {} channel_message events per figure, {IN_FLIGHT} acks in flight, payload {payload_bytes} B, {rounds} round(s) [{} mode]",
         thousands(n as f64),
-        common::mode()
+        bench::mode()
     );
     println!("  channel {}", Channel::Chat(channel));
 
@@ -157,7 +157,7 @@ async fn run(n: usize, rounds: usize) {
     plain(&js, &plain_of(&messages(channel, warm), false)).await;
     store(&log, &messages(channel, warm)).await;
 
-    let cpu = common::CpuMeter::start(&[("nats-server", common::nats_pid())]);
+    let cpu = bench::CpuMeter::start(&[("nats-server", bench::nats_pid())]);
     let mut all = Vec::new();
     for round in 1..=rounds {
         let mut r = Round::default();
@@ -204,14 +204,14 @@ async fn run(n: usize, rounds: usize) {
         "  switchboard Log::store            {:>12} events/s  = {:.1}% of plain + Msg-Id{}, {:.1}% of plain without it",
         thousands(store_best),
         ratio_id * 100.0,
-        common::target_note(&format!(">= {:.0}%", TARGET_VS_PLAIN_MSG_ID * 100.0)),
+        bench::target_note(&format!(">= {:.0}%", TARGET_VS_PLAIN_MSG_ID * 100.0)),
         ratio * 100.0
     );
     println!(
         "  switchboard Log::publish          {:>12} events/s  (store + a direct get for the log time)",
         thousands(publish_best)
     );
-    common::verdict(
+    bench::verdict(
         "Log::store",
         ratio_id >= TARGET_VS_PLAIN_MSG_ID,
         &format!(
@@ -226,7 +226,7 @@ async fn run(n: usize, rounds: usize) {
                    "store_per_s": r.store.round(), "publish_per_s": r.publish.round()})
         })
         .collect();
-    common::print_json(
+    bench::print_json(
         "publish",
         json!({
             "events": n,
@@ -236,8 +236,8 @@ async fn run(n: usize, rounds: usize) {
             "plain_msg_id_per_s": plain_id_best.round(),
             "store_per_s": store_best.round(),
             "publish_per_s": publish_best.round(),
-            "store_vs_plain": common::round3(ratio),
-            "store_vs_plain_msg_id": common::round3(ratio_id),
+            "store_vs_plain": bench::round3(ratio),
+            "store_vs_plain_msg_id": bench::round3(ratio_id),
             "target_store_vs_plain_msg_id": TARGET_VS_PLAIN_MSG_ID,
             "rounds": rounds_json,
         }),

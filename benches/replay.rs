@@ -21,7 +21,7 @@
 //! alone. The backlog of (a) and (b) is older than the window: they read
 //! the stream.
 
-mod common;
+use switchboard_harness::bench;
 
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,7 @@ use switchboard::log::Log;
 use switchboard::token::Grant;
 use tokio_tungstenite::tungstenite::Message;
 
-use common::{rate, thousands, Gateway, Ws};
+use bench::{rate, thousands, Gateway, Ws};
 
 struct Sizes {
     backlog: usize,
@@ -56,7 +56,7 @@ const SPARSE_EVERY: usize = 100;
 const OTHER_CHANNELS: usize = 999;
 
 fn main() {
-    let sizes = if common::full() {
+    let sizes = if bench::full() {
         Sizes {
             backlog: 100_000,
             clients: 10,
@@ -73,7 +73,7 @@ fn main() {
             sparse_stretch: 2_000,
         }
     };
-    common::runtime().block_on(run(sizes));
+    bench::runtime().block_on(run(sizes));
 }
 
 /// What one replay took.
@@ -87,24 +87,24 @@ struct Replayed {
 
 /// A connected client with a token for `channel`.
 async fn client(gateway: &Gateway, channel: Id) -> Ws {
-    let token = common::token(Id::new_v4(), Grant::Some(vec![channel]));
-    common::connect_gateway(&gateway.ws_url(&token), 128 * 1024).await
+    let token = bench::token(Id::new_v4(), Grant::Some(vec![channel]), &[]);
+    bench::connect_gateway(&gateway.ws_url(&token), 128 * 1024).await
 }
 
 /// Subscribes with `since_seq: 0` and reads until `replayed`.
 async fn replay(ws: &mut Ws, channel: Id) -> Replayed {
     let started = Instant::now();
-    common::send_subscribe(ws, Channel::Chat(channel), Some(0)).await;
-    let mut deadline = common::deadline();
+    bench::send_subscribe(ws, Channel::Chat(channel), Some(0)).await;
+    let mut deadline = bench::deadline();
     let mut events = 0;
     loop {
-        let Some(message) = common::next_before(ws, &mut deadline).await else {
+        let Some(message) = bench::next_before(ws, &mut deadline).await else {
             panic!("the replay ended or stalled after {events} events");
         };
         let Message::Text(frame) = message else {
             continue;
         };
-        match common::control_type(&frame).as_deref() {
+        match bench::control_type(&frame).as_deref() {
             None => events += 1,
             Some("replayed") => {
                 let at = Instant::now();
@@ -127,10 +127,10 @@ async fn replay(ws: &mut Ws, channel: Id) -> Replayed {
 
 /// Reads until the next event frame.
 async fn next_event(ws: &mut Ws) -> Instant {
-    let mut deadline = common::deadline();
+    let mut deadline = bench::deadline();
     loop {
-        match common::next_before(ws, &mut deadline).await {
-            Some(Message::Text(frame)) if common::control_type(&frame).is_none() => {
+        match bench::next_before(ws, &mut deadline).await {
+            Some(Message::Text(frame)) if bench::control_type(&frame).is_none() => {
                 return Instant::now()
             }
             Some(_) => {}
@@ -141,7 +141,7 @@ async fn next_event(ws: &mut Ws) -> Instant {
 
 async fn timed_store(log: &Log, channel: Id, n: usize) -> f64 {
     let started = Instant::now();
-    common::store_messages(log, channel, n).await;
+    bench::store_messages(log, channel, n).await;
     rate(n as u64, started.elapsed())
 }
 
@@ -156,10 +156,10 @@ async fn store_sparse(log: &Log, sparse: Id, stretch: usize) -> u64 {
             } else {
                 others[fastrand::usize(..others.len())]
             };
-            let event = common::message(channel, format!("event {i}"));
+            let event = bench::message(channel, format!("event {i}"));
             async move { log.store(&event).await.expect("store") }
         })
-        .buffer_unordered(common::IN_FLIGHT)
+        .buffer_unordered(bench::IN_FLIGHT)
         .count()
         .await;
     stretch.div_ceil(SPARSE_EVERY) as u64
@@ -171,7 +171,7 @@ async fn store_sparse(log: &Log, sparse: Id, stretch: usize) -> u64 {
 async fn window_filled(gateway: &Gateway) {
     let give_up = Instant::now() + FILL_PATIENCE;
     while gateway
-        .metric("switchboard_window_events")
+        .metric_sum("switchboard_window_events")
         .await
         .unwrap_or(0.0)
         < 1.0
@@ -190,8 +190,8 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 async fn run(sizes: Sizes) {
-    let nats = common::nats();
-    let log = common::log(&nats).await;
+    let nats = bench::nats();
+    let log = bench::log(&nats).await;
     let (big, small, sparse) = (Id::new_v4(), Id::new_v4(), Id::new_v4());
     println!(
         "replay: {} events in one channel, {} in another, then {} over {} channels (one in {SPARSE_EVERY} in a sparse one), published before the gateway starts [{} mode]",
@@ -199,7 +199,7 @@ async fn run(sizes: Sizes) {
         thousands(sizes.live_backlog as f64),
         thousands(sizes.sparse_stretch as f64),
         OTHER_CHANNELS + 1,
-        common::mode()
+        bench::mode()
     );
     let stored_rate = timed_store(&log, big, sizes.backlog).await;
     timed_store(&log, small, sizes.live_backlog).await;
@@ -208,15 +208,15 @@ async fn run(sizes: Sizes) {
     println!(
         "  (stored at {} events/s with {} acks in flight)",
         thousands(stored_rate),
-        common::IN_FLIGHT
+        bench::IN_FLIGHT
     );
-    let gateway = Gateway::start(&nats.url());
+    let gateway = bench::gateway(&nats.url());
     window_filled(&gateway).await;
     let only_a = std::env::var("REPLAY_ONLY").is_ok_and(|only| only == "a");
 
     let procs = [
         ("gateway", gateway.pid()),
-        ("nats-server", common::nats_pid()),
+        ("nats-server", bench::nats_pid()),
     ];
 
     // (a) one client.
@@ -228,11 +228,11 @@ async fn run(sizes: Sizes) {
         println!(
             "  (gateway pid {}, nats-server pid {}: (a) starts in {pause} s)",
             gateway.pid(),
-            common::nats_pid()
+            bench::nats_pid()
         );
         tokio::time::sleep(Duration::from_secs(pause)).await;
     }
-    let cpu = common::CpuMeter::start(&procs);
+    let cpu = bench::CpuMeter::start(&procs);
     let one = replay(&mut ws, big).await;
     let one_cpu = (cpu.line(), cpu.json());
     assert_eq!(one.events, sizes.backlog as u64);
@@ -243,12 +243,12 @@ async fn run(sizes: Sizes) {
         thousands(one.events as f64),
         one.elapsed.as_secs_f64(),
         thousands(one_rate),
-        common::target_note(&format!(">= {}", thousands(TARGET_PER_S)))
+        bench::target_note(&format!(">= {}", thousands(TARGET_PER_S)))
     );
     println!("    {}", one_cpu.0);
     let target_line = format!(">= {} events/s", thousands(TARGET_PER_S));
     if only_a {
-        common::verdict("one-client replay", one_rate >= TARGET_PER_S, &target_line);
+        bench::verdict("one-client replay", one_rate >= TARGET_PER_S, &target_line);
         return;
     }
 
@@ -257,7 +257,7 @@ async fn run(sizes: Sizes) {
     for _ in 0..sizes.clients {
         sockets.push(client(&gateway, big).await);
     }
-    let cpu = common::CpuMeter::start(&procs);
+    let cpu = bench::CpuMeter::start(&procs);
     let started = Instant::now();
     // One task per client, so that the clients' own work spreads over the cores.
     let tasks: Vec<_> = sockets
@@ -299,7 +299,7 @@ async fn run(sizes: Sizes) {
     for _ in 0..sizes.live_rounds {
         let mut ws = client(&gateway, small).await;
         let replayed = replay(&mut ws, small).await;
-        let event = common::message(small, "live".into());
+        let event = bench::message(small, "live");
         let (stored, delivered) = tokio::join!(log.store(&event), next_event(&mut ws));
         stored.expect("store");
         to_replayed.push(replayed.elapsed.as_secs_f64() * 1e3);
@@ -321,7 +321,7 @@ async fn run(sizes: Sizes) {
     );
     // (d) a sparse channel: the server skips the other channels' events.
     let mut ws = client(&gateway, sparse).await;
-    let cpu = common::CpuMeter::start(&procs);
+    let cpu = bench::CpuMeter::start(&procs);
     let scattered = replay(&mut ws, sparse).await;
     let sparse_cpu = cpu.json();
     assert_eq!(scattered.events, sparse_events);
@@ -335,27 +335,27 @@ async fn run(sizes: Sizes) {
         thousands(sparse_rate),
         thousands(rate(stream_messages, scattered.elapsed))
     );
-    common::verdict("one-client replay", one_rate >= TARGET_PER_S, &target_line);
-    common::print_json(
+    bench::verdict("one-client replay", one_rate >= TARGET_PER_S, &target_line);
+    bench::print_json(
         "replay",
         json!({
             "backlog_events": sizes.backlog,
             "one_client_per_s": one_rate.round(),
-            "one_client_s": common::round3(one.elapsed.as_secs_f64()),
+            "one_client_s": bench::round3(one.elapsed.as_secs_f64()),
             "clients": sizes.clients,
             "aggregate_per_s": aggregate.round(),
             "per_client_min_per_s": min.round(),
             "per_client_median_per_s": per_median.round(),
             "per_client_max_per_s": max.round(),
             "live_backlog_events": sizes.live_backlog,
-            "subscribe_to_replayed_ms": to_replayed.iter().map(|x| common::round3(*x)).collect::<Vec<_>>(),
-            "replayed_to_live_ms": to_live.iter().map(|x| common::round3(*x)).collect::<Vec<_>>(),
-            "subscribe_to_replayed_median_ms": common::round3(median(to_replayed.clone())),
-            "replayed_to_live_median_ms": common::round3(median(to_live.clone())),
+            "subscribe_to_replayed_ms": to_replayed.iter().map(|x| bench::round3(*x)).collect::<Vec<_>>(),
+            "replayed_to_live_ms": to_live.iter().map(|x| bench::round3(*x)).collect::<Vec<_>>(),
+            "subscribe_to_replayed_median_ms": bench::round3(median(to_replayed.clone())),
+            "replayed_to_live_median_ms": bench::round3(median(to_live.clone())),
             "stored_per_s": stored_rate.round(),
             "sparse_events": scattered.events,
             "sparse_stream_messages": stream_messages,
-            "sparse_s": common::round3(scattered.elapsed.as_secs_f64()),
+            "sparse_s": bench::round3(scattered.elapsed.as_secs_f64()),
             "sparse_per_s": sparse_rate.round(),
             "cpu_one_client": one_cpu.1,
             "cpu_clients": many_cpu.1,

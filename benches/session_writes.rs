@@ -30,7 +30,7 @@
 //! per change, and the last step's bytes per change within 25% of the
 //! first's.
 
-mod common;
+use switchboard_harness::bench;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -44,7 +44,7 @@ use switchboard::session::record::Header;
 use switchboard::token::Grant;
 use tokio_tungstenite::tungstenite::Message;
 
-use common::{percentile, round1, round3, thousands, Gateway};
+use bench::{percentile, round1, round3, thousands, Gateway};
 
 const WRITES: &str = "switchboard_session_writes_total";
 const BYTES: &str = "switchboard_session_write_bytes_total";
@@ -95,10 +95,10 @@ impl Sizes {
 }
 
 fn main() {
-    let full = common::full();
+    let full = bench::full();
     let sizes = if full { Sizes::full() } else { Sizes::smoke() };
     let mut stores = vec![("sled", Vec::<&str>::new())];
-    if common::serve_accepts("--session-store") {
+    if bench::serve_accepts("--session-store") {
         stores.push(("kv", vec!["--session-store", "kv"]));
     }
     println!(
@@ -108,10 +108,10 @@ fn main() {
         thousands(sizes.subscriptions as f64),
         sizes.phases,
         sizes.churn_for.as_secs_f64(),
-        common::mode(),
-        common::gateway_binary().display()
+        bench::mode(),
+        bench::gateway_binary().display()
     );
-    let runtime = common::runtime();
+    let runtime = bench::runtime();
     let mut outcomes = Vec::new();
     for (name, args) in &stores {
         let outcome = runtime.block_on(run(&sizes, name, args));
@@ -119,7 +119,7 @@ fn main() {
         outcomes.push(outcome);
     }
     print_table(&outcomes);
-    common::print_json(
+    bench::print_json(
         "session_writes",
         json!({
             "connections": sizes.connections,
@@ -149,8 +149,8 @@ async fn settled(
     loop {
         let hellos = prober.map_or(0.0, |(p, _, _)| p.hellos.load(Ordering::SeqCst) as f64);
         let (per_hello, per_hello_bytes) = prober.map_or((0.0, Some(0.0)), |(_, r, b)| (r, b));
-        let records = gateway.metric(WRITES).await.unwrap_or(0.0);
-        let bytes = gateway.metric(BYTES).await;
+        let records = gateway.metric_sum(WRITES).await.unwrap_or(0.0);
+        let bytes = gateway.metric_sum(BYTES).await;
         let now = (
             records - per_hello * hellos,
             bytes.zip(per_hello_bytes).map(|(b, h)| b - h * hellos),
@@ -166,18 +166,18 @@ async fn settled(
 }
 
 /// A connection of its own user, with its session id.
-async fn connect(gateway: &Gateway, session: Option<&str>) -> (common::Ws, String) {
-    let token = common::token(Id::new_v4(), Grant::All);
+async fn connect(gateway: &Gateway, session: Option<&str>) -> (bench::Ws, String) {
+    let token = bench::token(Id::new_v4(), Grant::All, &[]);
     connect_as(gateway, &token, session).await
 }
 
-async fn connect_as(gateway: &Gateway, token: &str, session: Option<&str>) -> (common::Ws, String) {
+async fn connect_as(gateway: &Gateway, token: &str, session: Option<&str>) -> (bench::Ws, String) {
     let mut url = gateway.ws_url(token);
     if let Some(session) = session {
         url.push_str(&format!("&session={session}"));
     }
-    let mut ws = common::connect(&url, READ_BUFFER).await;
-    let hello = common::next_text(&mut ws).await;
+    let mut ws = bench::connect(&url, READ_BUFFER).await;
+    let hello = bench::next_text(&mut ws).await;
     let hello: serde_json::Value = serde_json::from_str(&hello).expect("hello is JSON");
     assert_eq!(hello["type"], "hello", "{hello}");
     let id = hello["data"]["session_id"]
@@ -187,14 +187,14 @@ async fn connect_as(gateway: &Gateway, token: &str, session: Option<&str>) -> (c
     (ws, id)
 }
 
-async fn unsubscribe(ws: &mut common::Ws, channel: Channel) {
+async fn unsubscribe(ws: &mut bench::Ws, channel: Channel) {
     let frame = json!({"type": "unsubscribe", "channel": channel.to_string()});
     ws.send(Message::Text(frame.to_string().into()))
         .await
         .expect("send unsubscribe");
     loop {
-        let frame = common::next_text(ws).await;
-        if common::control_type(&frame).as_deref() == Some("unsubscribed") {
+        let frame = bench::next_text(ws).await;
+        if bench::control_type(&frame).as_deref() == Some("unsubscribed") {
             return;
         }
     }
@@ -228,14 +228,14 @@ fn old_record_bytes(most: usize) -> Vec<u64> {
 
 async fn run(sizes: &Sizes, store: &str, args: &[&str]) -> Outcome {
     println!("\n{store}:");
-    let nats = common::nats();
-    let gateway = Gateway::start_with(&nats.url(), "warn", args);
+    let nats = bench::nats();
+    let gateway = bench::gateway_with(&nats.url(), bench::BENCH_LOG, args);
     let old_sizes = old_record_bytes(sizes.subscriptions);
 
     // The prober: another user's session with one subscription.
-    let token = common::token(Id::new_v4(), Grant::All);
+    let token = bench::token(Id::new_v4(), Grant::All, &[]);
     let (mut ws, session) = connect_as(&gateway, &token, None).await;
-    common::subscribe_live(&mut ws, Channel::Chat(Id::new_v4())).await;
+    bench::subscribe_live(&mut ws, Channel::Chat(Id::new_v4())).await;
     let _ = ws.close(None).await;
     let prober = Arc::new(Prober::new(gateway.ws_url(&token), session));
     let before = settled(&gateway, None).await;
@@ -272,7 +272,7 @@ async fn run(sizes: &Sizes, store: &str, args: &[&str]) -> Outcome {
         let started = Instant::now();
         let steps = clients.iter_mut().zip(&channels).map(|(ws, mine)| {
             let mine = &mine[range.clone()];
-            async move { common::subscribe_all(ws, mine).await }
+            async move { bench::subscribe_all(ws, mine).await }
         });
         futures::future::join_all(steps).await;
         subscribing_s += started.elapsed().as_secs_f64();
@@ -301,7 +301,7 @@ async fn run(sizes: &Sizes, store: &str, args: &[&str]) -> Outcome {
     let mut churn_changes = 0u64;
     while churn_started.elapsed() < sizes.churn_for {
         unsubscribe(ws, churned).await;
-        common::subscribe_live(ws, churned).await;
+        bench::subscribe_live(ws, churned).await;
         churn_changes += 2;
     }
     let churn_s = churn_started.elapsed().as_secs_f64();
@@ -354,8 +354,8 @@ impl Prober {
         let mut samples = Vec::new();
         while !self.stop.load(Ordering::SeqCst) && samples.len() < most {
             let started = Instant::now();
-            let mut ws = common::connect(&self.url, READ_BUFFER).await;
-            let hello = common::next_text(&mut ws).await;
+            let mut ws = bench::connect(&self.url, READ_BUFFER).await;
+            let hello = bench::next_text(&mut ws).await;
             samples.push(started.elapsed().as_nanos() as u64);
             assert!(
                 hello.contains(&self.session),
@@ -473,12 +473,12 @@ impl Outcome {
             "  another user's ?session= hello: p50 {:.1} ms, p99 {:.1} ms before; during the \
              attack p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} hellos); gateway \
              peak RSS {}; {} ERROR log lines",
-            common::ms(percentile(&self.baseline, 50.0)),
-            common::ms(percentile(&self.baseline, 99.0)),
-            common::ms(percentile(&self.during, 50.0)),
-            common::ms(percentile(&self.during, 90.0)),
-            common::ms(percentile(&self.during, 99.0)),
-            common::ms(self.during.last().copied().unwrap_or(0)),
+            bench::ms(percentile(&self.baseline, 50.0)),
+            bench::ms(percentile(&self.baseline, 99.0)),
+            bench::ms(percentile(&self.during, 50.0)),
+            bench::ms(percentile(&self.during, 90.0)),
+            bench::ms(percentile(&self.during, 99.0)),
+            bench::ms(self.during.last().copied().unwrap_or(0)),
             self.during.len(),
             mib(self.peak_rss as f64),
             self.errors_logged
@@ -505,12 +505,12 @@ impl Outcome {
             "churn_records": self.churn_records,
             "churn_bytes": self.churn_bytes,
             "churn_previous_format_bytes": self.churn_old_bytes,
-            "hello_ms_before": {"p50": common::ms(percentile(&self.baseline, 50.0)), "p99": common::ms(percentile(&self.baseline, 99.0))},
+            "hello_ms_before": {"p50": bench::ms(percentile(&self.baseline, 50.0)), "p99": bench::ms(percentile(&self.baseline, 99.0))},
             "hello_ms_during": {
-                "p50": common::ms(percentile(&self.during, 50.0)),
-                "p90": common::ms(percentile(&self.during, 90.0)),
-                "p99": common::ms(percentile(&self.during, 99.0)),
-                "max": common::ms(self.during.last().copied().unwrap_or(0)),
+                "p50": bench::ms(percentile(&self.during, 50.0)),
+                "p90": bench::ms(percentile(&self.during, 90.0)),
+                "p99": bench::ms(percentile(&self.during, 99.0)),
+                "max": bench::ms(self.during.last().copied().unwrap_or(0)),
                 "samples": self.during.len(),
             },
             "gateway_peak_rss_bytes": self.peak_rss,
@@ -582,7 +582,7 @@ fn print_table(outcomes: &[Outcome]) {
                 .map_or(na.clone(), |b| format!("{:.0}", b / o.changes())),
             o.old_bytes() / o.changes(),
             o.growth().map_or(na.clone(), |g| format!("{g:.2}")),
-            common::ms(percentile(&o.during, 99.0)),
+            bench::ms(percentile(&o.during, 99.0)),
             o.churn_bytes
                 .map_or(na, |b| format!("{:.0}", b / o.churn_changes.max(1) as f64)),
         );

@@ -36,7 +36,11 @@
 
 #[path = "sessions/client.rs"]
 mod client;
-mod common;
+#[path = "sessions/outcome.rs"]
+mod outcome;
+
+use outcome::{print_table, Outcome};
+use switchboard_harness::bench;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -47,8 +51,8 @@ use serde_json::json;
 use switchboard::channel::Id;
 use tokio::sync::{watch, Semaphore};
 
+use bench::{round1, round3, thousands};
 use client::{Shared, CONNECT_CONCURRENCY};
-use common::{round1, round3, thousands, Gateway};
 
 /// The counter the `kv` store adds (it counts every record written, to
 /// either store).
@@ -175,9 +179,9 @@ fn main() {
             std::env::remove_var(name);
         }
     }
-    let full = common::full();
+    let full = bench::full();
     let sizes = if full { Sizes::full() } else { Sizes::smoke() };
-    let limit = common::raise_open_files_limit();
+    let limit = bench::raise_open_files_limit();
     let needed = sizes.connections as u64 + 512;
     if limit < needed {
         panic!(
@@ -186,8 +190,8 @@ fn main() {
             sizes.connections
         );
     }
-    let kv = common::serve_accepts("--session-store");
-    let flush_flag = common::serve_accepts("--session-flush-interval");
+    let kv = bench::serve_accepts("--session-store");
+    let flush_flag = bench::serve_accepts("--session-flush-interval");
     let (runs, skipped) = variants(&sizes, kv, flush_flag);
     println!(
         "sessions: {} connections on {} channels (~{} events/s each), {} events/s, \
@@ -199,9 +203,9 @@ fn main() {
         sizes.warm_up.as_secs_f64(),
         sizes.measured.as_secs_f64(),
         client::ACK_EVERY.as_secs_f64(),
-        common::mode()
+        bench::mode()
     );
-    let runtime = common::runtime();
+    let runtime = bench::runtime();
     let mut outcomes = Vec::new();
     for variant in &runs {
         let outcome = runtime.block_on(run(&sizes, variant));
@@ -212,7 +216,7 @@ fn main() {
         println!("  skipped: {line}");
     }
     print_table(&outcomes);
-    common::print_json(
+    bench::print_json(
         "sessions",
         json!({
             "connections": sizes.connections,
@@ -240,10 +244,10 @@ async fn run(sizes: &Sizes, variant: &Variant) -> Outcome {
         humantime::format_duration(variant.flush),
         variant.flush_note
     );
-    let nats = common::nats();
-    let log = common::log(&nats).await;
+    let nats = bench::nats();
+    let log = bench::log(&nats).await;
     let args: Vec<&str> = variant.args.iter().map(String::as_str).collect();
-    let gateway = Gateway::start_with(&nats.url(), "warn", &args);
+    let gateway = bench::gateway_with(&nats.url(), bench::BENCH_LOG, &args);
     let channels: Vec<Id> = (0..sizes.channels).map(|_| Id::new_v4()).collect();
 
     let (finish_tx, finish_rx) = watch::channel(None);
@@ -269,18 +273,16 @@ async fn run(sizes: &Sizes, variant: &Variant) -> Outcome {
             ))
         })
         .collect();
-    common::wait_until(
-        || shared.ready.load(Ordering::Relaxed) == sizes.connections,
-        common::PATIENCE,
-        "every client subscribed",
-    )
+    bench::wait_within("every client subscribed", bench::PATIENCE, || async {
+        shared.ready.load(Ordering::Relaxed) == sizes.connections
+    })
     .await;
     let connect_s = connecting.elapsed().as_secs_f64();
     println!("  connected and subscribed in {connect_s:.1} s");
 
-    let acked = Arc::new(common::Acked::default());
+    let acked = Arc::new(bench::Acked::default());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let publisher = tokio::spawn(common::publish_receipts(
+    let publisher = tokio::spawn(bench::publish_receipts(
         log.clone(),
         channels.clone(),
         sizes.per_s,
@@ -292,22 +294,22 @@ async fn run(sizes: &Sizes, variant: &Variant) -> Outcome {
     // The measured period: from the middle of one counter read to the
     // middle of the other.
     let asked = Instant::now();
-    let writes_before = gateway.metric(WRITES_METRIC).await;
+    let writes_before = gateway.metric_sum(WRITES_METRIC).await;
     let from = asked + asked.elapsed() / 2;
     let delivered_before = shared.delivered.load(Ordering::Relaxed);
     let pings_before = shared.pings.load(Ordering::Relaxed);
     let acks_before = shared.acks.load(Ordering::Relaxed);
     let stored_before = acked.stored.load(Ordering::Relaxed);
-    let cpu = common::CpuMeter::start(&[
+    let cpu = bench::CpuMeter::start(&[
         ("gateway", gateway.pid()),
-        ("nats-server", common::nats_pid()),
+        ("nats-server", bench::nats_pid()),
     ]);
-    let gateway_cpu_before = common::cpu_seconds(gateway.pid());
+    let gateway_cpu_before = bench::cpu_seconds(gateway.pid());
     tokio::time::sleep_until((from + sizes.measured).into()).await;
     let asked = Instant::now();
-    let writes_after = gateway.metric(WRITES_METRIC).await;
+    let writes_after = gateway.metric_sum(WRITES_METRIC).await;
     let measured = (asked + asked.elapsed() / 2).duration_since(from);
-    let gateway_cpu = common::cpu_seconds(gateway.pid()) - gateway_cpu_before;
+    let gateway_cpu = bench::cpu_seconds(gateway.pid()) - gateway_cpu_before;
     let cpu_line = cpu.line();
     let cpu_json = cpu.json();
     let delivered = shared.delivered.load(Ordering::Relaxed) - delivered_before;
@@ -381,229 +383,4 @@ async fn run(sizes: &Sizes, variant: &Variant) -> Outcome {
         outcome.errors += u64::from(record.errors);
     }
     outcome
-}
-
-// ---------------------------------------------------------------- figures
-
-struct Outcome {
-    name: String,
-    flush: Duration,
-    flush_note: &'static str,
-    connections: usize,
-    channels: usize,
-    connect_s: f64,
-    measured: Duration,
-    /// Session records written in the measured period; `None` when the
-    /// gateway has no such counter.
-    writes: Option<f64>,
-    delivered: u64,
-    pings: u64,
-    acks: u64,
-    /// Events the publisher stored in the measured period.
-    stored: u64,
-    gateway_cpu: f64,
-    cpu_json: serde_json::Value,
-    rss: u64,
-    hwm: u64,
-    expected: u64,
-    lost: u64,
-    duplicates: u64,
-    unexpected: u64,
-    dropped: u64,
-    /// Clients still short of their channel's last event at the deadline
-    /// (their missing events count as lost).
-    late: u64,
-    errors: u64,
-    errors_logged: usize,
-    publish_failed: u64,
-}
-
-impl Outcome {
-    fn seconds(&self) -> f64 {
-        self.measured.as_secs_f64().max(1e-9)
-    }
-
-    fn writes_per_s(&self) -> Option<f64> {
-        self.writes.map(|w| w / self.seconds())
-    }
-
-    fn writes_per_conn_s(&self) -> Option<f64> {
-        self.writes_per_s()
-            .map(|w| w / self.connections.max(1) as f64)
-    }
-
-    /// At most one write per connection per flush interval, with the
-    /// allowance and the slack.
-    fn bound(&self) -> f64 {
-        self.connections as f64 / self.flush.as_secs_f64() * BOUND_FACTOR + BOUND_SLACK
-    }
-
-    fn within_bound(&self) -> Option<bool> {
-        self.writes_per_s().map(|w| w <= self.bound())
-    }
-
-    fn delivered_per_s(&self) -> f64 {
-        self.delivered as f64 / self.seconds()
-    }
-
-    /// What the clients should get: every connection its channel's share.
-    fn delivery_target(&self) -> f64 {
-        self.connections as f64 * self.stored as f64 / self.channels as f64 / self.seconds()
-    }
-
-    fn print_line(&self) {
-        match (self.writes_per_s(), self.within_bound()) {
-            (Some(w), Some(ok)) => println!(
-                "  session writes: {} in {:.1} s = {}/s, {:.3} per connection per second \
-                 (one per interval would be {:.3}); bound {}/s: {}",
-                thousands(self.writes.unwrap_or(0.0)),
-                self.seconds(),
-                thousands(w),
-                self.writes_per_conn_s().unwrap_or(0.0),
-                1.0 / self.flush.as_secs_f64(),
-                thousands(self.bound()),
-                if ok { "within" } else { "EXCEEDED" }
-            ),
-            _ => println!("  session writes: n/a (no {WRITES_METRIC} on /metrics)"),
-        }
-        println!(
-            "  delivered {}/s (the publisher's {}/s x {} connections / {} channels = {}/s); \
-             {:.2} pings and {:.2} acks per connection per second",
-            thousands(self.delivered_per_s()),
-            thousands(self.stored as f64 / self.seconds()),
-            thousands(self.connections as f64),
-            self.channels,
-            thousands(self.delivery_target()),
-            self.pings as f64 / self.connections as f64 / self.seconds(),
-            self.acks as f64 / self.connections as f64 / self.seconds(),
-        );
-        println!(
-            "  gateway: {:.2} s CPU in {:.1} s ({:.0}% of a core), RSS {:.1} MiB (peak {:.1} MiB)",
-            self.gateway_cpu,
-            self.seconds(),
-            self.gateway_cpu / self.seconds() * 100.0,
-            mib(self.rss),
-            mib(self.hwm)
-        );
-        println!(
-            "  events: {} expected, {} lost, {} duplicates, {} unexpected; {} sockets dropped, \
-             {} clients late, {} error frames, {} ERROR log lines, {} publishes failed",
-            thousands(self.expected as f64),
-            self.lost,
-            self.duplicates,
-            self.unexpected,
-            self.dropped,
-            self.late,
-            self.errors,
-            self.errors_logged,
-            self.publish_failed
-        );
-    }
-
-    fn json(&self) -> serde_json::Value {
-        let mut out = json!({
-            "store": self.name,
-            "flush_interval_s": self.flush.as_secs_f64(),
-            "flush_interval": self.flush_note,
-            "connect_s": round1(self.connect_s),
-            "measured_s": round3(self.seconds()),
-            "session_writes": self.writes,
-            "session_writes_per_s": self.writes_per_s().map(round1),
-            "session_writes_per_conn_s": self.writes_per_conn_s().map(round3),
-            "bound_per_s": round1(self.bound()),
-            "within_bound": self.within_bound(),
-            "delivered_per_s": round1(self.delivered_per_s()),
-            "stored_per_s": round1(self.stored as f64 / self.seconds()),
-            "pings_per_conn_s": round3(self.pings as f64 / self.connections as f64 / self.seconds()),
-            "acks_per_conn_s": round3(self.acks as f64 / self.connections as f64 / self.seconds()),
-            "gateway_cpu_s": round3(self.gateway_cpu),
-            "gateway_rss_bytes": self.rss,
-            "gateway_peak_rss_bytes": self.hwm,
-            "expected": self.expected,
-            "lost": self.lost,
-            "duplicates": self.duplicates,
-            "unexpected": self.unexpected,
-            "dropped": self.dropped,
-            "late": self.late,
-            "errors": self.errors,
-            "errors_logged": self.errors_logged,
-            "publish_failed": self.publish_failed,
-        });
-        if let (Some(out), serde_json::Value::Object(cpu)) = (out.as_object_mut(), &self.cpu_json) {
-            out.insert("cpu".into(), serde_json::Value::Object(cpu.clone()));
-        }
-        out
-    }
-
-    /// The smoke run's checks.
-    fn assert_clean(&self) {
-        let name = &self.name;
-        assert_eq!(self.publish_failed, 0, "{name}: publishes failed");
-        assert_eq!(
-            self.lost, 0,
-            "{name}: clients missed events of their channel"
-        );
-        assert_eq!(self.duplicates, 0, "{name}: clients got an event twice");
-        assert_eq!(
-            self.unexpected, 0,
-            "{name}: clients got events never stored"
-        );
-        assert_eq!(self.dropped, 0, "{name}: sockets ended early");
-        assert_eq!(
-            self.late, 0,
-            "{name}: clients still waiting at the deadline"
-        );
-        assert!(self.expected > 0, "{name}: nothing was published");
-        if let Some(writes) = self.writes_per_s() {
-            assert!(
-                writes > 0.0,
-                "{name}: no session record written while cursors moved"
-            );
-            assert!(
-                writes <= self.bound(),
-                "{name}: {writes:.1} session writes/s for {} connections with a {} flush \
-                 interval: more than {:.1}/s (one per connection per interval x {BOUND_FACTOR} \
-                 + {BOUND_SLACK})",
-                self.connections,
-                humantime::format_duration(self.flush),
-                self.bound()
-            );
-        }
-    }
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
-}
-
-fn print_table(outcomes: &[Outcome]) {
-    println!(
-        "\n{:<10} {:>12} {:>10} {:>13} {:>10} {:>12} {:>9} {:>9} {:>8} {:>6}",
-        "store",
-        "flush",
-        "writes/s",
-        "per conn/s",
-        "bound/s",
-        "delivered/s",
-        "gw cpu s",
-        "gw cpu %",
-        "gw MiB",
-        "lost"
-    );
-    for o in outcomes {
-        let na = || "n/a".to_string();
-        println!(
-            "{:<10} {:>12} {:>10} {:>13} {:>10} {:>12} {:>9.2} {:>9.0} {:>8.1} {:>6}",
-            o.name,
-            format!("{} {}", humantime::format_duration(o.flush), o.flush_note),
-            o.writes_per_s().map_or_else(na, thousands),
-            o.writes_per_conn_s().map_or_else(na, |w| format!("{w:.3}")),
-            thousands(o.bound()),
-            thousands(o.delivered_per_s()),
-            o.gateway_cpu,
-            o.gateway_cpu / o.seconds() * 100.0,
-            mib(o.rss),
-            o.lost
-        );
-    }
 }

@@ -37,7 +37,7 @@
 
 #[path = "storm/client.rs"]
 mod client;
-mod common;
+use switchboard_harness::bench;
 #[path = "storm/outcome.rs"]
 mod outcome;
 
@@ -51,8 +51,8 @@ use switchboard::channel::Id;
 use switchboard::token::Grant;
 use tokio::sync::{watch, Semaphore};
 
+use bench::{now_nanos, thousands, Acked};
 use client::{control_client, pair, storm_client, Shared, CONNECT_CONCURRENCY};
-use common::{now_nanos, thousands, Acked, Gateway};
 use outcome::Outcome;
 
 /// With sessions, a duplicate is allowed when its event was published no
@@ -145,9 +145,9 @@ impl Resume {
 }
 
 fn main() {
-    let full = common::full();
+    let full = bench::full();
     let sizes = if full { Sizes::full() } else { Sizes::smoke() };
-    let limit = common::raise_open_files_limit();
+    let limit = bench::raise_open_files_limit();
     let needed = (sizes.clients + sizes.control_clients) as u64 * 2 + 256;
     if limit < needed {
         panic!(
@@ -156,10 +156,10 @@ fn main() {
             sizes.clients + sizes.control_clients
         );
     }
-    let sessions = common::serve_accepts("--session-store");
+    let sessions = bench::serve_accepts("--session-store");
     // `STORM_ONLY=since_seq` or `STORM_ONLY=session` runs one of the two.
     let only = std::env::var("STORM_ONLY").unwrap_or_default();
-    let runtime = common::runtime();
+    let runtime = bench::runtime();
     let mut outcomes = Vec::new();
     if only != "session" {
         let first = runtime.block_on(run(&sizes, Resume::SinceSeq));
@@ -176,7 +176,7 @@ fn main() {
             "\nsession run: skipped (`switchboard serve` does not accept --session-store yet)"
         );
     }
-    common::print_json(
+    bench::print_json(
         "storm",
         json!({
             "clients": sizes.clients,
@@ -209,16 +209,16 @@ async fn run(sizes: &Sizes, resume: Resume) -> Outcome {
         sizes.offline.as_secs_f64(),
         sizes.spread.as_secs_f64(),
         sizes.control_clients,
-        common::mode()
+        bench::mode()
     );
-    let nats = common::nats();
-    let log = common::log(&nats).await;
+    let nats = bench::nats();
+    let log = bench::log(&nats).await;
     let extra: &[&str] = match resume {
         Resume::SinceSeq => &[],
         Resume::Session => &["--session-store", "kv"],
     };
-    let mut a = Gateway::start_with(&nats.url(), "warn", extra);
-    let b = Gateway::start_with(&nats.url(), "warn", extra);
+    let mut a = bench::gateway_with(&nats.url(), bench::BENCH_LOG, extra);
+    let b = bench::gateway_with(&nats.url(), bench::BENCH_LOG, extra);
     let channels: Vec<Id> = (0..sizes.channels).map(|_| Id::new_v4()).collect();
     let control_channels: Vec<Id> = (0..sizes.control_channels).map(|_| Id::new_v4()).collect();
 
@@ -256,7 +256,7 @@ async fn run(sizes: &Sizes, resume: Resume) -> Outcome {
     let control: Vec<_> = (0..sizes.control_clients)
         .map(|i| {
             let channel = control_channels[i % control_channels.len()];
-            let token = common::token(Id::new_v4(), Grant::Some(vec![channel]));
+            let token = bench::token(Id::new_v4(), Grant::Some(vec![channel]), &[]);
             tokio::spawn(control_client(
                 b.ws_url(&token),
                 channel,
@@ -271,7 +271,7 @@ async fn run(sizes: &Sizes, resume: Resume) -> Outcome {
             shared.ready.load(Ordering::Relaxed) == sizes.clients
                 && control_ready.load(Ordering::Relaxed) == sizes.control_clients
         },
-        common::PATIENCE,
+        bench::PATIENCE,
         "every client subscribed",
     )
     .await;
@@ -281,14 +281,14 @@ async fn run(sizes: &Sizes, resume: Resume) -> Outcome {
     );
 
     let acked = Arc::new(Acked::default());
-    let publisher = tokio::spawn(common::publish_receipts(
+    let publisher = tokio::spawn(bench::publish_receipts(
         log.clone(),
         channels.clone(),
         sizes.per_s,
         acked.clone(),
         stop_rx.clone(),
     ));
-    let control_publisher = tokio::spawn(common::publish_receipts(
+    let control_publisher = tokio::spawn(bench::publish_receipts(
         log.clone(),
         control_channels.clone(),
         sizes.control_per_s,
@@ -300,10 +300,10 @@ async fn run(sizes: &Sizes, resume: Resume) -> Outcome {
     tokio::time::sleep(sizes.before).await;
 
     // The kill.
-    let consumers_before = b.metric(CONSUMERS_METRIC).await;
+    let consumers_before = b.metric_sum(CONSUMERS_METRIC).await;
     let b_rss_before = b.rss_bytes();
     let killed_at = now_nanos();
-    a.kill();
+    a.kill9();
     let _ = kill_tx.send(Some(killed_at));
     let reconnect_from = killed_at + sizes.offline.as_nanos() as u64;
     let storm_from = Instant::now() + sizes.offline;
@@ -326,8 +326,8 @@ async fn run(sizes: &Sizes, resume: Resume) -> Outcome {
     let all_live = shared.live.load(Ordering::Relaxed) >= target;
     let storm_s = storm_from.elapsed().as_secs_f64();
     let during_to = now_nanos();
-    let window_events = b.metric("switchboard_window_events").await;
-    let window_bytes = b.metric("switchboard_window_bytes").await;
+    let window_events = b.metric_sum("switchboard_window_events").await;
+    let window_bytes = b.metric_sum("switchboard_window_bytes").await;
     println!(
         "  storm: {} of {target} subscriptions live again {:.2} s after the first reconnect",
         shared.live.load(Ordering::Relaxed),
@@ -344,7 +344,7 @@ async fn run(sizes: &Sizes, resume: Resume) -> Outcome {
     for task in futures::future::join_all(storm).await {
         records.push(task.expect("storm client"));
     }
-    let consumers_after = b.metric(CONSUMERS_METRIC).await;
+    let consumers_after = b.metric_sum(CONSUMERS_METRIC).await;
     let b_hwm = b.peak_rss_bytes();
     let _ = stop_tx.send(true);
     let receipts = publisher.await.expect("publisher");

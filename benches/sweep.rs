@@ -37,7 +37,7 @@
 
 #[path = "sweep/chart.rs"]
 mod chart;
-mod common;
+use switchboard_harness::bench;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -45,8 +45,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use switchboard::log::Log;
 
-use common::delivery::{self, Figures, Layout, Subscribers};
-use common::{thousands, Gateway, PATIENCE};
+use bench::delivery::{self, Figures, Layout, Subscribers};
+use bench::{thousands, Gateway, PATIENCE};
 
 /// The sizes of one run.
 struct Sizes {
@@ -109,30 +109,30 @@ impl Sizes {
 }
 
 fn main() {
-    let sizes = if common::full() {
+    let sizes = if bench::full() {
         Sizes::full()
     } else {
         Sizes::smoke()
     };
-    common::raise_open_files_limit();
+    bench::raise_open_files_limit();
     delivery::require_open_files(sizes.most_connections(), "sweep");
     let font = chart::load_font();
     let mut table = Table::default();
     table.line(format!(
         "sweep: how cost grows, gateway binary on one nats-server [{} mode]",
-        common::mode()
+        bench::mode()
     ));
     table.line(format!(
         "  flood: events worth {} deliveries stored as fast as Log::store goes ({} acks in flight); delivered/s = receipts / (last receipt - first publish)",
         thousands(sizes.flood_deliveries as f64),
-        common::IN_FLIGHT
+        bench::IN_FLIGHT
     ));
     table.line(format!(
         "  light: paced to {} deliveries/s for {:.1} s; latency = publish -> client, every delivery",
         thousands(sizes.light_per_s),
         sizes.light_for.as_secs_f64()
     ));
-    let runtime = common::runtime();
+    let runtime = bench::runtime();
     let points = runtime.block_on(throughput(&sizes, &mut table));
     let memory = runtime.block_on(idle_memory(&sizes, &mut table));
 
@@ -167,7 +167,7 @@ fn main() {
     if let Err(e) = chart::draw(&png, &panels(&sizes, &points, &memory), text) {
         panic!("cannot draw {}: {e}", png.display());
     }
-    common::print_json(
+    bench::print_json(
         "sweep",
         json!({
             "points": points.iter().map(Point::json).collect::<Vec<_>>(),
@@ -175,7 +175,7 @@ fn main() {
             "png": png.display().to_string(),
         }),
     );
-    if !common::full() {
+    if !bench::full() {
         for point in &points {
             assert!(
                 point.flood.complete() && point.light.complete(),
@@ -267,10 +267,10 @@ impl Point {
             "channels": self.layout.channels,
             "connections": self.layout.connections(),
             "channels_per_connection": self.layout.per_connection,
-            "connect_s": common::round3(self.connect_s),
+            "connect_s": bench::round3(self.connect_s),
             "flood_events": self.flood_events,
             "flood": self.flood.json(),
-            "light_events_per_s": common::round1(self.light_events_per_s),
+            "light_events_per_s": bench::round1(self.light_events_per_s),
             "light": self.light.json(),
         })
     }
@@ -279,9 +279,9 @@ impl Point {
 const HEADER: &str = "sweep          subs    chans   conns connect s |    events published/s delivered/s   p99 ms | events/s   p50 ms   p99 ms";
 
 async fn throughput(sizes: &Sizes, table: &mut Table) -> Vec<Point> {
-    let nats = common::nats();
-    let log = common::log(&nats).await;
-    let gateway = Gateway::start(&nats.url());
+    let nats = bench::nats();
+    let log = bench::log(&nats).await;
+    let gateway = bench::gateway(&nats.url());
     table.line(String::new());
     table.line(format!(
         "{:<48}| {:<44}| light",
@@ -348,7 +348,7 @@ async fn run_point(
 async fn wait_disconnected(gateway: &Gateway) {
     let until = Instant::now() + PATIENCE;
     while Instant::now() < until {
-        match gateway.metric("switchboard_connections").await {
+        match gateway.metric_sum("switchboard_connections").await {
             Some(n) if n > 0.0 => tokio::time::sleep(Duration::from_millis(50)).await,
             _ => return,
         }
@@ -388,8 +388,8 @@ fn mib(bytes: u64) -> f64 {
 }
 
 async fn idle_memory(sizes: &Sizes, table: &mut Table) -> Memory {
-    let nats = common::nats();
-    let gateway = Gateway::start(&nats.url());
+    let nats = bench::nats();
+    let gateway = bench::gateway(&nats.url());
     table.line(String::new());
     table.line(
         "idle connections, each subscribed to a channel of its own (a fresh gateway):".to_string(),

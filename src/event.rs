@@ -211,20 +211,6 @@ macro_rules! event_types {
                 Ok(data)
             }
 
-            /// Decodes `data` of the given type from a parsed JSON value, as
-            /// [`EventData::decode`] does (unknown fields are dropped).
-            pub fn from_value(kind: EventType, value: serde_json::Value) -> Result<EventData, EventError> {
-                if !value.is_object() {
-                    return Err(EventError::NotObject { kind: kind.as_str() });
-                }
-                let data = match kind {
-                    $(EventType::$variant => serde_json::from_value(value).map(EventData::$variant),)*
-                };
-                let data = data.map_err(|source| EventError::Data { kind: kind.as_str(), source })?;
-                data.check_fields()?;
-                Ok(data)
-            }
-
             /// Appends the `data` object as JSON. These types (strings, ids,
             /// string-keyed maps) always serialize; should one ever fail, an
             /// empty object stands in, so the frame stays valid JSON and
@@ -235,12 +221,6 @@ macro_rules! event_types {
                     Ok(json) => out.push_str(&json),
                     Err(_) => out.push_str("{}"),
                 }
-            }
-
-            pub fn to_value(&self) -> serde_json::Value {
-                let value = match self { $(EventData::$variant(d) => serde_json::to_value(d),)* };
-                // Plain structs of strings, ids and string-keyed maps always serialize.
-                value.unwrap_or(serde_json::Value::Null)
             }
         }
     };

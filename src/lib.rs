@@ -24,7 +24,7 @@
 //! - [`tail`]: `switchboard tail`, a gateway client that prints frames and resumes on its own.
 //! - [`failure`]: how a command fails: its message and exit code.
 //! - [`data_dir`]: the data directory's lock: one switchboard process at a time.
-//! - [`local_nats`]: a nats-server child process, for `serve` without a URL and for tests.
+//! - [`local_nats`]: a nats-server child process, for `serve` without a URL (the test harness starts its servers with the same command line).
 //! - [`metrics`]: the Prometheus series, registered once.
 //! - [`origins`]: which web origins may use the gateway from a browser (CORS, WebSocket upgrades).
 

@@ -1,19 +1,17 @@
-//! A nats-server child process with JetStream: what `serve` starts when no
-//! NATS URL is configured, and what every integration test runs against.
+//! A nats-server child process with JetStream: what `serve` (and the
+//! projection tools) start when no NATS URL is configured.
 //!
 //! The server listens on a port it picks itself (`-p -1`) on loopback; the
 //! port is read from its log, so parallel servers never race for a port.
-//! Dropping the handle kills the process. [`NatsCluster`] runs three of
-//! them as a JetStream cluster (for tests of failover).
+//! Dropping the handle kills the process. The test harness
+//! (`harness/`, `switchboard-harness`) starts its servers and clusters with
+//! the same command line ([`jetstream_command`]) and readiness wait
+//! ([`run_until_ready`]); nothing here exists for tests alone.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-mod cluster;
-
-pub use cluster::{NatsCluster, CLUSTER_NAME, CLUSTER_READY_TIMEOUT, CLUSTER_SIZE};
 
 /// How long a starting nats-server may take to say it listens.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -41,72 +39,23 @@ pub enum LocalNatsError {
 /// A running nats-server.
 pub struct NatsServer {
     child: Child,
-    binary: PathBuf,
-    store: PathBuf,
     port: u16,
-    /// Removed on drop when the server owns a temporary store.
-    _temp: Option<tempfile::TempDir>,
 }
 
 impl NatsServer {
     /// Starts a server storing JetStream data under `store`.
     pub fn start(store: &Path) -> Result<NatsServer, LocalNatsError> {
         let binary = find_binary().ok_or(LocalNatsError::NotFound)?;
-        NatsServer::spawn(binary, store.to_path_buf(), None, None)
-    }
-
-    /// Starts a server with a fresh temporary store (for tests and benches).
-    pub fn start_temp() -> Result<NatsServer, LocalNatsError> {
-        let binary = find_binary().ok_or(LocalNatsError::NotFound)?;
-        let temp = tempfile::Builder::new()
-            .prefix("switchboard-nats-")
-            .tempdir()
-            .map_err(|e| LocalNatsError::NotReady(format!("temp dir: {e}")))?;
-        let store = temp.path().to_path_buf();
-        NatsServer::spawn(binary, store, None, Some(temp))
-    }
-
-    /// Starts a server with extra configuration file content (for example a
-    /// `websocket {}` block), a temporary store and a free port.
-    pub fn start_temp_with_config(extra: &str) -> Result<NatsServer, LocalNatsError> {
-        let binary = find_binary().ok_or(LocalNatsError::NotFound)?;
-        let temp = tempfile::Builder::new()
-            .prefix("switchboard-nats-")
-            .tempdir()
-            .map_err(|e| LocalNatsError::NotReady(format!("temp dir: {e}")))?;
-        let conf = temp.path().join("nats.conf");
-        std::fs::write(&conf, extra)
-            .map_err(|e| LocalNatsError::NotReady(format!("writing {}: {e}", conf.display())))?;
-        let store = temp.path().join("store");
-        NatsServer::spawn(binary, store, Some(conf), Some(temp))
-    }
-
-    fn spawn(
-        binary: PathBuf,
-        store: PathBuf,
-        conf: Option<PathBuf>,
-        temp: Option<tempfile::TempDir>,
-    ) -> Result<NatsServer, LocalNatsError> {
-        let (child, port) = launch(&binary, &store, conf.as_deref(), None)?;
-        Ok(NatsServer {
-            child,
-            binary,
-            store,
-            port,
-            _temp: temp,
-        })
+        let (child, port) = run_until_ready(jetstream_command(&binary, store, None), None)?;
+        Ok(NatsServer { child, port })
     }
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// Kills the server (as a crash would) and leaves it stopped.
-    pub fn kill(&mut self) {
+    fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -145,14 +94,6 @@ impl NatsServer {
             tokio::time::sleep(STOP_POLL).await;
         }
     }
-
-    /// Starts it again on the same port with the same store.
-    pub fn restart(&mut self) -> Result<(), LocalNatsError> {
-        self.kill();
-        let (child, _) = launch(&self.binary, &self.store, None, Some(self.port))?;
-        self.child = child;
-        Ok(())
-    }
 }
 
 impl Drop for NatsServer {
@@ -183,12 +124,11 @@ pub fn find_binary() -> Option<PathBuf> {
     })
 }
 
-fn launch(
-    binary: &Path,
-    store: &Path,
-    conf: Option<&Path>,
-    port: Option<u16>,
-) -> Result<(Child, u16), LocalNatsError> {
+/// The command line of a JetStream server on loopback storing under
+/// `store`, on `port` or (`None`) one it picks itself. `serve`'s local
+/// server runs it; the test harness runs it too, so tests run against the
+/// server `serve` starts.
+pub fn jetstream_command(binary: &Path, store: &Path, port: Option<u16>) -> Command {
     let mut command = Command::new(binary);
     command
         .arg("-js")
@@ -198,20 +138,19 @@ fn launch(
         .arg(port.map_or("-1".to_string(), |p| p.to_string()))
         .arg("-sd")
         .arg(store);
-    if let Some(conf) = conf {
-        command.arg("-c").arg(conf);
-    }
-    run_until_ready(command, binary, None)
+    command
 }
 
 /// Spawns a nats-server `command` and waits until its log says it is
-/// ready; returns the child and its client port. The log is drained for
-/// the server's whole life, and appended to `log_file` when one is given.
-fn run_until_ready(
+/// ready, within [`START_TIMEOUT`]; returns the child and its client port.
+/// The log is drained for the server's whole life, and appended to
+/// `log_file` when one is given. Public for the test harness, whose
+/// servers and clusters start through it.
+pub fn run_until_ready(
     mut command: Command,
-    binary: &Path,
     log_file: Option<std::fs::File>,
 ) -> Result<(Child, u16), LocalNatsError> {
+    let binary = PathBuf::from(command.get_program());
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -291,29 +291,9 @@ fn write_url_file(data_dir: &Path, url: &str) -> anyhow::Result<()> {
 }
 
 /// The line `serve` prints on stdout once it listens; scripts, tests and
-/// benches read it to find the port (`--listen 127.0.0.1:0`).
+/// benches read it to find the port (`--listen 127.0.0.1:0`; the harness's
+/// `listening_address`).
 pub const LISTENING: &str = "switchboard listening on http://";
-
-/// Reads a `serve` process's stdout until the [`LISTENING`] line, and keeps
-/// draining it afterwards so the process never blocks on a full pipe.
-pub fn listening_address(
-    stdout: std::process::ChildStdout,
-    timeout: Duration,
-) -> Option<SocketAddr> {
-    use std::io::BufRead;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if let Some(addr) = line.strip_prefix(LISTENING) {
-                let _ = tx.send(addr.trim().parse::<SocketAddr>());
-            }
-        }
-    });
-    rx.recv_timeout(timeout).ok()?.ok()
-}
 
 /// Runs until SIGTERM or Ctrl-C, then stops.
 pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {

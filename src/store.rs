@@ -89,8 +89,10 @@ impl Store {
         Store::from_db(db, dir.join(SNAPSHOT_FILE), None)
     }
 
-    /// A store that is gone when dropped (tests and tools).
-    pub fn temporary() -> Result<Store, StoreError> {
+    /// A store that is gone when dropped, for the unit tests (a bench or
+    /// tool opens a temporary directory with [`Store::open`]).
+    #[cfg(test)]
+    pub(crate) fn temporary() -> Result<Store, StoreError> {
         let temp = tempfile::Builder::new()
             .prefix("switchboard-store-")
             .tempdir()

@@ -5,15 +5,13 @@
 //! leave it out, so a ban on such a subject is no ban anywhere (and never
 //! one that a live client sees but a replay does not).
 
-mod support;
-
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::*;
 use switchboard::channel::Id;
 use switchboard::event::{Event, EventData, Member};
 use switchboard::token::Grant;
+use switchboard_harness::*;
 
 /// The stored payload of a message in `c`, as another service writes it.
 fn message_payload(c: Id, text: &str) -> String {
@@ -143,7 +141,7 @@ async fn a_ban_on_an_upper_case_subject_is_no_ban_anywhere(gap: Gap) {
         // Other channels' events push the gap out of the 20-event window.
         let other = Id::new_v4();
         for i in 0..40 {
-            log.store(&message(other, &format!("filler {i}")))
+            log.store(&message(other, format!("filler {i}")))
                 .await
                 .expect("stored");
         }

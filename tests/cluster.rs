@@ -6,16 +6,14 @@
 //! talks to the other servers. And `serve` refuses more replicas than the
 //! cluster has servers.
 
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::*;
 use switchboard::channel::Id;
 use switchboard::log::StreamSettings;
 use switchboard::token::Grant;
+use switchboard_harness::*;
 
 /// Events published in one run, one every [`PACE`].
 const EVENTS: usize = 250;
@@ -107,7 +105,7 @@ async fn failover(fault: Fault) {
             let mut pace = tokio::time::interval(PACE);
             for i in 0..EVENTS {
                 pace.tick().await;
-                let event = message(c, &format!("event {i}"));
+                let event = message(c, format!("event {i}"));
                 // The log retries for 30 s; a publisher whose publish still
                 // failed sends the same event (the same id) again, as an
                 // HTTP publisher would, and it is stored once.

@@ -3,9 +3,7 @@
 //! token route exists in `--dev` only. Real nats-server, real binary. (The
 //! page itself is driven in Chromium by clients/typescript/test/browser.test.mjs.)
 
-mod support;
-
-use support::*;
+use switchboard_harness::*;
 
 fn header<'a>(response: &'a reqwest::Response, name: &str) -> &'a str {
     response

@@ -4,13 +4,11 @@
 //! still sending), protocol violations (1002), floods repeated so that a race
 //! cannot pass by luck, and arithmetic on client numbers.
 
-mod support;
-
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use support::*;
 use switchboard::channel::{Channel, Id};
 use switchboard::token::Grant;
+use switchboard_harness::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -407,7 +405,7 @@ proptest! {
 /// One gateway for all the property's cases.
 struct World {
     runtime: tokio::runtime::Runtime,
-    _nats: switchboard::local_nats::NatsServer,
+    _nats: NatsServer,
     gateway: Gateway,
     log: switchboard::log::Log,
 }

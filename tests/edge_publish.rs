@@ -10,8 +10,6 @@
 //! gateway's memory under 1,000 withheld 256 KiB bodies, of strangers and
 //! of real publishers.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,7 +21,7 @@ use switchboard::token::{Grant, Role};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use support::*;
+use switchboard_harness::*;
 
 /// The `Content-Length` the strangers announce: the largest body the
 /// gateway takes.

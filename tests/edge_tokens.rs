@@ -5,14 +5,12 @@
 //! body, a repeated publish id answers `duplicate`, and `HEAD` works on the
 //! health routes.
 
-mod support;
-
 use std::net::SocketAddr;
 
 use serde_json::{json, Value};
-use support::*;
 use switchboard::channel::{Channel, Id};
 use switchboard::token::{Grant, Role};
+use switchboard_harness::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Words from parsers and frameworks that no answer may carry.

@@ -4,17 +4,14 @@
 //! another epoch are never honoured silently; the router, the live
 //! subscriptions and the projection go on with the new stream.
 
-mod support;
-
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::*;
 use switchboard::channel::{Channel, Id};
 use switchboard::event::{Event, EventData, Member};
-use switchboard::local_nats::NatsServer;
 use switchboard::log::{Log, StreamSettings};
 use switchboard::token::Grant;
+use switchboard_harness::*;
 
 fn joined(c: Id, u: Id) -> Event {
     Event::new(EventData::MemberJoined(Member {

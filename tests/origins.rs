@@ -6,12 +6,10 @@
 //! requests without an `Origin` (not from a page) are never refused for it.
 //! Real nats-server, real binary.
 
-mod support;
-
 use serde_json::json;
-use support::*;
 use switchboard::channel::Id;
 use switchboard::token::{Grant, Role};
+use switchboard_harness::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;

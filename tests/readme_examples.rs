@@ -5,13 +5,11 @@
 //! differs: the examples say `127.0.0.1:8080`, the test listens on a free
 //! port, and `./target/release/switchboard` is the binary under test.
 
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
-use support::PATIENCE;
+use switchboard_harness::PATIENCE;
 
 /// The README's ```sh blocks, each as its lines.
 fn sh_blocks(readme: &str) -> Vec<Vec<String>> {
@@ -42,7 +40,7 @@ struct Serve(std::process::Child);
 
 impl Drop for Serve {
     fn drop(&mut self) {
-        support::kill_group(&mut self.0);
+        switchboard_harness::kill_group(&mut self.0);
     }
 }
 
@@ -71,7 +69,7 @@ fn the_readme_shell_examples_run_as_written() {
         .current_dir(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    support::own_process_group(&mut serve);
+    switchboard_harness::own_process_group(&mut serve);
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("SWITCHBOARD_") {
             serve.env_remove(key);

@@ -1,17 +1,15 @@
 //! Resume without loss: catch-up by seq and by time, the incomplete-history
 //! flag, sessions across a crash, slow readers and NATS outages.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::*;
 use switchboard::channel::{Channel, Id};
 use switchboard::event::format_timestamp;
 use switchboard::log::{Log, StreamSettings};
 use switchboard::token::Grant;
+use switchboard_harness::*;
 
 /// Publishes `n` messages to `c` with many in flight; returns their seqs, sorted.
 async fn publish_many(log: &Log, c: Id, n: usize, size: usize) -> Vec<u64> {
@@ -316,18 +314,6 @@ async fn another_users_session_id_gets_a_fresh_session() {
     assert_eq!(again.hello["data"]["resumed"], true);
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn a_reader_that_stops_reading_loses_nothing_and_memory_stays_bounded() {
     let nats = nats();
@@ -339,11 +325,11 @@ async fn a_reader_that_stops_reading_loses_nothing_and_memory_stays_bounded() {
     let c = Id::new_v4();
     let mut client = Client::connect(&gateway, &token(Id::new_v4(), Grant::All, &[])).await;
     client.subscribe(chat(c)).await;
-    let before = rss_kib(gateway.pid());
+    let before = gateway.rss_kib().unwrap_or(0);
 
     // 40,000 events of 2 KB (80 MB) while the client reads nothing.
     let published = publish_many(&log, c, 40_000, 2000).await;
-    let after_publish = rss_kib(gateway.pid());
+    let after_publish = gateway.rss_kib().unwrap_or(0);
 
     let received = client.events(published.len()).await;
     assert_seqs(&seqs(&received), &published, "all of them, in order, once");

@@ -4,14 +4,12 @@
 //! many times in a row while events flow. Events may come again (those read
 //! after the last confirmed ping), never go missing.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use support::*;
 use switchboard::channel::Id;
 use switchboard::token::Grant;
+use switchboard_harness::*;
 
 /// Restores in a row.
 const ROUNDS: usize = 15;
@@ -44,7 +42,7 @@ async fn abrupt_drops_while_events_flow_never_skip_an_event() {
                     _ = tick.tick() => {}
                 }
                 let receipt = log
-                    .publish(&message(c, &format!("m{n}")))
+                    .publish(&message(c, format!("m{n}")))
                     .await
                     .expect("published");
                 last = receipt.stored.seq;

@@ -18,18 +18,16 @@
 //! Counts are smoke-sized; the bench (`benches/session_writes.rs`) has the
 //! figures.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::*;
 use switchboard::channel::{Channel, Id};
 use switchboard::session::kv::{Bucket, BucketSettings};
 use switchboard::session::sled::SledSessions;
 use switchboard::store::Store;
 use switchboard::token::Grant;
+use switchboard_harness::*;
 
 /// `--max-subscriptions` in these tests.
 const MOST: usize = 48;
@@ -61,7 +59,7 @@ async fn settled_writes(gateway: &Gateway) -> (f64, f64) {
 }
 
 /// The default bucket of a gateway on `nats`, as the tests read it.
-async fn bucket(nats: &switchboard::local_nats::NatsServer) -> Bucket {
+async fn bucket(nats: &NatsServer) -> Bucket {
     let client = async_nats::connect(nats.url()).await.expect("nats");
     let js = async_nats::jetstream::new(client);
     let settings = BucketSettings {
@@ -373,7 +371,7 @@ async fn churn(client: &mut Client, log: &switchboard::log::Log) -> Vec<Channel>
             unreachable!()
         };
         let receipt = log
-            .publish(&message(id, &format!("m{round}")))
+            .publish(&message(id, format!("m{round}")))
             .await
             .expect("published");
         let event = client.events(1).await;
@@ -485,7 +483,7 @@ async fn five_events(log: &switchboard::log::Log) -> (Channel, Vec<u64>) {
     let mut seqs = Vec::new();
     for n in 0..5 {
         let receipt = log
-            .publish(&message(c, &format!("m{n}")))
+            .publish(&message(c, format!("m{n}")))
             .await
             .expect("published");
         seqs.push(receipt.stored.seq);

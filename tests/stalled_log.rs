@@ -8,15 +8,12 @@
 //! inline would send the late subscription's reply before anything that
 //! arrived while it waited.
 
-mod support;
-
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::stall::StallProxy;
-use support::*;
 use switchboard::channel::Id;
 use switchboard::token::Grant;
+use switchboard_harness::*;
 
 /// How long the JetStream API's direct gets (what planning a `since`
 /// replay asks) are held back.
@@ -51,7 +48,7 @@ async fn a_stalled_log_request_holds_up_only_its_own_subscription() {
     let log = log(&nats).await;
     let (live, old, other) = (Id::new_v4(), Id::new_v4(), Id::new_v4());
     for i in 0..5 {
-        log.store(&message(old, &format!("history {i}")))
+        log.store(&message(old, format!("history {i}")))
             .await
             .expect("stored");
     }
@@ -69,7 +66,7 @@ async fn a_stalled_log_request_holds_up_only_its_own_subscription() {
     let mut published = Vec::new();
     for i in 0..3 {
         let stored = log
-            .store(&message(live, &format!("live {i}")))
+            .store(&message(live, format!("live {i}")))
             .await
             .expect("stored");
         published.push(stored.seq);

@@ -3,17 +3,15 @@
 //! is killed (no gap, no duplicate), replays with `--since-seq`, stops after
 //! `--max-events` and on SIGTERM, and exits 1 or 2 with a reason.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
-use support::*;
 use switchboard::channel::Id;
 use switchboard::log::Log;
 use switchboard::token::Grant;
+use switchboard_harness::*;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 /// A running `switchboard tail`: its stdout lines as they come, its stderr

@@ -6,13 +6,11 @@
 //! missing or wrongly typed required field is still refused, logged with its
 //! seq and counted.
 
-mod support;
-
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use support::*;
 use switchboard::channel::{Channel, Id};
 use switchboard::token::{Grant, Role};
+use switchboard_harness::*;
 use tokio_tungstenite::tungstenite::Message;
 
 /// A `channel_message` data object as a newer publisher writes it: its own

@@ -4,14 +4,12 @@
 //! consumer per resumed subscription, and the consumers deleted when done.
 //! Real nats-server, real binary, real WebSockets.
 
-mod support;
-
 use futures::StreamExt;
 use serde_json::json;
-use support::*;
 use switchboard::channel::Id;
 use switchboard::log::Log;
 use switchboard::token::Grant;
+use switchboard_harness::*;
 
 const CONSUMERS: &str = "switchboard_log_consumers_created_total";
 
@@ -21,7 +19,7 @@ async fn publish(log: &Log, channels: &[Id], n: usize) -> Vec<Vec<u64>> {
     for i in 0..n {
         for (k, c) in channels.iter().enumerate() {
             let receipt = log
-                .store(&message(*c, &format!("{i}")))
+                .store(&message(*c, format!("{i}")))
                 .await
                 .expect("stored");
             seqs[k].push(receipt.seq);
@@ -66,7 +64,7 @@ async fn a_short_gap_is_replayed_from_memory_without_a_consumer() {
     resume(&mut client, b, 0, &seqs[1]).await;
     // And live after the replay.
     let live = publish(&log, &[a], 1).await;
-    assert_eq!(support::seqs(&client.events(1).await), live[0]);
+    assert_eq!(switchboard_harness::seqs(&client.events(1).await), live[0]);
 
     assert_eq!(
         gateway.metric(CONSUMERS).await,

@@ -14,7 +14,7 @@ use switchboard::token::Grant;
 use tokio::sync::{watch, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::common;
+use switchboard_harness::bench;
 
 /// A small read buffer keeps thousands of clients in one process.
 pub const READ_BUFFER: usize = 4 * 1024;
@@ -70,13 +70,13 @@ pub async fn client(
     shared: Arc<Shared>,
 ) -> Record {
     let name = Channel::Chat(channel).to_string();
-    let token = common::token(Id::new_v4(), Grant::Some(vec![channel]));
+    let token = bench::token(Id::new_v4(), Grant::Some(vec![channel]), &[]);
     let mut record = Record::default();
 
     let permit = shared.connecting.acquire().await.expect("semaphore");
-    let mut ws = common::connect_gateway(&format!("{url}?token={token}"), READ_BUFFER).await;
+    let mut ws = bench::connect_gateway(&format!("{url}?token={token}"), READ_BUFFER).await;
     drop(permit);
-    common::subscribe_live(&mut ws, Channel::Chat(channel)).await;
+    bench::subscribe_live(&mut ws, Channel::Chat(channel)).await;
     shared.ready.fetch_add(1, Ordering::Relaxed);
 
     // Acks spread over the second, not all at once.
@@ -97,9 +97,9 @@ pub async fn client(
         let until = give_up.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
         tokio::select! {
             message = ws.next() => match message {
-                Some(Ok(Message::Text(frame))) => match common::control_type(&frame).as_deref() {
+                Some(Ok(Message::Text(frame))) => match bench::control_type(&frame).as_deref() {
                     None => {
-                        if let Some(seq) = common::frame_u64(&frame, "\"seq\":") {
+                        if let Some(seq) = bench::frame_u64(&frame, "\"seq\":") {
                             record.seqs.push(seq);
                             last = last.max(seq);
                             shared.delivered.fetch_add(1, Ordering::Relaxed);

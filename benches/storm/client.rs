@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::Resume;
-use crate::common::{self, now_nanos, Ws};
+use switchboard_harness::bench::{self, now_nanos, Ws};
 
 /// Storm clients read little at a time: a small buffer keeps thousands of
 /// them in one process.
@@ -141,14 +141,14 @@ pub async fn storm_client(
     shared: Arc<Shared>,
 ) -> Record {
     let names = channels.map(|c| Channel::Chat(c).to_string());
-    let token = common::token(user, Grant::Some(channels.to_vec()));
+    let token = bench::token(user, Grant::Some(channels.to_vec()), &[]);
     let mut record = Record::default();
 
     // On A: subscribe live (the publisher starts once everyone is).
     let permit = shared.connecting.acquire().await.expect("semaphore");
-    let mut ws = common::connect(&format!("{a_url}?token={token}"), READ_BUFFER).await;
+    let mut ws = bench::connect(&format!("{a_url}?token={token}"), READ_BUFFER).await;
     drop(permit);
-    let hello = parse(&common::next_text(&mut ws).await);
+    let hello = parse(&bench::next_text(&mut ws).await);
     assert_eq!(hello["type"], "hello", "{hello}");
     let session = hello["data"]["session_id"]
         .as_str()
@@ -159,8 +159,8 @@ pub async fn storm_client(
     }
     let mut subscribed = 0;
     while subscribed < 2 {
-        let frame = common::next_text(&mut ws).await;
-        match common::control_type(&frame).as_deref() {
+        let frame = bench::next_text(&mut ws).await;
+        match bench::control_type(&frame).as_deref() {
             Some("subscribed") => subscribed += 1,
             Some("error") => panic!("subscribe refused on A: {frame}"),
             None => record_event(&frame, &names, &mut record),
@@ -235,7 +235,7 @@ pub async fn storm_client(
 pub fn record_event(frame: &str, names: &[String; 2], record: &mut Record) {
     if let (Some(i), Some(seq)) = (
         channel_index(frame, names),
-        common::frame_u64(frame, "\"seq\":"),
+        bench::frame_u64(frame, "\"seq\":"),
     ) {
         record.seqs[i].push(seq);
     }
@@ -264,7 +264,7 @@ pub async fn on_b(
         url.push_str(session);
     }
     let permit = shared.connecting.acquire().await.expect("semaphore");
-    let connected = common::try_connect(&url, READ_BUFFER, CONNECT_TIMEOUT).await;
+    let connected = bench::try_connect(&url, READ_BUFFER, CONNECT_TIMEOUT).await;
     drop(permit);
     let mut ws = match connected {
         Ok(ws) => ws,
@@ -318,7 +318,7 @@ pub async fn on_b(
                 return false;
             }
         };
-        let kind = common::control_type(&frame);
+        let kind = bench::control_type(&frame);
         if first {
             first = false;
             if kind.as_deref() != Some("hello") {
@@ -398,7 +398,7 @@ pub async fn control_client(
     let mut record = ControlRecord::default();
     let mut announced = false;
     while !*stop.borrow() {
-        let mut ws = match common::try_connect(&url, READ_BUFFER, CONNECT_TIMEOUT).await {
+        let mut ws = match bench::try_connect(&url, READ_BUFFER, CONNECT_TIMEOUT).await {
             Ok(ws) => ws,
             Err(_) => {
                 record.closes += 1;
@@ -406,12 +406,12 @@ pub async fn control_client(
                 continue;
             }
         };
-        let hello = common::next_text(&mut ws).await;
-        if common::control_type(&hello).as_deref() != Some("hello") {
+        let hello = bench::next_text(&mut ws).await;
+        if bench::control_type(&hello).as_deref() != Some("hello") {
             record.errors += 1;
             continue;
         }
-        common::subscribe_live(&mut ws, Channel::Chat(channel)).await;
+        bench::subscribe_live(&mut ws, Channel::Chat(channel)).await;
         if !announced {
             ready.fetch_add(1, Ordering::Relaxed);
             announced = true;
@@ -422,9 +422,9 @@ pub async fn control_client(
                 _ = stop.changed() => break,
             };
             match message {
-                Some(Ok(Message::Text(frame))) => match common::control_type(&frame).as_deref() {
+                Some(Ok(Message::Text(frame))) => match bench::control_type(&frame).as_deref() {
                     None => {
-                        if let Some(sent) = common::frame_u64(&frame, "\"content\":") {
+                        if let Some(sent) = bench::frame_u64(&frame, "\"content\":") {
                             let now = now_nanos();
                             record.samples.push((now, now.saturating_sub(sent)));
                         }

@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::{Resume, Sizes, CONSUMERS_METRIC, SESSION_DUPLICATE_BOUND};
-use crate::common::{self, ms, percentile, thousands};
+use switchboard_harness::bench::{self, ms, percentile, thousands};
 
 /// The figures of one run.
 pub struct Outcome {
@@ -232,7 +232,7 @@ impl Outcome {
     /// A Bar whose figure depends on the run's size (latency): judged in a
     /// full run only, since a smoke run's sizes say nothing about it.
     fn sized_bar(&self, what: &str, met: bool, figure: String) {
-        if common::full() {
+        if bench::full() {
             self.bar(what, met, figure);
         }
     }
@@ -261,7 +261,7 @@ impl Outcome {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        let r3 = common::round3;
+        let r3 = bench::round3;
         json!({
             "resume": self.resume.name(),
             "subscriptions": self.subscriptions,

@@ -347,10 +347,11 @@ impl Log {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, closed).await;
     }
 
-    /// The raw NATS client: an escape hatch for tests and tools that must
-    /// write or inspect the stream behind the log's back (a malformed
-    /// message, a raw read). The gateway never uses it: it speaks to the log
-    /// in channels, events and sequences.
+    /// The raw NATS client. `serve` opens the session bucket on it (one
+    /// connection per node); tests and tools write or inspect the stream
+    /// behind the log's back with it (a malformed message, a raw read).
+    /// The gateway's connections never use it: they speak to the log in
+    /// channels, events and sequences.
     pub fn client(&self) -> &async_nats::Client {
         &self.client
     }

@@ -510,8 +510,9 @@ impl Bucket {
         )))
     }
 
-    /// Every key of the bucket, for tests and operators (a full scan: it
-    /// creates a consumer).
+    /// Every key of the bucket (a full scan: it creates a consumer). Public
+    /// to inspect the bucket without knowing its layout, which is this
+    /// module's alone: `tests/session_writes.rs` and `cluster_sessions` do.
     pub async fn keys(&self) -> Result<Vec<String>, BucketError> {
         let keys = self
             .store
@@ -523,7 +524,8 @@ impl Bucket {
             .map_err(|e| BucketError::Read(e.to_string()))
     }
 
-    /// The sessions in `user`'s index.
+    /// The sessions in `user`'s index. Public for the same inspection as
+    /// [`Bucket::keys`].
     pub async fn sessions_of(&self, user: Id) -> Result<Vec<Id>, BucketError> {
         let key = format!("{USERS}.{user}");
         match self.store.entry(key.as_str()).await? {

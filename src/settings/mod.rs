@@ -461,7 +461,9 @@ pub const DEV_SECRET: &str = "switchboard-dev-secret-do-not-use-in-production";
 
 /// The README's settings tables, generated from the declarations: the log's
 /// (with `--config`), then `serve`'s own and the connections' limits. Each
-/// is `(name, table)`; the README marks each table with its name.
+/// is `(name, table)`; the README marks each table with its name. Public
+/// because the declarations are this module's: `tests/readme_settings.rs`
+/// checks the README against them (and rewrites it, `UPDATE_README=1`).
 pub fn readme_tables() -> [(&'static str, String); 2] {
     let log = std::iter::once(&CONFIG).chain(LogSettings::SETTINGS);
     let serve = ServeOptions::SETTINGS.iter().chain(Limits::SETTINGS);

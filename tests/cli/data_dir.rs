@@ -10,10 +10,10 @@ use switchboard::channel::Id;
 use switchboard::projection::Snapshot;
 use switchboard::store::Store;
 
-use crate::support::{self, PATIENCE};
 use crate::{
     expect_exit, message_data, publish_lines, run, serve, switchboard, temp, Output, Proc, Served,
 };
+use switchboard_harness::PATIENCE;
 
 // ---------------------------------------------------------------------------
 // projection
@@ -21,7 +21,7 @@ use crate::{
 
 #[test]
 fn projection_check_after_rebuild_matches_and_catches_a_tampered_snapshot() {
-    let nats = support::nats();
+    let nats = switchboard_harness::nats();
     let dir = temp();
     let url = nats.url();
     let data = dir.path().join("data");

@@ -4,11 +4,8 @@
 //! that name the setting, config file keys, flag-over-file precedence).
 //! Every process a test starts is killed when the test ends, also on panic.
 //!
-//! This file is the harness the modules share (running the binary,
+//! This file holds what the modules share (running the binary,
 //! helpers); each module covers one concept.
-
-#[path = "../support/mod.rs"]
-mod support;
 
 mod data_dir;
 mod nats_url;
@@ -24,9 +21,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::PATIENCE;
 use switchboard::channel::Id;
 use switchboard::log::{Log, StreamSettings};
+use switchboard_harness::PATIENCE;
 
 // ---------------------------------------------------------------------------
 // running the binary
@@ -40,7 +37,7 @@ struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        support::kill_group(&mut self.0);
+        switchboard_harness::kill_group(&mut self.0);
     }
 }
 
@@ -55,8 +52,19 @@ fn switchboard(dir: &Path) -> Command {
     }
     cmd.current_dir(dir);
     // Its own process group, which `Proc` kills as a whole.
-    support::own_process_group(&mut cmd);
+    switchboard_harness::own_process_group(&mut cmd);
     cmd
+}
+
+/// The harness (a library, which cannot use `env!("CARGO_BIN_EXE_…")`)
+/// finds the binary beside the test executable: the one cargo built.
+#[test]
+fn the_harness_runs_the_binary_cargo_built_for_the_tests() {
+    let canonical = |p: &Path| p.canonicalize().expect("the binary exists");
+    assert_eq!(
+        canonical(&switchboard_harness::binary()),
+        canonical(Path::new(env!("CARGO_BIN_EXE_switchboard")))
+    );
 }
 
 struct Output {

@@ -7,12 +7,11 @@ use switchboard::channel::Id;
 use switchboard::event::format_timestamp;
 use switchboard::log::{Log, StreamSettings};
 
-use crate::support;
 use crate::{block, is_timestamp, message_data, messages_held, publish, run, switchboard, temp};
 
 #[test]
 fn publish_prints_id_seq_and_log_timestamp_and_a_repeated_id_is_stored_once() {
-    let nats = support::nats();
+    let nats = switchboard_harness::nats();
     let dir = temp();
     let c = Id::new_v4();
     let out = publish(
@@ -76,7 +75,7 @@ fn publish_prints_id_seq_and_log_timestamp_and_a_repeated_id_is_stored_once() {
 
 #[test]
 fn json_lines_on_stdin_publish_several_events() {
-    let nats = support::nats();
+    let nats = switchboard_harness::nats();
     let dir = temp();
     let (c, u) = (Id::new_v4(), Id::new_v4());
     let id = Id::new_v4();
@@ -111,7 +110,7 @@ fn json_lines_on_stdin_publish_several_events() {
 
 #[test]
 fn invalid_input_exits_2_naming_the_problem_and_stores_nothing() {
-    let nats = support::nats();
+    let nats = switchboard_harness::nats();
     let dir = temp();
     let url = nats.url();
     let (c, m) = (Id::new_v4(), Id::new_v4());

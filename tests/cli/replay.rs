@@ -4,12 +4,12 @@
 use serde_json::{json, Value};
 use switchboard::channel::Id;
 
-use crate::support::{self, assert_schema};
 use crate::{message_data, publish_lines, replay, temp};
+use switchboard_harness::assert_schema;
 
 #[test]
 fn replay_prints_the_envelopes_publish_reported() {
-    let nats = support::nats();
+    let nats = switchboard_harness::nats();
     let dir = temp();
     let url = nats.url();
     let (c, d, u) = (Id::new_v4(), Id::new_v4(), Id::new_v4());
@@ -77,7 +77,7 @@ fn replay_prints_the_envelopes_publish_reported() {
 
 #[test]
 fn replay_summary_and_range_flags() {
-    let nats = support::nats();
+    let nats = switchboard_harness::nats();
     let dir = temp();
     let url = nats.url();
     let (c, u) = (Id::new_v4(), Id::new_v4());
@@ -154,7 +154,7 @@ fn replay_summary_and_range_flags() {
 
 #[test]
 fn replay_with_bad_arguments_exits_2() {
-    let nats = support::nats();
+    let nats = switchboard_harness::nats();
     let dir = temp();
     let url = nats.url();
     let c = format!("channel:{}", Id::new_v4());

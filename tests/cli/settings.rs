@@ -9,7 +9,6 @@ use std::time::Duration;
 use switchboard::channel::{Channel, Id};
 use switchboard::token::{Grant, Role, TokenKeys};
 
-use crate::support;
 use crate::{block, expect_exit, run, serve, switchboard, temp, Served};
 
 fn write_config(dir: &Path, text: &str) -> String {
@@ -20,7 +19,7 @@ fn write_config(dir: &Path, text: &str) -> String {
 
 #[test]
 fn serve_refuses_bad_settings_naming_them() {
-    let nats = support::nats();
+    let nats = switchboard_harness::nats();
     let dir = temp();
     let url = nats.url();
     let serve_with = |args: &[&str], env: &[(&str, &str)]| {
@@ -115,7 +114,7 @@ fn serve_args(cmd: &mut Command, data: &Path, url: &str) {
 
 #[test]
 fn flags_override_the_config_file_and_the_environment_overrides_it_too() {
-    let nats = support::nats();
+    let nats = switchboard_harness::nats();
     let dir = temp();
     let url = nats.url();
     let config = write_config(
@@ -144,7 +143,7 @@ fn flags_override_the_config_file_and_the_environment_overrides_it_too() {
             .expect("the file's stream name was used");
         // The file's secret is the gateway's: an auditor token signed with
         // it reads history, one signed otherwise is refused.
-        let http = support::http();
+        let http = switchboard_harness::http();
         let user = Id::new_v4();
         let token = |secret: &[u8]| {
             let claims = switchboard::token::dev_claims(
@@ -205,12 +204,12 @@ fn flags_override_the_config_file_and_the_environment_overrides_it_too() {
 // schemas/server/hello.json (`minimum: 1`) and read as "no heartbeat".
 #[test]
 fn a_sub_millisecond_heartbeat_is_refused() {
-    let nats = support::nats();
+    let nats = switchboard_harness::nats();
     let dir = temp();
     for heartbeat in ["500us", "999us"] {
         let mut cmd = switchboard(dir.path());
         cmd.args(["serve", "--heartbeat", heartbeat, "--listen", "127.0.0.1:0"])
-            .args(["--jwt-secret", support::SECRET]);
+            .args(["--jwt-secret", switchboard_harness::SECRET]);
         serve_args(&mut cmd, &dir.path().join("data"), &nats.url());
         expect_exit(serve(&mut cmd)).usage_error(&["heartbeat", "1ms"]);
     }

@@ -130,13 +130,6 @@ const OWNED: &[Owned] = &[
         sites: 1,
         owner: "a nats-server's log reader: ends with that process (the end of its stderr), which its `NatsServer` kills when dropped",
     },
-    Owned {
-        file: "src/server.rs",
-        function: "listening_address",
-        call: "std::thread::spawn",
-        sites: 1,
-        owner: "a `serve` process's stdout reader (tests, benches): ends with that process (the end of its stdout), which its caller owns",
-    },
     // Processes: not tasks, listed so that every `spawn` is accounted for.
     Owned {
         file: "src/local_nats.rs",
@@ -144,27 +137,6 @@ const OWNED: &[Owned] = &[
         call: ".spawn",
         sites: 1,
         owner: "the nats-server child process, killed when its `NatsServer` drops",
-    },
-    Owned {
-        file: "src/local_nats.rs",
-        function: "start",
-        call: "NatsServer::spawn",
-        sites: 1,
-        owner: "`NatsServer`'s constructor (a process, killed when it drops)",
-    },
-    Owned {
-        file: "src/local_nats.rs",
-        function: "start_temp",
-        call: "NatsServer::spawn",
-        sites: 1,
-        owner: "`NatsServer`'s constructor (a process, killed when it drops)",
-    },
-    Owned {
-        file: "src/local_nats.rs",
-        function: "start_temp_with_config",
-        call: "NatsServer::spawn",
-        sites: 1,
-        owner: "`NatsServer`'s constructor (a process, killed when it drops)",
     },
 ];
 

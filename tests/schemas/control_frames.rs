@@ -8,7 +8,6 @@ use switchboard::access::EndReason;
 use switchboard::channel::Channel;
 use switchboard::gateway::protocol::{self, ErrorCode, FrameError};
 
-use crate::support;
 use crate::{enum_strings, file_schema, schemas, upper_id, C};
 
 /// Every end reason; the match makes a new variant a compile error here.
@@ -65,7 +64,7 @@ fn check_server(name: &str, text: &str) -> Value {
     if let Err(e) = schemas().check(&format!("server/{name}"), &frame) {
         panic!("{name} fails server/{name}.json: {e}\n{frame}");
     }
-    support::assert_schema(&frame);
+    switchboard_harness::assert_schema(&frame);
     frame
 }
 

@@ -10,8 +10,8 @@ use switchboard::envelope::{self, StoredEvent};
 use switchboard::event::{Event, EventData, UserTyping};
 use switchboard::log::subject;
 
-use crate::support::{self, samples};
 use crate::{schemas, upper_id};
+use switchboard_harness::{data_value, decode_value, samples};
 
 fn typing(c: Id, u: Id) -> EventData {
     EventData::UserTyping(UserTyping {
@@ -41,14 +41,14 @@ fn every_emitted_data_object_passes_its_schema_and_decodes_back() {
         for copy in event.copies() {
             let kind = copy.data.kind();
             kinds.insert(kind);
-            let value = copy.data.to_value();
+            let value = data_value(&copy.data);
             if let Err(e) = schemas().check_data(kind, &value) {
                 panic!(
                     "{kind} copy on {} fails its schema: {e}\n{value}",
                     copy.channel
                 );
             }
-            let back = EventData::from_value(kind, value.clone())
+            let back = decode_value(kind, &value)
                 .unwrap_or_else(|e| panic!("{kind} does not decode back: {e}"));
             assert_eq!(back, copy.data, "{kind} round-trips");
             let mut written = String::new();
@@ -88,10 +88,10 @@ fn every_envelope_passes_the_envelope_schema() {
                 event.id,
             );
             let frame: Value = serde_json::from_slice(&frame).expect("envelope is JSON");
-            support::assert_schema(&frame);
+            switchboard_harness::assert_schema(&frame);
             assert_eq!(frame["timestamp"], "2025-01-15T10:30:00.123Z");
             assert_eq!(frame["channel"], copy.channel.to_string());
-            assert_eq!(frame["data"], copy.data.to_value());
+            assert_eq!(frame["data"], data_value(&copy.data));
             assert_eq!(frame["id"], event.id.to_string());
             if stored {
                 let via_stored = StoredEvent {
@@ -143,7 +143,7 @@ fn every_stored_payload_passes_the_publish_schema_and_decodes_back() {
             // The kept text of what the gateway stored is its own form.
             let kept = subject::decode_kept(&subj, &payload).expect("decodes back");
             let kept: Value = serde_json::from_str(kept.raw_data.as_str()).expect("JSON");
-            assert_eq!(kept, copy.data.to_value());
+            assert_eq!(kept, data_value(&copy.data));
         }
     }
 }

@@ -5,9 +5,6 @@
 //!
 //! This file holds what the modules share; each module is one concept.
 
-#[path = "../support/mod.rs"]
-mod support;
-
 mod client_frames;
 mod control_frames;
 mod decoder;

@@ -88,7 +88,8 @@ async fn task<H>(opening: Box<Opening>, held: H) {
 }
 
 /// The size of a connection task's future, which every connection
-/// allocates once (the benches report it).
+/// allocates once. Public because only this crate can name the future: the
+/// fanout bench reports it (docs/performance.md).
 pub fn task_bytes() -> usize {
     fn output_size<F, A, B, Fut>(_: F) -> usize
     where

@@ -1,12 +1,21 @@
 //! What other services and tools do beside the gateway: publish straight
-//! to the stream, read history as an auditor, run the `switchboard` CLI.
+//! to the stream, read history as an auditor, speak HTTP, run the
+//! `switchboard` CLI.
 
 use std::process::Stdio;
 
 use switchboard::channel::{Channel, Id};
 use switchboard::token::{Grant, Role};
 
-use super::{http, token, Gateway, PATIENCE};
+use crate::{binary, token, Gateway, PATIENCE};
+
+/// An HTTP client with no connection pooling surprises.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(PATIENCE)
+        .build()
+        .expect("http client")
+}
 
 /// Publishes a payload straight to the stream, as another service does.
 pub async fn publish_raw(
@@ -39,7 +48,7 @@ pub async fn history_lines(gateway: &Gateway, channel: Channel) -> Vec<String> {
 
 /// The `switchboard` binary with no `SWITCHBOARD_*` from the environment.
 pub fn switchboard() -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    let mut cmd = tokio::process::Command::new(binary());
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("SWITCHBOARD_") {
             cmd.env_remove(key);

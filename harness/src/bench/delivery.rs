@@ -15,6 +15,7 @@ use switchboard::token::Grant;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{ms, now_nanos, percentile, rate, thousands, Gateway, Ws};
+use crate::token;
 
 /// tungstenite's default client read buffer (what a typical client has).
 pub const CLIENT_READ_BUFFER: usize = 128 * 1024;
@@ -227,7 +228,7 @@ impl Subscribers {
         let sockets = futures::stream::iter(0..layout.connections())
             .map(|i| async move {
                 let mine: Vec<Id> = layout.channels_of(i).map(|c| channels_ref[c]).collect();
-                let token = super::token(Id::new_v4(), Grant::Some(mine.clone()));
+                let token = token(Id::new_v4(), Grant::Some(mine.clone()), &[]);
                 let mut ws =
                     super::connect_gateway(&gateway.ws_url(&token), CLIENT_READ_BUFFER).await;
                 let mine: Vec<Channel> = mine.into_iter().map(Channel::Chat).collect();
@@ -304,7 +305,7 @@ impl Subscribers {
 /// A subscribed connection with its own channel.
 pub async fn idle_client(gateway: &Gateway) -> Ws {
     let channel = Id::new_v4();
-    let token = super::token(Id::new_v4(), Grant::All);
+    let token = token(Id::new_v4(), Grant::All, &[]);
     let mut ws = super::connect_gateway(&gateway.ws_url(&token), IDLE_READ_BUFFER).await;
     super::subscribe_live(&mut ws, Channel::Chat(channel)).await;
     ws

@@ -1,5 +1,5 @@
 //! A local three-node nats-server cluster with JetStream, for tests of
-//! failover: each node has its own client, route and HTTP monitoring port
+//! failover (moved here from the library, which never runs one): each node has its own client, route and HTTP monitoring port
 //! on loopback and its own store directory, and can be killed, restarted
 //! on the same ports and store, or put in lame-duck mode.
 //!
@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{find_binary, run_until_ready, LocalNatsError};
+use switchboard::local_nats::{find_binary, run_until_ready, LocalNatsError};
 
 /// How many servers the cluster runs: the smallest that keeps an R3
 /// stream writable with one of them down.
@@ -115,7 +115,7 @@ impl NatsCluster {
             .map_err(|e| LocalNatsError::NotReady(format!("{}: {e}", node.log.display())))?;
         let mut command = Command::new(&self.binary);
         command.arg("-c").arg(&node.conf);
-        let (child, _) = run_until_ready(command, &self.binary, Some(log))?;
+        let (child, _) = run_until_ready(command, Some(log))?;
         self.nodes[i].child = Some(child);
         Ok(())
     }
@@ -264,6 +264,12 @@ impl NatsCluster {
             })
             .unwrap_or_default()
     }
+}
+
+/// A three-node nats-server cluster with JetStream (temporary stores, free
+/// ports), ready: every node knows a meta leader.
+pub fn cluster() -> NatsCluster {
+    NatsCluster::start_temp().expect("a nats-server cluster starts (run `just tools`)")
 }
 
 impl Drop for NatsCluster {

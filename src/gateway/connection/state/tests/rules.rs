@@ -1,0 +1,276 @@
+//! One unit test per rule: a replay the log must plan waits while the other
+//! subscription goes on, a stale answer is dropped, restores go on in the
+//! background with their cursors kept, a cursor is saved once confirmed, a
+//! recreated stream restarts every subscription.
+
+use super::*;
+
+#[test]
+fn a_replay_the_log_must_plan_waits_while_the_other_subscription_goes_on() {
+    let mut node = Model::new(false);
+    let mut conn = state();
+    conn.open(&mut node, opened(BTreeMap::new()));
+    let (live, old) = (chat(), chat());
+    for _ in 0..3 {
+        node.publish(old);
+    }
+    conn.on_frame(&mut node, subscribe(live, None, "live"))
+        .unwrap();
+    conn.on_frame(&mut node, subscribe(old, Some(0), "old"))
+        .unwrap();
+    let plan = effects(&mut conn)
+        .into_iter()
+        .find_map(|e| match e {
+            Effect::Plan {
+                channel,
+                ticket,
+                request,
+                ..
+            } => Some((channel, ticket, request)),
+            _ => None,
+        })
+        .expect("the replay's plan is asked of the log");
+    written(&mut conn);
+
+    // Meanwhile: live events of both channels, and a ping.
+    let l = node.publish(live);
+    let o = node.publish(old);
+    while let Some(d) = node.queue.pop_front() {
+        conn.on_delivery(&mut node, d);
+    }
+    conn.on_frame(&mut node, ClientFrame::Ping { request_id: None })
+        .unwrap();
+    let meanwhile = written(&mut conn);
+    assert_eq!(seqs_of(&meanwhile, live), [l]);
+    assert!(seqs_of(&meanwhile, old).is_empty(), "{meanwhile:?}");
+    assert!(meanwhile.iter().any(|f| f["type"] == "pong"));
+
+    // The plan comes back: `subscribed`, then the replay reads the log.
+    let (channel, ticket, request) = plan;
+    let planned = node.plan(&request);
+    conn.on_answer(
+        &mut node,
+        Answer::Planned {
+            channel,
+            ticket,
+            result: Ok(planned),
+        },
+    )
+    .unwrap();
+    let frames = written(&mut conn);
+    assert_eq!(frames[0]["type"], "subscribed");
+    assert_eq!(frames[0]["data"]["request_id"], "old");
+    let read = effects(&mut conn).into_iter().find_map(|e| match e {
+        Effect::Read { channel, after } => Some((channel, after)),
+        _ => None,
+    });
+    assert_eq!(read, Some((old, 0)));
+    for event in node.of_channel_after(old, 0).cloned().collect::<Vec<_>>() {
+        let pending = node.of_channel_after(old, event.seq).count() as u64;
+        let step = Step::Window(Arc::new(Recent::encode(event)), pending);
+        conn.on_read_step(&mut node, old, Ok(step)).unwrap();
+    }
+    let frames = written(&mut conn);
+    // Every event once: the one that came live meanwhile is not repeated.
+    assert_eq!(seqs_of(&frames, old), [1, 2, 3, o]);
+    assert!(frames.iter().any(|f| f["type"] == "replayed"));
+}
+
+#[test]
+fn an_answer_for_a_subscription_that_is_gone_is_dropped() {
+    let mut node = Model::new(false);
+    let mut conn = state();
+    conn.open(&mut node, opened(BTreeMap::new()));
+    let c = chat();
+    node.publish(c);
+    conn.on_frame(&mut node, subscribe(c, Some(0), "first"))
+        .unwrap();
+    let first = effects(&mut conn);
+    conn.on_frame(
+        &mut node,
+        ClientFrame::Unsubscribe {
+            channel: c,
+            request_id: None,
+        },
+    )
+    .unwrap();
+    assert!(!node.joined.contains(&c), "left the hub");
+    conn.on_frame(&mut node, subscribe(c, None, "again"))
+        .unwrap();
+    written(&mut conn);
+    for effect in first {
+        if let Effect::Plan {
+            channel,
+            ticket,
+            request,
+            ..
+        } = effect
+        {
+            let planned = node.plan(&request);
+            conn.on_answer(
+                &mut node,
+                Answer::Planned {
+                    channel,
+                    ticket,
+                    result: Ok(planned),
+                },
+            )
+            .unwrap();
+        }
+    }
+    assert!(
+        written(&mut conn).is_empty(),
+        "the old plan started nothing"
+    );
+    assert!(node.joined.contains(&c), "the new subscription stays");
+}
+
+#[test]
+fn restores_go_on_in_the_background_and_keep_their_cursors_meanwhile() {
+    let mut node = Model::new(false);
+    let (kept, banned, foreign) = (chat(), chat(), Channel::User(Id::new_v4()));
+    for c in [kept, banned, kept] {
+        node.publish(c);
+    }
+    if let Channel::Chat(id) = banned {
+        node.standings.insert(
+            id,
+            Standing {
+                member: false,
+                banned: true,
+                channel_deleted: false,
+            },
+        );
+    }
+    let mut conn = state();
+    let cursors = BTreeMap::from([(kept, 1), (banned, 0), (foreign, 0)]);
+    node.session = cursors.clone();
+    conn.open(&mut node, opened(cursors));
+    let frames = written(&mut conn);
+    assert_eq!(frames[0]["type"], "hello", "hello first, at once");
+    assert!(
+        frames
+            .iter()
+            .any(|f| f["type"] == "error" && f["data"]["code"] == "forbidden"),
+        "another user's channel is not restored: {frames:?}"
+    );
+    let plans: Vec<Effect> = effects(&mut conn)
+        .into_iter()
+        .filter(|e| matches!(e, Effect::Plan { .. }))
+        .collect();
+    assert_eq!(plans.len(), 2, "both chat channels are planned");
+    // What the connection wrote removed the foreign channel and left the
+    // others (still being planned).
+    node.saves.clear();
+    conn.on_frame(&mut node, subscribe(Channel::Global, None, "g"))
+        .unwrap();
+    assert!(!node.saves.is_empty(), "a subscribe is saved at once");
+    assert_eq!(node.session.get(&kept), Some(&1));
+    assert_eq!(node.session.get(&banned), Some(&0));
+    assert_eq!(node.session.get(&foreign), None);
+    assert_eq!(node.session.get(&Channel::Global), Some(&node.last_seq()));
+
+    let mut driver = Driver::default();
+    for effect in plans {
+        if let Effect::Plan {
+            channel,
+            ticket,
+            request,
+            ..
+        } = effect
+        {
+            driver
+                .plans
+                .push_back((channel, ticket, node.plan(&request)));
+        }
+    }
+    settle(&mut conn, &mut node, &mut driver);
+    let frames = written(&mut conn);
+    assert_eq!(seqs_of(&frames, kept), [3]);
+    // The banned one replays up to its end, then ends.
+    assert_eq!(seqs_of(&frames, banned), [2]);
+    assert!(frames.iter().any(|f| f["type"] == "unsubscribed"
+        && f["data"]["channel"] == banned.to_string()
+        && f["data"]["reason"] == "banned"));
+}
+
+#[test]
+fn a_cursor_is_saved_once_the_client_confirmed_it() {
+    let mut node = Model::new(true);
+    let mut conn = state();
+    conn.open(&mut node, opened(BTreeMap::new()));
+    let c = chat();
+    conn.on_frame(&mut node, subscribe(c, None, "s")).unwrap();
+    written(&mut conn);
+    let seq = node.publish(c);
+    let delivery = node.queue.pop_front().expect("queued");
+    conn.on_delivery(&mut node, delivery);
+    let (_, touched) = conn.outbox().take_written();
+    conn.on_flushed(touched);
+    // Written, not confirmed: the session keeps the old cursor.
+    let now = tokio::time::Instant::now() + Duration::from_secs(1);
+    conn.on_timeout(&mut node, now).unwrap();
+    assert_eq!(node.session.get(&c), Some(&0));
+    // The probe (a ping after the frame) went out; its pong confirms.
+    let (frames, _) = conn.outbox().take_written();
+    let probe = frames
+        .iter()
+        .find(|(opcode, payload)| *opcode == 0x9 && payload.len() == 8)
+        .expect("a receipt probe")
+        .1
+        .clone();
+    conn.on_pong(&probe);
+    conn.on_timeout(&mut node, now + Duration::from_secs(1))
+        .unwrap();
+    assert_eq!(node.session.get(&c), Some(&seq));
+}
+
+#[test]
+fn a_recreated_stream_restarts_every_subscription_a_planning_one_too() {
+    let mut node = Model::new(false);
+    let mut conn = state();
+    conn.open(&mut node, opened(BTreeMap::new()));
+    let (live, planning) = (chat(), chat());
+    node.publish(planning);
+    conn.on_frame(&mut node, subscribe(live, None, "live"))
+        .unwrap();
+    conn.on_frame(&mut node, subscribe(planning, Some(0), "planning"))
+        .unwrap();
+    let stale = effects(&mut conn);
+    written(&mut conn);
+    node.log.clear();
+    node.epoch = Epoch::created_at(Utc::now() + chrono::Duration::seconds(1));
+    conn.on_stream_recreated(&mut node);
+    let frames = written(&mut conn);
+    for (channel, request_id) in [(live, None), (planning, Some("planning"))] {
+        let subscribed = frames
+            .iter()
+            .find(|f| f["type"] == "subscribed" && f["data"]["channel"] == channel.to_string())
+            .expect("told subscribed again");
+        assert_eq!(subscribed["data"]["complete"], false);
+        assert_eq!(subscribed["data"]["epoch"], node.epoch.to_string());
+        assert_eq!(subscribed["data"]["request_id"].as_str(), request_id);
+    }
+    // The old plan's answer changes nothing now.
+    for effect in stale {
+        if let Effect::Plan {
+            channel,
+            ticket,
+            request,
+            ..
+        } = effect
+        {
+            let planned = node.plan(&request);
+            conn.on_answer(
+                &mut node,
+                Answer::Planned {
+                    channel,
+                    ticket,
+                    result: Ok(planned),
+                },
+            )
+            .unwrap();
+        }
+    }
+    assert!(written(&mut conn).is_empty());
+}
