@@ -262,72 +262,56 @@ impl Connection {
     /// requests and typing publishes among the running requests.
     fn run_effects(&mut self) {
         while let Some(effect) = self.state.poll_effect() {
-            let node = &self.env.node;
-            match effect {
+            let node = self.env.node.clone();
+            let request = match effect {
                 Effect::Read { channel, after } => {
-                    self.replays
-                        .insert(channel, reads::Read::start(node, channel, after));
+                    let read = reads::Read::start(&node, channel, after);
+                    self.replays.insert(channel, read);
+                    continue;
                 }
                 Effect::StopRead { channel } => {
                     self.replays.remove(&channel);
+                    continue;
                 }
                 Effect::Plan {
                     channel,
                     ticket,
                     request,
                     claims,
-                } => {
-                    let node = node.clone();
-                    self.requests
-                        .get_or_insert_with(FuturesUnordered::new)
-                        .push(
-                            async move {
-                                let result = plan::plan(node, claims, request).await;
-                                Some(Answer::Planned {
-                                    channel,
-                                    ticket,
-                                    result,
-                                })
-                            }
-                            .boxed(),
-                        );
+                } => async move {
+                    let result = plan::plan(node, claims, request).await;
+                    Some(Answer::Planned {
+                        channel,
+                        ticket,
+                        result,
+                    })
                 }
+                .boxed(),
                 Effect::Probe {
                     channel,
                     ticket,
                     from,
                     target,
-                } => {
-                    let node = node.clone();
-                    self.requests
-                        .get_or_insert_with(FuturesUnordered::new)
-                        .push(
-                            async move {
-                                let result = plan::probe(node, channel, from).await;
-                                Some(Answer::Probed {
-                                    channel,
-                                    ticket,
-                                    from,
-                                    target,
-                                    result,
-                                })
-                            }
-                            .boxed(),
-                        );
+                } => async move {
+                    let result = plan::probe(node, channel, from).await;
+                    Some(Answer::Probed {
+                        channel,
+                        ticket,
+                        from,
+                        target,
+                        result,
+                    })
                 }
-                Effect::PublishTyping(typing) => {
-                    let node = node.clone();
-                    self.requests
-                        .get_or_insert_with(FuturesUnordered::new)
-                        .push(
-                            async move {
-                                node.log.publish_typing(typing).await;
-                                None
-                            }
-                            .boxed(),
-                        );
+                .boxed(),
+                Effect::PublishTyping(typing) => async move {
+                    node.log.publish_typing(typing).await;
+                    None
                 }
-            }
+                .boxed(),
+            };
+            self.requests
+                .get_or_insert_with(FuturesUnordered::new)
+                .push(request);
         }
     }
 

@@ -98,26 +98,7 @@ fn an_answer_for_a_subscription_that_is_gone_is_dropped() {
     conn.on_frame(&mut node, subscribe(c, None, "again"))
         .unwrap();
     written(&mut conn);
-    for effect in first {
-        if let Effect::Plan {
-            channel,
-            ticket,
-            request,
-            ..
-        } = effect
-        {
-            let planned = node.plan(&request);
-            conn.on_answer(
-                &mut node,
-                Answer::Planned {
-                    channel,
-                    ticket,
-                    result: Ok(planned),
-                },
-            )
-            .unwrap();
-        }
-    }
+    answer_plans(&mut conn, &mut node, first);
     assert!(
         written(&mut conn).is_empty(),
         "the old plan started nothing"
@@ -252,7 +233,13 @@ fn a_recreated_stream_restarts_every_subscription_a_planning_one_too() {
         assert_eq!(subscribed["data"]["request_id"].as_str(), request_id);
     }
     // The old plan's answer changes nothing now.
-    for effect in stale {
+    answer_plans(&mut conn, &mut node, stale);
+    assert!(written(&mut conn).is_empty());
+}
+
+/// Answers every plan among `effects` as the log would plan it now.
+fn answer_plans(conn: &mut State, node: &mut Model, effects: Vec<Effect>) {
+    for effect in effects {
         if let Effect::Plan {
             channel,
             ticket,
@@ -261,16 +248,13 @@ fn a_recreated_stream_restarts_every_subscription_a_planning_one_too() {
         } = effect
         {
             let planned = node.plan(&request);
-            conn.on_answer(
-                &mut node,
-                Answer::Planned {
-                    channel,
-                    ticket,
-                    result: Ok(planned),
-                },
-            )
-            .unwrap();
+            let answer = Answer::Planned {
+                channel,
+                ticket,
+                result: Ok(planned),
+            };
+            conn.on_answer(node, answer)
+                .expect("a plan's answer never closes");
         }
     }
-    assert!(written(&mut conn).is_empty());
 }
