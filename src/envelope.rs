@@ -127,6 +127,29 @@ pub fn encode_kept(
     Text::from(out)
 }
 
+/// A `channel_message` stored in chat channel `channel` at `seq`: the
+/// event the connection's and the subscription's unit tests deliver.
+#[cfg(test)]
+pub(crate) fn test_message(channel: Channel, seq: u64) -> StoredEvent {
+    let Channel::Chat(channel_id) = channel else {
+        unreachable!("tests deliver messages of chat channels")
+    };
+    StoredEvent {
+        seq,
+        time: Utc::now(),
+        id: Id::new_v4(),
+        channel,
+        data: EventData::ChannelMessage(crate::event::ChannelMessage {
+            channel_id,
+            message_id: Id::new_v4(),
+            user_id: Id::new_v4(),
+            username: None,
+            content: format!("m{seq}"),
+        }),
+        raw_data: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use switchboard::channel::Id;
 use switchboard::token::{Grant, Role};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use switchboard_harness::*;
@@ -73,39 +73,6 @@ fn event_body(length: usize) -> Vec<u8> {
     body
 }
 
-/// Reads until the server closes the socket (an error counts as the end:
-/// a reset after the answer); a failure if it does not within [`PATIENCE`].
-async fn read_to_close(socket: &mut TcpStream) -> Vec<u8> {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            match socket.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await
-    .expect("the server closes the socket");
-    got
-}
-
-/// Reads one response head (up to its blank line), and nothing after it.
-async fn read_head(socket: &mut TcpStream) -> String {
-    let mut got = Vec::new();
-    let mut byte = [0u8; 1];
-    while !got.ends_with(b"\r\n\r\n") {
-        let n = tokio::time::timeout(PATIENCE, socket.read(&mut byte))
-            .await
-            .expect("a response head in time")
-            .expect("read");
-        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
-        got.push(byte[0]);
-    }
-    String::from_utf8_lossy(&got).into_owned()
-}
-
 /// The status of a response (its first line).
 fn status_of(response: &[u8]) -> u16 {
     let text = String::from_utf8_lossy(response);
@@ -139,6 +106,19 @@ fn sample_peak_rss(pid: u32) -> (Arc<AtomicBool>, tokio::task::JoinHandle<u64>) 
     (sampling, task)
 }
 
+/// Warms the gateway up: one publish served.
+async fn warm_up(gateway: &Gateway) {
+    let warm = http()
+        .post(gateway.http("/v1/events"))
+        .header("authorization", publisher())
+        .header("content-type", "application/json")
+        .body(event_body(200))
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(warm.status(), 200);
+}
+
 /// One stranger: the head of a 256 KiB publish and `sent` bytes of its
 /// body, the rest withheld; then its answer, read to the end.
 async fn stranger_publishes(addr: SocketAddr, n: usize, sent: usize) -> (u16, Vec<u8>) {
@@ -151,7 +131,7 @@ async fn stranger_publishes(addr: SocketAddr, n: usize, sent: usize) -> (u16, Ve
     // The gateway may have answered and closed already: the rest of the
     // body is not for it.
     let _ = socket.write_all(&vec![b' '; sent]).await;
-    (want, read_to_close(&mut socket).await)
+    (want, read_to_close(&mut socket).await.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,16 +143,7 @@ async fn strangers_are_refused_on_the_head_and_their_bodies_never_read() {
     let nats = nats();
     // An hour for the body: only a refusal on the head answers in time.
     let gateway = Gateway::start_with(&nats, &["--http-body-timeout", "1h"]);
-    // Warm: a publish served once.
-    let warm = http()
-        .post(gateway.http("/v1/events"))
-        .header("authorization", publisher())
-        .header("content-type", "application/json")
-        .body(event_body(200))
-        .send()
-        .await
-        .expect("publish");
-    assert_eq!(warm.status(), 200);
+    warm_up(&gateway).await;
     let baseline = gateway.rss_kib().expect("the gateway's RSS");
     let (sampling, sampler) = sample_peak_rss(gateway.pid());
 
@@ -258,7 +229,7 @@ async fn only_an_authorized_head_gets_100_continue() {
             .write_all(publish_head(&auth, body.len(), expect).as_bytes())
             .await
             .expect("head");
-        let response = read_to_close(&mut socket).await;
+        let (response, _) = read_to_close(&mut socket).await;
         let text = String::from_utf8_lossy(&response);
         assert_eq!(status_of(&response), want, "{text:?}");
         assert!(!text.contains("100 Continue"), "{text:?}");
@@ -276,7 +247,7 @@ async fn only_an_authorized_head_gets_100_continue() {
         .write_all(publish_head(&publisher(), DECLARED + 1, expect).as_bytes())
         .await
         .expect("head");
-    let response = read_to_close(&mut socket).await;
+    let (response, _) = read_to_close(&mut socket).await;
     assert_eq!(
         status_of(&response),
         413,
@@ -324,7 +295,7 @@ async fn authorized_bodies_share_a_bounded_buffer() {
             .write_all(publish_head(&publisher(), length, expect).as_bytes())
             .await
             .expect("head");
-        let response = read_to_close(&mut socket).await;
+        let (response, _) = read_to_close(&mut socket).await;
         let text = String::from_utf8_lossy(&response);
         assert_eq!(status_of(&response), 503, "{text:?}");
         assert!(!text.contains("100 Continue"), "{text:?}");
@@ -398,15 +369,7 @@ async fn measure_withheld_bodies(who: &str, auth: &str) {
     assert!(limit > 2 * MEASURED as u64, "open-file limit {limit}");
     let nats = nats();
     let gateway = Gateway::start_with(&nats, &["--max-pending-connections", "4096"]);
-    let warm = http()
-        .post(gateway.http("/v1/events"))
-        .header("authorization", publisher())
-        .header("content-type", "application/json")
-        .body(event_body(200))
-        .send()
-        .await
-        .expect("publish");
-    assert_eq!(warm.status(), 200);
+    warm_up(&gateway).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let baseline = gateway.rss_kib().expect("RSS");
     let (sampling, sampler) = sample_peak_rss(gateway.pid());

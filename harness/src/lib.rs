@@ -49,7 +49,9 @@ pub use gateway::{
     TEST_LOG,
 };
 pub use nats::{log, log_named, log_with, nats, NatsServer};
-pub use outside::{cli_replay, history_lines, http, publish_raw, run, switchboard};
+pub use outside::{
+    cli_replay, history_lines, http, publish_raw, read_head, read_to_close, run, switchboard,
+};
 pub use process::rss_kib;
 pub use stall::StallProxy;
 pub use token::{token, token_named, TOKEN_TTL};

@@ -84,3 +84,41 @@ pub async fn cli_replay(nats_url: &str, channel: Channel) -> Vec<String> {
     .await;
     out.lines().map(str::to_string).collect()
 }
+
+/// Reads until the server closes the socket (an error counts as the end: a
+/// reset after the answer); the bytes read and when it ended. A failure if
+/// it does not end within [`PATIENCE`].
+pub async fn read_to_close(
+    socket: &mut (impl tokio::io::AsyncRead + Unpin),
+) -> (Vec<u8>, std::time::Instant) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            match socket.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .expect("the server closes the socket");
+    (got, std::time::Instant::now())
+}
+
+/// Reads one HTTP response head (up to its blank line), and nothing after it.
+pub async fn read_head(socket: &mut (impl tokio::io::AsyncRead + Unpin)) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(PATIENCE, socket.read(&mut byte))
+            .await
+            .expect("a response head in time")
+            .expect("read");
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+        got.push(byte[0]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}

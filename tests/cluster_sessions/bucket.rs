@@ -14,22 +14,31 @@ async fn written(sessions: &Sessions, id: Id, change: Change) {
     done.await.expect("written");
 }
 
-/// The bucket itself: fresh, resumed, another user's and expired sessions,
-/// through the writer.
-#[tokio::test]
-async fn the_bucket_resumes_only_live_sessions_of_their_owner() {
-    let nats = nats();
+/// A session bucket on `nats` (a minute's max age), and sessions kept in
+/// it with their writer.
+async fn bucket_sessions(nats: &NatsServer) -> (Bucket, Sessions, Background) {
     let client = async_nats::connect(nats.url()).await.expect("nats");
     let js = async_nats::jetstream::new(client);
     let settings = BucketSettings {
         name: "test_sessions".into(),
-        max_age: Duration::from_secs(60),
+        max_age: BUCKET_MAX_AGE,
         replicas: 1,
     };
     let bucket = Bucket::create_or_update(&js, &settings)
         .await
         .expect("bucket");
-    let (sessions, background) = Sessions::kv(bucket.clone(), settings.max_age, FLUSH, 64);
+    let (sessions, background) = Sessions::kv(bucket.clone(), BUCKET_MAX_AGE, FLUSH, 64);
+    (bucket, sessions, background)
+}
+
+const BUCKET_MAX_AGE: Duration = Duration::from_secs(60);
+
+/// The bucket itself: fresh, resumed, another user's and expired sessions,
+/// through the writer.
+#[tokio::test]
+async fn the_bucket_resumes_only_live_sessions_of_their_owner() {
+    let nats = nats();
+    let (bucket, sessions, background) = bucket_sessions(&nats).await;
     let (ann, bob) = (Id::new_v4(), Id::new_v4());
 
     let fresh = sessions.open(None, ann).await;
@@ -100,17 +109,7 @@ fn consumers_created() -> f64 {
 #[tokio::test]
 async fn a_session_reads_in_one_request_and_removals_leave_no_key() {
     let nats = nats();
-    let client = async_nats::connect(nats.url()).await.expect("nats");
-    let js = async_nats::jetstream::new(client);
-    let settings = BucketSettings {
-        name: "test_sessions".into(),
-        max_age: Duration::from_secs(60),
-        replicas: 1,
-    };
-    let bucket = Bucket::create_or_update(&js, &settings)
-        .await
-        .expect("bucket");
-    let (sessions, background) = Sessions::kv(bucket.clone(), settings.max_age, FLUSH, 64);
+    let (bucket, sessions, background) = bucket_sessions(&nats).await;
     let ann = Id::new_v4();
 
     let small = Id::new_v4();

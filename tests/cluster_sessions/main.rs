@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use switchboard::channel::{Channel, Id};
 use switchboard::session::kv::{Bucket, BucketSettings};
 use switchboard::session::record::{Change, Cursor};
-use switchboard::session::Sessions;
+use switchboard::session::{Background, Sessions};
 use switchboard::token::Grant;
 use switchboard_harness::*;
 

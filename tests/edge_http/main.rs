@@ -37,23 +37,6 @@ const TIMEOUT_FLAG: &str = "2s";
 /// What a busy two-core test machine may add to a bound.
 const SLACK: Duration = Duration::from_secs(8);
 
-/// Reads until the server closes the socket; the bytes read and when.
-async fn read_to_close(socket: &mut (impl AsyncRead + Unpin)) -> (Vec<u8>, Instant) {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            match socket.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await
-    .expect("the server closes the socket");
-    (got, Instant::now())
-}
-
 fn chat_message(c: Id, text: &str) -> Value {
     json!({"type": "channel_message", "data": {
         "channel_id": c.to_string(),

@@ -145,21 +145,6 @@ async fn a_client_that_takes_no_response_is_closed() {
     sending.abort();
 }
 
-/// Reads one response head (up to its blank line), and nothing after it.
-async fn read_head(socket: &mut (impl AsyncRead + Unpin)) -> String {
-    let mut got = Vec::new();
-    let mut byte = [0u8; 1];
-    while !got.ends_with(b"\r\n\r\n") {
-        let n = tokio::time::timeout(PATIENCE, socket.read(&mut byte))
-            .await
-            .expect("a response head in time")
-            .expect("read");
-        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
-        got.push(byte[0]);
-    }
-    String::from_utf8_lossy(&got).into_owned()
-}
-
 /// Reads a chunked body to its last chunk; `Err` with what was read if the
 /// server closes the socket first.
 async fn read_chunked(socket: &mut (impl AsyncRead + Unpin)) -> Result<Vec<u8>, Vec<u8>> {

@@ -262,10 +262,10 @@ impl Connection {
     /// requests and typing publishes among the running requests.
     fn run_effects(&mut self) {
         while let Some(effect) = self.state.poll_effect() {
-            let node = self.env.node.clone();
+            let node = &self.env.node;
             let request = match effect {
                 Effect::Read { channel, after } => {
-                    let read = reads::Read::start(&node, channel, after);
+                    let read = reads::Read::start(node, channel, after);
                     self.replays.insert(channel, read);
                     continue;
                 }
@@ -278,36 +278,45 @@ impl Connection {
                     ticket,
                     request,
                     claims,
-                } => async move {
-                    let result = plan::plan(node, claims, request).await;
-                    Some(Answer::Planned {
-                        channel,
-                        ticket,
-                        result,
-                    })
+                } => {
+                    let node = node.clone();
+                    async move {
+                        let result = plan::plan(node, claims, request).await;
+                        Some(Answer::Planned {
+                            channel,
+                            ticket,
+                            result,
+                        })
+                    }
+                    .boxed()
                 }
-                .boxed(),
                 Effect::Probe {
                     channel,
                     ticket,
                     from,
                     target,
-                } => async move {
-                    let result = plan::probe(node, channel, from).await;
-                    Some(Answer::Probed {
-                        channel,
-                        ticket,
-                        from,
-                        target,
-                        result,
-                    })
+                } => {
+                    let node = node.clone();
+                    async move {
+                        let result = plan::probe(node, channel, from).await;
+                        Some(Answer::Probed {
+                            channel,
+                            ticket,
+                            from,
+                            target,
+                            result,
+                        })
+                    }
+                    .boxed()
                 }
-                .boxed(),
-                Effect::PublishTyping(typing) => async move {
-                    node.log.publish_typing(typing).await;
-                    None
+                Effect::PublishTyping(typing) => {
+                    let node = node.clone();
+                    async move {
+                        node.log.publish_typing(typing).await;
+                        None
+                    }
+                    .boxed()
                 }
-                .boxed(),
             };
             self.requests
                 .get_or_insert_with(FuturesUnordered::new)

@@ -8,36 +8,16 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use chrono::Utc;
 use proptest::prelude::*;
 
 use super::*;
 use crate::access::Standing;
-use crate::event::{ChannelDeleted, ChannelMessage, EventData, Member};
+use crate::envelope::test_message as message;
+use crate::event::{ChannelDeleted, EventData, Member};
 
 fn chat() -> (Channel, Id) {
     let id = Id::new_v4();
     (Channel::Chat(id), id)
-}
-
-fn message(channel: Channel, seq: u64) -> StoredEvent {
-    let Channel::Chat(channel_id) = channel else {
-        unreachable!("tests use chat channels")
-    };
-    StoredEvent {
-        seq,
-        time: Utc::now(),
-        id: Id::new_v4(),
-        channel,
-        data: EventData::ChannelMessage(ChannelMessage {
-            channel_id,
-            message_id: Id::new_v4(),
-            user_id: Id::new_v4(),
-            username: None,
-            content: format!("m{seq}"),
-        }),
-        raw_data: None,
-    }
 }
 
 /// The hub's delivery of `event`, as the router makes it.

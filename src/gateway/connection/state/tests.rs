@@ -22,8 +22,8 @@ use serde_json::Value;
 
 use super::*;
 use crate::access::Standing;
+use crate::envelope::test_message as message;
 use crate::envelope::StoredEvent;
-use crate::event::{ChannelMessage, EventData};
 use crate::gateway::window::Recent;
 use crate::log::{Epoch, Extent};
 use crate::session::record::{Change, Cursor};
@@ -168,27 +168,6 @@ impl Env for Model {
     }
     fn session_ttl(&self) -> Duration {
         Duration::from_secs(86_400)
-    }
-}
-
-fn message(channel: Channel, seq: u64) -> StoredEvent {
-    let channel_id = match channel {
-        Channel::Chat(id) => id,
-        _ => Id::new_v4(),
-    };
-    StoredEvent {
-        seq,
-        time: Utc::now(),
-        id: Id::new_v4(),
-        channel,
-        data: EventData::ChannelMessage(ChannelMessage {
-            channel_id,
-            message_id: Id::new_v4(),
-            user_id: Id::new_v4(),
-            username: None,
-            content: format!("m{seq}"),
-        }),
-        raw_data: None,
     }
 }
 
