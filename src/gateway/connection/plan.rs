@@ -89,7 +89,7 @@ pub(super) async fn plan(
     claims: Claims,
     request: PlanRequest,
 ) -> Result<Planned, LogError> {
-    with_timeout(async {
+    with_timeout(Op::Read, async {
         let mut planned = plan_replay(&node, &request).await?;
         if let Channel::Chat(id) = request.channel {
             planned.following =
@@ -106,7 +106,7 @@ pub(super) async fn probe(
     channel: Channel,
     from: u64,
 ) -> Result<Option<u64>, LogError> {
-    with_timeout(node.log.next_seq_of(channel, from)).await
+    with_timeout(Op::Lookup, node.log.next_seq_of(channel, from)).await
 }
 
 /// Where a replay starts. A `since_seq` of another stream (its epoch is
@@ -234,15 +234,16 @@ async fn standing_events(
     Ok(found)
 }
 
-/// A log request, bounded in time.
+/// A log request doing `op`, bounded in time.
 pub(super) async fn with_timeout<T>(
+    op: Op,
     f: impl std::future::Future<Output = Result<T, LogError>>,
 ) -> Result<T, LogError> {
     tokio::time::timeout(LOG_TIMEOUT, f)
         .await
         .unwrap_or_else(|_| {
             Err(LogError::request(
-                Op::Read,
+                op,
                 RequestErrorKind::TimedOut,
                 format!("no answer within {LOG_TIMEOUT:?}"),
             ))
