@@ -37,7 +37,7 @@ use crate::gateway::upgrade;
 use crate::log::{HistoryQuery, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT};
 use crate::metrics::Metrics;
 use crate::origins::Origins;
-use crate::token::{Claims, Role, TokenError, TokenKeys};
+use crate::token::{Claims, Role, TokenError, Verifier};
 
 mod edge;
 mod publish;
@@ -96,14 +96,14 @@ pub fn routes(edge: Edge) -> impl Filter<Extract = (Response,), Error = Infallib
         .and(with_edge.clone())
         .then(history);
     // The keys reach the console only in `--dev`, to mint its tokens.
-    let console = crate::console::routes(edge.dev.then(|| edge.keys.clone()));
+    let console = crate::console::routes(edge.dev_signer.clone());
     let ws = warp::path!("v1" / "ws")
         .and(warp::get())
         .and(warp::header::headers_cloned())
         .and(warp::query::<HashMap<String, String>>())
         .and(warp::ext::optional::<hyper::upgrade::OnUpgrade>())
         .and(with_edge)
-        .map(websocket);
+        .then(websocket);
     let api = healthz
         .or(readyz)
         .unify()
@@ -290,23 +290,17 @@ impl Refusal {
                 );
                 response
             }
-            Refusal::Forbidden(role) => {
-                let name = match role {
-                    Role::Publisher => "publisher",
-                    Role::Auditor => "auditor",
-                };
-                error_reply(
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
-                    format!("this needs the `{name}` role"),
-                )
-            }
+            Refusal::Forbidden(role) => error_reply(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("this needs the `{}` role", role.name()),
+            ),
         }
     }
 }
 
-fn authenticate(
-    keys: &TokenKeys,
+async fn authenticate(
+    keys: &Verifier,
     headers: &HeaderMap,
     query: Option<&HashMap<String, String>>,
     role: Option<Role>,
@@ -316,9 +310,11 @@ fn authenticate(
         None => TokenError::MissingHeader,
     };
     let token = token_of(headers, query).ok_or(missing);
-    let claims = token
-        .and_then(|t| keys.verify(t))
-        .map_err(Refusal::Unauthorized)?;
+    let claims = match token {
+        Ok(token) => keys.verify(token).await,
+        Err(missing) => Err(missing),
+    }
+    .map_err(Refusal::Unauthorized)?;
     match role {
         Some(role) if !claims.has_role(role) => Err(Refusal::Forbidden(role)),
         _ => Ok(claims),
@@ -368,7 +364,7 @@ async fn history(
     params: HashMap<String, String>,
     edge: Arc<Edge>,
 ) -> Response {
-    if let Err(refusal) = authenticate(&edge.keys, &headers, None, Some(Role::Auditor)) {
+    if let Err(refusal) = authenticate(&edge.keys, &headers, None, Some(Role::Auditor)).await {
         return refusal.into_response();
     }
     let query = match history_query(&channel, &params) {
@@ -398,7 +394,7 @@ async fn history(
     response
 }
 
-fn websocket(
+async fn websocket(
     headers: HeaderMap,
     query: HashMap<String, String>,
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
@@ -406,7 +402,7 @@ fn websocket(
 ) -> Response {
     // The token before anything else: a refused upgrade never reaches the
     // node, and never becomes a socket.
-    let claims = match authenticate(&edge.keys, &headers, Some(&query), None) {
+    let claims = match authenticate(&edge.keys, &headers, Some(&query), None).await {
         Ok(claims) => claims,
         Err(refusal) => return refusal.into_response(),
     };
