@@ -16,6 +16,7 @@
 //! - `gateway`: the `switchboard` binary running `serve` ([`Gateway`], [`Serve`], [`binary`]).
 //! - `client`: a WebSocket client that speaks the protocol ([`Client`]).
 //! - `token`: tokens the harness's gateways accept ([`token`], [`SECRET`]).
+//! - `keys`: the committed RSA, EC and Ed25519 test keys, their tokens and JWKs ([`TestKey`], [`claims`]).
 //! - `events`: sample events, chat messages, `seq`s, the schema check of a frame.
 //! - `outside`: what other services and tools do: HTTP, raw publishes, the CLI.
 //! - `process`: resident memory and CPU time from `/proc`.
@@ -29,6 +30,7 @@ mod client;
 mod cluster;
 mod events;
 mod gateway;
+mod keys;
 mod nats;
 mod outside;
 pub mod process;
@@ -48,6 +50,7 @@ pub use gateway::{
     binary, kill_group, listening_address, own_process_group, prometheus_sum, Gateway, Serve,
     TEST_LOG,
 };
+pub use keys::{algorithm_name, claims, keys_dir, TestKey};
 pub use nats::{log, log_named, log_with, nats, NatsServer};
 pub use outside::{
     cli_replay, history_lines, http, publish_raw, read_head, read_to_close, run, switchboard,
