@@ -17,6 +17,7 @@
 //! - `client`: a WebSocket client that speaks the protocol ([`Client`]).
 //! - `token`: tokens the harness's gateways accept ([`token`], [`SECRET`]).
 //! - `keys`: the committed RSA, EC and Ed25519 test keys, their tokens and JWKs ([`TestKey`], [`claims`]).
+//! - `jwks`: a hand-made JWKS and discovery server for fault cases ([`JwksServer`], [`JwksMode`]).
 //! - `events`: sample events, chat messages, `seq`s, the schema check of a frame.
 //! - `outside`: what other services and tools do: HTTP, raw publishes, the CLI.
 //! - `process`: resident memory and CPU time from `/proc`.
@@ -30,6 +31,7 @@ mod client;
 mod cluster;
 mod events;
 mod gateway;
+mod jwks;
 mod keys;
 mod nats;
 mod outside;
@@ -50,6 +52,7 @@ pub use gateway::{
     binary, kill_group, listening_address, own_process_group, prometheus_sum, Gateway, Serve,
     TEST_LOG,
 };
+pub use jwks::{JwksMode, JwksServer, DISCOVERY_PATH, GARBAGE, JWKS_PATH};
 pub use keys::{algorithm_name, claims, keys_dir, TestKey};
 pub use nats::{log, log_named, log_with, nats, NatsServer};
 pub use outside::{
