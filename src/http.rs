@@ -64,23 +64,40 @@ pub fn routes(edge: Edge) -> impl Filter<Extract = (Response,), Error = Infallib
         .and(get_or_head())
         .and(with_edge.clone())
         .then(|edge: Arc<Edge>| async move {
+            // The key set's age is said, not judged: the last good set
+            // keeps verifying while the provider is down.
+            let keys = match edge.keys.jwks() {
+                Some(jwks) => format!(
+                    "\njwks: {} keys from {}, fetched {} s ago",
+                    jwks.keys().len(),
+                    jwks.url(),
+                    jwks.age().as_secs()
+                ),
+                None => String::new(),
+            };
             if edge.node.is_ready().await {
-                plain(StatusCode::OK, "ready")
+                plain(StatusCode::OK, format!("ready{keys}"))
             } else {
                 plain(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "NATS or the stream is unavailable",
+                    format!("NATS or the stream is unavailable{keys}"),
                 )
             }
         });
-    let metrics = warp::path!("metrics").and(get_or_head()).map(|| {
-        let mut response = Response::new(Metrics::render().into());
-        response.headers_mut().insert(
-            "content-type",
-            warp::http::HeaderValue::from_static("text/plain; version=0.0.4"),
-        );
-        response
-    });
+    let metrics = warp::path!("metrics")
+        .and(get_or_head())
+        .and(with_edge.clone())
+        .map(|edge: Arc<Edge>| {
+            if let Some(jwks) = edge.keys.jwks() {
+                jwks.record();
+            }
+            let mut response = Response::new(Metrics::render().into());
+            response.headers_mut().insert(
+                "content-type",
+                warp::http::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            response
+        });
     // The body is taken, not polled: `publish` reads it only once the head
     // is authorized and it has room in the buffer.
     let publish = warp::path!("v1" / "events")
@@ -226,8 +243,8 @@ async fn refused_origin(rejection: Rejection) -> Result<Response, Infallible> {
     ))
 }
 
-fn plain(status: StatusCode, text: &'static str) -> Response {
-    let mut response = Response::new(text.into());
+fn plain(status: StatusCode, text: impl Into<String>) -> Response {
+    let mut response = Response::new(text.into().into());
     *response.status_mut() = status;
     response
 }

@@ -107,7 +107,13 @@ impl Key {
     /// A key of a JWKS document, or why it is skipped: an encryption key,
     /// a symmetric one, an unsupported curve or algorithm.
     pub fn from_jwk(value: &Value) -> Result<Key, KeyError> {
-        let jwk: Jwk = serde_json::from_value(value.clone())
+        let mut value = value.clone();
+        // The fully-specified name of EdDSA over Ed25519 (RFC 9864), which
+        // some providers publish.
+        if value.get("alg").and_then(Value::as_str) == Some("Ed25519") {
+            value["alg"] = Value::from("EdDSA");
+        }
+        let jwk: Jwk = serde_json::from_value(value)
             .map_err(|e| KeyError(format!("not a JWK this gateway reads ({e})")))?;
         let kid = jwk.common.key_id.clone();
         let named = || kid.as_deref().unwrap_or("(no kid)").to_string();
