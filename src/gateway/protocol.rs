@@ -77,14 +77,17 @@ pub enum ClientFrame {
     },
 }
 
-/// The error codes the gateway sends (the protocol also names
-/// `rate_limited`, `too_large` and `internal`, which it has no use for yet:
-/// typing over its limit is dropped, an oversized frame closes with 1009).
+/// The error codes the gateway sends (the protocol also names `too_large`
+/// and `internal`, which it has no use for yet: an oversized frame closes
+/// with 1009).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorCode {
     BadRequest,
     Forbidden,
     NotFound,
+    /// More `refresh` frames than `REFRESHES_PER_MINUTE` (typing over its
+    /// limit is dropped without an answer).
+    RateLimited,
     Unavailable,
 }
 
@@ -95,6 +98,7 @@ impl ErrorCode {
         ErrorCode::BadRequest,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
+        ErrorCode::RateLimited,
         ErrorCode::Unavailable,
     ];
 
@@ -103,6 +107,7 @@ impl ErrorCode {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
         }
     }

@@ -39,6 +39,7 @@ fn error_codes() -> Vec<ErrorCode> {
         ErrorCode::BadRequest,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
+        ErrorCode::RateLimited,
         ErrorCode::Unavailable,
     ];
     for c in &all {
@@ -46,6 +47,7 @@ fn error_codes() -> Vec<ErrorCode> {
             ErrorCode::BadRequest
             | ErrorCode::Forbidden
             | ErrorCode::NotFound
+            | ErrorCode::RateLimited
             | ErrorCode::Unavailable => {}
         }
     }

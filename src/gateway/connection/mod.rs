@@ -40,7 +40,7 @@ use state::{Answer, Bounds, Effect, State};
 
 pub use plan::LOG_TIMEOUT;
 pub use session::{CLOSE_SAVE_TIMEOUT, PROBE_DELAY, SESSION_REFRESH};
-pub use state::{ABUSE_WINDOW, TYPING_WINDOW};
+pub use state::{ABUSE_WINDOW, REFRESHES_PER_MINUTE, TYPING_WINDOW};
 
 /// Items taken from the queue or a replay before the socket is flushed.
 pub const WRITE_BATCH: usize = 256;

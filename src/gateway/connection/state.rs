@@ -329,10 +329,7 @@ impl State {
                 self.outbox.push_text(protocol::pong(request_id.as_deref()));
                 Ok(())
             }
-            ClientFrame::Refresh { token, request_id } => {
-                self.refresh(token, request_id);
-                Ok(())
-            }
+            ClientFrame::Refresh { token, request_id } => self.refresh(token, request_id),
         }
     }
 
@@ -1029,6 +1026,7 @@ fn log_lost(e: LogError) -> End {
 }
 
 mod refresh;
+pub use refresh::REFRESHES_PER_MINUTE;
 
 #[cfg(test)]
 mod tests;

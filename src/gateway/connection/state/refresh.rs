@@ -6,11 +6,19 @@
 //! A refused token changes nothing. Answers are applied in the order the
 //! frames came: one overtaken by a later frame's answer is refused.
 
+use std::time::{Duration, Instant};
+
 use super::{Effect, End, Env, ErrorCode, FrameError, State};
 use crate::access::EndReason;
 use crate::channel::Channel;
 use crate::gateway::protocol;
+use crate::gateway::rate::RateWindow;
 use crate::token::{Claims, TokenError};
+
+/// `refresh` frames one connection may send in any minute; one more is
+/// answered `rate_limited` (and counts toward the bad-frame limit) without
+/// its token being verified. A client refreshes once per token lifetime.
+pub const REFRESHES_PER_MINUTE: usize = 10;
 
 /// The refreshes of one connection.
 #[derive(Debug, Default)]
@@ -19,17 +27,34 @@ pub(super) struct Refreshes {
     issued: u64,
     /// The ticket of the token in use (0: the upgrade's).
     applied: u64,
+    /// The rate limit, made with the first `refresh` (most connections
+    /// never send one).
+    rate: Option<Box<RateWindow>>,
 }
 
 impl State {
-    /// A `refresh` frame: its token goes to be verified.
-    pub(super) fn refresh(&mut self, token: String, request_id: Option<String>) {
+    /// A `refresh` frame: its token goes to be verified, within the rate
+    /// limit.
+    pub(super) fn refresh(&mut self, token: String, request_id: Option<String>) -> Result<(), End> {
+        let rate = self.refreshes.rate.get_or_insert_with(|| {
+            Box::new(RateWindow::new(
+                REFRESHES_PER_MINUTE,
+                Duration::from_secs(60),
+            ))
+        });
+        if !rate.admit(Instant::now()) {
+            let message = format!(
+                "more than {REFRESHES_PER_MINUTE} refreshes in a minute: this one is not verified"
+            );
+            return self.reject(FrameError::new(ErrorCode::RateLimited, message, request_id));
+        }
         self.refreshes.issued += 1;
         self.effects.push_back(Effect::Verify {
             token,
             ticket: self.refreshes.issued,
             request_id,
         });
+        Ok(())
     }
 
     /// A `refresh` frame's token, verified or refused.

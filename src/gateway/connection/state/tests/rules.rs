@@ -434,3 +434,21 @@ fn a_refresh_overtaken_by_a_later_one_is_refused() {
     assert_eq!(frames[1]["data"]["request_id"], "first");
     assert_eq!(conn.claims.exp, later.exp, "the later token stays");
 }
+
+#[test]
+fn refreshes_past_the_limit_are_refused_unverified() {
+    let mut node = Model::new(true);
+    let mut conn = state();
+    conn.open(&mut node, opened(BTreeMap::new()));
+    written(&mut conn);
+    for n in 0..REFRESHES_PER_MINUTE {
+        conn.on_frame(&mut node, refresh(&format!("r{n}"))).unwrap();
+    }
+    assert_eq!(verifications(&mut conn).len(), REFRESHES_PER_MINUTE);
+    assert!(written(&mut conn).is_empty());
+    conn.on_frame(&mut node, refresh("over")).unwrap();
+    assert!(verifications(&mut conn).is_empty(), "not verified");
+    let frames = written(&mut conn);
+    assert_eq!(frames[0]["data"]["code"], "rate_limited");
+    assert_eq!(frames[0]["data"]["request_id"], "over");
+}
