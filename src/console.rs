@@ -37,8 +37,8 @@ form-action 'none'; frame-ancestors 'none'";
 pub const DEV_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// `/console`, `/console/`, its script and style sheet, and the dev token,
-/// minted with `dev_keys`: the gateway's token keys in `--dev`, else `None`
-/// (and no dev token).
+/// minted with `dev_keys`: a signer with the gateway's first secret in
+/// `--dev`, else `None` (and no dev token).
 pub fn routes(
     dev_keys: Option<Arc<Signer>>,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
@@ -81,7 +81,7 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
     response
 }
 
-/// A token for every channel, with both roles, for a fresh user; only in
+/// A token for every channel, with every role, for a fresh user; only in
 /// `--dev` (anyone who can reach the gateway can get one), else no route.
 async fn dev_token(dev_keys: Option<Arc<Signer>>) -> Result<Response, Rejection> {
     let Some(keys) = dev_keys else {

@@ -7,7 +7,7 @@
 //! - [`channel`]: subscription channels (`channel:`, `user:`, `global`) and ids (domain).
 //! - [`event`]: the 14 event types, strict validation and the routing rule (domain).
 //! - [`access`]: authorization: who may subscribe, which events cut a subscription (domain).
-//! - [`token`]: JWT claims, HS256 verification and development tokens.
+//! - [`token`]: JWT claims, their verification (HS secrets, PEM keys, a JWKS) and minting.
 //! - [`position`]: the stream's epoch and a position in it (domain).
 //! - [`envelope`]: the delivered envelope, encoded once per event copy.
 //! - [`projection`]: the membership projection folded from the log, and its snapshot.

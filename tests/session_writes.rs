@@ -272,6 +272,12 @@ async fn cycles(gateway: &Gateway, token: &str) -> Vec<String> {
         client.subscribe(chat(Id::new_v4())).await;
         sessions.push(client.session_id());
         client.close().await;
+        // "Newest" is the session whose header was written last: the
+        // closing connection's last write lands before the next session's
+        // first (the bucket writer applies different sessions at once, so
+        // without this a loaded machine may order them the other way).
+        gateway.wait_for_no_connections().await;
+        settled_writes(gateway).await;
         let mut idle = Client::connect(gateway, token).await;
         idle.send(json!({"type": "ping"})).await;
         assert_eq!(idle.next().await["type"], "pong");
