@@ -49,7 +49,12 @@ pub struct TailArgs {
     pub token: Option<String>,
     /// A shell command (run with `sh -c`) that prints a fresh JWT on
     /// stdout; run before each connection and each in-band refresh.
-    #[arg(long, env = "SWITCHBOARD_TOKEN_COMMAND", value_name = "CMD")]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_TOKEN_COMMAND",
+        value_name = "CMD",
+        hide_env_values = true
+    )]
     pub token_command: Option<String>,
     /// A file holding the JWT, read again before each connection and each
     /// in-band refresh (rewrite it atomically: write, then rename).
