@@ -1,34 +1,59 @@
 //! `switchboard tail` against the real gateway: it prints the NDJSON frames
 //! of published events, reconnects and resumes by itself after the gateway
 //! is killed (no gap, no duplicate), replays with `--since-seq`, stops after
-//! `--max-events` and on SIGTERM, and exits 1 or 2 with a reason.
+//! `--max-events` and on SIGTERM, and exits 1 or 2 with a reason. With a
+//! `--token-file` or a `--token-command` it refreshes its token in band,
+//! past the first token's `exp`, on one connection; after a 4001 it
+//! reconnects with a fresh token; the operator's disconnect (4003) ends it.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use switchboard::channel::Id;
 use switchboard::log::Log;
-use switchboard::token::Grant;
+use switchboard::tail::token::expiry;
+use switchboard::token::{Grant, Role};
 use switchboard_harness::*;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 /// A running `switchboard tail`: its stdout lines as they come, its stderr
-/// kept for the end. Killed on drop.
+/// as it comes. Killed on drop.
 struct Tail {
     child: Child,
     lines: UnboundedReceiver<String>,
-    stderr: Option<std::thread::JoinHandle<String>>,
+    stderr: Arc<Mutex<String>>,
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
 }
 
+/// The environment variables of the token sources, none of which a test
+/// inherits.
+const TOKEN_VARIABLES: [&str; 3] = [
+    "SWITCHBOARD_TOKEN",
+    "SWITCHBOARD_TOKEN_COMMAND",
+    "SWITCHBOARD_TOKEN_FILE",
+];
+
 impl Tail {
+    /// With a fixed token in `SWITCHBOARD_TOKEN`.
     fn start(url: &str, token: &str, args: &[&str]) -> Tail {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        Tail::start_with(url, &[("SWITCHBOARD_TOKEN", token)], args)
+    }
+
+    /// With these environment variables (the token source among them).
+    fn start_with(url: &str, env: &[(&str, &str)], args: &[&str]) -> Tail {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        for variable in TOKEN_VARIABLES {
+            command.env_remove(variable);
+        }
+        let mut child = command
             .arg("tail")
             .args(["--url", url])
             .args(args)
-            .env("SWITCHBOARD_TOKEN", token)
+            .envs(env.iter().copied())
             .env("SWITCHBOARD_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -46,17 +71,37 @@ impl Tail {
                 }
             }
         });
-        let mut stderr = child.stderr.take().expect("stderr");
-        let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
-            text
+        let raw = child.stderr.take().expect("stderr");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let into = stderr.clone();
+        let stderr_reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(raw).lines() {
+                let Ok(line) = line else { break };
+                let mut text = into.lock().expect("lock");
+                text.push_str(&line);
+                text.push('\n');
+            }
         });
         Tail {
             child,
             lines,
-            stderr: Some(stderr),
+            stderr,
+            stderr_reader: Some(stderr_reader),
         }
+    }
+
+    /// What tail wrote on stderr so far.
+    fn stderr(&self) -> String {
+        self.stderr.lock().expect("lock").clone()
+    }
+
+    /// Waits until stderr has said `what` `times` times.
+    async fn said(&self, what: &str, times: usize) {
+        wait_until(&format!("tail to say {what:?} {times} times"), || async {
+            self.stderr().matches(what).count() >= times
+        })
+        .await
     }
 
     /// The next line, which must be one JSON frame.
@@ -119,12 +164,10 @@ impl Tail {
         while let Some(line) = self.lines.recv().await {
             rest.push(serde_json::from_str(&line).expect("a JSON line"));
         }
-        let stderr = self
-            .stderr
-            .take()
-            .and_then(|t| t.join().ok())
-            .unwrap_or_default();
-        (status, rest, stderr)
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = reader.join();
+        }
+        (status, rest, self.stderr())
     }
 }
 
@@ -379,7 +422,7 @@ async fn a_refused_or_expired_token_exits_1_with_the_reason() {
 
 #[tokio::test]
 async fn bad_arguments_exit_2() {
-    let cases: [&[&str]; 4] = [
+    let cases: [&[&str]; 6] = [
         &[
             "global",
             "--since",
@@ -390,6 +433,9 @@ async fn bad_arguments_exit_2() {
         &["channel:nope"],
         &[],
         &["global", "--since", "yesterday"],
+        // Two token sources (the fixed one is in SWITCHBOARD_TOKEN).
+        &["global", "--token-file", "/run/token"],
+        &["global", "--token-command", "echo t"],
     ];
     for args in cases {
         let tail = Tail::start("ws://127.0.0.1:9", "t", args);
@@ -398,4 +444,283 @@ async fn bad_arguments_exit_2() {
         assert!(lines.is_empty(), "{args:?}: {lines:?}");
         assert!(!stderr.trim().is_empty(), "{args:?}: a reason is given");
     }
+}
+
+/// The lifetime of the short tokens below: a refresh is due a second
+/// before `exp` (three quarters of it), so several come in a test.
+const SHORT: Duration = Duration::from_secs(4);
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs() as i64
+}
+
+/// Replaces the token in `path` at once (written beside it, then renamed
+/// over it), as an issuer should.
+fn write_token(path: &Path, token: &str) {
+    let new = path.with_extension("new");
+    std::fs::write(&new, token).expect("write the token");
+    std::fs::rename(&new, path).expect("rename the token");
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 temporary path")
+}
+
+/// Publishes events to `c` one by one, each printed before the next, until
+/// tail has printed three `refreshed` and an event published when the
+/// clock was past `exp` (seconds; the gateway closes at `exp` without a
+/// refresh). Returns the events printed, the other frames and the `seq`s
+/// published.
+async fn follow_past(
+    tail: &mut Tail,
+    log: &Log,
+    c: Id,
+    exp: i64,
+) -> (Vec<Value>, Vec<Value>, Vec<u64>) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let (mut events, mut other, mut published) = (Vec::new(), Vec::new(), Vec::new());
+    loop {
+        // Past `exp` by more than the second it is rounded to.
+        let late = unix_now() > exp + 1;
+        let seq = publish(log, c, &format!("event {}", published.len())).await;
+        published.push(seq);
+        let (printed, rest) = tail.events_until(seq).await;
+        events.extend(printed);
+        other.extend(rest);
+        let kinds: Vec<&str> = other.iter().filter_map(|f| f["type"].as_str()).collect();
+        assert!(
+            !kinds.contains(&"hello"),
+            "reconnected: {kinds:?}\n{}",
+            tail.stderr()
+        );
+        let refreshed = kinds.iter().filter(|&&k| k == "refreshed").count();
+        if late && refreshed >= 3 {
+            return (events, other, published);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "three refreshes and an event past exp {exp}: {kinds:?}\n{}",
+            tail.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One connection all along: one `hello`, every event once and in order,
+/// every `refreshed` valid and the last one past `exp`.
+fn assert_one_connection(frames: &[Value], events: &[Value], published: &[u64], exp: i64) {
+    let hellos = frames.iter().filter(|f| f["type"] == "hello").count();
+    assert_eq!(hellos, 1, "never reconnected: {frames:?}");
+    assert_seqs(&seqs(events), published, "every event once, in order");
+    let refreshed: Vec<&Value> = frames.iter().filter(|f| f["type"] == "refreshed").collect();
+    for frame in &refreshed {
+        assert_schema(frame);
+        assert_eq!(frame["data"]["request_id"], "tail-refresh", "{frame}");
+    }
+    let last = refreshed.last().expect("a refreshed")["data"]["exp"]
+        .as_i64()
+        .expect("exp");
+    assert!(last > exp, "the token was replaced: {last} > {exp}");
+}
+
+#[tokio::test]
+async fn a_token_file_is_refreshed_in_band_past_the_first_tokens_exp() {
+    let nats = nats();
+    let gateway = Gateway::start(&nats);
+    let log = log(&nats).await;
+    let (user, c) = (Id::new_v4(), Id::new_v4());
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("token");
+    let first = token_named(user, Grant::All, &[], None, SHORT);
+    let exp = expiry(&first).expect("exp");
+    write_token(&file, &first);
+    // The issuer: a fresh token in the file every half second.
+    let writer = {
+        let file = file.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                write_token(&file, &token_named(user, Grant::All, &[], None, SHORT));
+            }
+        })
+    };
+    let mut tail = Tail::start_with(
+        &url(&gateway),
+        &[("SWITCHBOARD_TOKEN_FILE", path_str(&file))],
+        &[&format!("channel:{c}")],
+    );
+    let mut frames = tail.until("subscribed").await;
+    let (events, other, published) = follow_past(&mut tail, &log, c, exp).await;
+    writer.abort();
+    frames.extend(other);
+    assert_one_connection(&frames, &events, &published, exp);
+
+    tail.terminate();
+    let (status, _, stderr) = tail.exit().await;
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("4001"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_token_command_is_run_for_each_refresh() {
+    let nats = nats();
+    let gateway = Gateway::start(&nats);
+    let log = log(&nats).await;
+    let (user, c) = (Id::new_v4(), Id::new_v4());
+    // The issuer: `switchboard token`, a 4 s token each time.
+    let command = format!(
+        "'{}' token --sub {user} --channels '*' --ttl {}s --jwt-secret '{SECRET}'",
+        env!("CARGO_BIN_EXE_switchboard"),
+        SHORT.as_secs()
+    );
+    let mut tail = Tail::start_with(
+        &url(&gateway),
+        &[("SWITCHBOARD_TOKEN_COMMAND", &command)],
+        &[&format!("channel:{c}")],
+    );
+    let mut frames = tail.until("subscribed").await;
+    // The first token was minted before the hello: it expires by then + 4 s.
+    let exp = unix_now() + SHORT.as_secs() as i64;
+    let (events, other, published) = follow_past(&mut tail, &log, c, exp).await;
+    frames.extend(other);
+    assert_one_connection(&frames, &events, &published, exp);
+
+    tail.terminate();
+    let (status, _, stderr) = tail.exit().await;
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("4001"), "{stderr}");
+}
+
+/// The file holds a token for another user (the gateway refuses it as a
+/// refresh), then nothing (no token at all): the first token expires, the
+/// gateway closes with 4001, and tail keeps trying to reconnect until the
+/// file holds a good token again; then it resumes with no event lost or
+/// printed twice.
+#[tokio::test]
+async fn a_token_file_gone_bad_lets_the_token_expire_and_tail_reconnects_once_it_is_good() {
+    let nats = nats();
+    let gateway = Gateway::start_with(&nats, &["--reconnect-base", "100ms"]);
+    let log = log(&nats).await;
+    let (user, c) = (Id::new_v4(), Id::new_v4());
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("token");
+    write_token(&file, &token_named(user, Grant::All, &[], None, SHORT));
+    let mut tail = Tail::start_with(
+        &url(&gateway),
+        &[("SWITCHBOARD_TOKEN_FILE", path_str(&file))],
+        &[&format!("channel:{c}")],
+    );
+    let mut frames = tail.until("subscribed").await;
+    write_token(&file, &token(Id::new_v4(), Grant::All, &[]));
+    tail.said("the gateway refused the new token (forbidden", 1)
+        .await;
+    write_token(&file, "");
+    tail.said("the token expired (close 4001)", 1).await;
+    tail.said("no token: --token-file", 1).await;
+
+    let missed = publish(&log, c, "while tail had no token").await;
+    write_token(&file, &token(user, Grant::All, &[]));
+    let (events, other) = tail.events_until(missed).await;
+    assert_eq!(seqs(&events), vec![missed], "{other:?}");
+    frames.extend(other);
+    let live = publish(&log, c, "after").await;
+    let (events, other) = tail.events_until(live).await;
+    assert_eq!(seqs(&events), vec![live], "{other:?}");
+    frames.extend(other);
+    let hellos = frames.iter().filter(|f| f["type"] == "hello").count();
+    assert_eq!(hellos, 2, "one reconnection: {frames:?}");
+    assert!(
+        frames
+            .iter()
+            .any(|f| f["type"] == "error" && f["data"]["request_id"] == "tail-refresh"),
+        "the refusal is printed: {frames:?}"
+    );
+
+    tail.terminate();
+    let (status, _, stderr) = tail.exit().await;
+    assert_eq!(status.code(), Some(0), "{stderr}");
+}
+
+/// A token the gateway refuses at the reconnect (HTTP 401) ends tail, as
+/// at the start: it names the source.
+#[tokio::test]
+async fn a_token_refused_at_the_reconnect_exits_1_naming_the_source() {
+    let nats = nats();
+    let gateway = Gateway::start_with(&nats, &["--reconnect-base", "100ms"]);
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("token");
+    let short = token_named(Id::new_v4(), Grant::All, &[], None, SHORT);
+    write_token(&file, &short);
+    let mut tail = Tail::start_with(
+        &url(&gateway),
+        &[("SWITCHBOARD_TOKEN_FILE", path_str(&file))],
+        &["global"],
+    );
+    tail.until("subscribed").await;
+    write_token(&file, "not-a-token");
+    let (status, _, stderr) = tail.exit().await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("close 4001"), "{stderr}");
+    assert!(
+        stderr.contains("refused the token (HTTP 401)") && stderr.contains("--token-file"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_token_source_that_fails_at_the_start_exits_1_with_its_stderr() {
+    let tail = Tail::start_with(
+        "ws://127.0.0.1:9",
+        &[(
+            "SWITCHBOARD_TOKEN_COMMAND",
+            "echo 'the issuer is away' >&2; exit 3",
+        )],
+        &["global"],
+    );
+    let (status, lines, stderr) = tail.exit().await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(lines.is_empty(), "{lines:?}");
+    assert!(
+        stderr.contains("exited with 3") && stderr.contains("the issuer is away"),
+        "{stderr}"
+    );
+}
+
+/// Close 4003: tail exits 1 with the operator's reason and does not
+/// reconnect, though its token file would give it a token.
+#[tokio::test]
+async fn the_operators_disconnect_ends_tail_with_the_reason() {
+    let nats = nats();
+    let gateway = Gateway::start(&nats);
+    let user = Id::new_v4();
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("token");
+    write_token(&file, &token(user, Grant::All, &[]));
+    let mut tail = Tail::start_with(
+        &url(&gateway),
+        &[("SWITCHBOARD_TOKEN_FILE", path_str(&file))],
+        &["global"],
+    );
+    tail.until("subscribed").await;
+    let admin = token(Id::new_v4(), Grant::None, &[Role::Admin]);
+    let response = http()
+        .post(gateway.http(&format!("/v1/users/{user}/disconnect")))
+        .bearer_auth(&admin)
+        .json(&json!({"reason": "rotating keys"}))
+        .send()
+        .await
+        .expect("the disconnect request");
+    assert_eq!(response.status().as_u16(), 200);
+    let (status, lines, stderr) = tail.exit().await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(lines.is_empty(), "nothing more printed: {lines:?}");
+    assert!(
+        stderr.contains("disconnected by the operator: rotating keys"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("reconnecting"), "{stderr}");
+    gateway.wait_for_no_connections().await;
 }

@@ -2,15 +2,20 @@
 //! frames from the gateway in; lines to print, frames to send and the end of
 //! a connection out. It decides what to subscribe after each `hello` (from
 //! the last printed `seq`, else the start asked for), drops events already
-//! printed, and says which acks are due. No sockets, no clocks, no stdout.
+//! printed, and says which acks are due. It also reads the answers to the
+//! driver's token refreshes (`refreshed`, or an `error` with the refresh's
+//! `request_id`); when to refresh is [`super::token`]'s. No sockets, no
+//! clocks, no stdout.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::token::REFRESH_REQUEST_ID;
 use super::{Start, TailOptions, DEFAULT_HEARTBEAT_MS, DEFAULT_RECONNECT_MS};
 use crate::channel::{Channel, Id};
+use crate::event::parse_timestamp;
 
 /// What the driver does after a frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +24,15 @@ pub enum Action {
     Print(String),
     /// Send this text frame.
     Send(String),
+    /// `hello`: the connection is established; the gateway's clock read
+    /// this (milliseconds since the epoch) when it sent it.
+    Connected { server_time_ms: Option<i64> },
+    /// `refreshed` answered the driver's `refresh`: the connection's token
+    /// now expires at `exp` (seconds since the epoch).
+    Refreshed { exp: i64 },
+    /// The gateway refused the driver's `refresh` (the code and message);
+    /// the connection keeps its token.
+    RefreshRefused(String),
     /// Drop this connection and reconnect (after the back-off).
     Reconnect(String),
     /// Close cleanly and exit 0.
@@ -146,7 +160,24 @@ impl Follower {
         }
         let data = &frame["data"];
         match frame["type"].as_str().unwrap_or("") {
-            "hello" => self.on_hello(data, line),
+            "hello" => {
+                let server_time_ms = frame["timestamp"]
+                    .as_str()
+                    .and_then(|t| parse_timestamp(t).ok())
+                    .map(|t| t.timestamp_millis());
+                let mut out = self.on_hello(data, line);
+                out.insert(1, Action::Connected { server_time_ms });
+                out
+            }
+            "refreshed" if data["request_id"] == REFRESH_REQUEST_ID => {
+                let mut out = vec![Action::Print(line)];
+                match data["exp"].as_i64() {
+                    Some(exp) => out.push(Action::Refreshed { exp }),
+                    // The answer timer counts it as failed.
+                    None => tracing::warn!("the gateway's `refreshed` has no exp; ignored"),
+                }
+                out
+            }
             "subscribed" => {
                 if let Some(c) = channel {
                     if data["complete"] == Value::Bool(false) {
@@ -183,6 +214,10 @@ impl Follower {
                 let code = data["code"].as_str().unwrap_or("unknown");
                 let message = data["message"].as_str().unwrap_or("");
                 let mut out = vec![Action::Print(line)];
+                if data["request_id"] == REFRESH_REQUEST_ID {
+                    out.push(Action::RefreshRefused(format!("{code}: {message}")));
+                    return out;
+                }
                 let subscribe = data["request_id"]
                     .as_str()
                     .and_then(|r| r.strip_prefix("subscribe "));
@@ -276,7 +311,7 @@ mod tests {
     fn options(channels: &[&str], start: Option<Start>) -> TailOptions {
         TailOptions {
             url: "ws://127.0.0.1:8080/v1/ws".into(),
-            token: "t".into(),
+            token: super::super::token::TokenSource::Fixed("t".into()),
             channels: channels
                 .iter()
                 .map(|c| Channel::parse(c).unwrap())
@@ -410,5 +445,73 @@ mod tests {
         let ended = json!({"type": "unsubscribed", "timestamp": "t",
                            "data": {"channel": C, "reason": "banned"}});
         assert_eq!(f.on_text(&ended.to_string()).last(), Some(&Action::Done));
+    }
+
+    #[test]
+    fn hello_says_connected_with_the_gateway_clock() {
+        let mut f = Follower::new(&options(&[C], None));
+        let actions = f.on_text(&hello(false, &[]));
+        assert!(matches!(&actions[0], Action::Print(_)));
+        let expected = parse_timestamp("2025-01-15T10:30:00.000Z")
+            .unwrap()
+            .timestamp_millis();
+        assert_eq!(
+            actions[1],
+            Action::Connected {
+                server_time_ms: Some(expected)
+            }
+        );
+        let odd = json!({"type": "hello", "timestamp": "noon", "data": {"session_id": S}});
+        let actions = f.on_text(&odd.to_string());
+        assert!(actions.contains(&Action::Connected {
+            server_time_ms: None
+        }));
+    }
+
+    #[test]
+    fn answers_to_the_refresh_are_read_and_printed() {
+        let mut f = Follower::new(&options(&[C], None));
+        f.on_text(&hello(false, &[]));
+        let refreshed = json!({"type": "refreshed", "timestamp": "t",
+                               "data": {"exp": 1_700_000_000, "request_id": REFRESH_REQUEST_ID}});
+        let actions = f.on_text(&refreshed.to_string());
+        assert!(matches!(&actions[0], Action::Print(l) if l.contains("refreshed")));
+        assert_eq!(actions[1..], [Action::Refreshed { exp: 1_700_000_000 }]);
+        // Someone else's refresh (not ours), or no exp: printed only.
+        let theirs = json!({"type": "refreshed", "timestamp": "t",
+                            "data": {"exp": 1_700_000_000, "request_id": "r1"}});
+        assert_eq!(f.on_text(&theirs.to_string()).len(), 1);
+        let no_exp = json!({"type": "refreshed", "timestamp": "t",
+                            "data": {"request_id": REFRESH_REQUEST_ID}});
+        assert_eq!(f.on_text(&no_exp.to_string()).len(), 1);
+
+        // A refusal keeps the connection: no Fail, no Reconnect.
+        let refused = json!({"type": "error", "timestamp": "t", "data": {
+            "code": "forbidden", "message": "the token is for another user",
+            "request_id": REFRESH_REQUEST_ID}});
+        let actions = f.on_text(&refused.to_string());
+        assert!(matches!(&actions[0], Action::Print(l) if l.contains("another user")));
+        assert_eq!(
+            actions[1..],
+            [Action::RefreshRefused(
+                "forbidden: the token is for another user".into()
+            )]
+        );
+    }
+
+    #[test]
+    fn a_revoked_subscription_ends_like_the_other_server_side_ends() {
+        let mut f = Follower::new(&options(&[C, "global"], None));
+        f.on_text(&hello(false, &[]));
+        let revoked = json!({"type": "unsubscribed", "timestamp": "t",
+                             "data": {"channel": C, "reason": "revoked"}});
+        let actions = f.on_text(&revoked.to_string());
+        assert_eq!(actions.len(), 1, "printed; global is still followed");
+        let frames = sent(&f.on_text(&hello(false, &[])));
+        assert_eq!(frames.len(), 1, "not subscribed again after a reconnect");
+        assert_eq!(frames[0]["channel"], "global");
+        let revoked = json!({"type": "unsubscribed", "timestamp": "t",
+                             "data": {"channel": "global", "reason": "revoked"}});
+        assert_eq!(f.on_text(&revoked.to_string()).last(), Some(&Action::Done));
     }
 }

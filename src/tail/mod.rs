@@ -3,36 +3,37 @@
 //! and resumes its session on its own, printing no event twice.
 //!
 //! [`Follower`] (in `follower.rs`) is the client's state across connections,
-//! with no I/O: text frames in, lines to print and frames to send out. [`run`]
-//! only moves bytes: connect, read, write, back off, stop on a signal.
-//! It never panics on anything the network sends.
+//! with no I/O: text frames in, lines to print and frames to send out.
+//! `token.rs` owns where the token comes from and when it is refreshed in
+//! band (a clock-free schedule), `refreshing.rs` the timer and the fetch
+//! that schedule needs on one connection, `options.rs` the command line. [`run`]
+//! only moves bytes and keeps the timers: connect, read, write, refresh the
+//! token, back off, stop on a signal. It never panics on anything the
+//! network, the token command or the token file gives it.
 
 use std::io::Write;
 use std::time::Duration;
 
-use clap::Args;
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
-use tokio_tungstenite::tungstenite::http::{header, HeaderValue, StatusCode, Uri};
+use tokio_tungstenite::tungstenite::http::{header, HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::channel::{Channel, Id};
-use crate::event::{format_timestamp, parse_timestamp};
+use crate::channel::Id;
 use crate::failure::Failure;
 
 mod follower;
+mod options;
+mod refreshing;
+pub mod token;
 pub use follower::{Action, Follower};
-
-/// The gateway's address when `--url` is not given: `serve`'s default
-/// `listen` address (127.0.0.1:8080).
-pub const DEFAULT_URL: &str = "ws://127.0.0.1:8080";
-
-/// The WebSocket endpoint's path, added to a URL that has none.
-pub const WS_PATH: &str = "/v1/ws";
+pub use options::{gateway_url, Start, TailArgs, TailOptions, AFTER_HELP, DEFAULT_URL, WS_PATH};
+use refreshing::{token_from, until, Refreshing};
+use token::TokenSource;
 
 /// How often the last printed `seq` of each channel is acked (at most), so
 /// that a session restore starts exactly after what was printed.
@@ -57,143 +58,9 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_RECONNECT_MS: u64 = 2_000;
 const DEFAULT_HEARTBEAT_MS: u64 = 25_000;
 
-/// The end of `switchboard tail --help`.
-pub const AFTER_HELP: &str = "Exit codes: 0 done (--max-events reached, Ctrl-C or SIGTERM); \
-1 the work failed (token refused or expired, subscription refused); 2 bad arguments.";
-
-/// `switchboard tail`'s arguments.
-#[derive(Args, Debug)]
-pub struct TailArgs {
-    /// Channels to follow: global, channel:<uuid>, user:<uuid> (one or more;
-    /// optional with --session).
-    #[arg(value_name = "CHANNEL")]
-    pub channels: Vec<String>,
-    /// The gateway: ws://host:port (the path /v1/ws is added if missing).
-    #[arg(long, env = "SWITCHBOARD_URL", default_value = DEFAULT_URL)]
-    pub url: String,
-    /// The JWT to connect with (sent as `Authorization: Bearer`).
-    #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
-    pub token: String,
-    /// Replay the events whose timestamp is at or after this RFC 3339 time, then follow.
-    #[arg(long, conflicts_with = "since_seq")]
-    pub since: Option<String>,
-    /// Replay the events with a seq greater than this, then follow.
-    #[arg(long)]
-    pub since_seq: Option<u64>,
-    /// Resume this session (a `hello.session_id`): its subscriptions and cursors.
-    #[arg(long)]
-    pub session: Option<String>,
-    /// Exit 0 after printing this many events (frames with a `seq`).
-    #[arg(long)]
-    pub max_events: Option<u64>,
-}
-
-/// Where a subscription starts when no event of its channel was printed yet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Start {
-    /// `since_seq`: the events after this `seq`.
-    Seq(u64),
-    /// `since`: the events at or after this time (RFC 3339).
-    Time(String),
-}
-
-/// What `tail` does, checked.
-#[derive(Debug, Clone)]
-pub struct TailOptions {
-    /// The WebSocket URL with its path (see [`gateway_url`]).
-    pub url: String,
-    pub token: String,
-    pub channels: Vec<Channel>,
-    pub start: Option<Start>,
-    pub session: Option<Id>,
-    pub max_events: Option<u64>,
-}
-
-impl TailArgs {
-    /// Checks the arguments; every problem is a usage error (exit 2).
-    pub fn options(self) -> Result<TailOptions, Failure> {
-        let channels = self
-            .channels
-            .iter()
-            .map(|c| Channel::parse(c).map_err(|e| Failure::Usage(format!("CHANNEL: {e}"))))
-            .collect::<Result<Vec<_>, _>>()?;
-        let session = self
-            .session
-            .as_deref()
-            .map(|s| Id::parse(s).map_err(|e| Failure::Usage(format!("--session: {e}"))))
-            .transpose()?;
-        if channels.is_empty() && session.is_none() {
-            return Err(Failure::Usage(
-                "no channel: give one or more of global, channel:<uuid>, user:<uuid> (or --session)"
-                    .into(),
-            ));
-        }
-        let start = match (self.since, self.since_seq) {
-            (Some(_), Some(_)) => {
-                return Err(Failure::Usage(
-                    "--since and --since-seq cannot be used together".into(),
-                ))
-            }
-            (Some(t), None) => Some(Start::Time(format_timestamp(
-                &parse_timestamp(&t).map_err(|e| {
-                    Failure::Usage(format!("--since: `{t}` is not an RFC 3339 time: {e}"))
-                })?,
-            ))),
-            (None, Some(n)) => Some(Start::Seq(n)),
-            (None, None) => None,
-        };
-        if self.max_events == Some(0) {
-            return Err(Failure::Usage("--max-events must be at least 1".into()));
-        }
-        if self.token.trim().is_empty() {
-            return Err(Failure::Usage(
-                "no token: pass --token or set SWITCHBOARD_TOKEN".into(),
-            ));
-        }
-        let options = TailOptions {
-            url: gateway_url(&self.url).map_err(|e| Failure::Usage(format!("--url: {e}")))?,
-            token: self.token.trim().to_string(),
-            channels,
-            start,
-            session,
-            max_events: self.max_events,
-        };
-        // The request is built the same way on every attempt: check it once.
-        request(&options, options.session).map_err(Failure::Usage)?;
-        Ok(options)
-    }
-}
-
-/// The WebSocket URL for `url`: `ws://` (also for `http://` or no scheme),
-/// with [`WS_PATH`] when the URL has no path. TLS is not built in.
-pub fn gateway_url(url: &str) -> Result<String, String> {
-    let uri: Uri = url
-        .trim()
-        .parse()
-        .map_err(|e| format!("`{url}` is not a URL: {e}"))?;
-    match uri.scheme_str() {
-        None | Some("ws") | Some("http") => {}
-        Some("wss") | Some("https") => {
-            return Err(format!(
-                "`{url}`: TLS is not built into `switchboard tail`; use a ws:// URL"
-            ))
-        }
-        Some(other) => return Err(format!("`{url}`: `{other}` is not ws://")),
-    }
-    let authority = uri
-        .authority()
-        .ok_or_else(|| format!("`{url}` has no host, as in {DEFAULT_URL}"))?;
-    let path = match uri.path() {
-        "" | "/" => WS_PATH,
-        path => path,
-    };
-    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-    Ok(format!("ws://{authority}{path}{query}"))
-}
-
 /// The upgrade request: the token in `Authorization`, the session in the query.
-fn request(options: &TailOptions, session: Option<Id>) -> Result<Request, String> {
-    let mut url = options.url.clone();
+fn request(url: &str, session: Option<Id>, token: &str) -> Result<Request, String> {
+    let mut url = url.to_string();
     if let Some(id) = session {
         url.push(if url.contains('?') { '&' } else { '?' });
         url.push_str("session=");
@@ -203,7 +70,7 @@ fn request(options: &TailOptions, session: Option<Id>) -> Result<Request, String
         .as_str()
         .into_client_request()
         .map_err(|e| format!("--url: `{url}`: {e}"))?;
-    let bearer = HeaderValue::from_str(&format!("Bearer {}", options.token))
+    let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
         .map_err(|_| "--token: not a valid header value".to_string())?;
     request.headers_mut().insert(header::AUTHORIZATION, bearer);
     Ok(request)
@@ -256,45 +123,79 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Runs `tail` until `--max-events`, a signal, or a failure that retrying
-/// cannot mend (a refused token, an expired one, a refused subscription).
+/// cannot mend (a refused token, a fixed token that expired, a refused
+/// subscription, the operator's disconnect).
+///
+/// Before each connection attempt the token comes fresh from its source.
+/// A source that cannot give one at the start is a failure (exit 1); later
+/// it is retried with the back-off, as a network failure is (the file may be
+/// being replaced, the issuer briefly away). A token the gateway refuses at
+/// the upgrade (HTTP 401) is a failure at any time.
 pub async fn run(options: TailOptions) -> Result<(), Failure> {
     let work = |message: String| Failure::Work(anyhow::anyhow!(message));
     let mut stop = Stop::new().map_err(|e| work(format!("cannot watch for signals: {e}")))?;
     let mut follower = Follower::new(&options);
     let mut failures: u32 = 0;
     let mut connected_once = false;
+    let mut first = true;
     loop {
-        let request = request(&options, follower.session()).map_err(Failure::Usage)?;
-        let attempt =
-            tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request));
-        let connected = tokio::select! {
+        let fetched = tokio::select! {
             _ = stop.wait() => return Ok(()),
-            connected = attempt => connected,
+            token = options.token.fetch() => token,
         };
-        let lost = match connected {
-            Err(_) => format!("no answer within {CONNECT_TIMEOUT:?}"),
-            Ok(Err(e)) => match refused(&e) {
-                Some(message) => return Err(work(message)),
-                None if connected_once => format!("cannot connect to {}: {e}", options.url),
-                None => format!(
-                    "cannot connect to {}: {e} (is the gateway running there? see --url)",
-                    options.url
-                ),
-            },
-            Ok(Ok((socket, _))) => {
-                connected_once = true;
-                tracing::info!(url = %options.url, "connected");
-                match follow(socket, &mut follower, &mut stop).await {
-                    Ended::Exit(result) => return result,
-                    Ended::Lost { reason, hello } => {
-                        if hello {
-                            failures = 0;
+        let lost = match fetched {
+            Err(e) if first => return Err(work(e.to_string())),
+            Err(e) => format!("no token: {e}"),
+            Ok(token) => {
+                let request = request(&options.url, follower.session(), &token)
+                    .map_err(|e| work(format!("{}: {e}", options.token.describe())))?;
+                let attempt = tokio::time::timeout(
+                    CONNECT_TIMEOUT,
+                    tokio_tungstenite::connect_async(request),
+                );
+                let connected = tokio::select! {
+                    _ = stop.wait() => return Ok(()),
+                    connected = attempt => connected,
+                };
+                match connected {
+                    Err(_) => format!("no answer within {CONNECT_TIMEOUT:?}"),
+                    Ok(Err(e)) => match refused(&e) {
+                        Some(message) if options.token.refreshes() => {
+                            return Err(work(format!(
+                                "{message} (from {})",
+                                options.token.describe()
+                            )))
                         }
-                        reason
+                        Some(message) => return Err(work(message)),
+                        None if connected_once => {
+                            format!("cannot connect to {}: {e}", options.url)
+                        }
+                        None => format!(
+                            "cannot connect to {}: {e} (is the gateway running there? see --url)",
+                            options.url
+                        ),
+                    },
+                    Ok(Ok((socket, _))) => {
+                        connected_once = true;
+                        tracing::info!(url = %options.url, "connected");
+                        let connection = Connection {
+                            source: &options.token,
+                            token,
+                        };
+                        match follow(socket, connection, &mut follower, &mut stop).await {
+                            Ended::Exit(result) => return result,
+                            Ended::Lost { reason, hello } => {
+                                if hello {
+                                    failures = 0;
+                                }
+                                reason
+                            }
+                        }
                     }
                 }
             }
         };
+        first = false;
         let delay = backoff(follower.reconnect_ms(), failures, fastrand::f64());
         failures = failures.saturating_add(1);
         tracing::warn!("{lost}; reconnecting in {} ms", delay.as_millis());
@@ -333,14 +234,27 @@ fn refused(error: &WsError) -> Option<String> {
     })
 }
 
+/// What one connection was opened with.
+struct Connection<'a> {
+    source: &'a TokenSource,
+    /// The token of the upgrade.
+    token: String,
+}
+
 /// Reads one connection until it ends.
-async fn follow(socket: Socket, follower: &mut Follower, stop: &mut Stop) -> Ended {
+async fn follow(
+    socket: Socket,
+    connection: Connection<'_>,
+    follower: &mut Follower,
+    stop: &mut Stop,
+) -> Ended {
     let (mut sink, mut stream) = socket.split();
     let mut acks = tokio::time::interval(ACK_INTERVAL);
     acks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut hello = false;
     let lost = |reason: String, hello: bool| Ended::Lost { reason, hello };
     let mut heard = tokio::time::Instant::now();
+    let mut refreshing = Refreshing::new(connection.source);
     loop {
         let silence = follower.silence_limit();
         let message = tokio::select! {
@@ -350,6 +264,18 @@ async fn follow(socket: Socket, follower: &mut Follower, stop: &mut Stop) -> End
             }
             _ = acks.tick() => {
                 for frame in follower.acks() {
+                    if let Err(e) = sink.send(Message::text(frame)).await {
+                        return lost(format!("connection broken: {e}"), hello);
+                    }
+                }
+                continue;
+            }
+            _ = until(refreshing.timer) => {
+                refreshing.due();
+                continue;
+            }
+            token = token_from(&mut refreshing.fetching) => {
+                if let Some(frame) = refreshing.fetched(token) {
                     if let Err(e) = sink.send(Message::text(frame)).await {
                         return lost(format!("connection broken: {e}"), hello);
                     }
@@ -371,12 +297,7 @@ async fn follow(socket: Socket, follower: &mut Follower, stop: &mut Stop) -> End
                 let (code, reason) = frame
                     .map(|f| (u16::from(f.code), f.reason.to_string()))
                     .unwrap_or((1005, String::new()));
-                if code == 4001 {
-                    return Ended::Exit(Err(Failure::Work(anyhow::anyhow!(
-                        "the token expired (close 4001); mint a new one"
-                    ))));
-                }
-                return lost(format!("the gateway closed with {code} {reason}"), hello);
+                return closed(code, reason, connection.source, hello);
             }
             // Pings (answered by the WebSocket stack), pongs, binary frames.
             Some(Ok(_)) => continue,
@@ -384,7 +305,6 @@ async fn follow(socket: Socket, follower: &mut Follower, stop: &mut Stop) -> End
         for action in follower.on_text(&text) {
             match action {
                 Action::Print(line) => {
-                    hello = true; // the first frame printed is `hello`
                     if let Err(e) = print(&line) {
                         close(&mut sink, &mut stream, follower).await;
                         return Ended::Exit(if e.kind() == std::io::ErrorKind::BrokenPipe {
@@ -394,6 +314,12 @@ async fn follow(socket: Socket, follower: &mut Follower, stop: &mut Stop) -> End
                         });
                     }
                 }
+                Action::Connected { server_time_ms } => {
+                    hello = true;
+                    refreshing.connected(&connection.token, server_time_ms);
+                }
+                Action::Refreshed { exp } => refreshing.refreshed(exp),
+                Action::RefreshRefused(why) => refreshing.refused(&why),
                 Action::Send(frame) => {
                     if let Err(e) = sink.send(Message::text(frame)).await {
                         return lost(format!("connection broken: {e}"), hello);
@@ -413,6 +339,27 @@ async fn follow(socket: Socket, follower: &mut Follower, stop: &mut Stop) -> End
                 }
             }
         }
+    }
+}
+
+/// The gateway closed the connection with `code`: exit, or reconnect.
+fn closed(code: u16, reason: String, source: &TokenSource, hello: bool) -> Ended {
+    let fail = |message: String| Ended::Exit(Err(Failure::Work(anyhow::anyhow!(message))));
+    match code {
+        4001 if source.refreshes() => Ended::Lost {
+            reason: format!(
+                "the token expired (close 4001); a fresh one comes from {}",
+                source.describe()
+            ),
+            hello,
+        },
+        4001 => fail("the token expired (close 4001); mint a new one".into()),
+        // The operator's: the user's sessions are gone; coming back is not tail's call.
+        4003 => fail(format!("disconnected by the operator: {reason}")),
+        _ => Ended::Lost {
+            reason: format!("the gateway closed with {code} {reason}"),
+            hello,
+        },
     }
 }
 
@@ -457,23 +404,6 @@ async fn close(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_get_the_path_and_lose_nothing_else() {
-        assert_eq!(
-            gateway_url("ws://127.0.0.1:8080").unwrap(),
-            "ws://127.0.0.1:8080/v1/ws"
-        );
-        assert_eq!(gateway_url("http://h:1/").unwrap(), "ws://h:1/v1/ws");
-        assert_eq!(gateway_url("h:1").unwrap(), "ws://h:1/v1/ws");
-        assert_eq!(
-            gateway_url("ws://h:1/x/v1/ws?a=b").unwrap(),
-            "ws://h:1/x/v1/ws?a=b"
-        );
-        assert!(gateway_url("wss://h:1").unwrap_err().contains("TLS"));
-        assert!(gateway_url("ftp://h:1").is_err());
-        assert!(gateway_url("not a url").is_err());
-    }
 
     #[test]
     fn backoff_is_the_base_plus_a_capped_doubling_jitter() {
