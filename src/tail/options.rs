@@ -23,9 +23,9 @@ pub const WS_PATH: &str = "/v1/ws";
 pub const AFTER_HELP: &str = "\
 The token comes from exactly one of --token, --token-command or --token-file.
 With a command or a file, tail refreshes the connection's token before it
-expires (a `refresh` frame: the later of 60 s before `exp` and three quarters
-of the time left; a failed attempt is tried again after a third of the time
-left, three attempts per token) and, should the gateway close with 4001
+expires (a `refresh` frame a fifth of the token's lifetime before `exp`, at
+most 60 s and at least 1 s before; a failed attempt is tried again after a
+third of the time left, three attempts per token) and, should the gateway close with 4001
 anyway, reconnects with a fresh token and resumes its session. A fixed
 --token is never refreshed.
 

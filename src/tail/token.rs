@@ -7,10 +7,11 @@
 //! The timing rule is the TypeScript SDK's (`clients/typescript/src/refresh.ts`),
 //! on the gateway's clock (the driver measures the offset at `hello`):
 //!
-//! - a token is refreshed [`REFRESH_MARGIN`] (60 s) before its `exp`, or,
-//!   when that is earlier than [`REFRESH_SHARE`] (three quarters) of the time
-//!   it has left, after those three quarters: a 4 s token is refreshed 1 s
-//!   before its `exp`, an hour-long one a minute before;
+//! - a token is refreshed [`REFRESH_SHARE`] (a fifth) of its lifetime
+//!   before its `exp`, at most [`REFRESH_MARGIN`] (60 s) and at least
+//!   [`REFRESH_MIN_LEAD`] (1 s) before; the lifetime is what it has left
+//!   when it becomes the connection's: an hour-long token is refreshed a
+//!   minute before its `exp`, a 4 s one a second before;
 //! - a failed attempt (the source failed, the gateway refused the token, no
 //!   answer within [`answer_within`]) is tried again after a third of the
 //!   time left, up to [`REFRESH_ATTEMPTS`] attempts per token; then the
@@ -30,13 +31,17 @@ use serde_json::Value;
 use tokio::io::AsyncReadExt;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-/// How long before its `exp` a token is refreshed, at the latest (for a
-/// token that lives longer than four times this).
+/// How long before its `exp` a token is refreshed, at most (for a token
+/// that lives longer than five times this).
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 
-/// The share of the time it has left after which a short-lived token is
-/// refreshed, at the latest.
-pub const REFRESH_SHARE: f64 = 0.75;
+/// The share of its lifetime before its `exp` at which a token is
+/// refreshed, within the margin.
+pub const REFRESH_SHARE: f64 = 0.2;
+
+/// The least time before `exp` at which a refresh is due: an answer needs
+/// a round trip.
+pub const REFRESH_MIN_LEAD: Duration = Duration::from_secs(1);
 
 /// Attempts to refresh one token; after as many failures `tail` leaves it
 /// to expire (close 4001) and reconnects with a fresh token.
@@ -230,16 +235,20 @@ pub fn expiry(token: &str) -> Option<i64> {
 }
 
 /// How long after `now_ms` a token expiring at `exp_ms` (both on the
-/// gateway's clock, milliseconds since the epoch) is refreshed: after the
-/// later of `exp − REFRESH_MARGIN` and three quarters of the time left.
+/// gateway's clock, milliseconds since the epoch) is refreshed: `exp`
+/// minus a fifth of the time left, at most [`REFRESH_MARGIN`] and at least
+/// [`REFRESH_MIN_LEAD`] before; at once when that is past.
 pub fn refresh_in(exp_ms: i64, now_ms: i64) -> Duration {
     let left = exp_ms.saturating_sub(now_ms);
     if left <= 0 {
         return Duration::ZERO;
     }
     let margin = REFRESH_MARGIN.as_millis() as i64;
-    let share = (left as f64 * REFRESH_SHARE) as i64;
-    Duration::from_millis(left.saturating_sub(margin).max(share) as u64)
+    let least = REFRESH_MIN_LEAD.as_millis() as i64;
+    let lead = ((left as f64 * REFRESH_SHARE) as i64)
+        .min(margin)
+        .max(least);
+    Duration::from_millis(left.saturating_sub(lead).max(0) as u64)
 }
 
 /// How long after `now_ms` to try again after `failures` failed attempts
@@ -378,15 +387,17 @@ mod tests {
     }
 
     #[test]
-    fn a_token_is_refreshed_a_minute_before_exp_or_after_three_quarters_of_its_time() {
+    fn a_token_is_refreshed_a_fifth_of_its_lifetime_before_exp_within_a_second_and_a_minute() {
         let now = 1_700_000_000 * S;
         // Long-lived: a minute before.
         assert_eq!(refresh_in(now + 3600 * S, now), Duration::from_secs(3540));
-        // The switch: four minutes left is the same either way.
-        assert_eq!(refresh_in(now + 240 * S, now), Duration::from_secs(180));
-        // Short-lived: after three quarters.
+        // The switch: five minutes left is the same either way.
+        assert_eq!(refresh_in(now + 300 * S, now), Duration::from_secs(240));
+        // Short-lived: a fifth before, at least a second.
+        assert_eq!(refresh_in(now + 100 * S, now), Duration::from_secs(80));
         assert_eq!(refresh_in(now + 4 * S, now), Duration::from_secs(3));
-        assert_eq!(refresh_in(now + 100 * S, now), Duration::from_secs(75));
+        assert_eq!(refresh_in(now + 2 * S, now), Duration::from_secs(1));
+        assert_eq!(refresh_in(now + S / 2, now), Duration::ZERO);
         // Expired or expiring now: at once.
         assert_eq!(refresh_in(now, now), Duration::ZERO);
         assert_eq!(refresh_in(now - S, now), Duration::ZERO);
