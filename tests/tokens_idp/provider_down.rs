@@ -147,3 +147,44 @@ async fn a_provider_down_leaves_the_kept_keys_serving_across_a_restart() {
         "{stderr}"
     );
 }
+
+/// Slow (about 30 s): a gateway that started on its kept set (the provider
+/// down) tries the provider again after a failure's retry delay (30 s),
+/// not after a whole `--jwks-refresh` (here an hour), so its set is fresh
+/// again soon after the provider is back.
+#[tokio::test]
+async fn slow_a_restart_on_the_kept_set_retries_the_provider_soon() {
+    let nats = nats();
+    let server = JwksServer::start(vec![TestKey::Ec256.jwk(Algorithm::ES256, KID)]);
+    let url = server.jwks_url();
+    let data = tempfile::tempdir().expect("data dir");
+    let serve = Serve::new(&nats.url()).without_secret().args(&[
+        "--jwks-url",
+        &url,
+        "--jwks-refresh",
+        "1h",
+    ]);
+    let mut gateway = serve.clone().start_in(data.path());
+    server.set_mode(JwksMode::Down);
+    let killed = Instant::now();
+    gateway.kill9();
+    let gateway = serve.start_in(data.path());
+    let (user, token) = fresh_token();
+    connects(&gateway, &token, user).await.close().await;
+
+    server.set_mode(JwksMode::Serve);
+    let fetched = server.fetches();
+    wait_until("a refresh once the provider is back", || async {
+        fetches(&gateway, "ok").await >= 1.0
+    })
+    .await;
+    assert!(server.fetches() > fetched);
+    let (keys, age) = jwks_line(&gateway, &url).await;
+    assert_eq!(keys, 1);
+    // The kept set was fetched before the kill; the new one after it.
+    let since_kill = killed.elapsed().as_secs();
+    assert!(
+        age < since_kill,
+        "the set is fresh again: {age} s old, the kill {since_kill} s ago"
+    );
+}
