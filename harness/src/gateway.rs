@@ -40,11 +40,14 @@ pub fn binary() -> PathBuf {
 }
 
 /// How a gateway is started: which binary, on which NATS URL, with which
-/// extra `serve` arguments, log filter and open-file limit.
+/// token secret, extra `serve` arguments, log filter and open-file limit.
 #[derive(Clone, Debug)]
 pub struct Serve {
     pub binary: PathBuf,
     pub nats_url: String,
+    /// `--jwt-secret` ([`SECRET`] unless set; `None` for a gateway that
+    /// verifies with public keys or a JWKS alone).
+    pub jwt_secret: Option<String>,
     pub args: Vec<String>,
     /// `SWITCHBOARD_LOG` of the process ([`TEST_LOG`] unless set).
     pub log_filter: String,
@@ -59,6 +62,7 @@ impl Serve {
         Serve {
             binary: binary(),
             nats_url: nats_url.to_string(),
+            jwt_secret: Some(SECRET.to_string()),
             args: Vec::new(),
             log_filter: TEST_LOG.to_string(),
             open_files: None,
@@ -67,6 +71,20 @@ impl Serve {
 
     pub fn args(mut self, args: &[&str]) -> Serve {
         self.args = args.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// Verifies HS tokens with `secrets` (one, or several separated by
+    /// `,`) instead of [`SECRET`].
+    pub fn jwt_secret(mut self, secrets: &str) -> Serve {
+        self.jwt_secret = Some(secrets.to_string());
+        self
+    }
+
+    /// No `--jwt-secret`: the keys come from `args` alone (`--jwt-public-keys`,
+    /// `--jwks-url`).
+    pub fn without_secret(mut self) -> Serve {
+        self.jwt_secret = None;
         self
     }
 
@@ -296,7 +314,7 @@ fn launch(how: &Serve, data: &Path) -> (Child, SocketAddr) {
         .args(["--listen", "127.0.0.1:0", "--nats-url", &how.nats_url])
         .arg("--data-dir")
         .arg(data)
-        .args(["--jwt-secret", SECRET])
+        .args(how.jwt_secret.iter().flat_map(|s| ["--jwt-secret", s]))
         .args(&how.args)
         .env("SWITCHBOARD_LOG", &how.log_filter)
         .env_remove("SWITCHBOARD_CONFIG")

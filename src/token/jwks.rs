@@ -43,6 +43,9 @@ pub struct Jwks {
     fetching: tokio::sync::Mutex<()>,
     /// When the last refetch for an unknown `kid` started.
     last_unknown_kid: Mutex<Option<Instant>>,
+    /// The provider did not answer at start: the set came from the cache,
+    /// so the first refresh is a retry after a failure.
+    from_cache: bool,
 }
 
 /// The keys in use, and when they were fetched.
@@ -82,6 +85,9 @@ impl Jwks {
                 reason: e.to_string(),
             })?;
         let fetched = fetch(&client, &url).await;
+        let from_cache = fetched.is_err();
+        let result = if from_cache { "failed" } else { "ok" };
+        metrics::counter!("switchboard_jwks_fetches_total", "result" => result).increment(1);
         let (set, body) = match fetched {
             Ok((keys, body)) => (
                 KeySet {
@@ -128,6 +134,7 @@ impl Jwks {
             set: RwLock::new(set),
             fetching: tokio::sync::Mutex::new(()),
             last_unknown_kid: Mutex::new(None),
+            from_cache,
         });
         if let Some(body) = body {
             jwks.keep(&body);
@@ -156,15 +163,21 @@ impl Jwks {
         &self.url
     }
 
-    /// Refreshes the set every `refresh`, sooner after a failure, until
-    /// the future is dropped.
+    /// Refreshes the set every `refresh`, sooner after a failure (the
+    /// start's included, when the set came from the cache), until the
+    /// future is dropped.
     pub async fn run(self: Arc<Self>) {
-        let mut wait = self.refresh;
+        let after_failure = self.refresh.min(RETRY_AFTER_FAILURE);
+        let mut wait = if self.from_cache {
+            after_failure
+        } else {
+            self.refresh
+        };
         loop {
             tokio::time::sleep(wait).await;
             wait = match self.refetch().await {
                 Ok(()) => self.refresh,
-                Err(_) => self.refresh.min(RETRY_AFTER_FAILURE),
+                Err(_) => after_failure,
             };
         }
     }

@@ -389,6 +389,7 @@ impl Verifier {
                 .iter()
                 .flat_map(|k| k.algorithms.iter().map(|&a| keys::name(a)))
                 .collect();
+            algs.sort_unstable();
             algs.dedup();
             parts.push(format!(
                 "{} ({})",
