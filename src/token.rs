@@ -17,7 +17,7 @@ mod keys;
 mod signer;
 mod verifier;
 
-pub use claims::{Claims, Grant, Role};
+pub use claims::{Claims, Grant, Role, DEFAULT_USER_CLAIM};
 pub use jwks::{Jwks, JwksError, UNKNOWN_KID_REFETCH};
 pub use keys::KeyError;
 pub use signer::Signer;
@@ -82,6 +82,11 @@ pub enum TokenError {
     WrongAudience { found: String, expected: String },
     #[error("token from another issuer (claim `iss`: {found}): this gateway accepts {expected}")]
     WrongIssuer { found: String, expected: String },
+    #[error(
+        "claim `{claim}` (the user's id, as SWITCHBOARD_JWT_USER_CLAIM says) is not usable \
+         ({found}): expected the user's id, a hyphenated UUID string"
+    )]
+    UserClaim { claim: String, found: String },
     #[error("claim `{claim}` is missing: expected {expected}")]
     MissingClaim {
         claim: &'static str,

@@ -75,6 +75,11 @@ declare! {
         /// several accepted ones separated by `,`; set, a token without `aud`
         /// is refused. Unset, a token with an `aud` is refused.
         jwt_audience: Optional<String> = "", env "SWITCHBOARD_JWT_AUDIENCE";
+        /// The claim that holds the user's id, a UUID: `sub`, or a custom
+        /// claim the identity provider adds (for example
+        /// `https://chat.example.com/user_id`) when its `sub` is not a UUID
+        /// (Auth0's `auth0|…`).
+        jwt_user_claim: String = "sub", env "SWITCHBOARD_JWT_USER_CLAIM";
         /// Development mode: use a built-in secret when no key is set.
         #[arg(num_args = 0..=1, default_missing_value = "true")]
         dev: bool = "false", env "SWITCHBOARD_DEV";

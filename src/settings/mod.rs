@@ -470,6 +470,7 @@ impl ServeSettings {
             issuer: serve.jwt_issuer.filter(|i| !i.is_empty()),
             audience: list(serve.jwt_audience),
             leeway: serve.token_leeway,
+            user_claim: serve.jwt_user_claim,
         };
         Ok(ServeSettings {
             listen: serve.listen,

@@ -113,6 +113,7 @@ fn every_declared_default_and_bound_parses_and_fits() {
             "jwks_url",
             "jwt_issuer",
             "jwt_audience",
+            "jwt_user_claim",
             "dev",
             "session_store",
             "session_bucket",

@@ -10,6 +10,10 @@ use serde_json::{Map, Value};
 use super::TokenError;
 use crate::channel::Id;
 
+/// The claim that holds the user's id unless `jwt_user_claim` names
+/// another.
+pub const DEFAULT_USER_CLAIM: &str = "sub";
+
 /// Characters of a token's own text quoted in an error, at most.
 const MAX_QUOTED: usize = 40;
 
@@ -154,12 +158,33 @@ impl Claims {
     /// this gateway does not know are ignored, not an error: tokens are
     /// often shared with other services.
     pub fn from_payload(payload: &Map<String, Value>) -> Result<Claims, TokenError> {
-        let sub = match payload.get("sub") {
-            None | Some(Value::Null) => return Err(TokenError::missing("sub", SUB_EXPECTED)),
-            Some(Value::String(s)) => {
-                Id::parse(s).map_err(|e| TokenError::bad("sub", SUB_EXPECTED, e.to_string()))?
+        Claims::from_payload_with(payload, DEFAULT_USER_CLAIM)
+    }
+
+    /// [`Claims::from_payload`], with the user's id read from the claim
+    /// `user_claim` (the setting `jwt_user_claim`) rather than `sub`.
+    pub fn from_payload_with(
+        payload: &Map<String, Value>,
+        user_claim: &str,
+    ) -> Result<Claims, TokenError> {
+        let sub = if user_claim == DEFAULT_USER_CLAIM {
+            match payload.get("sub") {
+                None | Some(Value::Null) => return Err(TokenError::missing("sub", SUB_EXPECTED)),
+                Some(Value::String(s)) => {
+                    Id::parse(s).map_err(|e| TokenError::bad("sub", SUB_EXPECTED, e.to_string()))?
+                }
+                Some(other) => return Err(TokenError::bad("sub", SUB_EXPECTED, describe(other))),
             }
-            Some(other) => return Err(TokenError::bad("sub", SUB_EXPECTED, describe(other))),
+        } else {
+            let refused = |found: String| TokenError::UserClaim {
+                claim: excerpt(user_claim),
+                found,
+            };
+            match payload.get(user_claim) {
+                None | Some(Value::Null) => return Err(refused("it is missing".into())),
+                Some(Value::String(s)) => Id::parse(s).map_err(|e| refused(e.to_string()))?,
+                Some(other) => return Err(refused(describe(other))),
+            }
         };
         let exp = numeric_date(payload, "exp")?
             .ok_or_else(|| TokenError::missing("exp", "the expiry, in seconds since the epoch"))?;

@@ -97,7 +97,7 @@ impl Jwks {
                 },
                 Some(body),
             ),
-            Err(error) => match cache.as_deref().map(read_cache) {
+            Err(error) => match cache.as_deref().map(|path| read_cache(path, &url)) {
                 Some(Some((keys, written))) => {
                     let age = SystemTime::now()
                         .duration_since(written)
@@ -114,7 +114,10 @@ impl Jwks {
                 }
                 _ => {
                     let kept = match &cache {
-                        Some(path) => format!("no usable cached key set in {}", path.display()),
+                        Some(path) => format!(
+                            "no usable cached key set for this URL in {}",
+                            path.display()
+                        ),
                         None => "no cached key set".into(),
                     };
                     return Err(JwksError::Fetch {
@@ -252,15 +255,20 @@ impl Jwks {
         }
     }
 
-    /// Keeps the document for a restart while the provider is down.
+    /// Keeps the document for a restart while the provider is down, with
+    /// the URL it came from (a restart with another URL does not use it).
     fn keep(&self, body: &[u8]) {
         let Some(path) = &self.cache else { return };
+        let Ok(document) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return; // parse_jwks read it already: never here
+        };
+        let kept = serde_json::json!({ "url": self.url, "jwks": document }).to_string();
         let written = path
             .parent()
             .map_or(Ok(()), std::fs::create_dir_all)
             .and_then(|()| {
                 let tmp = path.with_extension("tmp");
-                std::fs::write(&tmp, body)?;
+                std::fs::write(&tmp, kept.as_bytes())?;
                 std::fs::rename(&tmp, path)
             });
         if let Err(e) = written {
@@ -370,14 +378,21 @@ fn without_url(e: &reqwest::Error) -> String {
     }
 }
 
-/// The cached key set and when it was written, if there is a usable one.
-fn read_cache(path: &std::path::Path) -> Option<(Vec<Key>, SystemTime)> {
+/// The key set kept for `url` and when it was written, if there is a
+/// usable one (a set kept for another URL is not).
+fn read_cache(path: &std::path::Path, url: &str) -> Option<(Vec<Key>, SystemTime)> {
     let body = std::fs::read(path).ok()?;
     let written = std::fs::metadata(path).and_then(|m| m.modified()).ok()?;
-    match parse_jwks(&body) {
-        Ok((keys, _)) if !keys.is_empty() => Some((keys, written)),
+    let kept: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    if kept["url"].as_str() != Some(url) {
+        tracing::warn!(path = %path.display(), kept_for = kept["url"].as_str().unwrap_or("?"),
+            "the kept JWKS is another URL's: not used");
+        return None;
+    }
+    match serde_json::to_vec(&kept["jwks"]).map(|jwks| parse_jwks(&jwks)) {
+        Ok(Ok((keys, _))) if !keys.is_empty() => Some((keys, written)),
         _ => {
-            tracing::warn!(path = %path.display(), "the cached JWKS is unusable");
+            tracing::warn!(path = %path.display(), "the kept JWKS is unusable");
             None
         }
     }

@@ -381,3 +381,34 @@ fn issuer_and_audience_are_checked_when_configured() {
     assert!(e.to_string().contains("`chat` or `chat-staging`"), "{e}");
     assert_plain(&e);
 }
+
+#[test]
+fn the_user_id_may_come_from_another_claim() {
+    let sources = KeySources {
+        user_claim: "https://chat.example/user_id".into(),
+        ..KeySources::default()
+    };
+    let custom = Verifier::new(vec![keys::Key::secret(SECRET, 1)], None, &sources);
+    let check = |extra: Value| custom.verify_at(&signed(&payload(extra)), NOW);
+    // An Auth0-style `sub` is not a UUID: the custom claim is the user.
+    let claims =
+        check(json!({"sub": "auth0|5f7c8ec7", "https://chat.example/user_id": CHANNEL})).unwrap();
+    assert_eq!(claims.sub, id(CHANNEL));
+    for (extra, found) in [
+        (json!({"sub": "auth0|5f7c8ec7"}), "missing"),
+        (
+            json!({"https://chat.example/user_id": "auth0|5f7c8ec7"}),
+            "UUID",
+        ),
+        (json!({"https://chat.example/user_id": 7}), "a number"),
+    ] {
+        let e = check(extra).unwrap_err();
+        assert!(matches!(e, TokenError::UserClaim { .. }), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("https://chat.example/user_id") && text.contains(found),
+            "{text}"
+        );
+        assert_plain(&e);
+    }
+}

@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 use super::claims::{excerpt, numeric_date};
 use super::jwks::{Jwks, JwksError};
 use super::keys::{self, Key, KeyError};
-use super::{Claims, TokenError};
+use super::{Claims, TokenError, DEFAULT_USER_CLAIM};
 
 /// Where a gateway's keys come from, and what it checks besides the
 /// signature.
@@ -42,6 +42,8 @@ pub struct KeySources {
     pub audience: Vec<String>,
     /// How far ahead `nbf` and `iat` may be.
     pub leeway: Duration,
+    /// The claim that holds the user's id (`sub`, unless set).
+    pub user_claim: String,
 }
 
 /// Why the keys cannot be had at start.
@@ -66,6 +68,7 @@ pub struct Verifier {
     issuer: Option<String>,
     audience: Vec<String>,
     leeway: Duration,
+    user_claim: String,
     /// One validation per algorithm: the library checks the signature and
     /// the algorithm; the claims and the clock are checked here, to name
     /// what is wrong.
@@ -151,6 +154,11 @@ impl Verifier {
             issuer: sources.issuer.clone(),
             audience: sources.audience.clone(),
             leeway: sources.leeway,
+            user_claim: if sources.user_claim.is_empty() {
+                DEFAULT_USER_CLAIM.to_string()
+            } else {
+                sources.user_claim.clone()
+            },
             validations,
         }
     }
@@ -282,7 +290,7 @@ impl Verifier {
     }
 
     fn check_claims(&self, payload: &Map<String, Value>, now: i64) -> Result<Claims, TokenError> {
-        let claims = Claims::from_payload(payload)?;
+        let claims = Claims::from_payload_with(payload, &self.user_claim)?;
         if claims.exp <= now {
             return Err(TokenError::Expired {
                 seconds_ago: now.saturating_sub(claims.exp).unsigned_abs(),

@@ -134,3 +134,42 @@ async fn a_token_for_an_audience_is_refused_where_none_is_configured() {
     );
     connects(&gateway, &token, user).await.close().await;
 }
+
+/// A provider whose `sub` is not a UUID (Auth0's `auth0|…`): the user's id
+/// comes from the claim `--jwt-user-claim` names, on the upgrade and on a
+/// refresh, and a token without it is refused in words.
+#[tokio::test]
+async fn the_user_id_comes_from_the_configured_claim() {
+    const USER_CLAIM: &str = "https://chat.example.com/user_id";
+    let nats = nats();
+    let gateway = Serve::new(&nats.url())
+        .args(&["--jwt-user-claim", USER_CLAIM])
+        .start();
+    let user = Id::new_v4();
+    let sign = |extra: Value| {
+        let mut claims = payload(user, extra);
+        claims["sub"] = json!("auth0|5f7c8ec7a1b2");
+        hs(Algorithm::HS256, SECRET.as_bytes(), None, &claims)
+    };
+    let mut client = connects(
+        &gateway,
+        &sign(json!({ USER_CLAIM: user.to_string() })),
+        user,
+    )
+    .await;
+    client
+        .send(json!({"type": "refresh", "token": sign(json!({ USER_CLAIM: user.to_string() })), "request_id": "r"}))
+        .await;
+    assert_eq!(client.next().await["type"], "refreshed");
+    let other = Id::new_v4().to_string();
+    client
+        .send(json!({"type": "refresh", "token": sign(json!({ USER_CLAIM: other })), "request_id": "o"}))
+        .await;
+    let refused = client.next().await;
+    assert_eq!(refused["data"]["code"], "forbidden", "{refused}");
+    let message = refusal(&gateway, &sign(json!({}))).await;
+    assert!(
+        message.contains(USER_CLAIM) && message.contains("missing"),
+        "{message}"
+    );
+}
