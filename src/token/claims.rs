@@ -149,8 +149,9 @@ impl Claims {
 
     /// Time left before expiry (zero when past).
     pub fn time_left(&self) -> Duration {
-        let now = chrono::Utc::now().timestamp();
-        Duration::from_secs(self.exp.saturating_sub(now).max(0) as u64)
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let left_ms = self.exp.saturating_mul(1000).saturating_sub(now_ms);
+        Duration::from_millis(left_ms.max(0) as u64)
     }
 
     /// Reads the claims from a verified payload, each one checked on its
