@@ -44,12 +44,14 @@ pub const FILES: &[(&str, &str)] = embedded![
     "client/typing",
     "client/ack",
     "client/ping",
+    "client/refresh",
     "server/hello",
     "server/subscribed",
     "server/replayed",
     "server/unsubscribed",
     "server/pong",
     "server/error",
+    "server/refreshed",
 ];
 
 /// The compiled schemas.

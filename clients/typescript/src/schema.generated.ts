@@ -331,6 +331,20 @@ export interface PongData {
 }
 
 /**
+ * The `refreshed` frame's payload.
+ */
+export interface RefreshedData {
+  /**
+   * The new token's expiry, in seconds since the epoch (its `exp` claim).
+   */
+  exp: number;
+  /**
+   * The refresh frame's request_id, when it had one.
+   */
+  request_id?: string;
+}
+
+/**
  * The `replayed` frame's payload.
  */
 export interface ReplayedData {
@@ -389,7 +403,7 @@ export interface UnsubscribedData {
   /**
    * Why the subscription ended.
    */
-  reason: "requested" | "banned" | "kicked" | "left" | "channel_deleted";
+  reason: "requested" | "banned" | "kicked" | "left" | "channel_deleted" | "revoked";
 }
 
 /** The 14 event types. */
@@ -432,6 +446,7 @@ export interface ControlDataMap {
     error: ErrorData;
     hello: HelloData;
     pong: PongData;
+    refreshed: RefreshedData;
     replayed: ReplayedData;
     subscribed: SubscribedData;
     unsubscribed: UnsubscribedData;
