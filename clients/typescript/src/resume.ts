@@ -209,6 +209,8 @@ export class ResumeCore<H> {
     #refreshFailures = 0;
     /** The request id of the automatic refresh waiting for its answer. */
     #autoRefresh: string | undefined;
+    /** The connection's token's `exp` (ms) when that refresh was sent: its token must expire later. */
+    #autoRefreshReplaces: number | undefined;
     /** Waiting for `getToken` for an automatic refresh. */
     #fetching = false;
     /** The `refresh` request ids sent on this connection and not yet answered. */
@@ -365,6 +367,7 @@ export class ResumeCore<H> {
         const requestId = this.refresh(token);
         if (requestId === undefined || this.#tokenExpMs === undefined) return;
         this.#autoRefresh = requestId;
+        this.#autoRefreshReplaces = this.#tokenExpMs;
         this.#setRefreshTimer(answerBy(this.#tokenExpMs, this.#serverNow()));
     }
 
@@ -589,7 +592,8 @@ export class ResumeCore<H> {
         this.#emit("refreshed", { exp: data.exp });
         const auto = requestId === this.#autoRefresh;
         if (auto) this.#autoRefresh = undefined;
-        if (auto && previous !== undefined && expMs <= previous) {
+        const replaced = auto ? this.#autoRefreshReplaces : undefined;
+        if (replaced !== undefined && expMs <= replaced) {
             // getToken handed back a token no younger than the last: refreshing
             // with it again and again would only come closer to its exp.
             this.#refreshFailed("token", `getToken gave a token that expires no later than the connection's (exp ${data.exp})`);

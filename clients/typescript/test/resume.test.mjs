@@ -699,6 +699,23 @@ describe("the token's refresh", () => {
         assert.deepEqual(timers(actions), [20_000]);
     });
 
+    test("an automatic refresh is judged against the token it replaces, not one refresh() installed meanwhile", () => {
+        const h = refreshing(3600);
+        h.take();
+        h.advance(3_540_000);
+        h.core.refreshTimer();
+        h.core.tokenReady(jwt(SERVER_SECONDS + 7200));
+        assert.equal(h.core.refresh(jwt(SERVER_SECONDS + 9000)), "r2");
+        h.take();
+        h.feed({ type: "refreshed", timestamp: SERVER_NOW, data: { exp: SERVER_SECONDS + 9000, request_id: "r2" } });
+        h.feed({ type: "refreshed", timestamp: SERVER_NOW, data: { exp: SERVER_SECONDS + 7200, request_id: "r1" } });
+        const actions = h.take();
+        assert.deepEqual(emitted(actions, "error"), [], "no failed attempt");
+        assert.deepEqual(emitted(actions, "refreshed"), [{ exp: SERVER_SECONDS + 9000 }, { exp: SERVER_SECONDS + 7200 }]);
+        assert.equal(h.core.tokenExp, SERVER_SECONDS + 7200, "the gateway's last word");
+        assert.deepEqual(timers(actions), [7_200_000 - 3_540_000 - 60_000]);
+    });
+
     test("refresh(token) by the application: sent at once, settled by its answer; a refusal changes nothing and is not an error event", () => {
         const h = harness();
         assert.equal(h.core.refresh(jwt(SERVER_SECONDS + 60)), undefined, "not connected: nothing sent");
