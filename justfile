@@ -62,10 +62,22 @@ cluster: tools
     cargo build --release
     bash scripts/cluster.sh
 
-# Run all tests: unit, integration against real nats-servers, a smoke run of each bench, then the SDK's and the browser tests
-test: tools sdk
+# Run all tests: unit, integration against real nats-servers and a real OpenID Connect provider, a smoke run of each bench, then the SDK's and the browser tests
+test: tools sdk _oidc
     cargo test --all-targets
+    cargo test -p switchboard-harness --all-targets
     @just _test-js
+
+# The OpenID Connect provider the tests run (harness/oidc: oidc-provider; npm ci when node_modules is missing or older than the lock file)
+_oidc:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cd harness/oidc
+    command -v npm >/dev/null || { echo "oidc: npm not found: install Node.js >= 20 with npm (Debian: apt-get install nodejs npm)" >&2; exit 1; }
+    # npm ci writes node_modules/.package-lock.json: older than the lock file means stale.
+    if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
+        npm ci --no-audit --no-fund
+    fi
 
 # Run the TypeScript SDK's and the browser tests only (against the debug gateway build)
 test-js: tools sdk
@@ -87,6 +99,7 @@ _test-js:
 lint:
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
+    cargo clippy -p switchboard-harness --all-targets -- -D warnings
 
 # Lint, then test (what .ci/run does)
 ci: lint test

@@ -23,7 +23,7 @@ use crate::settings::{
     self, FileSettings, LimitFlags, LogFlags, LogSettings, ServeFlags, ServeSettings, SettingError,
     DEV_SECRET,
 };
-use crate::token::{dev_claims, Grant, Role, TokenKeys};
+use crate::token::{dev_claims, Grant, Role, Signer};
 
 /// Every command's help ends with the precedence of settings and the exit codes.
 fn after_help() -> String {
@@ -142,7 +142,7 @@ pub struct TokenArgs {
     /// Channel ids the token grants, comma-separated, or `*`.
     #[arg(long)]
     pub channels: Option<String>,
-    /// Roles, comma-separated: publisher, auditor.
+    /// Roles, comma-separated: publisher, auditor, admin.
     #[arg(long)]
     pub roles: Option<String>,
     /// Username shown with typing.
@@ -154,6 +154,24 @@ pub struct TokenArgs {
     /// HS256 secret.
     #[arg(long, env = "SWITCHBOARD_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// Sign with the private key in this PEM file (RSA, EC P-256/P-384 or
+    /// Ed25519) instead of a secret.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<std::path::PathBuf>,
+    /// The algorithm: HS256/384/512 with a secret (HS256 by default);
+    /// RS256/384/512 or PS256/384/512 with an RSA key (RS256 by default),
+    /// ES256 or ES384 with an EC key, EdDSA with an Ed25519 key.
+    #[arg(long)]
+    pub alg: Option<String>,
+    /// The key id to put in the token's header (`kid`).
+    #[arg(long)]
+    pub kid: Option<String>,
+    /// The `iss` claim.
+    #[arg(long)]
+    pub issuer: Option<String>,
+    /// The `aud` claim (one audience).
+    #[arg(long)]
+    pub audience: Option<String>,
     /// Use the development secret when none is set.
     #[arg(long, env = "SWITCHBOARD_DEV", num_args = 0..=1, default_missing_value = "true",
           value_parser = settings::parser::<bool>(None))]
@@ -212,7 +230,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Serve(args) => {
             let settings = serve_settings(&args)?;
-            if settings.dev && settings.jwt_secret == DEV_SECRET {
+            if settings.dev && settings.tokens.secrets == [DEV_SECRET] {
                 tracing::warn!("--dev: using the built-in development secret");
             }
             crate::server::serve(settings).await.map_err(Failure::Work)
@@ -376,28 +394,62 @@ fn token(args: TokenArgs) -> Result<(), Failure> {
         Some(list) => list
             .split(',')
             .filter(|r| !r.trim().is_empty())
-            .map(|r| match r.trim() {
-                "publisher" => Ok(Role::Publisher),
-                "auditor" => Ok(Role::Auditor),
-                other => Err(Failure::Usage(format!(
-                    "--roles: unknown role `{other}` (publisher, auditor)"
-                ))),
+            .map(|r| {
+                Role::parse(r.trim()).ok_or_else(|| {
+                    Failure::Usage(format!(
+                        "--roles: unknown role `{}` (publisher, auditor, admin)",
+                        r.trim()
+                    ))
+                })
             })
             .collect::<Result<_, _>>()?,
     };
-    let dev = args.dev.unwrap_or(false);
-    let secret = match args.jwt_secret.filter(|s| !s.is_empty()) {
-        Some(s) => s,
-        None if dev => DEV_SECRET.to_string(),
-        None => {
-            return Err(Failure::Usage(
-                "no secret: set SWITCHBOARD_JWT_SECRET (or --jwt-secret), or pass --dev".into(),
+    let alg = match args.alg.as_deref() {
+        None => None,
+        Some(name) => Some(crate::token::algorithm(name).ok_or_else(|| {
+            Failure::Usage(format!(
+                "--alg: `{name}` is not one of HS256, HS384, HS512, RS256, RS384, RS512, \
+                 PS256, PS384, PS512, ES256, ES384, EdDSA"
             ))
-        }
+        })?),
     };
+    let signer = match &args.key {
+        Some(path) => {
+            Signer::private_pem(path, alg).map_err(|e| Failure::Usage(format!("--key: {e}")))?
+        }
+        None => {
+            let dev = args.dev.unwrap_or(false);
+            // Of several secrets (a rotation), the first signs.
+            let secret =
+                match args
+                    .jwt_secret
+                    .as_deref()
+                    .and_then(|s| s.split(',').map(str::trim).find(|s| !s.is_empty()))
+                {
+                    Some(s) => s.to_string(),
+                    None if dev => DEV_SECRET.to_string(),
+                    None => return Err(Failure::Usage(
+                        "no key: set SWITCHBOARD_JWT_SECRET (or --jwt-secret), give --key FILE, \
+                         or pass --dev"
+                            .into(),
+                    )),
+                };
+            let alg = alg.unwrap_or(jsonwebtoken::Algorithm::HS256);
+            Signer::secret(secret.as_bytes(), alg)
+                .map_err(|e| Failure::Usage(format!("--alg: {e}")))?
+        }
+    }
+    .with_kid(args.kid);
+    let mut extra = serde_json::Map::new();
+    if let Some(iss) = args.issuer {
+        extra.insert("iss".into(), iss.into());
+    }
+    if let Some(aud) = args.audience {
+        extra.insert("aud".into(), aud.into());
+    }
     let claims = dev_claims(sub, args.ttl, args.name, channels, roles);
-    let token = TokenKeys::hs256(secret.as_bytes())
-        .mint(&claims)
+    let token = signer
+        .mint_with(&claims, extra)
         .map_err(|e| Failure::Work(e.into()))?;
     println!("{token}");
     Ok(())

@@ -16,7 +16,7 @@ use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use crate::channel::Id;
-use crate::token::{dev_claims, Grant, Role, TokenKeys};
+use crate::token::{dev_claims, Grant, Role, Signer};
 
 /// The page, as `npm run build` wrote it (or a page saying it was not built).
 pub const PAGE: &str = include_str!(concat!(env!("OUT_DIR"), "/console-index.html"));
@@ -40,7 +40,7 @@ pub const DEV_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 /// minted with `dev_keys`: the gateway's token keys in `--dev`, else `None`
 /// (and no dev token).
 pub fn routes(
-    dev_keys: Option<Arc<TokenKeys>>,
+    dev_keys: Option<Arc<Signer>>,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     // Each path before its method: another method on one of these paths is
     // a 405 (an `OPTIONS`, a preflight), and on any other path a 404.
@@ -83,7 +83,7 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
 
 /// A token for every channel, with both roles, for a fresh user; only in
 /// `--dev` (anyone who can reach the gateway can get one), else no route.
-async fn dev_token(dev_keys: Option<Arc<TokenKeys>>) -> Result<Response, Rejection> {
+async fn dev_token(dev_keys: Option<Arc<Signer>>) -> Result<Response, Rejection> {
     let Some(keys) = dev_keys else {
         return Err(warp::reject::not_found());
     };
@@ -93,7 +93,7 @@ async fn dev_token(dev_keys: Option<Arc<TokenKeys>>) -> Result<Response, Rejecti
         DEV_TOKEN_TTL,
         Some("console".to_string()),
         Grant::All,
-        vec![Role::Publisher, Role::Auditor],
+        vec![Role::Publisher, Role::Auditor, Role::Admin],
     );
     let mut response = match keys.mint(&claims) {
         Ok(token) => warp::reply::json(&json!({

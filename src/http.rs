@@ -37,7 +37,7 @@ use crate::gateway::upgrade;
 use crate::log::{HistoryQuery, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT};
 use crate::metrics::Metrics;
 use crate::origins::Origins;
-use crate::token::{Claims, Role, TokenError, TokenKeys};
+use crate::token::{Claims, Role, TokenError, Verifier};
 
 mod edge;
 mod publish;
@@ -64,23 +64,40 @@ pub fn routes(edge: Edge) -> impl Filter<Extract = (Response,), Error = Infallib
         .and(get_or_head())
         .and(with_edge.clone())
         .then(|edge: Arc<Edge>| async move {
+            // The key set's age is said, not judged: the last good set
+            // keeps verifying while the provider is down.
+            let keys = match edge.keys.jwks() {
+                Some(jwks) => format!(
+                    "\njwks: {} keys from {}, fetched {} s ago",
+                    jwks.keys().len(),
+                    jwks.url(),
+                    jwks.age().as_secs()
+                ),
+                None => String::new(),
+            };
             if edge.node.is_ready().await {
-                plain(StatusCode::OK, "ready")
+                plain(StatusCode::OK, format!("ready{keys}"))
             } else {
                 plain(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "NATS or the stream is unavailable",
+                    format!("NATS or the stream is unavailable{keys}"),
                 )
             }
         });
-    let metrics = warp::path!("metrics").and(get_or_head()).map(|| {
-        let mut response = Response::new(Metrics::render().into());
-        response.headers_mut().insert(
-            "content-type",
-            warp::http::HeaderValue::from_static("text/plain; version=0.0.4"),
-        );
-        response
-    });
+    let metrics = warp::path!("metrics")
+        .and(get_or_head())
+        .and(with_edge.clone())
+        .map(|edge: Arc<Edge>| {
+            if let Some(jwks) = edge.keys.jwks() {
+                jwks.record();
+            }
+            let mut response = Response::new(Metrics::render().into());
+            response.headers_mut().insert(
+                "content-type",
+                warp::http::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            response
+        });
     // The body is taken, not polled: `publish` reads it only once the head
     // is authorized and it has room in the buffer.
     let publish = warp::path!("v1" / "events")
@@ -96,14 +113,14 @@ pub fn routes(edge: Edge) -> impl Filter<Extract = (Response,), Error = Infallib
         .and(with_edge.clone())
         .then(history);
     // The keys reach the console only in `--dev`, to mint its tokens.
-    let console = crate::console::routes(edge.dev.then(|| edge.keys.clone()));
+    let console = crate::console::routes(edge.dev_signer.clone());
     let ws = warp::path!("v1" / "ws")
         .and(warp::get())
         .and(warp::header::headers_cloned())
         .and(warp::query::<HashMap<String, String>>())
         .and(warp::ext::optional::<hyper::upgrade::OnUpgrade>())
         .and(with_edge)
-        .map(websocket);
+        .then(websocket);
     let api = healthz
         .or(readyz)
         .unify()
@@ -226,8 +243,8 @@ async fn refused_origin(rejection: Rejection) -> Result<Response, Infallible> {
     ))
 }
 
-fn plain(status: StatusCode, text: &'static str) -> Response {
-    let mut response = Response::new(text.into());
+fn plain(status: StatusCode, text: impl Into<String>) -> Response {
+    let mut response = Response::new(text.into().into());
     *response.status_mut() = status;
     response
 }
@@ -290,23 +307,17 @@ impl Refusal {
                 );
                 response
             }
-            Refusal::Forbidden(role) => {
-                let name = match role {
-                    Role::Publisher => "publisher",
-                    Role::Auditor => "auditor",
-                };
-                error_reply(
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
-                    format!("this needs the `{name}` role"),
-                )
-            }
+            Refusal::Forbidden(role) => error_reply(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("this needs the `{}` role", role.name()),
+            ),
         }
     }
 }
 
-fn authenticate(
-    keys: &TokenKeys,
+async fn authenticate(
+    keys: &Verifier,
     headers: &HeaderMap,
     query: Option<&HashMap<String, String>>,
     role: Option<Role>,
@@ -316,9 +327,11 @@ fn authenticate(
         None => TokenError::MissingHeader,
     };
     let token = token_of(headers, query).ok_or(missing);
-    let claims = token
-        .and_then(|t| keys.verify(t))
-        .map_err(Refusal::Unauthorized)?;
+    let claims = match token {
+        Ok(token) => keys.verify(token).await,
+        Err(missing) => Err(missing),
+    }
+    .map_err(Refusal::Unauthorized)?;
     match role {
         Some(role) if !claims.has_role(role) => Err(Refusal::Forbidden(role)),
         _ => Ok(claims),
@@ -368,7 +381,7 @@ async fn history(
     params: HashMap<String, String>,
     edge: Arc<Edge>,
 ) -> Response {
-    if let Err(refusal) = authenticate(&edge.keys, &headers, None, Some(Role::Auditor)) {
+    if let Err(refusal) = authenticate(&edge.keys, &headers, None, Some(Role::Auditor)).await {
         return refusal.into_response();
     }
     let query = match history_query(&channel, &params) {
@@ -398,7 +411,7 @@ async fn history(
     response
 }
 
-fn websocket(
+async fn websocket(
     headers: HeaderMap,
     query: HashMap<String, String>,
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
@@ -406,7 +419,7 @@ fn websocket(
 ) -> Response {
     // The token before anything else: a refused upgrade never reaches the
     // node, and never becomes a socket.
-    let claims = match authenticate(&edge.keys, &headers, Some(&query), None) {
+    let claims = match authenticate(&edge.keys, &headers, Some(&query), None).await {
         Ok(claims) => claims,
         Err(refusal) => return refusal.into_response(),
     };

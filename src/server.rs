@@ -31,7 +31,7 @@ use crate::projection::{Projection, SNAPSHOT_FORMAT};
 use crate::session::{self, kv, Sessions, StoreKind};
 use crate::settings::{local_url_file, ServeSettings};
 use crate::store::Store;
-use crate::token::TokenKeys;
+use crate::token::{Signer, Verifier};
 
 /// A started gateway.
 pub struct Running {
@@ -155,6 +155,14 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
             (url, Some(server))
         }
     };
+    // The token keys before anything listens: a JWKS that cannot be had
+    // (nor its cached copy) stops the start.
+    let keys = Arc::new(
+        Verifier::load(&settings.tokens)
+            .await
+            .context("cannot load the token keys")?,
+    );
+    tracing::info!(keys = %keys.describe(), "tokens verified with");
     let mut log = Log::connect(&url, settings.stream.clone()).await?;
     let reaper = log.reap_reads();
     let store = Store::open(&settings.data_dir.join("sled"))
@@ -171,6 +179,9 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         .await
         .context("cannot subscribe to typing")?;
     node.spawn_until_shutdown(reaper.run());
+    if let Some(jwks) = keys.jwks() {
+        node.spawn_until_shutdown(jwks.clone().run());
+    }
     node.spawn(router::run(node.clone(), start_seq, epoch));
     node.spawn(router::run_typing(node.clone(), typing));
     node.spawn(housekeeping::run_snapshots(node.clone()));
@@ -181,10 +192,15 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     // The HTTP layer: the node's front, and what only HTTP uses. The
     // gateway's own origins come from the address it listens on.
-    let keys = TokenKeys::hs256(settings.jwt_secret.as_bytes()).with_leeway(settings.token_leeway);
+    let dev_signer = settings
+        .tokens
+        .secrets
+        .first()
+        .map(|secret| Signer::hs256(secret.as_bytes()));
     let edge = Edge::new(
         node.front(),
         keys,
+        dev_signer,
         settings.allowed_origins.clone(),
         addr,
         settings.dev,

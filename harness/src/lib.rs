@@ -16,6 +16,9 @@
 //! - `gateway`: the `switchboard` binary running `serve` ([`Gateway`], [`Serve`], [`binary`]).
 //! - `client`: a WebSocket client that speaks the protocol ([`Client`]).
 //! - `token`: tokens the harness's gateways accept ([`token`], [`SECRET`]).
+//! - `keys`: the committed RSA, EC and Ed25519 test keys, their tokens and JWKs ([`TestKey`], [`claims`]).
+//! - `jwks`: a hand-made JWKS and discovery server for fault cases ([`JwksServer`], [`JwksMode`]).
+//! - `oidc`: a real OpenID Connect provider, the npm `oidc-provider` ([`OidcProvider`]).
 //! - `events`: sample events, chat messages, `seq`s, the schema check of a frame.
 //! - `outside`: what other services and tools do: HTTP, raw publishes, the CLI.
 //! - `process`: resident memory and CPU time from `/proc`.
@@ -29,7 +32,10 @@ mod client;
 mod cluster;
 mod events;
 mod gateway;
+mod jwks;
+mod keys;
 mod nats;
+mod oidc;
 mod outside;
 pub mod process;
 mod stall;
@@ -48,7 +54,10 @@ pub use gateway::{
     binary, kill_group, listening_address, own_process_group, prometheus_sum, Gateway, Serve,
     TEST_LOG,
 };
+pub use jwks::{JwksMode, JwksServer, DISCOVERY_PATH, GARBAGE, JWKS_PATH};
+pub use keys::{algorithm_name, claims, keys_dir, TestKey};
 pub use nats::{log, log_named, log_with, nats, NatsServer};
+pub use oidc::{OidcProvider, ProviderKey, OIDC_AUDIENCE, OIDC_CLIENT_SECRET};
 pub use outside::{
     cli_replay, history_lines, http, publish_raw, read_head, read_to_close, run, switchboard,
 };

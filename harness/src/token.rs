@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use switchboard::channel::Id;
-use switchboard::token::{dev_claims, Grant, Role, TokenKeys};
+use switchboard::token::{dev_claims, Grant, Role, Signer};
 
 use crate::SECRET;
 
@@ -33,7 +33,7 @@ pub fn token_named(
         channels,
         roles.to_vec(),
     );
-    TokenKeys::hs256(SECRET.as_bytes())
+    Signer::hs256(SECRET.as_bytes())
         .mint(&claims)
         .expect("mint")
 }

@@ -1,4 +1,4 @@
-//! [`Edge`]: everything the HTTP layer owns. The token keys, the origins,
+//! [`Edge`]: everything the HTTP layer owns. The token verifier, the origins,
 //! `--dev`, the HTTP bounds and their state (the publish buffer, each
 //! user's WebSockets), and the node's [`Front`], the only way it reaches
 //! the node.
@@ -14,7 +14,7 @@ use crate::channel::Id;
 use crate::gateway::Front;
 use crate::origins::Origins;
 use crate::settings::Limits;
-use crate::token::TokenKeys;
+use crate::token::{Signer, Verifier};
 
 /// The HTTP layer's bounds: settings of the `limits` group that only it
 /// reads (the listener's are `server::listener::Bounds`).
@@ -45,13 +45,13 @@ impl Bounds {
 pub struct Edge {
     /// The node: readiness, publish, history, and WebSockets.
     pub(super) node: Front,
-    /// Verify the tokens of every route (and mint the console's in `--dev`).
-    pub(super) keys: Arc<TokenKeys>,
+    /// Verify the tokens of every route and of `refresh` frames.
+    pub(super) keys: Arc<Verifier>,
+    /// Mints the console's tokens, in `--dev` only.
+    pub(super) dev_signer: Option<Arc<Signer>>,
     /// The origins whose pages may use the gateway: its own and
     /// `allowed_origins`.
     pub(super) origins: Arc<Origins>,
-    /// `--dev`: the console may mint development tokens.
-    pub(super) dev: bool,
     pub(super) bounds: Bounds,
     /// Room for the publish bodies being received.
     pub(super) publish_buffer: PublishBuffer,
@@ -64,7 +64,8 @@ impl Edge {
     /// its own origins (never the request's `Host`).
     pub fn new(
         node: Front,
-        keys: TokenKeys,
+        keys: Arc<Verifier>,
+        dev_signer: Option<Signer>,
         allowed_origins: Origins,
         listening: SocketAddr,
         dev: bool,
@@ -72,9 +73,9 @@ impl Edge {
     ) -> Edge {
         Edge {
             node,
-            keys: Arc::new(keys),
+            keys,
+            dev_signer: dev_signer.filter(|_| dev).map(Arc::new),
             origins: Arc::new(allowed_origins.serving(listening)),
-            dev,
             publish_buffer: PublishBuffer::new(bounds.publish_buffer_bytes),
             users: UserConnections::default(),
             bounds,

@@ -40,7 +40,7 @@ pub(super) async fn publish<B: bytes::Buf>(
     body: impl futures::Stream<Item = Result<B, warp::Error>>,
     edge: Arc<Edge>,
 ) -> Response {
-    if let Err(refusal) = authenticate(&edge.keys, &headers, None, Some(Role::Publisher)) {
+    if let Err(refusal) = authenticate(&edge.keys, &headers, None, Some(Role::Publisher)).await {
         let mut response = refusal.into_response();
         close_after(&mut response);
         return response;

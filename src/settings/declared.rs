@@ -44,11 +44,38 @@ declare! {
     group ServeFlags => ServeOptions {
         /// HTTP and WebSocket address.
         listen: SocketAddr = "127.0.0.1:8080", env "SWITCHBOARD_LISTEN";
-        /// HS256 secret for tokens. Unset, `serve` refuses to start, except
+        /// HS secret for tokens (HS256, HS384, HS512), or several separated
+        /// by `,`: a token verified by any of them is accepted, so a secret
+        /// is rotated by adding the new one, then removing the old. With no
+        /// secret, public key or JWKS URL, `serve` refuses to start, except
         /// with `--dev`.
         #[arg(hide_env_values = true)]
         jwt_secret: Optional<String> = "", env "SWITCHBOARD_JWT_SECRET";
-        /// Development mode: use a built-in secret when none is set.
+        /// PEM files of public keys that verify tokens (RSA for RS256/384/512
+        /// and PS256/384/512, EC P-256 for ES256, P-384 for ES384, Ed25519
+        /// for EdDSA), separated by `,`.
+        jwt_public_keys: Optional<String> = "", env "SWITCHBOARD_JWT_PUBLIC_KEYS";
+        /// The identity provider's JWKS URL (`https://…/jwks.json`), or its
+        /// OpenID Connect discovery document
+        /// (`https://…/.well-known/openid-configuration`), whose `jwks_uri`
+        /// is followed. Fetched at start (if the provider does not answer,
+        /// the last set kept in the data directory serves; with none, `serve`
+        /// refuses to start), every `jwks_refresh`, and when a token names
+        /// an unknown `kid` (at most once per 10 s). The last good set keeps
+        /// serving while the provider is down.
+        jwks_url: Optional<String> = "", env "SWITCHBOARD_JWKS_URL";
+        /// How often the JWKS is fetched again (30 s after a failure, if
+        /// sooner).
+        jwks_refresh: Duration = "5m", "1s" ..= "1d", env "SWITCHBOARD_JWKS_REFRESH";
+        /// The issuer tokens must name in `iss` (for example
+        /// `https://tenant.example.com/`); set, a token without it is
+        /// refused.
+        jwt_issuer: Optional<String> = "", env "SWITCHBOARD_JWT_ISSUER";
+        /// The audience tokens must name in `aud` (a string or a list), or
+        /// several accepted ones separated by `,`; set, a token without `aud`
+        /// is refused. Unset, a token with an `aud` is refused.
+        jwt_audience: Optional<String> = "", env "SWITCHBOARD_JWT_AUDIENCE";
+        /// Development mode: use a built-in secret when no key is set.
         #[arg(num_args = 0..=1, default_missing_value = "true")]
         dev: bool = "false", env "SWITCHBOARD_DEV";
         /// How long a session outlives its last connection (a connected

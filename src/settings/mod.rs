@@ -391,7 +391,8 @@ pub struct ServeSettings {
     /// `None`: start a local nats-server under the data directory.
     pub nats_url: Option<String>,
     pub data_dir: PathBuf,
-    pub jwt_secret: String,
+    /// The token keys and checks.
+    pub tokens: crate::token::KeySources,
     pub dev: bool,
     pub stream: StreamSettings,
     pub limits: Limits,
@@ -425,20 +426,57 @@ impl ServeSettings {
         let log = LogSettings::resolve(log, file)?;
         let serve = ServeOptions::resolve(serve, file)?;
         let limits = Limits::resolve(limits, file)?;
-        let jwt_secret = match serve.jwt_secret {
-            Some(secret) => secret,
-            None if serve.dev => DEV_SECRET.to_string(),
-            None => return Err(error(
-                "jwt_secret",
-                "not set: serve refuses to start without a secret (or pass --dev for a development one)",
-            )),
+        let list = |value: Option<String>| -> Vec<String> {
+            value
+                .iter()
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        let mut secrets = list(serve.jwt_secret);
+        let public_keys: Vec<PathBuf> = list(serve.jwt_public_keys)
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+        let jwks_url = serve.jwks_url.filter(|u| !u.trim().is_empty());
+        if let Some(url) = &jwks_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(error(
+                    "jwks_url",
+                    "must be an http:// or https:// URL (the JWKS, or the OpenID Connect \
+                     discovery document ending in /.well-known/openid-configuration)",
+                ));
+            }
+        }
+        if secrets.is_empty() && public_keys.is_empty() && jwks_url.is_none() {
+            if !serve.dev {
+                return Err(error(
+                    "jwt_secret",
+                    "not set: serve refuses to start without a token key: a secret, public keys \
+                     (SWITCHBOARD_JWT_PUBLIC_KEYS) or a JWKS URL (SWITCHBOARD_JWKS_URL); or pass \
+                     --dev for a development secret",
+                ));
+            }
+            secrets.push(DEV_SECRET.to_string());
+        }
+        let tokens = crate::token::KeySources {
+            secrets,
+            public_keys,
+            jwks_url,
+            jwks_refresh: serve.jwks_refresh,
+            jwks_cache: Some(log.data_dir.join("jwks.json")),
+            issuer: serve.jwt_issuer.filter(|i| !i.is_empty()),
+            audience: list(serve.jwt_audience),
+            leeway: serve.token_leeway,
         };
         Ok(ServeSettings {
             listen: serve.listen,
             stream: log.stream_settings(),
             nats_url: log.nats_url.map(|url| url.0),
             data_dir: log.data_dir,
-            jwt_secret,
+            tokens,
             dev: serve.dev,
             limits,
             session_ttl: serve.session_ttl,

@@ -100,6 +100,7 @@ fn every_declared_default_and_bound_parses_and_fits() {
     }
     bounds::<u32>(Limits::SETTINGS, "typing_per_second");
     bounds::<usize>(ServeOptions::SETTINGS, "max_sessions_per_user");
+    bounds::<Duration>(ServeOptions::SETTINGS, "jwks_refresh");
     // Every number and duration is bounded.
     for s in every() {
         let unbounded = [
@@ -108,6 +109,10 @@ fn every_declared_default_and_bound_parses_and_fits() {
             "stream",
             "listen",
             "jwt_secret",
+            "jwt_public_keys",
+            "jwks_url",
+            "jwt_issuer",
+            "jwt_audience",
             "dev",
             "session_store",
             "session_bucket",
@@ -228,12 +233,24 @@ fn serve_needs_a_secret_unless_dev() {
         dev: Some(true),
         ..ServeFlags::default()
     };
-    assert_eq!(resolve(&dev).unwrap().jwt_secret, DEV_SECRET);
+    assert_eq!(resolve(&dev).unwrap().tokens.secrets, [DEV_SECRET]);
     let given = ServeFlags {
-        jwt_secret: Some(Some("s".into())),
-        ..dev
+        jwt_secret: Some(Some("s, t,".into())),
+        ..dev.clone()
     };
-    assert_eq!(resolve(&given).unwrap().jwt_secret, "s");
+    assert_eq!(resolve(&given).unwrap().tokens.secrets, ["s", "t"]);
+    let keys_only = ServeFlags {
+        jwt_public_keys: Some(Some("a.pem,b.pem".into())),
+        ..ServeFlags::default()
+    };
+    let tokens = resolve(&keys_only).unwrap().tokens;
+    assert!(tokens.secrets.is_empty(), "no dev secret beside keys");
+    assert_eq!(tokens.public_keys.len(), 2);
+    let jwks = ServeFlags {
+        jwks_url: Some(Some("ftp://idp/jwks".into())),
+        ..ServeFlags::default()
+    };
+    assert_eq!(resolve(&jwks).unwrap_err().name, "jwks_url");
 }
 
 #[test]

@@ -2,15 +2,22 @@
 //! rule, and that no refusal names an internal type or quotes much.
 
 use super::*;
-use serde_json::json;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
 
 const SECRET: &[u8] = b"test-secret";
 const NOW: i64 = 1_800_000_000;
 const CHANNEL: &str = "0b6f2c1e-3d4a-4f5b-8c9d-0e1f2a3b4c5d";
 const OTHER: &str = "1c7f3d2f-4e5b-4a6c-9d0e-1f2a3b4c5d6e";
 
-fn keys() -> TokenKeys {
-    TokenKeys::hs256(SECRET)
+fn keys() -> Verifier {
+    lenient(0)
+}
+
+fn lenient(leeway: u64) -> Verifier {
+    Verifier::secrets(&[SECRET], Duration::from_secs(leeway))
 }
 
 /// A token signed with the test secret over an arbitrary payload.
@@ -78,8 +85,10 @@ fn round_trip_with_grants_and_roles() {
             grant.clone(),
             vec![Role::Auditor],
         );
-        let token = keys().mint(&claims).unwrap();
-        let back = keys().verify(&token).unwrap();
+        let token = Signer::hs256(SECRET).mint(&claims).unwrap();
+        let back = keys()
+            .verify_at(&token, chrono::Utc::now().timestamp())
+            .unwrap();
         assert_eq!(back, claims);
         assert_eq!(back.channels.allows(c), grant != Grant::None);
     }
@@ -145,7 +154,7 @@ fn sub_exp_name_and_roles_forms() {
     // sub: required, a UUID string.
     assert_eq!(
         verify(json!({"sub": null})),
-        Err(TokenError::missing("sub", SUB_EXPECTED))
+        Err(TokenError::missing("sub", claims::SUB_EXPECTED))
     );
     let text = assert_bad_claim(verify(json!({"sub": "ann"})), "sub");
     assert!(text.contains("`ann` is not a hyphenated UUID"), "{text}");
@@ -173,8 +182,11 @@ fn sub_exp_name_and_roles_forms() {
     assert_bad_claim(verify(json!({"name": ["ann"]})), "name");
 
     // roles: optional list; unknown names ignored.
-    let claims = verify(json!({"roles": ["publisher", "admin", "auditor"]})).unwrap();
-    assert_eq!(claims.roles, vec![Role::Publisher, Role::Auditor]);
+    let claims = verify(json!({"roles": ["publisher", "owner", "admin", "auditor"]})).unwrap();
+    assert_eq!(
+        claims.roles,
+        vec![Role::Publisher, Role::Admin, Role::Auditor]
+    );
     assert!(verify(json!({})).unwrap().roles.is_empty());
     assert_bad_claim(verify(json!({"roles": "publisher"})), "roles");
     let text = assert_bad_claim(verify(json!({"roles": ["publisher", 3]})), "roles");
@@ -195,7 +207,7 @@ fn expiry_is_exact() {
     assert_eq!(e, TokenError::Expired { seconds_ago: 60 });
     assert!(e.to_string().contains("expired"), "{e}");
     // The leeway is for the issuer's clock running ahead, not for expiry.
-    let lenient = keys().with_leeway(Duration::from_secs(30));
+    let lenient = lenient(30);
     let token = signed(&payload(json!({"exp": NOW - 5})));
     assert!(matches!(
         lenient.verify_at(&token, NOW),
@@ -206,7 +218,7 @@ fn expiry_is_exact() {
 #[test]
 fn nbf_and_iat_in_the_future_are_refused_beyond_the_leeway() {
     let strict = keys();
-    let lenient = keys().with_leeway(Duration::from_secs(5));
+    let lenient = lenient(5);
     for claim in ["nbf", "iat"] {
         let at = |t: i64| signed(&payload(json!({ claim: t })));
         // Past and present are fine.
@@ -264,25 +276,33 @@ fn foreign_unsigned_and_garbled_tokens_say_why() {
     )
     .unwrap();
     let e = refusal(&foreign);
-    assert_eq!(e, TokenError::BadSignature);
-    assert!(e.to_string().contains("secret"), "{e}");
+    assert!(matches!(e, TokenError::BadSignature { .. }), "{e}");
+    assert!(e.to_string().contains("1 HS secret"), "{e}");
 
     // alg: none, no signature.
     let unsigned = format!("{}.{body}.", b64(br#"{"alg":"none","typ":"JWT"}"#));
-    assert_eq!(refusal(&unsigned), TokenError::Algorithm("none".into()));
-    assert!(refusal(&unsigned).to_string().contains("HS256"));
-    // Another algorithm the library knows, and one it does not.
-    for alg in ["HS384", "RS256", "ES256", "whatever"] {
+    assert_eq!(refusal(&unsigned), TokenError::Unsigned);
+    assert!(refusal(&unsigned).to_string().contains("none"));
+    let with = |alg: &str| {
         let header = b64(format!(r#"{{"alg":"{alg}"}}"#).as_bytes());
-        let e = keys()
-            .verify_at(&format!("{header}.{body}.c2ln"), NOW)
-            .unwrap_err();
-        assert_eq!(e, TokenError::Algorithm(alg.into()));
+        refusal(&format!("{header}.{body}.c2ln"))
+    };
+    // Another HS algorithm: the secret is tried, the signature is wrong.
+    assert!(matches!(with("HS384"), TokenError::BadSignature { .. }));
+    // A public-key algorithm never meets a secret (algorithm confusion).
+    for alg in ["RS256", "ES256", "EdDSA"] {
+        let e = with(alg);
+        assert!(matches!(e, TokenError::NoKeyFor { .. }), "{e}");
+        assert!(e.to_string().contains(alg), "{e}");
     }
+    assert_eq!(
+        with("whatever"),
+        TokenError::UnsupportedAlgorithm("whatever".into())
+    );
     // A signed token whose signature is cut off.
     let good = signed(&payload(json!({})));
     let cut = &good[..good.rfind('.').unwrap() + 1];
-    assert_eq!(refusal(cut), TokenError::BadSignature);
+    assert!(matches!(refusal(cut), TokenError::BadSignature { .. }));
 
     for garbage in [
         "",
@@ -307,4 +327,57 @@ fn foreign_unsigned_and_garbled_tokens_say_why() {
     // A token meant for an audience.
     let aimed = signed(&payload(json!({"aud": "billing"})));
     assert_eq!(refusal(&aimed), TokenError::Audience);
+}
+
+#[test]
+fn any_of_several_secrets_verifies_and_the_kid_does_not_matter() {
+    let both = Verifier::secrets(&[b"old", SECRET], Duration::ZERO);
+    let claims = payload(json!({}));
+    for (secret, kid) in [(&b"old"[..], None), (SECRET, Some("2026-12"))] {
+        let mut header = Header::new(Algorithm::HS512);
+        header.kid = kid.map(str::to_string);
+        let token =
+            jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret)).unwrap();
+        assert!(both.verify_at(&token, NOW).is_ok());
+    }
+    let retired = Verifier::secrets(&[SECRET], Duration::ZERO);
+    let old = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(b"old"),
+    )
+    .unwrap();
+    assert!(matches!(
+        retired.verify_at(&old, NOW),
+        Err(TokenError::BadSignature { .. })
+    ));
+}
+
+#[test]
+fn issuer_and_audience_are_checked_when_configured() {
+    let sources = KeySources {
+        issuer: Some("https://idp.example/".into()),
+        audience: vec!["chat".into(), "chat-staging".into()],
+        ..KeySources::default()
+    };
+    let checked = Verifier::new(vec![keys::Key::secret(SECRET, 1)], None, &sources);
+    let check = |extra: Value| checked.verify_at(&signed(&payload(extra)), NOW);
+    assert!(check(json!({"iss": "https://idp.example/", "aud": "chat"})).is_ok());
+    assert!(check(json!({"iss": "https://idp.example/", "aud": ["x", "chat-staging"]})).is_ok());
+    let e = check(json!({"aud": "chat"})).unwrap_err();
+    assert!(
+        matches!(e, TokenError::MissingClaim { claim: "iss", .. }),
+        "{e}"
+    );
+    let e = check(json!({"iss": "https://evil/", "aud": "chat"})).unwrap_err();
+    assert!(matches!(e, TokenError::WrongIssuer { .. }), "{e}");
+    let e = check(json!({"iss": "https://idp.example/"})).unwrap_err();
+    assert!(
+        matches!(e, TokenError::MissingClaim { claim: "aud", .. }),
+        "{e}"
+    );
+    let e = check(json!({"iss": "https://idp.example/", "aud": ["billing"]})).unwrap_err();
+    assert!(matches!(e, TokenError::WrongAudience { .. }), "{e}");
+    assert!(e.to_string().contains("`chat` or `chat-staging`"), "{e}");
+    assert_plain(&e);
 }

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use switchboard::channel::{Channel, Id};
-use switchboard::token::{Grant, Role, TokenKeys};
+use switchboard::token::{Grant, Role, Signer};
 
 use crate::{block, expect_exit, run, serve, switchboard, temp, Served};
 
@@ -153,7 +153,7 @@ fn flags_override_the_config_file_and_the_environment_overrides_it_too() {
                 Grant::None,
                 vec![Role::Auditor],
             );
-            TokenKeys::hs256(secret).mint(&claims).expect("mint")
+            Signer::hs256(secret).mint(&claims).expect("mint")
         };
         let history = format!("http://{addr}/v1/history/{}", Channel::Global);
         let ok = http

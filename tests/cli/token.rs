@@ -3,7 +3,7 @@
 //! refused with exit 2.
 
 use switchboard::channel::Id;
-use switchboard::token::{Grant, Role, TokenKeys};
+use switchboard::token::{Grant, Role, Verifier};
 
 use crate::{run, switchboard, temp};
 
@@ -33,7 +33,9 @@ fn token_mints_a_jwt_with_the_asked_claims() {
     .ok();
     let jwt = out.stdout.trim();
     assert_eq!(out.stdout.lines().count(), 1);
-    let claims = TokenKeys::hs256(b"s").verify(jwt).expect("a valid token");
+    let claims = Verifier::secrets(&[b"s"], std::time::Duration::ZERO)
+        .verify_cached(jwt)
+        .expect("a valid token");
     assert_eq!(claims.sub, sub);
     assert_eq!(claims.channels, Grant::All);
     assert_eq!(claims.roles, [Role::Publisher]);
@@ -43,7 +45,9 @@ fn token_mints_a_jwt_with_the_asked_claims() {
         "one hour by default"
     );
     assert!(
-        TokenKeys::hs256(b"other").verify(jwt).is_err(),
+        Verifier::secrets(&[b"other"], std::time::Duration::ZERO)
+            .verify_cached(jwt)
+            .is_err(),
         "signed with the given secret only"
     );
 
@@ -59,8 +63,8 @@ fn token_mints_a_jwt_with_the_asked_claims() {
         None,
     )
     .ok();
-    let claims = TokenKeys::hs256(b"from-env")
-        .verify(out.stdout.trim())
+    let claims = Verifier::secrets(&[b"from-env"], std::time::Duration::ZERO)
+        .verify_cached(out.stdout.trim())
         .expect("a valid token");
     assert_eq!(claims.sub, sub);
     assert_eq!(claims.channels, Grant::Some(vec![c1, c2]));
@@ -73,9 +77,12 @@ fn token_mints_a_jwt_with_the_asked_claims() {
         None,
     )
     .ok();
-    let claims = TokenKeys::hs256(switchboard::settings::DEV_SECRET.as_bytes())
-        .verify(out.stdout.trim())
-        .expect("--dev signs with the development secret");
+    let claims = Verifier::secrets(
+        &[switchboard::settings::DEV_SECRET.as_bytes()],
+        std::time::Duration::ZERO,
+    )
+    .verify_cached(out.stdout.trim())
+    .expect("--dev signs with the development secret");
     assert_eq!(claims.channels, Grant::None);
     assert!(claims.roles.is_empty());
 }

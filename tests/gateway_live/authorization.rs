@@ -63,14 +63,14 @@ async fn bad_tokens_get_401_and_no_socket() {
         let mut claims =
             switchboard::token::dev_claims(user, Duration::ZERO, None, Grant::All, vec![]);
         claims.exp -= 60;
-        switchboard::token::TokenKeys::hs256(SECRET.as_bytes())
+        switchboard::token::Signer::hs256(SECRET.as_bytes())
             .mint(&claims)
             .expect("mint")
     };
     let foreign = {
         let claims =
             switchboard::token::dev_claims(user, Duration::from_secs(60), None, Grant::All, vec![]);
-        switchboard::token::TokenKeys::hs256(b"another secret")
+        switchboard::token::Signer::hs256(b"another secret")
             .mint(&claims)
             .expect("mint")
     };
