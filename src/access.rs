@@ -135,6 +135,8 @@ pub enum EndReason {
     Kicked,
     Left,
     ChannelDeleted,
+    /// The connection's new token (a `refresh`) no longer allows it.
+    Revoked,
 }
 
 impl EndReason {
@@ -145,6 +147,7 @@ impl EndReason {
             EndReason::Kicked => "kicked",
             EndReason::Left => "left",
             EndReason::ChannelDeleted => "channel_deleted",
+            EndReason::Revoked => "revoked",
         }
     }
 }

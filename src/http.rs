@@ -40,6 +40,7 @@ use crate::origins::Origins;
 use crate::token::{Claims, Role, TokenError, Verifier};
 
 mod edge;
+mod operator;
 mod publish;
 
 pub use edge::{Bounds, Edge};
@@ -106,6 +107,12 @@ pub fn routes(edge: Edge) -> impl Filter<Extract = (Response,), Error = Infallib
         .and(warp::body::stream())
         .and(with_edge.clone())
         .then(publish::publish);
+    let disconnect = warp::path!("v1" / "users" / String / "disconnect")
+        .and(warp::post())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .and(with_edge.clone())
+        .then(operator::disconnect);
     let history = warp::path!("v1" / "history" / String)
         .and(warp::get())
         .and(warp::header::headers_cloned())
@@ -129,6 +136,8 @@ pub fn routes(edge: Edge) -> impl Filter<Extract = (Response,), Error = Infallib
         .or(publish)
         .unify()
         .or(history)
+        .unify()
+        .or(disconnect)
         .unify()
         .or(ws)
         .unify()
@@ -452,13 +461,15 @@ async fn websocket(
     };
     // An unknown or malformed session id is not an error: a fresh session.
     let session = query.get("session").and_then(|s| Id::parse(s).ok());
-    edge.node.accept(on_upgrade, claims, session, slot);
+    edge.node
+        .accept(on_upgrade, claims, edge.keys.clone(), session, slot);
     response
 }
 
 /// The routes, for a 404 or a 405.
 const ROUTES: &str = "GET /healthz, GET /readyz, GET /metrics (each also HEAD), \
-POST /v1/events, GET /v1/history/{channel}, GET /v1/ws, GET /console";
+POST /v1/events, GET /v1/history/{channel}, POST /v1/users/{user_id}/disconnect, GET /v1/ws, \
+GET /console";
 
 /// A request no route took, answered in words a person can act on (never
 /// warp's type names).

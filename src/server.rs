@@ -184,6 +184,15 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
     }
     node.spawn(router::run(node.clone(), start_seq, epoch));
     node.spawn(router::run_typing(node.clone(), typing));
+    let disconnects = node
+        .log()
+        .subscribe_disconnects()
+        .await
+        .context("cannot subscribe to the operator's disconnects")?;
+    node.spawn(crate::gateway::users::run_disconnects(
+        node.clone(),
+        disconnects,
+    ));
     node.spawn(housekeeping::run_snapshots(node.clone()));
     node.spawn(housekeeping::run_metrics_upkeep(node.clone()));
 

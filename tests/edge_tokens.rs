@@ -55,10 +55,15 @@ fn payload(user: Id, extra: Value) -> Value {
 }
 
 fn unsigned(payload: &Value) -> String {
+    headed(br#"{"alg":"none","typ":"JWT"}"#, payload, "")
+}
+
+/// A token with this header and a made-up signature.
+fn headed(header: &[u8], payload: &Value, signature: &str) -> String {
     use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
     format!(
-        "{}.{}.",
-        URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
+        "{}.{}.{signature}",
+        URL_SAFE_NO_PAD.encode(header),
         URL_SAFE_NO_PAD.encode(payload.to_string())
     )
 }
@@ -168,7 +173,22 @@ async fn every_refused_token_gets_a_401_saying_why() {
         (
             "alg none",
             unsigned(&publisher(json!({}))),
-            &["none", "HS256"],
+            &["none", "not signed"],
+        ),
+        (
+            "a public-key algorithm with only a secret configured",
+            headed(br#"{"alg":"RS256"}"#, &publisher(json!({})), "c2ln"),
+            &["RS256", "no key", "1 HS secret"],
+        ),
+        (
+            "an algorithm the gateway does not know",
+            headed(br#"{"alg":"XS256"}"#, &publisher(json!({})), "c2ln"),
+            &["XS256", "does not verify"],
+        ),
+        (
+            "an audience with none configured",
+            signed(&publisher(json!({"aud": "billing"}))),
+            &["audience", "SWITCHBOARD_JWT_AUDIENCE"],
         ),
         ("not a JWT", "not.a.jwt".to_string(), &["not a JWT"]),
     ];

@@ -92,13 +92,21 @@ impl Client {
 
     /// Waits for the close frame and returns its code.
     pub async fn closed_with(&mut self) -> u16 {
+        self.closed_with_reason().await.0
+    }
+
+    /// Waits for the close frame (skipping what comes before it) and
+    /// returns its code and reason.
+    pub async fn closed_with_reason(&mut self) -> (u16, String) {
         loop {
             let message = tokio::time::timeout(PATIENCE, self.ws.next())
                 .await
                 .expect("close in time");
             match message {
-                Some(Ok(Message::Close(Some(frame)))) => return frame.code.into(),
-                Some(Ok(Message::Close(None))) => return 1005,
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return (frame.code.into(), frame.reason.to_string())
+                }
+                Some(Ok(Message::Close(None))) => return (1005, String::new()),
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => panic!("socket error before a close frame: {e}"),
                 None => panic!("socket ended without a close frame"),

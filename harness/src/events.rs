@@ -121,15 +121,10 @@ pub fn assert_schema(frame: &Value) {
     use switchboard::schema::Schemas;
     let kind = frame["type"].as_str().expect("type");
     let schemas = Schemas::get();
-    let control = [
-        "hello",
-        "subscribed",
-        "replayed",
-        "unsubscribed",
-        "pong",
-        "error",
-    ];
-    if control.contains(&kind) {
+    let control = switchboard::gateway::protocol::ControlType::ALL
+        .iter()
+        .any(|c| c.as_str() == kind);
+    if control {
         schemas
             .check(&format!("server/{kind}"), frame)
             .unwrap_or_else(|e| panic!("{kind} frame fails its schema: {e}\n{frame}"));

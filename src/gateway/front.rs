@@ -16,7 +16,7 @@ use crate::channel::Id;
 use crate::envelope::StoredEvent;
 use crate::event::Event;
 use crate::log::{HistoryQuery, LogError, Receipt};
-use crate::token::Claims;
+use crate::token::{Claims, Verifier};
 
 /// The node as the HTTP edge sees it. Cloning it is one reference count.
 #[derive(Clone)]
@@ -82,9 +82,16 @@ impl Front {
         &self,
         on_upgrade: hyper::upgrade::OnUpgrade,
         claims: Claims,
+        keys: Arc<Verifier>,
         session: Option<Id>,
         held: impl Send + 'static,
     ) {
-        connection::accept(&self.node, on_upgrade, claims, session, held);
+        connection::accept(&self.node, on_upgrade, claims, keys, session, held);
+    }
+
+    /// Closes every WebSocket of `user` on every node with 4003 and
+    /// `reason`, and drops their sessions; how many closed on this node.
+    pub async fn disconnect(&self, user: Id, reason: &str) -> Result<usize, LogError> {
+        self.node.disconnect_everywhere(user, reason).await
     }
 }

@@ -11,7 +11,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use tokio::sync::Notify;
 
@@ -60,6 +60,9 @@ pub struct Mailbox {
     /// The stream was recreated ([`Hub::restart`]): the connection's
     /// cursors count another stream's seqs.
     restarted: AtomicBool,
+    /// The operator disconnected the user, with this reason
+    /// ([`crate::gateway::users`]).
+    disconnect: OnceLock<Box<str>>,
 }
 
 /// Queues that grew past this many slots in a burst are given back once
@@ -82,6 +85,7 @@ impl Mailbox {
             closed: AtomicBool::new(false),
             lagged: AtomicBool::new(false),
             restarted: AtomicBool::new(false),
+            disconnect: OnceLock::new(),
         });
         let inbox = Inbox {
             mailbox: mailbox.clone(),
@@ -123,10 +127,25 @@ impl Mailbox {
         self.restarted.swap(false, Ordering::AcqRel)
     }
 
+    /// Asks the connection to close with 4003 and `reason`; the first
+    /// reason given stays.
+    pub fn disconnect(&self, reason: &str) {
+        let _ = self.disconnect.set(reason.into());
+        self.ready.notify_one();
+    }
+
+    /// The operator's reason, once the connection was disconnected.
+    pub fn disconnected(&self) -> Option<&str> {
+        self.disconnect.get().map(|r| &**r)
+    }
+
     /// Whether the hub flagged this connection as lagging, or the stream
-    /// as recreated (the flags stay up until taken).
+    /// as recreated (the flags stay up until taken), or the operator
+    /// disconnected it.
     fn flagged(&self) -> bool {
-        self.lagged.load(Ordering::Acquire) || self.restarted.load(Ordering::Acquire)
+        self.lagged.load(Ordering::Acquire)
+            || self.restarted.load(Ordering::Acquire)
+            || self.disconnect.get().is_some()
     }
 }
 

@@ -13,12 +13,13 @@
 //! - [`upgrade`]: the HTTP upgrade with a bounded transport configuration.
 //! - [`window`]: the node's recent events in memory, for short replays.
 //! - [`front`]: what the HTTP edge may ask of the node ([`Front`]).
+//! - [`users`]: each user's local connections, and the operator's disconnect.
 //!
 //! Architecture invariant: no NATS consumer or subscription per client on
 //! the live path; a connection reads the log itself only to replay or to
-//! catch up after falling behind. The node knows no token keys, origins
+//! catch up after falling behind. The node owns no token keys, origins
 //! or HTTP routes: the edge authorizes an upgrade, then hands it over
-//! through [`Front`].
+//! through [`Front`] with the verifier its `refresh` frames use.
 
 pub mod connection;
 pub mod front;
@@ -30,6 +31,7 @@ pub mod rate;
 pub mod router;
 pub mod subscription;
 pub mod upgrade;
+pub mod users;
 pub mod window;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,6 +59,10 @@ pub use crate::settings::Limits;
 pub struct Node {
     log: Log,
     hub: hub::Hub,
+    /// Each user's connections on this node.
+    users: users::Users,
+    /// This node's id, in the commands it sends to the others.
+    id: crate::channel::Id,
     /// Recent events, filled by the router: short gaps replay from here.
     window: window::Window,
     /// One permit per replay reading the stream (`max_stream_replays`).
@@ -92,6 +98,8 @@ impl Node {
         let node = Node {
             log,
             hub: hub::Hub::new(),
+            users: users::Users::default(),
+            id: crate::channel::Id::new_v4(),
             window: window::Window::new(last, limits.window_events, limits.window_bytes, retention),
             stream_replays: Arc::new(tokio::sync::Semaphore::new(limits.max_stream_replays)),
             projection: RwLock::new(projection),

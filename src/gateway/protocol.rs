@@ -34,7 +34,14 @@ pub enum Since {
 /// The client frames' `type`s (`schemas/client`), in the README's order.
 /// Every one decodes; any other `type` is refused with this list
 /// (`asyncapi.yaml` names the same, `tests/asyncapi.rs` checks it).
-pub const CLIENT_FRAME_TYPES: &[&str] = &["subscribe", "unsubscribe", "typing", "ack", "ping"];
+pub const CLIENT_FRAME_TYPES: &[&str] = &[
+    "subscribe",
+    "unsubscribe",
+    "typing",
+    "ack",
+    "ping",
+    "refresh",
+];
 
 /// A decoded client frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +68,11 @@ pub enum ClientFrame {
         request_id: Option<String>,
     },
     Ping {
+        request_id: Option<String>,
+    },
+    /// A new token for the connection (same user).
+    Refresh {
+        token: String,
         request_id: Option<String>,
     },
 }
@@ -120,6 +132,9 @@ pub enum Close {
     SessionStoreUnavailable,
     /// 4001: the token expired.
     TokenExpired,
+    /// 4003: the operator disconnected the user (the close frame carries
+    /// the operator's reason, when given).
+    Disconnected,
     /// 4008: the client read nothing for the stall timeout.
     Stalled,
     /// 4029: too many bad frames.
@@ -137,6 +152,7 @@ impl Close {
         Close::LogUnavailable,
         Close::SessionStoreUnavailable,
         Close::TokenExpired,
+        Close::Disconnected,
         Close::Stalled,
         Close::Abuse,
     ];
@@ -149,6 +165,7 @@ impl Close {
             Close::TooLarge => 1009,
             Close::LogUnavailable | Close::SessionStoreUnavailable => 1011,
             Close::TokenExpired => 4001,
+            Close::Disconnected => 4003,
             Close::Stalled => 4008,
             Close::Abuse => 4029,
         }
@@ -164,6 +181,7 @@ impl Close {
             Close::LogUnavailable => "event log unavailable; resume later",
             Close::SessionStoreUnavailable => "session store unavailable",
             Close::TokenExpired => "token expired",
+            Close::Disconnected => "disconnected by the operator",
             Close::Stalled => "stalled: the client read nothing for the stall timeout",
             Close::Abuse => "too many bad frames",
         }
@@ -223,6 +241,8 @@ struct RawFrame<'a> {
     seq: Option<&'a RawValue>,
     #[serde(default, deserialize_with = "present", borrow)]
     is_typing: Option<&'a RawValue>,
+    #[serde(default, deserialize_with = "present", borrow)]
+    token: Option<&'a RawValue>,
 }
 
 /// A field that is present, even as `null` (which a plain `Option` would
@@ -345,6 +365,19 @@ pub fn decode(text: &str) -> Result<ClientFrame, FrameError> {
             })
         }
         "ping" => Ok(ClientFrame::Ping { request_id }),
+        "refresh" => {
+            let token: Cow<'_, str> = match raw.token {
+                Some(v) => typed(v).ok_or_else(|| bad("`token` must be a string".into()))?,
+                None => return Err(bad("missing `token`".into())),
+            };
+            if token.is_empty() {
+                return Err(bad("`token` is empty".into()));
+            }
+            Ok(ClientFrame::Refresh {
+                token: token.into_owned(),
+                request_id,
+            })
+        }
         other => Err(bad(format!(
             "unknown frame type `{}` (expected one of: {})",
             other.chars().take(64).collect::<String>(),
@@ -373,6 +406,7 @@ pub enum ControlType {
     Unsubscribed,
     Pong,
     Error,
+    Refreshed,
 }
 
 impl ControlType {
@@ -384,6 +418,7 @@ impl ControlType {
         ControlType::Unsubscribed,
         ControlType::Pong,
         ControlType::Error,
+        ControlType::Refreshed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -394,6 +429,7 @@ impl ControlType {
             ControlType::Unsubscribed => "unsubscribed",
             ControlType::Pong => "pong",
             ControlType::Error => "error",
+            ControlType::Refreshed => "refreshed",
         }
     }
 }
@@ -475,6 +511,13 @@ pub fn unsubscribed(request_id: Option<&str>, channel: Channel, reason: EndReaso
 
 pub fn pong(request_id: Option<&str>) -> String {
     frame(ControlType::Pong, with_request_id(Map::new(), request_id))
+}
+
+/// `refreshed`: the connection's token is the new one, which expires at
+/// `exp` (seconds since the epoch).
+pub fn refreshed(request_id: Option<&str>, exp: i64) -> String {
+    let data = object(json!({ "exp": exp }));
+    frame(ControlType::Refreshed, with_request_id(data, request_id))
 }
 
 pub fn error(error: &FrameError) -> String {

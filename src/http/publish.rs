@@ -122,7 +122,7 @@ const BODY_FIRST_ALLOCATION: usize = 4096;
 /// the head and is no longer than `declared` (whatever its framing says);
 /// else why not. What it holds is never more than `declared` bytes, nor
 /// more than twice what has arrived.
-async fn read_body<B: bytes::Buf>(
+pub(super) async fn read_body<B: bytes::Buf>(
     body: impl futures::Stream<Item = Result<B, warp::Error>>,
     declared: u64,
     timeout: Duration,
@@ -166,7 +166,7 @@ async fn read_body<B: bytes::Buf>(
 
 /// Why a request body was not read whole (or not read at all).
 #[derive(Debug)]
-enum BodyRefused {
+pub(super) enum BodyRefused {
     /// No `Content-Length`.
     LengthRequired,
     /// Over [`MAX_PUBLISH_BODY`].
@@ -182,7 +182,7 @@ enum BodyRefused {
 impl BodyRefused {
     /// The answer; the rest of the body is not read, so the connection
     /// cannot carry another request and is closed.
-    fn into_response(self) -> Response {
+    pub(super) fn into_response(self) -> Response {
         let mut response = match self {
             BodyRefused::LengthRequired => error_reply(
                 StatusCode::LENGTH_REQUIRED,
@@ -237,7 +237,7 @@ impl BodyRefused {
 
 /// Marks a response as the connection's last: it is answered before its
 /// request's body was read, so the connection cannot carry another.
-fn close_after(response: &mut Response) {
+pub(super) fn close_after(response: &mut Response) {
     response
         .headers_mut()
         .insert("connection", HeaderValue::from_static("close"));

@@ -10,6 +10,7 @@
 //! authorization; it speaks in channels, events and sequences.
 
 mod connection;
+pub mod control;
 mod fold;
 mod provision;
 mod publisher;

@@ -323,6 +323,20 @@ impl Sessions {
         }
     }
 
+    /// Removes every session of `user` (the operator disconnected them):
+    /// each removal goes through the store's writer, after every change
+    /// handed over before it. How many sessions.
+    pub async fn remove_user(&self, user: Id) -> Result<usize, SessionError> {
+        let sessions = match &self.backend {
+            Backend::Sled { sessions, .. } => sessions.sessions_of(user)?,
+            Backend::Kv { bucket, .. } => bucket.sessions_of(user).await?,
+        };
+        for &id in &sessions {
+            self.save(id, Change::remove(user), None)?;
+        }
+        Ok(sessions.len())
+    }
+
     /// Removes expired sessions (and subscription records left without
     /// one) from sled now; how many. Scans every record, so it blocks; the
     /// removals go through sled's writing thread, [`SWEEP_BATCH`] at a

@@ -105,11 +105,23 @@ fn token_with_bad_input_exits_2() {
                 "--sub",
                 &sub,
                 "--roles",
-                "publisher,admin",
+                "publisher,owner",
                 "--jwt-secret",
                 "s",
             ],
-            vec!["--roles", "admin"],
+            vec!["--roles", "owner"],
+        ),
+        (
+            vec!["--sub", &sub, "--alg", "RS256", "--jwt-secret", "s"],
+            vec!["--alg", "RS256", "--key"],
+        ),
+        (
+            vec!["--sub", &sub, "--alg", "HS999", "--jwt-secret", "s"],
+            vec!["--alg", "HS999"],
+        ),
+        (
+            vec!["--sub", &sub, "--key", "/nonexistent/key.pem"],
+            vec!["--key", "/nonexistent/key.pem"],
         ),
         (
             vec!["--sub", &sub, "--channels", "general", "--jwt-secret", "s"],

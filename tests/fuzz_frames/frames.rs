@@ -43,6 +43,7 @@ fn spec_accepts(frame: &Value) -> bool {
         }
         Some("ack") => channel().is_some() && unsigned("seq"),
         Some("ping") => true,
+        Some("refresh") => matches!(obj.get("token"), Some(Value::String(t)) if !t.is_empty()),
         _ => false,
     };
     request_id_ok && kind_ok
@@ -140,6 +141,12 @@ fn check_decode(text: &str, parsed: Option<&Value>) -> Result<(), TestCaseError>
         }
         ClientFrame::Ping { request_id } => {
             prop_assert_eq!(kind, "ping");
+            request_id
+        }
+        ClientFrame::Refresh { token, request_id } => {
+            prop_assert_eq!(kind, "refresh");
+            prop_assert_eq!(Some(token.as_str()), input["token"].as_str());
+            prop_assert!(!token.is_empty());
             request_id
         }
     };

@@ -12,8 +12,16 @@ const FIELDS: &[&str] = &[
     "seq",
     "request_id",
     "epoch",
+    "token",
 ];
-const TYPES: &[&str] = &["subscribe", "unsubscribe", "typing", "ack", "ping"];
+const TYPES: &[&str] = &[
+    "subscribe",
+    "unsubscribe",
+    "typing",
+    "ack",
+    "ping",
+    "refresh",
+];
 
 pub(crate) fn uuid_text() -> impl Strategy<Value = String> {
     (any::<u128>(), any::<bool>()).prop_map(|(n, upper)| {
@@ -174,10 +182,11 @@ pub(crate) fn near_valid_frame() -> impl Strategy<Value = Value> {
         field(0.7, any::<bool>().prop_map(Value::from)),
         seq_like(0.7),
         request_id,
+        field(0.5, prop_oneof![3 => "[A-Za-z0-9_.-]{0,60}".prop_map(Value::from), 1 => Just(Value::from(""))]),
         prop::collection::vec((json_key(), json_value()), 0..3),
     )
         .prop_map(
-            |(kind, channel, since, since_seq, is_typing, seq, request_id, extra)| {
+            |(kind, channel, since, since_seq, is_typing, seq, request_id, token, extra)| {
                 let mut obj = Map::new();
                 for (k, v) in extra {
                     obj.insert(k, v);
@@ -190,6 +199,7 @@ pub(crate) fn near_valid_frame() -> impl Strategy<Value = Value> {
                     ("is_typing", is_typing),
                     ("seq", seq),
                     ("request_id", request_id),
+                    ("token", token),
                 ];
                 for (name, value) in fields {
                     if let Some(v) = value {

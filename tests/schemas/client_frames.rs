@@ -42,6 +42,9 @@ fn accepted_client_frames() -> Vec<Value> {
         json!({"type": "ack", "channel": format!("user:{U}"), "seq": 12, "request_id": "a"}),
         json!({"type": "ping"}),
         json!({"type": "ping", "request_id": "p", "client": "web/1.2"}),
+        json!({"type": "refresh", "token": "a.b.c"}),
+        json!({"type": "refresh", "token": "a.b.c", "request_id": "r", "v": 2}),
+        json!({"type": "refresh", "token": "a.b.c", "request_id": null}),
     ]
 }
 
@@ -74,6 +77,10 @@ fn refused_client_frames() -> Vec<Value> {
         json!({"type": "typing", "channel": chat, "is_typing": 1}),
         json!({"type": "typing", "channel": "global", "is_typing": true}),
         json!({"type": "typing", "channel": format!("user:{U}"), "is_typing": true}),
+        json!({"type": "refresh"}),
+        json!({"type": "refresh", "token": ""}),
+        json!({"type": "refresh", "token": 7}),
+        json!({"type": "refresh", "token": null}),
         json!({"type": "ack", "channel": chat}),
         json!({"type": "ack", "channel": chat, "seq": -3}),
         json!({"type": "ack", "channel": chat, "seq": "9"}),
@@ -122,6 +129,7 @@ fn request_id_null_gets_the_same_verdict_from_decoder_and_schema() {
         json!({"type": "unsubscribe", "channel": chat, "request_id": null}),
         json!({"type": "typing", "channel": chat, "is_typing": true, "request_id": null}),
         json!({"type": "ack", "channel": chat, "seq": 1, "request_id": null}),
+        json!({"type": "refresh", "token": "a.b.c", "request_id": null}),
     ] {
         let decoded = protocol::decode(&frame.to_string());
         let decoder = decoded.is_ok();
@@ -153,6 +161,7 @@ fn request_id_of(frame: &protocol::ClientFrame) -> Option<&str> {
         | Unsubscribe { request_id, .. }
         | Typing { request_id, .. }
         | Ack { request_id, .. }
-        | Ping { request_id } => request_id.as_deref(),
+        | Ping { request_id }
+        | Refresh { request_id, .. } => request_id.as_deref(),
     }
 }

@@ -18,6 +18,7 @@ fn end_reasons() -> Vec<EndReason> {
         EndReason::Kicked,
         EndReason::Left,
         EndReason::ChannelDeleted,
+        EndReason::Revoked,
     ];
     for r in &all {
         match r {
@@ -25,7 +26,8 @@ fn end_reasons() -> Vec<EndReason> {
             | EndReason::Banned
             | EndReason::Kicked
             | EndReason::Left
-            | EndReason::ChannelDeleted => {}
+            | EndReason::ChannelDeleted
+            | EndReason::Revoked => {}
         }
     }
     all

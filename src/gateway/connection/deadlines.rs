@@ -39,6 +39,14 @@ impl Deadlines {
         }
     }
 
+    /// The token was replaced: it expires at the new one's `exp`.
+    pub(super) fn expire_with(&mut self, claims: &Claims) {
+        let now = tokio::time::Instant::now();
+        self.expiry = now
+            .checked_add(claims.time_left().min(FAR_FUTURE))
+            .unwrap_or(now + FAR_FUTURE);
+    }
+
     /// The earliest deadline.
     pub(super) fn next(&self) -> tokio::time::Instant {
         let next = self.expiry.min(self.heartbeat).min(self.cursors);

@@ -34,7 +34,7 @@ use super::protocol::{self, Close, ErrorCode, FrameError};
 use super::upgrade::{self, Socket};
 use super::Node;
 use crate::channel::{Channel, Id};
-use crate::token::Claims;
+use crate::token::{Claims, Verifier};
 use env::NodeEnv;
 use state::{Answer, Bounds, Effect, State};
 
@@ -55,6 +55,7 @@ pub(super) fn accept(
     node: &Arc<Node>,
     on_upgrade: hyper::upgrade::OnUpgrade,
     claims: Claims,
+    keys: Arc<Verifier>,
     session: Option<Id>,
     held: impl Send + 'static,
 ) {
@@ -63,6 +64,7 @@ pub(super) fn accept(
         on_upgrade,
         config: upgrade::config(node.limits.max_frame_bytes),
         claims,
+        keys,
         session,
     });
     node.spawn(task(opening, held));
@@ -77,6 +79,8 @@ pub struct Opening {
     on_upgrade: hyper::upgrade::OnUpgrade,
     config: tokio_tungstenite::tungstenite::protocol::WebSocketConfig,
     claims: Claims,
+    /// Verifies the tokens of `refresh` frames.
+    keys: Arc<Verifier>,
     session: Option<Id>,
 }
 
@@ -109,6 +113,9 @@ pub(crate) enum End {
     ClosedByClient,
     /// We close, with this code and reason.
     Close(Close),
+    /// The operator disconnected the user (4003), with this reason: the
+    /// session is removed, not saved.
+    Disconnected(Box<str>),
 }
 
 /// The next answer of the running requests (none running: pending).
@@ -135,6 +142,7 @@ async fn run(opening: Box<Opening>) {
         on_upgrade,
         config,
         claims,
+        keys,
         session,
     } = *opening;
     let Some(socket) = Box::pin(upgrade::accept(on_upgrade, config)).await else {
@@ -145,12 +153,14 @@ async fn run(opening: Box<Opening>) {
     let user = claims.sub;
     let bounds = Bounds::of(&node.limits, node.sessions().flush_interval());
     let state = State::new(id, claims, bounds, node.limits.bad_frames_per_minute);
+    node.users.register(user, id, mailbox.clone());
     let mut conn = Connection {
         env: NodeEnv {
             node: node.clone(),
             conn: id,
             mailbox,
         },
+        keys,
         id,
         socket,
         queue,
@@ -163,12 +173,14 @@ async fn run(opening: Box<Opening>) {
         Ok(()) => End::Gone,
         Err(end) => end,
     };
+    node.users.unregister(user, id);
     Box::pin(conn.finish(end)).await;
     node.metrics.connections.decrement(1.0);
 }
 
 struct Connection {
     env: NodeEnv,
+    keys: Arc<Verifier>,
     id: u64,
     socket: Socket,
     queue: Inbox,
@@ -212,7 +224,7 @@ impl Connection {
                 }
                 frame = self.socket.next() => Box::pin(self.on_socket(frame)).await?,
                 wake = self.queue.recv() => match wake {
-                    Wake::Flagged => self.on_flagged(),
+                    Wake::Flagged => self.on_flagged()?,
                     Wake::Delivery(delivery) => {
                         self.state.on_delivery(&mut self.env, delivery);
                         let taken = 1 + self.drain_queue(WRITE_BATCH - 1);
@@ -309,6 +321,22 @@ impl Connection {
                     }
                     .boxed()
                 }
+                Effect::Verify {
+                    token,
+                    ticket,
+                    request_id,
+                } => {
+                    let keys = self.keys.clone();
+                    async move {
+                        let result = keys.verify(&token).await;
+                        Some(Answer::Verified {
+                            ticket,
+                            request_id,
+                            result,
+                        })
+                    }
+                    .boxed()
+                }
                 Effect::PublishTyping(typing) => {
                     let node = node.clone();
                     async move {
@@ -341,17 +369,21 @@ impl Connection {
     /// (every subscription reads what it missed from the log), or the
     /// stream was recreated (every stored event still queued is the old
     /// stream's or in the new one's log: the queue is emptied first).
-    fn on_flagged(&mut self) {
+    fn on_flagged(&mut self) -> Result<(), End> {
         let mailbox = &self.env.mailbox;
+        if let Some(reason) = mailbox.disconnected() {
+            return Err(End::Disconnected(reason.into()));
+        }
         if mailbox.take_restarted() {
             while self.queue.try_recv().is_some() {}
             self.env.mailbox.take_lagged();
             self.state.on_stream_recreated(&mut self.env);
-            return;
+            return Ok(());
         }
         if mailbox.take_lagged() {
             self.state.on_lagged(&mut self.env);
         }
+        Ok(())
     }
 
     async fn on_socket(
@@ -426,7 +458,11 @@ impl Connection {
     /// last record is in the bucket.
     async fn finish(&mut self, end: End) {
         let closed_by_node = matches!(end, End::Close(_));
-        if closed_by_node && self.env.node.sessions().writer().is_some() {
+        if matches!(end, End::Disconnected(_)) {
+            // The operator ended the user's sessions: this one is removed
+            // (after whatever this connection handed over before).
+            self.state.remove_session(&mut self.env);
+        } else if closed_by_node && self.env.node.sessions().writer().is_some() {
             let (written, done) = tokio::sync::oneshot::channel();
             if self.state.close_save(&mut self.env, Some(written)) {
                 let _ = tokio::time::timeout(CLOSE_SAVE_TIMEOUT, done).await;
@@ -445,8 +481,10 @@ impl Connection {
                 let _ = tokio::time::timeout_at(deadline, self.socket.flush()).await;
                 return;
             }
-            End::Close(close) => close,
+            End::Close(close) => (close, close.reason().into()),
+            End::Disconnected(reason) => (Close::Disconnected, reason),
         };
+        let (close, reason) = close;
         if close == Close::Stalled {
             self.env.node.metrics.slow_consumer_closes.increment(1);
         }
@@ -458,7 +496,7 @@ impl Connection {
         }
         let frame = CloseFrame {
             code: CloseCode::from(close.code()),
-            reason: close.reason().into(),
+            reason: crate::log::control::bounded_reason(&reason).into(),
         };
         outbox.close(&mut self.socket, frame, deadline).await;
         // Then read and discard until the client's Close or the end: a

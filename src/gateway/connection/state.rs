@@ -14,7 +14,8 @@
 //! client unsubscribed, the stream was recreated) is recognised by its
 //! ticket and dropped.
 //!
-//! Client frames: `subscribe`, `unsubscribe`, `ack`, `typing`, `ping`; the
+//! Client frames: `subscribe`, `unsubscribe`, `ack`, `typing`, `ping`,
+//! `refresh` (its rules in `state::refresh`); the
 //! bad-frame limit (close 4029) and the typing limit (the excess dropped).
 //! Over 500 lines on purpose: these are the inputs of one state value,
 //! read together; the pure parts it uses live beside it (`plan`, `session`,
@@ -44,7 +45,7 @@ use crate::log::{Epoch, LogError};
 use crate::metrics::Metrics;
 use crate::session::record::{Change, Cursor};
 use crate::session::{Opened, SessionError};
-use crate::token::Claims;
+use crate::token::{Claims, TokenError};
 
 /// The window the bad-frame limit counts in.
 pub const ABUSE_WINDOW: Duration = Duration::from_secs(60);
@@ -79,6 +80,12 @@ pub(super) enum Effect {
     StopRead { channel: Channel },
     /// Publish the user's typing on core NATS (nothing comes back).
     PublishTyping(UserTyping),
+    /// Verify a `refresh` frame's token; answer with [`Answer::Verified`].
+    Verify {
+        token: String,
+        ticket: u64,
+        request_id: Option<String>,
+    },
 }
 
 /// The answer to an [`Effect`].
@@ -95,6 +102,11 @@ pub(super) enum Answer {
         from: u64,
         target: u64,
         result: Result<Option<u64>, LogError>,
+    },
+    Verified {
+        ticket: u64,
+        request_id: Option<String>,
+        result: Result<Claims, TokenError>,
     },
 }
 
@@ -159,6 +171,8 @@ pub(super) struct State {
     deadlines: Deadlines,
     /// The machines' output, reused from one input to the next.
     scratch: Actions,
+    /// The `refresh` frames' tokens being verified, and the last applied.
+    refreshes: refresh::Refreshes,
 }
 
 impl State {
@@ -188,6 +202,7 @@ impl State {
             receipts: Receipts::default(),
             deadlines,
             scratch: Actions::new(),
+            refreshes: refresh::Refreshes::default(),
         }
     }
 
@@ -312,6 +327,10 @@ impl State {
             } => self.typing(channel, is_typing, request_id),
             ClientFrame::Ping { request_id } => {
                 self.outbox.push_text(protocol::pong(request_id.as_deref()));
+                Ok(())
+            }
+            ClientFrame::Refresh { token, request_id } => {
+                self.refresh(token, request_id);
                 Ok(())
             }
         }
@@ -462,6 +481,11 @@ impl State {
     /// The answer to a log request the state asked for.
     pub(super) fn on_answer(&mut self, env: &mut dyn Env, answer: Answer) -> Result<(), End> {
         match answer {
+            Answer::Verified {
+                ticket,
+                request_id,
+                result,
+            } => self.on_verified(env, ticket, request_id, result),
             Answer::Planned {
                 channel,
                 ticket,
@@ -578,6 +602,17 @@ impl State {
         let handed = self.save_session_then(env, written);
         self.session.close();
         handed
+    }
+
+    /// The operator ended the user's sessions: this connection's is
+    /// removed (after what it handed over before), and nothing of it is
+    /// written again.
+    pub(super) fn remove_session(&mut self, env: &mut dyn Env) {
+        let change = crate::session::record::Change::remove(self.claims.sub);
+        if let Err(e) = env.save_session(self.session.id, change, None) {
+            tracing::warn!(conn = self.id, error = %e, "session not removed");
+        }
+        self.session.close();
     }
 
     /// Leaves the hub with every subscription.
@@ -992,6 +1027,8 @@ fn log_lost(e: LogError) -> End {
     tracing::warn!(error = %e, "log unavailable during a replay; closing");
     End::Close(Close::LogUnavailable)
 }
+
+mod refresh;
 
 #[cfg(test)]
 mod tests;

@@ -127,6 +127,7 @@ fn control_frames_are_typed_by_their_control_type() {
             ControlType::Error,
             error(&FrameError::new(ErrorCode::BadRequest, "x", None)),
         ),
+        (ControlType::Refreshed, refreshed(Some("r"), 1_800_000_000)),
     ];
     assert_eq!(frames.len(), ControlType::ALL.len());
     for (kind, text) in frames {

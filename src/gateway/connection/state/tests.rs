@@ -278,7 +278,7 @@ impl Driver {
                         .map(|e| e.seq);
                     self.probes.push_back((channel, ticket, from, target, next));
                 }
-                Effect::PublishTyping(_) => {}
+                Effect::PublishTyping(_) | Effect::Verify { .. } => {}
             }
         }
     }

@@ -258,3 +258,179 @@ fn answer_plans(conn: &mut State, node: &mut Model, effects: Vec<Effect>) {
         }
     }
 }
+
+/// The `refresh` verifications the state asked for: (ticket, request id).
+fn verifications(conn: &mut State) -> Vec<(u64, Option<String>)> {
+    effects(conn)
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Verify {
+                ticket, request_id, ..
+            } => Some((ticket, request_id)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn refresh(request_id: &str) -> ClientFrame {
+    ClientFrame::Refresh {
+        token: "a.b.c".into(),
+        request_id: Some(request_id.into()),
+    }
+}
+
+#[test]
+fn a_refresh_takes_the_new_token_and_ends_what_its_grants_no_longer_allow() {
+    let mut node = Model::new(true);
+    let mut conn = state();
+    conn.open(&mut node, opened(BTreeMap::new()));
+    let user = conn.claims.sub;
+    let (kept, dropped) = (chat(), chat());
+    for channel in [kept, dropped] {
+        let Channel::Chat(id) = channel else {
+            unreachable!()
+        };
+        let granted_only = Standing {
+            member: false,
+            banned: false,
+            channel_deleted: false,
+        };
+        node.standings.insert(id, granted_only);
+    }
+    conn.on_frame(&mut node, subscribe(kept, None, "k"))
+        .unwrap();
+    conn.on_frame(&mut node, subscribe(dropped, None, "d"))
+        .unwrap();
+    written(&mut conn);
+
+    conn.on_frame(&mut node, refresh("r1")).unwrap();
+    let asked = verifications(&mut conn);
+    assert_eq!(asked.len(), 1, "the token goes to be verified");
+    let Channel::Chat(kept_id) = kept else {
+        unreachable!()
+    };
+    let narrower = dev_claims(
+        user,
+        Duration::from_secs(7200),
+        Some("renamed".into()),
+        Grant::Some(vec![kept_id]),
+        Vec::new(),
+    );
+    let (ticket, request_id) = asked[0].clone();
+    conn.on_answer(
+        &mut node,
+        Answer::Verified {
+            ticket,
+            request_id,
+            result: Ok(narrower.clone()),
+        },
+    )
+    .unwrap();
+    let frames = written(&mut conn);
+    let types: Vec<&str> = frames.iter().filter_map(|f| f["type"].as_str()).collect();
+    assert_eq!(types, ["unsubscribed", "refreshed"], "{frames:?}");
+    assert_eq!(frames[0]["data"]["channel"], dropped.to_string());
+    assert_eq!(frames[0]["data"]["reason"], "revoked");
+    assert_eq!(frames[1]["data"]["exp"], narrower.exp);
+    assert_eq!(frames[1]["data"]["request_id"], "r1");
+    assert!(conn.holds(kept) && !conn.holds(dropped));
+    assert!(!node.joined.contains(&dropped), "the hub was left");
+    assert_eq!(conn.claims.username(), "renamed");
+
+    // Live events of the revoked channel no longer reach the connection.
+    node.publish(dropped);
+    let k = node.publish(kept);
+    while let Some(d) = node.queue.pop_front() {
+        conn.on_delivery(&mut node, d);
+    }
+    let frames = written(&mut conn);
+    assert_eq!(seqs_of(&frames, kept), [k]);
+    assert!(seqs_of(&frames, dropped).is_empty());
+}
+
+#[test]
+fn a_refused_refresh_changes_nothing() {
+    let mut node = Model::new(true);
+    let mut conn = state();
+    conn.open(&mut node, opened(BTreeMap::new()));
+    let channel = chat();
+    conn.on_frame(&mut node, subscribe(channel, None, "s"))
+        .unwrap();
+    written(&mut conn);
+    let before = (conn.claims.clone(), conn.deadlines.expiry);
+    let other_user = dev_claims(
+        Id::new_v4(),
+        Duration::from_secs(7200),
+        None,
+        Grant::All,
+        Vec::new(),
+    );
+    let refusals = [
+        (Err(TokenError::Expired { seconds_ago: 3 }), "forbidden"),
+        (Err(TokenError::Malformed("not a JWT")), "bad_request"),
+        (Ok(other_user), "forbidden"),
+    ];
+    for (n, (result, code)) in refusals.into_iter().enumerate() {
+        let id = format!("r{n}");
+        conn.on_frame(&mut node, refresh(&id)).unwrap();
+        let (ticket, request_id) = verifications(&mut conn).remove(0);
+        conn.on_answer(
+            &mut node,
+            Answer::Verified {
+                ticket,
+                request_id,
+                result,
+            },
+        )
+        .unwrap();
+        let frames = written(&mut conn);
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        assert_eq!(frames[0]["type"], "error");
+        assert_eq!(frames[0]["data"]["code"], code);
+        assert_eq!(frames[0]["data"]["request_id"], id.as_str());
+        assert_eq!((conn.claims.clone(), conn.deadlines.expiry), before);
+        assert!(conn.holds(channel));
+    }
+}
+
+#[test]
+fn a_refresh_overtaken_by_a_later_one_is_refused() {
+    let mut node = Model::new(true);
+    let mut conn = state();
+    conn.open(&mut node, opened(BTreeMap::new()));
+    written(&mut conn);
+    let user = conn.claims.sub;
+    conn.on_frame(&mut node, refresh("first")).unwrap();
+    conn.on_frame(&mut node, refresh("second")).unwrap();
+    let asked = verifications(&mut conn);
+    let token = |hours: u64| {
+        dev_claims(
+            user,
+            Duration::from_secs(hours * 3600),
+            None,
+            Grant::All,
+            vec![],
+        )
+    };
+    let (later, earlier) = (token(3), token(2));
+    for ((ticket, request_id), claims) in [
+        (asked[1].clone(), later.clone()),
+        (asked[0].clone(), earlier),
+    ] {
+        conn.on_answer(
+            &mut node,
+            Answer::Verified {
+                ticket,
+                request_id,
+                result: Ok(claims),
+            },
+        )
+        .unwrap();
+    }
+    let frames = written(&mut conn);
+    assert_eq!(frames[0]["type"], "refreshed");
+    assert_eq!(frames[0]["data"]["request_id"], "second");
+    assert_eq!(frames[1]["type"], "error");
+    assert_eq!(frames[1]["data"]["request_id"], "first");
+    assert_eq!(conn.claims.exp, later.exp, "the later token stays");
+}
