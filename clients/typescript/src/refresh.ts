@@ -7,18 +7,21 @@
  * fresh token). No clock, no timer: the resume core calls these with the
  * times it has, and the transport sets the timers.
  *
- * The rule: a token is refreshed `marginMs` (60 s) before its `exp`, or,
- * when that is earlier than three quarters of the lifetime it has left
- * (a short-lived token: less than four margins), after those three
- * quarters. A failed attempt (`getToken` threw, the gateway refused the
+ * The rule (docs/protocol.md's, as `switchboard tail` does it): a token is
+ * refreshed a fifth of its lifetime before its `exp`, at most `marginMs`
+ * (60 s) and at least {@link REFRESH_MIN_LEAD_MS} (1 s) before; the
+ * lifetime is what it has left when it becomes the connection's (at `hello`
+ * or `refreshed`). A failed attempt (`getToken` threw, the gateway refused the
  * token, no answer in time) is tried again after a third of the time left,
  * up to {@link REFRESH_ATTEMPTS} attempts per token.
  */
 
 /** How long before its `exp` a token is refreshed, when `refreshMarginMs` is not given. */
 export const REFRESH_MARGIN_MS = 60_000;
-/** The share of its remaining lifetime after which a short-lived token is refreshed at the latest. */
-export const REFRESH_SHARE = 0.75;
+/** The share of its lifetime before its `exp` at which a token is refreshed, within the margin. */
+export const REFRESH_SHARE = 0.2;
+/** The least time before `exp` at which a refresh is due, whatever the margin: an answer needs a round trip. */
+export const REFRESH_MIN_LEAD_MS = 1_000;
 /** Attempts to refresh one token before the client leaves it to expire (4001) and reconnects. */
 export const REFRESH_ATTEMPTS = 3;
 /** The longest wait for `refreshed` before the attempt counts as failed; never more than half the time left. */
@@ -45,11 +48,15 @@ export function tokenExpiry(token: string): number | undefined {
     }
 }
 
-/** When (server time, ms) a token expiring at `expMs` is due for its refresh, seen at `nowMs`. */
+/**
+ * When (server time, ms) a token expiring at `expMs`, the connection's
+ * since `nowMs`, is due for its refresh: `exp` minus a fifth of its
+ * lifetime, at most `marginMs` and at least a second before; now when that
+ * is past.
+ */
 export function refreshAt(expMs: number, nowMs: number, marginMs: number = REFRESH_MARGIN_MS): number {
-    const left = expMs - nowMs;
-    if (left <= 0) return nowMs;
-    return nowMs + Math.max(left - Math.max(marginMs, 0), left * REFRESH_SHARE);
+    const lead = Math.max(REFRESH_MIN_LEAD_MS, Math.min(marginMs, (expMs - nowMs) * REFRESH_SHARE));
+    return Math.max(nowMs, expMs - lead);
 }
 
 /**

@@ -94,9 +94,10 @@ export interface ConnectOptions {
      */
     getToken?: () => string | Promise<string>;
     /**
-     * With `getToken`: how long before the token's `exp` the client refreshes
-     * it on the open connection, default 60,000 ms. A token with less than
-     * four margins left is refreshed after three quarters of what it has left.
+     * With `getToken`: the most time before the token's `exp` at which the
+     * client refreshes it on the open connection, default 60,000 ms. It
+     * refreshes a fifth of the token's lifetime before `exp`, at most this
+     * and at least a second before.
      */
     refreshMarginMs?: number;
     /** A WebSocket constructor; default `globalThis.WebSocket`. */

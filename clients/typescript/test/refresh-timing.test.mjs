@@ -26,15 +26,17 @@ test("exp is read from the payload (base64url, any padding, UTF-8), in ms; anyth
     assert.equal(tokenExpiry(`${part("{}")}.${part("not json")}.x`), undefined);
 });
 
-test("a refresh is due a margin (60 s) before exp, or after three quarters of what is left when that is later", () => {
+test("a refresh is due a fifth of the lifetime before exp, at most the margin (60 s) and at least a second before", () => {
     const hour = 3_600_000;
-    assert.equal(refreshAt(T + hour, T), T + hour - 60_000);
+    assert.equal(refreshAt(T + hour, T), T + hour - 60_000, "the margin");
     assert.equal(refreshAt(T + hour, T, 600_000), T + hour - 600_000, "another margin");
-    assert.equal(refreshAt(T + 240_000, T), T + 180_000, "four margins left: both rules agree");
-    assert.equal(refreshAt(T + 120_000, T), T + 90_000, "short-lived: three quarters");
-    assert.equal(refreshAt(T + 4_000, T), T + 3_000);
+    assert.equal(refreshAt(T + hour, T, 1_000_000), T + hour - 720_000, "a fifth, within a larger margin");
+    assert.equal(refreshAt(T + 300_000, T), T + 240_000, "five margins: both rules agree");
+    assert.equal(refreshAt(T + 120_000, T), T + 96_000, "short-lived: a fifth");
+    assert.equal(refreshAt(T + 4_000, T), T + 3_000, "at least a second before");
+    assert.equal(refreshAt(T + 600, T), T, "less than a second left: now");
     assert.equal(refreshAt(T - 1, T), T, "already expired: now");
-    assert.equal(refreshAt(T + hour, T, -5), T + hour, "a negative margin counts as none");
+    assert.equal(refreshAt(T + hour, T, -5), T + hour - 1_000, "a margin below a second counts as one");
 });
 
 test("a failed attempt is tried again after a third of the time left, up to the attempts, and not in the last moments", () => {
