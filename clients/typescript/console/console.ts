@@ -2,7 +2,9 @@
  * The gateway's browser console (`GET /console`): connect with a token,
  * subscribe with an optional `since` / `since_seq`, watch events with their
  * `seq` and time, and every connection change (replays, gaps, closes,
- * reconnects) in a log; send typing; publish with a publisher token.
+ * reconnects, an operator's disconnect) in a log; see when the connection's
+ * token expires and refresh it in band with the pasted one; send typing;
+ * publish with a publisher token.
  *
  * Built from the SDK by scripts/build-console.mjs into one script the
  * gateway serves beside the page (its Content-Security-Policy allows no
@@ -10,11 +12,13 @@
  * Element ids and `data-testid`s are stable: the browser test drives them.
  */
 
-import { connect, EVENT_TYPES, webStorage, type Channel, type ChatEvent, type Client, type Subscription } from "../src/index.js";
+import { connect, EVENT_TYPES, RefreshError, webStorage, type Channel, type ChatEvent, type Client, type Subscription } from "../src/index.js";
 
 /** Rows kept in the events list and the log: the oldest go first. */
 const MAX_EVENTS = 2000;
 const MAX_LOG = 500;
+/** How often the token's countdown is redrawn. */
+const EXPIRY_TICK_MS = 1_000;
 
 function element<T extends HTMLElement>(id: string): T {
     const found = document.getElementById(id);
@@ -30,6 +34,8 @@ const ui = {
     remember: element<HTMLInputElement>("remember"),
     connect: element<HTMLButtonElement>("connect"),
     disconnect: element<HTMLButtonElement>("disconnect"),
+    refreshToken: element<HTMLButtonElement>("refresh-token"),
+    tokenExpiry: element<HTMLElement>("token-expiry"),
     devToken: element<HTMLButtonElement>("use-dev-token"),
     subscribeForm: element<HTMLFormElement>("subscribe-form"),
     channel: element<HTMLInputElement>("channel"),
@@ -94,6 +100,51 @@ function log(kind: string, text: string): void {
     row.className = `log-${kind}`;
     row.append(span("time", clock(new Date())), span("kind", kind), span("text", text));
     append(ui.log, row, MAX_LOG);
+}
+
+/** `1 h 02 m`, `3 m 05 s`, `42 s`. */
+function duration(ms: number): string {
+    const s = Math.floor(ms / 1000);
+    if (s >= 3600) return `${Math.floor(s / 3600)} h ${String(Math.floor((s % 3600) / 60)).padStart(2, "0")} m`;
+    if (s >= 60) return `${Math.floor(s / 60)} m ${String(s % 60).padStart(2, "0")} s`;
+    return `${s} s`;
+}
+
+/** The connection's token expiry (`data-exp`: its `exp` claim), with a countdown. */
+function showExpiry(): void {
+    const exp = client?.tokenExp;
+    if (exp === undefined) {
+        delete ui.tokenExpiry.dataset.exp;
+        delete ui.tokenExpiry.dataset.expired;
+        ui.tokenExpiry.textContent = client ? "token expiry: unknown (no exp)" : "token expiry: not connected";
+        return;
+    }
+    const at = new Date(exp * 1000);
+    const left = at.getTime() - Date.now();
+    ui.tokenExpiry.dataset.exp = String(exp);
+    ui.tokenExpiry.dataset.expired = String(left <= 0);
+    ui.tokenExpiry.title = at.toISOString();
+    ui.tokenExpiry.textContent = `token expires ${at.toISOString().slice(11, 19)} UTC (${left > 0 ? `in ${duration(left)}` : `${duration(-left)} ago`})`;
+}
+
+/** Sends the pasted token as a `refresh` on the open connection. */
+function refreshToken(): void {
+    const current = client;
+    const token = ui.token.value.trim();
+    if (!current) {
+        log("error", "connect first");
+        return;
+    }
+    if (!token) {
+        log("error", "paste the new token first");
+        return;
+    }
+    log("refresh", "sending the pasted token as a refresh");
+    // Success is logged by the client's `refreshed` event.
+    current.refresh(token).catch((error: unknown) => {
+        const text = error instanceof RefreshError ? `${error.code}: ${error.message}` : String(error);
+        log("error", `refresh refused: ${text}`);
+    });
 }
 
 function setState(state: string, text: string): void {
@@ -219,11 +270,21 @@ function connectClient(url: string, token: string): void {
     next.on("connected", ({ hello, resumed }) => {
         setState("connected", `connected as ${hello.user_id}`);
         log("connected", `session ${hello.session_id}${resumed ? " (resumed)" : ""}, heartbeat ${hello.heartbeat_ms} ms`);
+        showExpiry();
     });
     next.on("disconnected", ({ code, reason, reconnectInMs }) => {
         const again = reconnectInMs === null ? "not reconnecting" : `reconnecting in ${Math.round(reconnectInMs)} ms`;
         setState(reconnectInMs === null ? "closed" : "disconnected", `closed ${code}${reason ? ` ${reason}` : ""}; ${again}`);
         log("disconnected", `close ${code}${reason ? ` (${reason})` : ""}; ${again}`);
+    });
+    next.on("stopped", ({ code, reason }) => {
+        setState("stopped", `disconnected by the operator${reason ? `: ${reason}` : ""}`);
+        log("stopped", `close ${code}: disconnected by the operator${reason ? ` (${reason})` : ""}; not reconnecting: paste a new token and connect`);
+        showExpiry();
+    });
+    next.on("refreshed", ({ exp }) => {
+        showExpiry();
+        log("refreshed", `token refreshed: exp ${exp} (${new Date(exp * 1000).toISOString()})`);
     });
     next.on("resumed", ({ channels }) => log("resumed", `session restored: ${channels.join(", ") || "no subscriptions"}`));
     next.on("gap", ({ channel, firstSeq, reason }) =>
@@ -231,6 +292,7 @@ function connectClient(url: string, token: string): void {
     );
     next.on("error", ({ code, message, channel }) => log("error", `${channel ? `${channel}: ` : ""}${code}: ${message}`));
     ui.disconnect.disabled = false;
+    ui.refreshToken.disabled = false;
 }
 
 async function publish(): Promise<void> {
@@ -306,11 +368,16 @@ function start(): void {
         if (!current) return;
         client = null;
         ui.disconnect.disabled = true;
+        ui.refreshToken.disabled = true;
+        showExpiry();
         void current.close().then(({ code, reason, wasClean }) => {
             setState("closed", `closed ${code}${wasClean ? "" : " (not clean)"}`);
             log("closed", `close ${code}${reason ? ` (${reason})` : ""}, clean: ${wasClean}`);
         });
     });
+    ui.refreshToken.addEventListener("click", refreshToken);
+    setInterval(showExpiry, EXPIRY_TICK_MS);
+    showExpiry();
     ui.subscribeForm.addEventListener("submit", (e) => {
         e.preventDefault();
         const channel = ui.channel.value.trim() as Channel;

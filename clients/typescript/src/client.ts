@@ -1,7 +1,8 @@
 /**
  * The connection: one WebSocket at a time, its timers (the wait for `hello`,
- * the heartbeat watchdog, the ack interval, the reconnect), the cursors'
- * storage, and the handing of events to the application. The rules that
+ * the heartbeat watchdog, the ack interval, the reconnect, the token
+ * refresh), the calls to `getToken`, the cursors' storage, and the handing
+ * of events to the application. The rules that
  * make every stored event arrive exactly once, in `seq` order, however
  * often the network drops (what to subscribe, what to drop, what to ack,
  * what a close means) are the resume core's (`resume.ts`): this transport
@@ -10,7 +11,7 @@
  */
 
 import { Emitter } from "./emitter.js";
-import { ResumeCore, type Action, type ClientStats, type CloseResult } from "./resume.js";
+import { ResumeCore, type Action, type ClientStats, type CloseResult, type RefreshResult } from "./resume.js";
 import { parseSaved } from "./storage.js";
 import { Subscription } from "./subscription.js";
 import type { Channel, ClientEvents, ConnectionState, ConnectOptions, WebSocketConstructor, WebSocketLike } from "./types.js";
@@ -39,6 +40,22 @@ function pageEvents(): { addEventListener(name: string, handler: () => void): vo
     return target.addEventListener && target.removeEventListener ? (target as Window) : undefined;
 }
 
+/**
+ * Why `client.refresh()` failed: `code` is the gateway's (`forbidden`: not
+ * the connection's user, `bad_request`: not a valid token), or `offline`
+ * (no open connection to send it on), `disconnected` (the connection ended
+ * before the answer), `token` (`getToken` failed).
+ */
+export class RefreshError extends Error {
+    readonly code: string;
+
+    constructor(code: string, message: string) {
+        super(message);
+        this.name = "RefreshError";
+        this.code = code;
+    }
+}
+
 /** Opens a client; it connects at once and keeps reconnecting until `close()`. */
 export function connect(options: ConnectOptions): Client {
     return new Client(options);
@@ -54,6 +71,13 @@ export class Client extends Emitter<ClientEvents> {
     #deadline: ReturnType<typeof setTimeout> | undefined;
     #watchdog: ReturnType<typeof setInterval> | undefined;
     #ackTimer: ReturnType<typeof setInterval> | undefined;
+    #refreshTimer: ReturnType<typeof setTimeout> | undefined;
+    /** The fixed token (`token`, or the last one `refresh()` or `reconnect()` gave); used when there is no `getToken`. */
+    #token: string | undefined;
+    /** The token `reconnect(token)` gave for the next attempt, before `getToken`. */
+    #nextToken: string | undefined;
+    /** The `refresh()` calls waiting for the gateway's answer, by request id. */
+    readonly #refreshing = new Map<string, { token: string; resolve: (exp: number) => void; reject: (error: RefreshError) => void }>();
     #lastFrameAt = 0;
     #pinged = false;
     /** The `unsubscribe()`s waiting for the server's answer, by request id. */
@@ -73,6 +97,7 @@ export class Client extends Emitter<ClientEvents> {
             throw new TypeError("connect: this runtime has no global WebSocket; pass one as `WebSocket` (for example the `ws` package's)");
         }
         this.#options = options;
+        this.#token = options.token;
         this.#WebSocket = ctor;
         this.#core = new ResumeCore<Subscription>(options, (action) => this.#carryOut(action));
         this.#ready = this.#load();
@@ -102,6 +127,60 @@ export class Client extends Emitter<ClientEvents> {
     /** The subscriptions' last delivered seqs. */
     get cursors(): Record<string, number> {
         return this.#core.cursors;
+    }
+
+    /**
+     * The `exp` (seconds since the epoch) of the connection's token: the one
+     * it connected with, or the last refreshed; of the last connection while
+     * offline; `undefined` before the first, or when the token has no `exp`.
+     */
+    get tokenExp(): number | undefined {
+        return this.#core.tokenExp;
+    }
+
+    /**
+     * Replaces the open connection's token in band (the `refresh` frame),
+     * with `token` or, without one, a token from `getToken`. Resolves with
+     * the new token's `exp` (seconds since the epoch); rejects with a
+     * {@link RefreshError} whose `code` is the gateway's (`forbidden`: the
+     * token is another user's; `bad_request`: it does not verify) or
+     * `offline`, `disconnected`, `token`. A refused token changes nothing.
+     * With a fixed `token` (no `getToken`), a refreshed token is also the
+     * one later reconnects use.
+     */
+    async refresh(token?: string): Promise<number> {
+        let next = token;
+        if (next === undefined) {
+            const getToken = this.#options.getToken;
+            if (!getToken) throw new TypeError("refresh: give a token (this client has no getToken)");
+            try {
+                next = await getToken();
+            } catch (error) {
+                throw new RefreshError("token", `getToken failed: ${String(error)}`);
+            }
+        }
+        const requestId = this.#core.refresh(next);
+        if (requestId === undefined) throw new RefreshError("offline", `refresh: not connected (${this.#core.state}); the token was not sent`);
+        const sent = next;
+        return new Promise((resolve, reject) => this.#refreshing.set(requestId, { token: sent, resolve, reject }));
+    }
+
+    /**
+     * Connects now: after a close 4003 (`stopped`), or instead of waiting out
+     * the back-off (`disconnected`). `token`, when given, is used for this
+     * attempt (and, without `getToken`, for the later ones too). Subscriptions
+     * resume where they were. False when the client is connecting or
+     * connected already, or closed (make a new one).
+     */
+    reconnect(token?: string): boolean {
+        if (!this.#core.reconnect()) return false;
+        if (token !== undefined) {
+            this.#nextToken = token;
+            if (!this.#options.getToken) this.#token = token;
+        }
+        clearTimeout(this.#reconnectTimer);
+        void this.#open();
+        return true;
     }
 
     /**
@@ -139,6 +218,7 @@ export class Client extends Emitter<ClientEvents> {
         if (this.#closing) return this.#closing;
         this.#core.close();
         clearTimeout(this.#reconnectTimer);
+        clearTimeout(this.#refreshTimer);
         this.#closing = new Promise((resolve) => {
             this.#resolveClosing = resolve;
         });
@@ -191,6 +271,16 @@ export class Client extends Emitter<ClientEvents> {
             case "save":
                 this.#save();
                 break;
+            case "refreshTimer":
+                clearTimeout(this.#refreshTimer);
+                this.#refreshTimer = action.delayMs === undefined ? undefined : setTimeout(() => this.#core.refreshTimer(), action.delayMs);
+                break;
+            case "fetchToken":
+                void this.#fetchToken();
+                break;
+            case "refreshAnswered":
+                this.#settleRefresh(action.requestId, action.result);
+                break;
             case "finished":
                 pageEvents()?.removeEventListener("pagehide", this.#saveOnPagehide);
                 this.#resolveClosing?.(action.result);
@@ -235,13 +325,16 @@ export class Client extends Emitter<ClientEvents> {
         let token: string;
         try {
             await this.#ready;
-            token = this.#options.getToken ? await this.#options.getToken() : (this.#options.token ?? "");
+            const given = this.#nextToken;
+            this.#nextToken = undefined;
+            token = given ?? (this.#options.getToken ? await this.#options.getToken() : (this.#token ?? ""));
         } catch (error) {
             this.emit("error", { code: "token", message: `getToken failed: ${String(error)}` });
             this.#core.failed(1006, "getToken failed");
             return;
         }
         if (this.#core.state === "closed") return; // closed while we awaited the token
+        this.#core.usingToken(token);
         const url = new URL(this.#options.url);
         url.searchParams.set("token", token);
         const hello = this.#core.hello;
@@ -268,6 +361,29 @@ export class Client extends Emitter<ClientEvents> {
         this.#deadline = setTimeout(() => {
             if (this.#ws === ws && this.#core.state === "connecting") this.#drop(ws, 1006, `no hello within ${helloTimeout} ms`);
         }, helloTimeout);
+    }
+
+    /** A token for an automatic refresh (the core's `fetchToken`). */
+    async #fetchToken(): Promise<void> {
+        const getToken = this.#options.getToken;
+        try {
+            if (!getToken) throw new Error("no getToken");
+            this.#core.tokenReady(await getToken());
+        } catch (error) {
+            this.#core.tokenFailed(`getToken failed: ${String(error)}`);
+        }
+    }
+
+    #settleRefresh(requestId: string, result: RefreshResult): void {
+        const waiting = this.#refreshing.get(requestId);
+        if (!waiting) return; // an automatic refresh: the core handles its answer
+        this.#refreshing.delete(requestId);
+        if ("exp" in result) {
+            if (!this.#options.getToken) this.#token = waiting.token;
+            waiting.resolve(result.exp);
+        } else {
+            waiting.reject(new RefreshError(result.code, result.message));
+        }
     }
 
     #onMessage(data: unknown): void {

@@ -9,7 +9,8 @@
  * room.on("gap", ({ firstSeq }) => reloadHistory()); // retention dropped some: fill from elsewhere
  * ```
  */
-export { connect, Client, type CloseResult, type ClientStats, type SubscribeOptions } from "./client.js";
+export { connect, Client, RefreshError, type CloseResult, type ClientStats, type SubscribeOptions } from "./client.js";
+export { tokenExpiry, REFRESH_MARGIN_MS } from "./refresh.js";
 export { Subscription, type SubscriptionEvents } from "./subscription.js";
 export { memoryStorage, webStorage, type CursorStorage, type SavedCursors } from "./storage.js";
 export { reconnectDelay } from "./backoff.js";

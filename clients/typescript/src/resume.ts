@@ -23,6 +23,14 @@
  * - `subscribed.complete: false`, or another epoch, is told to the
  *   application as a `gap`.
  *
+ * The connection's token is refreshed in band before it expires when the
+ * application gives `getToken` (the timing rules are `refresh.ts`'s): the
+ * core says when (a `refreshTimer`), asks for a token (`fetchToken`), sends
+ * the `refresh` frame and reads its answer; a refresh that keeps failing is
+ * left to the 4001 at `exp`, after which the reconnect asks for a fresh
+ * token. A close 4003 (the operator disconnected the user) stops the client
+ * until the application calls `reconnect()`.
+ *
  * Actions go to `act` one at a time, in the order the rules make them, not
  * as a list returned at the end: the application's handlers run inside some
  * of them (`gap`, `error`, `unsubscribed`) and may call back into the
@@ -31,7 +39,8 @@
  */
 
 import { reconnectDelay } from "./backoff.js";
-import type { ErrorData, HelloData, ReplayedData, SubscribedData, UnsubscribedData } from "./schema.generated.js";
+import { answerBy, REFRESH_ATTEMPTS, refreshAt, retryAt, tokenExpiry } from "./refresh.js";
+import type { ErrorData, HelloData, RefreshedData, ReplayedData, SubscribedData, UnsubscribedData } from "./schema.generated.js";
 import type { SavedCursors } from "./storage.js";
 import type { SubscriptionEvents } from "./subscription.js";
 import type { Channel, ChatEvent, ClientEvents, ConnectionState, ConnectOptions, Gap } from "./types.js";
@@ -42,6 +51,14 @@ import type { Channel, ChatEvent, ClientEvents, ConnectionState, ConnectOptions,
  * token would be refused, so the client ends and tells the application.
  */
 export const TOKEN_EXPIRED = 4001;
+/**
+ * Close code: the operator disconnected the user (`POST
+ * /v1/users/{id}/disconnect`: a logout, a password change, a deleted
+ * account); the close reason says why. The client does not reconnect on its
+ * own: it is `stopped` until the application calls `reconnect()` (with a
+ * new token, say) or `close()`.
+ */
+export const OPERATOR_DISCONNECT = 4003;
 /** Close code: too many bad frames. The next attempt waits `abusePauseMs` ({@link ABUSE_PAUSE_MS} by default), not the back-off. */
 export const ABUSE = 4029;
 /** The wait after a close {@link ABUSE} when `abusePauseMs` is not given. */
@@ -50,6 +67,10 @@ export const ABUSE_PAUSE_MS = 60_000;
 export const MAX_RECONNECT_MS = 30_000;
 /** The back-off's base until a `hello` gave the server's (`hello.reconnect_ms`). */
 export const RECONNECT_MS = 1_000;
+/** The longest delay a timer takes (setTimeout's limit); a refresh due later is looked at again then. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** A refresh timer that fires at most this early is on time (timers round to whole milliseconds). */
+const TIMER_SLACK_MS = 10;
 
 export interface CloseResult {
     code: number;
@@ -103,7 +124,16 @@ export type Action<H> =
     /** Save the cursors (`toSave()`) where the application keeps them, if it does. */
     | { kind: "save" }
     /** The client is closed for good: resolve `close()` with this. */
-    | { kind: "finished"; result: CloseResult };
+    | { kind: "finished"; result: CloseResult }
+    /** Call `refreshTimer()` after this delay, replacing the one set; `undefined`: no refresh timer. */
+    | { kind: "refreshTimer"; delayMs: number | undefined }
+    /** Ask `getToken` for a token and hand it to `tokenReady(token)`, or say `tokenFailed(message)`. */
+    | { kind: "fetchToken" }
+    /** The `refresh` of request `requestId` is over: the gateway took the token (its `exp`, in seconds) or refused it. */
+    | { kind: "refreshAnswered"; requestId: string; result: RefreshResult };
+
+/** How a `refresh` ended: the new token's `exp` (seconds since the epoch), or the gateway's (or the connection's) refusal. */
+export type RefreshResult = { exp: number } | { code: string; message: string };
 
 /**
  * Carries out one action. For `send`: whether the frame went out (false when
@@ -113,7 +143,7 @@ export type Action<H> =
 export type Act<H> = (action: Action<H>) => boolean;
 
 /** The client's options the core reads, each time it needs them. */
-export type ResumeOptions = Pick<ConnectOptions, "getToken" | "maxReconnectMs" | "abusePauseMs">;
+export type ResumeOptions = Pick<ConnectOptions, "getToken" | "maxReconnectMs" | "abusePauseMs" | "refreshMarginMs">;
 
 /** The core's clock and dice, replaced in tests. */
 export interface Environment {
@@ -169,6 +199,22 @@ export class ResumeCore<H> {
     /** The request ids of the `unsubscribe`s sent on this connection and not yet answered. */
     readonly #unsubscribing = new Set<string>();
     #saved: SavedCursors = { seqs: {} };
+    /** The `exp` (ms) of the token the next connection is opened with. */
+    #openingExpMs: number | undefined;
+    /** The `exp` (ms) of the connection's token: the one it opened with, or the last refreshed. */
+    #tokenExpMs: number | undefined;
+    /** When (server time) the refresh timer is due: the next attempt, or the deadline of the one in flight. */
+    #refreshDueAt: number | undefined;
+    /** Failed attempts to refresh the connection's token. */
+    #refreshFailures = 0;
+    /** The request id of the automatic refresh waiting for its answer. */
+    #autoRefresh: string | undefined;
+    /** The connection's token's `exp` (ms) when that refresh was sent: its token must expire later. */
+    #autoRefreshReplaces: number | undefined;
+    /** Waiting for `getToken` for an automatic refresh. */
+    #fetching = false;
+    /** The `refresh` request ids sent on this connection and not yet answered. */
+    readonly #refreshes = new Set<string>();
     readonly #stats: ClientStats = { connections: 0, duplicatesDropped: 0 };
 
     constructor(options: ResumeOptions, act: Act<H>, environment: Environment = {}) {
@@ -189,6 +235,11 @@ export class ResumeCore<H> {
 
     get stats(): Readonly<ClientStats> {
         return { ...this.#stats };
+    }
+
+    /** The `exp` (seconds since the epoch) of the token of the connection (or of the last one). */
+    get tokenExp(): number | undefined {
+        return this.#tokenExpMs === undefined ? undefined : this.#tokenExpMs / 1000;
     }
 
     /** The subscriptions' last delivered seqs. */
@@ -259,6 +310,74 @@ export class ResumeCore<H> {
         return true;
     }
 
+    /** The connection being opened carries this token: its `exp` is the first refresh's reference. */
+    usingToken(token: string): void {
+        this.#openingExpMs = tokenExpiry(token);
+    }
+
+    /**
+     * The application asks to connect now: from `stopped` (after a 4003) or
+     * while waiting to reconnect. False when the client is closed, or is
+     * connecting or connected already.
+     */
+    reconnect(): boolean {
+        if (this.#state !== "stopped" && this.#state !== "disconnected") return false;
+        this.#attempt = 0;
+        return true;
+    }
+
+    /**
+     * Sends `refresh` with `token` on the open connection; returns its
+     * request id, whose answer a `refreshAnswered` reports (also when the
+     * connection ends first); none when there is no open connection.
+     */
+    refresh(token: string): string | undefined {
+        if (this.#state !== "connected") return undefined;
+        const requestId = `r${++this.#nextRequest}`;
+        if (!this.#send({ type: "refresh", token, request_id: requestId })) return undefined;
+        this.#refreshes.add(requestId);
+        return requestId;
+    }
+
+    /** The refresh timer fired: start an automatic refresh, or count the one in flight as failed (no answer in time). */
+    refreshTimer(): void {
+        const dueAt = this.#refreshDueAt;
+        if (this.#state !== "connected" || dueAt === undefined || this.#fetching) return;
+        if (dueAt - this.#serverNow() > TIMER_SLACK_MS) {
+            // Early (a delay beyond setTimeout's limit was cut): wait the rest.
+            this.#setRefreshTimer(dueAt);
+            return;
+        }
+        this.#refreshDueAt = undefined;
+        const late = this.#autoRefresh;
+        if (late !== undefined) {
+            // Its answer, if it still comes, is taken all the same (`#onRefreshed`).
+            this.#autoRefresh = undefined;
+            this.#refreshFailed("timeout", `no answer to refresh ${late} in time`);
+            return;
+        }
+        this.#fetching = true;
+        this.#act({ kind: "fetchToken" });
+    }
+
+    /** `getToken` gave the token a `fetchToken` asked for: send it. */
+    tokenReady(token: string): void {
+        if (!this.#fetching) return;
+        this.#fetching = false;
+        const requestId = this.refresh(token);
+        if (requestId === undefined || this.#tokenExpMs === undefined) return;
+        this.#autoRefresh = requestId;
+        this.#autoRefreshReplaces = this.#tokenExpMs;
+        this.#setRefreshTimer(answerBy(this.#tokenExpMs, this.#serverNow()));
+    }
+
+    /** `getToken` failed for a `fetchToken`: a failed attempt. */
+    tokenFailed(message: string): void {
+        if (!this.#fetching) return;
+        this.#fetching = false;
+        this.#refreshFailed("token", message);
+    }
+
     /** The attempt failed before there was a socket (no token, a bad URL): back off and try again. */
     failed(code: number, reason: string): void {
         this.#retry(code, reason);
@@ -284,6 +403,8 @@ export class ResumeCore<H> {
                 return this.#onUnsubscribed(frame.data as UnsubscribedData);
             case "error":
                 return this.#onError(frame.data as ErrorData);
+            case "refreshed":
+                return this.#onRefreshed(frame.data as RefreshedData);
             case "pong":
                 return;
             default:
@@ -318,6 +439,7 @@ export class ResumeCore<H> {
         for (const sub of this.#subs.values()) sub.phase = "pending";
         for (const requestId of this.#unsubscribing) this.#act({ kind: "settle", requestId });
         this.#unsubscribing.clear();
+        this.#endRefreshes();
         if (this.#state === "closed") {
             this.#emit("disconnected", { code, reason, reconnectInMs: null });
             this.finish({ code, reason, wasClean });
@@ -329,6 +451,14 @@ export class ResumeCore<H> {
             this.#emit("error", { code: "token_expired", message: "the token expired; give `getToken` to reconnect with a fresh one" });
             this.#emit("disconnected", { code, reason, reconnectInMs: null });
             this.finish({ code, reason, wasClean });
+            return;
+        }
+        if (code === OPERATOR_DISCONNECT) {
+            // The operator ended the user's connections (and sessions): only
+            // the application knows whether to come back, and with what token.
+            this.#state = "stopped";
+            this.#emit("disconnected", { code, reason, reconnectInMs: null });
+            this.#emit("stopped", { code, reason });
             return;
         }
         this.#retry(code, reason);
@@ -347,6 +477,8 @@ export class ResumeCore<H> {
         this.#hello = hello;
         this.#attempt = 0;
         this.#state = "connected";
+        this.#tokenExpMs = this.#openingExpMs;
+        this.#refreshFailures = 0;
         this.#stats.connections += 1;
         const restored = new Set<string>(hello.resumed ? hello.channels : []);
         for (const channel of restored) {
@@ -363,6 +495,7 @@ export class ResumeCore<H> {
             }
         }
         this.#act({ kind: "established", heartbeatMs: hello.heartbeat_ms });
+        this.#scheduleRefresh();
         this.#emit("connected", { hello, resumed: hello.resumed });
         if (hello.resumed) this.#emit("resumed", { channels: [...restored] as Channel[] });
     }
@@ -449,8 +582,37 @@ export class ResumeCore<H> {
         this.#dispatch(sub.handle, "unsubscribed", { reason: data.reason });
     }
 
+    #onRefreshed(data: RefreshedData): void {
+        const requestId = data.request_id;
+        if (requestId === undefined || !this.#refreshes.delete(requestId) || typeof data.exp !== "number") return;
+        const expMs = data.exp * 1000;
+        const previous = this.#tokenExpMs;
+        this.#tokenExpMs = expMs;
+        this.#act({ kind: "refreshAnswered", requestId, result: { exp: data.exp } });
+        this.#emit("refreshed", { exp: data.exp });
+        const auto = requestId === this.#autoRefresh;
+        if (auto) this.#autoRefresh = undefined;
+        const replaced = auto ? this.#autoRefreshReplaces : undefined;
+        if (replaced !== undefined && expMs <= replaced) {
+            // getToken handed back a token no younger than the last: refreshing
+            // with it again and again would only come closer to its exp.
+            this.#refreshFailed("token", `getToken gave a token that expires no later than the connection's (exp ${data.exp})`);
+            return;
+        }
+        if (auto || previous === undefined || expMs > previous) this.#refreshFailures = 0;
+        if (this.#autoRefresh === undefined && !this.#fetching) this.#scheduleRefresh();
+    }
+
     #onError(data: ErrorData): void {
         const requestId = data.request_id;
+        if (requestId !== undefined && this.#refreshes.delete(requestId)) {
+            this.#act({ kind: "refreshAnswered", requestId, result: { code: data.code, message: data.message } });
+            if (requestId === this.#autoRefresh) {
+                this.#autoRefresh = undefined;
+                this.#refreshFailed(data.code, `the gateway refused the refreshed token: ${data.message}`);
+            }
+            return;
+        }
         const sub = requestId === undefined ? undefined : [...this.#subs.values()].find((s) => s.requestId === requestId);
         if (!sub) {
             this.#settleUnsubscribe(requestId);
@@ -497,6 +659,57 @@ export class ResumeCore<H> {
         this.#state = "disconnected";
         this.#emit("disconnected", { code, reason, reconnectInMs: delayMs });
         this.#act({ kind: "reconnect", delayMs });
+    }
+
+    /** The next automatic refresh of the connection's token, when the application gave `getToken`. */
+    #scheduleRefresh(): void {
+        const expMs = this.#tokenExpMs;
+        if (!this.#options.getToken || expMs === undefined || this.#state !== "connected") {
+            if (this.#refreshDueAt !== undefined) this.#setRefreshTimer(undefined);
+            return;
+        }
+        this.#setRefreshTimer(refreshAt(expMs, this.#serverNow(), this.#options.refreshMarginMs));
+    }
+
+    /** An automatic refresh failed: try again while there is time, else leave it to the 4001 and the reconnect. */
+    #refreshFailed(code: string, message: string): void {
+        this.#refreshFailures += 1;
+        const expMs = this.#tokenExpMs;
+        const next = expMs === undefined ? undefined : retryAt(expMs, this.#serverNow(), this.#refreshFailures);
+        const then =
+            next === undefined
+                ? `gave up after ${this.#refreshFailures} of ${REFRESH_ATTEMPTS} attempts: the gateway closes with 4001 when the token expires, and the client reconnects with a token from getToken`
+                : `trying again in ${Math.round(next - this.#serverNow())} ms`;
+        this.#emit("error", { code: "refresh_failed", message: `token refresh failed (${code}: ${message}); ${then}` });
+        this.#setRefreshTimer(next);
+    }
+
+    /** The connection is gone: every refresh in flight ends unanswered, and no timer is left. */
+    #endRefreshes(): void {
+        for (const requestId of this.#refreshes) {
+            this.#act({ kind: "refreshAnswered", requestId, result: { code: "disconnected", message: "the connection closed before the gateway answered the refresh" } });
+        }
+        this.#refreshes.clear();
+        this.#autoRefresh = undefined;
+        this.#fetching = false;
+        if (this.#refreshDueAt !== undefined) this.#setRefreshTimer(undefined);
+    }
+
+    #setRefreshTimer(atMs: number | undefined): void {
+        if (atMs === undefined) {
+            this.#refreshDueAt = undefined;
+            this.#act({ kind: "refreshTimer", delayMs: undefined });
+            return;
+        }
+        const now = this.#serverNow();
+        const delayMs = Math.max(0, Math.round(atMs - now));
+        this.#refreshDueAt = now + delayMs;
+        this.#act({ kind: "refreshTimer", delayMs: Math.min(MAX_TIMER_MS, delayMs) });
+    }
+
+    /** The server's clock, as `hello` set it against ours (tokens expire by the server's). */
+    #serverNow(): number {
+        return this.#now() + this.#clockOffsetMs;
     }
 
     #maxReconnectMs(): number {

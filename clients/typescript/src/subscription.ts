@@ -9,7 +9,12 @@ export interface SubscriptionEvents {
     /** The replay ended; live events follow. */
     replayed: { count: number; lastSeq: number };
     gap: Gap;
-    /** The subscription ended: `requested`, or the server's reason (`banned`, `kicked`, `left`, `channel_deleted`), or `refused` when the server refused it (see `error`). */
+    /**
+     * The subscription ended: `requested`, or the server's reason (`banned`,
+     * `kicked`, `left`, `channel_deleted`, or `revoked` when a refreshed
+     * token no longer grants it), `refused` when the server refused it (see
+     * `error`), or `closed` when the client closed.
+     */
     unsubscribed: { reason: string };
     error: { code: string; message: string };
 }

@@ -42,7 +42,12 @@ export interface WebSocketLike {
 
 export type WebSocketConstructor = new (url: string) => WebSocketLike;
 
-export type ConnectionState = "connecting" | "connected" | "disconnected" | "closed";
+/**
+ * `disconnected`: waiting to reconnect; `stopped`: the operator disconnected
+ * the user (close 4003), and the client waits for the application's
+ * `reconnect()` or `close()`; `closed`: over for good.
+ */
+export type ConnectionState = "connecting" | "connected" | "disconnected" | "stopped" | "closed";
 
 /** Why a subscription may be missing events: the application must load them another way. */
 export interface Gap {
@@ -60,8 +65,17 @@ export interface Gap {
 export interface ClientEvents {
     connecting: { attempt: number };
     connected: { hello: HelloData; resumed: boolean };
-    /** `reconnectInMs` is `null` when the client will not reconnect (closed by the application). */
+    /** `reconnectInMs` is `null` when the client will not reconnect on its own (closed, or stopped by a 4003). */
     disconnected: { code: number; reason: string; reconnectInMs: number | null };
+    /**
+     * The operator disconnected the user (close 4003: a logout, a password
+     * change, a deleted account; `reason` says which). The client does not
+     * reconnect on its own: call `reconnect(token?)` to come back, or
+     * `close()`. Its subscriptions and cursors are kept for a `reconnect()`.
+     */
+    stopped: { code: number; reason: string };
+    /** The connection's token was replaced in band (automatically or by `refresh()`): `exp` is the new token's, in seconds since the epoch. */
+    refreshed: { exp: number };
     /** A session was restored: its subscriptions replay from the server's cursors. */
     resumed: { channels: Channel[] };
     gap: Gap;
@@ -73,8 +87,19 @@ export interface ConnectOptions {
     url: string;
     /** A JWT; or give `getToken`. */
     token?: string;
-    /** Called before every connection attempt, so an expired token (close 4001) is replaced. */
+    /**
+     * Called before every connection attempt, so an expired token (close
+     * 4001) is replaced; and before the connection's token expires, to
+     * refresh it in band (see `refreshMarginMs`).
+     */
     getToken?: () => string | Promise<string>;
+    /**
+     * With `getToken`: the most time before the token's `exp` at which the
+     * client refreshes it on the open connection, default 60,000 ms. It
+     * refreshes a fifth of the token's lifetime before `exp`, at most this
+     * and at least a second before.
+     */
+    refreshMarginMs?: number;
     /** A WebSocket constructor; default `globalThis.WebSocket`. */
     WebSocket?: WebSocketConstructor;
     /** Keeps the last delivered seqs across page reloads (see `webStorage`). */

@@ -7,7 +7,9 @@
 //   and with the SDK;
 // - the console (GET /console): connect, subscribe, publish through its
 //   form, see the event; the gateway is SIGKILLed and restarted while events
-//   keep being published, and the page shows every seq once, in order.
+//   keep being published, and the page shows every seq once, in order;
+//   the connection's token expiry is shown and a pasted token refreshes it
+//   in band; an operator's disconnect (4003) is shown with its reason.
 //
 // Without a Chromium these tests FAIL and say how to get one.
 
@@ -372,6 +374,68 @@ describe("the console", () => {
 
             assert.deepEqual(foreign, [], "the console loads nothing but from the gateway");
             assert.deepEqual(problems, [], "no script errors, nothing refused by the Content-Security-Policy");
+        } finally {
+            await page.close();
+        }
+    });
+
+    test("shows the token's expiry, refreshes it with the pasted token, and shows an operator's disconnect (4003) with its reason", async () => {
+        const page = await newPage({ viewport: { width: 1400, height: 1000 } });
+        const problems = [];
+        page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+        const expOf = (jwt) => JSON.parse(Buffer.from(jwt.split(".")[1], "base64url").toString()).exp;
+        const logged = (kind) => page.$$eval(`#log li[data-kind="${kind}"] .text`, (rows) => rows.map((row) => row.textContent));
+        try {
+            const user = uuid();
+            const first = token({ sub: user, ttlSeconds: 600 });
+            await page.goto(`${gateway.http}/console`);
+            await page.fill("#token", first);
+            await page.click("#connect");
+            await page.waitForSelector('#state[data-state="connected"]', { timeout: PATIENCE_MS });
+            await page.waitForSelector(`#token-expiry[data-exp="${expOf(first)}"]`, { timeout: PATIENCE_MS });
+            const shown = await page.textContent("#token-expiry");
+            assert.match(shown, /^token expires \d\d:\d\d:\d\d UTC \(in (9|10) m \d\d s\)$/, shown);
+            await waitFor("the countdown to move", async () => (await page.textContent("#token-expiry")) !== shown);
+
+            // Another user's token: refused, and the expiry stays.
+            await page.fill("#token", token({ sub: uuid() }));
+            await page.click("#refresh-token");
+            await page.waitForSelector('#log li[data-kind="error"]', { timeout: PATIENCE_MS });
+            const [refusal] = await logged("error");
+            assert.match(refusal, /refresh refused: forbidden/, refusal);
+            assert.equal(await page.getAttribute("#token-expiry", "data-exp"), String(expOf(first)));
+
+            // The same user's token, two hours long: refreshed in band.
+            const second = token({ sub: user, ttlSeconds: 7200 });
+            await page.fill("#token", second);
+            await page.click("#refresh-token");
+            await page.waitForSelector('#log li[data-kind="refreshed"]', { timeout: PATIENCE_MS });
+            const [refreshed] = await logged("refreshed");
+            assert.match(refreshed, new RegExp(`exp ${expOf(second)}`), refreshed);
+            await page.waitForSelector(`#token-expiry[data-exp="${expOf(second)}"]`, { timeout: PATIENCE_MS });
+            assert.match(await page.textContent("#token-expiry"), /\(in (1 h 59 m|2 h 00 m)\)/);
+            assert.equal(await page.getAttribute("#state", "data-state"), "connected");
+            assert.deepEqual(await logged("disconnected"), [], "no reconnect for a refresh");
+
+            // The operator disconnects the user.
+            const response = await fetch(`${gateway.http}/v1/users/${user}/disconnect`, {
+                method: "POST",
+                headers: { authorization: `Bearer ${token({ roles: ["admin"] })}`, "content-type": "application/json" },
+                body: JSON.stringify({ reason: "account deleted" }),
+            });
+            assert.ok(response.ok, `${response.status} ${await response.text()}`);
+            await page.waitForSelector('#log li[data-kind="stopped"]', { timeout: PATIENCE_MS });
+            const [stopped] = await logged("stopped");
+            assert.match(stopped, /close 4003: disconnected by the operator \(account deleted\); not reconnecting/, stopped);
+            assert.equal(await page.getAttribute("#state", "data-state"), "stopped");
+            assert.match(await page.textContent("#state"), /account deleted/);
+            const attempts = (await logged("connecting")).length;
+            await sleep(3_000); // the gateway's reconnect base is 2 s: a reconnect would have begun
+            assert.equal((await logged("connecting")).length, attempts, "no reconnect attempt after 4003");
+
+            mkdirSync(RESULTS, { recursive: true });
+            await page.screenshot({ path: path.join(RESULTS, "console-refresh.png"), fullPage: true });
+            assert.deepEqual(problems, [], "no script errors");
         } finally {
             await page.close();
         }

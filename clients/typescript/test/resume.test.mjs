@@ -2,7 +2,7 @@
 // timers. Frames go in as text, the application's calls and the transport's
 // news as method calls; the actions it hands out are recorded and checked.
 // Exactly once across reconnects, session restore, since_seq, epochs,
-// complete:false, acks, close codes; then a seeded random run against a
+// complete:false, acks, close codes (4003 too), the token's refresh; then a seeded random run against a
 // small model of the gateway that replays from stale cursors and repeats
 // and reorders frames the client has already seen.
 
@@ -20,15 +20,15 @@ const SERVER_NOW = "2025-01-15T10:30:05.000Z";
 
 /**
  * A core with recorded actions. `sendOk` answers `send` (the socket took the
- * frame); `random` is the back-off's dice. `take()` returns and forgets what
+ * frame); `random` is the back-off's dice; `now` our clock. `take()` returns and forgets what
  * was recorded since the last call.
  */
-function harness({ options = {}, sendOk = () => true, random = () => 0.5 } = {}) {
+function harness({ options = {}, sendOk = () => true, random = () => 0.5, now = () => NOW } = {}) {
     const actions = [];
     const core = new ResumeCore(options, (action) => {
         actions.push(action);
         return action.kind === "send" ? sendOk(action.frame) : true;
-    }, { now: () => NOW, random });
+    }, { now, random });
     const take = () => actions.splice(0);
     const h = {
         core,
@@ -520,6 +520,22 @@ describe("the server ends or refuses a subscription", () => {
         assert.equal(h.core.has(A), false);
     });
 
+    test("revoked (a refreshed token no longer grants it) ends it like a ban; the others go on", () => {
+        const h = harness();
+        h.connect();
+        live(h, A, 0);
+        live(h, B, 0);
+        h.feed({ type: "unsubscribed", timestamp: SERVER_NOW, data: { channel: B, reason: "revoked" } });
+        assert.deepEqual(dispatched(h.take()).map((a) => [a.handle, a.name, a.payload]), [[B, "unsubscribed", { reason: "revoked" }]]);
+        assert.equal(h.core.has(B), false);
+        h.feed(event(B, 1));
+        h.feed(event(A, 2));
+        assert.deepEqual(delivered(h.take()), [`${A}:2`], "nothing more of the revoked channel");
+        h.core.closed(1006, "reset", false);
+        h.connect();
+        assert.deepEqual(h.sent().map((f) => f.channel), [A], "not asked for again after a reconnect");
+    });
+
     test("forbidden: error, then unsubscribed refused; unavailable: asked again later from the same point", () => {
         const h = harness({ random: () => 0 });
         h.connect({ reconnectMs: 300 });
@@ -552,6 +568,244 @@ describe("the server ends or refuses a subscription", () => {
         h.take();
         h.feed(error("internal", id));
         assert.deepEqual(h.take(), [{ kind: "settle", requestId: id }, { kind: "emit", name: "error", payload: { code: "internal", message: "internal!" } }]);
+    });
+});
+
+/** A JWT-shaped token (unsigned: the core never verifies) whose `exp` is `exp` seconds since the epoch. */
+const jwt = (exp, extra = {}) =>
+    ["{\"alg\":\"HS256\",\"typ\":\"JWT\"}", JSON.stringify({ sub: SESSION, exp, ...extra })].map((part) => Buffer.from(part).toString("base64url")).join(".") + ".sig";
+/** The server's clock at our NOW, in seconds (hello's timestamp is 5 s ahead). */
+const SERVER_SECONDS = Date.parse(SERVER_NOW) / 1000;
+
+/** A core with `getToken` and a clock the test moves (`h.advance(ms)`), connected with a token of `ttl` seconds. */
+function refreshing(ttl, options = {}) {
+    let now = NOW;
+    const h = harness({ options: { getToken: () => "unused: the transport calls it", ...options }, now: () => now });
+    h.advance = (ms) => (now += ms);
+    h.core.usingToken(jwt(SERVER_SECONDS + ttl));
+    h.connect();
+    return h;
+}
+const timers = (actions) => actions.filter((a) => a.kind === "refreshTimer").map((a) => a.delayMs);
+const kinds = (actions) => actions.map((a) => (a.kind === "emit" || a.kind === "dispatch" ? `${a.kind} ${a.name}` : a.kind));
+
+describe("the token's refresh", () => {
+    test("with getToken, the token is refreshed 60 s before its exp (by the server's clock); refreshed sets the next from the new exp", () => {
+        const h = refreshing(3600);
+        assert.deepEqual(timers(h.take()), [3_540_000]);
+        assert.equal(h.core.tokenExp, SERVER_SECONDS + 3600);
+        h.advance(3_540_000);
+        h.core.refreshTimer();
+        assert.deepEqual(h.take(), [{ kind: "fetchToken" }]);
+        const next = jwt(SERVER_SECONDS + 7200);
+        h.core.tokenReady(next);
+        let actions = h.take();
+        assert.deepEqual(actions.filter((a) => a.kind === "send").map((a) => a.frame), [{ type: "refresh", token: next, request_id: "r1" }]);
+        assert.deepEqual(timers(actions), [10_000], "the answer's deadline");
+        h.advance(20);
+        h.feed({ type: "refreshed", timestamp: SERVER_NOW, data: { exp: SERVER_SECONDS + 7200, request_id: "r1" } });
+        actions = h.take();
+        assert.deepEqual(kinds(actions), ["refreshAnswered", "emit refreshed", "refreshTimer"]);
+        assert.deepEqual(actions[0].result, { exp: SERVER_SECONDS + 7200 });
+        assert.deepEqual(emitted(actions, "refreshed"), [{ exp: SERVER_SECONDS + 7200 }]);
+        assert.deepEqual(timers(actions), [7_200_000 - 3_540_000 - 20 - 60_000], "60 s before the new exp");
+        assert.equal(h.core.tokenExp, SERVER_SECONDS + 7200);
+        assert.equal(h.core.state, "connected");
+    });
+
+    test("refreshMarginMs moves it; a short-lived token goes a fifth of its lifetime (at least a second) before its exp", () => {
+        assert.deepEqual(timers(refreshing(3600, { refreshMarginMs: 600_000 }).take()), [3_000_000]);
+        assert.deepEqual(timers(refreshing(4).take()), [3_000]);
+        assert.deepEqual(timers(refreshing(120).take()), [96_000]);
+    });
+
+    test("without getToken, or without an exp, nothing is scheduled", () => {
+        const fixed = harness();
+        fixed.core.usingToken(jwt(SERVER_SECONDS + 3600));
+        fixed.connect();
+        assert.deepEqual(timers(fixed.take()), []);
+        assert.equal(fixed.core.tokenExp, SERVER_SECONDS + 3600, "the expiry is known all the same");
+        const opaque = harness({ options: { getToken: () => "x" } });
+        opaque.core.usingToken("not-a-jwt");
+        opaque.connect();
+        assert.deepEqual(timers(opaque.take()), []);
+        assert.equal(opaque.core.tokenExp, undefined);
+    });
+
+    test("getToken failing, a refusal and a missing answer are each tried again after a third of the time left; after three it is left to the 4001", () => {
+        const h = refreshing(4);
+        h.take();
+        h.advance(3_000); // 1 s left
+        h.core.refreshTimer();
+        assert.deepEqual(kinds(h.take()), ["fetchToken"]);
+        h.core.tokenFailed("getToken failed: offline");
+        let actions = h.take();
+        assert.match(emitted(actions, "error")[0].message, /token: getToken failed: offline.*trying again in 333 ms/);
+        assert.equal(emitted(actions, "error")[0].code, "refresh_failed");
+        assert.deepEqual(timers(actions), [333]);
+
+        h.advance(333);
+        h.core.refreshTimer();
+        h.core.tokenReady(jwt(SERVER_SECONDS + 60));
+        assert.deepEqual(timers(h.take()), [334], "the answer's deadline: half the time left");
+        h.feed(error("forbidden", "r1"));
+        actions = h.take();
+        assert.deepEqual(actions[0], { kind: "refreshAnswered", requestId: "r1", result: { code: "forbidden", message: "forbidden!" } });
+        assert.match(emitted(actions, "error")[0].message, /forbidden: the gateway refused the refreshed token: forbidden!\); trying again in 222 ms/);
+
+        h.advance(222);
+        h.core.refreshTimer();
+        h.core.tokenReady(jwt(SERVER_SECONDS + 60));
+        const [deadline] = timers(h.take());
+        h.advance(deadline);
+        h.core.refreshTimer(); // no answer in time
+        actions = h.take();
+        assert.match(emitted(actions, "error")[0].message, /timeout: no answer to refresh r2 in time\); gave up after 3 of 3 attempts/);
+        assert.deepEqual(timers(actions), [undefined], "no more attempts");
+        assert.equal(h.core.tokenExp, SERVER_SECONDS + 4, "nothing changed");
+
+        // The fallback: the gateway closes at exp, and getToken's next token comes with the reconnect.
+        h.core.closed(4001, "token expired", true);
+        assert.equal(h.take().filter((a) => a.kind === "reconnect").length, 1);
+        assert.equal(h.core.state, "disconnected");
+    });
+
+    test("a late answer to an attempt that timed out is taken all the same", () => {
+        const h = refreshing(3600);
+        h.take();
+        h.advance(3_540_000);
+        h.core.refreshTimer();
+        h.core.tokenReady(jwt(SERVER_SECONDS + 7200));
+        assert.deepEqual(timers(h.take()), [10_000]);
+        h.advance(10_000);
+        h.core.refreshTimer();
+        assert.deepEqual(timers(h.take()), [16_667], "the next attempt after a third of the 50 s left");
+        h.feed({ type: "refreshed", timestamp: SERVER_NOW, data: { exp: SERVER_SECONDS + 7200, request_id: "r1" } });
+        const actions = h.take();
+        assert.deepEqual(emitted(actions, "refreshed"), [{ exp: SERVER_SECONDS + 7200 }]);
+        assert.deepEqual(timers(actions), [7_200_000 - 3_550_000 - 60_000], "from the new exp, not the retry");
+    });
+
+    test("a token from getToken no younger than the connection's counts as a failed attempt", () => {
+        const h = refreshing(3600);
+        h.take();
+        h.advance(3_540_000);
+        h.core.refreshTimer();
+        h.core.tokenReady(jwt(SERVER_SECONDS + 3600));
+        h.take();
+        h.feed({ type: "refreshed", timestamp: SERVER_NOW, data: { exp: SERVER_SECONDS + 3600, request_id: "r1" } });
+        const actions = h.take();
+        assert.match(emitted(actions, "error")[0].message, /expires no later/);
+        assert.deepEqual(timers(actions), [20_000]);
+    });
+
+    test("an automatic refresh is judged against the token it replaces, not one refresh() installed meanwhile", () => {
+        const h = refreshing(3600);
+        h.take();
+        h.advance(3_540_000);
+        h.core.refreshTimer();
+        h.core.tokenReady(jwt(SERVER_SECONDS + 7200));
+        assert.equal(h.core.refresh(jwt(SERVER_SECONDS + 9000)), "r2");
+        h.take();
+        h.feed({ type: "refreshed", timestamp: SERVER_NOW, data: { exp: SERVER_SECONDS + 9000, request_id: "r2" } });
+        h.feed({ type: "refreshed", timestamp: SERVER_NOW, data: { exp: SERVER_SECONDS + 7200, request_id: "r1" } });
+        const actions = h.take();
+        assert.deepEqual(emitted(actions, "error"), [], "no failed attempt");
+        assert.deepEqual(emitted(actions, "refreshed"), [{ exp: SERVER_SECONDS + 9000 }, { exp: SERVER_SECONDS + 7200 }]);
+        assert.equal(h.core.tokenExp, SERVER_SECONDS + 7200, "the gateway's last word");
+        assert.deepEqual(timers(actions), [7_200_000 - 3_540_000 - 60_000]);
+    });
+
+    test("refresh(token) by the application: sent at once, settled by its answer; a refusal changes nothing and is not an error event", () => {
+        const h = harness();
+        assert.equal(h.core.refresh(jwt(SERVER_SECONDS + 60)), undefined, "not connected: nothing sent");
+        h.core.usingToken(jwt(SERVER_SECONDS + 60));
+        h.connect();
+        h.take();
+        const other = jwt(SERVER_SECONDS + 600, { sub: "another" });
+        assert.equal(h.core.refresh(other), "r1");
+        assert.deepEqual(h.sent(), [{ type: "refresh", token: other, request_id: "r1" }]);
+        h.feed(error("forbidden", "r1"));
+        assert.deepEqual(h.take(), [{ kind: "refreshAnswered", requestId: "r1", result: { code: "forbidden", message: "forbidden!" } }]);
+        assert.equal(h.core.tokenExp, SERVER_SECONDS + 60);
+        assert.equal(h.core.state, "connected");
+
+        assert.equal(h.core.refresh(jwt(SERVER_SECONDS + 600)), "r2");
+        h.take();
+        h.feed({ type: "refreshed", timestamp: SERVER_NOW, data: { exp: SERVER_SECONDS + 600, request_id: "r2" } });
+        assert.deepEqual(kinds(h.take()), ["refreshAnswered", "emit refreshed"], "no timer: no getToken");
+        assert.equal(h.core.tokenExp, SERVER_SECONDS + 600);
+        h.feed({ type: "refreshed", timestamp: SERVER_NOW, data: { exp: SERVER_SECONDS + 9999, request_id: "r9" } });
+        assert.deepEqual(h.take(), [], "an answer to nothing we sent is ignored");
+    });
+
+    test("a close answers every refresh in flight with disconnected and drops the timer; the next connection starts from its own token", () => {
+        const h = refreshing(3600);
+        h.take();
+        h.advance(3_540_000);
+        h.core.refreshTimer();
+        h.core.tokenReady(jwt(SERVER_SECONDS + 7200));
+        h.core.refresh(jwt(SERVER_SECONDS + 7300));
+        h.take();
+        h.core.closed(1006, "reset", false);
+        const actions = h.take();
+        assert.deepEqual(
+            actions.filter((a) => a.kind === "refreshAnswered").map((a) => [a.requestId, a.result.code]),
+            [["r1", "disconnected"], ["r2", "disconnected"]],
+        );
+        assert.deepEqual(timers(actions), [undefined]);
+        h.core.refreshTimer();
+        assert.deepEqual(h.take(), [], "a timer that fired anyway does nothing");
+        h.core.usingToken(jwt(SERVER_SECONDS + 3_540 + 100));
+        h.core.opening();
+        h.feed(hello({ timestamp: new Date(NOW + 3_540_000 + 5_000).toISOString() }));
+        assert.deepEqual(timers(h.take()), [80_000], "a fifth of the new token's 100 s before its exp");
+    });
+
+    test("a refresh due beyond setTimeout's limit is cut to it and waited out when the timer fires early", () => {
+        const h = refreshing(30 * 86_400);
+        const [delay] = timers(h.take());
+        assert.equal(delay, 2 ** 31 - 1);
+        h.advance(delay);
+        h.core.refreshTimer();
+        const actions = h.take();
+        assert.deepEqual(kinds(actions), ["refreshTimer"], "not yet: the rest of the wait");
+        assert.equal(actions[0].delayMs, 30 * 86_400_000 - 60_000 - delay);
+    });
+});
+
+describe("4003: the operator disconnected the user", () => {
+    test("no reconnect: disconnected (reconnectInMs null), then stopped with the reason; subscriptions are kept for reconnect()", () => {
+        const h = harness();
+        h.connect();
+        live(h, A, 7);
+        h.core.closed(4003, "password changed", true);
+        const actions = h.take();
+        assert.deepEqual(kinds(actions), ["emit disconnected", "emit stopped"]);
+        assert.deepEqual(emitted(actions, "disconnected"), [{ code: 4003, reason: "password changed", reconnectInMs: null }]);
+        assert.deepEqual(emitted(actions, "stopped"), [{ code: 4003, reason: "password changed" }]);
+        assert.equal(h.core.state, "stopped");
+        assert.equal(h.core.has(A), true);
+
+        assert.equal(h.core.reconnect(), true);
+        h.connect();
+        assert.deepEqual(h.sent(), [{ type: "subscribe", channel: A, request_id: "s2", since_seq: 7, epoch: "e1" }], "resumes where it was");
+        assert.equal(h.core.reconnect(), false, "connected: nothing to do");
+    });
+
+    test("close() while stopped ends the client", () => {
+        const h = harness();
+        h.connect();
+        live(h, A, 0);
+        h.core.closed(4003, "logout", true);
+        h.take();
+        h.core.close();
+        h.core.finish({ code: 1000, reason: "", wasClean: true });
+        const actions = h.take();
+        assert.deepEqual(dispatched(actions, "unsubscribed").map((a) => a.payload.reason), ["closed"]);
+        assert.equal(h.core.state, "closed");
+        assert.equal(h.core.reconnect(), false);
+        assert.equal(h.core.opening(), false);
     });
 });
 

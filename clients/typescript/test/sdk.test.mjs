@@ -1,6 +1,6 @@
 // The SDK against the real gateway and nats-server: exact resume across
-// abrupt drops, token refresh on 4001, typing, gaps after retention,
-// saved cursors, and a clean close.
+// abrupt drops, a fresh token after 4001 (when the in-band refresh was
+// refused), typing, gaps after retention, saved cursors, and a clean close.
 
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
@@ -88,15 +88,24 @@ describe("the SDK against a real gateway", () => {
         const channel = uuid();
         const user = uuid();
         let minted = 0;
+        let expired = false;
         const client = connect({
             url: gateway.ws,
             WebSocket,
             getToken: () => {
                 minted += 1;
-                // The first token lives 2 s; the gateway closes with 4001 when it expires.
-                return token({ sub: user, ttlSeconds: minted === 1 ? 2 : 3600 });
+                // The first token lives 2 s; its in-band refreshes get another
+                // user's token, which the gateway refuses, so it closes with
+                // 4001 when the first expires; the reconnect gets a good one.
+                if (minted === 1) return token({ sub: user, ttlSeconds: 2 });
+                return token({ sub: expired ? user : uuid(), ttlSeconds: 3600 });
             },
         });
+        client.on("disconnected", ({ code }) => {
+            if (code === 4001) expired = true;
+        });
+        const refusals = [];
+        client.on("error", (e) => e.code === "refresh_failed" && refusals.push(e.message));
         const sub = client.subscribe(`channel:${channel}`);
         const seen = record(client, sub);
         await waitFor("connected", () => seen.connected === 1);
@@ -112,6 +121,7 @@ describe("the SDK against a real gateway", () => {
         assert.deepEqual(seqsOf(seen.events), published);
         assert.ok(minted >= 2, "a fresh token was asked for");
         assert.ok(seen.connected >= 2, "it reconnected");
+        assert.ok(refusals.length >= 1 && refusals.every((m) => /forbidden/.test(m)), `the refreshes were refused: ${refusals}`);
         await client.close();
     });
 
