@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 mod claims;
+mod crypto;
 mod jwks;
 mod keys;
 mod signer;

@@ -37,6 +37,7 @@ enum Kind {
 impl Signer {
     /// HS256 with `secret`.
     pub fn hs256(secret: &[u8]) -> Signer {
+        super::crypto::install();
         Signer {
             alg: Algorithm::HS256,
             key: EncodingKey::from_secret(secret),
@@ -46,6 +47,7 @@ impl Signer {
 
     /// An HS algorithm with `secret`.
     pub fn secret(secret: &[u8], alg: Algorithm) -> Result<Signer, KeyError> {
+        super::crypto::install();
         if !matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
             return Err(KeyError(format!(
                 "{} signs with a private key, not a secret (--key FILE)",
@@ -62,6 +64,7 @@ impl Signer {
     /// The private key in the PEM file at `path`, signing with `alg`, or
     /// the key's usual algorithm (RS256, ES256, ES384, EdDSA) when `None`.
     pub fn private_pem(path: &Path, alg: Option<Algorithm>) -> Result<Signer, KeyError> {
+        super::crypto::install();
         let shown = path.display();
         let text = std::fs::read(path)
             .map_err(|e| KeyError(format!("cannot read the key {shown}: {e}")))?;

@@ -412,3 +412,65 @@ fn the_user_id_may_come_from_another_claim() {
         assert_plain(&e);
     }
 }
+
+/// The public-key checks (on `ring`, `token::crypto`): each algorithm
+/// verifies its own key's tokens, and refuses another key's and a changed
+/// payload. The keys are the harness's test fixtures.
+#[test]
+fn public_key_tokens_verify_with_their_key_only() {
+    let keys_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("harness/keys");
+    let cases = [
+        ("rsa-a", "rsa-b", Algorithm::RS256),
+        ("rsa-a", "rsa-b", Algorithm::RS512),
+        ("rsa-a", "rsa-b", Algorithm::PS256),
+        ("rsa-a", "rsa-b", Algorithm::PS384),
+        ("ec256", "rsa-a", Algorithm::ES256),
+        ("ec384", "ec256", Algorithm::ES384),
+        ("ed25519", "ec256", Algorithm::EdDSA),
+    ];
+    let now = chrono::Utc::now().timestamp();
+    let claims = dev_claims(
+        id(OTHER),
+        Duration::from_secs(600),
+        None,
+        Grant::All,
+        vec![],
+    );
+    for (key, other, alg) in cases {
+        let sources = KeySources {
+            public_keys: vec![keys_dir.join(format!("{key}.pub.pem"))],
+            ..KeySources::default()
+        };
+        let mut loaded = vec![];
+        for path in &sources.public_keys {
+            loaded.push(keys::Key::public_pem(path).unwrap());
+        }
+        let verifier = Verifier::new(loaded, None, &sources);
+        let signer = Signer::private_pem(&keys_dir.join(format!("{key}.pem")), Some(alg)).unwrap();
+        let token = signer.mint(&claims).unwrap();
+        assert_eq!(
+            verifier.verify_at(&token, now).unwrap().sub,
+            claims.sub,
+            "{alg:?}"
+        );
+
+        // Another key's token of a fitting algorithm, or of none.
+        let foreign = Signer::private_pem(&keys_dir.join(format!("{other}.pem")), None).unwrap();
+        let e = verifier
+            .verify_at(&foreign.mint(&claims).unwrap(), now)
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                TokenError::BadSignature { .. } | TokenError::NoKeyFor { .. }
+            ),
+            "{alg:?}: {e}"
+        );
+        // The payload changed under the signature.
+        let mut parts: Vec<&str> = token.split('.').collect();
+        let forged = b64(payload(json!({"sub": CHANNEL})).to_string().as_bytes());
+        parts[1] = &forged;
+        let e = verifier.verify_at(&parts.join("."), now).unwrap_err();
+        assert!(matches!(e, TokenError::BadSignature { .. }), "{alg:?}: {e}");
+    }
+}

@@ -136,6 +136,7 @@ impl Verifier {
     }
 
     pub(super) fn new(keys: Vec<Key>, jwks: Option<Arc<Jwks>>, sources: &KeySources) -> Verifier {
+        super::crypto::install();
         let validations = ALGORITHMS
             .iter()
             .map(|&alg| {
