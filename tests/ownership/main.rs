@@ -138,6 +138,13 @@ const OWNED: &[Owned] = &[
         sites: 1,
         owner: "the nats-server child process, killed when its `NatsServer` drops",
     },
+    Owned {
+        file: "src/tail/token.rs",
+        function: "run",
+        call: ".spawn",
+        sites: 1,
+        owner: "a `--token-command` child process: awaited, or killed on drop (`kill_on_drop`) when it overruns `TOKEN_COMMAND_TIMEOUT` or its output",
+    },
 ];
 
 #[test]
