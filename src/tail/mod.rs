@@ -355,7 +355,10 @@ fn closed(code: u16, reason: String, source: &TokenSource, hello: bool) -> Ended
         },
         4001 => fail("the token expired (close 4001); mint a new one".into()),
         // The operator's: the user's sessions are gone; coming back is not tail's call.
-        4003 => fail(format!("disconnected by the operator: {reason}")),
+        4003 => fail(match reason.as_str() {
+            "" | "disconnected by the operator" => "disconnected by the operator".to_string(),
+            reason => format!("disconnected by the operator: {reason}"),
+        }),
         _ => Ended::Lost {
             reason: format!("the gateway closed with {code} {reason}"),
             hello,
