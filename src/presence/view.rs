@@ -1,0 +1,248 @@
+//! The deployment's presence as one node sees it, without I/O: every
+//! node's report of who holds which channel (theirs arrive over NATS, its
+//! own from its connections), merged per user; the grace that keeps a
+//! dropped connection's user online for a while; and the changes to
+//! announce, coalesced per channel per batch.
+//!
+//! A user is online in a channel while any node reports a connection of
+//! theirs holding it, and for `grace` after the last one went, unless the
+//! last one ended for a reason that is not a drop (a ban, a kick, a leave,
+//! an unsubscribe): then at once. The changes are computed at each
+//! [`View::poll`] against what was last announced, so a user who went and
+//! came back between two polls produces nothing, and a storm of changes
+//! to one channel is one list per poll.
+//!
+//! Every node runs the same rules on the same reports, so every node
+//! announces the same changes (within the time the reports take to
+//! travel).
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use crate::channel::Id;
+
+/// A node of the deployment.
+pub type NodeId = Id;
+
+/// One user's presence in one channel, as a change to announce.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub channel: Id,
+    pub user: Id,
+    pub username: String,
+    pub online: bool,
+}
+
+/// One present user in a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub user: Id,
+    pub username: String,
+    /// The user's connections holding the channel, on every node.
+    pub connections: u32,
+}
+
+/// A channel's present users, at most the limit of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Every present user, however many `members` holds.
+    pub count: usize,
+    /// Present users, ordered by user id, at most the limit.
+    pub members: Vec<Member>,
+    pub truncated: bool,
+}
+
+/// How a node's last connection of a user left a channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Left {
+    /// The connection dropped (or closed): the user stays online for the
+    /// grace, in case they come back.
+    Dropped,
+    /// The subscription was ended (unsubscribe, ban, kick, leave, deleted
+    /// channel): offline at once.
+    Ended,
+}
+
+/// One user in one channel: each node's connections, and what was last
+/// announced.
+#[derive(Debug)]
+struct UserState {
+    username: String,
+    /// Connections holding the channel, per node reporting any.
+    nodes: Vec<(NodeId, u32)>,
+    /// With no connection left: when the grace ends (`None`: at once, or
+    /// connected).
+    grace_until: Option<Instant>,
+    /// Whether the user was last announced online.
+    announced: bool,
+}
+
+impl UserState {
+    fn connections(&self) -> u32 {
+        self.nodes.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Online now: connected somewhere, or within the grace.
+    fn online(&self, now: Instant) -> bool {
+        self.connections() > 0 || self.grace_until.is_some_and(|until| now < until)
+    }
+}
+
+/// The presence of every channel, as this node sees the deployment.
+#[derive(Debug)]
+pub struct View {
+    grace: Duration,
+    channels: HashMap<Id, HashMap<Id, UserState>>,
+    /// Users whose state changed since the last poll, or whose grace runs.
+    dirty: BTreeSet<(Id, Id)>,
+}
+
+impl View {
+    pub fn new(grace: Duration) -> View {
+        View {
+            grace,
+            channels: HashMap::new(),
+            dirty: BTreeSet::new(),
+        }
+    }
+
+    /// `node` holds `connections` connections of `user` in `channel` now;
+    /// when that is zero, `left` says how the last one went.
+    pub fn report(
+        &mut self,
+        node: NodeId,
+        channel: Id,
+        user: Id,
+        username: &str,
+        connections: u32,
+        left: Left,
+        now: Instant,
+    ) {
+        let users = self.channels.entry(channel).or_default();
+        let state = users.entry(user).or_insert_with(|| UserState {
+            username: username.to_string(),
+            nodes: Vec::new(),
+            grace_until: None,
+            announced: false,
+        });
+        if connections > 0 {
+            state.username = username.to_string();
+        }
+        let before = state.connections();
+        match state.nodes.iter_mut().find(|(n, _)| *n == node) {
+            Some(entry) => entry.1 = connections,
+            None if connections > 0 => state.nodes.push((node, connections)),
+            None => {}
+        }
+        state.nodes.retain(|(_, n)| *n > 0);
+        let after = state.connections();
+        if after > 0 {
+            state.grace_until = None;
+        } else if before > 0 {
+            state.grace_until = match left {
+                Left::Dropped => Some(now + self.grace),
+                Left::Ended => None,
+            };
+        } else if left == Left::Ended {
+            // Already gone from every node, maybe within a grace: a ban
+            // ends the grace too.
+            state.grace_until = None;
+        }
+        self.dirty.insert((channel, user));
+    }
+
+    /// Every report of `node` is gone (it stopped, or nothing was heard of
+    /// it for the detection time): its users are dropped connections.
+    pub fn node_gone(&mut self, node: NodeId, now: Instant) {
+        let grace = self.grace;
+        for (channel, users) in &mut self.channels {
+            for (user, state) in users.iter_mut() {
+                let before = state.connections();
+                state.nodes.retain(|(n, _)| *n != node);
+                if before > 0 && state.connections() == 0 {
+                    state.grace_until = Some(now + grace);
+                    self.dirty.insert((*channel, *user));
+                }
+            }
+        }
+    }
+
+    /// The changes to announce since the last poll, by channel: each user
+    /// whose state now differs from what was announced. A user within
+    /// their grace is still online, and is looked at again at the next
+    /// poll after it ends ([`View::next_deadline`]).
+    pub fn poll(&mut self, now: Instant) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let mut keep = BTreeSet::new();
+        for (channel, user) in std::mem::take(&mut self.dirty) {
+            let Some(users) = self.channels.get_mut(&channel) else {
+                continue;
+            };
+            let Some(state) = users.get_mut(&user) else {
+                continue;
+            };
+            let online = state.online(now);
+            if online != state.announced {
+                state.announced = online;
+                changes.push(Change {
+                    channel,
+                    user,
+                    username: state.username.clone(),
+                    online,
+                });
+            }
+            if online && state.connections() == 0 {
+                keep.insert((channel, user)); // its grace still runs
+            } else if !online {
+                users.remove(&user);
+                if users.is_empty() {
+                    self.channels.remove(&channel);
+                }
+            }
+        }
+        self.dirty = keep;
+        changes
+    }
+
+    /// When the earliest running grace ends, for the next poll.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.dirty
+            .iter()
+            .filter_map(|(channel, user)| self.channels.get(channel)?.get(user)?.grace_until)
+            .min()
+    }
+
+    /// The channel's present users now (a change not announced yet
+    /// included: the asking user is in their own snapshot): at most `limit`
+    /// of them, by user id, with the full count.
+    pub fn snapshot(&self, channel: Id, limit: usize, now: Instant) -> Snapshot {
+        let Some(users) = self.channels.get(&channel) else {
+            return Snapshot {
+                count: 0,
+                members: Vec::new(),
+                truncated: false,
+            };
+        };
+        let mut present: Vec<(&Id, &UserState)> =
+            users.iter().filter(|(_, s)| s.online(now)).collect();
+        present.sort_unstable_by_key(|(user, _)| **user);
+        let count = present.len();
+        let members = present
+            .into_iter()
+            .take(limit)
+            .map(|(user, state)| Member {
+                user: *user,
+                username: state.username.clone(),
+                connections: state.connections(),
+            })
+            .collect();
+        Snapshot {
+            count,
+            members,
+            truncated: count > limit,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
