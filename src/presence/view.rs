@@ -111,8 +111,7 @@ impl View {
     pub fn report(
         &mut self,
         node: NodeId,
-        channel: Id,
-        user: Id,
+        (channel, user): (Id, Id),
         username: &str,
         connections: u32,
         left: Left,

@@ -18,8 +18,8 @@ fn going_online_is_announced_at_the_next_poll_and_once_for_many_tabs() {
     let [node, channel, ann] = ids();
     let t0 = Instant::now();
     let mut view = View::new(GRACE);
-    view.report(node, channel, ann, "ann", 1, Left::Dropped, t0);
-    view.report(node, channel, ann, "ann", 3, Left::Dropped, t0);
+    view.report(node, (channel, ann), "ann", 1, Left::Dropped, t0);
+    view.report(node, (channel, ann), "ann", 3, Left::Dropped, t0);
     let changes = view.poll(t0);
     assert_eq!(online(&changes), [(ann, true)]);
     assert_eq!(changes[0].username, "ann");
@@ -34,15 +34,14 @@ fn a_drop_is_offline_only_after_the_grace_and_a_return_within_it_shows_nothing()
     let [node, other, channel, ann] = ids();
     let t0 = Instant::now();
     let mut view = View::new(GRACE);
-    view.report(node, channel, ann, "ann", 1, Left::Dropped, t0);
+    view.report(node, (channel, ann), "ann", 1, Left::Dropped, t0);
     view.poll(t0);
     // A reload: dropped here, back on another node within the grace.
-    view.report(node, channel, ann, "ann", 0, Left::Dropped, t0);
+    view.report(node, (channel, ann), "ann", 0, Left::Dropped, t0);
     assert!(view.poll(t0 + Duration::from_secs(1)).is_empty());
     view.report(
         other,
-        channel,
-        ann,
+        (channel, ann),
         "ann",
         1,
         Left::Dropped,
@@ -54,7 +53,7 @@ fn a_drop_is_offline_only_after_the_grace_and_a_return_within_it_shows_nothing()
     );
     // Gone for good: offline once the grace ran out.
     let t1 = t0 + GRACE * 3;
-    view.report(other, channel, ann, "ann", 0, Left::Dropped, t1);
+    view.report(other, (channel, ann), "ann", 0, Left::Dropped, t1);
     assert!(view.poll(t1 + GRACE - Duration::from_millis(1)).is_empty());
     assert_eq!(view.next_deadline(), Some(t1 + GRACE));
     assert_eq!(online(&view.poll(t1 + GRACE)), [(ann, false)]);
@@ -67,14 +66,14 @@ fn an_ended_subscription_is_offline_at_once_even_within_a_grace() {
     let [node, channel, ann, bob] = ids();
     let t0 = Instant::now();
     let mut view = View::new(GRACE);
-    view.report(node, channel, ann, "ann", 1, Left::Dropped, t0);
-    view.report(node, channel, bob, "bob", 1, Left::Dropped, t0);
+    view.report(node, (channel, ann), "ann", 1, Left::Dropped, t0);
+    view.report(node, (channel, bob), "bob", 1, Left::Dropped, t0);
     view.poll(t0);
     // Banned: no grace.
-    view.report(node, channel, ann, "ann", 0, Left::Ended, t0);
+    view.report(node, (channel, ann), "ann", 0, Left::Ended, t0);
     // Dropped, then banned while in the grace: offline at once too.
-    view.report(node, channel, bob, "bob", 0, Left::Dropped, t0);
-    view.report(node, channel, bob, "bob", 0, Left::Ended, t0);
+    view.report(node, (channel, bob), "bob", 0, Left::Dropped, t0);
+    view.report(node, (channel, bob), "bob", 0, Left::Ended, t0);
     let mut changes = online(&view.poll(t0));
     changes.sort();
     let mut want = vec![(ann, false), (bob, false)];
@@ -87,13 +86,13 @@ fn a_user_who_goes_and_comes_back_within_one_poll_produces_nothing() {
     let [node, channel, ann, bob] = ids();
     let t0 = Instant::now();
     let mut view = View::new(Duration::ZERO);
-    view.report(node, channel, ann, "ann", 1, Left::Dropped, t0);
+    view.report(node, (channel, ann), "ann", 1, Left::Dropped, t0);
     view.poll(t0);
-    view.report(node, channel, ann, "ann", 0, Left::Ended, t0);
-    view.report(node, channel, ann, "ann", 1, Left::Dropped, t0);
+    view.report(node, (channel, ann), "ann", 0, Left::Ended, t0);
+    view.report(node, (channel, ann), "ann", 1, Left::Dropped, t0);
     // And one who comes and goes unseen.
-    view.report(node, channel, bob, "bob", 1, Left::Dropped, t0);
-    view.report(node, channel, bob, "bob", 0, Left::Ended, t0);
+    view.report(node, (channel, bob), "bob", 1, Left::Dropped, t0);
+    view.report(node, (channel, bob), "bob", 0, Left::Ended, t0);
     assert!(view.poll(t0).is_empty());
     assert_eq!(view.snapshot(channel, 10, t0).count, 1);
 }
@@ -103,9 +102,9 @@ fn a_dead_nodes_users_go_offline_after_the_grace_unless_another_node_holds_them(
     let [dead, alive, channel, ann, bob] = ids();
     let t0 = Instant::now();
     let mut view = View::new(GRACE);
-    view.report(dead, channel, ann, "ann", 2, Left::Dropped, t0);
-    view.report(dead, channel, bob, "bob", 1, Left::Dropped, t0);
-    view.report(alive, channel, bob, "bob", 1, Left::Dropped, t0);
+    view.report(dead, (channel, ann), "ann", 2, Left::Dropped, t0);
+    view.report(dead, (channel, bob), "bob", 1, Left::Dropped, t0);
+    view.report(alive, (channel, bob), "bob", 1, Left::Dropped, t0);
     view.poll(t0);
     view.node_gone(dead, t0);
     assert!(view.poll(t0).is_empty());
@@ -122,7 +121,7 @@ fn a_snapshot_holds_at_most_the_limit_and_the_full_count() {
     let t0 = Instant::now();
     let mut view = View::new(GRACE);
     for _ in 0..25 {
-        view.report(node, channel, Id::new_v4(), "u", 1, Left::Dropped, t0);
+        view.report(node, (channel, Id::new_v4()), "u", 1, Left::Dropped, t0);
     }
     let snapshot = view.snapshot(channel, 10, t0);
     assert_eq!(
