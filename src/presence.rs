@@ -1,5 +1,20 @@
 //! Presence: who is online in a `channel:` channel, the same on every node
-//! of the deployment. Work in progress (issue 23): [`view`], the merged
-//! view and its rules, is the part built so far; nothing uses it yet.
+//! of the deployment. Work in progress (issue 23); [`view`], the merged
+//! view and its rules, is the part built so far, and nothing uses it yet.
+//!
+//! The design it is built for: each node owns the presence of its own
+//! connections and tells the others on core NATS (its changes as they
+//! happen, batched, and a heartbeat with its state's version; a node that
+//! sees a gap, or starts, asks the others for their whole state by
+//! request-reply). A node not heard from for the detection time is gone:
+//! its users are dropped connections (the grace, then offline, unless
+//! another node holds them). Every node feeds the same reports to its
+//! [`view::View`], so every node announces the same changes, coalesced per
+//! channel per poll. Why not a key-value bucket with a TTL per entry:
+//! every present user's key would be written again every TTL by its node
+//! (10,000 present users, 10,000 writes per period per node), and per-key
+//! TTLs need nats-server 2.11; per-node ownership costs one heartbeat per
+//! node per period whatever the number of users, and a dead node's users
+//! are found by its silence.
 
 pub mod view;
