@@ -134,3 +134,111 @@ fn a_snapshot_holds_at_most_the_limit_and_the_full_count() {
     // The asking user is in it before any poll announced them.
     assert_eq!(view.poll(t0).len(), 25, "one change each, in one poll");
 }
+
+mod property {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Report {
+            node: usize,
+            user: usize,
+            connections: u32,
+            ended: bool,
+        },
+        NodeGone(usize),
+        Wait(u64),
+        Poll,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            5 => (0..3usize, 0..4usize, 0..3u32, any::<bool>()).prop_map(
+                |(node, user, connections, ended)| Op::Report { node, user, connections, ended }
+            ),
+            1 => (0..3usize).prop_map(Op::NodeGone),
+            2 => (0..8_000u64).prop_map(Op::Wait),
+            3 => Just(Op::Poll),
+        ]
+    }
+
+    /// The rules written plainly: per user, each node's connections and
+    /// when their grace ends; online while connected or within it.
+    #[derive(Default)]
+    struct Model {
+        nodes: BTreeMap<usize, BTreeMap<usize, u32>>,
+        grace_until: BTreeMap<usize, Instant>,
+    }
+
+    impl Model {
+        fn connections(&self, user: usize) -> u32 {
+            self.nodes
+                .values()
+                .filter_map(|users| users.get(&user))
+                .sum()
+        }
+        fn online(&self, user: usize, now: Instant) -> bool {
+            self.connections(user) > 0 || self.grace_until.get(&user).is_some_and(|t| now < *t)
+        }
+    }
+
+    proptest! {
+        /// After every poll, what was announced is who is online, every
+        /// change announced flips a user, and a snapshot agrees with it.
+        #[test]
+        fn announcements_follow_the_rules(ops in prop::collection::vec(op(), 1..80)) {
+            let nodes: Vec<Id> = (0..3).map(|_| Id::new_v4()).collect();
+            let users: Vec<Id> = (0..4).map(|_| Id::new_v4()).collect();
+            let channel = Id::new_v4();
+            let grace = Duration::from_secs(5);
+            let mut now = Instant::now();
+            let mut view = View::new(grace);
+            let mut model = Model::default();
+            let mut announced: BTreeSet<usize> = BTreeSet::new();
+            for op in ops {
+                match op {
+                    Op::Report { node, user, connections, ended } => {
+                        let before = model.connections(user);
+                        model.nodes.entry(node).or_default().insert(user, connections);
+                        let after = model.connections(user);
+                        if after > 0 {
+                            model.grace_until.remove(&user);
+                        } else if before > 0 && !ended {
+                            model.grace_until.insert(user, now + grace);
+                        } else if ended {
+                            model.grace_until.remove(&user);
+                        }
+                        let left = if ended { Left::Ended } else { Left::Dropped };
+                        view.report(nodes[node], (channel, users[user]), "u", connections, left, now);
+                    }
+                    Op::NodeGone(node) => {
+                        let held: Vec<usize> = model.nodes.get(&node).map(|m| m.keys().copied().collect()).unwrap_or_default();
+                        let before: BTreeMap<usize, u32> = held.iter().map(|u| (*u, model.connections(*u))).collect();
+                        model.nodes.remove(&node);
+                        for user in held {
+                            if before[&user] > 0 && model.connections(user) == 0 {
+                                model.grace_until.insert(user, now + grace);
+                            }
+                        }
+                        view.node_gone(nodes[node], now);
+                    }
+                    Op::Wait(ms) => now += Duration::from_millis(ms),
+                    Op::Poll => {
+                        let changes = view.poll(now);
+                        let online: BTreeSet<usize> = (0..4).filter(|u| model.online(*u, now)).collect();
+                        for change in &changes {
+                            let u = users.iter().position(|x| *x == change.user).expect("a known user");
+                            prop_assert_eq!(change.online, !announced.contains(&u), "a change flips");
+                            if change.online { announced.insert(u); } else { announced.remove(&u); }
+                        }
+                        prop_assert_eq!(&announced, &online);
+                        let snapshot = view.snapshot(channel, 10, now);
+                        prop_assert_eq!(snapshot.count, online.len());
+                    }
+                }
+            }
+        }
+    }
+}
