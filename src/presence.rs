@@ -1,6 +1,8 @@
 //! Presence: who is online in a `channel:` channel, the same on every node
-//! of the deployment. Work in progress (issue 23); [`view`], the merged
-//! view and its rules, is the part built so far, and nothing uses it yet.
+//! of the deployment. Work in progress (issue 23): the parts without I/O
+//! are built and tested, and nothing uses them yet: [`view`], the merged
+//! view and its rules; [`wire`], this node's holdings, the messages
+//! between nodes and what was heard of the others.
 //!
 //! The design it is built for: each node owns the presence of its own
 //! connections and tells the others on core NATS (its changes as they
@@ -18,3 +20,4 @@
 //! are found by its silence.
 
 pub mod view;
+pub mod wire;
