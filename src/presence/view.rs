@@ -166,6 +166,46 @@ impl View {
         }
     }
 
+    /// `node`'s whole holdings are `entries` (a sync): what it held before
+    /// and no longer does counts as dropped.
+    pub fn replace_node(
+        &mut self,
+        node: NodeId,
+        entries: impl IntoIterator<Item = (Id, Id, String, u32)>,
+        now: Instant,
+    ) {
+        let mut held: std::collections::HashSet<(Id, Id)> = self
+            .channels
+            .iter()
+            .flat_map(|(channel, users)| {
+                users
+                    .iter()
+                    .filter(|(_, s)| s.nodes.iter().any(|(n, _)| *n == node))
+                    .map(move |(user, _)| (*channel, *user))
+            })
+            .collect();
+        for (channel, user, username, connections) in entries {
+            held.remove(&(channel, user));
+            self.report(
+                node,
+                (channel, user),
+                &username,
+                connections,
+                Left::Dropped,
+                now,
+            );
+        }
+        for (channel, user) in held {
+            let username = self
+                .channels
+                .get(&channel)
+                .and_then(|users| users.get(&user))
+                .map(|s| s.username.clone())
+                .unwrap_or_default();
+            self.report(node, (channel, user), &username, 0, Left::Dropped, now);
+        }
+    }
+
     /// The changes to announce since the last poll, by channel: each user
     /// whose state now differs from what was announced. A user within
     /// their grace is still online, and is looked at again at the next

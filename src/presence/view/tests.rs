@@ -116,6 +116,32 @@ fn a_dead_nodes_users_go_offline_after_the_grace_unless_another_node_holds_them(
 }
 
 #[test]
+fn a_sync_replaces_what_a_node_held() {
+    let [node, other, channel, ann, bob, cat] = ids();
+    let t0 = Instant::now();
+    let mut view = View::new(GRACE);
+    view.report(node, (channel, ann), "ann", 1, Left::Dropped, t0);
+    view.report(node, (channel, bob), "bob", 2, Left::Dropped, t0);
+    view.report(other, (channel, bob), "bob", 1, Left::Dropped, t0);
+    view.poll(t0);
+    // The node now holds bob once and cat; ann is gone (dropped).
+    let entries = vec![
+        (channel, bob, "bob".to_string(), 1),
+        (channel, cat, "cat".to_string(), 1),
+    ];
+    view.replace_node(node, entries, t0);
+    assert_eq!(online(&view.poll(t0)), [(cat, true)]);
+    assert_eq!(online(&view.poll(t0 + GRACE)), [(ann, false)]);
+    let snapshot = view.snapshot(channel, 10, t0 + GRACE);
+    let bob_member = snapshot
+        .members
+        .iter()
+        .find(|m| m.user == bob)
+        .expect("bob");
+    assert_eq!(bob_member.connections, 2, "one here, one on the other node");
+}
+
+#[test]
 fn a_snapshot_holds_at_most_the_limit_and_the_full_count() {
     let [node, channel] = ids();
     let t0 = Instant::now();
