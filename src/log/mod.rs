@@ -12,6 +12,7 @@
 mod connection;
 pub mod control;
 mod fold;
+pub mod presence;
 mod provision;
 mod publisher;
 mod reader;
