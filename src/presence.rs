@@ -1,8 +1,11 @@
 //! Presence: who is online in a `channel:` channel, the same on every node
-//! of the deployment. Work in progress (issue 23): the parts without I/O
-//! are built and tested, and nothing uses them yet: [`view`], the merged
-//! view and its rules; [`wire`], this node's holdings, the messages
-//! between nodes and what was heard of the others.
+//! of the deployment. Work in progress (issue 23), not used by the
+//! gateway yet: [`view`], the merged view and its rules; [`wire`], this
+//! node's holdings, the messages between nodes and what was heard of the
+//! others; [`node`], a node's presence and the task that runs it over NATS
+//! (`log::presence`). Still to do: connections reporting their joins and
+//! leaves, `user_presence` to the subscriptions that asked, the frames,
+//! the HTTP route, the clients, the tests across gateways, the bench.
 //!
 //! The design it is built for: each node owns the presence of its own
 //! connections and tells the others on core NATS (its changes as they
@@ -19,5 +22,6 @@
 //! node per period whatever the number of users, and a dead node's users
 //! are found by its silence.
 
+pub mod node;
 pub mod view;
 pub mod wire;

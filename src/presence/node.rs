@@ -1,0 +1,183 @@
+//! One node's presence: its connections' joins and leaves (taken at once,
+//! under a lock, never awaited), the merged [`View`], and [`Presence::run`],
+//! the task that sends this node's deltas and heartbeats, applies the
+//! others', answers and asks for syncs, finds silent nodes gone, and hands
+//! each batch's changes on.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+use super::view::{Change, Left, NodeId, Snapshot, View};
+use super::wire::{Heard, Local, Peers};
+use crate::channel::Id;
+use crate::log::presence::{decode, Message};
+use crate::log::Log;
+
+/// How often changes are sent and announced: a channel's changes within one
+/// batch are one list, and a user who left and came back within it
+/// produces nothing.
+pub const BATCH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How often a node says it is alive (and at which version).
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A node not heard from for this long is gone: its users are dropped
+/// connections (offline after the grace, unless held elsewhere). With the
+/// default grace, a dead node's users are offline within 11 s.
+pub const DETECTION_TIME: Duration = Duration::from_secs(6);
+
+/// This node's presence and its view of the deployment's.
+pub struct Presence {
+    local: Mutex<Local>,
+    view: Mutex<View>,
+}
+
+impl Presence {
+    pub fn new(node: NodeId, grace: Duration) -> Arc<Presence> {
+        Arc::new(Presence {
+            local: Mutex::new(Local::new(node)),
+            view: Mutex::new(View::new(grace)),
+        })
+    }
+
+    fn local(&self) -> MutexGuard<'_, Local> {
+        self.local.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn view(&self) -> MutexGuard<'_, View> {
+        self.view.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A connection of `user` subscribed to `channel`.
+    pub fn join(&self, channel: Id, user: Id, username: &str) {
+        let (node, entry) = {
+            let mut local = self.local();
+            (local.node(), local.join(channel, user, username))
+        };
+        let now = Instant::now();
+        self.view().report(
+            node,
+            (channel, user),
+            &entry.username,
+            entry.connections,
+            Left::Dropped,
+            now,
+        );
+    }
+
+    /// A connection of `user` left `channel`, as `left` says.
+    pub fn leave(&self, channel: Id, user: Id, left: Left) {
+        let (node, entry) = {
+            let mut local = self.local();
+            (local.node(), local.leave(channel, user, left))
+        };
+        let Some(entry) = entry else { return };
+        let now = Instant::now();
+        self.view().report(
+            node,
+            (channel, user),
+            &entry.username,
+            entry.connections,
+            entry.left(),
+            now,
+        );
+    }
+
+    /// The channel's present users now, at most `limit`.
+    pub fn snapshot(&self, channel: Id, limit: usize) -> Snapshot {
+        self.view().snapshot(channel, limit, Instant::now())
+    }
+
+    /// Runs until the future is dropped: sends, applies and announces.
+    /// `announce` gets each batch's changes (none: not called).
+    pub async fn run(self: Arc<Self>, log: Log, mut announce: impl FnMut(Vec<Change>) + Send) {
+        let node = self.local().node();
+        let (mut shared, mut requests) = loop {
+            match (
+                log.subscribe_presence().await,
+                log.subscribe_sync_requests(node).await,
+            ) {
+                (Ok(shared), Ok(requests)) => break (shared, requests),
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(error = %e, "cannot subscribe to presence; trying again");
+                    tokio::time::sleep(HEARTBEAT_INTERVAL).await;
+                }
+            }
+        };
+        let mut peers = Peers::new(DETECTION_TIME);
+        let mut batch = tokio::time::interval(BATCH_INTERVAL);
+        let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = batch.tick() => {
+                    let delta = self.local().take_delta();
+                    if let Some(delta) = delta {
+                        if let Err(e) = log.publish_presence(&Message::Delta(delta)).await {
+                            tracing::warn!(error = %e, "presence delta not sent; the next heartbeat makes the others sync");
+                        }
+                    }
+                    let now = Instant::now();
+                    for gone in peers.expired(now) {
+                        tracing::info!(node = %gone, "a node fell silent: its users are dropped");
+                        self.view().node_gone(gone, now);
+                    }
+                    let changes = self.view().poll(now);
+                    if !changes.is_empty() {
+                        announce(changes);
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    let beat = self.local().heartbeat();
+                    if let Err(e) = log.publish_presence(&Message::Heartbeat(beat)).await {
+                        tracing::warn!(error = %e, "presence heartbeat not sent");
+                    }
+                }
+                Some(message) = shared.next() => {
+                    let Some(message) = decode(&message.payload) else { continue };
+                    let now = Instant::now();
+                    let behind = match message {
+                        Message::Delta(delta) if delta.node != node => {
+                            match peers.on_delta(delta.node, delta.version, now) {
+                                Heard::Apply => {
+                                    let mut view = self.view();
+                                    for e in &delta.entries {
+                                        view.report(delta.node, (e.channel, e.user), &e.username, e.connections, e.left(), now);
+                                    }
+                                    None
+                                }
+                                Heard::Gap => Some(delta.node),
+                                Heard::Stale => None,
+                            }
+                        }
+                        Message::Heartbeat(beat) if beat.node != node => {
+                            peers.on_heartbeat(beat.node, beat.version, now).then_some(beat.node)
+                        }
+                        _ => None,
+                    };
+                    if let Some(other) = behind {
+                        match log.request_sync(other).await {
+                            Ok(sync) => {
+                                let now = Instant::now();
+                                if peers.on_sync(sync.node, sync.version, now) {
+                                    let entries = sync.entries.into_iter().map(|e| (e.channel, e.user, e.username, e.connections));
+                                    self.view().replace_node(sync.node, entries, now);
+                                }
+                            }
+                            Err(e) => tracing::debug!(node = %other, error = %e, "presence sync failed; the next heartbeat asks again"),
+                        }
+                    }
+                }
+                Some(request) = requests.next() => {
+                    let sync = self.local().sync();
+                    if let Some(reply) = request.reply {
+                        if let Err(e) = log.answer_sync(reply, &sync).await {
+                            tracing::debug!(error = %e, "presence sync not answered");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
