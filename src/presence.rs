@@ -22,6 +22,16 @@
 //! node per period whatever the number of users, and a dead node's users
 //! are found by its silence.
 
+//!
+//! Open for the rest: the issue bounds a storm to one presence frame per
+//! batch interval per channel per client, while `user_presence` is one
+//! user's change; a batch with more than a few changes for a channel could
+//! go out as one `presence` snapshot frame instead (the SDK already
+//! replaces its set from a snapshot). The hook for joins and leaves is
+//! `NodeEnv::join`/`leave` (every subscription passes there); a leave
+//! from `State::leave_all` (the connection ended) is a drop, any other an
+//! end.
+
 pub mod node;
 pub mod view;
 pub mod wire;
