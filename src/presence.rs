@@ -21,7 +21,6 @@
 //! TTLs need nats-server 2.11; per-node ownership costs one heartbeat per
 //! node per period whatever the number of users, and a dead node's users
 //! are found by its silence.
-
 //!
 //! Open for the rest: the issue bounds a storm to one presence frame per
 //! batch interval per channel per client, while `user_presence` is one
