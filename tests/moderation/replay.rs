@@ -21,6 +21,14 @@ async fn a_replay_withholds_what_came_while_banned_and_goes_on_after_the_unban()
     }
     let unban_seq = store(&log, &unbanned(c, u)).await;
 
+    // The node must have routed through the unban before the subscribe: a
+    // subscribe before it had even seen the ban would be allowed, and its
+    // replay would end where the node was, the rest coming live (a loaded
+    // machine did that).
+    wait_until("the node to route through the unban", || async {
+        gateway.metric("switchboard_events_in_total").await >= unban_seq as f64
+    })
+    .await;
     let mut client = Client::connect(&gateway, &token(u, Grant::All, &[])).await;
     let start = before[0] - 1;
     let deadline = tokio::time::Instant::now() + PATIENCE;
