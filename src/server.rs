@@ -171,7 +171,14 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
     let projection = load_projection(&log, &store).await?;
     let start_seq = projection.last_seq + 1;
     let epoch = log.epoch();
-    let node = Node::new(log, store, projection, sessions, settings.limits.clone());
+    let node = Node::new(
+        log,
+        store,
+        projection,
+        sessions,
+        settings.limits.clone(),
+        settings.presence_grace,
+    );
 
     let typing = node
         .log()
@@ -193,6 +200,12 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         node.clone(),
         disconnects,
     ));
+    // Presence between the nodes; its changes are not delivered to
+    // clients yet (issue 23, in progress).
+    let presence = node.presence().clone();
+    node.spawn_until_shutdown(presence.run(node.log().clone(), |changes| {
+        tracing::debug!(changes = changes.len(), "presence changes");
+    }));
     node.spawn(housekeeping::run_snapshots(node.clone()));
     node.spawn(housekeeping::run_metrics_upkeep(node.clone()));
 

@@ -61,6 +61,8 @@ pub struct Node {
     hub: hub::Hub,
     /// Each user's connections on this node.
     users: users::Users,
+    /// Who is online in each chat channel, on every node (`presence`).
+    presence: Arc<crate::presence::node::Presence>,
     /// This node's id, in the commands it sends to the others.
     id: crate::channel::Id,
     /// Recent events, filled by the router: short gaps replay from here.
@@ -92,14 +94,17 @@ impl Node {
         projection: Projection,
         sessions: Sessions,
         limits: Limits,
+        presence_grace: std::time::Duration,
     ) -> Arc<Node> {
         let last = projection.last_seq;
+        let id = crate::channel::Id::new_v4();
         let retention = log.settings().retention;
         let node = Node {
             log,
             hub: hub::Hub::new(),
             users: users::Users::default(),
-            id: crate::channel::Id::new_v4(),
+            presence: crate::presence::node::Presence::new(id, presence_grace),
+            id,
             window: window::Window::new(last, limits.window_events, limits.window_bytes, retention),
             stream_replays: Arc::new(tokio::sync::Semaphore::new(limits.max_stream_replays)),
             projection: RwLock::new(projection),
@@ -130,6 +135,11 @@ impl Node {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Who is online in each chat channel.
+    pub fn presence(&self) -> &Arc<crate::presence::node::Presence> {
+        &self.presence
     }
 
     /// The sessions, with their time to live.

@@ -123,6 +123,13 @@ declare! {
         /// runs ahead; beyond it the token is refused with 401. `exp` gets
         /// no leeway.
         token_leeway: Duration = "5s", "0s" ..= "5m", env "SWITCHBOARD_TOKEN_LEEWAY";
+        /// How long a user whose last connection to a channel dropped
+        /// stays online there, so that a reconnect or a page reload shows
+        /// no offline/online pair (a ban or an unsubscribe is at once).
+        presence_grace: Duration = "5s", "0s" ..= "1h", env "SWITCHBOARD_PRESENCE_GRACE";
+        /// The most users a presence snapshot lists (its `count` is always
+        /// the full number).
+        presence_limit: usize = "1000", "1" ..= "100000", env "SWITCHBOARD_PRESENCE_LIMIT";
     }
 
     /// Per-connection bounds, the same for every connection of a node, and

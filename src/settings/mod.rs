@@ -412,6 +412,10 @@ pub struct ServeSettings {
     pub shutdown_timeout: Duration,
     /// How far in the future a token's `nbf` and `iat` may be.
     pub token_leeway: Duration,
+    /// A dropped user's presence grace.
+    pub presence_grace: Duration,
+    /// The most users a presence snapshot lists.
+    pub presence_limit: usize,
 }
 
 impl ServeSettings {
@@ -491,6 +495,8 @@ impl ServeSettings {
             },
             shutdown_timeout: serve.shutdown_timeout,
             token_leeway: serve.token_leeway,
+            presence_grace: serve.presence_grace,
+            presence_limit: serve.presence_limit,
         })
     }
 }

@@ -55,8 +55,8 @@ const OWNED: &[Owned] = &[
         file: "src/server.rs",
         function: "start",
         call: "node.spawn_until_shutdown",
-        sites: 2,
-        owner: "the log's Reaper and the JWKS refresh: tasks of the node, ended by the shutdown signal",
+        sites: 3,
+        owner: "the log's Reaper, the JWKS refresh and presence between the nodes: tasks of the node, ended by the shutdown signal",
     },
     Owned {
         file: "src/server/listener.rs",

@@ -15,6 +15,7 @@ use crate::channel::{Channel, Id};
 use crate::gateway::hub::Mailbox;
 use crate::gateway::Node;
 use crate::log::{Epoch, Extent};
+use crate::presence::view::Left;
 use crate::session::record::Change;
 use crate::session::{SessionError, Sessions};
 
@@ -23,7 +24,10 @@ pub(super) trait Env {
     /// Joins the hub for `channel`: every event routed after the returned
     /// position reaches the connection's queue (or flags it as lagging).
     fn join(&mut self, channel: Channel) -> u64;
-    fn leave(&mut self, channel: Channel);
+    /// The connection stops holding `channel`: `how` says whether the
+    /// connection dropped (the user's presence gets its grace) or the
+    /// subscription was ended (an unsubscribe, a cut: at once).
+    fn leave(&mut self, channel: Channel, how: Left);
     /// The hub's routed position: every event up to it is in the log.
     fn last_routed(&self) -> u64;
     /// `user`'s standing in chat channel `channel`, as the projection has it.
@@ -58,6 +62,9 @@ pub(super) struct NodeEnv {
     pub(super) node: Arc<Node>,
     pub(super) conn: u64,
     pub(super) mailbox: Arc<Mailbox>,
+    /// The connection's user and the name its presence shows.
+    pub(super) user: Id,
+    pub(super) username: String,
 }
 
 impl NodeEnv {
@@ -68,13 +75,21 @@ impl NodeEnv {
 
 impl Env for NodeEnv {
     fn join(&mut self, channel: Channel) -> u64 {
-        self.node
+        let routed = self
+            .node
             .hub
-            .subscribe(channel, self.conn, self.mailbox.clone())
+            .subscribe(channel, self.conn, self.mailbox.clone());
+        if let Channel::Chat(id) = channel {
+            self.node.presence.join(id, self.user, &self.username);
+        }
+        routed
     }
 
-    fn leave(&mut self, channel: Channel) {
+    fn leave(&mut self, channel: Channel, how: Left) {
         self.node.hub.unsubscribe(channel, self.conn);
+        if let Channel::Chat(id) = channel {
+            self.node.presence.leave(id, self.user, how);
+        }
     }
 
     fn last_routed(&self) -> u64 {

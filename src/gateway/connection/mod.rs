@@ -151,6 +151,7 @@ async fn run(opening: Box<Opening>) {
     let (mailbox, queue) = Mailbox::new(claims.sub, node.limits.send_queue);
     let id = node.next_connection_id();
     let user = claims.sub;
+    let username = claims.username();
     let bounds = Bounds::of(&node.limits, node.sessions().flush_interval());
     let state = State::new(id, claims, bounds, node.limits.bad_frames_per_minute);
     node.users.register(user, id, mailbox.clone());
@@ -159,6 +160,8 @@ async fn run(opening: Box<Opening>) {
             node: node.clone(),
             conn: id,
             mailbox,
+            user,
+            username,
         },
         keys,
         id,

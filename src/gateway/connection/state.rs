@@ -43,6 +43,7 @@ use crate::gateway::subscription::{Action, Actions, Frame, Rules, Subscription, 
 use crate::gateway::Limits;
 use crate::log::{Epoch, LogError};
 use crate::metrics::Metrics;
+use crate::presence::view::Left;
 use crate::session::record::{Change, Cursor};
 use crate::session::{Opened, SessionError};
 use crate::token::{Claims, TokenError};
@@ -173,6 +174,9 @@ pub(super) struct State {
     scratch: Actions,
     /// The `refresh` frames' tokens being verified, and the last applied.
     refreshes: refresh::Refreshes,
+    /// How a subscription that is forgotten now leaves: ended, unless the
+    /// connection is ending ([`State::leave_all`]).
+    leaving: Left,
 }
 
 impl State {
@@ -203,6 +207,7 @@ impl State {
             deadlines,
             scratch: Actions::new(),
             refreshes: refresh::Refreshes::default(),
+            leaving: Left::Ended,
         }
     }
 
@@ -500,7 +505,7 @@ impl State {
                     Ok(planned) => self.start(env, slot, planned),
                     Err(e) => {
                         tracing::warn!(conn = self.id, %channel, error = %e, "cannot plan a replay");
-                        env.leave(channel);
+                        env.leave(channel, Left::Ended);
                         Metrics::get().subscriptions.decrement(1.0);
                         if slot.restored.is_some() {
                             self.session.ended(channel);
@@ -612,8 +617,10 @@ impl State {
         self.session.close();
     }
 
-    /// Leaves the hub with every subscription.
+    /// Leaves the hub with every subscription: the connection ended (the
+    /// users' presence gets its grace).
     pub(super) fn leave_all(&mut self, env: &mut dyn Env) {
+        self.leaving = Left::Dropped;
         let mut channels: Vec<Channel> = self.subs.keys().copied().collect();
         channels.extend(self.planning.iter().map(|p| p.channel));
         for channel in channels {
@@ -824,7 +831,7 @@ impl State {
             self.planning.swap_remove(at);
         }
         if self.subs.remove(&channel).is_some() || planning.is_some() {
-            env.leave(channel);
+            env.leave(channel, self.leaving);
             Metrics::get().subscriptions.decrement(1.0);
             self.session.ended(channel);
         }

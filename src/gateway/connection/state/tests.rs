@@ -108,7 +108,7 @@ impl Env for Model {
         self.joined.insert(channel);
         self.last_seq()
     }
-    fn leave(&mut self, channel: Channel) {
+    fn leave(&mut self, channel: Channel, _how: crate::presence::view::Left) {
         self.joined.remove(&channel);
     }
     fn last_routed(&self) -> u64 {
