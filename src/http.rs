@@ -41,6 +41,7 @@ use crate::token::{Claims, Role, TokenError, Verifier};
 
 mod edge;
 mod operator;
+mod presence;
 mod publish;
 
 pub use edge::{Bounds, Edge};
@@ -113,6 +114,11 @@ pub fn routes(edge: Edge) -> impl Filter<Extract = (Response,), Error = Infallib
         .and(warp::body::stream())
         .and(with_edge.clone())
         .then(operator::disconnect);
+    let presence = warp::path!("v1" / "presence" / String)
+        .and(warp::get())
+        .and(warp::header::headers_cloned())
+        .and(with_edge.clone())
+        .then(presence::presence);
     let history = warp::path!("v1" / "history" / String)
         .and(warp::get())
         .and(warp::header::headers_cloned())
@@ -138,6 +144,8 @@ pub fn routes(edge: Edge) -> impl Filter<Extract = (Response,), Error = Infallib
         .or(history)
         .unify()
         .or(disconnect)
+        .unify()
+        .or(presence)
         .unify()
         .or(ws)
         .unify()
@@ -468,7 +476,8 @@ async fn websocket(
 
 /// The routes, for a 404 or a 405.
 const ROUTES: &str = "GET /healthz, GET /readyz, GET /metrics (each also HEAD), \
-POST /v1/events, GET /v1/history/{channel}, POST /v1/users/{user_id}/disconnect, GET /v1/ws, \
+POST /v1/events, GET /v1/history/{channel}, GET /v1/presence/{channel}, \
+POST /v1/users/{user_id}/disconnect, GET /v1/ws, \
 GET /console";
 
 /// A request no route took, answered in words a person can act on (never

@@ -178,6 +178,7 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         sessions,
         settings.limits.clone(),
         settings.presence_grace,
+        settings.presence_limit,
     );
 
     let typing = node

@@ -22,7 +22,7 @@ struct Node {
 }
 
 async fn node(nats: &NatsServer) -> Node {
-    let presence = Presence::new(Id::new_v4(), GRACE);
+    let presence = Presence::new(Id::new_v4(), GRACE, 10);
     let announced = Arc::new(Mutex::new(Vec::new()));
     let log = log(nats).await;
     let sink = announced.clone();
@@ -59,7 +59,7 @@ async fn two_nodes_agree_a_drop_within_the_grace_shows_nothing_and_a_dead_nodes_
         seen(&b, ann) == [true]
     })
     .await;
-    let snapshot = b.presence.snapshot(channel, 10);
+    let snapshot = b.presence.snapshot(channel);
     assert_eq!((snapshot.count, snapshot.members[0].connections), (1, 1));
     assert_eq!(snapshot.members[0].username, "ann");
 
@@ -78,7 +78,7 @@ async fn two_nodes_agree_a_drop_within_the_grace_shows_nothing_and_a_dead_nodes_
         seen(&b, ann) == [true, false]
     })
     .await;
-    assert_eq!(b.presence.snapshot(channel, 10).count, 0);
+    assert_eq!(b.presence.snapshot(channel).count, 0);
     assert!(DETECTION_TIME + GRACE < PATIENCE);
 }
 

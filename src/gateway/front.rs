@@ -89,6 +89,11 @@ impl Front {
         connection::accept(&self.node, on_upgrade, claims, keys, session, held);
     }
 
+    /// Who is online in chat channel `channel`, on every node.
+    pub fn presence(&self, channel: Id) -> crate::presence::view::Snapshot {
+        self.node.presence.snapshot(channel)
+    }
+
     /// Closes every WebSocket of `user` on every node with 4003 and
     /// `reason`, and drops their sessions; how many closed on this node.
     pub async fn disconnect(&self, user: Id, reason: &str) -> Result<usize, LogError> {

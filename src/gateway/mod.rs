@@ -95,6 +95,7 @@ impl Node {
         sessions: Sessions,
         limits: Limits,
         presence_grace: std::time::Duration,
+        presence_limit: usize,
     ) -> Arc<Node> {
         let last = projection.last_seq;
         let id = crate::channel::Id::new_v4();
@@ -103,7 +104,7 @@ impl Node {
             log,
             hub: hub::Hub::new(),
             users: users::Users::default(),
-            presence: crate::presence::node::Presence::new(id, presence_grace),
+            presence: crate::presence::node::Presence::new(id, presence_grace, presence_limit),
             id,
             window: window::Window::new(last, limits.window_events, limits.window_bytes, retention),
             stream_replays: Arc::new(tokio::sync::Semaphore::new(limits.max_stream_replays)),

@@ -32,13 +32,16 @@ pub const DETECTION_TIME: Duration = Duration::from_secs(6);
 pub struct Presence {
     local: Mutex<Local>,
     view: Mutex<View>,
+    /// The most users a snapshot lists.
+    limit: usize,
 }
 
 impl Presence {
-    pub fn new(node: NodeId, grace: Duration) -> Arc<Presence> {
+    pub fn new(node: NodeId, grace: Duration, limit: usize) -> Arc<Presence> {
         Arc::new(Presence {
             local: Mutex::new(Local::new(node)),
             view: Mutex::new(View::new(grace)),
+            limit,
         })
     }
 
@@ -85,9 +88,9 @@ impl Presence {
         );
     }
 
-    /// The channel's present users now, at most `limit`.
-    pub fn snapshot(&self, channel: Id, limit: usize) -> Snapshot {
-        self.view().snapshot(channel, limit, Instant::now())
+    /// The channel's present users now, at most the limit of them.
+    pub fn snapshot(&self, channel: Id) -> Snapshot {
+        self.view().snapshot(channel, self.limit, Instant::now())
     }
 
     /// Runs until the future is dropped: sends, applies and announces.
