@@ -41,6 +41,7 @@ pub const CLIENT_FRAME_TYPES: &[&str] = &[
     "ack",
     "ping",
     "refresh",
+    "presence",
 ];
 
 /// A decoded client frame.
@@ -68,6 +69,11 @@ pub enum ClientFrame {
         request_id: Option<String>,
     },
     Ping {
+        request_id: Option<String>,
+    },
+    /// Who is online in a chat channel the connection holds.
+    Presence {
+        channel: Id,
         request_id: Option<String>,
     },
     /// A new token for the connection (same user).
@@ -370,6 +376,15 @@ pub fn decode(text: &str) -> Result<ClientFrame, FrameError> {
             })
         }
         "ping" => Ok(ClientFrame::Ping { request_id }),
+        "presence" => {
+            let Channel::Chat(id) = channel()? else {
+                return Err(bad("presence is only for `channel:` channels".into()));
+            };
+            Ok(ClientFrame::Presence {
+                channel: id,
+                request_id,
+            })
+        }
         "refresh" => {
             let token: Cow<'_, str> = match raw.token {
                 Some(v) => typed(v).ok_or_else(|| bad("`token` must be a string".into()))?,
@@ -412,6 +427,7 @@ pub enum ControlType {
     Pong,
     Error,
     Refreshed,
+    Presence,
 }
 
 impl ControlType {
@@ -424,6 +440,7 @@ impl ControlType {
         ControlType::Pong,
         ControlType::Error,
         ControlType::Refreshed,
+        ControlType::Presence,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -435,6 +452,7 @@ impl ControlType {
             ControlType::Pong => "pong",
             ControlType::Error => "error",
             ControlType::Refreshed => "refreshed",
+            ControlType::Presence => "presence",
         }
     }
 }
@@ -523,6 +541,15 @@ pub fn pong(request_id: Option<&str>) -> String {
 pub fn refreshed(request_id: Option<&str>, exp: i64) -> String {
     let data = object(json!({ "exp": exp }));
     frame(ControlType::Refreshed, with_request_id(data, request_id))
+}
+
+/// `presence`: a snapshot (`presence::view::Snapshot` as
+/// `http::presence::snapshot_json` writes it).
+pub fn presence(request_id: Option<&str>, snapshot: Value) -> String {
+    frame(
+        ControlType::Presence,
+        with_request_id(object(snapshot), request_id),
+    )
 }
 
 pub fn error(error: &FrameError) -> String {

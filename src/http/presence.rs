@@ -3,13 +3,11 @@
 
 use std::sync::Arc;
 
-use serde_json::json;
 use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 
 use super::{authenticate, error_reply, json_reply, Edge, Refusal};
 use crate::channel::Channel;
-use crate::presence::view::Snapshot;
 use crate::token::Role;
 
 pub(super) async fn presence(channel: String, headers: HeaderMap, edge: Arc<Edge>) -> Response {
@@ -31,22 +29,5 @@ pub(super) async fn presence(channel: String, headers: HeaderMap, edge: Arc<Edge
         }
         Err(e) => return error_reply(StatusCode::BAD_REQUEST, "bad_request", e),
     };
-    let snapshot = edge.node.presence(id);
-    json_reply(StatusCode::OK, &snapshot_json(Channel::Chat(id), &snapshot))
-}
-
-/// A snapshot as the protocol writes it: `{channel, count, members:
-/// [{user_id, username, connections}], truncated}`.
-pub fn snapshot_json(channel: Channel, snapshot: &Snapshot) -> serde_json::Value {
-    let members: Vec<serde_json::Value> = snapshot
-        .members
-        .iter()
-        .map(|m| json!({"user_id": m.user, "username": m.username, "connections": m.connections}))
-        .collect();
-    json!({
-        "channel": channel,
-        "count": snapshot.count,
-        "members": members,
-        "truncated": snapshot.truncated,
-    })
+    json_reply(StatusCode::OK, &edge.node.presence(id).json(id))
 }

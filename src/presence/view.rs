@@ -52,6 +52,31 @@ pub struct Snapshot {
     pub truncated: bool,
 }
 
+impl Snapshot {
+    /// As the protocol writes it (the `presence` frame's `data`, the HTTP
+    /// route's body): `{channel, count, members: [{user_id, username,
+    /// connections}], truncated}`.
+    pub fn json(&self, channel: Id) -> serde_json::Value {
+        let members: Vec<serde_json::Value> = self
+            .members
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "user_id": m.user,
+                    "username": m.username,
+                    "connections": m.connections,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "channel": crate::channel::Channel::Chat(channel),
+            "count": self.count,
+            "members": members,
+            "truncated": self.truncated,
+        })
+    }
+}
+
 /// How a node's last connection of a user left a channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Left {

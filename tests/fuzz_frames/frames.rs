@@ -43,6 +43,7 @@ fn spec_accepts(frame: &Value) -> bool {
         }
         Some("ack") => channel().is_some() && unsigned("seq"),
         Some("ping") => true,
+        Some("presence") => matches!(channel(), Some(Channel::Chat(_))),
         Some("refresh") => matches!(obj.get("token"), Some(Value::String(t)) if !t.is_empty()),
         _ => false,
     };
@@ -141,6 +142,14 @@ fn check_decode(text: &str, parsed: Option<&Value>) -> Result<(), TestCaseError>
         }
         ClientFrame::Ping { request_id } => {
             prop_assert_eq!(kind, "ping");
+            request_id
+        }
+        ClientFrame::Presence {
+            channel,
+            request_id,
+        } => {
+            prop_assert_eq!(kind, "presence");
+            check_channel(Channel::Chat(*channel), channel_text)?;
             request_id
         }
         ClientFrame::Refresh { token, request_id } => {

@@ -21,6 +21,7 @@ const TYPES: &[&str] = &[
     "ack",
     "ping",
     "refresh",
+    "presence",
 ];
 
 pub(crate) fn uuid_text() -> impl Strategy<Value = String> {

@@ -43,6 +43,7 @@ fn accepted_client_frames() -> Vec<Value> {
         json!({"type": "ping"}),
         json!({"type": "ping", "request_id": "p", "client": "web/1.2"}),
         json!({"type": "refresh", "token": "a.b.c"}),
+        json!({"type": "presence", "channel": chat, "request_id": "p"}),
         json!({"type": "refresh", "token": "a.b.c", "request_id": "r", "v": 2}),
         json!({"type": "refresh", "token": "a.b.c", "request_id": null}),
     ]
@@ -78,6 +79,8 @@ fn refused_client_frames() -> Vec<Value> {
         json!({"type": "typing", "channel": "global", "is_typing": true}),
         json!({"type": "typing", "channel": format!("user:{U}"), "is_typing": true}),
         json!({"type": "refresh"}),
+        json!({"type": "presence"}),
+        json!({"type": "presence", "channel": "global"}),
         json!({"type": "refresh", "token": ""}),
         json!({"type": "refresh", "token": 7}),
         json!({"type": "refresh", "token": null}),
@@ -162,6 +165,7 @@ fn request_id_of(frame: &protocol::ClientFrame) -> Option<&str> {
         | Typing { request_id, .. }
         | Ack { request_id, .. }
         | Ping { request_id }
-        | Refresh { request_id, .. } => request_id.as_deref(),
+        | Refresh { request_id, .. }
+        | Presence { request_id, .. } => request_id.as_deref(),
     }
 }

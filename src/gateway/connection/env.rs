@@ -15,7 +15,7 @@ use crate::channel::{Channel, Id};
 use crate::gateway::hub::Mailbox;
 use crate::gateway::Node;
 use crate::log::{Epoch, Extent};
-use crate::presence::view::Left;
+use crate::presence::view::{Left, Snapshot};
 use crate::session::record::Change;
 use crate::session::{SessionError, Sessions};
 
@@ -28,6 +28,8 @@ pub(super) trait Env {
     /// connection dropped (the user's presence gets its grace) or the
     /// subscription was ended (an unsubscribe, a cut: at once).
     fn leave(&mut self, channel: Channel, how: Left);
+    /// Who is online in chat channel `channel`, on every node.
+    fn presence(&self, channel: Id) -> Snapshot;
     /// The hub's routed position: every event up to it is in the log.
     fn last_routed(&self) -> u64;
     /// `user`'s standing in chat channel `channel`, as the projection has it.
@@ -90,6 +92,10 @@ impl Env for NodeEnv {
         if let Channel::Chat(id) = channel {
             self.node.presence.leave(id, self.user, how);
         }
+    }
+
+    fn presence(&self, channel: Id) -> Snapshot {
+        self.node.presence.snapshot(channel)
     }
 
     fn last_routed(&self) -> u64 {

@@ -335,6 +335,18 @@ impl State {
                 Ok(())
             }
             ClientFrame::Refresh { token, request_id } => self.refresh(token, request_id),
+            ClientFrame::Presence {
+                channel,
+                request_id,
+            } => {
+                if !self.holds(Channel::Chat(channel)) {
+                    return self.reject(not_subscribed(Channel::Chat(channel), request_id));
+                }
+                let snapshot = env.presence(channel).json(channel);
+                self.outbox
+                    .push_text(protocol::presence(request_id.as_deref(), snapshot));
+                Ok(())
+            }
         }
     }
 

@@ -128,6 +128,13 @@ fn control_frames_are_typed_by_their_control_type() {
             error(&FrameError::new(ErrorCode::BadRequest, "x", None)),
         ),
         (ControlType::Refreshed, refreshed(Some("r"), 1_800_000_000)),
+        (
+            ControlType::Presence,
+            presence(
+                None,
+                serde_json::json!({"channel": "channel:x", "count": 0, "members": [], "truncated": false}),
+            ),
+        ),
     ];
     assert_eq!(frames.len(), ControlType::ALL.len());
     for (kind, text) in frames {

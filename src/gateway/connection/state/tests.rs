@@ -108,6 +108,13 @@ impl Env for Model {
         self.joined.insert(channel);
         self.last_seq()
     }
+    fn presence(&self, _channel: Id) -> crate::presence::view::Snapshot {
+        crate::presence::view::Snapshot {
+            count: 0,
+            members: vec![],
+            truncated: false,
+        }
+    }
     fn leave(&mut self, channel: Channel, _how: crate::presence::view::Left) {
         self.joined.remove(&channel);
     }
