@@ -57,8 +57,8 @@ fn digest(data: &[u8], hash: ThumbprintHash) -> Vec<u8> {
     (rust_crypto::DEFAULT_PROVIDER.jwk_utils.compute_digest)(data, hash)
 }
 
-/// `ring`'s check for a public-key algorithm; `None` for HMAC.
-fn ring_algorithm(alg: Algorithm) -> Option<&'static dyn ring_sig::VerificationAlgorithm> {
+/// `ring`'s parameters for an RSA algorithm; `None` for the others.
+fn rsa_parameters(alg: Algorithm) -> Option<&'static ring_sig::RsaParameters> {
     Some(match alg {
         Algorithm::RS256 => &ring_sig::RSA_PKCS1_2048_8192_SHA256,
         Algorithm::RS384 => &ring_sig::RSA_PKCS1_2048_8192_SHA384,
@@ -66,11 +66,21 @@ fn ring_algorithm(alg: Algorithm) -> Option<&'static dyn ring_sig::VerificationA
         Algorithm::PS256 => &ring_sig::RSA_PSS_2048_8192_SHA256,
         Algorithm::PS384 => &ring_sig::RSA_PSS_2048_8192_SHA384,
         Algorithm::PS512 => &ring_sig::RSA_PSS_2048_8192_SHA512,
-        Algorithm::ES256 => &ring_sig::ECDSA_P256_SHA256_FIXED,
-        Algorithm::ES384 => &ring_sig::ECDSA_P384_SHA384_FIXED,
-        Algorithm::EdDSA => &ring_sig::ED25519,
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => return None,
+        _ => return None,
     })
+}
+
+/// `ring`'s check for a public-key algorithm; `None` for HMAC.
+fn ring_algorithm(alg: Algorithm) -> Option<&'static dyn ring_sig::VerificationAlgorithm> {
+    if let Some(rsa) = rsa_parameters(alg) {
+        return Some(rsa);
+    }
+    match alg {
+        Algorithm::ES256 => Some(&ring_sig::ECDSA_P256_SHA256_FIXED),
+        Algorithm::ES384 => Some(&ring_sig::ECDSA_P384_SHA384_FIXED),
+        Algorithm::EdDSA => Some(&ring_sig::ED25519),
+        _ => None,
+    }
 }
 
 fn verifier(alg: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerifier>, Error> {
@@ -114,14 +124,8 @@ impl jsonwebtoken::signature::Verifier<Vec<u8>> for RingVerifier {
                 UnparsedPublicKey::new(self.check, bytes).verify(message, sig)
             }
             PublicKey::Rsa { n, e } => {
-                let params = match self.alg {
-                    Algorithm::RS256 => &ring_sig::RSA_PKCS1_2048_8192_SHA256,
-                    Algorithm::RS384 => &ring_sig::RSA_PKCS1_2048_8192_SHA384,
-                    Algorithm::RS512 => &ring_sig::RSA_PKCS1_2048_8192_SHA512,
-                    Algorithm::PS256 => &ring_sig::RSA_PSS_2048_8192_SHA256,
-                    Algorithm::PS384 => &ring_sig::RSA_PSS_2048_8192_SHA384,
-                    Algorithm::PS512 => &ring_sig::RSA_PSS_2048_8192_SHA512,
-                    _ => return Err(jsonwebtoken::signature::Error::new()),
+                let Some(params) = rsa_parameters(self.alg) else {
+                    return Err(jsonwebtoken::signature::Error::new());
                 };
                 RsaPublicKeyComponents { n, e }.verify(params, message, sig)
             }

@@ -193,22 +193,15 @@ impl Jwks {
         if fetched_since(&self.read()) {
             return true;
         }
-        if !self.may_refetch_for_kid() {
+        if !self.unknown_kid_turn(false) {
             return false;
         }
         let _one = self.fetching.lock().await;
         if fetched_since(&self.read()) {
             return true;
         }
-        {
-            let mut last = self
-                .last_unknown_kid
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if last.is_some_and(|t| t.elapsed() < UNKNOWN_KID_REFETCH) {
-                return false;
-            }
-            *last = Some(Instant::now());
+        if !self.unknown_kid_turn(true) {
+            return false;
         }
         metrics::counter!("switchboard_jwks_refetches_total", "reason" => "unknown_kid")
             .increment(1);
@@ -216,12 +209,20 @@ impl Jwks {
         true
     }
 
-    fn may_refetch_for_kid(&self) -> bool {
-        let last = self
+    /// Whether no refetch for an unknown `kid` started within
+    /// [`UNKNOWN_KID_REFETCH`]; with `take`, one starts now.
+    fn unknown_kid_turn(&self, take: bool) -> bool {
+        let mut last = self
             .last_unknown_kid
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        !last.is_some_and(|t| t.elapsed() < UNKNOWN_KID_REFETCH)
+        if last.is_some_and(|t| t.elapsed() < UNKNOWN_KID_REFETCH) {
+            return false;
+        }
+        if take {
+            *last = Some(Instant::now());
+        }
+        true
     }
 
     /// Fetches now (one fetch at a time).

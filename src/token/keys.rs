@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use serde_json::Value;
 
 /// One key a token may be verified with.
@@ -27,26 +27,16 @@ pub struct Key {
 #[error("{0}")]
 pub struct KeyError(pub String);
 
-const HMAC: [Algorithm; 3] = [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
-const RSA: [Algorithm; 6] = [
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-];
-
-/// DER of the named-curve OIDs in an EC public key (SPKI).
-const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-const P384_OID: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+/// DER of the named-curve OIDs in an EC key (SPKI or PKCS#8).
+pub(super) const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+pub(super) const P384_OID: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
 
 impl Key {
     /// An HS secret (HS256, HS384 and HS512); `n` counts from 1.
     pub fn secret(secret: &[u8], n: usize) -> Key {
         Key {
             kid: None,
-            algorithms: HMAC.to_vec(),
+            algorithms: AlgorithmFamily::Hmac.algorithms().to_vec(),
             decoding: DecodingKey::from_secret(secret),
             origin: format!("secret {n}"),
         }
@@ -66,7 +56,10 @@ impl Key {
         let origin = shown.to_string();
         let der = block.contents();
         let (decoding, algorithms) = match block.tag() {
-            "RSA PUBLIC KEY" => (DecodingKey::from_rsa_der(der), RSA.to_vec()),
+            "RSA PUBLIC KEY" => (
+                DecodingKey::from_rsa_der(der),
+                AlgorithmFamily::Rsa.algorithms().to_vec(),
+            ),
             "PUBLIC KEY" if contains(der, P256_OID) => {
                 (ec_key(&text, &origin)?, vec![Algorithm::ES256])
             }
@@ -74,7 +67,7 @@ impl Key {
                 (ec_key(&text, &origin)?, vec![Algorithm::ES384])
             }
             "PUBLIC KEY" => match DecodingKey::from_rsa_pem(&text) {
-                Ok(key) => (key, RSA.to_vec()),
+                Ok(key) => (key, AlgorithmFamily::Rsa.algorithms().to_vec()),
                 Err(_) => match DecodingKey::from_ed_pem(&text) {
                     Ok(key) => (key, vec![Algorithm::EdDSA]),
                     Err(_) => {
@@ -121,7 +114,7 @@ impl Key {
             return Err(KeyError(format!("key {}: for encryption", named())));
         }
         let family: Vec<Algorithm> = match &jwk.algorithm {
-            AlgorithmParameters::RSA(_) => RSA.to_vec(),
+            AlgorithmParameters::RSA(_) => AlgorithmFamily::Rsa.algorithms().to_vec(),
             AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
                 EllipticCurve::P256 => vec![Algorithm::ES256],
                 EllipticCurve::P384 => vec![Algorithm::ES384],
@@ -167,7 +160,8 @@ fn ec_key(text: &[u8], origin: &str) -> Result<DecodingKey, KeyError> {
         .map_err(|_| KeyError(format!("{origin}: a malformed EC public key")))
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+/// Whether DER `haystack` holds `needle` (an OID).
+pub(super) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, EncodingKey, Header};
 use serde_json::{Map, Value};
 
 use super::keys::{self, KeyError};
@@ -17,12 +17,11 @@ pub struct Signer {
     kid: Option<String>,
 }
 
-/// DER of algorithm OIDs in a PKCS#8 private key.
+/// DER of algorithm OIDs in a PKCS#8 private key (the curves' are
+/// [`keys`]'s).
 const RSA_OID: &[u8] = &[
     0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01,
 ];
-const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-const P384_OID: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
 const ED25519_OID: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
 
 /// What kind of private key a PEM file holds.
@@ -71,11 +70,11 @@ impl Signer {
         let block =
             pem::parse(&text).map_err(|_| KeyError(format!("{shown} is not a PEM file")))?;
         let der = block.contents();
-        let has = |oid: &[u8]| der.windows(oid.len()).any(|w| w == oid);
+        let has = |oid: &[u8]| keys::contains(der, oid);
         let kind = match block.tag() {
             "RSA PRIVATE KEY" => Kind::Rsa,
-            "EC PRIVATE KEY" | "PRIVATE KEY" if has(P256_OID) => Kind::P256,
-            "EC PRIVATE KEY" | "PRIVATE KEY" if has(P384_OID) => Kind::P384,
+            "EC PRIVATE KEY" | "PRIVATE KEY" if has(keys::P256_OID) => Kind::P256,
+            "EC PRIVATE KEY" | "PRIVATE KEY" if has(keys::P384_OID) => Kind::P384,
             "PRIVATE KEY" if has(RSA_OID) => Kind::Rsa,
             "PRIVATE KEY" if has(ED25519_OID) => Kind::Ed25519,
             tag => {
@@ -85,14 +84,7 @@ impl Signer {
             }
         };
         let fits: &[Algorithm] = match kind {
-            Kind::Rsa => &[
-                Algorithm::RS256,
-                Algorithm::RS384,
-                Algorithm::RS512,
-                Algorithm::PS256,
-                Algorithm::PS384,
-                Algorithm::PS512,
-            ],
+            Kind::Rsa => AlgorithmFamily::Rsa.algorithms(),
             Kind::P256 => &[Algorithm::ES256],
             Kind::P384 => &[Algorithm::ES384],
             Kind::Ed25519 => &[Algorithm::EdDSA],

@@ -171,19 +171,7 @@ impl Verifier {
 
     /// What verifies tokens, for the start-up log.
     pub fn describe(&self) -> String {
-        let mut parts = Vec::new();
-        let secrets = self
-            .keys
-            .iter()
-            .filter(|k| k.kid.is_none() && is_hmac(k))
-            .count();
-        if secrets > 0 {
-            parts.push(plural(secrets, "HS secret"));
-        }
-        let files = self.keys.len() - secrets;
-        if files > 0 {
-            parts.push(plural(files, "public key file"));
-        }
+        let mut parts = self.fixed_keys();
         if let Some(jwks) = &self.jwks {
             parts.push(format!(
                 "the JWKS at {} ({} keys)",
@@ -383,15 +371,7 @@ impl Verifier {
 
     /// The keys, counted by kind, for messages.
     fn summary(&self) -> String {
-        let secrets = self.keys.iter().filter(|k| is_hmac(k)).count();
-        let files = self.keys.len() - secrets;
-        let mut parts = Vec::new();
-        if secrets > 0 {
-            parts.push(plural(secrets, "HS secret"));
-        }
-        if files > 0 {
-            parts.push(plural(files, "public key file"));
-        }
+        let mut parts = self.fixed_keys();
         if let Some(jwks) = &self.jwks {
             let keys = jwks.keys();
             let mut algs: Vec<&str> = keys
@@ -407,6 +387,21 @@ impl Verifier {
             ));
         }
         parts.join(", ")
+    }
+
+    /// The secrets and the PEM keys, counted: `2 HS secrets`, `1 public
+    /// key file`.
+    fn fixed_keys(&self) -> Vec<String> {
+        let secrets = self.keys.iter().filter(|k| is_hmac(k)).count();
+        let files = self.keys.len() - secrets;
+        let mut parts = Vec::new();
+        if secrets > 0 {
+            parts.push(plural(secrets, "HS secret"));
+        }
+        if files > 0 {
+            parts.push(plural(files, "public key file"));
+        }
+        parts
     }
 }
 

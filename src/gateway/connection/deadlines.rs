@@ -28,12 +28,11 @@ impl Deadlines {
         cursors_every: Duration,
     ) -> Deadlines {
         let now = tokio::time::Instant::now();
-        let later = |d: Duration| now.checked_add(d).unwrap_or(now + FAR_FUTURE);
         Deadlines {
-            expiry: later(claims.time_left().min(FAR_FUTURE)),
-            heartbeat: later(heartbeat_every),
+            expiry: later(now, claims.time_left().min(FAR_FUTURE)),
+            heartbeat: later(now, heartbeat_every),
             heartbeat_every,
-            cursors: later(cursors_every),
+            cursors: later(now, cursors_every),
             cursors_every,
             probe: None,
         }
@@ -42,9 +41,7 @@ impl Deadlines {
     /// The token was replaced: it expires at the new one's `exp`.
     pub(super) fn expire_with(&mut self, claims: &Claims) {
         let now = tokio::time::Instant::now();
-        self.expiry = now
-            .checked_add(claims.time_left().min(FAR_FUTURE))
-            .unwrap_or(now + FAR_FUTURE);
+        self.expiry = later(now, claims.time_left().min(FAR_FUTURE));
     }
 
     /// The earliest deadline.
@@ -52,6 +49,12 @@ impl Deadlines {
         let next = self.expiry.min(self.heartbeat).min(self.cursors);
         self.probe.map_or(next, |probe| next.min(probe))
     }
+}
+
+/// `after` from `now`, or [`FAR_FUTURE`] from it where the clock cannot
+/// reach that far.
+fn later(now: tokio::time::Instant, after: Duration) -> tokio::time::Instant {
+    now.checked_add(after).unwrap_or(now + FAR_FUTURE)
 }
 
 /// Later than any deadline a connection waits for (a token's expiry is at
