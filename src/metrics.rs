@@ -29,6 +29,14 @@ pub struct Metrics {
     pub lagged: Counter,
     pub typing_dropped: Counter,
     pub typing_rate_limited: Counter,
+    /// Presence deliveries a full queue could not take (the connection is
+    /// sent the snapshot again).
+    pub presence_dropped: Counter,
+    /// Users present in a channel (one per user and channel), as this
+    /// node sees the deployment.
+    pub presence_users: Gauge,
+    /// The other nodes this node hears presence from.
+    pub presence_nodes: Gauge,
     pub invalid_events: Counter,
     pub slow_consumer_closes: Counter,
     pub abuse_closes: Counter,
@@ -103,6 +111,9 @@ impl Metrics {
                 lagged: counter!("switchboard_events_dropped_total", "reason" => "queue_full"),
                 typing_dropped: counter!("switchboard_events_dropped_total", "reason" => "typing_slow_reader"),
                 typing_rate_limited: counter!("switchboard_events_dropped_total", "reason" => "typing_rate_limit"),
+                presence_dropped: counter!("switchboard_events_dropped_total", "reason" => "presence_slow_reader"),
+                presence_users: gauge!("switchboard_presence_users"),
+                presence_nodes: gauge!("switchboard_presence_nodes"),
                 invalid_events: counter!("switchboard_invalid_events_total"),
                 slow_consumer_closes: counter!("switchboard_slow_consumer_closes_total"),
                 abuse_closes: counter!("switchboard_abuse_closes_total"),

@@ -34,3 +34,8 @@
 pub mod node;
 pub mod view;
 pub mod wire;
+
+/// The event type of a user's presence change: made by the gateway for
+/// the subscriptions that asked, never stored, not accepted from
+/// publishers (not an [`crate::event::EventType`]).
+pub const USER_PRESENCE: &str = "user_presence";

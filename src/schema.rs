@@ -39,6 +39,7 @@ pub const FILES: &[(&str, &str)] = embedded![
     "events/channel_updated",
     "events/channel_deleted",
     "events/user_typing",
+    "events/user_presence",
     "client/subscribe",
     "client/unsubscribe",
     "client/typing",

@@ -23,7 +23,7 @@ use anyhow::Context;
 pub mod listener;
 
 use crate::data_dir::DataDirLock;
-use crate::gateway::{housekeeping, router, Node};
+use crate::gateway::{self, housekeeping, router, Node};
 use crate::http::{self, Edge};
 use crate::local_nats::NatsServer;
 use crate::log::Log;
@@ -201,11 +201,12 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         node.clone(),
         disconnects,
     ));
-    // Presence between the nodes; its changes are not delivered to
-    // clients yet (issue 23, in progress).
+    // Presence between the nodes, and its changes to the subscriptions
+    // that asked.
     let presence = node.presence().clone();
-    node.spawn_until_shutdown(presence.run(node.log().clone(), |changes| {
-        tracing::debug!(changes = changes.len(), "presence changes");
+    let fan_out_node = node.clone();
+    node.spawn_until_shutdown(presence.run(node.log().clone(), move |batch| {
+        gateway::presence::fan_out(&fan_out_node, batch)
     }));
     node.spawn(housekeeping::run_snapshots(node.clone()));
     node.spawn(housekeeping::run_metrics_upkeep(node.clone()));

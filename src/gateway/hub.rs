@@ -37,6 +37,9 @@ pub struct Delivery {
     pub log_time_ms: i64,
     /// For typing: the typing user, who does not get their own typing.
     pub from_user: Option<Id>,
+    /// For presence (a `user_presence` event or a snapshot): its batch's
+    /// generation. Only subscriptions that asked for presence get it.
+    pub presence: Option<u64>,
 }
 
 /// What a connection shares with the hub: its bounded queue of
@@ -63,6 +66,9 @@ pub struct Mailbox {
     /// The operator disconnected the user, with this reason
     /// ([`crate::gateway::users`]).
     disconnect: OnceLock<Box<str>>,
+    /// A presence delivery found the queue full: the connection's presence
+    /// subscriptions are sent their snapshot again.
+    presence_lost: AtomicBool,
 }
 
 /// Queues that grew past this many slots in a burst are given back once
@@ -86,6 +92,7 @@ impl Mailbox {
             lagged: AtomicBool::new(false),
             restarted: AtomicBool::new(false),
             disconnect: OnceLock::new(),
+            presence_lost: AtomicBool::new(false),
         });
         let inbox = Inbox {
             mailbox: mailbox.clone(),
@@ -127,6 +134,12 @@ impl Mailbox {
         self.restarted.swap(false, Ordering::AcqRel)
     }
 
+    /// Whether a presence delivery was dropped since the last call;
+    /// clears the flag.
+    pub fn take_presence_lost(&self) -> bool {
+        self.presence_lost.swap(false, Ordering::AcqRel)
+    }
+
     /// Asks the connection to close with 4003 and `reason`; the first
     /// reason given stays.
     pub fn disconnect(&self, reason: &str) {
@@ -145,6 +158,7 @@ impl Mailbox {
     fn flagged(&self) -> bool {
         self.lagged.load(Ordering::Acquire)
             || self.restarted.load(Ordering::Acquire)
+            || self.presence_lost.load(Ordering::Acquire)
             || self.disconnect.get().is_some()
     }
 }
@@ -204,9 +218,19 @@ pub struct Fanout {
     pub queued: usize,
     pub lagged: usize,
     pub typing_dropped: usize,
+    /// Presence deliveries not queued (the connection gets a snapshot).
+    pub presence_dropped: usize,
 }
 
-type Subscribers = Vec<(u64, Arc<Mailbox>)>;
+/// One local subscription of a channel.
+struct Subscriber {
+    conn: u64,
+    /// Whether it asked for presence.
+    presence: bool,
+    mailbox: Arc<Mailbox>,
+}
+
+type Subscribers = Vec<Subscriber>;
 
 /// The node's subscriptions.
 pub struct Hub {
@@ -238,10 +262,17 @@ impl Hub {
         &self.shards[i]
     }
 
-    /// Adds a connection's subscription. Returns the last sequence routed
-    /// before it was added: every later stored event of the channel reaches
-    /// the mailbox (or flags it as lagging).
-    pub fn subscribe(&self, channel: Channel, conn: u64, mailbox: Arc<Mailbox>) -> u64 {
+    /// Adds a connection's subscription (with the channel's presence, if
+    /// `presence`). Returns the last sequence routed before it was added:
+    /// every later stored event of the channel reaches the mailbox (or
+    /// flags it as lagging).
+    pub fn subscribe(
+        &self,
+        channel: Channel,
+        conn: u64,
+        presence: bool,
+        mailbox: Arc<Mailbox>,
+    ) -> u64 {
         let mut shard = self
             .shard(&channel)
             .write()
@@ -252,7 +283,11 @@ impl Hub {
         if subscribers.len() < 4 {
             subscribers.reserve_exact(1);
         }
-        subscribers.push((conn, mailbox));
+        subscribers.push(Subscriber {
+            conn,
+            presence,
+            mailbox,
+        });
         self.last_routed.load(Ordering::Acquire)
     }
 
@@ -262,7 +297,7 @@ impl Hub {
             .write()
             .unwrap_or_else(|e| e.into_inner());
         if let Some(subs) = shard.get_mut(&channel) {
-            subs.retain(|(c, _)| *c != conn);
+            subs.retain(|s| s.conn != conn);
             if subs.is_empty() {
                 shard.remove(&channel);
             }
@@ -278,8 +313,14 @@ impl Hub {
                 .read()
                 .unwrap_or_else(|e| e.into_inner());
             if let Some(subs) = shard.get(&delivery.channel) {
-                for (_, mailbox) in subs {
+                for Subscriber {
+                    presence, mailbox, ..
+                } in subs
+                {
                     if delivery.from_user == Some(mailbox.user) {
+                        continue;
+                    }
+                    if delivery.presence.is_some() && !presence {
                         continue;
                     }
                     if delivery.seq.is_some() && mailbox.lagged.load(Ordering::Acquire) {
@@ -297,6 +338,12 @@ impl Hub {
                                 mailbox.ready.notify_one();
                             }
                             out.lagged += 1;
+                        }
+                        Err(Refused::Full) if delivery.presence.is_some() => {
+                            if !mailbox.presence_lost.swap(true, Ordering::AcqRel) {
+                                mailbox.ready.notify_one();
+                            }
+                            out.presence_dropped += 1;
                         }
                         Err(Refused::Full) => out.typing_dropped += 1,
                         // The connection is going away and unsubscribes itself.
@@ -328,7 +375,7 @@ impl Hub {
         self.last_routed.store(seq, Ordering::Release);
         for shard in self.shards.iter() {
             let shard = shard.read().unwrap_or_else(|e| e.into_inner());
-            for (_, mailbox) in shard.values().flatten() {
+            for Subscriber { mailbox, .. } in shard.values().flatten() {
                 if !mailbox.restarted.swap(true, Ordering::AcqRel) {
                     mailbox.ready.notify_one();
                 }
@@ -354,6 +401,7 @@ mod tests {
             cut: None,
             log_time_ms: 0,
             from_user: None,
+            presence: None,
         })
     }
 
@@ -362,7 +410,7 @@ mod tests {
         let hub = Hub::new();
         let (mailbox, mut rx) = Mailbox::new(Id::new_v4(), 1);
         let ch = Channel::Chat(Id::new_v4());
-        assert_eq!(hub.subscribe(ch, 1, mailbox.clone()), 0);
+        assert_eq!(hub.subscribe(ch, 1, false, mailbox.clone()), 0);
         assert_eq!(hub.dispatch(delivery(ch, Some(1))).queued, 1);
         assert_eq!(hub.dispatch(delivery(ch, Some(2))).lagged, 1);
         assert_eq!(hub.dispatch(delivery(ch, None)).typing_dropped, 1);
@@ -388,8 +436,8 @@ mod tests {
         let (mailbox, _rx) = Mailbox::new(Id::new_v4(), 4);
         let (idle, _idle_rx) = Mailbox::new(Id::new_v4(), 4);
         let ch = Channel::Chat(Id::new_v4());
-        hub.subscribe(ch, 1, mailbox.clone());
-        hub.subscribe(Channel::Global, 1, mailbox.clone());
+        hub.subscribe(ch, 1, false, mailbox.clone());
+        hub.subscribe(Channel::Global, 1, false, mailbox.clone());
         hub.dispatch(delivery(ch, Some(40)));
         assert_eq!(hub.last_routed(), 40);
         hub.restart(3);
@@ -397,7 +445,7 @@ mod tests {
         assert!(mailbox.take_restarted());
         assert!(!mailbox.take_restarted());
         assert!(!idle.take_restarted());
-        assert_eq!(hub.subscribe(ch, 2, idle), 3);
+        assert_eq!(hub.subscribe(ch, 2, false, idle), 3);
     }
 
     #[tokio::test]
@@ -405,7 +453,7 @@ mod tests {
         let hub = Hub::new();
         let ch = Channel::Chat(Id::new_v4());
         let (mailbox, mut inbox) = Mailbox::new(Id::new_v4(), 1);
-        hub.subscribe(ch, 1, mailbox.clone());
+        hub.subscribe(ch, 1, false, mailbox.clone());
         let waiting = tokio::spawn(async move { (inbox.recv().await, inbox) });
         tokio::task::yield_now().await;
         assert_eq!(hub.dispatch(delivery(ch, Some(1))).queued, 1);
@@ -439,7 +487,7 @@ mod tests {
         let hub = Hub::new();
         let ch = Channel::Chat(Id::new_v4());
         let (mailbox, mut inbox) = Mailbox::new(Id::new_v4(), 1_000);
-        hub.subscribe(ch, 1, mailbox.clone());
+        hub.subscribe(ch, 1, false, mailbox.clone());
         let waiting = tokio::spawn(async move {
             let first = inbox.recv().await;
             (first, inbox)

@@ -7,6 +7,8 @@
 //! - [`connection`]: one WebSocket's task: its loop, socket, frames and session.
 //! - [`subscription`]: one subscription's delivery rules, a sans-IO state machine.
 //! - [`outbox`]: a connection's frames waiting for the next flush.
+//! - [`presence`]: each batch of presence changes, encoded once per channel
+//!   and queued for the subscriptions that asked for presence.
 //! - [`rate`]: the sliding-window limit for bad frames and typing.
 //! - [`housekeeping`]: projection snapshots and metric upkeep.
 //! - [`protocol`]: client and server frames, close codes.
@@ -26,6 +28,7 @@ pub mod front;
 pub mod housekeeping;
 pub mod hub;
 pub mod outbox;
+pub mod presence;
 pub mod protocol;
 pub mod rate;
 pub mod router;

@@ -52,6 +52,8 @@ pub enum ClientFrame {
         since: Option<Since>,
         /// The stream epoch the client's `since_seq` belongs to, if it said.
         epoch: Option<Epoch>,
+        /// Whether the subscription gets the channel's presence.
+        presence: bool,
         request_id: Option<String>,
     },
     Unsubscribe {
@@ -254,6 +256,8 @@ struct RawFrame<'a> {
     is_typing: Option<&'a RawValue>,
     #[serde(default, deserialize_with = "present", borrow)]
     token: Option<&'a RawValue>,
+    #[serde(default, deserialize_with = "present", borrow)]
+    presence: Option<&'a RawValue>,
 }
 
 /// A field that is present, even as `null` (which a plain `Option` would
@@ -338,10 +342,19 @@ pub fn decode(text: &str) -> Result<ClientFrame, FrameError> {
                     None => return Err(bad("`epoch` must be a string".into())),
                 },
             };
+            let presence = match raw.presence {
+                None => false,
+                Some(v) if v.get() == "null" => false,
+                Some(v) => typed(v).ok_or_else(|| bad("`presence` must be a boolean".into()))?,
+            };
+            if presence && !matches!(channel, Channel::Chat(_)) {
+                return Err(bad("presence is only for `channel:` channels".into()));
+            }
             Ok(ClientFrame::Subscribe {
                 channel,
                 since,
                 epoch,
+                presence,
                 request_id,
             })
         }

@@ -231,6 +231,7 @@ pub fn deliver(event: &StoredEvent) -> Delivery {
         cut: access::cut(event.channel, &event.data),
         log_time_ms: event.time.timestamp_millis(),
         from_user: None,
+        presence: None,
     }
 }
 
@@ -257,6 +258,7 @@ pub async fn run_typing(node: Arc<Node>, mut typing: TypingSubscription) {
                     cut: None,
                     log_time_ms: now.timestamp_millis(),
                     from_user,
+                    presence: None,
                 };
                 let fanout = node.hub.dispatch(Arc::new(delivery));
                 if fanout.typing_dropped > 0 {

@@ -24,6 +24,10 @@
 //!   subscription whose events the hub could not queue starts an unannounced
 //!   replay from its cursor. The log holds every stored event, so nothing is
 //!   lost and memory stays bounded.
+//! - **Presence** (when asked for): the channel's snapshot once live (after
+//!   `subscribed`, or after `replayed` and what the replay held back), then
+//!   the presence deliveries of later batches ([`Delivery::presence`]);
+//!   earlier ones are in the snapshot and dropped.
 //! - **Cuts**: live, an event that bans, kicks or removes the subscriber (or
 //!   deletes the channel) is written, then `unsubscribed`, then nothing. A
 //!   restored subscription the projection already denies replays up to the
@@ -72,7 +76,8 @@ pub enum Frame {
     Live(Arc<Delivery>),
     /// A stored event read back from the log (the cursor moved to its `seq`).
     Replayed(Text),
-    /// A frame without a `seq`: `replayed`, `unsubscribed`, `user_typing`.
+    /// A frame without a `seq`: `replayed`, `unsubscribed`, `user_typing`,
+    /// presence.
     Plain(Text),
 }
 
@@ -101,6 +106,23 @@ pub enum Action {
     },
     /// The subscription is over (its `unsubscribed` was written): forget it.
     End(EndReason),
+    /// Write the channel's presence snapshot now, and tell
+    /// [`Subscription::on_presence_sent`] its generation.
+    Presence,
+}
+
+/// A subscription's presence: whether it asked for it, and the snapshot
+/// its client has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Feed {
+    Off,
+    /// Asked for; the snapshot is due once the subscription is live (after
+    /// `subscribed`, or after `replayed`). Presence deliveries meanwhile
+    /// are dropped: the snapshot covers them.
+    Waiting,
+    /// The snapshot of this generation was written: deliveries of a later
+    /// generation follow it, earlier ones are covered by it.
+    Sent(u64),
 }
 
 pub type Actions = VecDeque<Action>;
@@ -159,6 +181,7 @@ pub struct Subscription {
     /// For a restored subscription the projection denies: its end once
     /// the replay is over, unless an event in the replay cuts it first.
     pending_cut: Option<EndReason>,
+    presence: Feed,
 }
 
 impl Subscription {
@@ -172,6 +195,7 @@ impl Subscription {
             confirmed: cursor,
             acked: None,
             pending_cut: None,
+            presence: Feed::Off,
         }
     }
 
@@ -200,6 +224,29 @@ impl Subscription {
 
     pub fn channel(&self) -> Channel {
         self.channel
+    }
+
+    /// Whether the subscription asked for presence.
+    pub fn wants_presence(&self) -> bool {
+        self.presence != Feed::Off
+    }
+
+    /// Sends the channel's presence snapshot once live (now, if it is),
+    /// then the presence deliveries after it. Called again (after
+    /// presence deliveries were lost), it sends a new snapshot.
+    pub fn want_presence(&mut self, out: &mut Actions) {
+        self.presence = Feed::Waiting;
+        if matches!(self.phase, Phase::Live) {
+            out.push_back(Action::Presence);
+        }
+    }
+
+    /// The snapshot asked for by [`Action::Presence`] was written, taken
+    /// at `generation`.
+    pub fn on_presence_sent(&mut self, generation: u64) {
+        if self.presence == Feed::Waiting {
+            self.presence = Feed::Sent(generation);
+        }
     }
 
     pub fn is_replaying(&self) -> bool {
@@ -255,6 +302,13 @@ impl Subscription {
 
     /// A live delivery from the hub.
     pub fn on_live(&mut self, rules: &Rules, delivery: Arc<Delivery>, out: &mut Actions) {
+        if let Some(generation) = delivery.presence {
+            let after_snapshot = matches!(self.presence, Feed::Sent(sent) if generation > sent);
+            if after_snapshot && !self.is_ended() {
+                out.push_back(Action::Write(Frame::Plain(delivery.frame.clone())));
+            }
+            return;
+        }
         let Some(seq) = delivery.seq else {
             if !self.is_ended() {
                 out.push_back(Action::Write(Frame::Plain(delivery.frame.clone())));
@@ -450,6 +504,9 @@ impl Subscription {
         }
         if let Some(reason) = self.pending_cut.take() {
             self.end(reason, out);
+        }
+        if self.presence == Feed::Waiting && !self.is_ended() {
+            out.push_back(Action::Presence);
         }
     }
 

@@ -28,6 +28,61 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
 /// default grace, a dead node's users are offline within 11 s.
 pub const DETECTION_TIME: Duration = Duration::from_secs(6);
 
+/// A batch whose changes to a channel are at least this fraction of the
+/// users its snapshot lists (1/N) goes to that channel's subscribers as the
+/// snapshot, one frame, instead of one event per change: a storm of users
+/// coming online costs each subscriber one frame per batch, and a snapshot
+/// is sent only when it is at most a few times the bytes of the events it
+/// stands for (a member is about half an event's bytes).
+pub const SNAPSHOT_RATIO: usize = 8;
+
+/// How one batch tells a channel's presence subscribers what changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Announcement {
+    /// One user's change: a `user_presence` event.
+    Change(Change),
+    /// Many changes to the channel: its snapshot, which replaces the set.
+    Snapshot(Id, Snapshot),
+}
+
+/// One batch's announcements, every channel's; `generation` orders them
+/// against snapshots ([`Snapshot::generation`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    pub generation: u64,
+    pub announcements: Vec<Announcement>,
+}
+
+/// Polls the view and turns its changes into announcements: per channel,
+/// its events, or its snapshot when they are many ([`SNAPSHOT_RATIO`]).
+pub fn poll(view: &mut View, limit: usize, now: Instant) -> Batch {
+    let changes = view.poll(now);
+    let generation = view.generation();
+    let mut announcements = Vec::new();
+    // `poll` gives the changes ordered by channel.
+    let mut rest = &changes[..];
+    while let Some(first) = rest.first() {
+        let n = rest
+            .iter()
+            .take_while(|c| c.channel == first.channel)
+            .count();
+        let (group, tail) = rest.split_at(n);
+        rest = tail;
+        if n > 1 {
+            let snapshot = view.snapshot(first.channel, limit, now);
+            if n * SNAPSHOT_RATIO >= snapshot.members.len() {
+                announcements.push(Announcement::Snapshot(first.channel, snapshot));
+                continue;
+            }
+        }
+        announcements.extend(group.iter().cloned().map(Announcement::Change));
+    }
+    Batch {
+        generation,
+        announcements,
+    }
+}
+
 /// This node's presence and its view of the deployment's.
 pub struct Presence {
     local: Mutex<Local>,
@@ -94,8 +149,8 @@ impl Presence {
     }
 
     /// Runs until the future is dropped: sends, applies and announces.
-    /// `announce` gets each batch's changes (none: not called).
-    pub async fn run(self: Arc<Self>, log: Log, mut announce: impl FnMut(Vec<Change>) + Send) {
+    /// `announce` gets each batch with changes.
+    pub async fn run(self: Arc<Self>, log: Log, mut announce: impl FnMut(Batch) + Send) {
         let node = self.local().node();
         let (mut shared, mut requests) = loop {
             match (
@@ -126,12 +181,15 @@ impl Presence {
                         tracing::info!(node = %gone, "a node fell silent: its users are dropped");
                         self.view().node_gone(gone, now);
                     }
-                    let changes = self.view().poll(now);
-                    if !changes.is_empty() {
-                        announce(changes);
+                    let batch = poll(&mut self.view(), self.limit, now);
+                    if !batch.announcements.is_empty() {
+                        announce(batch);
                     }
                 }
                 _ = heartbeat.tick() => {
+                    let metrics = crate::metrics::Metrics::get();
+                    metrics.presence_users.set(self.view().present() as f64);
+                    metrics.presence_nodes.set(peers.len() as f64);
                     let beat = self.local().heartbeat();
                     if let Err(e) = log.publish_presence(&Message::Heartbeat(beat)).await {
                         tracing::warn!(error = %e, "presence heartbeat not sent");
@@ -182,5 +240,51 @@ impl Presence {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_of_many_changes_to_a_channel_is_its_snapshot_and_a_few_are_events() {
+        let now = Instant::now();
+        let mut view = View::new(Duration::from_secs(5));
+        let node = Id::new_v4();
+        let (quiet, storm) = (Id::new_v4(), Id::new_v4());
+        // 100 users already in `quiet`, announced.
+        for _ in 0..100 {
+            view.report(node, (quiet, Id::new_v4()), "u", 1, Left::Dropped, now);
+        }
+        poll(&mut view, 1000, now);
+        // A few join `quiet` (an eighth of 100 is 12), many join `storm`.
+        for _ in 0..3 {
+            view.report(node, (quiet, Id::new_v4()), "u", 1, Left::Dropped, now);
+        }
+        for _ in 0..40 {
+            view.report(node, (storm, Id::new_v4()), "u", 1, Left::Dropped, now);
+        }
+        let batch = poll(&mut view, 1000, now);
+        assert_eq!(batch.generation, 2);
+        let events = batch
+            .announcements
+            .iter()
+            .filter(|a| matches!(a, Announcement::Change(c) if c.channel == quiet && c.online))
+            .count();
+        assert_eq!(events, 3);
+        let snapshots: Vec<&Snapshot> = batch
+            .announcements
+            .iter()
+            .filter_map(|a| match a {
+                Announcement::Snapshot(channel, s) if *channel == storm => Some(s),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(snapshots.len(), 1, "{batch:?}");
+        assert_eq!(snapshots[0].count, 40);
+        assert_eq!(snapshots[0].members.len(), 40);
+        assert_eq!(snapshots[0].generation, 2);
+        assert_eq!(batch.announcements.len(), 4);
     }
 }

@@ -50,6 +50,9 @@ pub struct Snapshot {
     /// Present users, ordered by user id, at most the limit.
     pub members: Vec<Member>,
     pub truncated: bool,
+    /// The polls done when it was taken: it covers every change announced
+    /// by them (and maybe some announced later).
+    pub generation: u64,
 }
 
 impl Snapshot {
@@ -120,6 +123,8 @@ pub struct View {
     channels: HashMap<Id, HashMap<Id, UserState>>,
     /// Users whose state changed since the last poll, or whose grace runs.
     dirty: BTreeSet<(Id, Id)>,
+    /// Polls done so far; the changes of poll `n` are generation `n`.
+    generation: u64,
 }
 
 impl View {
@@ -128,7 +133,13 @@ impl View {
             grace,
             channels: HashMap::new(),
             dirty: BTreeSet::new(),
+            generation: 0,
         }
+    }
+
+    /// Polls done so far: the generation of the last changes announced.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// `node` holds `connections` connections of `user` in `channel` now;
@@ -236,6 +247,7 @@ impl View {
     /// their grace is still online, and is looked at again at the next
     /// poll after it ends ([`View::next_deadline`]).
     pub fn poll(&mut self, now: Instant) -> Vec<Change> {
+        self.generation += 1;
         let mut changes = Vec::new();
         let mut keep = BTreeSet::new();
         for (channel, user) in std::mem::take(&mut self.dirty) {
@@ -268,6 +280,11 @@ impl View {
         changes
     }
 
+    /// Users present (one per user and channel), within a grace or not.
+    pub fn present(&self) -> usize {
+        self.channels.values().map(|users| users.len()).sum()
+    }
+
     /// When the earliest running grace ends, for the next poll.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.dirty
@@ -285,6 +302,7 @@ impl View {
                 count: 0,
                 members: Vec::new(),
                 truncated: false,
+                generation: self.generation,
             };
         };
         let mut present: Vec<(&Id, &UserState)> =
@@ -304,6 +322,7 @@ impl View {
             count,
             members,
             truncated: count > limit,
+            generation: self.generation,
         }
     }
 }

@@ -273,6 +273,15 @@ impl Peers {
         gone
     }
 
+    /// The other nodes heard from (that ever held anything).
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
     /// When the next node would be found silent.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.nodes

@@ -362,6 +362,7 @@ mod tests {
         Cursor {
             seq,
             epoch: Some("e1".into()),
+            presence: false,
         }
     }
 

@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::channel::{Channel, Id};
-use crate::position::{Epoch, StreamPosition};
+use crate::position::Epoch;
 
 /// A session's header: who owns it and until when. Written when a
 /// session first has something to restore, at least every
@@ -47,10 +47,18 @@ pub struct Header {
     pub epoch: Option<Epoch>,
 }
 
-/// One subscription's record: its cursor, and the stream epoch it counts
-/// in (`None` only for the previous format's records written before
-/// epochs).
-pub type Cursor = StreamPosition;
+/// One subscription's record: its cursor, the stream epoch it counts in
+/// (`None` only for the previous format's records written before epochs),
+/// and whether it asked for presence (absent: it did not; a gateway that
+/// predates presence ignores the field).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<Epoch>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub presence: bool,
+}
 
 /// A session as read from a store.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -78,6 +86,7 @@ impl Stored {
                 let cursor = Cursor {
                     seq: *seq,
                     epoch: header.epoch,
+                    presence: false,
                 };
                 (*channel, cursor)
             })
@@ -230,6 +239,7 @@ mod tests {
         let newer = Cursor {
             seq: 9,
             epoch: Some("2026-01-02T00:00:00.000000000Z".into()),
+            presence: true,
         };
         let stored = Stored::assemble(header, [(c, newer)]);
         assert!(stored.legacy);
@@ -237,7 +247,8 @@ mod tests {
             stored.subscriptions.get(&Channel::Global),
             Some(&Cursor {
                 seq: 3,
-                epoch: Some("2026-01-01T00:00:00.000000000Z".into())
+                epoch: Some("2026-01-01T00:00:00.000000000Z".into()),
+                presence: false,
             })
         );
         assert_eq!(stored.subscriptions.get(&c), Some(&newer));
@@ -267,6 +278,7 @@ mod tests {
             Some(Cursor {
                 seq,
                 epoch: Some("2026-01-03T00:00:00.000000000Z".into()),
+                presence: false,
             })
         };
         let mut change = Change::new(user);

@@ -322,6 +322,7 @@ mod tests {
         Some(Cursor {
             seq,
             epoch: Some("e1".into()),
+            presence: false,
         })
     }
 
@@ -391,6 +392,7 @@ mod tests {
                 Cursor {
                     seq: 1,
                     epoch: None,
+                    presence: false,
                 },
             );
             Change::whole(user, 1_000, subs)
@@ -430,6 +432,7 @@ mod tests {
             Cursor {
                 seq: 42,
                 epoch: None,
+                presence: false,
             },
         );
         let (expired, live) = (Id::new_v4(), Id::new_v4());

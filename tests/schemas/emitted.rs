@@ -124,6 +124,28 @@ fn every_envelope_passes_the_envelope_schema() {
 }
 
 #[test]
+fn a_user_presence_envelope_passes_its_schemas() {
+    let change = switchboard::presence::view::Change {
+        channel: upper_id(),
+        user: upper_id(),
+        username: "ann \"here\" ✓".into(),
+        online: false,
+    };
+    let frame = switchboard::gateway::presence::user_presence(&change, &log_time());
+    let frame: Value = serde_json::from_slice(&frame).expect("envelope is JSON");
+    switchboard_harness::assert_schema(&frame);
+    assert_eq!(frame["type"], "user_presence");
+    assert_eq!(frame["channel"], Channel::Chat(change.channel).to_string());
+    assert_eq!(frame["data"]["username"], change.username);
+    assert_eq!(frame["data"]["online"], false);
+    assert!(frame.get("seq").is_none());
+    // The schema has teeth: a `seq` is refused.
+    let mut wrong = frame.clone();
+    wrong["seq"] = 1.into();
+    assert!(schemas().check("envelope", &wrong).is_err());
+}
+
+#[test]
 fn every_stored_payload_passes_the_publish_schema_and_decodes_back() {
     let (c, u) = (upper_id(), upper_id());
     for data in samples(c, u) {

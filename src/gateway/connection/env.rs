@@ -21,9 +21,10 @@ use crate::session::{SessionError, Sessions};
 
 /// The node as one connection sees it; see the module documentation.
 pub(super) trait Env {
-    /// Joins the hub for `channel`: every event routed after the returned
-    /// position reaches the connection's queue (or flags it as lagging).
-    fn join(&mut self, channel: Channel) -> u64;
+    /// Joins the hub for `channel` (with its presence, if `presence`):
+    /// every event routed after the returned position reaches the
+    /// connection's queue (or flags it as lagging).
+    fn join(&mut self, channel: Channel, presence: bool) -> u64;
     /// The connection stops holding `channel`: `how` says whether the
     /// connection dropped (the user's presence gets its grace) or the
     /// subscription was ended (an unsubscribe, a cut: at once).
@@ -76,11 +77,11 @@ impl NodeEnv {
 }
 
 impl Env for NodeEnv {
-    fn join(&mut self, channel: Channel) -> u64 {
+    fn join(&mut self, channel: Channel, presence: bool) -> u64 {
         let routed = self
             .node
             .hub
-            .subscribe(channel, self.conn, self.mailbox.clone());
+            .subscribe(channel, self.conn, presence, self.mailbox.clone());
         if let Channel::Chat(id) = channel {
             self.node.presence.join(id, self.user, &self.username);
         }

@@ -387,6 +387,9 @@ impl Connection {
         if mailbox.take_lagged() {
             self.state.on_lagged(&mut self.env);
         }
+        if self.env.mailbox.take_presence_lost() {
+            self.state.on_presence_lost(&mut self.env);
+        }
         Ok(())
     }
 

@@ -21,7 +21,7 @@
 //! read together; the pure parts it uses live beside it (`plan`, `session`,
 //! `subs`, `deadlines`).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -128,6 +128,23 @@ struct Planning {
     /// A restored subscription's cursor: its record stays in the session
     /// meanwhile. `Some((seq, true))` when the record counts in the
     /// stream's epoch (nothing to write until the cursor moves).
+    restored: Option<(u64, bool)>,
+    /// It asked for presence.
+    presence: bool,
+}
+
+/// How a subscription joins: what the client asked for, or what its
+/// session kept.
+#[derive(Debug, Default)]
+struct Joining {
+    since: Option<Since>,
+    epoch: Option<Epoch>,
+    request_id: Option<String>,
+    presence: bool,
+    /// A restored subscription the projection denies: it ends when its
+    /// replay is over.
+    pending_cut: Option<EndReason>,
+    /// A restored subscription's cursor ([`Planning::restored`]).
     restored: Option<(u64, bool)>,
 }
 
@@ -274,15 +291,15 @@ impl State {
                     continue;
                 }
             };
-            self.join(
-                env,
-                channel,
-                Some(Since::Seq(cursor.seq)),
-                Some(cursors_epoch),
-                None,
+            let joining = Joining {
+                since: Some(Since::Seq(cursor.seq)),
+                epoch: Some(cursors_epoch),
+                request_id: None,
+                presence: cursor.presence,
                 pending_cut,
-                Some((cursor.seq, same_epoch)),
-            );
+                restored: Some((cursor.seq, same_epoch)),
+            };
+            self.join(env, channel, joining);
         }
         self.save_session(env);
     }
@@ -294,8 +311,18 @@ impl State {
                 channel,
                 since,
                 epoch,
+                presence,
                 request_id,
-            } => self.subscribe(env, channel, since, epoch, request_id),
+            } => {
+                let joining = Joining {
+                    since,
+                    epoch,
+                    request_id,
+                    presence,
+                    ..Joining::default()
+                };
+                self.subscribe(env, channel, joining)
+            }
             ClientFrame::Unsubscribe {
                 channel,
                 request_id,
@@ -338,15 +365,7 @@ impl State {
             ClientFrame::Presence {
                 channel,
                 request_id,
-            } => {
-                if !self.holds(Channel::Chat(channel)) {
-                    return self.reject(not_subscribed(Channel::Chat(channel), request_id));
-                }
-                let snapshot = env.presence(channel).json(channel);
-                self.outbox
-                    .push_text(protocol::presence(request_id.as_deref(), snapshot));
-                Ok(())
-            }
+            } => self.presence(env, channel, request_id),
         }
     }
 
@@ -418,7 +437,16 @@ impl State {
         let epoch = extent.epoch.to_string();
         let first_seq = extent.first_seq.max(1);
         let mut request_ids: BTreeMap<Channel, Option<String>> = BTreeMap::new();
+        let mut presence: BTreeSet<Channel> = self
+            .subs
+            .cursors()
+            .filter(|(_, _, _, presence)| *presence)
+            .map(|(channel, ..)| channel)
+            .collect();
         for slot in std::mem::take(&mut self.planning) {
+            if slot.presence {
+                presence.insert(slot.channel);
+            }
             request_ids.insert(slot.channel, slot.request_id);
         }
         let mut channels: Vec<Channel> = self.subs.keys().copied().collect();
@@ -453,6 +481,9 @@ impl State {
                     // queue was emptied.
                     let mut sub = Subscription::replaying(channel, 0, 0, &mut out);
                     sub.on_lagged(&mut out);
+                    if presence.contains(&channel) {
+                        sub.want_presence(&mut out);
+                    }
                     sub
                 }
             };
@@ -644,10 +675,9 @@ impl State {
         &mut self,
         env: &mut dyn Env,
         channel: Channel,
-        since: Option<Since>,
-        epoch: Option<Epoch>,
-        request_id: Option<String>,
+        joining: Joining,
     ) -> Result<(), End> {
+        let request_id = joining.request_id.clone();
         if self.holds(channel) {
             return self.reject(FrameError::new(
                 ErrorCode::BadRequest,
@@ -670,24 +700,47 @@ impl State {
                 request_id,
             ));
         }
-        self.join(env, channel, since, epoch, request_id, None, None);
+        self.join(env, channel, joining);
+        Ok(())
+    }
+
+    /// Answers a `presence` frame: the channel's snapshot, for a channel
+    /// the connection holds.
+    fn presence(
+        &mut self,
+        env: &mut dyn Env,
+        channel: Id,
+        request_id: Option<String>,
+    ) -> Result<(), End> {
+        let chat = Channel::Chat(channel);
+        if !self.holds(chat) {
+            if let Err(denied) = self.authorize(env, chat) {
+                return self.reject(FrameError::new(
+                    ErrorCode::Forbidden,
+                    format!("{chat}: {denied}"),
+                    request_id,
+                ));
+            }
+            return self.reject(not_subscribed(chat, request_id));
+        }
+        let snapshot = env.presence(channel).json(channel);
+        self.outbox
+            .push_text(protocol::presence(request_id.as_deref(), snapshot));
         Ok(())
     }
 
     /// Joins the hub, then starts the subscription: live at once, or with
     /// its replay planned from memory, or planned by the log meanwhile.
-    #[allow(clippy::too_many_arguments)]
-    fn join(
-        &mut self,
-        env: &mut dyn Env,
-        channel: Channel,
-        since: Option<Since>,
-        epoch: Option<Epoch>,
-        request_id: Option<String>,
-        pending_cut: Option<EndReason>,
-        restored: Option<(u64, bool)>,
-    ) {
-        let routed = env.join(channel);
+    fn join(&mut self, env: &mut dyn Env, channel: Channel, joining: Joining) {
+        let Joining {
+            since,
+            epoch,
+            request_id,
+            presence,
+            pending_cut,
+            restored,
+        } = joining;
+        let routed = env.join(channel, presence);
         Metrics::get().subscriptions.increment(1.0);
         self.session.touch();
         let ticket = self.ticket();
@@ -700,6 +753,9 @@ impl State {
                 None,
                 &env.epoch().to_string(),
             ));
+            if presence {
+                self.want_presence(env, channel);
+            }
             self.confirmed(env, restored);
             return;
         };
@@ -717,6 +773,7 @@ impl State {
             lagged: false,
             pending_cut,
             restored,
+            presence,
         };
         match plan_now(&*env, &self.claims, &request) {
             Some(planned) => self.start(env, slot, planned),
@@ -759,6 +816,9 @@ impl State {
         if let Some(reason) = slot.pending_cut {
             sub.cut_when_replayed(reason, &mut out);
         }
+        if slot.presence {
+            sub.want_presence(&mut out);
+        }
         self.subs.insert(channel, sub, slot.ticket);
         // The record holds this cursor, in this stream: nothing to write
         // until it moves.
@@ -797,6 +857,16 @@ impl State {
                 Action::Read { after } => self.effects.push_back(Effect::Read { channel, after }),
                 Action::StopRead => self.effects.push_back(Effect::StopRead { channel }),
                 Action::End(_) => self.forget(env, channel),
+                Action::Presence => {
+                    if let Channel::Chat(id) = channel {
+                        let snapshot = env.presence(id);
+                        let text = protocol::presence(None, snapshot.json(id));
+                        self.outbox.push(channel, Frame::Plain(text.into()));
+                        if let Some(sub) = self.subs.get_mut(&channel) {
+                            sub.on_presence_sent(snapshot.generation);
+                        }
+                    }
+                }
                 // Every event up to the hub's routed position is in the
                 // log (and the window); every later one reaches the queue.
                 Action::MeasureTarget => {
@@ -827,6 +897,31 @@ impl State {
                     }
                 },
             }
+        }
+    }
+
+    /// `channel`'s subscription sends its presence snapshot (now, or once
+    /// its replay is over), then presence as it changes.
+    fn want_presence(&mut self, env: &mut dyn Env, channel: Channel) {
+        let mut out = std::mem::take(&mut self.scratch);
+        if let Some(sub) = self.subs.get_mut(&channel) {
+            sub.want_presence(&mut out);
+        }
+        self.apply(env, channel, &mut out);
+        self.scratch = out;
+    }
+
+    /// Presence deliveries were dropped (the queue was full): every
+    /// subscription that asked for presence is sent its snapshot again.
+    pub(super) fn on_presence_lost(&mut self, env: &mut dyn Env) {
+        let channels: Vec<Channel> = self
+            .subs
+            .cursors()
+            .filter(|(_, _, _, presence)| *presence)
+            .map(|(channel, ..)| channel)
+            .collect();
+        for channel in channels {
+            self.want_presence(env, channel);
         }
     }
 
@@ -941,10 +1036,10 @@ impl State {
         }
         let user = self.claims.sub;
         // Restored subscriptions still being planned keep their records.
-        let restoring: Vec<(Channel, u64)> = self
+        let restoring: Vec<(Channel, u64, bool)> = self
             .planning
             .iter()
-            .filter_map(|p| p.restored.map(|(seq, _)| (p.channel, seq)))
+            .filter_map(|p| p.restored.map(|(seq, _)| (p.channel, seq, p.presence)))
             .collect();
         let change = if self.subs.is_empty() && restoring.is_empty() {
             if !keeper.stored {
@@ -966,15 +1061,21 @@ impl State {
             for channel in &keeper.ended {
                 change.subscriptions.insert(*channel, None);
             }
-            let cursor = |seq| Some(Cursor { seq, epoch });
-            for (channel, seq, saved) in self.subs.cursors() {
+            let cursor = |seq, presence| {
+                Some(Cursor {
+                    seq,
+                    epoch,
+                    presence,
+                })
+            };
+            for (channel, seq, saved, presence) in self.subs.cursors() {
                 if whole || saved != Some(seq) {
-                    change.subscriptions.insert(channel, cursor(seq));
+                    change.subscriptions.insert(channel, cursor(seq, presence));
                 }
             }
             if whole {
-                for (channel, seq) in restoring {
-                    change.subscriptions.insert(channel, cursor(seq));
+                for (channel, seq, presence) in restoring {
+                    change.subscriptions.insert(channel, cursor(seq, presence));
                 }
                 change.header = Some(env.session_expires_at());
             }

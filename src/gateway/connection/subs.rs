@@ -108,11 +108,13 @@ impl Subs {
         }
     }
 
-    /// Each subscription with its session cursor and what its record holds.
-    pub(super) fn cursors(&self) -> impl Iterator<Item = (Channel, u64, Option<u64>)> + '_ {
-        self.entries
-            .iter()
-            .map(|(c, e)| (*c, e.sub.session_cursor(), e.saved))
+    /// Each subscription with its session cursor, what its record holds,
+    /// and whether it asked for presence.
+    pub(super) fn cursors(&self) -> impl Iterator<Item = (Channel, u64, Option<u64>, bool)> + '_ {
+        self.entries.iter().map(|(c, e)| {
+            let sub = &e.sub;
+            (*c, sub.session_cursor(), e.saved, sub.wants_presence())
+        })
     }
 }
 

@@ -15,6 +15,7 @@ fn decodes_every_frame_and_ignores_unknown_fields() {
             channel: Channel::parse(C).unwrap(),
             since: Some(Since::Seq(5)),
             epoch: None,
+            presence: false,
             request_id: Some("r1".into())
         }
     );

@@ -214,6 +214,7 @@ fn typing_passes_through_and_nothing_follows_a_cut() {
         cut: None,
         log_time_ms: 0,
         from_user: None,
+        presence: None,
     });
     sub.on_live(&r, typing.clone(), &mut out);
     assert!(matches!(
@@ -382,6 +383,7 @@ impl World {
                     }
                 }
                 Action::StopRead => self.read = None,
+                Action::Presence => sub.on_presence_sent(0),
                 Action::MeasureTarget => {
                     let last = self.last_seq();
                     sub.on_target(r, last, out);

@@ -10,6 +10,7 @@
 //! the unit tests, one per rule, are [`rules`], the property test
 //! [`property`].
 
+mod presence;
 mod property;
 mod rules;
 
@@ -104,7 +105,7 @@ impl Model {
 }
 
 impl Env for Model {
-    fn join(&mut self, channel: Channel) -> u64 {
+    fn join(&mut self, channel: Channel, _presence: bool) -> u64 {
         self.joined.insert(channel);
         self.last_seq()
     }
@@ -113,6 +114,7 @@ impl Env for Model {
             count: 0,
             members: vec![],
             truncated: false,
+            generation: 7,
         }
     }
     fn leave(&mut self, channel: Channel, _how: crate::presence::view::Left) {
@@ -205,6 +207,7 @@ fn subscribe(channel: Channel, since_seq: Option<u64>, request_id: &str) -> Clie
         channel,
         since: since_seq.map(Since::Seq),
         epoch: None,
+        presence: false,
         request_id: Some(request_id.to_string()),
     }
 }
@@ -239,7 +242,16 @@ fn opened(subscriptions: BTreeMap<Channel, u64>) -> Opened {
         resumed: !subscriptions.is_empty(),
         subscriptions: subscriptions
             .into_iter()
-            .map(|(channel, seq)| (channel, Cursor { seq, epoch: None }))
+            .map(|(channel, seq)| {
+                (
+                    channel,
+                    Cursor {
+                        seq,
+                        epoch: None,
+                        presence: false,
+                    },
+                )
+            })
             .collect(),
         legacy: false,
         written_at: Some(Utc::now().timestamp()),
