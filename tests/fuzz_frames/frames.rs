@@ -26,8 +26,14 @@ fn spec_accepts(frame: &Value) -> bool {
                 Some(Value::String(s)) => s.len() <= MAX_EPOCH_LEN,
                 Some(_) => false,
             };
+            let presence_ok = match obj.get("presence") {
+                None | Some(Value::Null) | Some(Value::Bool(false)) => true,
+                Some(Value::Bool(true)) => matches!(channel(), Some(Channel::Chat(_))),
+                Some(_) => false,
+            };
             channel().is_some()
                 && epoch_ok
+                && presence_ok
                 && match (obj.get("since"), obj.get("since_seq")) {
                     (Some(_), Some(_)) => false,
                     (Some(Value::String(t)), None) => parse_timestamp(t).is_ok(),
@@ -96,10 +102,12 @@ fn check_decode(text: &str, parsed: Option<&Value>) -> Result<(), TestCaseError>
             channel,
             since,
             epoch: _,
+            presence,
             request_id,
         } => {
             prop_assert_eq!(kind, "subscribe");
             check_channel(*channel, channel_text)?;
+            prop_assert_eq!(*presence, input.get("presence") == Some(&Value::Bool(true)));
             match (input.get("since"), input.get("since_seq")) {
                 (Some(Value::String(t)), None) => {
                     let t = parse_timestamp(t).map_err(|e| TestCaseError::fail(e.to_string()))?;

@@ -13,6 +13,7 @@ const FIELDS: &[&str] = &[
     "request_id",
     "epoch",
     "token",
+    "presence",
 ];
 const TYPES: &[&str] = &[
     "subscribe",
@@ -185,9 +186,17 @@ pub(crate) fn near_valid_frame() -> impl Strategy<Value = Value> {
         request_id,
         field(0.5, prop_oneof![3 => "[A-Za-z0-9_.-]{0,60}".prop_map(Value::from), 1 => Just(Value::from(""))]),
         prop::collection::vec((json_key(), json_value()), 0..3),
+        field(
+            0.3,
+            prop_oneof![
+                3 => any::<bool>().prop_map(Value::from),
+                1 => Just(Value::Null),
+                1 => Just(Value::from(1)),
+            ],
+        ),
     )
         .prop_map(
-            |(kind, channel, since, since_seq, is_typing, seq, request_id, token, extra)| {
+            |(kind, channel, since, since_seq, is_typing, seq, request_id, token, extra, presence)| {
                 let mut obj = Map::new();
                 for (k, v) in extra {
                     obj.insert(k, v);
@@ -201,6 +210,7 @@ pub(crate) fn near_valid_frame() -> impl Strategy<Value = Value> {
                     ("seq", seq),
                     ("request_id", request_id),
                     ("token", token),
+                    ("presence", presence),
                 ];
                 for (name, value) in fields {
                     if let Some(v) = value {
