@@ -116,5 +116,6 @@ fn at(seq: u64) -> Cursor {
     Cursor {
         seq,
         epoch: Some("e1".into()),
+        presence: false,
     }
 }
