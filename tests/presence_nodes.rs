@@ -1,5 +1,4 @@
-//! Presence between nodes over a real nats-server, without gateways (work
-//! in progress, issue 23): two nodes' `Presence` tasks on one NATS agree
+//! Presence between nodes over a real nats-server, without gateways: two nodes' `Presence` tasks on one NATS agree
 //! on who is online; a drop within the grace shows nothing; a node whose
 //! task dies (its heartbeats stop) has its users announced offline after
 //! the detection time and the grace.
@@ -8,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use switchboard::channel::Id;
-use switchboard::presence::node::{Presence, DETECTION_TIME};
+use switchboard::presence::node::{Announcement, Presence, DETECTION_TIME};
 use switchboard::presence::view::{Change, Left};
 use switchboard_harness::*;
 
@@ -26,8 +25,14 @@ async fn node(nats: &NatsServer) -> Node {
     let announced = Arc::new(Mutex::new(Vec::new()));
     let log = log(nats).await;
     let sink = announced.clone();
-    let task = tokio::spawn(presence.clone().run(log, move |changes| {
-        sink.lock().expect("changes").extend(changes);
+    let task = tokio::spawn(presence.clone().run(log, move |batch| {
+        let mut sink = sink.lock().expect("changes");
+        for announcement in batch.announcements {
+            match announcement {
+                Announcement::Change(change) => sink.push(change),
+                Announcement::Snapshot(..) => panic!("one change per batch here"),
+            }
+        }
     }));
     Node {
         presence,
