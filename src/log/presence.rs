@@ -6,6 +6,7 @@
 //! `presence::wire`'s, in JSON.
 
 use bytes::Bytes;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::{Log, LogError, Op, RequestErrorKind};
@@ -14,6 +15,10 @@ use crate::presence::wire::{Delta, Heartbeat, Sync};
 
 /// How long a sync request waits for its answer.
 pub const SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The most parts a sync answer may come in (of `wire::MAX_ENTRIES`
+/// entries each: two million holdings).
+const MAX_SYNC_PARTS: usize = 1_000;
 
 /// What travels on the shared presence subject.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,29 +70,71 @@ impl Log {
             .map_err(|e| Log::presence_error(Op::Subscribe, e))
     }
 
-    /// Answers a sync request with this node's holdings.
+    /// Answers a sync request with this node's holdings, in parts.
     pub async fn answer_sync(
         &self,
         reply: async_nats::Subject,
-        sync: &Sync,
+        parts: &[Sync],
     ) -> Result<(), LogError> {
-        let payload = serde_json::to_vec(sync).map_err(|e| Log::presence_error(Op::Publish, e))?;
-        self.client
-            .publish(reply, payload.into())
-            .await
-            .map_err(|e| Log::presence_error(Op::Publish, e))
+        for part in parts {
+            let payload =
+                serde_json::to_vec(part).map_err(|e| Log::presence_error(Op::Publish, e))?;
+            self.client
+                .publish(reply.clone(), payload.into())
+                .await
+                .map_err(|e| Log::presence_error(Op::Publish, e))?;
+        }
+        Ok(())
     }
 
-    /// Asks `node` for its whole holdings.
-    pub async fn request_sync(&self, node: NodeId) -> Result<Sync, LogError> {
-        let asked = self.client.request(self.sync_subject(node), Bytes::new());
-        let answer = tokio::time::timeout(SYNC_TIMEOUT, asked)
+    /// Asks `node` for its whole holdings: every part of one answer, in
+    /// order, within [`SYNC_TIMEOUT`].
+    pub async fn request_sync(&self, node: NodeId) -> Result<Vec<Sync>, LogError> {
+        let inbox = self.client.new_inbox();
+        let mut replies = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| Log::presence_error(Op::Subscribe, e))?;
+        self.client
+            .publish_with_reply(self.sync_subject(node), inbox, Bytes::new())
+            .await
+            .map_err(|e| Log::presence_error(Op::Publish, e))?;
+        let collect = async {
+            let mut parts: Vec<Option<Sync>> = Vec::new();
+            while let Some(message) = replies.next().await {
+                let part: Sync = serde_json::from_slice(&message.payload)
+                    .map_err(|e| Log::presence_error(Op::Lookup, e))?;
+                let (at, of) = (part.part as usize, part.parts as usize);
+                if parts.is_empty() {
+                    if of == 0 || of > MAX_SYNC_PARTS {
+                        return Err(LogError::request(
+                            Op::Lookup,
+                            RequestErrorKind::Failed,
+                            "presence sync of an impossible size",
+                        ));
+                    }
+                    parts.resize(of, None);
+                }
+                if of != parts.len() || at >= of {
+                    continue; // another answer's part
+                }
+                parts[at] = Some(part);
+                if parts.iter().all(Option::is_some) {
+                    return Ok(parts.into_iter().flatten().collect());
+                }
+            }
+            Err(LogError::request(
+                Op::Lookup,
+                RequestErrorKind::Failed,
+                "presence sync ended early",
+            ))
+        };
+        tokio::time::timeout(SYNC_TIMEOUT, collect)
             .await
             .map_err(|_| {
                 LogError::request(Op::Lookup, RequestErrorKind::TimedOut, "presence sync")
             })?
-            .map_err(|e| Log::presence_error(Op::Lookup, e))?;
-        serde_json::from_slice(&answer.payload).map_err(|e| Log::presence_error(Op::Lookup, e))
     }
 }
 

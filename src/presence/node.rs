@@ -4,13 +4,15 @@
 //! others', answers and asks for syncs, finds silent nodes gone, and hands
 //! each batch's changes on.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 
 use super::view::{Change, Left, NodeId, Snapshot, View};
-use super::wire::{Heard, Local, Peers};
+use super::wire::{Entry, Heard, Local, Peers};
 use crate::channel::Id;
 use crate::log::presence::{decode, Message};
 use crate::log::Log;
@@ -85,73 +87,67 @@ pub fn poll(view: &mut View, limit: usize, now: Instant) -> Batch {
 
 /// This node's presence and its view of the deployment's.
 pub struct Presence {
-    local: Mutex<Local>,
-    view: Mutex<View>,
+    inner: Mutex<Inner>,
     /// The most users a snapshot lists.
     limit: usize,
+}
+
+/// What the lock guards: the view (this node's own holdings in it, under
+/// its id) and what is still to be sent of them.
+struct Inner {
+    local: Local,
+    view: View,
 }
 
 impl Presence {
     pub fn new(node: NodeId, grace: Duration, limit: usize) -> Arc<Presence> {
         Arc::new(Presence {
-            local: Mutex::new(Local::new(node)),
-            view: Mutex::new(View::new(grace)),
+            inner: Mutex::new(Inner {
+                local: Local::new(node),
+                view: View::new(grace),
+            }),
             limit,
         })
     }
 
-    fn local(&self) -> MutexGuard<'_, Local> {
-        self.local.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn view(&self) -> MutexGuard<'_, View> {
-        self.view.lock().unwrap_or_else(|e| e.into_inner())
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A connection of `user` subscribed to `channel`.
     pub fn join(&self, channel: Id, user: Id, username: &str) {
-        let (node, entry) = {
-            let mut local = self.local();
-            (local.node(), local.join(channel, user, username))
-        };
-        let now = Instant::now();
-        self.view().report(
-            node,
-            (channel, user),
-            &entry.username,
-            entry.connections,
-            Left::Dropped,
-            now,
-        );
+        let mut inner = self.inner();
+        let node = inner.local.node();
+        let connections = inner.view.connections_on(node, (channel, user)) + 1;
+        inner.hold(channel, user, username, connections, Left::Dropped);
     }
 
     /// A connection of `user` left `channel`, as `left` says.
     pub fn leave(&self, channel: Id, user: Id, left: Left) {
-        let (node, entry) = {
-            let mut local = self.local();
-            (local.node(), local.leave(channel, user, left))
+        let mut inner = self.inner();
+        let node = inner.local.node();
+        let Some(connections) = inner
+            .view
+            .connections_on(node, (channel, user))
+            .checked_sub(1)
+        else {
+            return; // not held here
         };
-        let Some(entry) = entry else { return };
-        let now = Instant::now();
-        self.view().report(
-            node,
-            (channel, user),
-            &entry.username,
-            entry.connections,
-            entry.left(),
-            now,
-        );
+        let username = inner.view.username_of(channel, user).unwrap_or_default();
+        inner.hold(channel, user, &username, connections, left);
     }
 
     /// The channel's present users now, at most the limit of them.
     pub fn snapshot(&self, channel: Id) -> Snapshot {
-        self.view().snapshot(channel, self.limit, Instant::now())
+        self.inner()
+            .view
+            .snapshot(channel, self.limit, Instant::now())
     }
 
     /// Runs until the future is dropped: sends, applies and announces.
     /// `announce` gets each batch with changes.
     pub async fn run(self: Arc<Self>, log: Log, mut announce: impl FnMut(Batch) + Send) {
-        let node = self.local().node();
+        let node = self.inner().local.node();
         let (mut shared, mut requests) = loop {
             match (
                 log.subscribe_presence().await,
@@ -167,30 +163,40 @@ impl Presence {
         let mut peers = Peers::new(DETECTION_TIME);
         let mut batch = tokio::time::interval(BATCH_INTERVAL);
         let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
+        // Syncs asked of other nodes, answered beside the loop.
+        let mut syncs = FuturesUnordered::new();
+        let mut syncing: HashSet<NodeId> = HashSet::new();
         loop {
             tokio::select! {
                 _ = batch.tick() => {
-                    let delta = self.local().take_delta();
-                    if let Some(delta) = delta {
+                    let deltas = self.inner().local.take_deltas();
+                    for delta in deltas {
                         if let Err(e) = log.publish_presence(&Message::Delta(delta)).await {
                             tracing::warn!(error = %e, "presence delta not sent; the next heartbeat makes the others sync");
                         }
                     }
                     let now = Instant::now();
-                    for gone in peers.expired(now) {
-                        tracing::info!(node = %gone, "a node fell silent: its users are dropped");
-                        self.view().node_gone(gone, now);
-                    }
-                    let batch = poll(&mut self.view(), self.limit, now);
+                    let gone = peers.expired(now);
+                    let batch = {
+                        let mut inner = self.inner();
+                        for node in gone {
+                            tracing::info!(%node, "a node fell silent: its users are dropped");
+                            inner.view.node_gone(node, now);
+                        }
+                        poll(&mut inner.view, self.limit, now)
+                    };
                     if !batch.announcements.is_empty() {
                         announce(batch);
                     }
                 }
                 _ = heartbeat.tick() => {
-                    let metrics = crate::metrics::Metrics::get();
-                    metrics.presence_users.set(self.view().present() as f64);
-                    metrics.presence_nodes.set(peers.len() as f64);
-                    let beat = self.local().heartbeat();
+                    let beat = {
+                        let inner = self.inner();
+                        let metrics = crate::metrics::Metrics::get();
+                        metrics.presence_users.set(inner.view.present() as f64);
+                        metrics.presence_nodes.set(peers.len() as f64);
+                        inner.local.heartbeat()
+                    };
                     if let Err(e) = log.publish_presence(&Message::Heartbeat(beat)).await {
                         tracing::warn!(error = %e, "presence heartbeat not sent");
                     }
@@ -202,7 +208,7 @@ impl Presence {
                         Message::Delta(delta) if delta.node != node => {
                             match peers.on_delta(delta.node, delta.version, now) {
                                 Heard::Apply => {
-                                    let mut view = self.view();
+                                    let view = &mut self.inner().view;
                                     for e in &delta.entries {
                                         view.report(delta.node, (e.channel, e.user), &e.username, e.connections, e.left(), now);
                                     }
@@ -217,23 +223,35 @@ impl Presence {
                         }
                         _ => None,
                     };
-                    if let Some(other) = behind {
-                        match log.request_sync(other).await {
-                            Ok(sync) => {
-                                let now = Instant::now();
-                                if peers.on_sync(sync.node, sync.version, now) {
-                                    let entries = sync.entries.into_iter().map(|e| (e.channel, e.user, e.username, e.connections));
-                                    self.view().replace_node(sync.node, entries, now);
-                                }
+                    if let Some(other) = behind.filter(|other| syncing.insert(*other)) {
+                        let log = log.clone();
+                        syncs.push(async move { (other, log.request_sync(other).await) });
+                    }
+                }
+                Some((other, answer)) = syncs.next() => {
+                    syncing.remove(&other);
+                    match answer {
+                        Ok(parts) => {
+                            let now = Instant::now();
+                            let version = parts.first().map_or(0, |p| p.version);
+                            if peers.on_sync(other, version, now) {
+                                let entries = parts
+                                    .into_iter()
+                                    .flat_map(|p| p.entries)
+                                    .map(|e| (e.channel, e.user, e.username, e.connections));
+                                self.inner().view.replace_node(other, entries, now);
                             }
-                            Err(e) => tracing::debug!(node = %other, error = %e, "presence sync failed; the next heartbeat asks again"),
                         }
+                        Err(e) => tracing::debug!(node = %other, error = %e, "presence sync failed; the next heartbeat asks again"),
                     }
                 }
                 Some(request) = requests.next() => {
-                    let sync = self.local().sync();
+                    let parts = {
+                        let inner = self.inner();
+                        inner.local.sync(inner.view.held_by(node))
+                    };
                     if let Some(reply) = request.reply {
-                        if let Err(e) = log.answer_sync(reply, &sync).await {
+                        if let Err(e) = log.answer_sync(reply, &parts).await {
                             tracing::debug!(error = %e, "presence sync not answered");
                         }
                     }
@@ -243,9 +261,51 @@ impl Presence {
     }
 }
 
+impl Inner {
+    /// This node now holds `connections` of the user's connections in the
+    /// channel: in its view at once, and in the next delta.
+    fn hold(&mut self, channel: Id, user: Id, username: &str, connections: u32, left: Left) {
+        let node = self.local.node();
+        let now = Instant::now();
+        self.view
+            .report(node, (channel, user), username, connections, left, now);
+        self.local.note(Entry {
+            channel,
+            user,
+            username: username.to_string(),
+            connections,
+            ended: connections == 0 && left == Left::Ended,
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn joins_and_leaves_count_connections_in_the_view_and_go_out_as_deltas() {
+        let (node, channel, ann) = (Id::new_v4(), Id::new_v4(), Id::new_v4());
+        let presence = Presence::new(node, Duration::from_secs(5), 10);
+        presence.join(channel, ann, "ann");
+        presence.join(channel, ann, "ann");
+        let snapshot = presence.snapshot(channel);
+        assert_eq!((snapshot.count, snapshot.members[0].connections), (1, 2));
+        let deltas = presence.inner().local.take_deltas();
+        assert_eq!(deltas.len(), 1);
+        assert_eq!(deltas[0].entries.len(), 1, "one entry per user");
+        assert_eq!(deltas[0].entries[0].connections, 2);
+        presence.leave(channel, ann, Left::Dropped);
+        presence.leave(channel, ann, Left::Ended);
+        let deltas = presence.inner().local.take_deltas();
+        assert_eq!(deltas[0].entries[0].connections, 0);
+        assert!(deltas[0].entries[0].ended, "the last one was ended");
+        assert_eq!(presence.snapshot(channel).count, 0, "ended: no grace");
+        presence.leave(channel, ann, Left::Dropped);
+        assert!(presence.inner().local.take_deltas().is_empty());
+        let held = presence.inner().view.held_by(node);
+        assert!(held.is_empty());
+    }
 
     #[test]
     fn a_batch_of_many_changes_to_a_channel_is_its_snapshot_and_a_few_are_events() {

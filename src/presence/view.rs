@@ -16,8 +16,10 @@
 //! announces the same changes (within the time the reports take to
 //! travel).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
+
+use compact_str::CompactString;
 
 use crate::channel::Id;
 
@@ -91,36 +93,41 @@ pub enum Left {
     Ended,
 }
 
-/// One user in one channel: each node's connections, and what was last
-/// announced.
+/// A node, as an index into [`View::nodes`]: two bytes per user instead of
+/// sixteen.
+type NodeIndex = u16;
+
+/// [`UserState::node`] when no node holds the user's connections.
+const NOBODY: NodeIndex = NodeIndex::MAX;
+/// [`UserState::node`] when several nodes do (each one's count is in
+/// [`View::spread`]).
+const SPREAD: NodeIndex = NodeIndex::MAX - 1;
+
+/// One user in one channel: 32 bytes, the name inline up to 24 bytes
+/// (what most of a node's presence memory is).
 #[derive(Debug)]
 struct UserState {
-    username: String,
-    /// Connections holding the channel, per node reporting any.
-    nodes: Vec<(NodeId, u32)>,
-    /// With no connection left: when the grace ends (`None`: at once, or
-    /// connected).
-    grace_until: Option<Instant>,
+    username: CompactString,
+    /// Connections holding the channel, on every node.
+    count: u32,
+    /// The node holding them, or [`NOBODY`], or [`SPREAD`].
+    node: NodeIndex,
     /// Whether the user was last announced online.
     announced: bool,
-}
-
-impl UserState {
-    fn connections(&self) -> u32 {
-        self.nodes.iter().map(|(_, n)| n).sum()
-    }
-
-    /// Online now: connected somewhere, or within the grace.
-    fn online(&self, now: Instant) -> bool {
-        self.connections() > 0 || self.grace_until.is_some_and(|until| now < until)
-    }
 }
 
 /// The presence of every channel, as this node sees the deployment.
 #[derive(Debug)]
 pub struct View {
     grace: Duration,
-    channels: HashMap<Id, HashMap<Id, UserState>>,
+    /// Each channel's users, by user id (a snapshot lists them in order).
+    channels: HashMap<Id, BTreeMap<Id, UserState>>,
+    /// The nodes reporting, by index; a gone node's slot is reused.
+    nodes: Vec<Option<NodeId>>,
+    /// Users held on several nodes: each node's count.
+    spread: HashMap<(Id, Id), Vec<(NodeIndex, u32)>>,
+    /// Users with no connection left, online until then.
+    graces: HashMap<(Id, Id), Instant>,
     /// Users whose state changed since the last poll, or whose grace runs.
     dirty: BTreeSet<(Id, Id)>,
     /// Polls done so far; the changes of poll `n` are generation `n`.
@@ -132,6 +139,9 @@ impl View {
         View {
             grace,
             channels: HashMap::new(),
+            nodes: Vec::new(),
+            spread: HashMap::new(),
+            graces: HashMap::new(),
             dirty: BTreeSet::new(),
             generation: 0,
         }
@@ -140,6 +150,95 @@ impl View {
     /// Polls done so far: the generation of the last changes announced.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    fn find_node(&self, node: NodeId) -> Option<NodeIndex> {
+        let at = self.nodes.iter().position(|n| *n == Some(node))?;
+        NodeIndex::try_from(at).ok()
+    }
+
+    /// The node's index, given one if it has none (`None`: the table is
+    /// full, which a deployment never reaches).
+    fn node_index(&mut self, node: NodeId) -> Option<NodeIndex> {
+        if let Some(at) = self.find_node(node) {
+            return Some(at);
+        }
+        let at = match self.nodes.iter().position(Option::is_none) {
+            Some(free) => free,
+            None => {
+                self.nodes.push(None);
+                self.nodes.len() - 1
+            }
+        };
+        let index = NodeIndex::try_from(at).ok().filter(|i| *i < SPREAD)?;
+        self.nodes[at] = Some(node);
+        Some(index)
+    }
+
+    /// Each node's count of the user's connections.
+    fn holders(&self, key: (Id, Id), state: &UserState) -> Vec<(NodeIndex, u32)> {
+        match state.node {
+            NOBODY => Vec::new(),
+            SPREAD => self.spread.get(&key).cloned().unwrap_or_default(),
+            node => vec![(node, state.count)],
+        }
+    }
+
+    /// Connections of `user` in `channel` that `node` holds.
+    pub fn connections_on(&self, node: NodeId, (channel, user): (Id, Id)) -> u32 {
+        let (Some(index), Some(state)) = (
+            self.find_node(node),
+            self.channels
+                .get(&channel)
+                .and_then(|users| users.get(&user)),
+        ) else {
+            return 0;
+        };
+        self.holders((channel, user), state)
+            .iter()
+            .find(|(n, _)| *n == index)
+            .map_or(0, |(_, count)| *count)
+    }
+
+    /// The name the view has for `user` in `channel`.
+    pub fn username_of(&self, channel: Id, user: Id) -> Option<String> {
+        let state = self.channels.get(&channel)?.get(&user)?;
+        Some(state.username.to_string())
+    }
+
+    /// Sets `node`'s count of the user's connections; returns the count
+    /// on every node, before and after.
+    fn set_count(&mut self, key: (Id, Id), index: NodeIndex, connections: u32) -> (u32, u32) {
+        let Some(state) = self.channels.get(&key.0).and_then(|u| u.get(&key.1)) else {
+            return (0, 0);
+        };
+        let before = state.count;
+        let mut holders = self.holders(key, state);
+        match holders.iter_mut().find(|(n, _)| *n == index) {
+            Some(held) => held.1 = connections,
+            None => holders.push((index, connections)),
+        }
+        holders.retain(|(_, count)| *count > 0);
+        let after: u32 = holders.iter().map(|(_, count)| *count).sum();
+        let node = match holders[..] {
+            [] => NOBODY,
+            [(node, _)] => node,
+            _ => SPREAD,
+        };
+        if node == SPREAD {
+            self.spread.insert(key, holders);
+        } else {
+            self.spread.remove(&key);
+        }
+        if let Some(state) = self
+            .channels
+            .get_mut(&key.0)
+            .and_then(|u| u.get_mut(&key.1))
+        {
+            state.count = after;
+            state.node = node;
+        }
+        (before, after)
     }
 
     /// `node` holds `connections` connections of `user` in `channel` now;
@@ -153,53 +252,94 @@ impl View {
         left: Left,
         now: Instant,
     ) {
-        let users = self.channels.entry(channel).or_default();
-        let state = users.entry(user).or_insert_with(|| UserState {
-            username: username.to_string(),
-            nodes: Vec::new(),
-            grace_until: None,
-            announced: false,
-        });
-        if connections > 0 {
-            state.username = username.to_string();
+        let Some(index) = self.node_index(node) else {
+            tracing::warn!(%node, "presence: too many nodes; report ignored");
+            return;
+        };
+        let state = self
+            .channels
+            .entry(channel)
+            .or_default()
+            .entry(user)
+            .or_insert_with(|| UserState {
+                username: CompactString::new(username),
+                count: 0,
+                node: NOBODY,
+                announced: false,
+            });
+        if connections > 0 && state.username != username {
+            state.username = CompactString::new(username);
         }
-        let before = state.connections();
-        match state.nodes.iter_mut().find(|(n, _)| *n == node) {
-            Some(entry) => entry.1 = connections,
-            None if connections > 0 => state.nodes.push((node, connections)),
-            None => {}
-        }
-        state.nodes.retain(|(_, n)| *n > 0);
-        let after = state.connections();
+        let key = (channel, user);
+        let (before, after) = self.set_count(key, index, connections);
         if after > 0 {
-            state.grace_until = None;
+            self.graces.remove(&key);
         } else if before > 0 {
-            state.grace_until = match left {
-                Left::Dropped => Some(now + self.grace),
-                Left::Ended => None,
-            };
+            match left {
+                Left::Dropped => {
+                    self.graces.insert(key, now + self.grace);
+                }
+                Left::Ended => {
+                    self.graces.remove(&key);
+                }
+            }
         } else if left == Left::Ended {
             // Already gone from every node, maybe within a grace: a ban
             // ends the grace too.
-            state.grace_until = None;
+            self.graces.remove(&key);
         }
-        self.dirty.insert((channel, user));
+        self.dirty.insert(key);
     }
 
     /// Every report of `node` is gone (it stopped, or nothing was heard of
     /// it for the detection time): its users are dropped connections.
     pub fn node_gone(&mut self, node: NodeId, now: Instant) {
-        let grace = self.grace;
-        for (channel, users) in &mut self.channels {
-            for (user, state) in users.iter_mut() {
-                let before = state.connections();
-                state.nodes.retain(|(n, _)| *n != node);
-                if before > 0 && state.connections() == 0 {
-                    state.grace_until = Some(now + grace);
-                    self.dirty.insert((*channel, *user));
+        let Some(index) = self.find_node(node) else {
+            return;
+        };
+        let held: Vec<(Id, Id)> = self
+            .channels
+            .iter()
+            .flat_map(|(channel, users)| {
+                users
+                    .iter()
+                    .filter(|(_, s)| s.node == index || s.node == SPREAD)
+                    .map(move |(user, _)| (*channel, *user))
+            })
+            .collect();
+        for key in held {
+            let (before, after) = self.set_count(key, index, 0);
+            if before > 0 && after == 0 {
+                self.graces.insert(key, now + self.grace);
+                self.dirty.insert(key);
+            }
+        }
+        self.nodes[usize::from(index)] = None;
+    }
+
+    /// What `node` holds, every channel's: `(channel, user, username,
+    /// connections)`.
+    pub fn held_by(&self, node: NodeId) -> Vec<(Id, Id, String, u32)> {
+        let Some(index) = self.find_node(node) else {
+            return Vec::new();
+        };
+        let mut held = Vec::new();
+        for (channel, users) in &self.channels {
+            for (user, state) in users {
+                if state.node != index && state.node != SPREAD {
+                    continue;
+                }
+                let count = self
+                    .holders((*channel, *user), state)
+                    .iter()
+                    .find(|(n, _)| *n == index)
+                    .map_or(0, |(_, count)| *count);
+                if count > 0 {
+                    held.push((*channel, *user, state.username.to_string(), count));
                 }
             }
         }
+        held
     }
 
     /// `node`'s whole holdings are `entries` (a sync): what it held before
@@ -210,18 +350,13 @@ impl View {
         entries: impl IntoIterator<Item = (Id, Id, String, u32)>,
         now: Instant,
     ) {
-        let mut held: std::collections::HashSet<(Id, Id)> = self
-            .channels
-            .iter()
-            .flat_map(|(channel, users)| {
-                users
-                    .iter()
-                    .filter(|(_, s)| s.nodes.iter().any(|(n, _)| *n == node))
-                    .map(move |(user, _)| (*channel, *user))
-            })
+        let mut before: HashMap<(Id, Id), String> = self
+            .held_by(node)
+            .into_iter()
+            .map(|(channel, user, username, _)| ((channel, user), username))
             .collect();
         for (channel, user, username, connections) in entries {
-            held.remove(&(channel, user));
+            before.remove(&(channel, user));
             self.report(
                 node,
                 (channel, user),
@@ -231,15 +366,14 @@ impl View {
                 now,
             );
         }
-        for (channel, user) in held {
-            let username = self
-                .channels
-                .get(&channel)
-                .and_then(|users| users.get(&user))
-                .map(|s| s.username.clone())
-                .unwrap_or_default();
+        for ((channel, user), username) in before {
             self.report(node, (channel, user), &username, 0, Left::Dropped, now);
         }
+    }
+
+    /// Online now: connected somewhere, or within the grace.
+    fn online(&self, key: (Id, Id), state: &UserState, now: Instant) -> bool {
+        state.count > 0 || self.graces.get(&key).is_some_and(|until| now < *until)
     }
 
     /// The changes to announce since the last poll, by channel: each user
@@ -250,30 +384,39 @@ impl View {
         self.generation += 1;
         let mut changes = Vec::new();
         let mut keep = BTreeSet::new();
-        for (channel, user) in std::mem::take(&mut self.dirty) {
-            let Some(users) = self.channels.get_mut(&channel) else {
+        for key in std::mem::take(&mut self.dirty) {
+            let (channel, user) = key;
+            let Some(state) = self.channels.get(&channel).and_then(|u| u.get(&user)) else {
                 continue;
             };
-            let Some(state) = users.get_mut(&user) else {
-                continue;
-            };
-            let online = state.online(now);
+            let online = self.online(key, state, now);
+            let connected = state.count > 0;
             if online != state.announced {
-                state.announced = online;
                 changes.push(Change {
                     channel,
                     user,
-                    username: state.username.clone(),
+                    username: state.username.to_string(),
                     online,
                 });
             }
-            if online && state.connections() == 0 {
-                keep.insert((channel, user)); // its grace still runs
+            if online && !connected {
+                keep.insert(key); // its grace still runs
             } else if !online {
-                users.remove(&user);
-                if users.is_empty() {
-                    self.channels.remove(&channel);
+                self.graces.remove(&key);
+                if let Some(users) = self.channels.get_mut(&channel) {
+                    users.remove(&user);
+                    if users.is_empty() {
+                        self.channels.remove(&channel);
+                    }
                 }
+                continue;
+            }
+            if let Some(state) = self
+                .channels
+                .get_mut(&channel)
+                .and_then(|u| u.get_mut(&user))
+            {
+                state.announced = online;
             }
         }
         self.dirty = keep;
@@ -287,37 +430,30 @@ impl View {
 
     /// When the earliest running grace ends, for the next poll.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.dirty
-            .iter()
-            .filter_map(|(channel, user)| self.channels.get(channel)?.get(user)?.grace_until)
-            .min()
+        self.graces.values().copied().min()
     }
 
     /// The channel's present users now (a change not announced yet
     /// included: the asking user is in their own snapshot): at most `limit`
     /// of them, by user id, with the full count.
     pub fn snapshot(&self, channel: Id, limit: usize, now: Instant) -> Snapshot {
-        let Some(users) = self.channels.get(&channel) else {
-            return Snapshot {
-                count: 0,
-                members: Vec::new(),
-                truncated: false,
-                generation: self.generation,
-            };
-        };
-        let mut present: Vec<(&Id, &UserState)> =
-            users.iter().filter(|(_, s)| s.online(now)).collect();
-        present.sort_unstable_by_key(|(user, _)| **user);
-        let count = present.len();
-        let members = present
-            .into_iter()
-            .take(limit)
-            .map(|(user, state)| Member {
-                user: *user,
-                username: state.username.clone(),
-                connections: state.connections(),
-            })
-            .collect();
+        let mut count = 0;
+        let mut members = Vec::new();
+        if let Some(users) = self.channels.get(&channel) {
+            for (user, state) in users {
+                if !self.online((channel, *user), state, now) {
+                    continue;
+                }
+                count += 1;
+                if members.len() < limit {
+                    members.push(Member {
+                        user: *user,
+                        username: state.username.to_string(),
+                        connections: state.count,
+                    });
+                }
+            }
+        }
         Snapshot {
             count,
             members,

@@ -1,9 +1,9 @@
 //! What nodes tell each other about presence, without I/O: this node's
-//! own holdings ([`Local`]: its connections per channel and user, and the
-//! changes to send, numbered), the messages ([`Delta`], [`Heartbeat`],
-//! [`Sync`]), and what it heard of the others ([`Peers`]: each node's last
-//! number, a gap that asks for a sync, a node silent for the detection
-//! time, gone).
+//! changes to send, numbered ([`Local`]; what it holds is in its view),
+//! the messages ([`Delta`], [`Heartbeat`], [`Sync`], each under NATS's
+//! payload limit), and what it heard of the others ([`Peers`]: each node's
+//! last number, a gap that asks for a sync, a node silent for the
+//! detection time, gone).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -52,24 +52,38 @@ pub struct Heartbeat {
     pub version: u64,
 }
 
-/// A node's whole holdings at `version` (the answer to a sync request).
+/// A part of a node's whole holdings at `version` (the answer to a sync
+/// request comes in `parts` messages, each under NATS's payload limit).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sync {
     pub node: NodeId,
     pub version: u64,
+    #[serde(default)]
+    pub part: u32,
+    #[serde(default = "one")]
+    pub parts: u32,
     pub entries: Vec<Entry>,
 }
 
-/// This node's holdings: its connections per (channel, user), and the
-/// changes not sent yet.
+fn one() -> u32 {
+    1
+}
+
+/// The most entries one message carries: about 150 bytes each in JSON,
+/// well under NATS's default 1 MiB payload limit.
+pub const MAX_ENTRIES: usize = 2_000;
+
+/// This node's side of the exchange: its changes not sent yet (the latest
+/// entry of each user, in the order they first changed) and the number
+/// of the last delta sent. What the node holds is in its own
+/// [`super::view::View`], reported under its id: no second copy here.
 #[derive(Debug)]
 pub struct Local {
     node: NodeId,
     version: u64,
-    held: HashMap<(Id, Id), (String, u32)>,
-    /// The latest entry of each (channel, user) changed since the last
-    /// delta, in the order they first changed.
     pending: Vec<Entry>,
+    /// Where each pending (channel, user) is in `pending`.
+    pending_at: HashMap<(Id, Id), usize>,
 }
 
 impl Local {
@@ -77,8 +91,8 @@ impl Local {
         Local {
             node,
             version: 0,
-            held: HashMap::new(),
             pending: Vec::new(),
+            pending_at: HashMap::new(),
         }
     }
 
@@ -86,66 +100,35 @@ impl Local {
         self.node
     }
 
-    /// A connection of `user` subscribed to `channel`: the entry now.
-    pub fn join(&mut self, channel: Id, user: Id, username: &str) -> Entry {
-        let held = self
-            .held
-            .entry((channel, user))
-            .or_insert_with(|| (username.to_string(), 0));
-        held.0 = username.to_string();
-        held.1 += 1;
-        let entry = Entry {
-            channel,
-            user,
-            username: held.0.clone(),
-            connections: held.1,
-            ended: false,
-        };
-        self.note(entry.clone());
-        entry
-    }
-
-    /// A connection of `user` left `channel`, as `left` says: the entry
-    /// now, or `None` if the node held no such connection.
-    pub fn leave(&mut self, channel: Id, user: Id, left: Left) -> Option<Entry> {
-        let held = self.held.get_mut(&(channel, user))?;
-        held.1 = held.1.saturating_sub(1);
-        let entry = Entry {
-            channel,
-            user,
-            username: held.0.clone(),
-            connections: held.1,
-            ended: held.1 == 0 && left == Left::Ended,
-        };
-        if held.1 == 0 {
-            self.held.remove(&(channel, user));
-        }
-        self.note(entry.clone());
-        Some(entry)
-    }
-
-    fn note(&mut self, entry: Entry) {
-        let at = self
-            .pending
-            .iter()
-            .position(|e| e.channel == entry.channel && e.user == entry.user);
-        match at {
-            Some(at) => self.pending[at] = entry,
-            None => self.pending.push(entry),
+    /// A holding changed: it goes in the next delta, over any earlier
+    /// change of the same user not sent yet.
+    pub fn note(&mut self, entry: Entry) {
+        let key = (entry.channel, entry.user);
+        match self.pending_at.get(&key) {
+            Some(at) => self.pending[*at] = entry,
+            None => {
+                self.pending_at.insert(key, self.pending.len());
+                self.pending.push(entry);
+            }
         }
     }
 
-    /// The changes since the last delta, numbered, or `None`.
-    pub fn take_delta(&mut self) -> Option<Delta> {
-        if self.pending.is_empty() {
-            return None;
+    /// The changes since the last deltas, numbered, at most
+    /// [`MAX_ENTRIES`] in each (none: nothing changed).
+    pub fn take_deltas(&mut self) -> Vec<Delta> {
+        self.pending_at.clear();
+        let pending = std::mem::take(&mut self.pending);
+        let mut deltas = Vec::new();
+        let mut entries = pending.into_iter().peekable();
+        while entries.peek().is_some() {
+            self.version += 1;
+            deltas.push(Delta {
+                node: self.node,
+                version: self.version,
+                entries: entries.by_ref().take(MAX_ENTRIES).collect(),
+            });
         }
-        self.version += 1;
-        Some(Delta {
-            node: self.node,
-            version: self.version,
-            entries: std::mem::take(&mut self.pending),
-        })
+        deltas
     }
 
     pub fn heartbeat(&self) -> Heartbeat {
@@ -155,29 +138,39 @@ impl Local {
         }
     }
 
-    /// Everything held, at the version of the last delta sent (changes not
-    /// sent yet come in the next delta).
-    pub fn sync(&self) -> Sync {
-        let pending: std::collections::HashSet<(Id, Id)> =
-            self.pending.iter().map(|e| (e.channel, e.user)).collect();
-        let mut entries: Vec<Entry> = self
-            .held
-            .iter()
-            .filter(|(key, _)| !pending.contains(key))
-            .map(|((channel, user), (username, connections))| Entry {
-                channel: *channel,
-                user: *user,
-                username: username.clone(),
-                connections: *connections,
+    /// The holdings `held` (`(channel, user, username, connections)`, as
+    /// the view has them) at the version of the last delta sent, in parts:
+    /// changes not sent yet are left out (they come in the next delta).
+    pub fn sync(&self, held: Vec<(Id, Id, String, u32)>) -> Vec<Sync> {
+        let mut entries: Vec<Entry> = held
+            .into_iter()
+            .filter(|(channel, user, ..)| !self.pending_at.contains_key(&(*channel, *user)))
+            .map(|(channel, user, username, connections)| Entry {
+                channel,
+                user,
+                username,
+                connections,
                 ended: false,
             })
             .collect();
         entries.sort_by_key(|e| (e.channel, e.user));
-        Sync {
-            node: self.node,
-            version: self.version,
-            entries,
-        }
+        let chunks: Vec<Vec<Entry>> = if entries.is_empty() {
+            vec![Vec::new()]
+        } else {
+            entries.chunks(MAX_ENTRIES).map(<[Entry]>::to_vec).collect()
+        };
+        let parts = u32::try_from(chunks.len()).unwrap_or(u32::MAX);
+        chunks
+            .into_iter()
+            .enumerate()
+            .map(|(part, entries)| Sync {
+                node: self.node,
+                version: self.version,
+                part: u32::try_from(part).unwrap_or(u32::MAX),
+                parts,
+                entries,
+            })
+            .collect()
     }
 }
 
@@ -295,42 +288,72 @@ impl Peers {
 mod tests {
     use super::*;
 
-    #[test]
-    fn local_numbers_its_deltas_and_keeps_the_latest_entry_of_each_user() {
-        let (node, channel, ann) = (Id::new_v4(), Id::new_v4(), Id::new_v4());
-        let mut local = Local::new(node);
-        assert!(local.take_delta().is_none());
-        local.join(channel, ann, "ann");
-        local.join(channel, ann, "ann");
-        let delta = local.take_delta().expect("a delta");
-        assert_eq!(delta.version, 1);
-        assert_eq!(delta.entries.len(), 1, "one entry per user");
-        assert_eq!(delta.entries[0].connections, 2);
-        local.leave(channel, ann, Left::Dropped);
-        local.leave(channel, ann, Left::Ended);
-        let delta = local.take_delta().expect("a delta");
-        assert_eq!(delta.version, 2);
-        assert_eq!(delta.entries[0].connections, 0);
-        assert!(delta.entries[0].ended, "the last one was ended");
-        assert!(local.leave(channel, ann, Left::Dropped).is_none());
-        assert_eq!(local.heartbeat().version, 2);
-        assert!(local.sync().entries.is_empty());
+    fn entry(channel: Id, user: Id, connections: u32) -> Entry {
+        Entry {
+            channel,
+            user,
+            username: "u".into(),
+            connections,
+            ended: false,
+        }
     }
 
     #[test]
-    fn a_sync_holds_what_was_sent_and_the_next_delta_the_rest() {
+    fn local_numbers_its_deltas_keeps_the_latest_entry_of_each_user_and_splits_big_ones() {
+        let (node, channel, ann) = (Id::new_v4(), Id::new_v4(), Id::new_v4());
+        let mut local = Local::new(node);
+        assert!(local.take_deltas().is_empty());
+        local.note(entry(channel, ann, 1));
+        local.note(entry(channel, ann, 2));
+        let deltas = local.take_deltas();
+        assert_eq!(deltas.len(), 1);
+        assert_eq!(deltas[0].version, 1);
+        assert_eq!(
+            deltas[0].entries,
+            [entry(channel, ann, 2)],
+            "one entry per user"
+        );
+        for _ in 0..MAX_ENTRIES + 1 {
+            local.note(entry(channel, Id::new_v4(), 1));
+        }
+        let deltas = local.take_deltas();
+        let sizes: Vec<(u64, usize)> = deltas
+            .iter()
+            .map(|d| (d.version, d.entries.len()))
+            .collect();
+        assert_eq!(sizes, [(2, MAX_ENTRIES), (3, 1)]);
+        assert_eq!(local.heartbeat().version, 3);
+    }
+
+    #[test]
+    fn a_sync_holds_what_was_sent_in_parts_and_the_next_delta_the_rest() {
         let (node, channel) = (Id::new_v4(), Id::new_v4());
         let (ann, bob) = (Id::new_v4(), Id::new_v4());
         let mut local = Local::new(node);
-        local.join(channel, ann, "ann");
-        local.take_delta();
-        local.join(channel, bob, "bob");
-        let sync = local.sync();
-        assert_eq!(sync.version, 1);
-        assert_eq!(sync.entries.len(), 1);
-        assert_eq!(sync.entries[0].user, ann);
-        let delta = local.take_delta().expect("bob");
-        assert_eq!((delta.version, delta.entries[0].user), (2, bob));
+        local.note(entry(channel, ann, 1));
+        local.take_deltas();
+        local.note(entry(channel, bob, 1));
+        let held = vec![
+            (channel, ann, "ann".to_string(), 1),
+            (channel, bob, "bob".to_string(), 1),
+        ];
+        let sync = local.sync(held);
+        assert_eq!(sync.len(), 1);
+        assert_eq!((sync[0].version, sync[0].part, sync[0].parts), (1, 0, 1));
+        assert_eq!(sync[0].entries.len(), 1);
+        assert_eq!(sync[0].entries[0].user, ann);
+        let delta = local.take_deltas();
+        assert_eq!((delta[0].version, delta[0].entries[0].user), (2, bob));
+        // Nothing held: one empty part. Many: parts under the limit.
+        assert_eq!(local.sync(Vec::new())[0].entries.len(), 0);
+        let many: Vec<_> = (0..MAX_ENTRIES * 2 + 5)
+            .map(|_| (channel, Id::new_v4(), "u".to_string(), 1))
+            .collect();
+        let parts = local.sync(many);
+        assert_eq!(parts.len(), 3);
+        assert!(parts
+            .iter()
+            .all(|p| p.parts == 3 && p.entries.len() <= MAX_ENTRIES));
     }
 
     #[test]

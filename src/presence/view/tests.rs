@@ -14,6 +14,11 @@ fn online(changes: &[Change]) -> Vec<(Id, bool)> {
 }
 
 #[test]
+fn a_present_user_costs_32_bytes_beside_its_id() {
+    assert_eq!(std::mem::size_of::<UserState>(), 32);
+}
+
+#[test]
 fn going_online_is_announced_at_the_next_poll_and_once_for_many_tabs() {
     let [node, channel, ann] = ids();
     let t0 = Instant::now();
