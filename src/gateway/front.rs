@@ -91,7 +91,7 @@ impl Front {
 
     /// Who is online in chat channel `channel`, on every node.
     pub fn presence(&self, channel: Id) -> crate::presence::view::Snapshot {
-        self.node.presence.snapshot(channel)
+        self.node.presence.snapshot(channel, None)
     }
 
     /// Closes every WebSocket of `user` on every node with 4003 and

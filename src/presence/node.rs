@@ -71,7 +71,7 @@ pub fn poll(view: &mut View, limit: usize, now: Instant) -> Batch {
         let (group, tail) = rest.split_at(n);
         rest = tail;
         if n > 1 {
-            let snapshot = view.snapshot(first.channel, limit, now);
+            let snapshot = view.snapshot(first.channel, limit, None);
             if n * SNAPSHOT_RATIO >= snapshot.members.len() {
                 announcements.push(Announcement::Snapshot(first.channel, snapshot));
                 continue;
@@ -137,11 +137,10 @@ impl Presence {
         inner.hold(channel, user, &username, connections, left);
     }
 
-    /// The channel's present users now, at most the limit of them.
-    pub fn snapshot(&self, channel: Id) -> Snapshot {
-        self.inner()
-            .view
-            .snapshot(channel, self.limit, Instant::now())
+    /// The channel's present users as announced (and `asker`, if present
+    /// now), at most the limit of them.
+    pub fn snapshot(&self, channel: Id, asker: Option<Id>) -> Snapshot {
+        self.inner().view.snapshot(channel, self.limit, asker)
     }
 
     /// Runs until the future is dropped: sends, applies and announces.
@@ -289,7 +288,7 @@ mod tests {
         let presence = Presence::new(node, Duration::from_secs(5), 10);
         presence.join(channel, ann, "ann");
         presence.join(channel, ann, "ann");
-        let snapshot = presence.snapshot(channel);
+        let snapshot = presence.snapshot(channel, Some(ann));
         assert_eq!((snapshot.count, snapshot.members[0].connections), (1, 2));
         let deltas = presence.inner().local.take_deltas();
         assert_eq!(deltas.len(), 1);
@@ -300,7 +299,7 @@ mod tests {
         let deltas = presence.inner().local.take_deltas();
         assert_eq!(deltas[0].entries[0].connections, 0);
         assert!(deltas[0].entries[0].ended, "the last one was ended");
-        assert_eq!(presence.snapshot(channel).count, 0, "ended: no grace");
+        assert_eq!(presence.snapshot(channel, None).count, 0, "ended: no grace");
         presence.leave(channel, ann, Left::Dropped);
         assert!(presence.inner().local.take_deltas().is_empty());
         let held = presence.inner().view.held_by(node);

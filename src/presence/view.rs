@@ -52,8 +52,8 @@ pub struct Snapshot {
     /// Present users, ordered by user id, at most the limit.
     pub members: Vec<Member>,
     pub truncated: bool,
-    /// The polls done when it was taken: it covers every change announced
-    /// by them (and maybe some announced later).
+    /// The polls done when it was taken: it is what they announced (and
+    /// the asker), so the changes of later polls are changes to it.
     pub generation: u64,
 }
 
@@ -433,15 +433,17 @@ impl View {
         self.graces.values().copied().min()
     }
 
-    /// The channel's present users now (a change not announced yet
-    /// included: the asking user is in their own snapshot): at most `limit`
-    /// of them, by user id, with the full count.
-    pub fn snapshot(&self, channel: Id, limit: usize, now: Instant) -> Snapshot {
+    /// The channel's present users as last announced (so that the
+    /// changes of later polls are changes to it), and `asker` if present
+    /// now (a user is in their own snapshot): at most `limit` of them, by
+    /// user id, with the full count.
+    pub fn snapshot(&self, channel: Id, limit: usize, asker: Option<Id>) -> Snapshot {
         let mut count = 0;
         let mut members = Vec::new();
         if let Some(users) = self.channels.get(&channel) {
             for (user, state) in users {
-                if !self.online((channel, *user), state, now) {
+                let shown = state.announced || (Some(*user) == asker && state.count > 0);
+                if !shown {
                     continue;
                 }
                 count += 1;

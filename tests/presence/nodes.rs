@@ -64,7 +64,7 @@ async fn two_nodes_agree_a_drop_within_the_grace_shows_nothing_and_a_dead_nodes_
         seen(&b, ann) == [true]
     })
     .await;
-    let snapshot = b.presence.snapshot(channel);
+    let snapshot = b.presence.snapshot(channel, None);
     assert_eq!((snapshot.count, snapshot.members[0].connections), (1, 1));
     assert_eq!(snapshot.members[0].username, "ann");
 
@@ -83,7 +83,7 @@ async fn two_nodes_agree_a_drop_within_the_grace_shows_nothing_and_a_dead_nodes_
         seen(&b, ann) == [true, false]
     })
     .await;
-    assert_eq!(b.presence.snapshot(channel).count, 0);
+    assert_eq!(b.presence.snapshot(channel, None).count, 0);
     assert!(DETECTION_TIME + GRACE < PATIENCE);
 }
 

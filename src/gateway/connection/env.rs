@@ -96,7 +96,7 @@ impl Env for NodeEnv {
     }
 
     fn presence(&self, channel: Id) -> Snapshot {
-        self.node.presence.snapshot(channel)
+        self.node.presence.snapshot(channel, Some(self.user))
     }
 
     fn last_routed(&self) -> u64 {

@@ -29,7 +29,7 @@ fn going_online_is_announced_at_the_next_poll_and_once_for_many_tabs() {
     assert_eq!(online(&changes), [(ann, true)]);
     assert_eq!(changes[0].username, "ann");
     assert!(view.poll(t0).is_empty(), "announced once");
-    let snapshot = view.snapshot(channel, 10, t0);
+    let snapshot = view.snapshot(channel, 10, None);
     assert_eq!(snapshot.count, 1);
     assert_eq!(snapshot.members[0].connections, 3);
 }
@@ -62,7 +62,7 @@ fn a_drop_is_offline_only_after_the_grace_and_a_return_within_it_shows_nothing()
     assert!(view.poll(t1 + GRACE - Duration::from_millis(1)).is_empty());
     assert_eq!(view.next_deadline(), Some(t1 + GRACE));
     assert_eq!(online(&view.poll(t1 + GRACE)), [(ann, false)]);
-    assert_eq!(view.snapshot(channel, 10, t1 + GRACE).count, 0);
+    assert_eq!(view.snapshot(channel, 10, None).count, 0);
     assert_eq!(view.next_deadline(), None);
 }
 
@@ -99,7 +99,7 @@ fn a_user_who_goes_and_comes_back_within_one_poll_produces_nothing() {
     view.report(node, (channel, bob), "bob", 1, Left::Dropped, t0);
     view.report(node, (channel, bob), "bob", 0, Left::Ended, t0);
     assert!(view.poll(t0).is_empty());
-    assert_eq!(view.snapshot(channel, 10, t0).count, 1);
+    assert_eq!(view.snapshot(channel, 10, None).count, 1);
 }
 
 #[test]
@@ -114,7 +114,7 @@ fn a_dead_nodes_users_go_offline_after_the_grace_unless_another_node_holds_them(
     view.node_gone(dead, t0);
     assert!(view.poll(t0).is_empty());
     assert_eq!(online(&view.poll(t0 + GRACE)), [(ann, false)]);
-    let snapshot = view.snapshot(channel, 10, t0 + GRACE);
+    let snapshot = view.snapshot(channel, 10, None);
     assert_eq!(snapshot.count, 1);
     assert_eq!(snapshot.members[0].user, bob);
     assert_eq!(snapshot.members[0].connections, 1);
@@ -137,7 +137,7 @@ fn a_sync_replaces_what_a_node_held() {
     view.replace_node(node, entries, t0);
     assert_eq!(online(&view.poll(t0)), [(cat, true)]);
     assert_eq!(online(&view.poll(t0 + GRACE)), [(ann, false)]);
-    let snapshot = view.snapshot(channel, 10, t0 + GRACE);
+    let snapshot = view.snapshot(channel, 10, None);
     let bob_member = snapshot
         .members
         .iter()
@@ -148,22 +148,44 @@ fn a_sync_replaces_what_a_node_held() {
 
 #[test]
 fn a_snapshot_holds_at_most_the_limit_and_the_full_count() {
-    let [node, channel] = ids();
+    let [node, channel, asker] = ids();
     let t0 = Instant::now();
     let mut view = View::new(GRACE);
     for _ in 0..25 {
         view.report(node, (channel, Id::new_v4()), "u", 1, Left::Dropped, t0);
     }
-    let snapshot = view.snapshot(channel, 10, t0);
+    assert_eq!(view.poll(t0).len(), 25, "one change each, in one poll");
+    let snapshot = view.snapshot(channel, 10, None);
     assert_eq!(
         (snapshot.count, snapshot.members.len(), snapshot.truncated),
         (25, 10, true)
     );
     assert!(snapshot.members.windows(2).all(|w| w[0].user < w[1].user));
-    let all = view.snapshot(channel, 25, t0);
+    let all = view.snapshot(channel, 25, None);
     assert!(!all.truncated);
-    // The asking user is in it before any poll announced them.
-    assert_eq!(view.poll(t0).len(), 25, "one change each, in one poll");
+    assert_eq!(all.generation, 1);
+}
+
+#[test]
+fn a_snapshot_is_what_was_announced_and_the_asker() {
+    let [node, channel, ann, bob] = ids();
+    let t0 = Instant::now();
+    let mut view = View::new(GRACE);
+    view.report(node, (channel, ann), "ann", 1, Left::Dropped, t0);
+    view.poll(t0);
+    // Bob came, ann left: not announced yet, so not in a snapshot, but a
+    // user asking is in their own.
+    view.report(node, (channel, bob), "bob", 1, Left::Dropped, t0);
+    view.report(node, (channel, ann), "ann", 0, Left::Ended, t0);
+    let users = |s: &Snapshot| s.members.iter().map(|m| m.user).collect::<Vec<_>>();
+    assert_eq!(users(&view.snapshot(channel, 10, None)), [ann]);
+    let mut both = vec![ann, bob];
+    both.sort();
+    assert_eq!(users(&view.snapshot(channel, 10, Some(bob))), both);
+    // The next poll's changes are the changes to it.
+    let changes = view.poll(t0);
+    assert_eq!(changes.len(), 2);
+    assert_eq!(users(&view.snapshot(channel, 10, None)), [bob]);
 }
 
 mod property {
@@ -265,7 +287,7 @@ mod property {
                             if change.online { announced.insert(u); } else { announced.remove(&u); }
                         }
                         prop_assert_eq!(&announced, &online);
-                        let snapshot = view.snapshot(channel, 10, now);
+                        let snapshot = view.snapshot(channel, 10, None);
                         prop_assert_eq!(snapshot.count, online.len());
                     }
                 }
