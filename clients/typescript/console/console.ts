@@ -3,8 +3,9 @@
  * subscribe with an optional `since` / `since_seq`, watch events with their
  * `seq` and time, and every connection change (replays, gaps, closes,
  * reconnects, an operator's disconnect) in a log; see when the connection's
- * token expires and refresh it in band with the pasted one; send typing;
- * publish with a publisher token.
+ * token expires and refresh it in band with the pasted one; see who is
+ * online in each chat channel (its subscription asks for presence); send
+ * typing; publish with a publisher token.
  *
  * Built from the SDK by scripts/build-console.mjs into one script the
  * gateway serves beside the page (its Content-Security-Policy allows no
@@ -12,11 +13,13 @@
  * Element ids and `data-testid`s are stable: the browser test drives them.
  */
 
-import { connect, EVENT_TYPES, RefreshError, webStorage, type Channel, type ChatEvent, type Client, type Subscription } from "../src/index.js";
+import { connect, EVENT_TYPES, RefreshError, webStorage, type Channel, type ChatEvent, type Client, type Presence, type Subscription } from "../src/index.js";
 
 /** Rows kept in the events list and the log: the oldest go first. */
 const MAX_EVENTS = 2000;
 const MAX_LOG = 500;
+/** A presence change of more users than this is one line in the log, not one per user. */
+const MAX_PRESENCE_LOG = 10;
 /** How often the token's countdown is redrawn. */
 const EXPIRY_TICK_MS = 1_000;
 
@@ -55,6 +58,8 @@ const ui = {
 };
 
 let client: Client | null = null;
+/** The connection's user (from `hello`): marked in the online lists. */
+let me: string | undefined;
 /** This page's subscriptions, by channel, with their list rows. */
 const subscriptions = new Map<Channel, { sub: Subscription; row: HTMLLIElement; replaying: boolean }>();
 let eventsShown = 0;
@@ -209,12 +214,46 @@ function subscriptionRow(channel: Channel): HTMLLIElement {
         if (entry) void entry.sub.unsubscribe();
     });
     row.append(leave);
+    if (channel.startsWith("channel:")) {
+        const presence = document.createElement("div");
+        presence.className = "presence";
+        presence.dataset.testid = "presence";
+        const count = span("presence-count", "online: waiting for the snapshot");
+        count.dataset.testid = "presence-count";
+        const members = document.createElement("ul");
+        members.className = "presence-members";
+        members.dataset.testid = "presence-members";
+        presence.append(count, members);
+        row.append(presence);
+    }
     return row;
+}
+
+/** A chat subscription's online list: the count, then each user (`data-user-id`), this connection's own marked. */
+function showPresence(row: HTMLLIElement, presence: Presence): void {
+    const count = row.querySelector<HTMLElement>(".presence-count");
+    const list = row.querySelector<HTMLUListElement>(".presence-members");
+    if (!count || !list) return;
+    count.dataset.count = String(presence.count);
+    const listed = presence.truncated ? ` (${presence.members.size} listed)` : "";
+    count.textContent = `${presence.count} online${listed}`;
+    const items = [...presence.members.values()].map((member) => {
+        const item = document.createElement("li");
+        item.dataset.testid = "presence-member";
+        item.dataset.userId = member.userId;
+        item.title = `${member.userId}, ${member.connections} connection(s)`;
+        const self = member.userId === me;
+        if (self) item.dataset.self = "true";
+        item.textContent = `${member.username}${self ? " (you)" : ""}${member.connections > 1 ? ` ×${member.connections}` : ""}`;
+        return item;
+    });
+    list.replaceChildren(...items);
 }
 
 function subscribe(channel: Channel, options: { since?: string; sinceSeq?: number }): void {
     if (!client) throw new Error("connect first");
-    const sub = client.subscribe(channel, options);
+    // Chat channels show who is online.
+    const sub = client.subscribe(channel, { ...options, ...(channel.startsWith("channel:") ? { presence: true } : {}) });
     const row = subscriptionRow(channel);
     const entry = { sub, row, replaying: false };
     subscriptions.set(channel, entry);
@@ -244,6 +283,16 @@ function subscribe(channel: Channel, options: { since?: string; sinceSeq?: numbe
     sub.on("gap", ({ firstSeq, reason }) => {
         log("gap", `${channel}: events missing (${reason})${firstSeq === undefined ? "" : `, the stream starts at seq ${firstSeq}`}`);
     });
+    sub.on("presence", ({ presence, joined, left, snapshot }) => {
+        showPresence(row, presence);
+        if (snapshot) log("presence", `${channel}: ${presence.count} online (snapshot)`);
+        if (joined.length + left.length > MAX_PRESENCE_LOG) {
+            log("presence", `${channel}: ${joined.length} came online, ${left.length} went offline`);
+            return;
+        }
+        for (const member of joined) log("presence", `${channel}: ${member.username} online`);
+        for (const member of left) log("presence", `${channel}: ${member.username} offline`);
+    });
     sub.on("error", ({ code, message }) => log("error", `${channel}: ${code}: ${message}`));
     sub.on("unsubscribed", ({ reason }) => {
         log("unsubscribed", `${channel}: ${reason}`);
@@ -268,6 +317,7 @@ function connectClient(url: string, token: string): void {
         log("connecting", `${url}${attempt ? `, attempt ${attempt}` : ""}`);
     });
     next.on("connected", ({ hello, resumed }) => {
+        me = hello.user_id;
         setState("connected", `connected as ${hello.user_id}`);
         log("connected", `session ${hello.session_id}${resumed ? " (resumed)" : ""}, heartbeat ${hello.heartbeat_ms} ms`);
         showExpiry();
@@ -341,7 +391,8 @@ function exampleData(type: string): Record<string, unknown> {
 function start(): void {
     ui.url.value = defaultUrl();
     for (const type of EVENT_TYPES) {
-        if (type === "user_typing") continue; // ephemeral: typing goes over the WebSocket
+        // Ephemeral, never published: typing goes over the WebSocket, presence is the gateway's.
+        if (type === "user_typing" || type === "user_presence") continue;
         const option = document.createElement("option");
         option.value = type;
         option.textContent = type;

@@ -1,5 +1,5 @@
 // Generates src/schema.generated.ts from the repository's JSON Schemas:
-// the 14 events' `data` types (schemas/events) and the server control
+// every event's `data` type (schemas/events) and the server control
 // frames' `data` types (schemas/server). `npm run generate` rewrites the
 // file; test/generated.test.mjs fails when it is stale.
 //
@@ -42,10 +42,10 @@ export async function generate() {
         if (!data) throw new Error(`schemas/server/${name}.json has no data property`);
         parts.push(await typeOf({ ...data, $defs: schema.$defs }, `${pascal(name)}Data`));
     }
-    parts.push(`/** The 14 event types. */\nexport type EventType =\n${events.map(({ name }) => `    | "${name}"`).join("\n")};\n`);
+    parts.push(`/** The ${events.length} event types. */\nexport type EventType =\n${events.map(({ name }) => `    | "${name}"`).join("\n")};\n`);
     parts.push(`/** Every event type's \`data\`. */\nexport interface EventDataMap {\n${events.map(({ name }) => `    ${name}: ${pascal(name)}Data;`).join("\n")}\n}\n`);
     parts.push(`/** The server's control frames and their \`data\`. */\nexport interface ControlDataMap {\n${frames.map(({ name }) => `    ${name}: ${pascal(name)}Data;`).join("\n")}\n}\n`);
-    parts.push(`/** The 14 event types, in name order. */\nexport const EVENT_TYPES: readonly EventType[] = [\n${events.map(({ name }) => `    "${name}",`).join("\n")}\n];\n`);
+    parts.push(`/** The ${events.length} event types, in name order. */\nexport const EVENT_TYPES: readonly EventType[] = [\n${events.map(({ name }) => `    "${name}",`).join("\n")}\n];\n`);
     return parts.join("\n");
 }
 

@@ -11,7 +11,8 @@
  */
 
 import { Emitter } from "./emitter.js";
-import { ResumeCore, type Action, type ClientStats, type CloseResult, type RefreshResult } from "./resume.js";
+import type { Presence } from "./presence.js";
+import { ResumeCore, type Action, type ClientStats, type CloseResult, type PresenceResult, type RefreshResult } from "./resume.js";
 import { parseSaved } from "./storage.js";
 import { Subscription } from "./subscription.js";
 import type { Channel, ClientEvents, ConnectionState, ConnectOptions, WebSocketConstructor, WebSocketLike } from "./types.js";
@@ -32,6 +33,12 @@ export interface SubscribeOptions {
     since?: string | Date;
     /** Replay every event with a greater `seq`, then live. */
     sinceSeq?: number;
+    /**
+     * Who is online (`channel:` channels only): the subscription's
+     * `presence` holds the set, kept up to date, and its `presence` event
+     * says what changed.
+     */
+    presence?: boolean;
 }
 
 /** The page's `pagehide` events, in a browser; none in Node. */
@@ -52,6 +59,23 @@ export class RefreshError extends Error {
     constructor(code: string, message: string) {
         super(message);
         this.name = "RefreshError";
+        this.code = code;
+    }
+}
+
+/**
+ * Why `subscription.requestPresence()` failed: `code` is the gateway's
+ * (`not_found`: the connection does not hold the channel, `forbidden`: the
+ * user may not see it), or `offline` (no open connection to send it on),
+ * `disconnected` (the connection ended before the answer), `ended` (the
+ * subscription is over).
+ */
+export class PresenceError extends Error {
+    readonly code: string;
+
+    constructor(code: string, message: string) {
+        super(message);
+        this.name = "PresenceError";
         this.code = code;
     }
 }
@@ -82,6 +106,8 @@ export class Client extends Emitter<ClientEvents> {
     #pinged = false;
     /** The `unsubscribe()`s waiting for the server's answer, by request id. */
     readonly #unsubscribing = new Map<string, () => void>();
+    /** The `requestPresence()` calls waiting for the gateway's answer, by request id. */
+    readonly #presenceWaiting = new Map<string, { resolve: (presence: Presence) => void; reject: (error: PresenceError) => void }>();
     #closing: Promise<CloseResult> | undefined;
     #resolveClosing: ((result: CloseResult) => void) | undefined;
     readonly #ready: Promise<void>;
@@ -186,7 +212,8 @@ export class Client extends Emitter<ClientEvents> {
     /**
      * Subscribes to `channel` (`channel:{uuid}`, `user:{uuid}` or `global`).
      * Without `since`/`sinceSeq`, it starts now, or where a saved cursor
-     * (see `storage`) says.
+     * (see `storage`) says. With `presence: true` (a `channel:` channel), it
+     * also keeps who is online (`subscription.presence`).
      */
     subscribe(channel: Channel, options: SubscribeOptions = {}): Subscription {
         if (!CHANNEL.test(channel)) throw new TypeError(`subscribe: \`${channel}\` is not a channel (channel:{uuid}, user:{uuid} or global)`);
@@ -197,9 +224,14 @@ export class Client extends Emitter<ClientEvents> {
         if (options.sinceSeq !== undefined && !(Number.isSafeInteger(options.sinceSeq) && options.sinceSeq >= 0)) {
             throw new TypeError("subscribe: `sinceSeq` must be a whole number >= 0");
         }
+        const presence = options.presence === true;
+        if (presence && !normal.startsWith("channel:")) throw new TypeError(`subscribe: presence is only for channel:{uuid} channels, not ${normal}`);
         const since = options.since instanceof Date ? options.since.toISOString() : options.since;
-        const handle = new Subscription(normal, () => this.#unsubscribe(normal));
-        this.#core.subscribe(normal, handle, { since, sinceSeq: options.sinceSeq });
+        const handle: Subscription = new Subscription(normal, {
+            unsubscribe: () => this.#unsubscribe(normal),
+            requestPresence: () => this.#requestPresence(normal, handle),
+        });
+        this.#core.subscribe(normal, handle, { since, sinceSeq: options.sinceSeq, presence });
         return handle;
     }
 
@@ -280,6 +312,9 @@ export class Client extends Emitter<ClientEvents> {
                 break;
             case "refreshAnswered":
                 this.#settleRefresh(action.requestId, action.result);
+                break;
+            case "presenceAnswered":
+                this.#settlePresence(action.requestId, action.result);
                 break;
             case "finished":
                 pageEvents()?.removeEventListener("pagehide", this.#saveOnPagehide);
@@ -384,6 +419,23 @@ export class Client extends Emitter<ClientEvents> {
         } else {
             waiting.reject(new RefreshError(result.code, result.message));
         }
+    }
+
+    /** Sends a `presence` request for that subscription; resolves with the gateway's snapshot. */
+    #requestPresence(channel: Channel, handle: Subscription): Promise<Presence> {
+        if (!channel.startsWith("channel:")) return Promise.reject(new TypeError(`requestPresence: presence is only for channel:{uuid} channels, not ${channel}`));
+        if (handle.ended) return Promise.reject(new PresenceError("ended", `requestPresence: the subscription to ${channel} has ended`));
+        const requestId = this.#core.requestPresence(channel);
+        if (requestId === undefined) return Promise.reject(new PresenceError("offline", `requestPresence: not connected (${this.#core.state}); nothing was sent`));
+        return new Promise((resolve, reject) => this.#presenceWaiting.set(requestId, { resolve, reject }));
+    }
+
+    #settlePresence(requestId: string, result: PresenceResult): void {
+        const waiting = this.#presenceWaiting.get(requestId);
+        if (!waiting) return; // the core's own request
+        this.#presenceWaiting.delete(requestId);
+        if ("presence" in result) waiting.resolve(result.presence);
+        else waiting.reject(new PresenceError(result.code, result.message));
     }
 
     #onMessage(data: unknown): void {

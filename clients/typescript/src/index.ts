@@ -7,9 +7,12 @@
  * const room = client.subscribe("channel:0b6f…");
  * room.on("event", (event) => render(event));      // every stored event once, in seq order
  * room.on("gap", ({ firstSeq }) => reloadHistory()); // retention dropped some: fill from elsewhere
+ * const people = client.subscribe("channel:1c7a…", { presence: true });
+ * people.on("presence", ({ presence }) => renderOnline(presence.members)); // who is online
  * ```
  */
-export { connect, Client, RefreshError, type CloseResult, type ClientStats, type SubscribeOptions } from "./client.js";
+export { connect, Client, PresenceError, RefreshError, type CloseResult, type ClientStats, type SubscribeOptions } from "./client.js";
+export type { Presence, PresenceChange, PresenceMember } from "./presence.js";
 export { tokenExpiry, REFRESH_MARGIN_MS } from "./refresh.js";
 export { Subscription, type SubscriptionEvents } from "./subscription.js";
 export { memoryStorage, webStorage, type CursorStorage, type SavedCursors } from "./storage.js";

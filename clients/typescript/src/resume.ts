@@ -31,6 +31,15 @@
  * token. A close 4003 (the operator disconnected the user) stops the client
  * until the application calls `reconnect()`.
  *
+ * Presence (a subscription made with `presence: true`): the set is
+ * `presence.ts`'s; the core routes the frames to it and makes sure each
+ * connection ends up with a fresh snapshot. The gateway sends one after
+ * `replayed` (to a subscription it restored as well as to one subscribed
+ * again), queued with `replayed` itself; so after `replayed` the core sends
+ * a `ping`, and if its `pong` comes back before any snapshot did, the
+ * gateway sent none (a session record without the flag, a gateway that
+ * predates presence) and the core asks with a `presence` frame.
+ *
  * Actions go to `act` one at a time, in the order the rules make them, not
  * as a list returned at the end: the application's handlers run inside some
  * of them (`gap`, `error`, `unsubscribed`) and may call back into the
@@ -40,7 +49,18 @@
 
 import { reconnectDelay } from "./backoff.js";
 import { answerBy, REFRESH_ATTEMPTS, refreshAt, retryAt, tokenExpiry } from "./refresh.js";
-import type { ErrorData, HelloData, RefreshedData, ReplayedData, SubscribedData, UnsubscribedData } from "./schema.generated.js";
+import { applied, fromSnapshot, replaced, type Presence } from "./presence.js";
+import type {
+    ErrorData,
+    HelloData,
+    PongData,
+    PresenceData,
+    RefreshedData,
+    ReplayedData,
+    SubscribedData,
+    UnsubscribedData,
+    UserPresenceData,
+} from "./schema.generated.js";
 import type { SavedCursors } from "./storage.js";
 import type { SubscriptionEvents } from "./subscription.js";
 import type { Channel, ChatEvent, ClientEvents, ConnectionState, ConnectOptions, Gap } from "./types.js";
@@ -95,6 +115,8 @@ export interface Start {
     since?: string | undefined;
     /** Replay every event with a greater `seq`, then live. */
     sinceSeq?: number | undefined;
+    /** Ask for the channel's presence (`channel:` channels only). */
+    presence?: boolean | undefined;
 }
 
 /** An event for one subscription's handlers (`H` is the transport's handle for it). */
@@ -130,10 +152,15 @@ export type Action<H> =
     /** Ask `getToken` for a token and hand it to `tokenReady(token)`, or say `tokenFailed(message)`. */
     | { kind: "fetchToken" }
     /** The `refresh` of request `requestId` is over: the gateway took the token (its `exp`, in seconds) or refused it. */
-    | { kind: "refreshAnswered"; requestId: string; result: RefreshResult };
+    | { kind: "refreshAnswered"; requestId: string; result: RefreshResult }
+    /** The `presence` request `requestId` is over: the gateway's snapshot, or its (or the connection's) refusal. */
+    | { kind: "presenceAnswered"; requestId: string; result: PresenceResult };
 
 /** How a `refresh` ended: the new token's `exp` (seconds since the epoch), or the gateway's (or the connection's) refusal. */
 export type RefreshResult = { exp: number } | { code: string; message: string };
+
+/** How a `presence` request ended: the channel's snapshot, or the gateway's (or the connection's) refusal. */
+export type PresenceResult = { presence: Presence } | { code: string; message: string };
 
 /**
  * Carries out one action. For `send`: whether the frame went out (false when
@@ -175,6 +202,14 @@ interface ResumePoint<H> {
     phase: "pending" | "subscribing" | "replaying" | "live";
     /** The pending `subscribe`'s request id; none while a session restore brings it back. */
     requestId: string | undefined;
+    /** It asked for presence (`presence: true`). */
+    presence: boolean;
+    /** Who is online, as last known: kept across a reconnect until the new connection's snapshot replaces it. */
+    online: Presence | undefined;
+    /** A snapshot arrived since this connection's subscribe (or restore) of it. */
+    snapshotSeen: boolean;
+    /** The request id of the `ping` sent after `replayed`: its `pong` before a snapshot means none is coming. */
+    presenceCheck: string | undefined;
 }
 
 /**
@@ -215,6 +250,8 @@ export class ResumeCore<H> {
     #fetching = false;
     /** The `refresh` request ids sent on this connection and not yet answered. */
     readonly #refreshes = new Set<string>();
+    /** The `presence` requests sent on this connection and not yet answered: their channel, and whether the core asked (not the application). */
+    readonly #presenceRequests = new Map<string, { channel: Channel; auto: boolean }>();
     readonly #stats: ClientStats = { connections: 0, duplicatesDropped: 0 };
 
     constructor(options: ResumeOptions, act: Act<H>, environment: Environment = {}) {
@@ -280,6 +317,10 @@ export class ResumeCore<H> {
             acked: undefined,
             phase: "pending",
             requestId: undefined,
+            presence: start.presence === true,
+            online: undefined,
+            snapshotSeen: false,
+            presenceCheck: undefined,
         };
         this.#subs.set(channel, sub);
         if (this.#state === "connected") this.#sendSubscribe(sub);
@@ -300,6 +341,18 @@ export class ResumeCore<H> {
         if (!this.#send({ type: "unsubscribe", channel, request_id: requestId })) return undefined;
         this.#unsubscribing.add(requestId);
         return requestId;
+    }
+
+    /**
+     * Asks the gateway for `channel`'s presence snapshot (a `presence`
+     * frame). Returns its request id, whose answer (or the connection's end)
+     * a `presenceAnswered` reports; none when nothing was sent (offline, or
+     * no subscription to that chat channel).
+     */
+    requestPresence(channel: Channel): string | undefined {
+        const sub = this.#subs.get(channel);
+        if (this.#state !== "connected" || !sub || !channel.startsWith("channel:")) return undefined;
+        return this.#askPresence(sub, false);
     }
 
     /** A connection attempt starts; false when the client is closed and must not. */
@@ -406,6 +459,11 @@ export class ResumeCore<H> {
             case "refreshed":
                 return this.#onRefreshed(frame.data as RefreshedData);
             case "pong":
+                return this.#onPong(frame.data as PongData | undefined);
+            case "presence":
+                return this.#onPresence(frame.data as PresenceData);
+            case "user_presence":
+                if (typeof frame.channel === "string") this.#onUserPresence(frame.channel as Channel, frame.data as UserPresenceData);
                 return;
             default:
                 if (typeof frame.type === "string" && typeof frame.channel === "string") this.#onEvent(frame as ChatEvent);
@@ -436,10 +494,14 @@ export class ResumeCore<H> {
 
     /** The socket closed (or was given up): reconnect after a back-off, or end and say why. */
     closed(code: number, reason: string, wasClean: boolean): void {
-        for (const sub of this.#subs.values()) sub.phase = "pending";
+        for (const sub of this.#subs.values()) {
+            sub.phase = "pending";
+            sub.presenceCheck = undefined;
+        }
         for (const requestId of this.#unsubscribing) this.#act({ kind: "settle", requestId });
         this.#unsubscribing.clear();
         this.#endRefreshes();
+        this.#endPresenceRequests();
         if (this.#state === "closed") {
             this.#emit("disconnected", { code, reason, reconnectInMs: null });
             this.finish({ code, reason, wasClean });
@@ -490,6 +552,7 @@ export class ResumeCore<H> {
             if (restored.has(sub.channel)) {
                 sub.phase = "subscribing";
                 sub.requestId = undefined;
+                sub.snapshotSeen = false;
             } else {
                 this.#sendSubscribe(sub);
             }
@@ -510,7 +573,10 @@ export class ResumeCore<H> {
         const requestId = `s${++this.#nextRequest}`;
         sub.requestId = requestId;
         sub.phase = "subscribing";
+        sub.snapshotSeen = false;
+        sub.presenceCheck = undefined;
         const frame: Frame = { type: "subscribe", channel: sub.channel, request_id: requestId };
+        if (sub.presence) frame.presence = true;
         if (sub.lastSeq !== undefined) {
             frame.since_seq = sub.lastSeq;
             if (sub.epoch) frame.epoch = sub.epoch;
@@ -534,6 +600,9 @@ export class ResumeCore<H> {
         // Without a request id: a session restore, or the stream was
         // recreated under a live subscription (a new epoch, its replay follows).
         sub.phase = "replaying";
+        // The gateway's snapshot follows the replay.
+        sub.snapshotSeen = false;
+        sub.presenceCheck = undefined;
         const otherEpoch = data.epoch !== undefined && sub.epoch !== undefined && data.epoch !== sub.epoch;
         if (!data.complete || (otherEpoch && sub.lastSeq !== undefined)) {
             const gap: Gap = { channel: sub.channel, firstSeq: data.first_seq, reason: otherEpoch ? "epoch" : "retention" };
@@ -558,7 +627,68 @@ export class ResumeCore<H> {
         sub.phase = "live";
         sub.lastSeq = Math.max(sub.lastSeq ?? 0, data.last_seq);
         sub.since = undefined;
+        if (sub.presence && !sub.snapshotSeen) {
+            // The gateway queued its snapshot with `replayed`: a pong that
+            // comes back before it means it sent none (`#onPong`).
+            const check = `c${++this.#nextRequest}`;
+            if (this.#send({ type: "ping", request_id: check })) sub.presenceCheck = check;
+        }
         this.#dispatch(sub.handle, "replayed", { count: data.count, lastSeq: data.last_seq });
+    }
+
+    #onPong(data: PongData | undefined): void {
+        const check = data?.request_id;
+        if (check === undefined) return;
+        const sub = [...this.#subs.values()].find((s) => s.presenceCheck === check);
+        if (!sub) return;
+        sub.presenceCheck = undefined;
+        if (!sub.snapshotSeen) this.#askPresence(sub, true);
+    }
+
+    /** A snapshot: the answer to a request, or the gateway's own (after `replayed`, or for many changes at once); either replaces the set. */
+    #onPresence(data: PresenceData): void {
+        if (typeof data?.channel !== "string" || !Array.isArray(data.members)) return;
+        const requestId = data.request_id;
+        const request = requestId === undefined ? undefined : this.#presenceRequests.get(requestId);
+        if (requestId !== undefined && !request) return; // not ours, or of a connection gone
+        if (requestId !== undefined) this.#presenceRequests.delete(requestId);
+        const set = fromSnapshot(data);
+        const sub = this.#subs.get(set.channel);
+        if (sub?.presence && (sub.phase === "replaying" || sub.phase === "live")) {
+            sub.snapshotSeen = true;
+            const change = replaced(sub.online, set);
+            sub.online = set;
+            this.#dispatch(sub.handle, "presence", change);
+        }
+        if (requestId !== undefined) this.#act({ kind: "presenceAnswered", requestId, result: { presence: set } });
+    }
+
+    /** One user came online or went offline. */
+    #onUserPresence(channel: Channel, data: UserPresenceData): void {
+        const sub = this.#subs.get(channel);
+        if (!sub?.presence || !sub.online || (sub.phase !== "replaying" && sub.phase !== "live")) return;
+        if (typeof data?.user_id !== "string" || typeof data.online !== "boolean") return;
+        const change = applied(sub.online, data);
+        if (!change) return; // a repeat of what the last snapshot said
+        sub.online = change.presence;
+        this.#dispatch(sub.handle, "presence", change);
+    }
+
+    /** Sends a `presence` request for `sub`'s channel; its request id, or none when it did not go out. */
+    #askPresence(sub: ResumePoint<H>, auto: boolean): string | undefined {
+        const requestId = `p${++this.#nextRequest}`;
+        if (!this.#send({ type: "presence", channel: sub.channel, request_id: requestId })) return undefined;
+        this.#presenceRequests.set(requestId, { channel: sub.channel, auto });
+        return requestId;
+    }
+
+    /** The connection is gone: every presence request in flight ends unanswered. */
+    #endPresenceRequests(): void {
+        for (const requestId of this.#presenceRequests.keys()) {
+            const result = { code: "disconnected", message: "the connection closed before the gateway answered the presence request" };
+            this.#act({ kind: "presenceAnswered", requestId, result });
+        }
+        this.#presenceRequests.clear();
     }
 
     #onEvent(event: ChatEvent): void {
@@ -605,6 +735,17 @@ export class ResumeCore<H> {
 
     #onError(data: ErrorData): void {
         const requestId = data.request_id;
+        const asked = requestId === undefined ? undefined : this.#presenceRequests.get(requestId);
+        if (requestId !== undefined && asked) {
+            this.#presenceRequests.delete(requestId);
+            this.#act({ kind: "presenceAnswered", requestId, result: { code: data.code, message: data.message } });
+            // The core's own request: the application hears of it, unless
+            // the subscription ended meanwhile (then `not_found` is expected).
+            if (asked.auto && this.#subs.has(asked.channel)) {
+                this.#emit("error", { code: data.code, message: `presence of ${asked.channel}: ${data.message}`, channel: asked.channel });
+            }
+            return;
+        }
         if (requestId !== undefined && this.#refreshes.delete(requestId)) {
             this.#act({ kind: "refreshAnswered", requestId, result: { code: data.code, message: data.message } });
             if (requestId === this.#autoRefresh) {

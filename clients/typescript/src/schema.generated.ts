@@ -225,6 +225,29 @@ export interface UserKickedData {
 }
 
 /**
+ * The `data` object of a `user_presence` event. A user started or stopped being present in a channel: at least one of their connections, on any gateway node, holds a subscription to it. Made by the gateway, only for subscriptions that asked for presence (`presence: true`); ephemeral: never stored, never replayed, no seq. Going online is announced at once; going offline after the grace when the last connection dropped, at once when the subscription ended (unsubscribe, ban, kick, leave, deleted channel). Not accepted from publishers.
+ */
+export interface UserPresenceData {
+  /**
+   * The channel.
+   */
+  channel_id: string;
+  /**
+   * The user (their token's subject).
+   */
+  user_id: string;
+  /**
+   * The name their token gives, or the user id when it has none.
+   */
+  username: string;
+  /**
+   * true when the user started being present, false when they stopped.
+   */
+  online: boolean;
+  [k: string]: unknown | undefined;
+}
+
+/**
  * The `data` object of a `user_typing` event. A user started or stopped typing in a channel. Ephemeral: never stored, never replayed, no seq. user_id and username are set by the gateway from the token, never from the client. Fields not listed here are allowed from a publisher on NATS and ignored: the gateway writes typing itself.
  */
 export interface UserTypingData {
@@ -331,6 +354,45 @@ export interface PongData {
 }
 
 /**
+ * The `presence` frame's payload.
+ */
+export interface PresenceData {
+  /**
+   * The chat channel.
+   */
+  channel: string;
+  /**
+   * Every present user, however many `members` lists.
+   */
+  count: number;
+  /**
+   * Present users, by user id, at most `presence_limit`.
+   */
+  members: {
+    /**
+     * The user.
+     */
+    user_id: string;
+    /**
+     * The name their typing shows.
+     */
+    username: string;
+    /**
+     * Their connections holding the channel, on every node.
+     */
+    connections: number;
+  }[];
+  /**
+   * Whether `members` lists fewer than `count`.
+   */
+  truncated: boolean;
+  /**
+   * The presence frame's request_id, when it had one.
+   */
+  request_id?: string;
+}
+
+/**
  * The `refreshed` frame's payload.
  */
 export interface RefreshedData {
@@ -406,7 +468,7 @@ export interface UnsubscribedData {
   reason: "requested" | "banned" | "kicked" | "left" | "channel_deleted" | "revoked";
 }
 
-/** The 14 event types. */
+/** The 15 event types. */
 export type EventType =
     | "channel_created"
     | "channel_deleted"
@@ -420,6 +482,7 @@ export type EventType =
     | "message_updated"
     | "user_banned"
     | "user_kicked"
+    | "user_presence"
     | "user_typing"
     | "user_unbanned";
 
@@ -437,6 +500,7 @@ export interface EventDataMap {
     message_updated: MessageUpdatedData;
     user_banned: UserBannedData;
     user_kicked: UserKickedData;
+    user_presence: UserPresenceData;
     user_typing: UserTypingData;
     user_unbanned: UserUnbannedData;
 }
@@ -446,13 +510,14 @@ export interface ControlDataMap {
     error: ErrorData;
     hello: HelloData;
     pong: PongData;
+    presence: PresenceData;
     refreshed: RefreshedData;
     replayed: ReplayedData;
     subscribed: SubscribedData;
     unsubscribed: UnsubscribedData;
 }
 
-/** The 14 event types, in name order. */
+/** The 15 event types, in name order. */
 export const EVENT_TYPES: readonly EventType[] = [
     "channel_created",
     "channel_deleted",
@@ -466,6 +531,7 @@ export const EVENT_TYPES: readonly EventType[] = [
     "message_updated",
     "user_banned",
     "user_kicked",
+    "user_presence",
     "user_typing",
     "user_unbanned",
 ];

@@ -1,4 +1,5 @@
 import { Emitter } from "./emitter.js";
+import type { Presence, PresenceChange } from "./presence.js";
 import type { Channel, ChatEvent, Gap } from "./types.js";
 
 export interface SubscriptionEvents {
@@ -10,6 +11,14 @@ export interface SubscriptionEvents {
     replayed: { count: number; lastSeq: number };
     gap: Gap;
     /**
+     * Who is online changed (a subscription made with `presence: true`):
+     * the new set (also `subscription.presence` from now on) and who came
+     * and went. Every snapshot is one (`snapshot: true`, after subscribing
+     * and after each reconnect, even when nobody came or went); a
+     * `user_presence` event is one when it changes the set.
+     */
+    presence: PresenceChange;
+    /**
      * The subscription ended: `requested`, or the server's reason (`banned`,
      * `kicked`, `left`, `channel_deleted`, or `revoked` when a refreshed
      * token no longer grants it), `refused` when the server refused it (see
@@ -19,6 +28,12 @@ export interface SubscriptionEvents {
     error: { code: string; message: string };
 }
 
+/** What a subscription asks its client for. */
+interface SubscriptionCalls {
+    unsubscribe: () => Promise<void>;
+    requestPresence: () => Promise<Presence>;
+}
+
 /**
  * One channel's subscription. Handlers (`on("event", …)`) or `for await`
  * get each stored event exactly once, in `seq` order, across reconnects.
@@ -26,15 +41,16 @@ export interface SubscriptionEvents {
 export class Subscription extends Emitter<SubscriptionEvents> implements AsyncIterable<ChatEvent> {
     readonly channel: Channel;
     #ended = false;
+    #presence: Presence | undefined;
     /** One queue per running `for await`, so each iterator sees every event. */
     #readers = new Set<{ events: ChatEvent[]; wake: (() => void) | null }>();
-    readonly #unsubscribe: () => Promise<void>;
+    readonly #calls: SubscriptionCalls;
 
     /** @internal */
-    constructor(channel: Channel, unsubscribe: () => Promise<void>) {
+    constructor(channel: Channel, calls: SubscriptionCalls) {
         super();
         this.channel = channel;
-        this.#unsubscribe = unsubscribe;
+        this.#calls = calls;
     }
 
     /** Whether the subscription has ended (unsubscribed, refused, or ended by the server). */
@@ -42,15 +58,38 @@ export class Subscription extends Emitter<SubscriptionEvents> implements AsyncIt
         return this.#ended;
     }
 
+    /**
+     * Who is online in the channel, for a subscription made with `presence:
+     * true`: `undefined` until the first snapshot, then replaced by every
+     * change (see the `presence` event). While the client is offline it is
+     * the last known set; the reconnect brings a fresh snapshot.
+     */
+    get presence(): Presence | undefined {
+        return this.#presence;
+    }
+
     /** Ends the subscription; resolves when the server confirmed it (or at once when offline). */
     unsubscribe(): Promise<void> {
         if (this.#ended) return Promise.resolve();
-        return this.#unsubscribe();
+        return this.#calls.unsubscribe();
+    }
+
+    /**
+     * Asks the gateway for the channel's presence snapshot now (`channel:`
+     * channels only; with or without `presence: true`). Resolves with it;
+     * on a subscription made with `presence: true` it also replaces
+     * `presence` (and emits `presence`). Rejects with a `PresenceError`:
+     * the gateway's `code` (`not_found`, `forbidden`), or `offline`,
+     * `disconnected` (the connection ended first), `ended`.
+     */
+    requestPresence(): Promise<Presence> {
+        return this.#calls.requestPresence();
     }
 
     /** @internal Called by the client. */
     dispatch<K extends keyof SubscriptionEvents>(name: K, payload: SubscriptionEvents[K]): void {
         if (name === "unsubscribed") this.#ended = true;
+        if (name === "presence") this.#presence = (payload as PresenceChange).presence;
         for (const reader of this.#readers) {
             if (name === "event") reader.events.push(payload as ChatEvent);
             reader.wake?.();

@@ -4,9 +4,12 @@ import type { CursorStorage } from "./storage.js";
 /** A subscription channel: `channel:{uuid}`, `user:{uuid}` or `global`. */
 export type Channel = `channel:${string}` | `user:${string}` | "global";
 
+/** The ephemeral event types: live only, never stored or replayed, no `seq`. */
+type Ephemeral = "user_typing" | "user_presence";
+
 /** An event as the gateway sends it: the envelope `{type, timestamp, data}` plus where it belongs. */
 export type StoredEvent = {
-    [K in Exclude<EventType, "user_typing">]: {
+    [K in Exclude<EventType, Ephemeral>]: {
         type: K;
         /** When the stream stored it (RFC 3339, UTC, milliseconds). */
         timestamp: string;
@@ -17,7 +20,7 @@ export type StoredEvent = {
         /** The domain event's id, the same for every copy of it. */
         id: string;
     };
-}[Exclude<EventType, "user_typing">];
+}[Exclude<EventType, Ephemeral>];
 
 /** Typing is ephemeral: live only, never replayed, no `seq`. */
 export interface TypingEvent {
@@ -27,6 +30,11 @@ export interface TypingEvent {
     channel: Channel;
 }
 
+/**
+ * What a subscription's `event` handlers and `for await` get. Presence
+ * (`user_presence`) is not among them: it updates `subscription.presence`
+ * and comes as its `presence` event.
+ */
 export type ChatEvent = StoredEvent | TypingEvent;
 
 /** The WebSocket the client needs: the browser's, Node's global one, or the `ws` package's. */

@@ -16,7 +16,7 @@ const EVENTS = [
     "channel_message", "message_updated", "message_deleted", "message_reply",
     "member_joined", "member_left", "member_role_updated", "user_banned",
     "user_unbanned", "user_kicked", "channel_created", "channel_updated",
-    "channel_deleted", "user_typing",
+    "channel_deleted", "user_typing", "user_presence",
 ];
 
 /** Parses the document once; every diagnostic is printed, errors fail. */
@@ -45,7 +45,7 @@ test("asyncapi.yaml is valid AsyncAPI 3.0 with every ref resolved", async () => 
     assert.equal(document.servers().get("ws").pathname(), "/v1/ws");
 });
 
-test("the 14 events carry the envelope with their data schema resolved", async () => {
+test("the 15 events carry the envelope with their data schema resolved", async () => {
     const { document } = await parsed;
     assert.ok(document);
     const messages = document.channels().get("gateway").messages();
@@ -70,8 +70,13 @@ test("frames and NATS payloads are resolved too", async () => {
     const subscribe = document.components().messages().get("subscribe").payload();
     assert.equal(subscribe.properties().type.const(), "subscribe");
     assert.ok(subscribe.properties().since_seq);
+    assert.ok(subscribe.properties().presence);
     const hello = document.components().messages().get("hello").payload();
     assert.ok(hello.properties().data.properties().session_id);
+    const snapshot = document.components().messages().get("presence").payload();
+    assert.ok(snapshot.properties().data.properties().members);
+    const request = document.components().messages().get("presence_request").payload();
+    assert.equal(request.properties().type.const(), "presence");
 
     const stored = document.channels().get("chat_channel_channel_message");
     assert.equal(stored.address(), "chat.channel.{channel_id}.channel_message");

@@ -9,7 +9,9 @@
 //   form, see the event; the gateway is SIGKILLed and restarted while events
 //   keep being published, and the page shows every seq once, in order;
 //   the connection's token expiry is shown and a pasted token refreshes it
-//   in band; an operator's disconnect (4003) is shown with its reason.
+//   in band; an operator's disconnect (4003) is shown with its reason; a
+//   chat channel's online list shows the console's own user and another
+//   user who subscribes through the SDK, and drops that one when it leaves.
 //
 // Without a Chromium these tests FAIL and say how to get one.
 
@@ -20,6 +22,9 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { build } from "esbuild";
 import { chromium } from "playwright-core";
+import WebSocket from "ws";
+
+import { connect } from "../dist/index.js";
 import { freePort, message, PATIENCE_MS, publisherToken, ROOT, sleep, startGateway, startNats, tcpProxy, token, uuid, waitFor } from "./support.mjs";
 
 const PACKAGE = path.join(ROOT, "clients/typescript");
@@ -437,6 +442,54 @@ describe("the console", () => {
             await page.screenshot({ path: path.join(RESULTS, "console-refresh.png"), fullPage: true });
             assert.deepEqual(problems, [], "no script errors");
         } finally {
+            await page.close();
+        }
+    });
+
+    test("shows who is online in a chat channel: its own user, and another who comes through the SDK and leaves", async () => {
+        const page = await newPage({ viewport: { width: 1400, height: 1000 } });
+        const problems = [];
+        page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+        const [self, other] = [uuid(), uuid()];
+        const channel = `channel:${uuid()}`;
+        const row = `#subscriptions li[data-channel="${channel}"]`;
+        const member = (user) => `${row} .presence-members li[data-user-id="${user}"]`;
+        const count = (n) => `${row} .presence-count[data-count="${n}"]`;
+        let sdk;
+        try {
+            await page.goto(`${gateway.http}/console`);
+            await page.fill("#token", token({ sub: self, name: "console-user" }));
+            await page.click("#connect");
+            await page.waitForSelector('#state[data-state="connected"]', { timeout: PATIENCE_MS });
+            await page.fill("#channel", channel);
+            await page.click("#subscribe");
+            await page.waitForSelector(member(self), { timeout: PATIENCE_MS });
+            await page.waitForSelector(count(1), { timeout: PATIENCE_MS });
+            assert.equal(await page.textContent(member(self)), "console-user (you)");
+
+            // Another user, through the SDK in Node.
+            sdk = connect({ url: gateway.ws, WebSocket, token: token({ sub: other, name: "sdk-user" }) });
+            const sub = sdk.subscribe(channel, { presence: true });
+            await page.waitForSelector(member(other), { timeout: PATIENCE_MS });
+            await page.waitForSelector(count(2), { timeout: PATIENCE_MS });
+            assert.equal(await page.textContent(member(other)), "sdk-user");
+            const shown = await page.$$eval(`${row} .presence-members li`, (items) => items.map((item) => item.dataset.userId));
+            assert.deepEqual(shown, [self, other].sort(), "both, in user-id order");
+            assert.match(await page.textContent(`${row} .presence-count`), /^2 online$/);
+            await waitFor("the SDK to see the console's user", () => sub.presence?.members.has(self));
+            mkdirSync(RESULTS, { recursive: true });
+            await page.screenshot({ path: path.join(RESULTS, "console-presence.png"), fullPage: true });
+
+            // It unsubscribes: gone from the list at once (no grace).
+            await sub.unsubscribe();
+            await page.waitForSelector(count(1), { timeout: PATIENCE_MS });
+            assert.equal(await page.$(member(other)), null);
+            const presenceLog = await page.$$eval('#log li[data-kind="presence"] .text', (rows) => rows.map((r) => r.textContent));
+            assert.ok(presenceLog.some((text) => text === `${channel}: sdk-user online`), `the log shows it come: ${presenceLog}`);
+            assert.ok(presenceLog.some((text) => text === `${channel}: sdk-user offline`), `the log shows it go: ${presenceLog}`);
+            assert.deepEqual(problems, [], "no script errors");
+        } finally {
+            await sdk?.close();
             await page.close();
         }
     });

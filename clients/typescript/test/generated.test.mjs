@@ -15,8 +15,9 @@ test("the generated types match schemas/", async () => {
 
 test("every event type has its data type", async () => {
     const text = await generate();
-    for (const name of ["channel_message", "user_typing", "member_role_updated"]) {
+    for (const name of ["channel_message", "user_typing", "user_presence", "member_role_updated"]) {
         assert.match(text, new RegExp(`${name}: \\w+Data;`));
     }
-    assert.equal((text.match(/^ {4}\| "/gm) ?? []).length, 14, "14 event types in the union");
+    assert.equal((text.match(/^ {4}\| "/gm) ?? []).length, 15, "15 event types in the union (13 stored, user_typing and user_presence)");
+    assert.match(text, /export interface PresenceData \{/, "the presence snapshot's data");
 });
