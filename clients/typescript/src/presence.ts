@@ -9,16 +9,16 @@
  * application can keep the one it rendered and compare.
  *
  * What the gateway guarantees and what follows from it here:
- * - a snapshot covers every change announced before it, and maybe a few
- *   announced after it, which then come again as `user_presence` events:
- *   an online for a listed user, or an offline for one not listed, changes
- *   nothing (and is no `presence` event);
+ * - a snapshot is what the gateway announced before it, plus the
+ *   subscriber (whose own `online` may come after it): an online for a
+ *   listed user, or an offline for one not listed, changes nothing (and
+ *   is no `presence` event);
  * - `user_presence` carries no connection count: `connections` is the last
  *   snapshot's, and 1 for a user announced online since;
  * - a `truncated` snapshot lists only the first `presence_limit` users by
- *   id: a change of a user it does not list cannot be told from a repeat,
- *   so until the next snapshot `count` is the snapshot's moved by one for
- *   each such change (it may be off by the repeats).
+ *   id: until the next snapshot `count` is the snapshot's moved by one for
+ *   each change of a user it does not list (one too high if the
+ *   subscriber's own `online` restates a snapshot that did not list them).
  */
 
 import type { PresenceData, UserPresenceData } from "./schema.generated.js";
