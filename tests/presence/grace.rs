@@ -41,19 +41,20 @@ async fn a_reset_and_a_reconnect_within_the_grace_show_nothing_and_a_drop_is_off
 }
 
 #[tokio::test]
-async fn a_ban_or_an_unsubscribe_ends_presence_at_once() {
+async fn a_ban_an_unsubscribe_or_the_operators_disconnect_ends_presence_at_once() {
     // A grace far longer than the wait: an offline seen proves no grace.
     let grace = Duration::from_secs(300);
     let nats = nats();
     let (a, b) = two_gateways(&nats, &["--presence-grace", "300s"]);
     let channel = Id::new_v4();
-    let (ann, bob, carl) = (user("ann"), user("bob"), user("carl"));
+    let (ann, bob, carl, dan) = (user("ann"), user("bob"), user("carl"), user("dan"));
     let mut watch = Watch::start(&a, &ann, channel).await;
     let mut bob_client = join(&b, &bob, channel).await;
     let mut carl_client = join(&b, &carl, channel).await;
+    let _dan_client = join(&b, &dan, channel).await;
     watch
-        .until("bob and carl online", |w| {
-            w.is_online(&bob) && w.is_online(&carl)
+        .until("bob, carl and dan online", |w| {
+            w.is_online(&bob) && w.is_online(&carl) && w.is_online(&dan)
         })
         .await;
 
@@ -78,6 +79,21 @@ async fn a_ban_or_an_unsubscribe_ends_presence_at_once() {
         .send(json!({"type": "unsubscribe", "channel": Channel::Chat(channel).to_string()}))
         .await;
     watch.until("carl offline", |w| !w.is_online(&carl)).await;
+
+    // A logout: the operator disconnects dan (through a, his socket is on b).
+    let admin = token(
+        Id::new_v4(),
+        Grant::None,
+        &[switchboard::token::Role::Admin],
+    );
+    let response = http()
+        .post(a.http(&format!("/v1/users/{}/disconnect", dan.id)))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .expect("disconnect");
+    assert_eq!(response.status().as_u16(), 200);
+    watch.until("dan offline", |w| !w.is_online(&dan)).await;
     assert!(started.elapsed() < grace, "no grace for an end");
     assert_eq!(watch.changes_of(&bob), [true, false]);
     assert_eq!(watch.changes_of(&carl), [true, false]);

@@ -35,6 +35,7 @@ use super::protocol::{self, Close, ErrorCode, FrameError};
 use super::upgrade::{self, Socket};
 use super::Node;
 use crate::channel::{Channel, Id};
+use crate::presence::view::Left;
 use crate::token::{Claims, Verifier};
 use env::NodeEnv;
 use state::{Answer, Bounds, Effect, State};
@@ -477,7 +478,13 @@ impl Connection {
         } else {
             self.state.close_save(&mut self.env, None);
         }
-        self.state.leave_all(&mut self.env);
+        // A user the operator disconnected (a logout) is offline at once;
+        // any other end may be a reload or a reconnect elsewhere.
+        let how = match end {
+            End::Disconnected(_) => Left::Ended,
+            _ => Left::Dropped,
+        };
+        self.state.leave_all(&mut self.env, how);
         self.replays.clear();
         let deadline = tokio::time::Instant::now() + CLOSE_TIMEOUT;
         let close = match end {

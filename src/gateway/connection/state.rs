@@ -660,10 +660,11 @@ impl State {
         self.session.close();
     }
 
-    /// Leaves the hub with every subscription: the connection ended (the
-    /// users' presence gets its grace).
-    pub(super) fn leave_all(&mut self, env: &mut dyn Env) {
-        self.leaving = Left::Dropped;
+    /// Leaves the hub with every subscription: the connection ended, as
+    /// `how` says (a drop gets the presence grace; the operator's
+    /// disconnect does not).
+    pub(super) fn leave_all(&mut self, env: &mut dyn Env, how: Left) {
+        self.leaving = how;
         let mut channels: Vec<Channel> = self.subs.keys().copied().collect();
         channels.extend(self.planning.iter().map(|p| p.channel));
         for channel in channels {
