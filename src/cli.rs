@@ -59,7 +59,7 @@ pub enum Command {
     /// The membership projection: rebuild the snapshot, or check it against a fresh fold.
     #[command(after_help = after_help())]
     Projection(ProjectionArgs),
-    /// Follow channels over the gateway's WebSocket: print every frame as a JSON line; reconnect and resume.
+    /// Follow channels over the gateway's WebSocket: print every frame (events; presence with --presence) as a JSON line; reconnect and resume.
     #[command(after_help = crate::tail::AFTER_HELP)]
     Tail(crate::tail::TailArgs),
 }

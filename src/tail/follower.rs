@@ -4,10 +4,13 @@
 //! the last printed `seq`, else the start asked for), drops events already
 //! printed, and says which acks are due. It also reads the answers to the
 //! driver's token refreshes (`refreshed`, or an `error` with the refresh's
-//! `request_id`); when to refresh is [`super::token`]'s. No sockets, no
-//! clocks, no stdout.
+//! `request_id`); when to refresh is [`super::token`]'s. With `--presence`
+//! it asks the chat channels it subscribes for presence; the `presence` and
+//! `user_presence` frames that follow are printed as every frame is (they
+//! have no `seq`: never dropped, counted or acked). No sockets, no clocks,
+//! no stdout.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -59,6 +62,15 @@ pub struct Follower {
     heartbeat_ms: u64,
     events: u64,
     max_events: Option<u64>,
+    /// `--presence`: subscribe the chat channels with `presence: true`.
+    presence: bool,
+    /// The chat channels subscribed with `presence: true` on some
+    /// connection: a session that restores them restores that too (and the
+    /// gateway sends their snapshot again).
+    presence_asked: HashSet<Channel>,
+    /// Chat channels a session restored that tail never subscribed itself
+    /// (`--session`): whether they asked for presence is not known.
+    presence_unknown: HashSet<Channel>,
 }
 
 impl Follower {
@@ -80,6 +92,9 @@ impl Follower {
             heartbeat_ms: DEFAULT_HEARTBEAT_MS,
             events: 0,
             max_events: options.max_events,
+            presence: options.presence,
+            presence_asked: HashSet::new(),
+            presence_unknown: HashSet::new(),
         }
     }
 
@@ -98,14 +113,26 @@ impl Follower {
         Duration::from_millis(self.heartbeat_ms.saturating_mul(2)) + Duration::from_secs(10)
     }
 
+    /// Whether `channel` is asked for presence: `--presence` and a chat
+    /// channel (the gateway refuses presence for the others).
+    fn wants_presence(&self, channel: Channel) -> bool {
+        self.presence && matches!(channel, Channel::Chat(_))
+    }
+
     /// The `subscribe` frame for `channel`: from its last printed `seq`,
-    /// else from `--since`/`--since-seq`, else from when it first went live.
-    fn subscribe(&self, channel: Channel) -> String {
+    /// else from `--since`/`--since-seq`, else from when it first went live;
+    /// with `presence: true` when it [wants presence](Self::wants_presence).
+    fn subscribe(&mut self, channel: Channel) -> String {
         let mut frame = json!({
             "type": "subscribe",
             "channel": channel,
             "request_id": format!("subscribe {channel}"),
         });
+        if self.wants_presence(channel) {
+            frame["presence"] = true.into();
+            self.presence_asked.insert(channel);
+            self.presence_unknown.remove(&channel);
+        }
         let start = match self.seen.get(&channel) {
             Some(&seq) => Some(Start::Seq(seq)),
             None => self
@@ -292,12 +319,36 @@ impl Follower {
             ));
             return out;
         }
-        for c in &self.followed {
-            if !restored.contains(c) {
-                out.push(Action::Send(self.subscribe(*c)));
+        for c in self.followed.clone() {
+            if !restored.contains(&c) {
+                out.push(Action::Send(self.subscribe(c)));
+            } else if self.wants_presence(c) && !self.presence_asked.contains(&c) {
+                out.push(Action::Send(self.ask_presence(c)));
             }
         }
         out
+    }
+
+    /// A chat channel the session restored though tail never subscribed it
+    /// (`--session`): its subscription gets presence only if it asked for
+    /// it when it was made, which `hello` does not say. Its snapshot is
+    /// asked for (a `presence` frame), on every connection, and the first
+    /// time a warning says why the changes may not follow.
+    fn ask_presence(&mut self, channel: Channel) -> String {
+        if self.presence_unknown.insert(channel) {
+            tracing::warn!(
+                %channel,
+                "--presence: this subscription was restored from the session; it gets \
+                 presence changes only if it asked for presence when it was made; \
+                 its snapshot is asked for"
+            );
+        }
+        json!({
+            "type": "presence",
+            "channel": channel,
+            "request_id": format!("presence {channel}"),
+        })
+        .to_string()
     }
 }
 
@@ -319,6 +370,7 @@ mod tests {
             start,
             session: None,
             max_events: None,
+            presence: false,
         }
     }
 
@@ -513,5 +565,76 @@ mod tests {
         let revoked = json!({"type": "unsubscribed", "timestamp": "t",
                              "data": {"channel": "global", "reason": "revoked"}});
         assert_eq!(f.on_text(&revoked.to_string()).last(), Some(&Action::Done));
+    }
+
+    fn presence_options(channels: &[&str]) -> TailOptions {
+        TailOptions {
+            presence: true,
+            ..options(channels, None)
+        }
+    }
+
+    #[test]
+    fn presence_is_asked_of_chat_channels_only() {
+        let mut f = Follower::new(&presence_options(&[C, "global"]));
+        let frames = sent(&f.on_text(&hello(false, &[])));
+        assert_eq!(frames[0]["channel"], C);
+        assert_eq!(frames[0]["presence"], true);
+        assert_eq!(frames[1]["channel"], "global");
+        assert!(frames[1].get("presence").is_none(), "{}", frames[1]);
+        // Without --presence, never.
+        let mut f = Follower::new(&options(&[C], None));
+        let frames = sent(&f.on_text(&hello(false, &[])));
+        assert!(frames[0].get("presence").is_none(), "{}", frames[0]);
+    }
+
+    #[test]
+    fn presence_frames_are_printed_as_they_come_and_are_not_events() {
+        let mut o = presence_options(&[C]);
+        o.max_events = Some(1);
+        let mut f = Follower::new(&o);
+        f.on_text(&hello(false, &[]));
+        let snapshot = json!({"type": "presence", "timestamp": "t", "data": {
+            "channel": C, "count": 1, "truncated": false,
+            "members": [{"user_id": S, "username": "ann", "connections": 1}]}})
+        .to_string();
+        let online = json!({"type": "user_presence", "timestamp": "t", "data": {
+            "channel_id": &C[8..], "user_id": S, "username": "ann", "online": true},
+            "channel": C, "id": "x"})
+        .to_string();
+        for frame in [&snapshot, &online, &online] {
+            assert_eq!(f.on_text(frame), vec![Action::Print(frame.clone())]);
+        }
+        assert!(f.acks().is_empty(), "nothing to ack");
+        assert_eq!(f.on_text(&event(C, 1)).last(), Some(&Action::Done));
+    }
+
+    #[test]
+    fn a_resumed_session_keeps_presence_and_asks_a_snapshot_where_it_is_unknown() {
+        const D: &str = "channel:1b6f2c1e-3d4a-4f5b-8c9d-0e1f2a3b4c5d";
+        let mut o = presence_options(&[C]);
+        o.session = Some(Id::parse(S).unwrap());
+        let mut f = Follower::new(&o);
+        // The session (of another run) restores C and D: tail never
+        // subscribed them, so it asks both for their snapshot.
+        let frames = sent(&f.on_text(&hello(true, &[C, D])));
+        let asked: Vec<(&Value, &Value)> =
+            frames.iter().map(|f| (&f["type"], &f["channel"])).collect();
+        assert_eq!(
+            asked,
+            [
+                (&json!("presence"), &json!(C)),
+                (&json!("presence"), &json!(D))
+            ]
+        );
+        assert_eq!(frames[0]["request_id"], format!("presence {C}"));
+        // A fresh session: tail subscribes them with presence itself...
+        let frames = sent(&f.on_text(&hello(false, &[])));
+        assert!(frames
+            .iter()
+            .all(|f| f["type"] == "subscribe" && f["presence"] == true));
+        // ... and once the session restores them, the gateway sends their
+        // snapshot: nothing to ask.
+        assert_eq!(sent(&f.on_text(&hello(true, &[C, D]))), Vec::<Value>::new());
     }
 }

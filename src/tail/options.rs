@@ -29,6 +29,14 @@ third of the time left, three attempts per token) and, should the gateway close 
 anyway, reconnects with a fresh token and resumes its session. A fixed
 --token is never refreshed.
 
+With --presence, the chat channels are subscribed with `presence: true`:
+each one's `presence` snapshot (count, members, truncated) is printed after
+its `subscribed` (and `replayed`), and again after a reconnect; then a
+`user_presence` line for each user who comes online or goes offline, or a
+new snapshot when many changed at once. They have no seq: --max-events does
+not count them. global and user: channels have no presence (a warning; with
+no chat channel at all, --presence is a usage error).
+
 Exit codes: 0 done (--max-events reached, Ctrl-C or SIGTERM); 1 the work \
 failed (token refused, a fixed --token expired, no token from the source at \
 start, a subscription refused, disconnected by the operator); 2 bad arguments.";
@@ -72,6 +80,12 @@ pub struct TailArgs {
     /// Exit 0 after printing this many events (frames with a `seq`).
     #[arg(long)]
     pub max_events: Option<u64>,
+    /// Ask the chat channels (channel:<uuid>) for presence: print each one's
+    /// `presence` snapshot (who is online) after it is subscribed, again
+    /// after a reconnect, and a `user_presence` line when someone comes
+    /// online or goes offline. global and user: channels have no presence.
+    #[arg(long)]
+    pub presence: bool,
 }
 
 /// Where a subscription starts when no event of its channel was printed yet.
@@ -93,6 +107,8 @@ pub struct TailOptions {
     pub start: Option<Start>,
     pub session: Option<Id>,
     pub max_events: Option<u64>,
+    /// `--presence`: the chat channels are subscribed with `presence: true`.
+    pub presence: bool,
 }
 
 impl TailArgs {
@@ -131,6 +147,9 @@ impl TailArgs {
         if self.max_events == Some(0) {
             return Err(Failure::Usage("--max-events must be at least 1".into()));
         }
+        if self.presence {
+            presence_channels(&channels, session.is_some())?;
+        }
         let token = token_source(self.token, self.token_command, self.token_file)?;
         let options = TailOptions {
             url: gateway_url(&self.url).map_err(|e| Failure::Usage(format!("--url: {e}")))?,
@@ -139,6 +158,7 @@ impl TailArgs {
             start,
             session,
             max_events: self.max_events,
+            presence: self.presence,
         };
         // The request is built the same way on every attempt: check it once
         // (with the token when it is fixed).
@@ -149,6 +169,28 @@ impl TailArgs {
         super::request(&options.url, options.session, token).map_err(Failure::Usage)?;
         Ok(options)
     }
+}
+
+/// `--presence` is for chat channels: with none given (and no `--session`
+/// that may restore some) it is a usage error; other channels beside chat
+/// ones are followed without it, with a warning.
+fn presence_channels(channels: &[Channel], session: bool) -> Result<(), Failure> {
+    let (chat, other): (Vec<&Channel>, Vec<&Channel>) =
+        channels.iter().partition(|c| matches!(c, Channel::Chat(_)));
+    if chat.is_empty() && !session {
+        return Err(Failure::Usage(
+            "--presence: presence is only for chat channels (channel:<uuid>); none was given"
+                .into(),
+        ));
+    }
+    for channel in other {
+        tracing::warn!(
+            %channel,
+            "--presence: presence is only for chat channels (channel:<uuid>); \
+             this one is followed without it"
+        );
+    }
+    Ok(())
 }
 
 /// The one token source given; a blank value counts as not given.
@@ -240,6 +282,18 @@ mod tests {
         assert!(gateway_url("wss://h:1").unwrap_err().contains("TLS"));
         assert!(gateway_url("ftp://h:1").is_err());
         assert!(gateway_url("not a url").is_err());
+    }
+
+    #[test]
+    fn presence_needs_a_chat_channel() {
+        let chat = Channel::parse("channel:0b6f2c1e-3d4a-4f5b-8c9d-0e1f2a3b4c5d").unwrap();
+        assert!(presence_channels(&[chat, Channel::Global], false).is_ok());
+        let none = presence_channels(&[Channel::Global], false)
+            .unwrap_err()
+            .to_string();
+        assert!(none.contains("only for chat channels"), "{none}");
+        // A session may restore chat channels.
+        assert!(presence_channels(&[], true).is_ok());
     }
 
     #[test]
