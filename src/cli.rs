@@ -62,6 +62,28 @@ pub enum Command {
     /// Follow channels over the gateway's WebSocket: print every frame (events; presence with --presence) as a JSON line; reconnect and resume.
     #[command(after_help = crate::tail::AFTER_HELP)]
     Tail(crate::tail::TailArgs),
+    /// Event types added without a rebuild: check a catalog directory, or print its AsyncAPI document.
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
+}
+
+/// `switchboard catalog`.
+#[derive(Subcommand, Debug)]
+pub enum CatalogCommand {
+    /// Check a catalog directory as `serve` would load it: every file valid
+    /// (exit 0, listing the types), or the first bad one named with the
+    /// reason (exit 1).
+    Check {
+        /// The directory of `<type>.json` schemas.
+        dir: std::path::PathBuf,
+    },
+    /// Print the AsyncAPI 3.0 document (JSON) of a catalog directory's
+    /// added types (the built-in ones are in the repository's
+    /// asyncapi.yaml).
+    Asyncapi {
+        /// The directory of `<type>.json` schemas (none: the built-in types only).
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 /// Where the log is; shared by every command that reads or writes it.
@@ -229,6 +251,7 @@ async fn connect(args: &LogArgs) -> Result<Log, Failure> {
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Serve(args) => {
+            install_catalog(&args.log)?;
             let settings = serve_settings(&args)?;
             if settings.dev && settings.tokens.secrets == [DEV_SECRET] {
                 tracing::warn!("--dev: using the built-in development secret");
@@ -240,10 +263,63 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Token(args) => token(args),
         Command::Projection(args) => projection(args).await,
         Command::Tail(args) => crate::tail::run(args.options()?).await,
+        Command::Catalog(command) => catalog(command),
+    }
+}
+
+/// Loads the configured catalog directory, if any, and makes it the
+/// process's: before anything decodes an event.
+fn install_catalog(args: &LogArgs) -> Result<(), Failure> {
+    let settings = args.resolve()?;
+    let Some(dir) = settings.catalog_dir.filter(|d| !d.is_empty()) else {
+        return Ok(());
+    };
+    let catalog = crate::catalog::load(std::path::Path::new(&dir))
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    tracing::info!(dir, types = catalog.added().len(), "event catalog loaded");
+    crate::catalog::install(catalog);
+    Ok(())
+}
+
+/// `switchboard catalog`: checks a catalog directory, or prints the
+/// AsyncAPI document of one.
+fn catalog(command: CatalogCommand) -> Result<(), Failure> {
+    match command {
+        CatalogCommand::Check { dir } => {
+            let catalog = crate::catalog::load(&dir).map_err(|e| Failure::Work(e.into()))?;
+            for added in catalog.added() {
+                let routes: Vec<serde_json::Value> =
+                    added.routes.iter().map(|r| r.json()).collect();
+                println!(
+                    "{}: {}, routes {}",
+                    added.name,
+                    if added.stored { "stored" } else { "ephemeral" },
+                    serde_json::Value::from(routes)
+                );
+            }
+            println!(
+                "{}: {} added types, all valid",
+                dir.display(),
+                catalog.added().len()
+            );
+            Ok(())
+        }
+        CatalogCommand::Asyncapi { dir } => {
+            let catalog = match dir {
+                Some(dir) => crate::catalog::load(&dir).map_err(|e| Failure::Work(e.into()))?,
+                None => crate::catalog::Catalog::default(),
+            };
+            let document = crate::catalog::asyncapi::document(&catalog);
+            let text =
+                serde_json::to_string_pretty(&document).map_err(|e| Failure::Work(e.into()))?;
+            println!("{text}");
+            Ok(())
+        }
     }
 }
 
 async fn publish(args: PublishArgs) -> Result<(), Failure> {
+    install_catalog(&args.log)?;
     // Bodies stay text, so that `data` is stored as given (README "Publishers can be newer than the gateway").
     let bodies: Vec<String> = match &args.kind {
         Some(kind) => {
@@ -301,16 +377,26 @@ async fn publish(args: PublishArgs) -> Result<(), Failure> {
     // must be stored in the order given. (For throughput, many publishers
     // or `Log::store` from many tasks keep many acks in flight.)
     for event in events {
-        let receipt = log
-            .publish(&event)
-            .await
-            .map_err(|e| Failure::Work(e.into()))?;
-        writeln!(out, "{}", receipt.to_json()).map_err(|e| Failure::Work(e.into()))?;
+        let reply = if event.kind().is_stored() {
+            let receipt = log
+                .publish(&event)
+                .await
+                .map_err(|e| Failure::Work(e.into()))?;
+            receipt.to_json()
+        } else {
+            // An ephemeral added type: live only, on core NATS.
+            log.publish_ephemeral(&event)
+                .await
+                .map_err(|e| Failure::Work(e.into()))?;
+            json!({"id": event.id, "stored": false})
+        };
+        writeln!(out, "{reply}").map_err(|e| Failure::Work(e.into()))?;
     }
     Ok(())
 }
 
 async fn replay(args: ReplayArgs) -> Result<(), Failure> {
+    install_catalog(&args.log)?;
     let channels = args
         .channel
         .iter()
@@ -343,10 +429,15 @@ async fn replay(args: ReplayArgs) -> Result<(), Failure> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut counts: std::collections::BTreeMap<&'static str, u64> = Default::default();
     let (mut total, mut invalid, mut first, mut last) = (0u64, 0u64, None, None);
+    let mut unknown: std::collections::BTreeMap<String, u64> = Default::default();
     while let Some(item) = history.next().await {
         let item = item.map_err(|e| Failure::Work(e.into()))?;
+        let skipped_type = item.unknown_type().map(str::to_string);
         let Some(event) = item.into_event() else {
-            invalid += 1;
+            match skipped_type {
+                Some(kind) => *unknown.entry(kind).or_default() += 1,
+                None => invalid += 1,
+            }
             continue;
         };
         total += 1;
@@ -367,6 +458,7 @@ async fn replay(args: ReplayArgs) -> Result<(), Failure> {
             "first_seq": first,
             "last_seq": last,
             "invalid": invalid,
+            "unknown_types": unknown,
         });
         writeln!(out, "{summary}").map_err(|e| Failure::Work(e.into()))?;
     }
@@ -458,6 +550,7 @@ fn token(args: TokenArgs) -> Result<(), Failure> {
 async fn projection(args: ProjectionArgs) -> Result<(), Failure> {
     use crate::data_dir::{DataDirError, DataDirLock};
     let (ProjectionAction::Rebuild(log_args) | ProjectionAction::Check(log_args)) = &args.action;
+    install_catalog(log_args)?;
     let rebuild = matches!(args.action, ProjectionAction::Rebuild(_));
     let settings = log_args.resolve()?;
     let data_dir = settings.data_dir.clone();

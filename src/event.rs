@@ -17,6 +17,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::catalog::{AddedType, Route};
 use crate::channel::{Channel, Id};
 
 mod raw;
@@ -164,35 +165,120 @@ pub struct UserTyping {
     pub is_typing: bool,
 }
 
+/// An added type: its index in the installed catalog.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub struct Kind(pub u16);
+
+impl Kind {
+    /// The type's definition in the installed catalog.
+    pub fn added(self) -> Option<&'static AddedType> {
+        crate::catalog::get().at(self.0)
+    }
+
+    pub fn name(self) -> &'static str {
+        self.added()
+            .map_or("unknown_added_type", |t| t.name.as_str())
+    }
+}
+
+/// The `data` of an event of an added type: its text, validated against
+/// the type's schema, and the channels its routes give, in route order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AddedData {
+    pub kind: Kind,
+    /// The `data` object's JSON text (its route ids in canonical form).
+    pub text: std::sync::Arc<str>,
+    pub channels: Vec<Channel>,
+}
+
+impl AddedData {
+    fn decode(kind: Kind, json: &str) -> Result<AddedData, EventError> {
+        let name = kind.name();
+        let added = kind
+            .added()
+            .ok_or(EventError::UnknownType(name.to_string()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(json).map_err(|source| EventError::Data { kind: name, source })?;
+        let object = value
+            .as_object()
+            .ok_or(EventError::NotObject { kind: name })?;
+        added
+            .check(&value)
+            .map_err(|reason| EventError::Rule { kind: name, reason })?;
+        let channels = added
+            .routes
+            .iter()
+            .map(|route| route.channel(object))
+            .collect::<Result<Vec<Channel>, String>>()
+            .map_err(|reason| EventError::Rule { kind: name, reason })?;
+        let mut data = AddedData {
+            kind,
+            text: std::sync::Arc::from(json),
+            channels,
+        };
+        let canonical = RawData::keep(json, &EventData::Added(data.clone()))?;
+        data.text = std::sync::Arc::from(canonical.as_str());
+        Ok(data)
+    }
+
+    /// The route fields and their ids, for the canonical text.
+    fn id_fields(&self) -> Vec<(&'static str, Id)> {
+        let Some(added) = self.kind.added() else {
+            return Vec::new();
+        };
+        added
+            .routes
+            .iter()
+            .zip(&self.channels)
+            .filter_map(|(route, channel)| match (route, channel) {
+                (Route::Channel(field), Channel::Chat(id))
+                | (Route::User(field), Channel::User(id)) => Some((field.as_str(), *id)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 macro_rules! event_types {
     ($($variant:ident($data:ty) = $name:literal,)*) => {
-        /// The type of an event, as named in `type`.
+        /// The type of an event, as named in `type`: a built-in one, or
+        /// one the installed catalog adds ([`crate::catalog`]).
         #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
-        pub enum EventType { $($variant,)* }
+        pub enum EventType { $($variant,)* Added(Kind) }
 
         impl EventType {
-            /// Every type, in the catalog's order.
+            /// Every built-in type, in the catalog's order.
             pub const ALL: &'static [EventType] = &[$(EventType::$variant,)*];
 
             pub fn as_str(self) -> &'static str {
-                match self { $(EventType::$variant => $name,)* }
+                match self {
+                    $(EventType::$variant => $name,)*
+                    EventType::Added(kind) => kind.name(),
+                }
             }
 
+            /// A built-in type, or one the installed catalog adds.
             pub fn parse(s: &str) -> Result<EventType, EventError> {
                 match s {
                     $($name => Ok(EventType::$variant),)*
-                    _ => Err(EventError::UnknownType(s.chars().take(64).collect())),
+                    _ => crate::catalog::get()
+                        .find(s)
+                        .map(|index| EventType::Added(Kind(index)))
+                        .ok_or_else(|| EventError::UnknownType(s.chars().take(64).collect())),
                 }
             }
         }
 
         /// The typed `data` of an event; its serde form is the envelope's `data`.
         #[derive(Clone, Debug, PartialEq)]
-        pub enum EventData { $($variant($data),)* }
+        pub enum EventData { $($variant($data),)* Added(AddedData) }
 
         impl EventData {
             pub fn kind(&self) -> EventType {
-                match self { $(EventData::$variant(_) => EventType::$variant,)* }
+                match self {
+                    $(EventData::$variant(_) => EventType::$variant,)*
+                    EventData::Added(d) => EventType::Added(d.kind),
+                }
             }
 
             /// Decodes `data` of the given type from JSON text: required
@@ -205,6 +291,7 @@ macro_rules! event_types {
                 }
                 let data = match kind {
                     $(EventType::$variant => serde_json::from_str(json).map(EventData::$variant),)*
+                    EventType::Added(kind) => return AddedData::decode(kind, json).map(EventData::Added),
                 };
                 let data = data.map_err(|source| EventError::Data { kind: kind.as_str(), source })?;
                 data.check_fields()?;
@@ -216,7 +303,13 @@ macro_rules! event_types {
             /// empty object stands in, so the frame stays valid JSON and
             /// fails validation loudly instead of carrying broken bytes.
             pub fn write_json(&self, out: &mut String) {
-                let written = match self { $(EventData::$variant(d) => serde_json::to_string(d),)* };
+                let written = match self {
+                    $(EventData::$variant(d) => serde_json::to_string(d),)*
+                    EventData::Added(d) => {
+                        out.push_str(&d.text);
+                        return;
+                    }
+                };
                 match written {
                     Ok(json) => out.push_str(&json),
                     Err(_) => out.push_str("{}"),
@@ -256,9 +349,14 @@ impl Serialize for EventType {
 }
 
 impl EventType {
-    /// Whether the log keeps events of this type (all but `user_typing`).
+    /// Whether the log keeps events of this type (all built-in ones but
+    /// `user_typing`; an added one as its catalog file says).
     pub fn is_stored(self) -> bool {
-        self != EventType::UserTyping
+        match self {
+            EventType::UserTyping => false,
+            EventType::Added(kind) => kind.added().is_some_and(|t| t.stored),
+            _ => true,
+        }
     }
 
     /// Moderation events go to the channel and, without `user_id`, to the user.
@@ -290,7 +388,15 @@ impl EventData {
 
     /// The id fields the typed data reads, by name: what a kept
     /// [`RawData`] writes in canonical form.
-    fn id_fields(&self) -> [Option<(&'static str, Id)>; 4] {
+    fn id_fields(&self) -> Vec<(&'static str, Id)> {
+        if let EventData::Added(d) = self {
+            return d.id_fields();
+        }
+        let fields = self.builtin_id_fields();
+        fields.into_iter().flatten().collect()
+    }
+
+    fn builtin_id_fields(&self) -> [Option<(&'static str, Id)>; 4] {
         let channel = Some(("channel_id", self.channel_id()));
         let user = |id: Id| Some(("user_id", id));
         let message = |id: Id| Some(("message_id", id));
@@ -314,11 +420,14 @@ impl EventData {
             EventData::UserTyping(d) => [channel, user(d.user_id), None, None],
             EventData::ChannelCreated(_)
             | EventData::ChannelUpdated(_)
-            | EventData::ChannelDeleted(_) => [channel, None, None, None],
+            | EventData::ChannelDeleted(_)
+            | EventData::Added(_) => [channel, None, None, None],
         }
     }
 
-    /// The chat channel the event is about.
+    /// The chat channel the event is about (for an added type, its first
+    /// chat route's, else the nil id: its channels are
+    /// [`AddedData::channels`]).
     pub fn channel_id(&self) -> Id {
         match self {
             EventData::ChannelMessage(d) => d.channel_id,
@@ -333,6 +442,14 @@ impl EventData {
             EventData::ChannelUpdated(d) => d.channel_id,
             EventData::ChannelDeleted(d) => d.channel_id,
             EventData::UserTyping(d) => d.channel_id,
+            EventData::Added(d) => d
+                .channels
+                .iter()
+                .find_map(|c| match c {
+                    Channel::Chat(id) => Some(*id),
+                    _ => None,
+                })
+                .unwrap_or(Id(uuid::Uuid::nil())),
         }
     }
 
@@ -375,6 +492,12 @@ impl EventData {
             kind: kind.as_str(),
             reason,
         };
+        if let EventData::Added(d) = self {
+            return match d.channels.contains(&channel) {
+                true => Ok(()),
+                false => Err(rule(format!("its routes do not lead to `{channel}`"))),
+            };
+        }
         match (kind, channel) {
             (EventType::ChannelCreated, Channel::Global) => Ok(()),
             (EventType::ChannelCreated, other) => {
@@ -446,6 +569,17 @@ impl Event {
     /// The routing rule: the channel copy for channel events, plus a user copy
     /// without `user_id` for moderation, `global` for `channel_created`.
     pub fn copies(&self) -> Vec<Copy> {
+        if let EventData::Added(d) = &self.data {
+            return d
+                .channels
+                .iter()
+                .map(|channel| Copy {
+                    channel: *channel,
+                    data: self.data.clone(),
+                    raw_data: self.raw_data.clone(),
+                })
+                .collect();
+        }
         let home = Copy {
             channel: self.home_channel(),
             data: self.data.clone(),
@@ -459,6 +593,10 @@ impl Event {
     pub fn home_channel(&self) -> Channel {
         match self.kind() {
             EventType::ChannelCreated => Channel::Global,
+            EventType::Added(_) => match &self.data {
+                EventData::Added(d) => d.channels.first().copied().unwrap_or(Channel::Global),
+                _ => Channel::Global,
+            },
             _ => Channel::Chat(self.data.channel_id()),
         }
     }

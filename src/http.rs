@@ -39,6 +39,7 @@ use crate::metrics::Metrics;
 use crate::origins::Origins;
 use crate::token::{Claims, Role, TokenError, Verifier};
 
+mod catalog;
 mod edge;
 mod operator;
 mod presence;
@@ -119,6 +120,11 @@ pub fn routes(edge: Edge) -> impl Filter<Extract = (Response,), Error = Infallib
         .and(warp::header::headers_cloned())
         .and(with_edge.clone())
         .then(presence::presence);
+    let catalog = warp::path!("v1" / "catalog")
+        .and(warp::get())
+        .and(warp::header::headers_cloned())
+        .and(with_edge.clone())
+        .then(catalog::catalog);
     let history = warp::path!("v1" / "history" / String)
         .and(warp::get())
         .and(warp::header::headers_cloned())
@@ -146,6 +152,8 @@ pub fn routes(edge: Edge) -> impl Filter<Extract = (Response,), Error = Infallib
         .or(disconnect)
         .unify()
         .or(presence)
+        .unify()
+        .or(catalog)
         .unify()
         .or(ws)
         .unify()

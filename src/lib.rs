@@ -30,6 +30,7 @@
 //! - [`origins`]: which web origins may use the gateway from a browser (CORS, WebSocket upgrades).
 
 pub mod access;
+pub mod catalog;
 pub mod channel;
 pub mod data_dir;
 pub mod envelope;

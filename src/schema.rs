@@ -168,16 +168,27 @@ pub fn event_from_body(body: &[u8]) -> Result<Event, Rejected> {
     if body_value.get("type").and_then(Value::as_str) == Some("user_typing") {
         return Err(Rejected(crate::event::EventError::Ephemeral.to_string()));
     }
-    schemas
-        .check("http_publish", &body_value)
-        .map_err(Rejected)?;
+    let added = body_value
+        .get("type")
+        .and_then(Value::as_str)
+        .and_then(|t| crate::catalog::get().find(t));
+    match added {
+        // An added type's body: the built-in schema's type list does not
+        // name it; its `data` is checked by its own schema below.
+        Some(_) => check_added_body(&body_value)?,
+        None => schemas
+            .check("http_publish", &body_value)
+            .map_err(Rejected)?,
+    }
     let kind = body_value
         .get("type")
         .and_then(Value::as_str)
         .ok_or_else(|| Rejected("missing `type`".into()))
         .and_then(|t| EventType::parse(t).map_err(|e| Rejected(e.to_string())))?;
     let data = body_value.get("data").unwrap_or(&Value::Null);
-    schemas.check_data(kind, data).map_err(Rejected)?;
+    if added.is_none() {
+        schemas.check_data(kind, data).map_err(Rejected)?;
+    }
     // The text of `data` as given; a repeated `data` key is refused here
     // (the value above kept only the last one).
     let text: DataText =
@@ -195,6 +206,32 @@ pub fn event_from_body(body: &[u8]) -> Result<Event, Rejected> {
     };
     event.validate().map_err(|e| Rejected(e.to_string()))?;
     Ok(event)
+}
+
+/// The shape of a publish body of an added type: `{type, data, id?}`,
+/// `data` an object and `id` a UUID (as `http_publish.json` has it for the
+/// built-in types).
+fn check_added_body(body: &Value) -> Result<(), Rejected> {
+    let object = body
+        .as_object()
+        .ok_or_else(|| Rejected("the body is not a JSON object".into()))?;
+    if let Some(key) = object
+        .keys()
+        .find(|k| !matches!(k.as_str(), "type" | "data" | "id"))
+    {
+        return Err(Rejected(format!(
+            "unknown field `{}` (a body is {{type, data, id?}})",
+            excerpt(key, MAX_QUOTED)
+        )));
+    }
+    if !object.get("data").is_some_and(Value::is_object) {
+        return Err(Rejected("`data` must be a JSON object".into()));
+    }
+    match object.get("id") {
+        None => Ok(()),
+        Some(Value::String(id)) if Id::parse(id).is_ok() => Ok(()),
+        Some(_) => Err(Rejected("`id` must be a UUID".into())),
+    }
 }
 
 #[cfg(test)]

@@ -41,7 +41,6 @@ impl RawData {
         let ids = data.id_fields();
         let canonical = |key: &str| {
             ids.iter()
-                .flatten()
                 .find(|(name, _)| *name == key)
                 .map(|(_, id)| format!("\"{id}\""))
         };

@@ -45,6 +45,12 @@ impl Front {
         self.node.log.publish(event).await
     }
 
+    /// Publishes an event of an ephemeral added type on core NATS: every
+    /// node delivers it live, nothing stores it.
+    pub async fn publish_ephemeral(&self, event: &Event) -> Result<(), LogError> {
+        self.node.log.publish_ephemeral(event).await
+    }
+
     /// One page of history, read by a task of the node (awaited on
     /// shutdown) that waits for the reader of the stream: at most
     /// `read_ahead` events are read ahead of it, however large the page.

@@ -245,7 +245,7 @@ pub async fn run_typing(node: Arc<Node>, mut typing: TypingSubscription) {
             item = typing.next() => item,
         };
         match item {
-            Ok((channel, id, data @ EventData::UserTyping(_))) => {
+            Ok((channel, id, data @ (EventData::UserTyping(_) | EventData::Added(_)))) => {
                 let from_user = match &data {
                     EventData::UserTyping(t) => Some(t.user_id),
                     _ => None,

@@ -63,6 +63,19 @@ pub(super) async fn publish<B: bytes::Buf>(
         Ok(event) => event,
         Err(e) => return error_reply(StatusCode::BAD_REQUEST, "bad_request", e),
     };
+    if !event.kind().is_stored() {
+        // An ephemeral added type: live on every node, never stored.
+        return match edge.node.publish_ephemeral(&event).await {
+            Ok(()) => json_reply(
+                StatusCode::OK,
+                &serde_json::json!({"id": event.id, "stored": false}),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "ephemeral publish failed");
+                error_reply(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e)
+            }
+        };
+    }
     let started = Instant::now();
     match edge.node.publish(&event).await {
         Ok(receipt) => {

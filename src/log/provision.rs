@@ -37,13 +37,27 @@ pub(super) async fn ensure_stream(
                 .map_err(|e| LogError::stream(name, e))?
                 .config
                 .clone();
+            // Subjects are only ever added: a node with an older catalog
+            // (a rolling deploy) must not take a newer type's subjects
+            // away from the stream the others already publish to.
+            let mut subjects = config.subjects.clone();
+            for kept in &current.subjects {
+                if !subjects.contains(kept) {
+                    subjects.push(kept.clone());
+                }
+            }
             let wanted = stream::Config {
                 // Keep what operators may have set that we do not manage.
                 max_bytes: current.max_bytes,
                 max_messages: current.max_messages,
+                subjects,
                 ..config
             };
-            if current.subjects != wanted.subjects
+            let mut now = current.subjects.clone();
+            now.sort();
+            let mut want = wanted.subjects.clone();
+            want.sort();
+            if now != want
                 || current.max_age != wanted.max_age
                 || current.num_replicas != wanted.num_replicas
                 || current.duplicate_window != wanted.duplicate_window

@@ -36,6 +36,9 @@ pub struct Stored {
     pub seq: u64,
     /// The user copy's sequence, for moderation events.
     pub user_seq: Option<u64>,
+    /// An added type with several routes: every copy's sequence, in route
+    /// order (`seq` is the first).
+    pub route_seqs: Vec<u64>,
     /// Whether the log already had this id (a retried or repeated publish).
     pub duplicate: bool,
 }
@@ -60,6 +63,9 @@ impl Receipt {
         if let Some(user_seq) = self.stored.user_seq {
             reply["user_seq"] = user_seq.into();
         }
+        if self.stored.route_seqs.len() > 1 {
+            reply["seqs"] = self.stored.route_seqs.clone().into();
+        }
         if self.stored.duplicate {
             reply["duplicate"] = true.into();
         }
@@ -75,6 +81,9 @@ impl Log {
             return Err(EventError::Ephemeral.into());
         }
         event.validate()?;
+        if let EventData::Added(_) = &event.data {
+            return self.store_routes(event).await;
+        }
         let home = event.home_channel();
         let stored = self.store_copy(home, event.id, &event.data, event.raw_data.as_ref());
         let (home_ack, user_ack) = match event.user_copy() {
@@ -90,8 +99,47 @@ impl Log {
             id: event.id,
             seq: home_ack.sequence,
             user_seq: user_ack.map(|ack| ack.sequence),
+            route_seqs: Vec::new(),
             duplicate: home_ack.duplicate,
         })
+    }
+
+    /// Stores an added type's copies, one per route, at once.
+    async fn store_routes(&self, event: &Event) -> Result<Stored, LogError> {
+        let copies = event.copies();
+        let acks = futures::future::try_join_all(copies.iter().map(|copy| {
+            self.store_copy(copy.channel, event.id, &copy.data, copy.raw_data.as_ref())
+        }))
+        .await?;
+        let first = acks.first().ok_or_else(|| {
+            LogError::request(
+                Op::Publish,
+                RequestErrorKind::Failed,
+                "an event with no route",
+            )
+        })?;
+        Ok(Stored {
+            id: event.id,
+            seq: first.sequence,
+            user_seq: None,
+            route_seqs: acks.iter().map(|ack| ack.sequence).collect(),
+            duplicate: first.duplicate,
+        })
+    }
+
+    /// Publishes an event of an ephemeral type on core NATS, one message
+    /// per copy: live only, never stored (as typing from NATS).
+    pub async fn publish_ephemeral(&self, event: &Event) -> Result<(), LogError> {
+        event.validate()?;
+        for copy in event.copies() {
+            let subject = subject::subject(copy.channel, copy.data.kind());
+            let payload =
+                subject::encode_payload_kept(event.id, &copy.data, copy.raw_data.as_ref());
+            self.client.publish(subject, payload).await.map_err(|e| {
+                LogError::request_from(Op::Publish, RequestErrorKind::Failed, "ephemeral event", e)
+            })?;
+        }
+        Ok(())
     }
 
     /// Stores an event and reads back its log time.
@@ -200,6 +248,7 @@ mod tests {
                 id,
                 seq: 7,
                 user_seq: None,
+                route_seqs: Vec::new(),
                 duplicate: false,
             },
             time,

@@ -38,8 +38,17 @@ pub struct ReadItem {
     pub pending: u64,
     /// The event, or why the stored message is not a valid event (such a
     /// message is skipped by every reader and counted, never delivered).
-    pub event: Result<StoredEvent, String>,
+    pub event: Result<StoredEvent, Skipped>,
     pub subject: async_nats::Subject,
+}
+
+/// Why a stored message is skipped.
+#[derive(Debug)]
+pub struct Skipped {
+    pub reason: String,
+    /// It is of a type this node's catalog does not have (not invalid:
+    /// a node with a newer catalog stored it).
+    pub unknown_type: Option<String>,
 }
 
 impl ReadItem {
@@ -52,13 +61,41 @@ impl ReadItem {
     pub fn into_event(self) -> Option<StoredEvent> {
         match self.event {
             Ok(event) => Some(event),
-            Err(reason) => {
+            Err(Skipped {
+                unknown_type: Some(kind),
+                ..
+            }) => {
+                metrics::counter!("switchboard_unknown_events_total", "type" => kind.clone())
+                    .increment(1);
+                if first_of_type(&kind) {
+                    tracing::warn!(seq = self.seq, subject = %self.subject, %kind, "skipping stored events of a type this node's catalog does not have (logged once per type; counted in switchboard_unknown_events_total)");
+                }
+                None
+            }
+            Err(Skipped { reason, .. }) => {
                 Metrics::get().invalid_events.increment(1);
                 tracing::warn!(seq = self.seq, subject = %self.subject, %reason, "skipping an invalid stored event");
                 None
             }
         }
     }
+
+    /// The type of a skipped message this node's catalog does not have.
+    pub fn unknown_type(&self) -> Option<&str> {
+        match &self.event {
+            Err(skipped) => skipped.unknown_type.as_deref(),
+            Ok(_) => None,
+        }
+    }
+}
+
+/// Whether `kind` is seen unknown for the first time in this process.
+fn first_of_type(kind: &str) -> bool {
+    static SEEN: std::sync::Mutex<Option<std::collections::HashSet<String>>> =
+        std::sync::Mutex::new(None);
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    seen.get_or_insert_with(Default::default)
+        .insert(kind.to_string())
 }
 
 /// An ordered read of some channels (or all of them) from a sequence on.
@@ -339,8 +376,16 @@ fn decode(
     payload: &[u8],
     seq: u64,
     time: DateTime<Utc>,
-) -> Result<StoredEvent, String> {
-    let decoded = subject::decode_kept(subject, payload).map_err(|e| e.to_string())?;
+) -> Result<StoredEvent, Skipped> {
+    let decoded = subject::decode_kept(subject, payload).map_err(|e| Skipped {
+        unknown_type: match &e {
+            subject::PayloadError::Subject(subject::SubjectError::UnknownType(kind)) => {
+                Some(kind.clone())
+            }
+            _ => None,
+        },
+        reason: e.to_string(),
+    })?;
     Ok(StoredEvent {
         seq,
         time,

@@ -62,10 +62,28 @@ pub fn typing_wildcard() -> String {
     format!("{ROOT}.channel.*.{}", EventType::UserTyping)
 }
 
-/// The stream's subjects: every stored type on the channels it belongs to,
-/// and never `user_typing`, which is ephemeral.
+/// The core NATS subjects of every ephemeral type: typing, and each
+/// ephemeral added type on each of its routes.
+pub fn ephemeral_subjects() -> Vec<String> {
+    let mut subjects = vec![typing_wildcard()];
+    for added in crate::catalog::get().added().iter().filter(|t| !t.stored) {
+        for route in &added.routes {
+            subjects.push(route.subject_filter(&added.name));
+        }
+    }
+    subjects
+}
+
+/// The stream's subjects: every stored type on the channels it belongs to
+/// (a stored added type on each of its routes), and never an ephemeral
+/// type's.
 pub fn stream_subjects() -> Vec<String> {
     let mut subjects = Vec::new();
+    for added in crate::catalog::get().added().iter().filter(|t| t.stored) {
+        for route in &added.routes {
+            subjects.push(route.subject_filter(&added.name));
+        }
+    }
     for kind in EventType::ALL.iter().copied().filter(|k| k.is_stored()) {
         if kind == EventType::ChannelCreated {
             subjects.push(format!("{ROOT}.global.{kind}"));
@@ -89,6 +107,10 @@ pub enum SubjectError {
     /// channel's filter ever selects it, so no reader may deliver it.
     #[error("`{0}` is not canonical: the id in a subject is lower-case")]
     NotCanonical(String),
+    /// One of ours, of a type this node's catalog does not have (a node
+    /// with an older catalog, during a rollout).
+    #[error("type `{0}` is not in this node's catalog")]
+    UnknownType(String),
 }
 
 /// Parses a subject back into its channel and event type.
@@ -120,7 +142,13 @@ pub fn parse(subject: &str) -> Result<(Channel, EventType), SubjectError> {
         (Some("global"), Some(kind), None, None) => (Channel::Global, kind),
         _ => return Err(bad()),
     };
-    let kind = EventType::parse(kind).map_err(|_| bad())?;
+    let kind = match EventType::parse(kind) {
+        Ok(kind) => kind,
+        Err(_) if crate::catalog::check_name(kind).is_ok() => {
+            return Err(SubjectError::UnknownType(kind.to_string()))
+        }
+        Err(_) => return Err(bad()),
+    };
     Ok((channel, kind))
 }
 

@@ -29,28 +29,42 @@ impl Log {
         }
     }
 
-    /// Subscribes to every channel's typing. Fails only if this first
-    /// subscription is refused; after that it renews itself.
+    /// Subscribes to every channel's typing, and to every ephemeral type
+    /// the catalog adds. Fails only if this first subscription is refused;
+    /// after that it renews itself.
     pub async fn subscribe_typing(&self) -> Result<TypingSubscription, LogError> {
-        let subscriber = self
-            .client
-            .subscribe(subject::typing_wildcard())
-            .await
-            .map_err(|e| {
-                LogError::request_from(Op::Subscribe, RequestErrorKind::Failed, "typing", e)
-            })?;
+        let subjects = subject::ephemeral_subjects();
+        let subscriber = subscribe_all(&self.client, &subjects).await.map_err(|e| {
+            LogError::request_from(Op::Subscribe, RequestErrorKind::Failed, "typing", e)
+        })?;
         Ok(TypingSubscription {
             client: self.client.clone(),
+            subjects,
             subscriber: Some(subscriber),
         })
     }
 }
 
-/// Every channel's typing, from any publisher.
+type Subscribers = futures::stream::SelectAll<async_nats::Subscriber>;
+
+async fn subscribe_all(
+    client: &async_nats::Client,
+    subjects: &[String],
+) -> Result<Subscribers, async_nats::SubscribeError> {
+    let mut all = futures::stream::SelectAll::new();
+    for subject in subjects {
+        all.push(client.subscribe(subject.clone()).await?);
+    }
+    Ok(all)
+}
+
+/// Every channel's typing, and every ephemeral added type, from any
+/// publisher.
 pub struct TypingSubscription {
     client: async_nats::Client,
+    subjects: Vec<String>,
     /// `None` between a lost subscription and its renewal.
-    subscriber: Option<async_nats::Subscriber>,
+    subscriber: Option<Subscribers>,
 }
 
 impl TypingSubscription {
@@ -65,7 +79,7 @@ impl TypingSubscription {
     pub async fn next(&mut self) -> Result<(Channel, Id, EventData), PayloadError> {
         loop {
             if self.subscriber.is_none() {
-                match self.client.subscribe(subject::typing_wildcard()).await {
+                match subscribe_all(&self.client, &self.subjects).await {
                     Ok(subscriber) => self.subscriber = Some(subscriber),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot subscribe to typing");

@@ -38,6 +38,12 @@ declare! {
         /// How long a `Nats-Msg-Id` is remembered, so a retried publish is
         /// stored once (capped at the retention).
         duplicate_window: Duration = "2m", "1s" ..= "100y", env "SWITCHBOARD_DUPLICATE_WINDOW";
+        /// A directory of event types added to the 14 built-in ones: one
+        /// JSON Schema per type, `<type>.json`, with its routing in
+        /// `x-switchboard` (docs/protocol.md, "Added event types"). Every
+        /// file must be valid or the command stops, naming the file. Every
+        /// node of a deployment uses the same catalog.
+        catalog_dir: Optional<String> = "", env "SWITCHBOARD_CATALOG_DIR";
     }
 
     /// `serve`'s own settings, beside the log's and the connections'.
