@@ -9,7 +9,7 @@
 //! - [`access`]: authorization: who may subscribe, which events cut a subscription (domain).
 //! - [`token`]: JWT claims, their verification (HS secrets, PEM keys, a JWKS) and minting.
 //! - [`position`]: the stream's epoch and a position in it (domain).
-//! - [`presence`]: who is online in a channel (work in progress: the merged view).
+//! - [`presence`]: who is online in a channel, the same on every node (per-node ownership on core NATS).
 //! - [`envelope`]: the delivered envelope, encoded once per event copy.
 //! - [`projection`]: the membership projection folded from the log, and its snapshot.
 //! - [`log`]: the JetStream stream: idempotent publisher, ordered reads, time → sequence.

@@ -148,7 +148,7 @@ fn a_sync_replaces_what_a_node_held() {
 
 #[test]
 fn a_snapshot_holds_at_most_the_limit_and_the_full_count() {
-    let [node, channel, asker] = ids();
+    let [node, channel] = ids();
     let t0 = Instant::now();
     let mut view = View::new(GRACE);
     for _ in 0..25 {
