@@ -5,7 +5,8 @@
 //! Layout, one line per module:
 //!
 //! - [`channel`]: subscription channels (`channel:`, `user:`, `global`) and ids (domain).
-//! - [`event`]: the 14 event types, strict validation and the routing rule (domain).
+//! - [`event`]: the 14 built-in event types and the added ones, strict validation and the routing rule (domain).
+//! - [`catalog`]: event types added by a catalog directory of JSON Schemas, without a rebuild.
 //! - [`access`]: authorization: who may subscribe, which events cut a subscription (domain).
 //! - [`token`]: JWT claims, their verification (HS secrets, PEM keys, a JWKS) and minting.
 //! - [`position`]: the stream's epoch and a position in it (domain).
