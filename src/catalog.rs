@@ -21,7 +21,7 @@
 //! compiled validators are built once, at load.
 
 pub mod asyncapi;
-mod load;
+pub(crate) mod load;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

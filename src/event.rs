@@ -663,3 +663,6 @@ pub fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod added_tests;
