@@ -118,6 +118,7 @@ fn every_declared_default_and_bound_parses_and_fits() {
             "session_store",
             "session_bucket",
             "allowed_origins",
+            "catalog_dir",
         ];
         assert_eq!(s.range.is_none(), unbounded.contains(&s.name), "{}", s.name);
     }
