@@ -5,7 +5,9 @@
  * reconnects, an operator's disconnect) in a log; see when the connection's
  * token expires and refresh it in band with the pasted one; see who is
  * online in each chat channel (its subscription asks for presence); send
- * typing; publish with a publisher token.
+ * typing; publish with a publisher token. Event types the gateway's catalog
+ * adds show like the built-in ones, and the publish form offers them (from
+ * `GET /v1/catalog`) beside the built-in types; any type name may be typed.
  *
  * Built from the SDK by scripts/build-console.mjs into one script the
  * gateway serves beside the page (its Content-Security-Policy allows no
@@ -13,7 +15,7 @@
  * Element ids and `data-testid`s are stable: the browser test drives them.
  */
 
-import { connect, EVENT_TYPES, RefreshError, webStorage, type Channel, type ChatEvent, type Client, type Presence, type Subscription } from "../src/index.js";
+import { connect, EVENT_TYPES, isBuiltIn, RefreshError, webStorage, type Channel, type ChatEvent, type Client, type Presence, type Subscription } from "../src/index.js";
 
 /** Rows kept in the events list and the log: the oldest go first. */
 const MAX_EVENTS = 2000;
@@ -22,6 +24,19 @@ const MAX_LOG = 500;
 const MAX_PRESENCE_LOG = 10;
 /** How often the token's countdown is redrawn. */
 const EXPIRY_TICK_MS = 1_000;
+/** The built-in types nobody publishes: typing goes over the WebSocket, presence is the gateway's. */
+const UNPUBLISHED = new Set(["user_typing", "user_presence"]);
+
+/** One type of `GET /v1/catalog`: built in or added by the gateway's catalog directory. */
+interface CatalogType {
+    type: string;
+    built_in: boolean;
+    stored: boolean;
+    /** `{"channel": field}`, `{"user": field}` or `"global"`. */
+    routes: unknown[];
+    /** The JSON Schema of its `data`. */
+    schema: unknown;
+}
 
 function element<T extends HTMLElement>(id: string): T {
     const found = document.getElementById(id);
@@ -47,7 +62,8 @@ const ui = {
     subscriptions: element<HTMLUListElement>("subscriptions"),
     publishForm: element<HTMLFormElement>("publish-form"),
     publisherToken: element<HTMLTextAreaElement>("publisher-token"),
-    eventType: element<HTMLSelectElement>("event-type"),
+    eventType: element<HTMLInputElement>("event-type"),
+    eventTypes: element<HTMLDataListElement>("event-types"),
     eventData: element<HTMLTextAreaElement>("event-data"),
     example: element<HTMLButtonElement>("example"),
     publishResult: element<HTMLOutputElement>("publish-result"),
@@ -63,6 +79,8 @@ let me: string | undefined;
 /** This page's subscriptions, by channel, with their list rows. */
 const subscriptions = new Map<Channel, { sub: Subscription; row: HTMLLIElement; replaying: boolean }>();
 let eventsShown = 0;
+/** The types the connected gateway knows (`GET /v1/catalog`), by name; empty until it answered. */
+let catalog = new Map<string, CatalogType>();
 
 /** `ws://host/v1/ws` of the page's own gateway. */
 function defaultUrl(): string {
@@ -157,28 +175,36 @@ function setState(state: string, text: string): void {
     ui.state.textContent = text;
 }
 
+/**
+ * An event in the list (`data-seq` for a stored one), built in or added by
+ * the gateway's catalog alike; typing goes to the log. An ephemeral added
+ * type has no seq: its row says "live only".
+ */
 function showEvent(event: ChatEvent, replayed: boolean): void {
-    if (!("seq" in event)) {
+    if (isBuiltIn(event) && event.type === "user_typing") {
         const data = event.data;
         log("typing", `${event.channel}: ${data.username} ${data.is_typing ? "is typing" : "stopped typing"}`);
         return;
     }
+    const seq = typeof event.seq === "number" ? event.seq : undefined;
     const row = document.createElement("li");
     row.dataset.testid = "event";
-    row.dataset.seq = String(event.seq);
+    if (seq !== undefined) row.dataset.seq = String(seq);
     row.dataset.channel = event.channel;
     row.dataset.type = event.type;
     row.dataset.id = event.id;
+    if (!isBuiltIn(event)) row.dataset.added = "true";
     row.className = replayed ? "event replayed" : "event";
     row.title = JSON.stringify(event.data, null, 2);
     const stored = new Date(event.timestamp);
     row.append(
-        span("seq", `#${event.seq}`),
+        span("seq", seq === undefined ? "—" : `#${seq}`),
         span("time", Number.isNaN(stored.getTime()) ? event.timestamp : clock(stored)),
         span("channel", event.channel),
         span("type", event.type),
         span("data", JSON.stringify(event.data)),
     );
+    if (seq === undefined) row.append(span("badge", "live only"));
     if (replayed) row.append(span("badge", "replayed"));
     append(ui.events, row, MAX_EVENTS);
     eventsShown += 1;
@@ -275,7 +301,7 @@ function subscribe(channel: Channel, options: { since?: string; sinceSeq?: numbe
     });
     sub.on("event", (event) => {
         showEvent(event, entry.replaying);
-        if ("seq" in event) {
+        if ("seq" in event && typeof event.seq === "number") {
             const last = row.querySelector<HTMLElement>(".last-seq");
             if (last) last.textContent = `last seq ${event.seq}`;
         }
@@ -304,6 +330,7 @@ function subscribe(channel: Channel, options: { since?: string; sinceSeq?: numbe
 function connectClient(url: string, token: string): void {
     const previous = client;
     if (previous) void previous.close();
+    catalog = new Map();
     subscriptions.clear();
     ui.subscriptions.replaceChildren();
     const next = connect({
@@ -321,6 +348,7 @@ function connectClient(url: string, token: string): void {
         setState("connected", `connected as ${hello.user_id}`);
         log("connected", `session ${hello.session_id}${resumed ? " (resumed)" : ""}, heartbeat ${hello.heartbeat_ms} ms`);
         showExpiry();
+        if (catalog.size === 0) void loadCatalog(token);
     });
     next.on("disconnected", ({ code, reason, reconnectInMs }) => {
         const again = reconnectInMs === null ? "not reconnecting" : `reconnecting in ${Math.round(reconnectInMs)} ms`;
@@ -355,7 +383,12 @@ async function publish(): Promise<void> {
         ui.publishResult.textContent = `the data is not JSON: ${String(error)}`;
         return;
     }
-    const type = ui.eventType.value;
+    const type = ui.eventType.value.trim();
+    if (!type) {
+        ui.publishResult.dataset.ok = "false";
+        ui.publishResult.textContent = "give a type";
+        return;
+    }
     try {
         const response = await fetch(`${httpBase()}/v1/events`, {
             method: "POST",
@@ -373,6 +406,45 @@ async function publish(): Promise<void> {
     }
 }
 
+/**
+ * The publish form's type list: the built-in types, then the ones the
+ * gateway's catalog adds (once `GET /v1/catalog` answered), each with what
+ * it is.
+ */
+function showTypes(): void {
+    const options: HTMLOptionElement[] = [];
+    const add = (type: string, label: string) => {
+        const option = document.createElement("option");
+        option.value = type;
+        option.label = label;
+        option.textContent = label;
+        options.push(option);
+    };
+    for (const type of EVENT_TYPES) if (!UNPUBLISHED.has(type)) add(type, "built in");
+    for (const known of catalog.values()) {
+        if (!known.built_in) add(known.type, `added, ${known.stored ? "stored" : "ephemeral (no seq)"}`);
+    }
+    ui.eventTypes.replaceChildren(...options);
+}
+
+/** `GET /v1/catalog` with the connection's token: the added types join the publish form's list. */
+async function loadCatalog(token: string): Promise<void> {
+    try {
+        const response = await fetch(`${httpBase()}/v1/catalog`, { headers: { authorization: `Bearer ${token}` }, cache: "no-store" });
+        if (!response.ok) {
+            log("catalog", `GET /v1/catalog: ${response.status} ${await response.text()}`);
+            return;
+        }
+        const body = (await response.json()) as { types?: CatalogType[] };
+        catalog = new Map((body.types ?? []).map((t) => [t.type, t]));
+        const added = [...catalog.values()].filter((t) => !t.built_in).map((t) => t.type);
+        log("catalog", `${catalog.size} event types${added.length ? `, added: ${added.join(", ")}` : ", none added"}`);
+        showTypes();
+    } catch (error) {
+        log("catalog", `GET /v1/catalog failed: ${String(error)}`);
+    }
+}
+
 /** Data for the selected type, in the first subscribed chat channel when there is one. */
 function exampleData(type: string): Record<string, unknown> {
     const chat = [...subscriptions.keys()].find((c) => c.startsWith("channel:"));
@@ -383,21 +455,68 @@ function exampleData(type: string): Record<string, unknown> {
             return { message_id: crypto.randomUUID(), channel_id: channelId, user_id: userId, username: "console", content: "hello from the console" };
         case "channel_created":
             return { channel_id: channelId, channel_name: "general" };
+    }
+    const added = catalog.get(type);
+    if (added && !added.built_in) return fromSchema(added, channelId);
+    return { channel_id: channelId, user_id: userId };
+}
+
+/**
+ * Example data for an added type, from its schema: each required field, a
+ * route's field an id (the chat channel's, this connection's user's), the
+ * others their `const`, `default`, first example or enum value, else a
+ * value of their type.
+ */
+function fromSchema(added: CatalogType, channelId: string): Record<string, unknown> {
+    const schema = (typeof added.schema === "object" && added.schema !== null ? added.schema : {}) as {
+        required?: unknown;
+        properties?: Record<string, Record<string, unknown>>;
+    };
+    const routed = new Map<string, string>();
+    for (const route of added.routes) {
+        if (typeof route !== "object" || route === null) continue;
+        const { channel, user } = route as { channel?: unknown; user?: unknown };
+        if (typeof channel === "string") routed.set(channel, channelId);
+        if (typeof user === "string") routed.set(user, me ?? crypto.randomUUID());
+    }
+    const data: Record<string, unknown> = {};
+    const required = Array.isArray(schema.required) ? schema.required.filter((f): f is string => typeof f === "string") : [];
+    for (const field of required) {
+        const property = schema.properties?.[field] ?? {};
+        const examples = property.examples;
+        const choices = property.enum;
+        data[field] =
+            routed.get(field) ??
+            property.const ??
+            property.default ??
+            (Array.isArray(examples) && examples.length ? examples[0] : undefined) ??
+            (Array.isArray(choices) && choices.length ? choices[0] : undefined) ??
+            valueOf(property.type, field);
+    }
+    return data;
+}
+
+function valueOf(type: unknown, field: string): unknown {
+    switch (Array.isArray(type) ? type[0] : type) {
+        case "integer":
+        case "number":
+            return 0;
+        case "boolean":
+            return false;
+        case "array":
+            return [];
+        case "object":
+            return {};
+        case "null":
+            return null;
         default:
-            return { channel_id: channelId, user_id: userId };
+            return field.endsWith("_id") ? crypto.randomUUID() : "example";
     }
 }
 
 function start(): void {
     ui.url.value = defaultUrl();
-    for (const type of EVENT_TYPES) {
-        // Ephemeral, never published: typing goes over the WebSocket, presence is the gateway's.
-        if (type === "user_typing" || type === "user_presence") continue;
-        const option = document.createElement("option");
-        option.value = type;
-        option.textContent = type;
-        ui.eventType.append(option);
-    }
+    showTypes();
     ui.eventType.value = "channel_message";
     ui.eventData.value = JSON.stringify(exampleData("channel_message"), null, 2);
 
@@ -449,7 +568,7 @@ function start(): void {
         void publish();
     });
     ui.example.addEventListener("click", () => {
-        ui.eventData.value = JSON.stringify(exampleData(ui.eventType.value), null, 2);
+        ui.eventData.value = JSON.stringify(exampleData(ui.eventType.value.trim()), null, 2);
     });
     ui.clearEvents.addEventListener("click", () => {
         ui.events.replaceChildren();

@@ -5,13 +5,14 @@
  * import { connect } from "@switchboard/client";
  * const client = connect({ url: "wss://chat.example.com/v1/ws", getToken: () => fetchToken() });
  * const room = client.subscribe("channel:0b6f…");
- * room.on("event", (event) => render(event));      // every stored event once, in seq order
+ * room.on("event", (event) => render(event));      // every stored event once, in seq order (added types too)
  * room.on("gap", ({ firstSeq }) => reloadHistory()); // retention dropped some: fill from elsewhere
  * const people = client.subscribe("channel:1c7a…", { presence: true });
  * people.on("presence", ({ presence }) => renderOnline(presence.members)); // who is online
  * ```
  */
 export { connect, Client, PresenceError, RefreshError, type CloseResult, type ClientStats, type SubscribeOptions } from "./client.js";
+export { isBuiltIn } from "./event.js";
 export type { Presence, PresenceChange, PresenceMember } from "./presence.js";
 export { tokenExpiry, REFRESH_MARGIN_MS } from "./refresh.js";
 export { Subscription, type SubscriptionEvents } from "./subscription.js";

@@ -21,7 +21,10 @@
  * - anything at or below the last delivered `seq` is dropped, so a replay
  *   from the server's (older) session cursor never shows an event twice;
  * - `subscribed.complete: false`, or another epoch, is told to the
- *   application as a `gap`.
+ *   application as a `gap`;
+ * - these rules go by `seq` alone, never by `type`: an event of a type the
+ *   SDK does not know (a catalog's) is kept exactly once like the others
+ *   when it has a `seq`, and passes as it comes (like typing) when not.
  *
  * The connection's token is refreshed in band before it expires when the
  * application gives `getToken` (the timing rules are `refresh.ts`'s): the
@@ -444,7 +447,14 @@ export class ResumeCore<H> {
         } catch {
             return;
         }
-        if (typeof frame !== "object" || frame === null) return;
+        if (typeof frame !== "object" || frame === null || typeof frame.type !== "string") return;
+        if (typeof frame.channel === "string") {
+            // An event: control frames never have a top-level `channel`
+            // (docs/protocol.md), so a type the SDK does not know (a
+            // catalog's) is an event too, whatever its name.
+            if (frame.type === "user_presence") return this.#onUserPresence(frame.channel as Channel, frame.data as UserPresenceData);
+            return this.#onEvent(frame as ChatEvent);
+        }
         switch (frame.type) {
             case "hello":
                 return this.#onHello(frame.data as HelloData, frame.timestamp);
@@ -462,11 +472,6 @@ export class ResumeCore<H> {
                 return this.#onPong(frame.data as PongData | undefined);
             case "presence":
                 return this.#onPresence(frame.data as PresenceData);
-            case "user_presence":
-                if (typeof frame.channel === "string") this.#onUserPresence(frame.channel as Channel, frame.data as UserPresenceData);
-                return;
-            default:
-                if (typeof frame.type === "string" && typeof frame.channel === "string") this.#onEvent(frame as ChatEvent);
         }
     }
 

@@ -3,7 +3,11 @@ import type { Presence, PresenceChange } from "./presence.js";
 import type { Channel, ChatEvent, Gap } from "./types.js";
 
 export interface SubscriptionEvents {
-    /** Every event, exactly once and in `seq` order (typing in between, as it comes). */
+    /**
+     * Every event, exactly once and in `seq` order (typing and the
+     * catalog's other ephemeral types in between, as they come); events of
+     * added types (`isBuiltIn(event)` false) among the built-in ones.
+     */
     event: ChatEvent;
     /** The server accepted the subscription (again after each reconnect). */
     subscribed: { complete: boolean; firstSeq: number | undefined; epoch: string | undefined };

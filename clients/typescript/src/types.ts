@@ -30,12 +30,39 @@ export interface TypingEvent {
     channel: Channel;
 }
 
+/** An event of a type this SDK was generated with (`EVENT_TYPES`): `data` typed by `type`. */
+export type BuiltInEvent = StoredEvent | TypingEvent;
+
 /**
- * What a subscription's `event` handlers and `for await` get. Presence
+ * An event of a type this SDK does not know: one the gateway's catalog
+ * adds (`serve --catalog-dir`), or a built-in type newer than the SDK. Its
+ * `data` is as published (the gateway checked it against the type's
+ * schema; `GET /v1/catalog` lists them). A stored type has a `seq` and
+ * comes exactly once, in order, like a built-in event; an ephemeral one
+ * has none and comes live only, as it arrives.
+ */
+export interface AddedEvent {
+    /** Not one of `EVENT_TYPES`: `isBuiltIn(event)` is false. */
+    type: string;
+    /** When the stream stored it, or (ephemeral) when the gateway received it (RFC 3339, UTC, milliseconds). */
+    timestamp: string;
+    data: Record<string, unknown>;
+    channel: Channel;
+    /** Its position in the stream, for a stored type; none for an ephemeral one. */
+    seq?: number;
+    /** The domain event's id, the same for every copy of it (one per route). */
+    id: string;
+}
+
+/**
+ * What a subscription's `event` handlers and `for await` get: built-in
+ * events and added ones, in one stream. Narrow with `isBuiltIn(event)`
+ * first, then on `event.type` (a comparison of `type` alone does not
+ * narrow, since an added event's `type` is any string). Presence
  * (`user_presence`) is not among them: it updates `subscription.presence`
  * and comes as its `presence` event.
  */
-export type ChatEvent = StoredEvent | TypingEvent;
+export type ChatEvent = BuiltInEvent | AddedEvent;
 
 /** The WebSocket the client needs: the browser's, Node's global one, or the `ws` package's. */
 export interface WebSocketLike {

@@ -2,13 +2,18 @@
 // parses it, resolves every `$ref` into schemas/, and reports no diagnostic of
 // severity error. Its messages carry the resolved schemas. That it names every
 // frame type and subject the gateway knows is tests/asyncapi.rs's job.
+// So is the document `switchboard catalog asyncapi DIR` prints for the types
+// a catalog directory adds (a stored type on two routes, an ephemeral one).
 
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import path from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 
 import { DiagnosticSeverity, Parser, fromFile } from "@asyncapi/parser";
+
+import { catalogDir, CURSOR_MOVED, gatewayBinary, REACTION_ADDED } from "./support.mjs";
 
 const DOCUMENT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../asyncapi.yaml");
 
@@ -86,3 +91,63 @@ test("frames and NATS payloads are resolved too", async () => {
     assert.deepEqual(payload.required(), ["id", "type", "data"]);
     assert.ok(typed.properties().data.properties().content);
 });
+
+/** `switchboard catalog asyncapi` on a catalog directory of `types`, parsed: the document and the error diagnostics. */
+async function catalogDocument(types) {
+    const catalog = catalogDir(types);
+    try {
+        const run = spawnSync(gatewayBinary(), ["catalog", "asyncapi", catalog.dir], { encoding: "utf8" });
+        assert.equal(run.status, 0, `switchboard catalog asyncapi failed: ${run.stderr}`);
+        const { document, diagnostics } = await new Parser().parse(run.stdout);
+        const errors = diagnostics.filter((d) => d.severity === DiagnosticSeverity.Error).map((d) => `${d.code}: ${d.message} at ${d.path.join(".")}`);
+        return { document, errors };
+    } finally {
+        catalog.remove();
+    }
+}
+
+test("switchboard catalog asyncapi: a stored type on two routes and an ephemeral type, valid AsyncAPI 3.0", async () => {
+    const { document, errors } = await catalogDocument({ reaction_added: REACTION_ADDED, cursor_moved: CURSOR_MOVED });
+    assert.deepEqual(errors, [], "the parser reported errors");
+    assert.ok(document, "the parser returned no document");
+    assert.equal(document.version(), "3.0.0");
+    const addresses = Object.fromEntries(document.channels().all().map((c) => [c.id(), c.address()]));
+    assert.deepEqual(addresses, {
+        cursor_moved_on_channel: "chat.channel.{channel_id}.cursor_moved",
+        reaction_added_on_channel: "chat.channel.{channel_id}.reaction_added",
+        reaction_added_on_user: "chat.user.{user_id}.reaction_added",
+    });
+    for (const route of ["reaction_added_on_channel", "reaction_added_on_user"]) {
+        const message = document.channels().get(route).messages().get("reaction_added");
+        assert.ok(message, `no reaction_added message on ${route}`);
+        const payload = message.payload();
+        assert.equal(payload.properties().type.const(), "reaction_added");
+        const data = payload.properties().data;
+        assert.deepEqual(data.required(), ["channel_id", "message_id", "user_id", "emoji"]);
+        assert.equal(data.properties().emoji.type(), "string");
+    }
+    const moved = document.components().messages().get("cursor_moved");
+    assert.equal(moved.payload().properties().data.properties().x.type(), "integer");
+    assert.deepEqual(
+        document.operations().all().map((o) => o.id()).sort(),
+        ["publish_cursor_moved_on_channel", "publish_reaction_added_on_channel", "publish_reaction_added_on_user"],
+    );
+});
+
+test(
+    "switchboard catalog asyncapi: a type whose schema refers to its own $defs",
+    { todo: "gateway: the data schema is copied under components.messages.<type>.payload.properties.data without its $defs being made reachable, so `#/$defs/…` refers to the document's root: invalid-ref" },
+    async () => {
+        const option = { type: "object", required: ["label"], properties: { label: { type: "string" } } };
+        const poll = {
+            ...REACTION_ADDED,
+            required: ["channel_id", "options"],
+            $defs: { option },
+            properties: { channel_id: { type: "string" }, options: { type: "array", items: { $ref: "#/$defs/option" } } },
+            "x-switchboard": { routes: [{ channel: "channel_id" }], stored: true },
+        };
+        const { document, errors } = await catalogDocument({ poll_created: poll });
+        assert.deepEqual(errors, [], "the parser reported errors");
+        assert.ok(document);
+    },
+);

@@ -11,7 +11,9 @@
 //   the connection's token expiry is shown and a pasted token refreshes it
 //   in band; an operator's disconnect (4003) is shown with its reason; a
 //   chat channel's online list shows the console's own user and another
-//   user who subscribes through the SDK, and drops that one when it leaves.
+//   user who subscribes through the SDK, and drops that one when it leaves;
+//   an event type the gateway's catalog adds is offered by the publish form
+//   and its events (stored, and ephemeral without a seq) show like others.
 //
 // Without a Chromium these tests FAIL and say how to get one.
 
@@ -25,7 +27,7 @@ import { chromium } from "playwright-core";
 import WebSocket from "ws";
 
 import { connect } from "../dist/index.js";
-import { freePort, message, PATIENCE_MS, publisherToken, ROOT, sleep, startGateway, startNats, tcpProxy, token, uuid, waitFor } from "./support.mjs";
+import { catalogDir, freePort, message, PATIENCE_MS, publish, publisherToken, ROOT, sleep, startGateway, startNats, tcpProxy, token, uuid, waitFor } from "./support.mjs";
 
 const PACKAGE = path.join(ROOT, "clients/typescript");
 const RESULTS = path.join(PACKAGE, "test-results");
@@ -300,16 +302,19 @@ describe("pages of other origins", () => {
 });
 
 describe("the console", () => {
-    let nats, gateway;
+    let nats, gateway, catalog;
 
     before(async () => {
+        // reaction_added (stored) and cursor_moved (ephemeral) are added types.
+        catalog = catalogDir();
         nats = await startNats();
-        gateway = await startGateway(nats.url);
+        gateway = await startGateway(nats.url, ["--catalog-dir", catalog.dir]);
     });
 
     after(async () => {
         await gateway?.stop();
         nats?.stop();
+        catalog?.remove();
     });
 
     test("connects, subscribes, publishes, and resumes across a gateway kill without a gap", async () => {
@@ -338,7 +343,7 @@ describe("the console", () => {
 
             // Publish through the page's form, with a publisher token.
             await page.fill("#publisher-token", publisherToken());
-            await page.selectOption("#event-type", "channel_message");
+            await page.fill("#event-type", "channel_message");
             const data = { message_id: uuid(), channel_id: channelId, user_id: uuid(), username: "console", content: "from the form" };
             await page.fill("#event-data", JSON.stringify(data));
             await page.click("#publish");
@@ -490,6 +495,63 @@ describe("the console", () => {
             assert.deepEqual(problems, [], "no script errors");
         } finally {
             await sdk?.close();
+            await page.close();
+        }
+    });
+
+    test("an added event type: the publish form offers it, and its events show like the others", async () => {
+        const page = await newPage({ viewport: { width: 1400, height: 1000 } });
+        const problems = [];
+        page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+        const user = uuid();
+        const channelId = uuid();
+        const channel = `channel:${channelId}`;
+        try {
+            await page.goto(`${gateway.http}/console`);
+            await page.fill("#token", token({ sub: user }));
+            await page.click("#connect");
+            await page.waitForSelector('#state[data-state="connected"]', { timeout: PATIENCE_MS });
+            await page.fill("#channel", channel);
+            await page.click("#subscribe");
+            await page.waitForSelector(`#log li[data-kind="replayed"]`, { timeout: PATIENCE_MS });
+            // GET /v1/catalog: the added types join the built-in ones in the form's list.
+            await page.waitForSelector('#event-types option[value="reaction_added"]', { state: "attached", timeout: PATIENCE_MS });
+            const offered = await page.$$eval("#event-types option", (options) => options.map((o) => `${o.value}: ${o.label}`));
+            assert.ok(offered.includes("channel_message: built in"), `${offered}`);
+            assert.ok(offered.includes("reaction_added: added, stored"), `${offered}`);
+            assert.ok(offered.includes("cursor_moved: added, ephemeral (no seq)"), `${offered}`);
+
+            // Published through the form, with example data from its schema.
+            await page.fill("#publisher-token", publisherToken());
+            await page.fill("#event-type", "reaction_added");
+            await page.click("#example");
+            const example = JSON.parse(await page.inputValue("#event-data"));
+            assert.deepEqual(Object.keys(example), ["channel_id", "message_id", "user_id", "emoji"]);
+            assert.equal(example.channel_id, channelId, "the channel route's field is the subscribed channel");
+            assert.equal(example.user_id, user, "the user route's field is the connection's user");
+            await page.click("#publish");
+            await page.waitForSelector("#publish-result[data-ok]", { timeout: PATIENCE_MS });
+            const result = await page.textContent("#publish-result");
+            assert.match(result, /^200: /, result);
+            const receipt = JSON.parse(result.slice("200: ".length));
+            const row = `#events li[data-type="reaction_added"][data-channel="${channel}"]`;
+            await page.waitForSelector(row, { timeout: PATIENCE_MS });
+            const shown = await page.$eval(row, (r) => ({ seq: Number(r.dataset.seq), id: r.dataset.id, added: r.dataset.added }));
+            assert.ok(receipt.seqs.includes(shown.seq), `seq ${shown.seq} is one of ${receipt.seqs}`);
+            assert.deepEqual({ id: shown.id, added: shown.added }, { id: receipt.id, added: "true" });
+            const last = await page.textContent(`#subscriptions li[data-channel="${channel}"] .last-seq`);
+            assert.equal(last, `last seq ${shown.seq}`);
+
+            // An ephemeral added type: shown live, without a seq.
+            const moved = await publish(gateway, "cursor_moved", { channel_id: channelId, x: 3 });
+            const live = `#events li[data-type="cursor_moved"][data-id="${moved.id}"]`;
+            await page.waitForSelector(live, { timeout: PATIENCE_MS });
+            assert.equal(await page.getAttribute(live, "data-seq"), null);
+            assert.match(await page.textContent(live), /—.*cursor_moved.*"x":3.*live only/);
+            mkdirSync(RESULTS, { recursive: true });
+            await page.screenshot({ path: path.join(RESULTS, "console-added-types.png"), fullPage: true });
+            assert.deepEqual(problems, [], "no script errors");
+        } finally {
             await page.close();
         }
     });

@@ -2,7 +2,8 @@
 // timers. Frames go in as text, the application's calls and the transport's
 // news as method calls; the actions it hands out are recorded and checked.
 // Exactly once across reconnects, session restore, since_seq, epochs,
-// complete:false, acks, close codes (4003 too), the token's refresh; then a seeded random run against a
+// complete:false, acks, types the SDK does not know (a catalog's), close
+// codes (4003 too), the token's refresh; then a seeded random run against a
 // small model of the gateway that replays from stale cursors and repeats
 // and reorders frames the client has already seen.
 
@@ -259,6 +260,46 @@ describe("exactly once", () => {
         h.feed({ type: "user_typing", timestamp: SERVER_NOW, data: { is_typing: false }, channel: A });
         assert.deepEqual(delivered(h.take()), [`${A}:5`, `${B}:1`, `${A}:7`, `${A}:user_typing`, `${A}:user_typing`]);
         assert.equal(h.core.stats.duplicatesDropped, 2);
+    });
+
+    test("a type the SDK does not know (a catalog's) goes by seq like the others: once, in order, acked; without a seq, as it comes", () => {
+        const h = harness();
+        h.connect();
+        live(h, A, 0);
+        const added = (seq, x) => ({ type: "reaction_added", timestamp: SERVER_NOW, data: { emoji: "+1", x }, channel: A, seq, id: `id-${seq}` });
+        const cursor = { type: "cursor_moved", timestamp: SERVER_NOW, data: { x: 7 }, channel: A, id: "c1" };
+        h.feed(added(1, "a"));
+        h.feed(event(A, 2));
+        h.feed(added(1, "again"));
+        h.feed(cursor);
+        h.feed(added(3, "b"));
+        h.feed(added(2, "old"));
+        const actions = h.take();
+        assert.deepEqual(delivered(actions), [`${A}:1`, `${A}:2`, `${A}:cursor_moved`, `${A}:3`]);
+        assert.deepEqual(dispatched(actions, "event")[0].payload, added(1, "a"), "delivered as the gateway sent it");
+        assert.deepEqual(dispatched(actions, "event")[2].payload, cursor, "ephemeral: no seq, as it came");
+        assert.equal(h.core.stats.duplicatesDropped, 2);
+        h.core.flush();
+        assert.deepEqual(h.sent(), [{ type: "ack", channel: A, seq: 3 }], "acked by its seq");
+        assert.deepEqual(h.core.cursors, { [A]: 3 });
+    });
+
+    test("an event whose type is a control frame's name is still an event: it has a top-level channel, control frames never do", () => {
+        const h = harness();
+        h.connect();
+        live(h, A, 0);
+        for (const type of ["error", "presence", "subscribed", "hello", "unsubscribed", "replayed", "pong", "refreshed"]) {
+            h.feed({ type, timestamp: SERVER_NOW, data: { channel: A, code: "x", message: "x" }, channel: A, id: `id-${type}` });
+        }
+        h.feed({ type: "error", timestamp: SERVER_NOW, data: { channel: A, code: "x", message: "x" }, channel: A, seq: 4, id: "id-4" });
+        const actions = h.take();
+        assert.deepEqual(
+            dispatched(actions).map((a) => `${a.name} ${a.payload.type}`),
+            ["error", "presence", "subscribed", "hello", "unsubscribed", "replayed", "pong", "refreshed", "error"].map((t) => `event ${t}`),
+        );
+        assert.deepEqual(emitted(actions), [], "no control frame was taken from them");
+        assert.equal(h.core.state, "connected");
+        assert.deepEqual(h.core.cursors, { [A]: 4 });
     });
 
     test("frames that are not JSON, not objects, or for no subscription change nothing", () => {

@@ -1,14 +1,15 @@
 // The SDK's and the browser tests' harness: a real nats-server (a free
 // loopback port, a temporary store), the real gateway binary, tokens,
-// publishing over the HTTP API, and a TCP proxy whose connections can be
-// cut abruptly (RST), as a network drop cuts them.
+// publishing over the HTTP API, catalog directories of added event types,
+// and a TCP proxy whose connections can be cut abruptly (RST), as a network
+// drop cuts them.
 //
 // Waits are for conditions, with generous timeouts; no test sleeps for a
 // fixed time and then asserts.
 
 import { spawn, spawnSync } from "node:child_process";
 import { createHmac, randomUUID } from "node:crypto";
-import { existsSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -233,6 +234,43 @@ export const message = (gateway, channelId, text) =>
         username: "publisher",
         content: text,
     });
+
+/**
+ * `reaction_added`, an added type (a catalog file) that is stored, on two
+ * routes: a copy to the channel and one to the reacting user.
+ */
+export const REACTION_ADDED = {
+    $schema: "https://json-schema.org/draft/2020-12/schema",
+    type: "object",
+    required: ["channel_id", "message_id", "user_id", "emoji"],
+    properties: {
+        channel_id: { type: "string" },
+        message_id: { type: "string" },
+        user_id: { type: "string" },
+        emoji: { type: "string" },
+    },
+    "x-switchboard": { routes: [{ channel: "channel_id" }, { user: "user_id" }], stored: true },
+};
+
+/** `cursor_moved`, an added type that is ephemeral (live only, no `seq`), to the channel. */
+export const CURSOR_MOVED = {
+    $schema: "https://json-schema.org/draft/2020-12/schema",
+    type: "object",
+    required: ["channel_id", "x"],
+    properties: { channel_id: { type: "string" }, x: { type: "integer" } },
+    "x-switchboard": { routes: [{ channel: "channel_id" }], stored: false },
+};
+
+/**
+ * A catalog directory (`serve --catalog-dir`, `catalog asyncapi`): one
+ * `<type>.json` per entry of `types` (a name and its schema). `remove()`
+ * deletes it.
+ */
+export function catalogDir(types = { reaction_added: REACTION_ADDED, cursor_moved: CURSOR_MOVED }) {
+    const dir = mkdtempSync(path.join(tmpdir(), "switchboard-catalog-"));
+    for (const [name, schema] of Object.entries(types)) writeFileSync(path.join(dir, `${name}.json`), JSON.stringify(schema, null, 2));
+    return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
 
 /**
  * A TCP proxy to `target` ("host:port"). `drop()` resets every connection
