@@ -50,6 +50,14 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if name == crate::presence::USER_PRESENCE {
         return Err(format!("`{name}` is the gateway's own event"));
     }
+    let control = crate::gateway::protocol::ControlType::ALL
+        .iter()
+        .any(|t| t.as_str() == name);
+    if control {
+        return Err(format!(
+            "`{name}` is a server control frame's type: a client could not tell the two apart"
+        ));
+    }
     Ok(())
 }
 

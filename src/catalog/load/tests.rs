@@ -90,6 +90,8 @@ fn every_kind_of_bad_file_is_refused_with_its_name_and_reason() {
             reaction().to_string(),
             "the gateway's own event",
         ),
+        ("error.json", reaction().to_string(), "control frame"),
+        ("hello.json", reaction().to_string(), "control frame"),
         ("broken.json", "{\"type\": ".into(), "not JSON"),
         ("array.json", "[]".into(), "not a JSON object"),
         (
