@@ -17,7 +17,11 @@
 //! is an [`crate::event::EventType::Added`]: the event code asks the
 //! installed catalog for its name, routes, stored flag and validator.
 //!
-//! Architecture invariant: nothing here knows NATS, sockets or HTTP; the
+//! [`asyncapi`] is the AsyncAPI document of the protocols, built-in types
+//! and added ones (the repository's `asyncapi.yaml` is its built-in part).
+//!
+//! Architecture invariant: nothing here knows NATS, sockets or HTTP (the
+//! AsyncAPI document describes them as data, and does no I/O); the
 //! compiled validators are built once, at load.
 
 pub mod asyncapi;

@@ -77,12 +77,16 @@ pub enum CatalogCommand {
         /// The directory of `<type>.json` schemas.
         dir: std::path::PathBuf,
     },
-    /// Print the AsyncAPI 3.0 document (JSON) of a catalog directory's
-    /// added types (the built-in ones are in the repository's
-    /// asyncapi.yaml).
+    /// Print the AsyncAPI 3.0 document (JSON; YAML with --yaml): the
+    /// built-in protocol, which is the repository's asyncapi.yaml, plus a
+    /// catalog directory's added types. Its payloads refer to the
+    /// repository's schemas/ (./schemas/...).
     Asyncapi {
         /// The directory of `<type>.json` schemas (none: the built-in types only).
         dir: Option<std::path::PathBuf>,
+        /// YAML, as asyncapi.yaml is written, instead of JSON.
+        #[arg(long)]
+        yaml: bool,
     },
 }
 
@@ -304,11 +308,15 @@ fn catalog(command: CatalogCommand) -> Result<(), Failure> {
             );
             Ok(())
         }
-        CatalogCommand::Asyncapi { dir } => {
+        CatalogCommand::Asyncapi { dir, yaml } => {
             let catalog = match dir {
                 Some(dir) => crate::catalog::load(&dir).map_err(|e| Failure::Work(e.into()))?,
                 None => crate::catalog::Catalog::default(),
             };
+            if yaml {
+                print!("{}", crate::catalog::asyncapi::yaml(&catalog));
+                return Ok(());
+            }
             let document = crate::catalog::asyncapi::document(&catalog);
             let text =
                 serde_json::to_string_pretty(&document).map_err(|e| Failure::Work(e.into()))?;

@@ -6,7 +6,7 @@
 //!
 //! - [`channel`]: subscription channels (`channel:`, `user:`, `global`) and ids (domain).
 //! - [`event`]: the 14 built-in event types and the added ones, strict validation and the routing rule (domain).
-//! - [`catalog`]: event types added by a catalog directory of JSON Schemas, without a rebuild.
+//! - [`catalog`]: event types a deployment adds (one JSON Schema per type), and the AsyncAPI document of the protocols.
 //! - [`access`]: authorization: who may subscribe, which events cut a subscription (domain).
 //! - [`token`]: JWT claims, their verification (HS secrets, PEM keys, a JWKS) and minting.
 //! - [`position`]: the stream's epoch and a position in it (domain).

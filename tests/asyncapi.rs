@@ -1,14 +1,20 @@
-//! `asyncapi.yaml` describes everything the code knows: every client frame
-//! type, server control frame type, event type, close code, error code and
-//! NATS subject, each in its place (client frames received, the rest sent;
-//! stored subjects in the stream, typing not), with payloads that point at
-//! the matching file of `schemas/`. That the document is valid AsyncAPI is
-//! checked by `clients/typescript/test/asyncapi.test.mjs`.
+//! `asyncapi.yaml` is what the generator (`switchboard::catalog::asyncapi`)
+//! writes with no catalog; after a change to the generator or to a list it
+//! reads, rewrite it with `UPDATE_ASYNCAPI=1 cargo test --test asyncapi`.
+//!
+//! And it describes everything the code knows (by construction now, still
+//! checked): every client frame type, server control frame type, event
+//! type, close code, error code and NATS subject, each in its place (client
+//! frames received, the rest sent; stored subjects in the stream, typing
+//! not), with payloads that point at the matching file of `schemas/`. A
+//! catalog's added types join it, each in its place. That the document is
+//! valid AsyncAPI is checked by `clients/typescript/test/asyncapi.test.mjs`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
+use serde_json::{json, Value};
+use switchboard::catalog::{self, asyncapi, Catalog};
 use switchboard::event::EventType;
 use switchboard::gateway::protocol::{Close, ControlType, ErrorCode, CLIENT_FRAME_TYPES};
 use switchboard::log::subject::{stream_subjects, typing_wildcard};
@@ -378,4 +384,176 @@ fn every_file_ref_exists() {
         .filter(|r| !repo().join(r.trim_start_matches("./")).is_file())
         .collect();
     assert!(missing.is_empty(), "dangling file refs: {missing:?}");
+}
+
+#[test]
+fn the_committed_document_is_the_generated_one() {
+    let path = repo().join("asyncapi.yaml");
+    let generated = asyncapi::yaml(&Catalog::default());
+    if std::env::var_os("UPDATE_ASYNCAPI").is_some() {
+        std::fs::write(&path, &generated).expect("asyncapi.yaml is writable");
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).expect("asyncapi.yaml at the repository root");
+    assert!(
+        committed == generated,
+        "asyncapi.yaml differs from what src/catalog/asyncapi.rs writes; \
+         run `UPDATE_ASYNCAPI=1 cargo test --test asyncapi` (first difference at line {})",
+        committed
+            .lines()
+            .zip(generated.lines())
+            .position(|(a, b)| a != b)
+            .map_or(
+                committed.lines().count().min(generated.lines().count()),
+                |i| i
+            )
+            + 1
+    );
+}
+
+/// The YAML text and the JSON document are the same document, with a
+/// catalog too (a YAML reader takes no string for anything else).
+#[test]
+fn the_yaml_reads_back_as_the_json_document() {
+    let dir = catalog_dir();
+    let catalog = catalog::load(dir.path()).expect("the test catalog loads");
+    for catalog in [Catalog::default(), catalog] {
+        let text = asyncapi::yaml(&catalog);
+        let read: Value = serde_norway::from_str(&text).expect("the generated YAML is YAML");
+        assert_eq!(read, asyncapi::document(&catalog));
+    }
+}
+
+/// A catalog with a stored type on two routes (one field with a local
+/// `$ref`) and an ephemeral type named like a control frame.
+fn catalog_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("dir");
+    let write = |name: &str, schema: Value| {
+        std::fs::write(dir.path().join(format!("{name}.json")), schema.to_string()).expect("write")
+    };
+    write(
+        "reaction_added",
+        json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "required": ["channel_id", "user_id", "emoji"],
+            "$defs": {"id": {"type": "string"}},
+            "properties": {
+                "channel_id": {"$ref": "#/$defs/id"},
+                "user_id": {"$ref": "#/$defs/id"},
+                "emoji": {"type": "string", "maxLength": 16, "description": "One emoji: 'x' or \"y\"."}
+            },
+            "x-switchboard": {"routes": [{"channel": "channel_id"}, {"user": "user_id"}], "stored": true}
+        }),
+    );
+    write(
+        "hello",
+        json!({
+            "type": "object",
+            "required": ["room"],
+            "properties": {"room": {"type": "string"}},
+            "x-switchboard": {"routes": [{"channel": "room"}, "global"], "stored": false}
+        }),
+    );
+    dir
+}
+
+/// Each added type is on the WebSocket beside the built-in events (its
+/// own key: `hello` stays the control frame), and on NATS once per route,
+/// in the stream when stored, with the gateway reading it.
+#[test]
+fn a_catalogs_types_are_added_in_their_places() {
+    let dir = catalog_dir();
+    let catalog = catalog::load(dir.path()).expect("the test catalog loads");
+    let doc = asyncapi::document(&catalog);
+    let builtin = asyncapi::document(&Catalog::default());
+    let mut problems = Vec::new();
+
+    // Everything built in is still there, unchanged.
+    for section in ["servers", "channels", "operations"] {
+        for (key, value) in builtin[section].as_object().expect(section) {
+            if key != WS_CHANNEL && key != "send_events" && doc[section][key] != *value {
+                problems.push(format!("{section}.{key} changed with a catalog"));
+            }
+        }
+    }
+    let sent = operated(&doc, "send", WS_CHANNEL);
+    for (name, stored) in [("reaction_added", true), ("hello", false)] {
+        let key = format!("added.{name}");
+        let m = &doc["components"]["messages"][&key];
+        if m["name"] != name || m["payload"]["schema"]["properties"]["type"]["const"] != name {
+            problems.push(format!("no WebSocket message `{key}` named {name}"));
+        }
+        let has_seq = m["payload"]["schema"]["properties"].get("seq").is_some();
+        if has_seq != stored {
+            problems.push(format!("`{key}`: seq exactly when stored"));
+        }
+        if doc["channels"][WS_CHANNEL]["messages"].get(&key).is_none() || !sent.contains(&key) {
+            problems.push(format!(
+                "the gateway does not send `{key}` on the WebSocket"
+            ));
+        }
+    }
+    if doc["components"]["messages"]["hello"] != builtin["components"]["messages"]["hello"] {
+        problems.push("the added `hello` took the control frame's key".into());
+    }
+    let id = &doc["components"]["messages"]["added.reaction_added"]["payload"]["schema"]
+        ["properties"]["data"]["properties"]["user_id"]["$ref"];
+    if resolve_pointer(&doc, id) != &json!({"type": "string"}) {
+        problems.push(format!(
+            "the inlined schema's local $ref {id} does not resolve"
+        ));
+    }
+
+    let stream: Vec<String> = [
+        "chat.channel.*.reaction_added",
+        "chat.user.*.reaction_added",
+    ]
+    .map(String::from)
+    .to_vec();
+    for (key, address, stored) in [
+        (
+            "chat_channel_reaction_added",
+            "chat.channel.{channel_id}.reaction_added",
+            true,
+        ),
+        (
+            "chat_user_reaction_added",
+            "chat.user.{user_id}.reaction_added",
+            true,
+        ),
+        ("chat_channel_hello", "chat.channel.{room}.hello", false),
+        ("chat_global_hello", "chat.global.hello", false),
+    ] {
+        let channel = &doc["channels"][key];
+        if channel["address"] != address {
+            problems.push(format!("channel `{key}` is not at {address}"));
+            continue;
+        }
+        let filter = as_subject_filter(address);
+        if stored != channel.get("x-stream").is_some() || stored != stream.contains(&filter) {
+            problems.push(format!("channel `{key}`: x-stream exactly when stored"));
+        }
+        let kind = filter.rsplit('.').next().unwrap_or_default();
+        let m = resolve(&doc, &channel["messages"][kind]);
+        if m["name"] != kind || m["payload"]["schema"]["properties"]["type"]["const"] != kind {
+            problems.push(format!("channel `{key}` has no message `{kind}`"));
+        }
+        if stored != m.get("headers").is_some() {
+            problems.push(format!(
+                "channel `{key}`: Nats-Msg-Id headers exactly when stored"
+            ));
+        }
+        if !operated(&doc, "receive", key).contains(kind) {
+            problems.push(format!("no receive operation on channel `{key}`"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The value a `#/…` pointer names.
+fn resolve_pointer<'a>(doc: &'a Value, target: &Value) -> &'a Value {
+    let target = target.as_str().unwrap_or_default();
+    doc.pointer(target.trim_start_matches('#'))
+        .unwrap_or(&Value::Null)
 }

@@ -1,96 +1,180 @@
-//! The AsyncAPI 3.0 document of a catalog's added types: for each type,
-//! one NATS channel per route (`chat.channel.{id}.{type}`, …) that
-//! services publish to, and the message, whose payload is the stored
-//! `{id, type, timestamp?, data}` with the type's own schema as `data`.
-//! The built-in types are in the repository's `asyncapi.yaml`.
+//! The AsyncAPI 3.0 document of switchboard's protocols, built from the
+//! code's own lists: the WebSocket (`websocket`: every client frame,
+//! server control frame and event, the close and error codes), the NATS
+//! subjects (`nats`: one channel per subject the stream stores, and core
+//! NATS typing), and a catalog's added types (`added`: their NATS
+//! channels per route, and their events on the WebSocket). The prose
+//! (titles, summaries, descriptions) is data beside each list.
+//!
+//! With no catalog it is the repository's `asyncapi.yaml`, written by
+//! [`yaml`] (`tests/asyncapi.rs` fails when the file differs, and
+//! rewrites it under `UPDATE_ASYNCAPI=1`); `switchboard catalog asyncapi
+//! [DIR]` prints it, with a catalog directory's types added.
+//!
+//! This is the one part of [`crate::catalog`] that reads the gateway's
+//! and the log's lists: it describes them, and does no I/O.
 
-use serde_json::{json, Map, Value};
+mod added;
+mod codes;
+mod nats;
+mod tree;
+mod websocket;
 
-use super::{Catalog, Route};
+use serde_json::Value;
+
+use super::Catalog;
+use tree::{map, reference, Node};
 
 /// The document, as JSON.
 pub fn document(catalog: &Catalog) -> Value {
-    let mut channels = Map::new();
-    let mut operations = Map::new();
-    let mut messages = Map::new();
-    for added in catalog.added() {
-        let name = &added.name;
-        let mut schema = added.schema.clone();
-        if let Some(object) = schema.as_object_mut() {
-            object.remove("$schema");
-        }
-        messages.insert(
-            name.clone(),
-            json!({
-                "name": name,
-                "title": format!("{name} (added)"),
-                "summary": format!(
-                    "An event type the catalog adds: {}, {}.",
-                    if added.stored { "stored with a seq" } else { "ephemeral (live only, no seq)" },
-                    added.file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
-                ),
-                "payload": {
-                    "type": "object",
-                    "required": ["id", "type", "data"],
-                    "properties": {
-                        "id": {"type": "string", "format": "uuid"},
-                        "type": {"const": name},
-                        "timestamp": {"type": "string", "format": "date-time"},
-                        "data": schema,
-                    }
-                }
-            }),
-        );
-        for route in &added.routes {
-            let (key, address, parameter) = match route {
-                Route::Channel(field) => (
-                    format!("{name}_on_channel"),
-                    format!("chat.channel.{{{field}}}.{name}"),
-                    Some(field),
-                ),
-                Route::User(field) => (
-                    format!("{name}_on_user"),
-                    format!("chat.user.{{{field}}}.{name}"),
-                    Some(field),
-                ),
-                Route::Global => (
-                    format!("{name}_on_global"),
-                    format!("chat.global.{name}"),
-                    None,
-                ),
-            };
-            let mut channel = json!({
-                "address": address,
-                "title": format!("{name} on {}", route.json()),
-                "messages": { name.clone(): {"$ref": format!("#/components/messages/{name}")} },
-            });
-            if let Some(field) = parameter {
-                channel["parameters"] = json!({
-                    field.clone(): {"description": format!("data.{field}, the route's id")}
-                });
-            }
-            channels.insert(key.clone(), channel);
-            operations.insert(
-                format!("publish_{key}"),
-                json!({
-                    "action": "receive",
-                    "title": format!("Publish {name} on {}", route.json()),
-                    "channel": {"$ref": format!("#/channels/{key}")},
-                    "messages": [{"$ref": format!("#/channels/{key}/messages/{name}")}],
-                }),
-            );
-        }
+    tree(catalog).to_json()
+}
+
+/// The document as YAML, its keys in reading order, with comments.
+pub fn yaml(catalog: &Catalog) -> String {
+    let mut header = HEADER.to_string();
+    if !catalog.is_empty() {
+        header.push_str(CATALOG_HEADER);
     }
-    json!({
-        "asyncapi": "3.0.0",
-        "info": {
-            "title": "switchboard: added event types",
-            "version": env!("CARGO_PKG_VERSION"),
-            "description": "The event types this deployment's catalog adds to the 14 built-in ones (asyncapi.yaml). Each is published on NATS per route, stored or live only as its file says, and delivered on the WebSocket in the usual envelope."
-        },
-        "defaultContentType": "application/json",
-        "channels": channels,
-        "operations": operations,
-        "components": {"messages": messages},
-    })
+    tree(catalog).to_yaml(&header)
+}
+
+/// The comment that opens the YAML text.
+const HEADER: &str = "\
+switchboard's protocols in AsyncAPI 3.0: the gateway's WebSocket (client frames,
+server control frames, the 14 events, close codes) and the NATS subjects that
+services publish to. The prose is docs/protocol.md (the WebSocket, close codes,
+resume, the NATS subjects); every payload is a `$ref` to the JSON Schemas in
+schemas/, which stay the single definition of each frame.
+
+Generated by src/catalog/asyncapi.rs from the code's lists (frame types, event
+types, close codes, error codes, stream subjects) and the prose beside them; do
+not edit it by hand. `UPDATE_ASYNCAPI=1 cargo test --test asyncapi` rewrites it,
+and `switchboard catalog asyncapi --yaml [DIR]` prints it (with a catalog
+directory's added types).
+
+Checked by two tests: clients/typescript/test/asyncapi.test.mjs parses this file
+with @asyncapi/parser (refs resolved; any error diagnostic fails), and
+tests/asyncapi.rs checks that it is what the generator writes, and that every
+frame type, event type, close code, error code and NATS subject the Rust code
+knows is here (and no subject it does not know).
+
+Schema format: the files in schemas/ declare JSON Schema draft 2020-12, which
+AsyncAPI 3.0 has no schemaFormat for. The closest it knows is draft-07
+(`application/schema+json;version=draft-07`, which @asyncapi/parser 3.6.6 accepts),
+and it reads these files the same way: they use no keyword whose meaning changed
+after draft-07 (`$defs` is only reached through local `$ref` JSON pointers, and
+if/then/else, const and type lists are draft-07 already). So every payload is a
+multi-format schema with that schemaFormat.
+
+Perspective: operations are the gateway's. It receives the client frames and
+sends control frames and events on the WebSocket; it receives (reads from the
+stream) every stored subject, and both sends and receives user_typing on core
+NATS. A service that publishes to NATS performs the opposite of the receive
+operations.
+";
+
+/// Added to [`HEADER`] when a catalog adds types.
+const CATALOG_HEADER: &str = "
+This deployment's catalog adds event types: each has a message `added.{type}` on
+the WebSocket and a NATS channel per route, with the type's schema inline as
+`data` (local `$ref`s pointed at where it is inlined).
+";
+
+/// The schema format of every payload (see [`HEADER`]).
+const SCHEMA_FORMAT: &str = "application/schema+json;version=draft-07";
+
+/// A multi-format schema: `schema` in [`SCHEMA_FORMAT`].
+fn payload(schema: Node) -> Node {
+    map([
+        ("schemaFormat", Node::from(SCHEMA_FORMAT)),
+        ("schema", schema),
+    ])
+}
+
+/// A `$ref` to the message `key` of the channel `channel`.
+fn channel_message(channel: &str, key: &str) -> Node {
+    reference(format!("#/channels/{channel}/messages/{key}"))
+}
+
+/// The document's sections as they are built, each in reading order.
+struct Sections {
+    servers: Node,
+    channels: Node,
+    operations: Node,
+    security_schemes: Node,
+    parameters: Node,
+    schemas: Node,
+    messages: Node,
+}
+
+fn tree(catalog: &Catalog) -> Node {
+    let empty = || map(Vec::<(String, Node)>::new());
+    let mut sections = Sections {
+        servers: empty(),
+        channels: empty(),
+        operations: empty(),
+        security_schemes: empty(),
+        parameters: empty(),
+        schemas: empty(),
+        messages: empty(),
+    };
+    websocket::describe(&mut sections, catalog);
+    nats::describe(&mut sections);
+    added::describe(&mut sections, catalog);
+    let Sections {
+        servers,
+        channels,
+        operations,
+        security_schemes,
+        parameters,
+        schemas,
+        messages,
+    } = sections;
+    map([
+        ("asyncapi", Node::from("3.0.0")),
+        ("id", "urn:switchboard:gateway".into()),
+        ("info", info(catalog)),
+        ("defaultContentType", "application/json".into()),
+        ("servers", servers),
+        ("channels", channels),
+        ("operations", operations),
+        (
+            "components",
+            map([
+                ("securitySchemes", security_schemes),
+                ("parameters", parameters),
+                ("schemas", schemas),
+                ("messages", messages),
+            ]),
+        ),
+    ])
+}
+
+fn info(catalog: &Catalog) -> Node {
+    let mut description = String::from(
+        "A real-time chat event gateway over NATS JetStream. Browser and mobile \
+         clients hold a WebSocket to the gateway, subscribe to channels \
+         (`channel:{uuid}`, `user:{uuid}`, `global`), get every event live and \
+         resume after a disconnect without losing or duplicating a stored event. \
+         Other services publish events straight to NATS (or through the HTTP API, \
+         `POST /v1/events`, which writes the same subjects).",
+    );
+    if !catalog.is_empty() {
+        let names: Vec<&str> = catalog.added().iter().map(|t| t.name.as_str()).collect();
+        description.push_str(&format!(
+            " This deployment's catalog adds {} event types: {}.",
+            names.len(),
+            names.join(", ")
+        ));
+    }
+    map([
+        ("title", Node::from(env!("CARGO_PKG_NAME"))),
+        ("version", env!("CARGO_PKG_VERSION").into()),
+        ("description", description.into()),
+        (
+            "license",
+            map([("name", Node::from(env!("CARGO_PKG_LICENSE")))]),
+        ),
+    ])
 }

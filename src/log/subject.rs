@@ -84,6 +84,15 @@ pub fn stream_subjects() -> Vec<String> {
             subjects.push(route.subject_filter(&added.name));
         }
     }
+    subjects.extend(builtin_stream_subjects());
+    subjects
+}
+
+/// The stream's subjects of the built-in types, in [`EventType::ALL`]'s
+/// order: the channel copy, then the user copy of a moderation event;
+/// `channel_created` on `global` only.
+pub fn builtin_stream_subjects() -> Vec<String> {
+    let mut subjects = Vec::new();
     for kind in EventType::ALL.iter().copied().filter(|k| k.is_stored()) {
         if kind == EventType::ChannelCreated {
             subjects.push(format!("{ROOT}.global.{kind}"));

@@ -60,9 +60,19 @@ async fn serve_refuses_a_bad_catalog_and_catalog_check_says_why() {
     assert!(document.status.success(), "{document:?}");
     let document: Value = serde_json::from_slice(&document.stdout).expect("JSON");
     assert_eq!(document["asyncapi"], "3.0.0");
-    assert!(document["components"]["messages"]["reaction_added"].is_object());
+    // The built-in protocol, and the added types beside it.
+    assert!(document["components"]["messages"]["hello"].is_object());
+    assert!(document["components"]["messages"]["added.reaction_added"].is_object());
     assert_eq!(
-        document["channels"]["reaction_added_on_user"]["address"],
+        document["channels"]["chat_user_reaction_added"]["address"],
         "chat.user.{user_id}.reaction_added"
     );
+    assert!(document["channels"]["chat_channel_cursor_moved"]
+        .get("x-stream")
+        .is_none());
+
+    let yaml = output(&["catalog", "asyncapi", "--yaml", path]).await;
+    assert!(yaml.status.success(), "{yaml:?}");
+    let yaml: Value = serde_norway::from_slice(&yaml.stdout).expect("YAML");
+    assert_eq!(yaml, document);
 }
