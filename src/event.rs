@@ -216,8 +216,22 @@ impl AddedData {
             text: std::sync::Arc::from(json),
             channels,
         };
-        let canonical = RawData::keep(json, &EventData::Added(data.clone()))?;
-        data.text = std::sync::Arc::from(canonical.as_str());
+        // Canonical already (the common case) when no route id differs
+        // from its canonical form and nothing is escaped: no second parse.
+        // The routes parsed their ids (only the hyphenated form parses), so
+        // an id field is canonical unless it has an upper-case digit.
+        let canonical = !json.contains('\\')
+            && added.routes.iter().all(|route| match route {
+                Route::Channel(field) | Route::User(field) => object
+                    .get(field)
+                    .and_then(serde_json::Value::as_str)
+                    .is_some_and(|given| !given.bytes().any(|b| b.is_ascii_uppercase())),
+                Route::Global => true,
+            });
+        if !canonical {
+            let kept = RawData::keep(json, &EventData::Added(data.clone()))?;
+            data.text = std::sync::Arc::from(kept.as_str());
+        }
         Ok(data)
     }
 
@@ -373,7 +387,11 @@ impl EventData {
     /// unknown fields and all, to be stored and delivered as given.
     pub fn decode_kept(kind: EventType, json: &str) -> Result<(EventData, RawData), EventError> {
         let data = EventData::decode(kind, json)?;
-        let raw = RawData::keep(json, &data)?;
+        let raw = match &data {
+            // Its text is the kept text, made canonical when decoded.
+            EventData::Added(added) => RawData::of_added(added),
+            _ => RawData::keep(json, &data)?,
+        };
         Ok((data, raw))
     }
 

@@ -28,6 +28,12 @@ impl RawData {
         &self.0
     }
 
+    /// An added type's text, canonical since it was decoded (it is the
+    /// kept text: an added type has no typed form beside it).
+    pub(super) fn of_added(data: &super::AddedData) -> RawData {
+        RawData(data.text.clone())
+    }
+
     /// Keeps `json`, which `data` was just decoded from. Ids given in any
     /// other form than the canonical one are rewritten in it, the other
     /// fields stay as they were given (byte for byte).
