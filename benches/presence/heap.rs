@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use switchboard::channel::Id;
 use switchboard::presence::view::{Left, View};
-use switchboard::presence::wire::Local;
+use switchboard::presence::wire::{Entry, Local};
 
 /// The system allocator, counting the bytes live and the calls.
 pub struct Counting;
@@ -150,17 +150,19 @@ pub fn per_user(users: usize) -> Held {
     let mut local = Local::new(a);
     let mut view = View::new(grace);
     for (user, name) in &people {
-        let entry = local.join(channel, *user, name);
-        view.report(
-            a,
-            (channel, *user),
-            &entry.username,
-            entry.connections,
-            Left::Dropped,
-            now,
-        );
+        // As `Presence::join` does: the view holds the node's own
+        // holdings, the delta carries the change until it is sent.
+        let connections = view.connections_on(a, (channel, *user)) + 1;
+        view.report(a, (channel, *user), name, connections, Left::Dropped, now);
+        local.note(Entry {
+            channel,
+            user: *user,
+            username: name.clone(),
+            connections,
+            ended: false,
+        });
     }
-    drop(local.take_delta());
+    drop(local.take_deltas());
     drop(view.poll(now));
     let (live_after, _) = counters();
     let holder_bytes = (live_after - live) as f64 / users as f64;
