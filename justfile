@@ -104,7 +104,7 @@ lint:
 # Lint, then test (what .ci/run does)
 ci: lint test
 
-# Run one benchmark (publish, fanout, replay, projection, storm, sessions, session_writes, sweep, disconnect, upgrades, catalog) or all of them
+# Run one benchmark (publish, fanout, replay, projection, storm, sessions, session_writes, sweep, disconnect, upgrades, presence, catalog) or all of them
 bench WHICH="all": tools
     #!/usr/bin/env bash
     set -euo pipefail

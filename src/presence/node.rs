@@ -38,6 +38,12 @@ pub const DETECTION_TIME: Duration = Duration::from_secs(6);
 /// stands for (a member is about half an event's bytes).
 pub const SNAPSHOT_RATIO: usize = 8;
 
+/// Channels in a storm: their last batch went as a snapshot. Until a batch
+/// changes at most one of their users, every batch of theirs goes as a
+/// snapshot too, so a storm's tail (a batch under the ratio) is one frame
+/// as well.
+pub type Storms = HashSet<Id>;
+
 /// How one batch tells a channel's presence subscribers what changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Announcement {
@@ -56,8 +62,9 @@ pub struct Batch {
 }
 
 /// Polls the view and turns its changes into announcements: per channel,
-/// its events, or its snapshot when they are many ([`SNAPSHOT_RATIO`]).
-pub fn poll(view: &mut View, limit: usize, now: Instant) -> Batch {
+/// its events, or its snapshot when they are many ([`SNAPSHOT_RATIO`]) or
+/// the channel is in a storm ([`Storms`]).
+pub fn poll(view: &mut View, storms: &mut Storms, limit: usize, now: Instant) -> Batch {
     let changes = view.poll(now);
     let generation = view.generation();
     let mut announcements = Vec::new();
@@ -72,12 +79,20 @@ pub fn poll(view: &mut View, limit: usize, now: Instant) -> Batch {
         rest = tail;
         if n > 1 {
             let snapshot = view.snapshot(first.channel, limit, None);
-            if n * SNAPSHOT_RATIO >= snapshot.members.len() {
+            let storming = storms.contains(&first.channel);
+            if storming || n * SNAPSHOT_RATIO >= snapshot.members.len() {
+                storms.insert(first.channel);
                 announcements.push(Announcement::Snapshot(first.channel, snapshot));
                 continue;
             }
         }
+        storms.remove(&first.channel);
         announcements.extend(group.iter().cloned().map(Announcement::Change));
+    }
+    // A channel with no change in this batch is calm again.
+    if !storms.is_empty() {
+        let changed: HashSet<Id> = changes.iter().map(|c| c.channel).collect();
+        storms.retain(|channel| changed.contains(channel));
     }
     Batch {
         generation,
@@ -97,6 +112,7 @@ pub struct Presence {
 struct Inner {
     local: Local,
     view: View,
+    storms: Storms,
 }
 
 impl Presence {
@@ -105,6 +121,7 @@ impl Presence {
             inner: Mutex::new(Inner {
                 local: Local::new(node),
                 view: View::new(grace),
+                storms: Storms::new(),
             }),
             limit,
         })
@@ -182,7 +199,8 @@ impl Presence {
                             tracing::info!(%node, "a node fell silent: its users are dropped");
                             inner.view.node_gone(node, now);
                         }
-                        poll(&mut inner.view, self.limit, now)
+                        let Inner { view, storms, .. } = &mut *inner;
+                        poll(view, storms, self.limit, now)
                     };
                     if !batch.announcements.is_empty() {
                         announce(batch);
@@ -316,7 +334,11 @@ mod tests {
         for _ in 0..100 {
             view.report(node, (quiet, Id::new_v4()), "u", 1, Left::Dropped, now);
         }
-        poll(&mut view, 1000, now);
+        let mut storms = Storms::new();
+        poll(&mut view, &mut storms, 1000, now);
+        // A batch without changes: `quiet` is calm again.
+        poll(&mut view, &mut storms, 1000, now);
+        assert!(storms.is_empty());
         // A few join `quiet` (an eighth of 100 is 12), many join `storm`.
         for _ in 0..3 {
             view.report(node, (quiet, Id::new_v4()), "u", 1, Left::Dropped, now);
@@ -324,8 +346,8 @@ mod tests {
         for _ in 0..40 {
             view.report(node, (storm, Id::new_v4()), "u", 1, Left::Dropped, now);
         }
-        let batch = poll(&mut view, 1000, now);
-        assert_eq!(batch.generation, 2);
+        let batch = poll(&mut view, &mut storms, 1000, now);
+        assert_eq!(batch.generation, 3);
         let events = batch
             .announcements
             .iter()
@@ -343,7 +365,25 @@ mod tests {
         assert_eq!(snapshots.len(), 1, "{batch:?}");
         assert_eq!(snapshots[0].count, 40);
         assert_eq!(snapshots[0].members.len(), 40);
-        assert_eq!(snapshots[0].generation, 2);
+        assert_eq!(snapshots[0].generation, 3);
         assert_eq!(batch.announcements.len(), 4);
+
+        // The storm's tail: two more (under the ratio) are still one
+        // snapshot; one alone is an event, and the storm is over.
+        for _ in 0..2 {
+            view.report(node, (storm, Id::new_v4()), "u", 1, Left::Dropped, now);
+        }
+        let tail = poll(&mut view, &mut storms, 1000, now);
+        assert!(
+            matches!(tail.announcements[..], [Announcement::Snapshot(..)]),
+            "{tail:?}"
+        );
+        view.report(node, (storm, Id::new_v4()), "u", 1, Left::Dropped, now);
+        let calm = poll(&mut view, &mut storms, 1000, now);
+        assert!(
+            matches!(calm.announcements[..], [Announcement::Change(_)]),
+            "{calm:?}"
+        );
+        assert!(storms.is_empty());
     }
 }
