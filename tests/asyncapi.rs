@@ -447,7 +447,7 @@ fn catalog_dir() -> tempfile::TempDir {
         }),
     );
     write(
-        "hello",
+        "subscribe",
         json!({
             "type": "object",
             "required": ["room"],
@@ -459,7 +459,7 @@ fn catalog_dir() -> tempfile::TempDir {
 }
 
 /// Each added type is on the WebSocket beside the built-in events (its
-/// own key: `hello` stays the control frame), and on NATS once per route,
+/// own key: `subscribe` stays the client frame), and on NATS once per route,
 /// in the stream when stored, with the gateway reading it.
 #[test]
 fn a_catalogs_types_are_added_in_their_places() {
@@ -478,7 +478,7 @@ fn a_catalogs_types_are_added_in_their_places() {
         }
     }
     let sent = operated(&doc, "send", WS_CHANNEL);
-    for (name, stored) in [("reaction_added", true), ("hello", false)] {
+    for (name, stored) in [("reaction_added", true), ("subscribe", false)] {
         let key = format!("added.{name}");
         let m = &doc["components"]["messages"][&key];
         if m["name"] != name || m["payload"]["schema"]["properties"]["type"]["const"] != name {
@@ -494,8 +494,8 @@ fn a_catalogs_types_are_added_in_their_places() {
             ));
         }
     }
-    if doc["components"]["messages"]["hello"] != builtin["components"]["messages"]["hello"] {
-        problems.push("the added `hello` took the control frame's key".into());
+    if doc["components"]["messages"]["subscribe"] != builtin["components"]["messages"]["subscribe"] {
+        problems.push("the added `subscribe` took the client frame's key".into());
     }
     let id = &doc["components"]["messages"]["added.reaction_added"]["payload"]["schema"]
         ["properties"]["data"]["properties"]["user_id"]["$ref"];
@@ -522,8 +522,8 @@ fn a_catalogs_types_are_added_in_their_places() {
             "chat.user.{user_id}.reaction_added",
             true,
         ),
-        ("chat_channel_hello", "chat.channel.{room}.hello", false),
-        ("chat_global_hello", "chat.global.hello", false),
+        ("chat_channel_subscribe", "chat.channel.{room}.subscribe", false),
+        ("chat_global_subscribe", "chat.global.subscribe", false),
     ] {
         let channel = &doc["channels"][key];
         if channel["address"] != address {
