@@ -118,6 +118,7 @@ fn replay_summary_and_range_flags() {
             "first_seq": 1,
             "last_seq": 7,
             "invalid": 0,
+            "unknown_types": {},
         })]
     );
 
