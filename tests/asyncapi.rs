@@ -494,7 +494,8 @@ fn a_catalogs_types_are_added_in_their_places() {
             ));
         }
     }
-    if doc["components"]["messages"]["subscribe"] != builtin["components"]["messages"]["subscribe"] {
+    if doc["components"]["messages"]["subscribe"] != builtin["components"]["messages"]["subscribe"]
+    {
         problems.push("the added `subscribe` took the client frame's key".into());
     }
     let id = &doc["components"]["messages"]["added.reaction_added"]["payload"]["schema"]
@@ -522,7 +523,11 @@ fn a_catalogs_types_are_added_in_their_places() {
             "chat.user.{user_id}.reaction_added",
             true,
         ),
-        ("chat_channel_subscribe", "chat.channel.{room}.subscribe", false),
+        (
+            "chat_channel_subscribe",
+            "chat.channel.{room}.subscribe",
+            false,
+        ),
         ("chat_global_subscribe", "chat.global.subscribe", false),
     ] {
         let channel = &doc["channels"][key];
