@@ -314,8 +314,15 @@ async fn a_snapshot_folded_by_the_older_rules_is_folded_afresh() {
         "{}",
         gateway.log_text()
     );
-    let mut back = Client::connect(&gateway, &member).await;
-    back.subscribe(chat(c)).await;
+    // The membership comes back from the fresh fold (the router's catch-up
+    // may still be folding when the node starts answering).
+    wait_until("the member to subscribe again", || async {
+        let mut back = Client::connect(&gateway, &member).await;
+        back.send(json!({"type": "subscribe", "channel": chat(c).to_string()}))
+            .await;
+        back.next().await["type"] == "subscribed"
+    })
+    .await;
 }
 
 fn find_file(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
