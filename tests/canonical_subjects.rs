@@ -86,9 +86,18 @@ async fn a_ban_on_an_upper_case_subject_is_no_ban_anywhere(gap: Gap) {
         .expect("join stored")
         .seq;
 
-    // X subscribes by membership alone (the token grants nothing), and
-    // receives every event up to the join, so its session's cursor is there.
+    // X subscribes by membership alone (the token grants nothing), once the
+    // node has folded the join, and receives every event up to it, so its
+    // session's cursor is there.
     let x_token = token(x, Grant::None, &[]);
+    wait_until("the join to be folded", || async {
+        let mut probe = Client::connect(&gateway, &x_token).await;
+        probe
+            .send(json!({"type": "subscribe", "channel": chat(c).to_string()}))
+            .await;
+        probe.next().await["type"] == "subscribed"
+    })
+    .await;
     let mut member = Client::connect(&gateway, &x_token).await;
     member
         .send(json!({"type": "subscribe", "channel": chat(c).to_string(), "since_seq": 0}))
