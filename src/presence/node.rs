@@ -38,6 +38,14 @@ pub const DETECTION_TIME: Duration = Duration::from_secs(6);
 /// stands for (a member is about half an event's bytes).
 pub const SNAPSHOT_RATIO: usize = 8;
 
+/// A batch with more changes to a channel than this goes as its snapshot
+/// whatever the channel's size: the first batch of a storm into a large
+/// channel costs each subscriber at most this many events. Not 1: a
+/// channel of thousands with steady churn (two changes a batch) would
+/// send every subscriber a snapshot of `presence_limit` members five times
+/// a second, a hundred times the bytes of the events.
+pub const MOST_EVENTS: usize = 8;
+
 /// Channels in a storm: their last batch went as a snapshot. Until a batch
 /// changes at most one of their users, every batch of theirs goes as a
 /// snapshot too, so a storm's tail (a batch under the ratio) is one frame
@@ -80,7 +88,7 @@ pub fn poll(view: &mut View, storms: &mut Storms, limit: usize, now: Instant) ->
         if n > 1 {
             let snapshot = view.snapshot(first.channel, limit, None);
             let storming = storms.contains(&first.channel);
-            if storming || n * SNAPSHOT_RATIO >= snapshot.members.len() {
+            if storming || n > MOST_EVENTS || n * SNAPSHOT_RATIO >= snapshot.members.len() {
                 storms.insert(first.channel);
                 announcements.push(Announcement::Snapshot(first.channel, snapshot));
                 continue;

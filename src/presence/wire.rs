@@ -116,7 +116,8 @@ impl Local {
     /// The changes since the last deltas, numbered, at most
     /// [`MAX_ENTRIES`] in each (none: nothing changed).
     pub fn take_deltas(&mut self) -> Vec<Delta> {
-        self.pending_at.clear();
+        // A storm's index is given back, not kept for the next one.
+        self.pending_at = HashMap::new();
         let pending = std::mem::take(&mut self.pending);
         let mut deltas = Vec::new();
         let mut entries = pending.into_iter().peekable();
