@@ -86,10 +86,12 @@ pub fn poll(view: &mut View, storms: &mut Storms, limit: usize, now: Instant) ->
         let (group, tail) = rest.split_at(n);
         rest = tail;
         if n > 1 {
-            let snapshot = view.snapshot(first.channel, limit, None);
+            // What the snapshot would list, counted without building it.
+            let listed = view.announced(first.channel).min(limit);
             let storming = storms.contains(&first.channel);
-            if storming || n > MOST_EVENTS || n * SNAPSHOT_RATIO >= snapshot.members.len() {
+            if storming || n > MOST_EVENTS || n * SNAPSHOT_RATIO >= listed {
                 storms.insert(first.channel);
+                let snapshot = view.snapshot(first.channel, limit, None);
                 announcements.push(Announcement::Snapshot(first.channel, snapshot));
                 continue;
             }

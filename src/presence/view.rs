@@ -423,6 +423,14 @@ impl View {
         changes
     }
 
+    /// The channel's users last announced online: what a snapshot without
+    /// an asker counts.
+    pub fn announced(&self, channel: Id) -> usize {
+        self.channels
+            .get(&channel)
+            .map_or(0, |users| users.values().filter(|s| s.announced).count())
+    }
+
     /// Users present (one per user and channel), within a grace or not.
     pub fn present(&self) -> usize {
         self.channels.values().map(|users| users.len()).sum()
