@@ -5,11 +5,15 @@
 //! The page needs no token to load (it asks for one) and nothing but the
 //! gateway: its script and style sheet are served beside it, under a
 //! Content-Security-Policy that allows nothing else (no inline script, no
-//! other origin except WebSockets).
+//! other origin except WebSockets). The page learns whether the gateway is
+//! in `--dev` from the page itself: its `switchboard-dev` meta tag, which
+//! this module fills in, so that it asks for a development token only
+//! where there is one.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde_json::json;
 use warp::http::{HeaderValue, StatusCode};
 use warp::reply::Response;
@@ -26,6 +30,11 @@ pub const SCRIPT: &str = include_str!(concat!(env!("OUT_DIR"), "/console-console
 pub const STYLE: &str = include_str!(concat!(env!("OUT_DIR"), "/console-console.css"));
 /// Whether the real console was built into this binary.
 pub const BUILT: bool = matches!(env!("SWITCHBOARD_CONSOLE_BUILT").as_bytes(), b"true");
+
+/// The page's `--dev` marker as built (`false`), and as served by a
+/// gateway in `--dev`.
+pub const DEV_MARKER: &str = r#"<meta name="switchboard-dev" content="false">"#;
+const DEV_MARKER_ON: &str = r#"<meta name="switchboard-dev" content="true">"#;
 
 /// What the console's responses allow a browser to load and connect to:
 /// its own script and style sheet, requests to the gateway, WebSockets.
@@ -45,10 +54,15 @@ pub fn routes(
     // Each path before its method: another method on one of these paths is
     // a 405 (an `OPTIONS`, a preflight), and on any other path a 404.
     let get_or_head = || warp::get().or(warp::head()).unify();
+    // Made once: the page says whether to ask for a development token.
+    let body = match dev_keys {
+        Some(_) => Bytes::from(PAGE.replacen(DEV_MARKER, DEV_MARKER_ON, 1)),
+        None => Bytes::from_static(PAGE.as_bytes()),
+    };
     let page = warp::path("console")
         .and(warp::path::end())
         .and(get_or_head())
-        .map(|| asset(PAGE, "text/html; charset=utf-8"));
+        .map(move || asset(body.clone(), "text/html; charset=utf-8"));
     let script = warp::path!("console" / "console.js")
         .and(get_or_head())
         .map(|| asset(SCRIPT, "text/javascript; charset=utf-8"));
@@ -63,8 +77,10 @@ pub fn routes(
     files.or(dev_token).unify()
 }
 
-fn asset(body: &'static str, content_type: &'static str) -> Response {
-    let mut response = Response::new(body.into());
+/// One of the gateway's own files for a browser (the console's, the home
+/// page, the icon), under [`CONTENT_SECURITY_POLICY`].
+pub(crate) fn asset(body: impl Into<Bytes>, content_type: &'static str) -> Response {
+    let mut response = Response::new(body.into().into());
     let headers = response.headers_mut();
     headers.insert("content-type", HeaderValue::from_static(content_type));
     headers.insert(

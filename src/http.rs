@@ -12,7 +12,8 @@
 //! `POST /v1/events` decides on its head alone whether its body is read
 //! (`http::publish`).
 //! The time and size bounds of the connections themselves are the
-//! listener's (`server::listener`). `GET /console` is [`crate::console`]'s.
+//! listener's (`server::listener`). `GET /console` is [`crate::console`]'s,
+//! `GET /` (a page naming the gateway) and its icon are `http::home`'s.
 //!
 //! One file, near 500 lines, on purpose: one warp filter per route, each
 //! with its handler and its refusals, the origin gate around them, and the
@@ -41,6 +42,7 @@ use crate::token::{Claims, Role, TokenError, Verifier};
 
 mod catalog;
 mod edge;
+mod home;
 mod operator;
 mod presence;
 mod publish;
@@ -133,6 +135,7 @@ pub fn routes(edge: Edge) -> impl Filter<Extract = (Response,), Error = Infallib
         .then(history);
     // The keys reach the console only in `--dev`, to mint its tokens.
     let console = crate::console::routes(edge.dev_signer.clone());
+    let home = home::routes();
     let ws = warp::path!("v1" / "ws")
         .and(warp::get())
         .and(warp::header::headers_cloned())
@@ -158,6 +161,8 @@ pub fn routes(edge: Edge) -> impl Filter<Extract = (Response,), Error = Infallib
         .or(ws)
         .unify()
         .or(console)
+        .unify()
+        .or(home)
         .unify()
         .recover(rejection)
         .unify();
@@ -486,7 +491,7 @@ async fn websocket(
 const ROUTES: &str = "GET /healthz, GET /readyz, GET /metrics (each also HEAD), \
 POST /v1/events, GET /v1/history/{channel}, GET /v1/presence/{channel}, \
 POST /v1/users/{user_id}/disconnect, GET /v1/ws, \
-GET /console";
+GET /console, GET / (a page naming the gateway), GET /favicon.ico";
 
 /// A request no route took, answered in words a person can act on (never
 /// warp's type names).

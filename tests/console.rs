@@ -1,9 +1,24 @@
 //! `GET /console`: the embedded page, its script and style sheet, served
 //! without a token under a strict Content-Security-Policy; the development
-//! token route exists in `--dev` only. Real nats-server, real binary. (The
-//! page itself is driven in Chromium by clients/typescript/test/browser.test.mjs.)
+//! token route exists in `--dev` only, and the page says whether it does.
+//! `GET /`: a page naming the gateway and linking its routes, and the icon,
+//! under the same policy; other unknown paths stay JSON 404s. Real
+//! nats-server, real binary. (The pages themselves are driven in Chromium
+//! by clients/typescript/test/browser.test.mjs.)
 
 use switchboard_harness::*;
+
+/// The console's `--dev` marker, as the page is served in and out of `--dev`.
+const NOT_DEV: &str = r#"<meta name="switchboard-dev" content="false">"#;
+const DEV: &str = r#"<meta name="switchboard-dev" content="true">"#;
+
+/// A strict policy: nothing from elsewhere, no inline script.
+fn assert_strict_policy(response: &reqwest::Response, what: &str) {
+    let policy = header(response, "content-security-policy");
+    assert!(policy.contains("default-src 'none'"), "{what}: {policy}");
+    assert!(policy.contains("script-src 'self'"), "{what}: {policy}");
+    assert!(!policy.contains("unsafe-inline"), "{what}: {policy}");
+}
 
 fn header<'a>(response: &'a reqwest::Response, name: &str) -> &'a str {
     response
@@ -32,6 +47,13 @@ async fn the_console_loads_without_a_token_under_a_strict_policy() {
         assert!(body.contains("<html"), "{body}");
         if switchboard::console::BUILT {
             assert!(body.contains("/console/console.js"), "{body}");
+            // Not in --dev: the page does not ask for a development token.
+            assert!(body.contains(NOT_DEV), "{body}");
+            assert!(!body.contains(DEV), "{body}");
+            assert!(
+                body.contains(r#"<link rel="icon" href="/favicon.svg""#),
+                "{body}"
+            );
         } else {
             assert!(body.contains("just sdk"), "{body}");
         }
@@ -64,6 +86,16 @@ async fn the_console_loads_without_a_token_under_a_strict_policy() {
 async fn dev_mode_mints_a_token_for_the_console() {
     let nats = nats();
     let gateway = Gateway::start_with(&nats, &["--dev"]);
+    if switchboard::console::BUILT {
+        let page = http()
+            .get(gateway.http("/console"))
+            .send()
+            .await
+            .expect("page");
+        let body = page.text().await.expect("body");
+        assert!(body.contains(DEV), "the page says --dev: {body}");
+        assert!(!body.contains(NOT_DEV), "{body}");
+    }
     let response = http()
         .get(gateway.http("/console/dev-token"))
         .send()
@@ -85,4 +117,71 @@ async fn dev_mode_mints_a_token_for_the_console() {
     let client = Client::connect(&gateway, &token).await;
     assert_eq!(client.hello["type"], "hello", "{}", client.hello);
     client.close().await;
+}
+
+#[tokio::test]
+async fn the_home_page_names_the_gateway_and_links_its_routes() {
+    let nats = nats();
+    let gateway = Gateway::start(&nats);
+    let page = http().get(gateway.http("/")).send().await.expect("page");
+    assert_eq!(page.status(), 200);
+    assert!(header(&page, "content-type").starts_with("text/html"));
+    assert_strict_policy(&page, "/");
+    assert_eq!(header(&page, "x-content-type-options"), "nosniff");
+    let body = page.text().await.expect("body");
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        body.contains(&format!("<title>switchboard {version}</title>")),
+        "{body}"
+    );
+    for link in [
+        r#"href="/console""#,
+        r#"href="/metrics""#,
+        r#"href="/healthz""#,
+        r#"href="/readyz""#,
+        r#"href="/favicon.svg""#,
+    ] {
+        assert!(body.contains(link), "{link} in {body}");
+    }
+    for named in ["/v1/ws", "docs/protocol.md", "README.md"] {
+        assert!(body.contains(named), "{named} in {body}");
+    }
+    assert!(!body.contains("<script"), "no script: {body}");
+    assert!(!body.contains("style="), "no inline style: {body}");
+
+    let head = http().head(gateway.http("/")).send().await.expect("head");
+    assert_eq!(head.status(), 200);
+    assert!(header(&head, "content-type").starts_with("text/html"));
+
+    // Any other unknown path is still a JSON 404 that lists the routes.
+    for path in ["/index.html", "/nothing/here", "/console/nothing"] {
+        let missing = http().get(gateway.http(path)).send().await.expect("404");
+        assert_eq!(missing.status(), 404, "{path}");
+        assert!(
+            header(&missing, "content-type").starts_with("application/json"),
+            "{path}"
+        );
+        let error: serde_json::Value = missing.json().await.expect("json");
+        assert_eq!(error["error"]["code"], "not_found", "{error}");
+        let message = error["error"]["message"].as_str().unwrap_or("");
+        assert!(message.contains("GET /console"), "{message}");
+        assert!(message.contains("GET /favicon.ico"), "{message}");
+    }
+}
+
+#[tokio::test]
+async fn the_icon_is_served_at_both_usual_paths() {
+    let nats = nats();
+    let gateway = Gateway::start(&nats);
+    for path in ["/favicon.svg", "/favicon.ico"] {
+        let icon = http().get(gateway.http(path)).send().await.expect("icon");
+        assert_eq!(icon.status(), 200, "{path}");
+        assert_eq!(header(&icon, "content-type"), "image/svg+xml", "{path}");
+        assert_strict_policy(&icon, path);
+        let body = icon.text().await.expect("body");
+        assert!(body.starts_with("<svg "), "{path}: {body}");
+        assert!(!body.contains("<script"), "{path}: {body}");
+        let head = http().head(gateway.http(path)).send().await.expect("head");
+        assert_eq!(head.status(), 200, "{path}");
+    }
 }

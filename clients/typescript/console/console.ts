@@ -8,6 +8,9 @@
  * typing; publish with a publisher token. Event types the gateway's catalog
  * adds show like the built-in ones, and the publish form offers them (from
  * `GET /v1/catalog`) beside the built-in types; any type name may be typed.
+ * Each subscription's status follows the connection: offline while it is
+ * down, resuming while it comes back, replaying, then live. In `--dev` (the
+ * served page says so) a button fills in a development token.
  *
  * Built from the SDK by scripts/build-console.mjs into one script the
  * gateway serves beside the page (its Content-Security-Policy allows no
@@ -26,6 +29,22 @@ const MAX_PRESENCE_LOG = 10;
 const EXPIRY_TICK_MS = 1_000;
 /** The built-in types nobody publishes: typing goes over the WebSocket, presence is the gateway's. */
 const UNPUBLISHED = new Set(["user_typing", "user_presence"]);
+
+/**
+ * Where a subscription stands, shown in its row (`data-status`): it follows
+ * the connection. `subscribing` until the gateway answers, `replaying` until
+ * `replayed`, then `live`; `offline` from the moment the connection drops,
+ * `resuming` while the client reconnects and until the gateway has the
+ * subscription again (then `replaying`, `live`).
+ */
+type SubscriptionStatus = "subscribing" | "replaying" | "live" | "offline" | "resuming";
+
+/** One of this page's subscriptions: its row, and where it stands. */
+interface Shown {
+    sub: Subscription;
+    row: HTMLLIElement;
+    status: SubscriptionStatus;
+}
 
 /** One type of `GET /v1/catalog`: built in or added by the gateway's catalog directory. */
 interface CatalogType {
@@ -77,10 +96,19 @@ let client: Client | null = null;
 /** The connection's user (from `hello`): marked in the online lists. */
 let me: string | undefined;
 /** This page's subscriptions, by channel, with their list rows. */
-const subscriptions = new Map<Channel, { sub: Subscription; row: HTMLLIElement; replaying: boolean }>();
+const subscriptions = new Map<Channel, Shown>();
 let eventsShown = 0;
 /** The types the connected gateway knows (`GET /v1/catalog`), by name; empty until it answered. */
 let catalog = new Map<string, CatalogType>();
+
+/**
+ * Whether the gateway runs in `--dev`: it says so in the page it serves
+ * (`<meta name="switchboard-dev" content="true">`). Only then is there a
+ * development token to ask for.
+ */
+function devMode(): boolean {
+    return document.querySelector<HTMLMetaElement>('meta[name="switchboard-dev"]')?.content === "true";
+}
 
 /** `ws://host/v1/ws` of the page's own gateway. */
 function defaultUrl(): string {
@@ -217,7 +245,7 @@ function subscriptionRow(channel: Channel): HTMLLIElement {
     row.dataset.channel = channel;
     const last = span("last-seq", "—");
     last.dataset.testid = "last-seq";
-    const status = span("status", "subscribing");
+    const status = span("status", "");
     status.dataset.testid = "subscription-status";
     row.append(span("channel", channel), status, last);
     if (channel.startsWith("channel:")) {
@@ -276,31 +304,42 @@ function showPresence(row: HTMLLIElement, presence: Presence): void {
     list.replaceChildren(...items);
 }
 
+/** Shows where a subscription stands (`detail`: a few more words after the status). */
+function setStatus(entry: Shown, status: SubscriptionStatus, detail?: string): void {
+    entry.status = status;
+    const node = entry.row.querySelector<HTMLElement>(".status");
+    if (!node) return;
+    node.dataset.status = status;
+    node.textContent = detail ? `${status} (${detail})` : status;
+}
+
+/** Every subscription of the page follows the connection (see `SubscriptionStatus`). */
+function setAllStatus(status: SubscriptionStatus, detail?: string): void {
+    for (const entry of subscriptions.values()) setStatus(entry, status, detail);
+}
+
 function subscribe(channel: Channel, options: { since?: string; sinceSeq?: number }): void {
     if (!client) throw new Error("connect first");
     // Chat channels show who is online.
     const sub = client.subscribe(channel, { ...options, ...(channel.startsWith("channel:") ? { presence: true } : {}) });
     const row = subscriptionRow(channel);
-    const entry = { sub, row, replaying: false };
+    const entry: Shown = { sub, row, status: "subscribing" };
     subscriptions.set(channel, entry);
     ui.subscriptions.append(row);
-    const status = (text: string) => {
-        const node = row.querySelector<HTMLElement>(".status");
-        if (node) node.textContent = text;
-    };
+    const state = client.state;
+    if (state === "connecting" || state === "connected") setStatus(entry, "subscribing");
+    else setStatus(entry, "offline", "subscribes when the connection is back");
     sub.on("subscribed", ({ complete, firstSeq, epoch }) => {
-        entry.replaying = true;
-        status(complete ? "subscribed" : "subscribed, incomplete");
+        setStatus(entry, "replaying", complete ? undefined : "incomplete: events are missing");
         const first = firstSeq === undefined ? "" : `, first_seq ${firstSeq}`;
         log("subscribed", `${channel}: complete ${complete}${first}${epoch ? `, epoch ${epoch}` : ""}`);
     });
     sub.on("replayed", ({ count, lastSeq }) => {
-        entry.replaying = false;
-        status("live");
+        setStatus(entry, "live");
         log("replayed", `${channel}: ${count} event(s) replayed, last_seq ${lastSeq}`);
     });
     sub.on("event", (event) => {
-        showEvent(event, entry.replaying);
+        showEvent(event, entry.status === "replaying");
         if ("seq" in event && typeof event.seq === "number") {
             const last = row.querySelector<HTMLElement>(".last-seq");
             if (last) last.textContent = `last seq ${event.seq}`;
@@ -341,21 +380,29 @@ function connectClient(url: string, token: string): void {
     client = next;
     next.on("connecting", ({ attempt }) => {
         setState("connecting", attempt ? `reconnecting (attempt ${attempt})` : "connecting");
+        // The subscriptions shown are this client's only (a new Connect replaced them).
+        if (attempt && client === next) setAllStatus("resuming", `reconnecting, attempt ${attempt}`);
         log("connecting", `${url}${attempt ? `, attempt ${attempt}` : ""}`);
     });
     next.on("connected", ({ hello, resumed }) => {
         me = hello.user_id;
+        // Each subscription is live again once the gateway has it and its replay is over.
+        for (const entry of client === next ? subscriptions.values() : []) {
+            if (entry.status === "offline" || entry.status === "resuming") setStatus(entry, "resuming", resumed ? "session restored, waiting for the replay" : "subscribing again");
+        }
         setState("connected", `connected as ${hello.user_id}`);
         log("connected", `session ${hello.session_id}${resumed ? " (resumed)" : ""}, heartbeat ${hello.heartbeat_ms} ms`);
         showExpiry();
         if (catalog.size === 0) void loadCatalog(token);
     });
     next.on("disconnected", ({ code, reason, reconnectInMs }) => {
+        if (client === next) setAllStatus("offline", reconnectInMs === null ? "not reconnecting" : "the connection dropped");
         const again = reconnectInMs === null ? "not reconnecting" : `reconnecting in ${Math.round(reconnectInMs)} ms`;
         setState(reconnectInMs === null ? "closed" : "disconnected", `closed ${code}${reason ? ` ${reason}` : ""}; ${again}`);
         log("disconnected", `close ${code}${reason ? ` (${reason})` : ""}; ${again}`);
     });
     next.on("stopped", ({ code, reason }) => {
+        if (client === next) setAllStatus("offline", "disconnected by the operator");
         setState("stopped", `disconnected by the operator${reason ? `: ${reason}` : ""}`);
         log("stopped", `close ${code}: disconnected by the operator${reason ? ` (${reason})` : ""}; not reconnecting: paste a new token and connect`);
         showExpiry();
@@ -558,7 +605,10 @@ function start(): void {
                 ...(since ? { since } : {}),
                 ...(sinceSeq ? { sinceSeq: Number(sinceSeq) } : {}),
             });
+            // A since or since_seq is for this subscription only: the next one starts from now unless asked again.
             ui.channel.value = "";
+            ui.since.value = "";
+            ui.sinceSeq.value = "";
         } catch (error) {
             log("error", error instanceof Error ? error.message : String(error));
         }
@@ -576,10 +626,19 @@ function start(): void {
         ui.eventCount.textContent = "0";
     });
 
-    // In --dev only, the gateway mints a token for the console.
+    // In --dev only, the gateway mints a token for the console (and its page says so).
+    if (devMode()) loadDevToken();
+    log("ready", "paste a token and connect");
+}
+
+/** Asks the gateway (in `--dev`) for a development token; the "Use dev token" button shows once it came. */
+function loadDevToken(): void {
     void fetch("/console/dev-token", { cache: "no-store" })
         .then(async (response) => {
-            if (!response.ok) return;
+            if (!response.ok) {
+                log("error", `GET /console/dev-token: ${response.status} ${await response.text()}`);
+                return;
+            }
             const body = (await response.json()) as { token?: string };
             if (!body.token) return;
             const token = body.token;
@@ -590,8 +649,7 @@ function start(): void {
                 log("dev", "using the gateway's development token (every channel, publisher and auditor)");
             });
         })
-        .catch(() => undefined);
-    log("ready", "paste a token and connect");
+        .catch((error: unknown) => log("error", `GET /console/dev-token failed: ${String(error)}`));
 }
 
 start();
