@@ -13,7 +13,12 @@
 //   chat channel's online list shows the console's own user and another
 //   user who subscribes through the SDK, and drops that one when it leaves;
 //   an event type the gateway's catalog adds is offered by the publish form
-//   and its events (stored, and ephemeral without a seq) show like others.
+//   and its events (stored, and ephemeral without a seq) show like others;
+//   a subscription's status follows the connection (offline while the
+//   gateway is down, then resuming, replaying, live); the since fields are
+//   emptied once used; without --dev the page never asks for a development
+//   token and hides its button, in --dev the button fills one in; the icon
+//   and the home page (GET /) load with nothing refused and no 404.
 //
 // Without a Chromium these tests FAIL and say how to get one.
 
@@ -27,7 +32,7 @@ import { chromium } from "playwright-core";
 import WebSocket from "ws";
 
 import { connect } from "../dist/index.js";
-import { catalogDir, freePort, message, PATIENCE_MS, publish, publisherToken, ROOT, sleep, startGateway, startNats, tcpProxy, token, uuid, waitFor } from "./support.mjs";
+import { catalogDir, freePort, message, PATIENCE_MS, publish, publisherToken, ROOT, sleep, startGateway, startNats, tcpProxy, token, uuid, waitFor, withOwnGateway } from "./support.mjs";
 
 const PACKAGE = path.join(ROOT, "clients/typescript");
 const RESULTS = path.join(PACKAGE, "test-results");
@@ -117,6 +122,41 @@ function openSocket(page, url) {
                 ws.onclose = (event) => resolve({ ...seen, code: event.code, reason: event.reason, wasClean: event.wasClean });
             }),
         url,
+    );
+}
+
+/**
+ * Watches a page for what should never happen on the gateway's own pages:
+ * script errors, anything the Content-Security-Policy refuses, responses of
+ * 400 or more, failed requests. `requests` lists every URL the page asked for.
+ */
+function watchPage(page) {
+    const problems = [];
+    const requests = [];
+    page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+    page.on("console", (msg) => {
+        if (msg.type() === "error") problems.push(`console: ${msg.text()}`);
+    });
+    page.on("request", (request) => requests.push(request.url()));
+    page.on("response", (response) => {
+        if (response.status() >= 400) problems.push(`${response.status()} for ${response.url()}`);
+    });
+    page.on("requestfailed", (request) => problems.push(`failed: ${request.url()} (${request.failure()?.errorText})`));
+    return { problems, requests };
+}
+
+/** Loads the page's icon (`<link rel="icon">`) as an image, under the page's policy: its width, or an error. */
+function loadIcon(page) {
+    return page.evaluate(
+        () =>
+            new Promise((resolve) => {
+                const link = document.querySelector('link[rel="icon"]');
+                if (!link) return resolve({ error: "no <link rel=icon>" });
+                const image = new Image();
+                image.onload = () => resolve({ href: link.getAttribute("href"), width: image.naturalWidth });
+                image.onerror = () => resolve({ error: `cannot load ${link.href}` });
+                image.src = link.href;
+            }),
     );
 }
 
@@ -554,5 +594,178 @@ describe("the console", () => {
         } finally {
             await page.close();
         }
+    });
+
+    test("a subscription's status follows the connection: offline while the gateway is down, then resuming, replaying and live", async () => {
+        const page = await newPage({ viewport: { width: 1400, height: 1000 } });
+        const problems = [];
+        page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+        const channelId = uuid();
+        const channel = `channel:${channelId}`;
+        const status = `#subscriptions li[data-channel="${channel}"] [data-testid="subscription-status"]`;
+        try {
+            await page.goto(`${gateway.http}/console`);
+            await page.fill("#token", token());
+            await page.click("#connect");
+            await page.waitForSelector('#state[data-state="connected"]', { timeout: PATIENCE_MS });
+            await page.fill("#channel", channel);
+            await page.click("#subscribe");
+            await page.waitForSelector(`${status}[data-status="live"]`, { timeout: PATIENCE_MS });
+            const before = (await message(gateway, channelId, "before")).seq;
+            await page.waitForSelector(`#events li[data-seq="${before}"]`, { timeout: PATIENCE_MS });
+
+            // Every value the status takes from now on, in order (each change's old value, then the last).
+            await page.$eval(status, (node) => {
+                window.statuses = [];
+                new MutationObserver((changes) => {
+                    for (const change of changes) window.statuses.push(change.oldValue);
+                }).observe(node, { attributes: true, attributeFilter: ["data-status"], attributeOldValue: true });
+            });
+
+            // SIGKILL: the socket drops without a close frame; the gateway stays down for now.
+            await gateway.kill9();
+            await page.waitForSelector(`${status}:not([data-status="live"])`, { timeout: PATIENCE_MS });
+            assert.match(await page.getAttribute(status, "data-status"), /^(offline|resuming)$/);
+            assert.notEqual(await page.getAttribute("#state", "data-state"), "connected");
+            // While it is down, the status stays off "live" (reconnect attempts fail).
+            await page.waitForSelector('#log li[data-kind="connecting"]', { timeout: PATIENCE_MS });
+            assert.notEqual(await page.getAttribute(status, "data-status"), "live");
+
+            // Back on the same address: the client reconnects, the subscription replays what it missed, and is live.
+            await gateway.launch();
+            const missed = (await message(gateway, channelId, "while away")).seq;
+            await page.waitForSelector(`${status}[data-status="live"]`, { timeout: PATIENCE_MS });
+            await page.waitForSelector(`#events li[data-seq="${missed}"]`, { timeout: PATIENCE_MS });
+            const after = (await message(gateway, channelId, "after")).seq;
+            await page.waitForSelector(`#events li[data-seq="${after}"]`, { timeout: PATIENCE_MS });
+
+            const seen = await page.evaluate((status) => [...window.statuses, document.querySelector(status).dataset.status], status);
+            const steps = seen.filter((value, i) => i === 0 || value !== seen[i - 1]);
+            assert.deepEqual(steps.slice(0, 2), ["live", "offline"], `${steps}`);
+            assert.deepEqual(steps.slice(-3), ["resuming", "replaying", "live"], `${steps}`);
+            const between = steps.slice(2, -3);
+            assert.ok(between.every((value) => value === "offline" || value === "resuming"), `only offline and resuming while down: ${steps}`);
+            assert.equal(await page.getAttribute("#state", "data-state"), "connected");
+            assert.deepEqual(problems, [], "no script errors");
+        } finally {
+            await page.close();
+        }
+    });
+
+    test("the since fields are emptied once a subscribe used them, and the next subscribe sends neither", async () => {
+        const page = await newPage({ viewport: { width: 1400, height: 1000 } });
+        const problems = [];
+        page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+        // The subscribe frames the page sends.
+        const subscribes = [];
+        page.on("websocket", (socket) =>
+            socket.on("framesent", ({ payload }) => {
+                const frame = JSON.parse(String(payload));
+                if (frame.type === "subscribe") subscribes.push(frame);
+            }),
+        );
+        const [first, second, third] = [`channel:${uuid()}`, `channel:${uuid()}`, `channel:${uuid()}`];
+        const since = "2020-01-01T00:00:00Z";
+        const fields = async () => ({ channel: await page.inputValue("#channel"), since: await page.inputValue("#since"), sinceSeq: await page.inputValue("#since-seq") });
+        const subscribe = async (channel, form) => {
+            await page.fill("#channel", channel);
+            if (form.since) await page.fill("#since", form.since);
+            if (form.sinceSeq) await page.fill("#since-seq", form.sinceSeq);
+            await page.click("#subscribe");
+            await page.waitForSelector(`#subscriptions li[data-channel="${channel}"] [data-status="live"]`, { timeout: PATIENCE_MS });
+            assert.deepEqual(await fields(), { channel: "", since: "", sinceSeq: "" }, `the form is empty after subscribing to ${channel}`);
+            const sent = subscribes.find((f) => f.channel === channel);
+            assert.ok(sent, `a subscribe for ${channel}: ${JSON.stringify(subscribes)}`);
+            return sent;
+        };
+        try {
+            await page.goto(`${gateway.http}/console`);
+            await page.fill("#token", token());
+            await page.click("#connect");
+            await page.waitForSelector('#state[data-state="connected"]', { timeout: PATIENCE_MS });
+
+            assert.equal((await subscribe(first, { sinceSeq: "1" })).since_seq, 1);
+            const withSince = await subscribe(second, { since });
+            assert.deepEqual({ since: withSince.since, since_seq: withSince.since_seq }, { since, since_seq: undefined });
+            // Nothing typed: the client's own start (now), neither of the earlier ones.
+            const plain = await subscribe(third, {});
+            assert.equal(plain.since_seq, undefined, `no since_seq: ${JSON.stringify(plain)}`);
+            assert.notEqual(plain.since, since, `not the earlier since: ${JSON.stringify(plain)}`);
+            assert.deepEqual(problems, [], "no script errors");
+        } finally {
+            await page.close();
+        }
+    });
+
+    test("without --dev: no request for a development token, its button hidden; the icon loads, nothing is refused or missing", async () => {
+        const page = await newPage({ viewport: { width: 1400, height: 1000 } });
+        const { problems, requests } = watchPage(page);
+        try {
+            await page.goto(`${gateway.http}/console`, { waitUntil: "networkidle" });
+            await page.waitForSelector('#log li[data-kind="ready"]', { timeout: PATIENCE_MS });
+            assert.equal(await page.getAttribute('meta[name="switchboard-dev"]', "content"), "false");
+            assert.ok(await page.isHidden("#use-dev-token"), "the Use dev token button is hidden");
+            const icon = await loadIcon(page);
+            assert.equal(icon.href, "/favicon.svg", JSON.stringify(icon));
+            assert.ok(icon.width > 0, JSON.stringify(icon));
+            await page.waitForLoadState("networkidle");
+            assert.deepEqual(
+                requests.filter((url) => new URL(url).pathname === "/console/dev-token"),
+                [],
+                `no request for a development token: ${requests}`,
+            );
+            assert.deepEqual(problems, [], "no 404, no script error, nothing refused");
+        } finally {
+            await page.close();
+        }
+    });
+
+    test("the home page (GET /) names the gateway, links the console and the routes, and loads nothing refused or missing", async () => {
+        const page = await newPage();
+        const { problems, requests } = watchPage(page);
+        try {
+            const response = await page.goto(`${gateway.http}/`, { waitUntil: "networkidle" });
+            assert.equal(response.status(), 200);
+            assert.match(await page.title(), /^switchboard \d+\.\d+\.\d+/);
+            const links = await page.$$eval("a", (anchors) => anchors.map((a) => a.getAttribute("href")));
+            for (const href of ["/console", "/metrics", "/healthz", "/readyz"]) assert.ok(links.includes(href), `${href} in ${links}`);
+            assert.match(await page.textContent("body"), /\/v1\/ws/);
+            assert.match(await page.textContent("body"), /docs\/protocol\.md/);
+            const icon = await loadIcon(page);
+            assert.ok(icon.width > 0, JSON.stringify(icon));
+            await page.click('a[href="/console"]');
+            await page.waitForSelector('#log li[data-kind="ready"]', { timeout: PATIENCE_MS });
+            await page.waitForLoadState("networkidle");
+            assert.ok(requests.every((url) => new URL(url).host === gateway.addr), `nothing from elsewhere: ${requests}`);
+            assert.deepEqual(problems, [], "no 404, no script error, nothing refused");
+        } finally {
+            await page.close();
+        }
+    });
+});
+
+describe("the console in --dev", () => {
+    test("asks for a development token once, shows the button, and the token connects", async () => {
+        await withOwnGateway(["--dev"], async (gateway) => {
+            const page = await newPage({ viewport: { width: 1400, height: 1000 } });
+            const { problems, requests } = watchPage(page);
+            try {
+                await page.goto(`${gateway.http}/console`);
+                assert.equal(await page.getAttribute('meta[name="switchboard-dev"]', "content"), "true");
+                await page.waitForSelector("#use-dev-token", { state: "visible", timeout: PATIENCE_MS });
+                await page.click("#use-dev-token");
+                const minted = await page.inputValue("#token");
+                assert.match(minted, /^[\w-]+\.[\w-]+\.[\w-]+$/, "a JWT in the token field");
+                assert.equal(await page.inputValue("#publisher-token"), minted);
+                await page.click("#connect");
+                await page.waitForSelector('#state[data-state="connected"]', { timeout: PATIENCE_MS });
+                assert.equal(requests.filter((url) => new URL(url).pathname === "/console/dev-token").length, 1, `${requests}`);
+                assert.deepEqual(problems, [], "no 404, no script error, nothing refused");
+                await page.click("#disconnect");
+                await page.waitForSelector('#log li[data-kind="closed"]', { timeout: PATIENCE_MS });
+            } finally {
+                await page.close();
+            }
+        });
     });
 });
