@@ -10,6 +10,7 @@
 mod data_dir;
 mod nats_url;
 mod publish;
+mod recorded_nats;
 mod replay;
 mod settings;
 mod token;
