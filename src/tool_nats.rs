@@ -40,7 +40,6 @@ impl ToolLog {
             server.terminate().await;
         }
     }
-
 }
 
 /// Reaches the log for a tool. `held`: the data directory's lock when the

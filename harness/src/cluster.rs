@@ -23,8 +23,8 @@ pub const CLUSTER_SIZE: usize = 3;
 /// The `cluster.name` of the servers (what the client's server info shows).
 pub const CLUSTER_NAME: &str = "switchboard";
 
-/// How long the cluster may take until every running node has a JetStream
-/// meta leader.
+/// How long the cluster may take until every running node is a current
+/// peer of one JetStream meta leader.
 pub const CLUSTER_READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How many times a start is tried with fresh ports when one was taken
@@ -210,30 +210,88 @@ impl NatsCluster {
         }
     }
 
-    /// Waits until every running node answers its health check with
-    /// JetStream ready (it knows a meta leader), within
-    /// [`CLUSTER_READY_TIMEOUT`]. Blocks the thread (a few requests on
-    /// loopback every 50 ms).
+    /// Waits until the cluster can place replicated streams, within
+    /// [`CLUSTER_READY_TIMEOUT`]: every running node answers its health
+    /// check (JetStream ready, a meta leader known) and names the same meta
+    /// leader, and that leader counts every running node as a current peer
+    /// of its meta group. (A health check alone passes as soon as two nodes
+    /// have elected a leader, before the third has joined the meta group:
+    /// an R3 stream created then is refused with "no suitable peers for
+    /// placement".) Blocks the thread (a few requests on loopback every
+    /// 50 ms).
     pub fn wait_ready(&mut self) -> Result<(), LocalNatsError> {
         let deadline = Instant::now() + CLUSTER_READY_TIMEOUT;
+        let mut last: String;
         loop {
             let running: Vec<usize> = (0..self.nodes.len())
                 .filter(|&i| self.is_running(i))
                 .collect();
-            let healthy = running.iter().all(|&i| {
-                http_get(self.nodes[i].http_port, "/healthz")
-                    .is_some_and(|(status, _)| status == 200)
-            });
-            if healthy && !running.is_empty() {
-                return Ok(());
+            match self.meta_group_complete(&running) {
+                Ok(()) if !running.is_empty() => return Ok(()),
+                Ok(()) => last = "no node runs".into(),
+                Err(why) => last = why,
             }
             if Instant::now() >= deadline {
                 return Err(LocalNatsError::NotReady(format!(
-                    "the cluster has no JetStream meta leader after {CLUSTER_READY_TIMEOUT:?}"
+                    "the cluster's JetStream meta group is not complete after \
+                     {CLUSTER_READY_TIMEOUT:?}: {last}"
                 )));
             }
             std::thread::sleep(READY_POLL);
         }
+    }
+
+    /// Whether the `running` nodes are healthy and all current peers of one
+    /// meta leader (from `/healthz` and `/jsz`); the reason when not.
+    fn meta_group_complete(&self, running: &[usize]) -> Result<(), String> {
+        let mut leader: Option<String> = None;
+        let mut leader_view = None;
+        for &i in running {
+            let node = &self.nodes[i];
+            match http_get(node.http_port, "/healthz") {
+                Some((200, _)) => {}
+                other => return Err(format!("{} is not healthy: {other:?}", node.name)),
+            }
+            let meta = meta_cluster(node.http_port)
+                .ok_or_else(|| format!("{} has no meta group in /jsz", node.name))?;
+            let named = meta["leader"].as_str().unwrap_or_default().to_string();
+            if named.is_empty() {
+                return Err(format!("{} knows no meta leader", node.name));
+            }
+            match &leader {
+                Some(l) if *l != named => {
+                    return Err(format!(
+                        "the nodes name different meta leaders ({l}, {named})"
+                    ))
+                }
+                _ => leader = Some(named.clone()),
+            }
+            if named == node.name {
+                leader_view = Some(meta);
+            }
+        }
+        let leader = leader.unwrap_or_default();
+        let meta = leader_view.ok_or_else(|| format!("the meta leader {leader} is not running"))?;
+        let peers = meta["replicas"].as_array().cloned().unwrap_or_default();
+        for &i in running {
+            let name = &self.nodes[i].name;
+            if *name == leader {
+                continue;
+            }
+            let current = peers.iter().any(|p| {
+                p["name"].as_str() == Some(name.as_str())
+                    && p["current"].as_bool() == Some(true)
+                    && p["offline"].as_bool() != Some(true)
+            });
+            if !current {
+                return Err(format!(
+                    "the meta leader {leader} does not count {name} as a current peer \
+                     (cluster_size {})",
+                    meta["cluster_size"]
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The running node a client connection named `client_name` is on,
@@ -267,7 +325,7 @@ impl NatsCluster {
 }
 
 /// A three-node nats-server cluster with JetStream (temporary stores, free
-/// ports), ready: every node knows a meta leader.
+/// ports), ready: every node a current peer of one JetStream meta leader.
 pub fn cluster() -> NatsCluster {
     NatsCluster::start_temp().expect("a nats-server cluster starts (run `just tools`)")
 }
@@ -329,6 +387,19 @@ fn write_conf(node: &ClusterNode, all: &[ClusterNode], dir: &Path) -> Result<(),
     );
     std::fs::write(&node.conf, conf)
         .map_err(|e| LocalNatsError::NotReady(format!("writing {}: {e}", node.conf.display())))
+}
+
+/// The `meta_cluster` section of a node's `/jsz` (its view of the
+/// JetStream meta group: leader, peers, cluster size).
+fn meta_cluster(port: u16) -> Option<serde_json::Value> {
+    let (200, body) = http_get(port, "/jsz")? else {
+        return None;
+    };
+    let mut jsz: serde_json::Value = serde_json::from_str(&body).ok()?;
+    match jsz["meta_cluster"].take() {
+        serde_json::Value::Null => None,
+        meta => Some(meta),
+    }
 }
 
 /// A GET on loopback `port`: the status and the body.

@@ -11,15 +11,11 @@ use crate::{run, serve, switchboard, temp, Served};
 #[test]
 fn after_serve_was_killed_with_its_nats_server_the_tools_serve_the_data_dirs_store() {
     let dir = temp();
-    let gateway = match serve(switchboard(dir.path()).args([
-        "serve",
-        "--dev",
-        "--listen",
-        "127.0.0.1:0",
-    ])) {
-        Served::Up { proc, .. } => proc,
-        Served::Exited(out) => panic!("serve exited: {}", out.stderr),
-    };
+    let gateway =
+        match serve(switchboard(dir.path()).args(["serve", "--dev", "--listen", "127.0.0.1:0"])) {
+            Served::Up { proc, .. } => proc,
+            Served::Exited(out) => panic!("serve exited: {}", out.stderr),
+        };
     let url_file = dir.path().join("data/nats/url");
     let recorded = std::fs::read_to_string(&url_file).expect("serve recorded its nats-server");
     let c = Id::new_v4();
