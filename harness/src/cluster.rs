@@ -45,6 +45,9 @@ struct ClusterNode {
     http_port: u16,
     conf: PathBuf,
     log: PathBuf,
+    /// Whether its configuration enables JetStream (see
+    /// [`NatsCluster::start_temp_without_jetstream_on`]).
+    jetstream: bool,
     child: Option<Child>,
 }
 
@@ -61,12 +64,25 @@ impl NatsCluster {
     /// Starts the cluster in a fresh temporary directory and waits until it
     /// is ready (see [`NatsCluster::wait_ready`]).
     pub fn start_temp() -> Result<NatsCluster, LocalNatsError> {
+        NatsCluster::start_temp_with(None)
+    }
+
+    /// Starts the cluster with JetStream off on node `i` (routed like the
+    /// others, so clients see three servers, but no peer of the JetStream
+    /// meta group: a cluster whose last server has not joined JetStream
+    /// yet) and waits until the other two are ready. See
+    /// [`NatsCluster::enable_jetstream`].
+    pub fn start_temp_without_jetstream_on(i: usize) -> Result<NatsCluster, LocalNatsError> {
+        NatsCluster::start_temp_with(Some(i))
+    }
+
+    fn start_temp_with(without_jetstream: Option<usize>) -> Result<NatsCluster, LocalNatsError> {
         let temp = tempfile::Builder::new()
             .prefix("switchboard-cluster-")
             .tempdir()
             .map_err(|e| LocalNatsError::NotReady(format!("temp dir: {e}")))?;
         let dir = temp.path().to_path_buf();
-        let mut cluster = NatsCluster::start_in(&dir)?;
+        let mut cluster = NatsCluster::start_with(&dir, without_jetstream)?;
         cluster._temp = Some(temp);
         Ok(cluster)
     }
@@ -74,6 +90,13 @@ impl NatsCluster {
     /// Starts the cluster with its configuration, logs (`n0.log`…) and
     /// stores (`n0/`…) under `dir`, and waits until it is ready.
     pub fn start_in(dir: &Path) -> Result<NatsCluster, LocalNatsError> {
+        NatsCluster::start_with(dir, None)
+    }
+
+    fn start_with(
+        dir: &Path,
+        without_jetstream: Option<usize>,
+    ) -> Result<NatsCluster, LocalNatsError> {
         let binary = find_binary().ok_or(LocalNatsError::NotFound)?;
         std::fs::create_dir_all(dir)
             .map_err(|e| LocalNatsError::NotReady(format!("creating {}: {e}", dir.display())))?;
@@ -82,7 +105,7 @@ impl NatsCluster {
             let mut cluster = NatsCluster {
                 binary: binary.clone(),
                 dir: dir.to_path_buf(),
-                nodes: plan(dir)?,
+                nodes: plan(dir, without_jetstream)?,
                 _temp: None,
             };
             match cluster.start_all() {
@@ -181,6 +204,15 @@ impl NatsCluster {
         self.wait_ready()
     }
 
+    /// Turns JetStream on for node `i` (started without it): its
+    /// configuration is rewritten and it restarts on the same ports; waits
+    /// until it is a current peer of the meta group.
+    pub fn enable_jetstream(&mut self, i: usize) -> Result<(), LocalNatsError> {
+        self.nodes[i].jetstream = true;
+        write_conf(&self.nodes[i], &self.nodes, &self.dir)?;
+        self.restart(i)
+    }
+
     /// Puts node `i` in lame-duck mode (`nats-server --signal ldm=PID`): it
     /// stops accepting clients, tells its clients so, hands its JetStream
     /// leaderships over and, after its grace period, closes its clients
@@ -211,7 +243,7 @@ impl NatsCluster {
     }
 
     /// Waits until the cluster can place replicated streams, within
-    /// [`CLUSTER_READY_TIMEOUT`]: every running node answers its health
+    /// [`CLUSTER_READY_TIMEOUT`]: every running node with JetStream answers its health
     /// check (JetStream ready, a meta leader known) and names the same meta
     /// leader, and that leader counts every running node as a current peer
     /// of its meta group. (A health check alone passes as soon as two nodes
@@ -224,7 +256,7 @@ impl NatsCluster {
         let mut last: String;
         loop {
             let running: Vec<usize> = (0..self.nodes.len())
-                .filter(|&i| self.is_running(i))
+                .filter(|&i| self.nodes[i].jetstream && self.is_running(i))
                 .collect();
             match self.meta_group_complete(&running) {
                 Ok(()) if !running.is_empty() => return Ok(()),
@@ -340,7 +372,7 @@ impl Drop for NatsCluster {
 
 /// The nodes with free ports (each held until all are picked, so no two
 /// are the same).
-fn plan(dir: &Path) -> Result<Vec<ClusterNode>, LocalNatsError> {
+fn plan(dir: &Path, without_jetstream: Option<usize>) -> Result<Vec<ClusterNode>, LocalNatsError> {
     let held: Vec<TcpListener> = (0..CLUSTER_SIZE * 3)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<Result<_, _>>()
@@ -359,6 +391,7 @@ fn plan(dir: &Path) -> Result<Vec<ClusterNode>, LocalNatsError> {
             http_port: ports[3 * i + 2],
             conf: dir.join(format!("n{i}.conf")),
             log: dir.join(format!("n{i}.log")),
+            jetstream: without_jetstream != Some(i),
             child: None,
         })
         .collect())
@@ -371,17 +404,21 @@ fn write_conf(node: &ClusterNode, all: &[ClusterNode], dir: &Path) -> Result<(),
         .map(|other| format!("\"nats-route://127.0.0.1:{}\"", other.route_port))
         .collect();
     let store = dir.join(&node.name);
+    let jetstream = if node.jetstream {
+        format!("jetstream {{ store_dir: \"{}\" }}\n", store.display())
+    } else {
+        String::new()
+    };
     let conf = format!(
         "server_name: {name}\n\
          host: 127.0.0.1\n\
          port: {client}\n\
          http: \"127.0.0.1:{http}\"\n\
-         jetstream {{ store_dir: \"{store}\" }}\n\
+         {jetstream}\
          cluster {{\n  name: {CLUSTER_NAME}\n  listen: \"127.0.0.1:{route}\"\n  routes: [{routes}]\n}}\n",
         name = node.name,
         client = node.client_port,
         http = node.http_port,
-        store = store.display(),
         route = node.route_port,
         routes = routes.join(", "),
     );
