@@ -57,7 +57,7 @@ run *ARGS: tools sdk
     echo
     exec "$bin" serve --dev "$@"
 
-# A local cluster: 3 nats-servers with JetStream (stores in ./data/cluster) and two gateways on it (R3 stream, sessions in the R3 bucket); prints their addresses and a token; Ctrl-C stops everything
+# A local cluster: 3 nats-servers with JetStream (stores in ./data/cluster) and two gateways on it (R3 stream, sessions in the R3 bucket), on free loopback ports (CLUSTER_PORT, GATEWAY_PORT pin them); prints their addresses, a token, a tail and a publish command and the consoles; Ctrl-C stops everything
 cluster: tools
     cargo build --release
     bash scripts/cluster.sh

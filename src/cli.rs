@@ -228,28 +228,10 @@ pub fn serve_settings(args: &ServeArgs) -> Result<ServeSettings, SettingError> {
     ServeSettings::resolve(&args.log.settings, &args.serve, &args.limits, &file)
 }
 
-/// Connects to the configured NATS, or to the one a local `serve` started.
-async fn connect(args: &LogArgs) -> Result<Log, Failure> {
-    let settings = args.resolve()?;
-    let url = match &settings.nats_url {
-        Some(url) => url.0.clone(),
-        None => {
-            let path = settings::local_url_file(&settings.data_dir);
-            match std::fs::read_to_string(&path) {
-                Ok(url) => url.trim().to_string(),
-                Err(_) => {
-                    return Err(Failure::Usage(format!(
-                        "no NATS URL: set SWITCHBOARD_NATS_URL (or --nats-url), or run `switchboard serve` \
-                         with the same data directory so its local nats-server is found ({} is missing)",
-                        path.display()
-                    )))
-                }
-            }
-        }
-    };
-    Log::open(&url, settings.stream_settings())
-        .await
-        .map_err(|e| Failure::Work(e.into()))
+/// Reaches the log for a tool: the configured NATS, or the data
+/// directory's (see [`crate::tool_nats`]).
+async fn connect(args: &LogArgs) -> Result<crate::tool_nats::ToolLog, Failure> {
+    crate::tool_nats::open(&args.resolve()?, None).await
 }
 
 pub async fn run(cli: Cli) -> Result<(), Failure> {
@@ -379,7 +361,13 @@ async fn publish(args: PublishArgs) -> Result<(), Failure> {
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let log = connect(&args.log).await?;
+    let reached = connect(&args.log).await?;
+    let result = publish_events(&reached.log, events).await;
+    reached.close().await;
+    result
+}
+
+async fn publish_events(log: &Log, events: Vec<crate::event::Event>) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     // One at a time, in input order: lines such as a join and then a ban
     // must be stored in the order given. (For throughput, many publishers
@@ -429,9 +417,15 @@ async fn replay(args: ReplayArgs) -> Result<(), Failure> {
     if args.limit == Some(0) {
         return Err(Failure::Usage("--limit must be at least 1".into()));
     }
-    let log = connect(&args.log).await?;
+    let reached = connect(&args.log).await?;
+    let result = replay_history(&reached.log, &query, args.summary).await;
+    reached.close().await;
+    result
+}
+
+async fn replay_history(log: &Log, query: &HistoryQuery, summary: bool) -> Result<(), Failure> {
     let mut history = log
-        .history(&query)
+        .history(query)
         .await
         .map_err(|e| Failure::Work(e.into()))?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -451,7 +445,7 @@ async fn replay(args: ReplayArgs) -> Result<(), Failure> {
         total += 1;
         first.get_or_insert(event.seq);
         last = Some(event.seq);
-        if args.summary {
+        if summary {
             *counts.entry(event.data.kind().as_str()).or_default() += 1;
         } else {
             out.write_all(&event.encode())
@@ -459,7 +453,7 @@ async fn replay(args: ReplayArgs) -> Result<(), Failure> {
                 .map_err(|e| Failure::Work(e.into()))?;
         }
     }
-    if args.summary {
+    if summary {
         let summary = json!({
             "events": total,
             "by_type": counts,
@@ -577,24 +571,12 @@ async fn projection(args: ProjectionArgs) -> Result<(), Failure> {
         Err(DataDirError::Busy { .. }) => None,
         Err(e) => return Err(Failure::Work(e.into())),
     };
-    let mut nats = None;
-    let local_store = data_dir.join("nats");
-    let log = match (&held, &settings.nats_url) {
-        (Some(_), None) if local_store.is_dir() => {
-            let server = crate::local_nats::NatsServer::start(&local_store)
-                .map_err(|e| Failure::Work(e.into()))?;
-            let log = Log::open(&server.url(), settings.stream_settings())
-                .await
-                .map_err(|e| Failure::Work(e.into()));
-            nats = Some(server);
-            log?
-        }
-        _ => connect(log_args).await?,
-    };
-    let result = fold_and_compare(&log, &sled_dir, held.is_some(), rebuild).await;
-    if let Some(mut server) = nats {
-        server.terminate().await;
-    }
+    // Without a NATS URL: the data directory's nats-server, which the tool
+    // starts itself when no `serve` holds the directory.
+    let reached = crate::tool_nats::open(&settings, held).await?;
+    let own_store = reached.lock.is_some();
+    let result = fold_and_compare(&reached.log, &sled_dir, own_store, rebuild).await;
+    reached.close().await;
     result
 }
 

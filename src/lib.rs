@@ -27,6 +27,7 @@
 //! - [`failure`]: how a command fails: its message and exit code.
 //! - [`data_dir`]: the data directory's lock: one switchboard process at a time.
 //! - [`local_nats`]: a nats-server child process, for `serve` without a URL (the test harness starts its servers with the same command line).
+//! - [`tool_nats`]: the NATS the tools reach the log on: the configured URL, or the data directory's nats-server (started for them when no `serve` runs).
 //! - [`metrics`]: the Prometheus series, registered once.
 //! - [`origins`]: which web origins may use the gateway from a browser (CORS, WebSocket upgrades).
 
@@ -56,3 +57,4 @@ pub mod schema;
 pub mod server;
 pub mod settings;
 pub mod tail;
+pub mod tool_nats;

@@ -4,7 +4,8 @@
 //! The stream's leader is put on that server first (the worst case: the
 //! publishes and the gateway's consumer both move), and the publisher
 //! talks to the other servers. And `serve` refuses more replicas than the
-//! cluster has servers.
+//! cluster has servers, and waits (bounded) for a forming cluster's last
+//! server to join JetStream before it places an R3 stream.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -259,6 +260,63 @@ fn serve_refuses_more_replicas_than_the_cluster_has_servers() {
         stderr.contains("`replicas` setting is 5") && stderr.contains("3 JetStream server"),
         "{stderr}"
     );
+}
+
+/// A gateway started while the cluster's third server has not joined
+/// JetStream yet (the race of a cluster and its gateways started
+/// together): NATS cannot place the R3 stream, so `serve` says so and
+/// tries again, and comes up once the server has joined.
+#[test]
+fn serve_waits_for_a_forming_cluster_to_place_its_stream() {
+    let _one = ONE_CLUSTER.blocking_lock();
+    let mut cluster = NatsCluster::start_temp_without_jetstream_on(2)
+        .expect("a cluster starts (run `just tools`)");
+    let data = tempfile::tempdir().expect("temp dir");
+    let log = data.path().join("gateway.log");
+    // On the two JetStream servers (the third, without it, would refuse
+    // the connection's JetStream); the cluster still lists three.
+    let urls = cluster.urls_except(2);
+    let dir = data.path().to_path_buf();
+    let starting =
+        std::thread::spawn(move || Serve::new(&urls).args(&["--replicas", "3"]).start_in(&dir));
+    let deadline = Instant::now() + PATIENCE;
+    let waiting = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("NATS cannot place the stream's replicas yet") {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline && !starting.is_finished(),
+            "serve did not say it waits for the placement:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        waiting
+            .matches("cannot place the stream's replicas yet")
+            .count(),
+        1,
+        "said once:\n{waiting}"
+    );
+    cluster
+        .enable_jetstream(2)
+        .expect("n2 restarts with JetStream");
+    let gateway = starting.join().expect("serve came up");
+    let info = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(async {
+            let client = async_nats::connect(cluster.url(0)).await.expect("NATS");
+            let js = async_nats::jetstream::new(client);
+            let mut stream = js
+                .get_stream(StreamSettings::default().name)
+                .await
+                .expect("the stream exists");
+            stream.info().await.expect("stream info").config.clone()
+        });
+    assert_eq!(info.num_replicas, 3);
+    drop(gateway);
 }
 
 /// Runs `serve --replicas <replicas>` on `nats_url`, expects it to exit

@@ -23,8 +23,8 @@ pub const CLUSTER_SIZE: usize = 3;
 /// The `cluster.name` of the servers (what the client's server info shows).
 pub const CLUSTER_NAME: &str = "switchboard";
 
-/// How long the cluster may take until every running node has a JetStream
-/// meta leader.
+/// How long the cluster may take until every running node is a current
+/// peer of one JetStream meta leader.
 pub const CLUSTER_READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How many times a start is tried with fresh ports when one was taken
@@ -45,6 +45,9 @@ struct ClusterNode {
     http_port: u16,
     conf: PathBuf,
     log: PathBuf,
+    /// Whether its configuration enables JetStream (see
+    /// [`NatsCluster::start_temp_without_jetstream_on`]).
+    jetstream: bool,
     child: Option<Child>,
 }
 
@@ -61,12 +64,25 @@ impl NatsCluster {
     /// Starts the cluster in a fresh temporary directory and waits until it
     /// is ready (see [`NatsCluster::wait_ready`]).
     pub fn start_temp() -> Result<NatsCluster, LocalNatsError> {
+        NatsCluster::start_temp_with(None)
+    }
+
+    /// Starts the cluster with JetStream off on node `i` (routed like the
+    /// others, so clients see three servers, but no peer of the JetStream
+    /// meta group: a cluster whose last server has not joined JetStream
+    /// yet) and waits until the other two are ready. See
+    /// [`NatsCluster::enable_jetstream`].
+    pub fn start_temp_without_jetstream_on(i: usize) -> Result<NatsCluster, LocalNatsError> {
+        NatsCluster::start_temp_with(Some(i))
+    }
+
+    fn start_temp_with(without_jetstream: Option<usize>) -> Result<NatsCluster, LocalNatsError> {
         let temp = tempfile::Builder::new()
             .prefix("switchboard-cluster-")
             .tempdir()
             .map_err(|e| LocalNatsError::NotReady(format!("temp dir: {e}")))?;
         let dir = temp.path().to_path_buf();
-        let mut cluster = NatsCluster::start_in(&dir)?;
+        let mut cluster = NatsCluster::start_with(&dir, without_jetstream)?;
         cluster._temp = Some(temp);
         Ok(cluster)
     }
@@ -74,6 +90,13 @@ impl NatsCluster {
     /// Starts the cluster with its configuration, logs (`n0.log`…) and
     /// stores (`n0/`…) under `dir`, and waits until it is ready.
     pub fn start_in(dir: &Path) -> Result<NatsCluster, LocalNatsError> {
+        NatsCluster::start_with(dir, None)
+    }
+
+    fn start_with(
+        dir: &Path,
+        without_jetstream: Option<usize>,
+    ) -> Result<NatsCluster, LocalNatsError> {
         let binary = find_binary().ok_or(LocalNatsError::NotFound)?;
         std::fs::create_dir_all(dir)
             .map_err(|e| LocalNatsError::NotReady(format!("creating {}: {e}", dir.display())))?;
@@ -82,7 +105,7 @@ impl NatsCluster {
             let mut cluster = NatsCluster {
                 binary: binary.clone(),
                 dir: dir.to_path_buf(),
-                nodes: plan(dir)?,
+                nodes: plan(dir, without_jetstream)?,
                 _temp: None,
             };
             match cluster.start_all() {
@@ -181,6 +204,15 @@ impl NatsCluster {
         self.wait_ready()
     }
 
+    /// Turns JetStream on for node `i` (started without it): its
+    /// configuration is rewritten and it restarts on the same ports; waits
+    /// until it is a current peer of the meta group.
+    pub fn enable_jetstream(&mut self, i: usize) -> Result<(), LocalNatsError> {
+        self.nodes[i].jetstream = true;
+        write_conf(&self.nodes[i], &self.nodes, &self.dir)?;
+        self.restart(i)
+    }
+
     /// Puts node `i` in lame-duck mode (`nats-server --signal ldm=PID`): it
     /// stops accepting clients, tells its clients so, hands its JetStream
     /// leaderships over and, after its grace period, closes its clients
@@ -210,30 +242,88 @@ impl NatsCluster {
         }
     }
 
-    /// Waits until every running node answers its health check with
-    /// JetStream ready (it knows a meta leader), within
-    /// [`CLUSTER_READY_TIMEOUT`]. Blocks the thread (a few requests on
-    /// loopback every 50 ms).
+    /// Waits until the cluster can place replicated streams, within
+    /// [`CLUSTER_READY_TIMEOUT`]: every running node with JetStream answers its health
+    /// check (JetStream ready, a meta leader known) and names the same meta
+    /// leader, and that leader counts every running node as a current peer
+    /// of its meta group. (A health check alone passes as soon as two nodes
+    /// have elected a leader, before the third has joined the meta group:
+    /// an R3 stream created then is refused with "no suitable peers for
+    /// placement".) Blocks the thread (a few requests on loopback every
+    /// 50 ms).
     pub fn wait_ready(&mut self) -> Result<(), LocalNatsError> {
         let deadline = Instant::now() + CLUSTER_READY_TIMEOUT;
+        let mut last: String;
         loop {
             let running: Vec<usize> = (0..self.nodes.len())
-                .filter(|&i| self.is_running(i))
+                .filter(|&i| self.nodes[i].jetstream && self.is_running(i))
                 .collect();
-            let healthy = running.iter().all(|&i| {
-                http_get(self.nodes[i].http_port, "/healthz")
-                    .is_some_and(|(status, _)| status == 200)
-            });
-            if healthy && !running.is_empty() {
-                return Ok(());
+            match self.meta_group_complete(&running) {
+                Ok(()) if !running.is_empty() => return Ok(()),
+                Ok(()) => last = "no node runs".into(),
+                Err(why) => last = why,
             }
             if Instant::now() >= deadline {
                 return Err(LocalNatsError::NotReady(format!(
-                    "the cluster has no JetStream meta leader after {CLUSTER_READY_TIMEOUT:?}"
+                    "the cluster's JetStream meta group is not complete after \
+                     {CLUSTER_READY_TIMEOUT:?}: {last}"
                 )));
             }
             std::thread::sleep(READY_POLL);
         }
+    }
+
+    /// Whether the `running` nodes are healthy and all current peers of one
+    /// meta leader (from `/healthz` and `/jsz`); the reason when not.
+    fn meta_group_complete(&self, running: &[usize]) -> Result<(), String> {
+        let mut leader: Option<String> = None;
+        let mut leader_view = None;
+        for &i in running {
+            let node = &self.nodes[i];
+            match http_get(node.http_port, "/healthz") {
+                Some((200, _)) => {}
+                other => return Err(format!("{} is not healthy: {other:?}", node.name)),
+            }
+            let meta = meta_cluster(node.http_port)
+                .ok_or_else(|| format!("{} has no meta group in /jsz", node.name))?;
+            let named = meta["leader"].as_str().unwrap_or_default().to_string();
+            if named.is_empty() {
+                return Err(format!("{} knows no meta leader", node.name));
+            }
+            match &leader {
+                Some(l) if *l != named => {
+                    return Err(format!(
+                        "the nodes name different meta leaders ({l}, {named})"
+                    ))
+                }
+                _ => leader = Some(named.clone()),
+            }
+            if named == node.name {
+                leader_view = Some(meta);
+            }
+        }
+        let leader = leader.unwrap_or_default();
+        let meta = leader_view.ok_or_else(|| format!("the meta leader {leader} is not running"))?;
+        let peers = meta["replicas"].as_array().cloned().unwrap_or_default();
+        for &i in running {
+            let name = &self.nodes[i].name;
+            if *name == leader {
+                continue;
+            }
+            let current = peers.iter().any(|p| {
+                p["name"].as_str() == Some(name.as_str())
+                    && p["current"].as_bool() == Some(true)
+                    && p["offline"].as_bool() != Some(true)
+            });
+            if !current {
+                return Err(format!(
+                    "the meta leader {leader} does not count {name} as a current peer \
+                     (cluster_size {})",
+                    meta["cluster_size"]
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The running node a client connection named `client_name` is on,
@@ -267,7 +357,7 @@ impl NatsCluster {
 }
 
 /// A three-node nats-server cluster with JetStream (temporary stores, free
-/// ports), ready: every node knows a meta leader.
+/// ports), ready: every node a current peer of one JetStream meta leader.
 pub fn cluster() -> NatsCluster {
     NatsCluster::start_temp().expect("a nats-server cluster starts (run `just tools`)")
 }
@@ -282,7 +372,7 @@ impl Drop for NatsCluster {
 
 /// The nodes with free ports (each held until all are picked, so no two
 /// are the same).
-fn plan(dir: &Path) -> Result<Vec<ClusterNode>, LocalNatsError> {
+fn plan(dir: &Path, without_jetstream: Option<usize>) -> Result<Vec<ClusterNode>, LocalNatsError> {
     let held: Vec<TcpListener> = (0..CLUSTER_SIZE * 3)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<Result<_, _>>()
@@ -301,6 +391,7 @@ fn plan(dir: &Path) -> Result<Vec<ClusterNode>, LocalNatsError> {
             http_port: ports[3 * i + 2],
             conf: dir.join(format!("n{i}.conf")),
             log: dir.join(format!("n{i}.log")),
+            jetstream: without_jetstream != Some(i),
             child: None,
         })
         .collect())
@@ -313,22 +404,39 @@ fn write_conf(node: &ClusterNode, all: &[ClusterNode], dir: &Path) -> Result<(),
         .map(|other| format!("\"nats-route://127.0.0.1:{}\"", other.route_port))
         .collect();
     let store = dir.join(&node.name);
+    let jetstream = if node.jetstream {
+        format!("jetstream {{ store_dir: \"{}\" }}\n", store.display())
+    } else {
+        String::new()
+    };
     let conf = format!(
         "server_name: {name}\n\
          host: 127.0.0.1\n\
          port: {client}\n\
          http: \"127.0.0.1:{http}\"\n\
-         jetstream {{ store_dir: \"{store}\" }}\n\
+         {jetstream}\
          cluster {{\n  name: {CLUSTER_NAME}\n  listen: \"127.0.0.1:{route}\"\n  routes: [{routes}]\n}}\n",
         name = node.name,
         client = node.client_port,
         http = node.http_port,
-        store = store.display(),
         route = node.route_port,
         routes = routes.join(", "),
     );
     std::fs::write(&node.conf, conf)
         .map_err(|e| LocalNatsError::NotReady(format!("writing {}: {e}", node.conf.display())))
+}
+
+/// The `meta_cluster` section of a node's `/jsz` (its view of the
+/// JetStream meta group: leader, peers, cluster size).
+fn meta_cluster(port: u16) -> Option<serde_json::Value> {
+    let (200, body) = http_get(port, "/jsz")? else {
+        return None;
+    };
+    let mut jsz: serde_json::Value = serde_json::from_str(&body).ok()?;
+    match jsz["meta_cluster"].take() {
+        serde_json::Value::Null => None,
+        meta => Some(meta),
+    }
 }
 
 /// A GET on loopback `port`: the status and the body.

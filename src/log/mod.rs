@@ -37,8 +37,8 @@ pub use subject::PayloadError;
 pub use typing::{TypingSubscription, RESUBSCRIBE_DELAY};
 
 use connection::LameDuckWatch;
-pub use provision::STREAM_LOOKUP_RETRY_FOR;
-use provision::{ensure_stream, is_replicas_refusal};
+use provision::{is_replicas_refusal, provision_placed};
+pub use provision::{STREAM_LOOKUP_RETRY_FOR, STREAM_PLACEMENT_RETRY_FOR};
 
 /// The oldest nats-server we run against. 2.9 accepts consumers with several
 /// filter subjects and silently ignores the filters: replays would leak
@@ -314,7 +314,8 @@ impl Log {
                 "the server is not in a cluster; replicas > 1 need one".into(),
             ));
         }
-        let stream = ensure_stream(&js, &settings, manage)
+        let servers = info.connect_urls.len().max(1);
+        let stream = provision_placed(&js, &settings, manage, servers)
             .await
             .map_err(|e| match e {
                 LogError::Stream { reason, .. } if is_replicas_refusal(&reason) => {

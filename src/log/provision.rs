@@ -9,7 +9,7 @@ use async_nats::jetstream::{self, stream, ErrorCode};
 
 use super::{subject, LogError, StreamSettings};
 
-pub(super) async fn ensure_stream(
+async fn ensure_stream(
     js: &jetstream::Context,
     settings: &StreamSettings,
     manage: bool,
@@ -81,6 +81,58 @@ pub(super) async fn ensure_stream(
             }
             Err(e) => Err(LogError::stream(name, format!("create: {e}"))),
         },
+    }
+}
+
+/// How long a stream whose replicas NATS cannot place yet is tried again,
+/// when the cluster lists at least as many servers as the stream has
+/// replicas: servers of a cluster that has just started join its
+/// JetStream meta group one by one, and until the last has joined, NATS
+/// refuses an R3 stream ("no suitable peers for placement"). After it,
+/// the refusal stands ([`LogError::Replicas`]). With fewer servers than
+/// replicas, the refusal is at once.
+pub const STREAM_PLACEMENT_RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// [`ensure_stream`], tried again for [`STREAM_PLACEMENT_RETRY_FOR`] while
+/// NATS cannot place the stream's replicas on the `servers` the cluster
+/// lists, though they are enough.
+pub(super) async fn provision_placed(
+    js: &jetstream::Context,
+    settings: &StreamSettings,
+    manage: bool,
+    servers: usize,
+) -> Result<stream::Stream, LogError> {
+    let give_up = tokio::time::Instant::now() + STREAM_PLACEMENT_RETRY_FOR;
+    let mut backoff = Duration::from_millis(250);
+    let mut said = false;
+    loop {
+        let reason = match ensure_stream(js, settings, manage).await {
+            Err(LogError::Stream { reason, .. })
+                if is_replicas_refusal(&reason) && settings.replicas <= servers =>
+            {
+                reason
+            }
+            done => return done,
+        };
+        if tokio::time::Instant::now() + backoff >= give_up {
+            return Err(LogError::stream(&settings.name, reason));
+        }
+        if !said {
+            said = true;
+            tracing::warn!(
+                stream = %settings.name,
+                replicas = settings.replicas,
+                servers,
+                nats = %reason,
+                "NATS cannot place the stream's replicas yet (the cluster's servers may still \
+                 be joining JetStream); trying again for up to {}s",
+                STREAM_PLACEMENT_RETRY_FOR.as_secs()
+            );
+        } else {
+            tracing::debug!(stream = %settings.name, nats = %reason, "stream placement retry");
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
     }
 }
 

@@ -25,7 +25,8 @@ declare! {
         /// `host:port`), or a comma-separated list of a cluster's servers
         /// to fail over between. Unset, `serve` starts a local nats-server under the
         /// data directory, and the tools use the URL that `serve` recorded in
-        /// `<data-dir>/nats/url`.
+        /// `<data-dir>/nats/url`; when that server is gone and no `serve`
+        /// holds the data directory, they start one on its store themselves.
         nats_url: Optional<NatsUrl> = "", env "SWITCHBOARD_NATS_URL";
         /// Sled files (`sled/`) and the local nats-server's store (`nats/`).
         data_dir: PathBuf = "./data", env "SWITCHBOARD_DATA_DIR";

@@ -1,15 +1,19 @@
 //! The `switchboard` binary as users run it, against a real nats-server:
 //! `publish` (flags and stdin), `replay` (NDJSON, summary, ranges), `token`,
 //! `projection rebuild`/`check`, and the settings rules of `serve` (refusals
-//! that name the setting, config file keys, flag-over-file precedence).
+//! that name the setting, config file keys, flag-over-file precedence),
+//! the tools after `serve` is gone (the data directory's own nats-server),
+//! and `scripts/cluster.sh` (`just cluster`).
 //! Every process a test starts is killed when the test ends, also on panic.
 //!
 //! This file holds what the modules share (running the binary,
 //! helpers); each module covers one concept.
 
+mod cluster_script;
 mod data_dir;
 mod nats_url;
 mod publish;
+mod recorded_nats;
 mod replay;
 mod settings;
 mod token;
