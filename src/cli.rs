@@ -228,6 +228,18 @@ pub fn serve_settings(args: &ServeArgs) -> Result<ServeSettings, SettingError> {
     ServeSettings::resolve(&args.log.settings, &args.serve, &args.limits, &file)
 }
 
+/// How the command writes its log: `serve`'s `log_format` (its flag,
+/// variable or file key), text for every other command.
+pub fn log_format(cli: &Cli) -> Result<crate::diagnostics::LogFormat, SettingError> {
+    match &cli.command {
+        Command::Serve(args) => {
+            let file = args.log.file()?;
+            Ok(settings::ServeOptions::resolve(&args.serve, &file)?.log_format)
+        }
+        _ => Ok(crate::diagnostics::LogFormat::Text),
+    }
+}
+
 /// Connects to the configured NATS, or to the one a local `serve` started.
 async fn connect(args: &LogArgs) -> Result<Log, Failure> {
     let settings = args.resolve()?;

@@ -28,12 +28,14 @@
 //! - [`data_dir`]: the data directory's lock: one switchboard process at a time.
 //! - [`local_nats`]: a nats-server child process, for `serve` without a URL (the test harness starts its servers with the same command line).
 //! - [`metrics`]: the Prometheus series, registered once.
+//! - [`diagnostics`]: the process's own log on stderr (its filter, text or JSON lines).
 //! - [`origins`]: which web origins may use the gateway from a browser (CORS, WebSocket upgrades).
 
 pub mod access;
 pub mod catalog;
 pub mod channel;
 pub mod data_dir;
+pub mod diagnostics;
 pub mod envelope;
 pub mod event;
 pub mod failure;
