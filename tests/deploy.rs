@@ -360,8 +360,8 @@ fn the_metrics_address_may_not_be_the_main_one() {
 async fn json_logs_are_one_object_per_line() {
     let nats = nats();
     let mut gateway = Gateway::start_with(&nats, &["--log-format", "json"]);
-    // Something logged at warn with fields: a client closed for a bad frame
-    // is at debug; the shutdown lines are at info.
+    // A connection, then a clean stop: the start, the connection's and the
+    // shutdown's records, with fields.
     let mut client = Client::connect(&gateway, &token(Id::new_v4(), Grant::All, &[])).await;
     client.subscribe(Channel::Global).await;
     client.close().await;
