@@ -95,6 +95,19 @@ _test-js:
     cd clients/typescript
     npm test
 
+# Build the container image (deploy/Dockerfile) around a release build, with podman or else docker; ARGS go to the engine's build (e.g. --from IMAGE to use another base)
+image TAG="switchboard:latest" *ARGS:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    engine="$(command -v podman || command -v docker || true)"
+    [[ -n "$engine" ]] || { echo "image: neither podman nor docker found: install one (Debian: apt-get install podman)" >&2; exit 1; }
+    cargo build --release
+    # The build context is the binary alone (target/ is far too large to send).
+    context="$(mktemp -d)"
+    trap 'rm -rf "$context"' EXIT
+    cp "${CARGO_TARGET_DIR:-target}/release/switchboard" "$context/"
+    "$engine" build -t "{{ TAG }}" {{ ARGS }} -f deploy/Dockerfile "$context"
+
 # Check formatting and clippy lints (warnings are errors)
 lint:
     cargo fmt --all -- --check

@@ -228,6 +228,18 @@ pub fn serve_settings(args: &ServeArgs) -> Result<ServeSettings, SettingError> {
     ServeSettings::resolve(&args.log.settings, &args.serve, &args.limits, &file)
 }
 
+/// How the command writes its log: `serve`'s `log_format` (its flag,
+/// variable or file key), text for every other command.
+pub fn log_format(cli: &Cli) -> Result<crate::diagnostics::LogFormat, SettingError> {
+    match &cli.command {
+        Command::Serve(args) => {
+            let file = args.log.file()?;
+            Ok(settings::ServeOptions::resolve(&args.serve, &file)?.log_format)
+        }
+        _ => Ok(crate::diagnostics::LogFormat::Text),
+    }
+}
+
 /// Reaches the log for a tool: the configured NATS, or the data
 /// directory's (see [`crate::tool_nats`]).
 async fn connect(args: &LogArgs) -> Result<crate::tool_nats::ToolLog, Failure> {

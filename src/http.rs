@@ -10,7 +10,8 @@
 //! expired token is refused with 401 and never becomes a socket.
 //! So is one past the user's connection cap (429, `UserConnections`).
 //! `POST /v1/events` decides on its head alone whether its body is read
-//! (`http::publish`).
+//! (`http::publish`). Health and metrics are `http::operations`', which
+//! also serves them alone on the `metrics_listen` address.
 //! The time and size bounds of the connections themselves are the
 //! listener's (`server::listener`). `GET /console` is [`crate::console`]'s,
 //! `GET /` (a page naming the gateway) and its icon are `http::home`'s.
@@ -43,6 +44,7 @@ use crate::token::{Claims, Role, TokenError, Verifier};
 mod catalog;
 mod edge;
 mod home;
+pub mod operations;
 mod operator;
 mod presence;
 mod publish;
@@ -54,55 +56,15 @@ pub use publish::{MAX_PUBLISH_BODY, PUBLISH_RETRY_AFTER};
 pub const HISTORY_READ_AHEAD: usize = 64;
 
 /// Every route, over one gateway's HTTP layer.
-pub fn routes(edge: Edge) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
-    let edge = Arc::new(edge);
+pub fn routes(edge: Arc<Edge>) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let with_edge = {
         let edge = edge.clone();
         warp::any().map(move || edge.clone())
     };
-    // `HEAD` answers like `GET`; hyper sends the headers without the body.
-    let get_or_head = || warp::get().or(warp::head()).unify();
-    let healthz = warp::path!("healthz")
-        .and(get_or_head())
-        .map(|| plain(StatusCode::OK, "ok"));
-    let readyz = warp::path!("readyz")
-        .and(get_or_head())
-        .and(with_edge.clone())
-        .then(|edge: Arc<Edge>| async move {
-            // The key set's age is said, not judged: the last good set
-            // keeps verifying while the provider is down.
-            let keys = match edge.keys.jwks() {
-                Some(jwks) => format!(
-                    "\njwks: {} keys from {}, fetched {} s ago",
-                    jwks.keys().len(),
-                    jwks.url(),
-                    jwks.age().as_secs()
-                ),
-                None => String::new(),
-            };
-            if edge.node.is_ready().await {
-                plain(StatusCode::OK, format!("ready{keys}"))
-            } else {
-                plain(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("NATS or the stream is unavailable{keys}"),
-                )
-            }
-        });
-    let metrics = warp::path!("metrics")
-        .and(get_or_head())
-        .and(with_edge.clone())
-        .map(|edge: Arc<Edge>| {
-            if let Some(jwks) = edge.keys.jwks() {
-                jwks.record();
-            }
-            let mut response = Response::new(Metrics::render().into());
-            response.headers_mut().insert(
-                "content-type",
-                warp::http::HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            response
-        });
+    // Liveness, readiness and metrics (`http::operations`); `/metrics`
+    // is a 404 here when it has an address of its own.
+    let health = operations::health(edge.clone());
+    let metrics = operations::metrics(edge.clone(), edge.metrics_here);
     // The body is taken, not polled: `publish` reads it only once the head
     // is authorized and it has room in the buffer.
     let publish = warp::path!("v1" / "events")
@@ -143,9 +105,7 @@ pub fn routes(edge: Edge) -> impl Filter<Extract = (Response,), Error = Infallib
         .and(warp::ext::optional::<hyper::upgrade::OnUpgrade>())
         .and(with_edge)
         .then(websocket);
-    let api = healthz
-        .or(readyz)
-        .unify()
+    let api = health
         .or(metrics)
         .unify()
         .or(publish)
@@ -488,7 +448,8 @@ async fn websocket(
 }
 
 /// The routes, for a 404 or a 405.
-const ROUTES: &str = "GET /healthz, GET /readyz, GET /metrics (each also HEAD), \
+const ROUTES: &str = "GET /healthz, GET /readyz, GET /metrics (each also HEAD; \
+/metrics is on the metrics address instead when one is set), \
 POST /v1/events, GET /v1/history/{channel}, GET /v1/presence/{channel}, \
 POST /v1/users/{user_id}/disconnect, GET /v1/ws, \
 GET /console, GET / (a page naming the gateway), GET /favicon.ico";

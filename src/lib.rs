@@ -29,12 +29,14 @@
 //! - [`local_nats`]: a nats-server child process, for `serve` without a URL (the test harness starts its servers with the same command line).
 //! - [`tool_nats`]: the NATS the tools reach the log on: the configured URL, or the data directory's nats-server (started for them when no `serve` runs).
 //! - [`metrics`]: the Prometheus series, registered once.
+//! - [`diagnostics`]: the process's own log on stderr (its filter, text or JSON lines).
 //! - [`origins`]: which web origins may use the gateway from a browser (CORS, WebSocket upgrades).
 
 pub mod access;
 pub mod catalog;
 pub mod channel;
 pub mod data_dir;
+pub mod diagnostics;
 pub mod envelope;
 pub mod event;
 pub mod failure;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use switchboard::cli::{self, Cli, Command, Failure};
-use switchboard::settings;
+use switchboard::{diagnostics, settings};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -22,13 +22,13 @@ fn main() -> ExitCode {
         Command::Serve(_) => "info",
         _ => "warn",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // The format before anything logs: a bad value (or an unreadable
+    // settings file) stops the command as any bad setting does.
+    let format = match cli::log_format(&cli) {
+        Ok(format) => format,
+        Err(bad) => return fail(Failure::from(bad)),
+    };
+    diagnostics::init(default_level, format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .on_thread_park(give_back_memory)

@@ -60,6 +60,16 @@ pub struct Metrics {
     /// the window could not serve, audit reads, and bucket sessions too
     /// large for one batched read).
     pub log_consumers_created: Counter,
+    /// Times the node lost its NATS connection (it reconnects on its own).
+    pub nats_disconnects: Counter,
+    /// The router's consumer recreated because it delivered nothing for
+    /// the router's stall timeout while the stream held more.
+    pub router_stalls: Counter,
+    /// The router's consumer recreated because its read failed.
+    pub router_lost: Counter,
+    /// Stored events the router has not routed yet (the stream's last
+    /// sequence minus the router's), checked every second.
+    pub router_behind: Gauge,
     /// Stream replays waiting for one of the node's `max_stream_replays` slots.
     pub stream_replays_waiting: Gauge,
     /// Stream replays running.
@@ -134,6 +144,10 @@ impl Metrics {
                 shed_user_cap: counter!("switchboard_connections_shed_total", "reason" => "user_cap"),
                 shed_publish_buffer: counter!("switchboard_connections_shed_total", "reason" => "publish_buffer"),
                 log_consumers_created: counter!("switchboard_log_consumers_created_total"),
+                nats_disconnects: counter!("switchboard_nats_disconnects_total"),
+                router_stalls: counter!("switchboard_router_consumer_restarts_total", "reason" => "stalled"),
+                router_lost: counter!("switchboard_router_consumer_restarts_total", "reason" => "lost"),
+                router_behind: gauge!("switchboard_router_behind_events"),
                 stream_replays_waiting: gauge!("switchboard_stream_replays_waiting"),
                 stream_replays: gauge!("switchboard_stream_replays"),
                 window_replays: counter!("switchboard_window_replays_total"),

@@ -3,7 +3,8 @@
 //! Start: NATS (a local nats-server when no URL is set) → the log → the
 //! store → the sessions (sled, or the bucket; their background work
 //! starts with them) → the projection caught up from its snapshot → the
-//! node's tasks → the listener. Stop: cancel (the listener stops
+//! node's tasks → the listeners (the metrics address's, when set, then the
+//! main one). Stop: cancel (both listeners stop
 //! accepting, every socket gets 1001 and saves its session, the router and
 //! typing stop) → wait for every task, bounded (the snapshot writer writes
 //! the last projection snapshot) → the sessions' background work ends
@@ -36,8 +37,12 @@ use crate::token::{Signer, Verifier};
 /// A started gateway.
 pub struct Running {
     pub addr: SocketAddr,
+    /// The metrics address (`metrics_listen`), when one is set.
+    pub metrics_addr: Option<SocketAddr>,
     pub node: Arc<Node>,
     server: tokio::task::JoinHandle<()>,
+    /// The metrics address's accept loop, stopped with the main one.
+    metrics_server: Option<tokio::task::JoinHandle<()>>,
     nats: Option<NatsServer>,
     /// The sessions' background work (sled's threads, or the bucket
     /// writer's task): it outlives the node's tasks, to write what their
@@ -214,6 +219,12 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
     let listener =
         listen(settings.listen).with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
+    let metrics_listener = match settings.metrics_listen {
+        Some(at) => Some(listen(at).with_context(|| {
+            format!("cannot listen on {at} (the metrics address, metrics_listen)")
+        })?),
+        None => None,
+    };
     // The HTTP layer: the node's front, and what only HTTP uses. The
     // gateway's own origins come from the address it listens on.
     let dev_signer = settings
@@ -221,7 +232,7 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         .secrets
         .first()
         .map(|secret| Signer::hs256(secret.as_bytes()));
-    let edge = Edge::new(
+    let mut edge = Edge::new(
         node.front(),
         keys,
         dev_signer,
@@ -230,9 +241,37 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         settings.dev,
         http::Bounds::of(&settings.limits),
     );
+    if metrics_listener.is_some() {
+        edge = edge.metrics_elsewhere();
+    }
+    let edge = Arc::new(edge);
+    let mut sockets = listener::socket_budget(open_files());
+    // The metrics address's sockets come out of the same budget.
+    let metrics = match metrics_listener {
+        Some(metrics_listener) => {
+            sockets = sockets.saturating_sub(METRICS_SOCKETS).max(1);
+            let metrics_addr = metrics_listener.local_addr()?;
+            let bounds = listener::Bounds {
+                head_timeout: settings.limits.http_head_timeout,
+                sockets: METRICS_SOCKETS,
+                pending: METRICS_SOCKETS,
+                write_stall: settings.limits.stall_timeout,
+            };
+            let routes = http::operations::routes(edge.clone());
+            let task = tokio::spawn(listener::run(
+                metrics_listener,
+                node.clone(),
+                routes,
+                bounds,
+            ));
+            tracing::info!(addr = %metrics_addr, "metrics, health and readiness on their own address");
+            Some((metrics_addr, task))
+        }
+        None => None,
+    };
     let bounds = listener::Bounds {
         head_timeout: settings.limits.http_head_timeout,
-        sockets: listener::socket_budget(open_files()),
+        sockets,
         pending: settings.limits.max_pending_connections,
         write_stall: settings.limits.stall_timeout,
     };
@@ -242,11 +281,19 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         head_timeout_ms = bounds.head_timeout.as_millis() as u64,
         "client sockets bounded"
     );
-    let server = tokio::spawn(listener::run(listener, node.clone(), edge, bounds));
+    let server = tokio::spawn(listener::run(
+        listener,
+        node.clone(),
+        http::routes(edge),
+        bounds,
+    ));
+    let (metrics_addr, metrics_server) = metrics.unzip();
     Ok(Running {
         addr,
+        metrics_addr,
         node,
         server,
+        metrics_server,
         nats,
         sessions: session_background,
         shutdown_timeout: settings.shutdown_timeout,
@@ -262,11 +309,17 @@ impl Running {
         let waited = tokio::time::timeout(self.shutdown_timeout, async {
             self.node.tasks_ended().await;
             let _ = (&mut self.server).await;
+            if let Some(metrics_server) = &mut self.metrics_server {
+                let _ = metrics_server.await;
+            }
         })
         .await;
         if waited.is_err() {
             tracing::warn!("shutdown timed out; some connections were cut");
             self.server.abort();
+            if let Some(metrics_server) = &self.metrics_server {
+                metrics_server.abort();
+            }
         }
         // What the connections saved on their way out gets written (to
         // sled, flushed, or to the bucket), within the shutdown budget (at
@@ -289,6 +342,11 @@ impl Running {
         tracing::info!(ms = started.elapsed().as_millis() as u64, "stopped");
     }
 }
+
+/// Sockets the metrics address (`metrics_listen`) holds at once, taken
+/// from the client sockets' budget: scrapers and probes are few, and past
+/// it the one idle longest gives way, as on the main address.
+pub const METRICS_SOCKETS: usize = 64;
 
 /// Connections waiting to be accepted before the kernel refuses more.
 pub const LISTEN_BACKLOG: u32 = 1024;
@@ -335,12 +393,19 @@ fn write_url_file(data_dir: &Path, url: &str) -> anyhow::Result<()> {
 /// `listening_address`).
 pub const LISTENING: &str = "switchboard listening on http://";
 
+/// The line `serve` prints on stdout, before [`LISTENING`], when the
+/// metrics address is set (`--metrics-listen 127.0.0.1:0` finds its port).
+pub const METRICS_LISTENING: &str = "switchboard metrics on http://";
+
 /// Runs until SIGTERM or Ctrl-C, then stops.
 pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     let running = start(settings).await?;
     // The stop signals are ours before the listening line goes out: a
     // supervisor (or a test) may send SIGTERM as soon as it reads it.
     let stop = stop_signal().context("cannot listen for SIGTERM and SIGINT")?;
+    if let Some(metrics_addr) = running.metrics_addr {
+        println!("{METRICS_LISTENING}{metrics_addr}");
+    }
     println!("{LISTENING}{}", running.addr);
     tracing::info!(addr = %running.addr, "listening");
     stop.await;

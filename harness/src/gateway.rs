@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use switchboard::server::LISTENING;
+use switchboard::server::{LISTENING, METRICS_LISTENING};
 
 use crate::{http, process, wait_until, NatsServer, PATIENCE, SECRET};
 
@@ -118,10 +118,11 @@ impl Serve {
 
     /// Starts it on an existing data directory (a restart, a second node).
     pub fn start_in(self, data: &Path) -> Gateway {
-        let (child, addr) = launch(&self, data);
+        let (child, addr, metrics_addr) = launch(&self, data);
         Gateway {
             child,
             addr,
+            metrics_addr,
             nats_url: self.nats_url.clone(),
             data: data.to_path_buf(),
             serve: self,
@@ -134,6 +135,9 @@ impl Serve {
 pub struct Gateway {
     child: Child,
     pub addr: SocketAddr,
+    /// The metrics address, when started with `--metrics-listen`: the
+    /// metric helpers below scrape it instead of `addr`.
+    pub metrics_addr: Option<SocketAddr>,
     pub nats_url: String,
     data: PathBuf,
     serve: Serve,
@@ -201,15 +205,22 @@ impl Gateway {
     /// A restarted process on the same data directory (a new port).
     pub fn restart(&mut self) {
         self.kill9();
-        let (child, addr) = launch(&self.serve, &self.data);
+        let (child, addr, metrics_addr) = launch(&self.serve, &self.data);
         self.child = child;
         self.addr = addr;
+        self.metrics_addr = metrics_addr;
+    }
+
+    /// The URL of `path` on the address serving `/metrics`: the metrics
+    /// address when one is set, else the main one.
+    pub fn metrics_http(&self, path: &str) -> String {
+        format!("http://{}{path}", self.metrics_addr.unwrap_or(self.addr))
     }
 
     /// The `/metrics` text.
     pub async fn metrics(&self) -> String {
         http()
-            .get(self.http("/metrics"))
+            .get(self.metrics_http("/metrics"))
             .send()
             .await
             .expect("metrics")
@@ -235,7 +246,7 @@ impl Gateway {
     /// gateway does not report it or does not answer within 10 s (a bench
     /// asks while the gateway is loaded, and goes on without it).
     pub async fn metric_sum(&self, name: &str) -> Option<f64> {
-        let url = self.http("/metrics");
+        let url = self.metrics_http("/metrics");
         let text = tokio::time::timeout(Duration::from_secs(10), async {
             reqwest::get(&url).await.ok()?.text().await.ok()
         })
@@ -301,8 +312,9 @@ impl Drop for Gateway {
 }
 
 /// Starts `serve` as `how` says, its log appended to `data/gateway.log`,
-/// and waits for its listening line.
-fn launch(how: &Serve, data: &Path) -> (Child, SocketAddr) {
+/// and waits for its listening line (and the metrics address's, printed
+/// before it when `--metrics-listen` is given).
+fn launch(how: &Serve, data: &Path) -> (Child, SocketAddr, Option<SocketAddr>) {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -326,7 +338,7 @@ fn launch(how: &Serve, data: &Path) -> (Child, SocketAddr) {
     }
     let mut child = command.spawn().expect("gateway starts");
     let stdout = child.stdout.take().expect("stdout");
-    let Some(addr) = listening_address(stdout, PATIENCE) else {
+    let Some((addr, metrics_addr)) = listening_addresses(stdout, PATIENCE) else {
         let _ = child.kill();
         let _ = child.wait();
         panic!(
@@ -334,7 +346,7 @@ fn launch(how: &Serve, data: &Path) -> (Child, SocketAddr) {
             std::fs::read_to_string(data.join("gateway.log")).unwrap_or_default()
         )
     };
-    (child, addr)
+    (child, addr, metrics_addr)
 }
 
 /// Sets the open-file limit (soft and hard) of the process `command` starts.
@@ -364,15 +376,29 @@ pub fn listening_address(
     stdout: std::process::ChildStdout,
     timeout: Duration,
 ) -> Option<SocketAddr> {
+    listening_addresses(stdout, timeout).map(|(addr, _)| addr)
+}
+
+/// As [`listening_address`], with the metrics address of the
+/// [`METRICS_LISTENING`](switchboard::server::METRICS_LISTENING) line
+/// printed before it, if any.
+pub fn listening_addresses(
+    stdout: std::process::ChildStdout,
+    timeout: Duration,
+) -> Option<(SocketAddr, Option<SocketAddr>)> {
     use std::io::BufRead;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        let mut metrics = None;
         for line in std::io::BufReader::new(stdout)
             .lines()
             .map_while(Result::ok)
         {
+            if let Some(addr) = line.strip_prefix(METRICS_LISTENING) {
+                metrics = addr.trim().parse::<SocketAddr>().ok();
+            }
             if let Some(addr) = line.strip_prefix(LISTENING) {
-                let _ = tx.send(addr.trim().parse::<SocketAddr>());
+                let _ = tx.send(addr.trim().parse::<SocketAddr>().map(|a| (a, metrics)));
             }
         }
     });

@@ -51,8 +51,8 @@ pub use events::{
     assert_schema, assert_seqs, chat, data_value, decode_value, message, samples, seqs,
 };
 pub use gateway::{
-    binary, kill_group, listening_address, own_process_group, prometheus_sum, Gateway, Serve,
-    TEST_LOG,
+    binary, kill_group, listening_address, listening_addresses, own_process_group, prometheus_sum,
+    Gateway, Serve, TEST_LOG,
 };
 pub use jwks::{JwksMode, JwksServer, DISCOVERY_PATH, GARBAGE, JWKS_PATH};
 pub use keys::{algorithm_name, claims, keys_dir, TestKey};

@@ -30,6 +30,7 @@ use crate::access;
 use crate::envelope::{self, StoredEvent};
 use crate::event::EventData;
 use crate::log::{Epoch, LogError, Op, ReadItem, RequestErrorKind, TypingSubscription};
+use crate::metrics::Metrics;
 use crate::projection::{Projection, FOLDED};
 
 /// Pause before recreating the consumer after an error.
@@ -77,7 +78,10 @@ pub async fn run(node: Arc<Node>, mut next_seq: u64, mut epoch: Epoch) {
                             Ok(extent) if extent.epoch != epoch => break,
                             Ok(extent) => {
                                 node.window.drop_before(extent.first_seq);
+                                let behind = (extent.last_seq + 1).saturating_sub(next_seq);
+                                Metrics::get().router_behind.set(behind as f64);
                                 if extent.last_seq >= next_seq && progress.elapsed() >= STALL_TIMEOUT {
+                                    Metrics::get().router_stalls.increment(1);
                                     tracing::warn!(next_seq, last_seq = extent.last_seq, "router's consumer stalled; recreating it");
                                     break;
                                 }
@@ -93,6 +97,7 @@ pub async fn run(node: Arc<Node>, mut next_seq: u64, mut epoch: Epoch) {
                             route(&node, item);
                         }
                         Some(Err(e)) => {
+                            Metrics::get().router_lost.increment(1);
                             tracing::warn!(error = %e, next_seq, "router lost the log; recreating its consumer");
                             break;
                         }

@@ -57,6 +57,9 @@ pub struct Edge {
     pub(super) publish_buffer: PublishBuffer,
     /// Each user's WebSockets on this node.
     pub(super) users: UserConnections,
+    /// Whether `/metrics` is served on this address (false when
+    /// `metrics_listen` gives it one of its own).
+    pub(super) metrics_here: bool,
 }
 
 impl Edge {
@@ -79,7 +82,15 @@ impl Edge {
             publish_buffer: PublishBuffer::new(bounds.publish_buffer_bytes),
             users: UserConnections::default(),
             bounds,
+            metrics_here: true,
         }
+    }
+
+    /// `/metrics` is served on the `metrics_listen` address
+    /// ([`super::operations::routes`]), and no longer among these routes.
+    pub fn metrics_elsewhere(mut self) -> Edge {
+        self.metrics_here = false;
+        self
     }
 }
 

@@ -37,7 +37,7 @@ pub const PAGE: &str = concat!(
 <li><code>/v1/ws</code>: the WebSocket, on this address (<code>ws://</code>, or <code>wss://</code> behind TLS), with the token as <code>?token=</code>.</li>
 <li><a href="/healthz">/healthz</a>: whether the process is alive.</li>
 <li><a href="/readyz">/readyz</a>: whether NATS and the stream answer.</li>
-<li><a href="/metrics">/metrics</a>: Prometheus metrics.</li>
+<li><a href="/metrics">/metrics</a>: Prometheus metrics (on the metrics address instead, when the gateway has one).</li>
 </ul>
 <p>The documentation is in the gateway's source repository: <code>README.md</code>
 (running it, its settings, the HTTP routes) and <code>docs/protocol.md</code>

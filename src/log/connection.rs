@@ -80,7 +80,10 @@ async fn leave_lame_ducks(
 fn log_connection_event(event: async_nats::Event) {
     use async_nats::Event;
     match event {
-        Event::Disconnected => tracing::warn!("lost the connection to NATS; reconnecting"),
+        Event::Disconnected => {
+            crate::metrics::Metrics::get().nats_disconnects.increment(1);
+            tracing::warn!("lost the connection to NATS; reconnecting")
+        }
         Event::Connected => tracing::info!("connected to NATS"),
         Event::LameDuckMode => {
             tracing::warn!("the NATS server is entering lame-duck mode; moving to another one")

@@ -54,9 +54,10 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use warp::reply::Response;
+use warp::Filter;
 
 use crate::gateway::Node;
-use crate::http::Edge;
 use crate::metrics::Metrics;
 
 mod pending;
@@ -134,14 +135,18 @@ pub fn raise_open_file_limit() -> Option<u64> {
     Some(limit.rlim_cur as u64)
 }
 
-/// Accepts and serves `edge`'s routes until the node shuts down, then
-/// drops the listener; connections still open finish as the module
-/// documentation says. Every connection is a task of `node`.
-pub async fn run(listener: TcpListener, node: Arc<Node>, edge: Edge, bounds: Bounds) {
+/// Accepts and serves `routes` (the API's, [`crate::http::routes`], or
+/// the metrics address's, [`crate::http::operations::routes`]) until the
+/// node shuts down, then drops the listener; connections still open finish
+/// as the module documentation says. Every connection is a task of `node`.
+pub async fn run<R>(listener: TcpListener, node: Arc<Node>, routes: R, bounds: Bounds)
+where
+    R: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
+{
     let metrics = Metrics::get();
     let slots = Arc::new(Semaphore::new(bounds.sockets));
     let pending = Arc::new(Pending::default());
-    let routes = TowerToHyperService::new(warp::service(crate::http::routes(edge)));
+    let routes = TowerToHyperService::new(warp::service(routes));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(bounds.head_timeout)

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use super::declare::declare;
 use super::{BucketName, NatsUrl, Optional, StreamName};
+use crate::diagnostics::LogFormat;
 use crate::origins::Origins;
 use crate::session::StoreKind;
 
@@ -51,6 +52,17 @@ declare! {
     group ServeFlags => ServeOptions {
         /// HTTP and WebSocket address.
         listen: SocketAddr = "127.0.0.1:8080", env "SWITCHBOARD_LISTEN";
+        /// A second address, for Prometheus and probes on a private
+        /// network: set, `GET /metrics` is answered there only (the main
+        /// address answers it 404), and `/healthz` and `/readyz` on both.
+        /// It serves nothing else, with no origin check and no CORS. Unset,
+        /// all three are on the main address.
+        metrics_listen: Optional<SocketAddr> = "", env "SWITCHBOARD_METRICS_LISTEN";
+        /// How `serve` writes its log to stderr: `text`, a line per record
+        /// for people, or `json`, an object per line for a log collector
+        /// (`timestamp`, `level`, `target`, `message` and the record's
+        /// fields by name). The filter is `SWITCHBOARD_LOG`'s.
+        log_format: LogFormat = "text", env "SWITCHBOARD_LOG_FORMAT";
         /// HS secret for tokens (HS256, HS384, HS512), or several separated
         /// by `,`: a token verified by any of them is accepted, so a secret
         /// is rotated by adding the new one, then removing the old. With no

@@ -225,6 +225,12 @@ impl Value for crate::origins::Origins {
     }
 }
 
+impl Value for crate::diagnostics::LogFormat {
+    fn parse(text: &str) -> Result<Self, String> {
+        crate::diagnostics::LogFormat::parse(text)
+    }
+}
+
 impl Value for crate::session::StoreKind {
     fn parse(text: &str) -> Result<Self, String> {
         use crate::session::StoreKind;
@@ -388,6 +394,9 @@ pub fn local_url_file(data_dir: &Path) -> PathBuf {
 #[derive(Clone, Debug)]
 pub struct ServeSettings {
     pub listen: SocketAddr,
+    /// The address of `/metrics` (and of a second `/healthz` and
+    /// `/readyz`); `None`: they are on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
     /// `None`: start a local nats-server under the data directory.
     pub nats_url: Option<String>,
     pub data_dir: PathBuf,
@@ -465,6 +474,16 @@ impl ServeSettings {
             }
             secrets.push(DEV_SECRET.to_string());
         }
+        if serve.metrics_listen == Some(serve.listen) && serve.listen.port() != 0 {
+            return Err(error(
+                "metrics_listen",
+                format!(
+                    "is the main address ({}): give it another port, or leave it unset to \
+                     serve /metrics on the main address",
+                    serve.listen
+                ),
+            ));
+        }
         let tokens = crate::token::KeySources {
             secrets,
             public_keys,
@@ -478,6 +497,7 @@ impl ServeSettings {
         };
         Ok(ServeSettings {
             listen: serve.listen,
+            metrics_listen: serve.metrics_listen,
             stream: log.stream_settings(),
             nats_url: log.nats_url.map(|url| url.0),
             data_dir: log.data_dir,

@@ -108,6 +108,8 @@ fn every_declared_default_and_bound_parses_and_fits() {
             "data_dir",
             "stream",
             "listen",
+            "metrics_listen",
+            "log_format",
             "jwt_secret",
             "jwt_public_keys",
             "jwks_url",
@@ -137,6 +139,8 @@ fn the_defaults_are_the_documented_ones() {
     assert_eq!(limits.max_subscriptions, 1024);
     let serve = ServeOptions::default();
     assert_eq!(serve.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(serve.metrics_listen, None);
+    assert_eq!(serve.log_format, crate::diagnostics::LogFormat::Text);
     assert_eq!((serve.jwt_secret, serve.dev), (None, false));
     assert_eq!(serve.session_ttl, Duration::from_secs(24 * 3600));
     assert_eq!(serve.shutdown_timeout, Duration::from_secs(10));
@@ -220,6 +224,27 @@ fn file_values_fill_in_and_flags_win() {
     assert!(err.contains("listen_port"), "{err}");
     let err = FileSettings::parse("this is = not toml [").unwrap_err();
     assert!(err.contains("TOML"), "{err}");
+}
+
+#[test]
+fn the_metrics_address_and_the_log_format_come_from_the_file_too() {
+    use crate::diagnostics::LogFormat;
+    let file = FileSettings::parse("log_format = \"json\"\nmetrics_listen = \"127.0.0.1:9090\"\n")
+        .unwrap();
+    let serve = ServeOptions::resolve(&ServeFlags::default(), &file).unwrap();
+    assert_eq!(serve.log_format, LogFormat::Json);
+    assert_eq!(
+        serve.metrics_listen,
+        Some("127.0.0.1:9090".parse().unwrap())
+    );
+    let file = FileSettings::parse("log_format = \"yaml\"\n").unwrap();
+    let err = ServeOptions::resolve(&ServeFlags::default(), &file)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--log-format") && err.contains("text or json"),
+        "{err}"
+    );
 }
 
 #[test]
