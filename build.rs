@@ -209,7 +209,7 @@ fn build(client: &Path, own: &Path, stale_dist: bool) -> Result<(), Failure> {
         .strip_prefix('v')
         .and_then(|v| v.split('.').next())
         .and_then(|m| m.parse::<u32>().ok());
-    if !major.is_some_and(|m| m >= NODE_MIN_MAJOR) {
+    if major.is_none_or(|m| m < NODE_MIN_MAJOR) {
         return Err(Failure::no_node(
             format!("Node.js on PATH is {version}, older than {NODE_MIN_MAJOR}"),
             stale_dist,
