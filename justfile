@@ -41,9 +41,13 @@ sdk:
     outputs=(dist/index.js dist/index.d.ts dist/console/index.html dist/console/console.js dist/console/console.css)
     fresh=true
     for f in "$stamp" "${outputs[@]}"; do [[ -f "$f" ]] || fresh=false; done
-    if $fresh && [[ -z "$(find src console scripts package.json package-lock.json tsconfig*.json node_modules/.package-lock.json -newer "$stamp" -print -quit)" ]]; then
-        echo "sdk: clients/typescript/dist is up to date"
-        exit 0
+    if $fresh; then
+        # Any input newer than the stamp (or a failed look) means a build.
+        newer="$(find src console scripts package.json package-lock.json tsconfig*.json node_modules/.package-lock.json -newer "$stamp" -print -quit)" || newer="?"
+        if [[ -z "$newer" ]]; then
+            echo "sdk: clients/typescript/dist is up to date"
+            exit 0
+        fi
     fi
     mkdir -p dist
     touch dist/.sdk-building
