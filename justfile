@@ -1,9 +1,13 @@
 # switchboard: WebSocket gateway over NATS JetStream.
-# `just tools` (a dependency of run/test/bench) installs the pinned just and
-# nats-server into the git-ignored .tools/ when they are not on PATH; `just sdk`
-# builds the TypeScript SDK and the console the gateway embeds (npm ci with the
-# committed lock file); the browser tests install Debian's chromium when missing
-# (scripts/browser.sh).
+# On a fresh clone `./x RECIPE` runs these recipes: it checks the
+# prerequisites, makes the pinned Rust toolchain (rust-toolchain.toml)
+# available and installs just and nats-server first. `just tools` (a
+# dependency of run/test/bench) installs the pinned just and nats-server into
+# the git-ignored .tools/ when they are not on PATH; `just sdk` builds the
+# TypeScript SDK and the console (npm ci with the committed lock file; skipped
+# when its outputs are newer than its inputs), which build.rs embeds (and
+# builds itself when they are missing or stale and Node is on PATH); the
+# browser tests install Debian's chromium when missing (scripts/browser.sh).
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
@@ -19,7 +23,7 @@ default:
 tools:
     @bash scripts/tools.sh
 
-# Build the TypeScript SDK and the /console page (clients/typescript: npm ci when node_modules is missing or older than the lock file, then npm run build)
+# Build the TypeScript SDK and the /console page (clients/typescript: npm ci when node_modules is missing or older than the lock file, then npm run build unless dist/ is newer than every input)
 sdk:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -29,14 +33,33 @@ sdk:
     if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
         npm ci --no-audit --no-fund
     fi
+    # The stamp is dated when the last complete build began. `npm run build`
+    # reads src/, console/, scripts/, the tsconfig files, package.json and
+    # the installed packages (not schemas/: `npm run generate` writes
+    # src/schema.generated.ts from them, and the JS tests check it).
+    stamp=dist/.sdk-built
+    outputs=(dist/index.js dist/index.d.ts dist/console/index.html dist/console/console.js dist/console/console.css)
+    fresh=true
+    for f in "$stamp" "${outputs[@]}"; do [[ -f "$f" ]] || fresh=false; done
+    if $fresh; then
+        # Any input newer than the stamp (or a failed look) means a build.
+        newer="$(find src console scripts package.json package-lock.json tsconfig*.json node_modules/.package-lock.json -newer "$stamp" -print -quit)" || newer="?"
+        if [[ -z "$newer" ]]; then
+            echo "sdk: clients/typescript/dist is up to date"
+            exit 0
+        fi
+    fi
+    mkdir -p dist
+    touch dist/.sdk-building
     npm run build
+    mv dist/.sdk-building "$stamp"
 
 # Build release (with the console) and run the gateway in dev mode (--dev) with a local nats-server (prints a token, client examples and the console's address first)
 run *ARGS: tools sdk
     #!/usr/bin/env bash
     set -euo pipefail
     cargo build --release
-    bin=./target/release/switchboard
+    bin="${CARGO_TARGET_DIR:-./target}/release/switchboard"
     sub="$(python3 -c 'import uuid;print(uuid.uuid4())')"
     # --dev: the development secret, unless SWITCHBOARD_JWT_SECRET is set (the same for both).
     token="$("$bin" token --dev --sub "$sub" --channels '*' --roles publisher,auditor --name dev --ttl 24h)"

@@ -250,6 +250,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Serve(args) => {
             install_catalog(&args.log)?;
+            crate::console::warn_if_not_built();
             let settings = serve_settings(&args)?;
             if settings.dev && settings.tokens.secrets == [DEV_SECRET] {
                 tracing::warn!("--dev: using the built-in development secret");

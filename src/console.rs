@@ -22,7 +22,8 @@ use warp::{Filter, Rejection, Reply};
 use crate::channel::Id;
 use crate::token::{dev_claims, Grant, Role, Signer};
 
-/// The page, as `npm run build` wrote it (or a page saying it was not built).
+/// The page, as `build-console.mjs` wrote it (or a page saying it was not
+/// built, and why).
 pub const PAGE: &str = include_str!(concat!(env!("OUT_DIR"), "/console-index.html"));
 /// The page's script: the SDK and the console, bundled.
 pub const SCRIPT: &str = include_str!(concat!(env!("OUT_DIR"), "/console-console.js"));
@@ -30,6 +31,22 @@ pub const SCRIPT: &str = include_str!(concat!(env!("OUT_DIR"), "/console-console
 pub const STYLE: &str = include_str!(concat!(env!("OUT_DIR"), "/console-console.css"));
 /// Whether the real console was built into this binary.
 pub const BUILT: bool = matches!(env!("SWITCHBOARD_CONSOLE_BUILT").as_bytes(), b"true");
+/// Why it was not (empty when it was): Node.js missing or too old, or its
+/// build failed, as `build.rs` found.
+pub const MISSING: &str = env!("SWITCHBOARD_CONSOLE_MISSING");
+
+/// Logs a warning when this binary has no console: `serve` calls it at
+/// startup, so a binary built without Node says so where it runs, not only
+/// in the build's output.
+pub fn warn_if_not_built() {
+    if !BUILT {
+        tracing::warn!(
+            why = MISSING,
+            "this binary has no console: GET /console serves a page saying so; \
+             build again with Node.js >= 20 and npm on PATH (./x run, or cargo build)"
+        );
+    }
+}
 
 /// The page's `--dev` marker as built (`false`), and as served by a
 /// gateway in `--dev`.

@@ -6,6 +6,8 @@
 //! nats-server, real binary. (The pages themselves are driven in Chromium
 //! by clients/typescript/test/browser.test.mjs.)
 
+use std::process::Command;
+
 use switchboard_harness::*;
 
 /// The console's `--dev` marker, as the page is served in and out of `--dev`.
@@ -55,7 +57,7 @@ async fn the_console_loads_without_a_token_under_a_strict_policy() {
                 "{body}"
             );
         } else {
-            assert!(body.contains("just sdk"), "{body}");
+            assert!(body.contains("not built"), "{body}");
         }
     }
     let script = http()
@@ -183,5 +185,64 @@ async fn the_icon_is_served_at_both_usual_paths() {
         assert!(!body.contains("<script"), "{path}: {body}");
         let head = http().head(gateway.http(path)).send().await.expect("head");
         assert_eq!(head.status(), 200, "{path}");
+    }
+}
+
+/// The major version of the Node.js on PATH, if any.
+fn node_major() -> Option<u32> {
+    let out = Command::new("node").arg("--version").output().ok()?;
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    version.strip_prefix('v')?.split('.').next()?.parse().ok()
+}
+
+/// The build embeds the console itself whenever Node.js >= 20 is on PATH
+/// (build.rs), whether or not `npm run build` ran first: the binary serves
+/// the bundled script. Without Node, the page says why it is missing and
+/// `serve` warns at startup.
+#[tokio::test]
+async fn the_binary_has_the_console_when_node_is_available() {
+    let nats = nats();
+    let gateway = Gateway::start(&nats);
+    let page = http()
+        .get(gateway.http("/console"))
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("body");
+    let script = http()
+        .get(gateway.http("/console/console.js"))
+        .send()
+        .await
+        .expect("script")
+        .text()
+        .await
+        .expect("body");
+    let built = page.contains("/console/console.js");
+    assert_eq!(built, switchboard::console::BUILT, "{page}");
+    let node = node_major();
+    if node.is_some_and(|major| major >= 20) {
+        assert!(
+            built,
+            "node {node:?} is on PATH, yet the console was not built: {}",
+            switchboard::console::MISSING
+        );
+    }
+    if built {
+        assert!(switchboard::console::MISSING.is_empty());
+        assert!(page.contains("/console/console.js"), "{page}");
+        // The bundle: the console and the client, minified into one script.
+        assert!(script.len() > 10_000, "{} bytes", script.len());
+        assert!(script.contains("WebSocket"), "the bundled client");
+    } else {
+        assert!(!switchboard::console::MISSING.is_empty());
+        assert!(page.contains("not built"), "{page}");
+        assert!(page.contains("Node.js"), "{page}");
+        assert!(script.is_empty());
+        // `serve` says so at startup, with the reason.
+        let log = gateway.log_text();
+        assert!(log.contains("this binary has no console"), "{log}");
+        assert!(log.contains(switchboard::console::MISSING), "{log}");
     }
 }

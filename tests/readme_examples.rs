@@ -1,5 +1,5 @@
 //! The README's shell examples, run as written: every ```sh block but the
-//! install and `just` ones, in order, as one bash script, against a real
+//! install, `./x` and `just` ones, in order, as one bash script, against a real
 //! `switchboard serve --dev` started the way `just run` starts it (no NATS
 //! URL, so it runs its own nats-server under `./data`). Only the address
 //! differs: the examples say `127.0.0.1:8080`, the test listens on a free
@@ -26,12 +26,15 @@ fn sh_blocks(readme: &str) -> Vec<Vec<String>> {
     blocks
 }
 
-/// Installation and `just` recipes are for a person at a terminal: `just
-/// run` serves until stopped, `just test` is this suite.
+/// Installation, `./x` and `just` recipes are for a person at a terminal:
+/// `./x run` serves until stopped, `./x test` is this suite.
 fn runnable(block: &[String]) -> bool {
     !block.iter().any(|line| {
         let line = line.trim_start();
-        line.starts_with("just ") || line.starts_with("pip ") || line.starts_with("bash scripts/")
+        line.starts_with("./x ")
+            || line.starts_with("just ")
+            || line.starts_with("pip ")
+            || line.starts_with("bash scripts/")
     })
 }
 

@@ -1,14 +1,22 @@
-// Builds the gateway's browser console (GET /console) into dist/console/:
-// index.html, console.css, and console.js (console/console.ts and the SDK,
-// bundled by esbuild into one classic script). The gateway's build.rs embeds
-// these three files; the page's Content-Security-Policy allows no inline
-// script, so the script is a file of its own, served at /console/console.js.
+// Builds the gateway's browser console (GET /console) into dist/console/
+// (or the directory after --out): index.html, console.css, and console.js
+// (console/console.ts and the SDK, bundled by esbuild into one classic
+// script). The gateway's build.rs embeds these three files, and runs this
+// script itself with --out in its OUT_DIR when dist/console/ is missing or
+// stale; the page's Content-Security-Policy allows no inline script, so the
+// script is a file of its own, served at /console/console.js.
+//
+// Last, it writes the stamp `.built` beside them, dated when the build
+// began: build.rs takes the files as fresh when the stamp is newer than
+// every source.
 //
 // The console is type-checked first (tsc --noEmit, console/tsconfig.json):
 // esbuild only strips types.
+//
+//   node scripts/build-console.mjs [--out DIR]
 
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, utimesSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -16,7 +24,14 @@ import { build } from "esbuild";
 
 const here = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const source = path.join(here, "console");
-const out = path.join(here, "dist/console");
+const outAt = process.argv.indexOf("--out");
+if (outAt !== -1 && !process.argv[outAt + 1]) {
+    console.error("build-console: --out needs a directory");
+    process.exit(2);
+}
+const out = outAt === -1 ? path.join(here, "dist/console") : path.resolve(process.argv[outAt + 1]);
+// Before anything is read: a source changed during the build is newer than the stamp.
+const began = new Date();
 
 const tsc = createRequire(import.meta.url).resolve("typescript/bin/tsc");
 const checked = spawnSync(process.execPath, [tsc, "-p", path.join(source, "tsconfig.json")], { stdio: "inherit" });
@@ -49,5 +64,8 @@ for (const [name, contents] of Object.entries(files)) {
     if (existsSync(target) && readFileSync(target).equals(contents)) continue;
     writeFileSync(target, contents);
 }
+const stamp = path.join(out, ".built");
+writeFileSync(stamp, "");
+utimesSync(stamp, began, began);
 const sizes = Object.entries(files).map(([name, contents]) => `${name} ${contents.length} B`);
 console.log(`build-console: ${path.relative(here, out)}/: ${sizes.join(", ")}`);
