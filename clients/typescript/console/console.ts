@@ -385,13 +385,13 @@ function connectClient(url: string, token: string): void {
         log("connecting", `${url}${attempt ? `, attempt ${attempt}` : ""}`);
     });
     next.on("connected", ({ hello, resumed }) => {
-        me = hello.user_id;
+        me = hello.userId;
         // Each subscription is live again once the gateway has it and its replay is over.
         for (const entry of client === next ? subscriptions.values() : []) {
             if (entry.status === "offline" || entry.status === "resuming") setStatus(entry, "resuming", resumed ? "session restored, waiting for the replay" : "subscribing again");
         }
-        setState("connected", `connected as ${hello.user_id}`);
-        log("connected", `session ${hello.session_id}${resumed ? " (resumed)" : ""}, heartbeat ${hello.heartbeat_ms} ms`);
+        setState("connected", `connected as ${hello.userId}`);
+        log("connected", `session ${hello.sessionId}${resumed ? " (resumed)" : ""}, heartbeat ${hello.heartbeatMs} ms`);
         showExpiry();
         if (catalog.size === 0) void loadCatalog(token);
     });

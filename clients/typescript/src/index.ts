@@ -15,8 +15,8 @@ export { connect, Client, PresenceError, RefreshError, type CloseResult, type Cl
 export { isBuiltIn } from "./event.js";
 export type { Presence, PresenceChange, PresenceMember } from "./presence.js";
 export { tokenExpiry, REFRESH_MARGIN_MS } from "./refresh.js";
-export { Subscription, type SubscriptionEvents } from "./subscription.js";
-export { memoryStorage, webStorage, type CursorStorage, type SavedCursors } from "./storage.js";
+export { Subscription, type Replayed, type Subscribed, type SubscriptionError, type SubscriptionEvents, type Unsubscribed } from "./subscription.js";
+export { memoryStorage, webStorage, type CursorStorage, type SavedCursors, type WebStorageLike } from "./storage.js";
 export { reconnectDelay } from "./backoff.js";
 export type * from "./types.js";
 export * from "./schema.generated.js";

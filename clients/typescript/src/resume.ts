@@ -564,7 +564,18 @@ export class ResumeCore<H> {
         }
         this.#act({ kind: "established", heartbeatMs: hello.heartbeat_ms });
         this.#scheduleRefresh();
-        this.#emit("connected", { hello, resumed: hello.resumed });
+        this.#emit("connected", {
+            hello: {
+                sessionId: hello.session_id,
+                userId: hello.user_id,
+                heartbeatMs: hello.heartbeat_ms,
+                reconnectMs: hello.reconnect_ms,
+                resumed: hello.resumed,
+                channels: [...hello.channels] as Channel[],
+                epoch: hello.epoch,
+            },
+            resumed: hello.resumed,
+        });
         if (hello.resumed) this.#emit("resumed", { channels: [...restored] as Channel[] });
     }
 

@@ -16,8 +16,18 @@ export interface SavedCursors {
     seqs: Record<string, number>;
 }
 
+/**
+ * What `webStorage` uses of a Web Storage object (`localStorage`,
+ * `sessionStorage`), declared here so that an application compiled
+ * without the DOM's types (a Node app) can use the client's types.
+ */
+export interface WebStorageLike {
+    getItem(key: string): string | null;
+    setItem(key: string, value: string): void;
+}
+
 /** `localStorage` (or `sessionStorage`) as a cursor storage, in browsers. */
-export function webStorage(storage: Storage = globalThis.localStorage): CursorStorage {
+export function webStorage(storage: WebStorageLike = globalThis.localStorage): CursorStorage {
     return {
         get: (key) => storage.getItem(key),
         set: (key, value) => storage.setItem(key, value),

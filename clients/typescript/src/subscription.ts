@@ -2,6 +2,42 @@ import { Emitter } from "./emitter.js";
 import type { Presence, PresenceChange } from "./presence.js";
 import type { Channel, ChatEvent, Gap } from "./types.js";
 
+/** `subscribed`: the server accepted the subscription (again after each reconnect). */
+export interface Subscribed {
+    /** False when events asked for are gone (retention) or belong to a recreated stream: a `gap` came just before. */
+    complete: boolean;
+    /** The oldest `seq` the stream holds, when the server said (with `complete: false`). */
+    firstSeq: number | undefined;
+    /** The stream's epoch, when the server said. */
+    epoch: string | undefined;
+}
+
+/** `replayed`: the replay ended; live events follow. */
+export interface Replayed {
+    /** How many events the gateway replayed (those the client dropped as already delivered included). */
+    count: number;
+    /** The last replayed `seq`, or where the replay started when it had none: the subscription's resume point. */
+    lastSeq: number;
+}
+
+/**
+ * `unsubscribed`: the subscription ended. `requested` (`unsubscribe()`),
+ * the server's reason (`banned`, `kicked`, `left`, `channel_deleted`, or
+ * `revoked` when a refreshed token no longer grants it), `refused` when the
+ * server refused it (see `error`), or `closed` when the client closed.
+ */
+export interface Unsubscribed {
+    reason: string;
+}
+
+/** A subscription's `error` event (a plain object, not an `Error`): the server refused it or one of its requests. */
+export interface SubscriptionError {
+    /** The gateway's error code: `forbidden`, `not_found`, `bad_request`, `unavailable` (asked again later), …. */
+    code: string;
+    message: string;
+}
+
+/** A subscription's events: `subscription.on(name, (payload) => …)`. */
 export interface SubscriptionEvents {
     /**
      * Every event, exactly once and in `seq` order (typing and the
@@ -9,10 +45,8 @@ export interface SubscriptionEvents {
      * added types (`isBuiltIn(event)` false) among the built-in ones.
      */
     event: ChatEvent;
-    /** The server accepted the subscription (again after each reconnect). */
-    subscribed: { complete: boolean; firstSeq: number | undefined; epoch: string | undefined };
-    /** The replay ended; live events follow. */
-    replayed: { count: number; lastSeq: number };
+    subscribed: Subscribed;
+    replayed: Replayed;
     gap: Gap;
     /**
      * Who is online changed (a subscription made with `presence: true`):
@@ -22,14 +56,8 @@ export interface SubscriptionEvents {
      * `user_presence` event is one when it changes the set.
      */
     presence: PresenceChange;
-    /**
-     * The subscription ended: `requested`, or the server's reason (`banned`,
-     * `kicked`, `left`, `channel_deleted`, or `revoked` when a refreshed
-     * token no longer grants it), `refused` when the server refused it (see
-     * `error`), or `closed` when the client closed.
-     */
-    unsubscribed: { reason: string };
-    error: { code: string; message: string };
+    unsubscribed: Unsubscribed;
+    error: SubscriptionError;
 }
 
 /** What a subscription asks its client for. */

@@ -1,4 +1,4 @@
-import type { EventDataMap, EventType, HelloData } from "./schema.generated.js";
+import type { EventDataMap, EventType } from "./schema.generated.js";
 import type { CursorStorage } from "./storage.js";
 
 /** A subscription channel: `channel:{uuid}`, `user:{uuid}` or `global`. */
@@ -64,17 +64,30 @@ export interface AddedEvent {
  */
 export type ChatEvent = BuiltInEvent | AddedEvent;
 
-/** The WebSocket the client needs: the browser's, Node's global one, or the `ws` package's. */
+/**
+ * A handler the client sets on its socket. Written as a method's type, so
+ * that its parameter is compared both ways: the browser's `WebSocket`
+ * declares handlers of DOM events (`Event`, `MessageEvent`, `CloseEvent`),
+ * the `ws` package its own event types, and each is accepted as it is.
+ */
+type SocketHandler<E> = { handle(event: E): void }["handle"];
+
+/**
+ * The WebSocket the client needs: the browser's, Node's global one (Node
+ * 22 and later), or the `ws` package's default export. The client sets
+ * `onmessage`, `onclose` and `onerror`, and reads from the events only
+ * what is declared here.
+ */
 export interface WebSocketLike {
     readonly readyState: number;
     send(data: string): void;
     close(code?: number, reason?: string): void;
-    onopen: ((event: unknown) => void) | null;
-    onmessage: ((event: { data: unknown }) => void) | null;
-    onclose: ((event: { code: number; reason: string; wasClean: boolean }) => void) | null;
-    onerror: ((event: unknown) => void) | null;
+    onmessage: SocketHandler<{ data: unknown }> | null;
+    onclose: SocketHandler<{ code: number; reason: string; wasClean: boolean }> | null;
+    onerror: SocketHandler<unknown> | null;
 }
 
+/** A WebSocket class: `new WebSocket(url)` (the browser's `WebSocket`, or `ws`'s default export). */
 export type WebSocketConstructor = new (url: string) => WebSocketLike;
 
 /**
@@ -84,7 +97,76 @@ export type WebSocketConstructor = new (url: string) => WebSocketLike;
  */
 export type ConnectionState = "connecting" | "connected" | "disconnected" | "stopped" | "closed";
 
-/** Why a subscription may be missing events: the application must load them another way. */
+/**
+ * The `connected` event's `hello`: the gateway's `hello` frame, in the
+ * client's names (camelCase; the frame's are snake_case).
+ */
+export interface Hello {
+    /** The server-side session; the client resumes it after a reconnect (`?session=`). */
+    sessionId: string;
+    /** The authenticated user (the token's `sub`). */
+    userId: string;
+    /** The server's ping interval in milliseconds; the client gives a connection up after this much silence. */
+    heartbeatMs: number;
+    /** The base of the reconnect back-off in milliseconds. */
+    reconnectMs: number;
+    /** Whether the gateway restored the session (its subscriptions replay from the server's cursors). */
+    resumed: boolean;
+    /** The restored session's subscriptions (empty for a fresh session). */
+    channels: Channel[];
+    /** The stream's epoch: the seqs of this connection belong to it. Opaque: compare it, never parse it. */
+    epoch: string;
+}
+
+/** `connecting`: a connection attempt starts. */
+export interface Connecting {
+    /** Failed attempts since the last connection that reached `hello` (0 for the first attempt). */
+    attempt: number;
+}
+
+/** `connected`: the gateway's `hello` arrived; subscriptions are being restored or sent again. */
+export interface Connected {
+    hello: Hello;
+    /** `hello.resumed`: the server-side session was restored. */
+    resumed: boolean;
+}
+
+/** `disconnected`: the connection ended. */
+export interface Disconnected {
+    /** The close code (1006 when the connection dropped or the client gave it up, as after a silent heartbeat). */
+    code: number;
+    /** The close reason, or why the client gave the connection up. */
+    reason: string;
+    /** When the client tries again, in milliseconds; `null` when it will not reconnect on its own (closed, stopped by a 4003, or an expired fixed token). */
+    reconnectInMs: number | null;
+}
+
+/**
+ * `stopped`: the operator disconnected the user (close 4003: a logout, a
+ * password change, a deleted account; `reason` says which). The client does
+ * not reconnect on its own: call `reconnect(token?)` to come back, or
+ * `close()`. Its subscriptions and cursors are kept for a `reconnect()`.
+ */
+export interface Stopped {
+    /** 4003. */
+    code: number;
+    /** The close reason the operator gave. */
+    reason: string;
+}
+
+/** `refreshed`: the connection's token was replaced in band (automatically or by `refresh()`). */
+export interface Refreshed {
+    /** The new token's `exp`, in seconds since the epoch. */
+    exp: number;
+}
+
+/** `resumed`: a session was restored; its subscriptions replay from the server's cursors. */
+export interface Resumed {
+    /** The restored subscriptions. */
+    channels: Channel[];
+}
+
+/** `gap`: why a subscription may be missing events; the application must load them another way. */
 export interface Gap {
     channel: Channel;
     /** The oldest `seq` the stream still holds, when the server said. */
@@ -97,24 +179,33 @@ export interface Gap {
     reason: "retention" | "epoch";
 }
 
-export interface ClientEvents {
-    connecting: { attempt: number };
-    connected: { hello: HelloData; resumed: boolean };
-    /** `reconnectInMs` is `null` when the client will not reconnect on its own (closed, or stopped by a 4003). */
-    disconnected: { code: number; reason: string; reconnectInMs: number | null };
+/** A client's `error` event (a plain object, not an `Error`). */
+export interface ClientError {
     /**
-     * The operator disconnected the user (close 4003: a logout, a password
-     * change, a deleted account; `reason` says which). The client does not
-     * reconnect on its own: call `reconnect(token?)` to come back, or
-     * `close()`. Its subscriptions and cursors are kept for a `reconnect()`.
+     * The gateway's error code (`forbidden`, `not_found`, `bad_request`,
+     * `unavailable`, …), or the client's own: `token` (`getToken` failed
+     * before a connection), `token_expired` (a fixed token expired: the
+     * client ends), `refresh_failed` (an automatic refresh's attempt failed),
+     * `connect` (the WebSocket could not be created), `storage` (the cursors
+     * could not be read or saved).
      */
-    stopped: { code: number; reason: string };
-    /** The connection's token was replaced in band (automatically or by `refresh()`): `exp` is the new token's, in seconds since the epoch. */
-    refreshed: { exp: number };
-    /** A session was restored: its subscriptions replay from the server's cursors. */
-    resumed: { channels: Channel[] };
+    code: string;
+    message: string;
+    /** The subscription it concerns, when it concerns one. */
+    channel?: Channel;
+}
+
+/** The client's events: `client.on(name, (payload) => …)`. */
+export interface ClientEvents {
+    connecting: Connecting;
+    connected: Connected;
+    disconnected: Disconnected;
+    stopped: Stopped;
+    refreshed: Refreshed;
+    resumed: Resumed;
+    /** Every subscription's gaps (also on the subscription). */
     gap: Gap;
-    error: { code: string; message: string; channel?: Channel };
+    error: ClientError;
 }
 
 export interface ConnectOptions {
