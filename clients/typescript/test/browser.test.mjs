@@ -23,7 +23,7 @@
 // Without a Chromium these tests FAIL and say how to get one.
 
 import assert from "node:assert/strict";
-import { accessSync, constants, mkdirSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import http from "node:http";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -32,37 +32,10 @@ import { chromium } from "playwright-core";
 import WebSocket from "ws";
 
 import { connect } from "../dist/index.js";
-import { catalogDir, freePort, message, PATIENCE_MS, publish, publisherToken, ROOT, sleep, startGateway, startNats, tcpProxy, token, uuid, waitFor, withOwnGateway } from "./support.mjs";
+import { catalogDir, chromiumExecutable, freePort, message, PATIENCE_MS, publish, publisherToken, ROOT, sleep, startGateway, startNats, tcpProxy, token, uuid, waitFor, withOwnGateway } from "./support.mjs";
 
 const PACKAGE = path.join(ROOT, "clients/typescript");
 const RESULTS = path.join(PACKAGE, "test-results");
-
-/** SWITCHBOARD_CHROMIUM, else `chromium` or `chromium-browser` on PATH; else a failure that says what to do. */
-function chromiumExecutable() {
-    const executable = (file) => {
-        try {
-            accessSync(file, constants.X_OK);
-            return true;
-        } catch {
-            return false;
-        }
-    };
-    const wanted = process.env.SWITCHBOARD_CHROMIUM;
-    if (wanted) {
-        if (executable(wanted)) return wanted;
-        throw new Error(`SWITCHBOARD_CHROMIUM=${wanted} is not an executable file`);
-    }
-    for (const name of ["chromium", "chromium-browser"]) {
-        for (const dir of (process.env.PATH ?? "").split(path.delimiter)) {
-            if (dir && executable(path.join(dir, name))) return path.join(dir, name);
-        }
-    }
-    throw new Error(
-        "no Chromium for the browser tests: install Debian's chromium (`apt-get install chromium`; " +
-            "`just test` does it when it runs as root, see scripts/browser.sh) or set SWITCHBOARD_CHROMIUM " +
-            "to a Chromium or Chrome executable. These tests never download a browser.",
-    );
-}
 
 /** A tiny web server for pages of another origin: a blank page, and the SDK bundled for browsers. */
 async function originServer(port, sdk) {

@@ -1,7 +1,7 @@
 // The SDK's and the browser tests' harness: a real nats-server (a free
 // loopback port, a temporary store), the real gateway binary, tokens,
 // publishing over the HTTP API, catalog directories of added event types,
-// and a TCP proxy whose connections can be cut abruptly (RST), as a network
+// the Chromium the browser tests drive, and a TCP proxy whose connections can be cut abruptly (RST), as a network
 // drop cuts them.
 //
 // Waits are for conditions, with generous timeouts; no test sleeps for a
@@ -9,7 +9,7 @@
 
 import { spawn, spawnSync } from "node:child_process";
 import { createHmac, randomUUID } from "node:crypto";
-import { existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { accessSync, constants, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -43,6 +43,33 @@ export function natsBinary() {
     const pinned = path.join(ROOT, ".tools/bin/nats-server");
     if (existsSync(pinned)) return pinned;
     throw new Error("nats-server not found: run `just tools` (it installs the pinned one into .tools/)");
+}
+
+/** SWITCHBOARD_CHROMIUM, else `chromium` or `chromium-browser` on PATH; else a failure that says what to do. */
+export function chromiumExecutable() {
+    const executable = (file) => {
+        try {
+            accessSync(file, constants.X_OK);
+            return true;
+        } catch {
+            return false;
+        }
+    };
+    const wanted = process.env.SWITCHBOARD_CHROMIUM;
+    if (wanted) {
+        if (executable(wanted)) return wanted;
+        throw new Error(`SWITCHBOARD_CHROMIUM=${wanted} is not an executable file`);
+    }
+    for (const name of ["chromium", "chromium-browser"]) {
+        for (const dir of (process.env.PATH ?? "").split(path.delimiter)) {
+            if (dir && executable(path.join(dir, name))) return path.join(dir, name);
+        }
+    }
+    throw new Error(
+        "no Chromium for the browser tests: install Debian's chromium (`apt-get install chromium`; " +
+            "`just test` does it when it runs as root, see scripts/browser.sh) or set SWITCHBOARD_CHROMIUM " +
+            "to a Chromium or Chrome executable. These tests never download a browser.",
+    );
 }
 
 export async function freePort() {
