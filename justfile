@@ -38,7 +38,7 @@ sdk:
     # the installed packages (not schemas/: `npm run generate` writes
     # src/schema.generated.ts from them, and the JS tests check it).
     stamp=dist/.sdk-built
-    outputs=(dist/index.js dist/index.d.ts dist/console/index.html dist/console/console.js dist/console/console.css)
+    outputs=(dist/index.js dist/index.d.ts dist/switchboard.js dist/console/index.html dist/console/console.js dist/console/console.css)
     fresh=true
     for f in "$stamp" "${outputs[@]}"; do [[ -f "$f" ]] || fresh=false; done
     if $fresh; then
