@@ -84,8 +84,8 @@ const OWNED: &[Owned] = &[
         file: "src/server.rs",
         function: "start",
         call: "tokio::spawn",
-        sites: 1,
-        owner: "the accept loop: its JoinHandle is `Running::server`, awaited (or aborted past the budget) by `Running::stop`",
+        sites: 2,
+        owner: "the accept loops (clients, and metrics when `metrics_listen` is set): their JoinHandles are `Running::server` and `Running::metrics_server`, awaited (or aborted past the budget) by `Running::stop`",
     },
     Owned {
         file: "src/session/mod.rs",
