@@ -175,6 +175,8 @@ export async function startGateway(natsUrl, args = []) {
                 });
             });
             child.removeAllListeners("exit");
+            // Kept, so that `kill9` knows a gateway that is already gone.
+            child.once("exit", (code, signal) => (this.exited = { code, signal }));
             child.stdout.resume();
         },
         /** SIGKILL: no close frames, no flush. */
@@ -182,10 +184,18 @@ export async function startGateway(natsUrl, args = []) {
             if (!this.child) return;
             const child = this.child;
             this.child = null;
+            children.delete(child);
+            // A gateway that exited on its own emits no second "exit":
+            // waiting for one would hang the test.
+            if (child.exitCode !== null || child.signalCode !== null) {
+                const { code, signal } = this.exited ?? { code: child.exitCode, signal: child.signalCode };
+                this.exited = null;
+                throw new Error(`the gateway exited on its own (code ${code}, signal ${signal}); log:\n${this.log()}`);
+            }
             const exited = new Promise((resolve) => child.once("exit", resolve));
             child.kill("SIGKILL");
             await exited;
-            children.delete(child);
+            this.exited = null;
         },
         async restart() {
             await this.kill9();
@@ -193,8 +203,11 @@ export async function startGateway(natsUrl, args = []) {
             await this.launch();
         },
         async stop() {
-            await this.kill9();
-            rmSync(data, { recursive: true, force: true });
+            try {
+                await this.kill9();
+            } finally {
+                rmSync(data, { recursive: true, force: true });
+            }
         },
         log() {
             try {
