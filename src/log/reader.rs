@@ -390,14 +390,15 @@ impl LogRead {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<async_nats::jetstream::Message, LogError>>> {
-        let failed = |e: &dyn std::fmt::Display| {
-            LogError::request(Op::Read, RequestErrorKind::Failed, format!("reading: {e}"))
-        };
         let read = match &mut self.messages {
             Messages::Ordered(messages) => {
-                return messages
-                    .poll_next_unpin(cx)
-                    .map(|m| m.map(|m| m.map_err(|e| failed(&e))))
+                return messages.poll_next_unpin(cx).map(|m| {
+                    m.map(|m| {
+                        m.map_err(|e| {
+                            LogError::request_from(Op::Read, RequestErrorKind::Failed, "reading", e)
+                        })
+                    })
+                })
             }
             Messages::Pulled(read) => read,
         };
