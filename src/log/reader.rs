@@ -2,7 +2,9 @@
 //!
 //! Reads use an ordered pull consumer: the server sends a bounded batch at a
 //! time and the next batch only once the reader has taken half of it, so a
-//! reader never holds more than a batch however long the backlog is.
+//! reader never holds more than a batch however long the backlog is. A
+//! replay's read of one channel pulls larger batches from a pull consumer of
+//! its own, with the ordered consumer's rules (`read_channel`).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -13,7 +15,8 @@ use async_nats::jetstream::{
     consumer::{pull, DeliverPolicy},
 };
 use chrono::{DateTime, Utc};
-use futures::{Stream, StreamExt};
+use futures::future::BoxFuture;
+use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use super::{subject, Log, LogError, Op, RequestErrorKind};
@@ -106,7 +109,7 @@ fn first_of_type(kind: &str) -> bool {
 /// consumers behind it. Without a reaper (the tools) the server removes it
 /// after that threshold.
 pub struct LogRead {
-    messages: pull::Ordered,
+    messages: Messages,
     /// Matching messages at and after the start when the read began.
     pub initial_pending: u64,
     /// Where to hand the consumer's name once the read is done.
@@ -122,6 +125,36 @@ impl Drop for LogRead {
         }
     }
 }
+
+enum Messages {
+    Ordered(Box<pull::Ordered>),
+    Pulled(Box<PulledRead>),
+}
+
+/// The messages of a channel read: a pull consumer of its own (no acks,
+/// in memory, one replica, as an ordered consumer) pulling
+/// [`CHANNEL_READ_PULL`] messages at a time, with the ordered consumer's
+/// rules: a gap in the consumer's sequence (a reply lost on the way) or a
+/// failed pull (two missed heartbeats, the consumer gone) recreates it
+/// from the stream sequence after the last message read.
+struct PulledRead {
+    log: Log,
+    config: pull::Config,
+    messages: Option<pull::Stream>,
+    recreating: Option<BoxFuture<'static, Result<(String, pull::Stream), LogError>>>,
+    /// The stream and consumer sequences of the last message read.
+    stream_seq: u64,
+    consumer_seq: u64,
+}
+
+/// The messages one pull of a channel read asks for, and its bytes at most.
+/// async-nats's ordered consumer asks for 500 and pulls again once half are
+/// taken; larger pulls keep nats-server busy while the gateway writes
+/// (docs/performance.md, Replay). A read pulls again once half a pull is
+/// left, so it holds at most one and a half pulls: 7,500 messages or
+/// 3 MiB.
+pub const CHANNEL_READ_PULL: usize = 5000;
+pub const CHANNEL_READ_PULL_BYTES: usize = 2 * 1024 * 1024;
 
 /// Deletes the consumers of finished reads, one at a time, as a task the
 /// node owns ([`Log::reap_reads`]). Its queue holds a name per finished
@@ -173,6 +206,38 @@ impl Log {
     pub async fn read(&self, channels: &[Channel], from_seq: u64) -> Result<LogRead, LogError> {
         let filters = channels.iter().map(|c| subject::filter(*c)).collect();
         self.read_filtered(filters, from_seq).await
+    }
+
+    /// Reads one channel's events with `seq >= from_seq`, in order, then
+    /// waits for new ones, with larger pulls than [`Log::read`] (a
+    /// replay's read: see [`CHANNEL_READ_PULL`]).
+    pub async fn read_channel(&self, channel: Channel, from_seq: u64) -> Result<LogRead, LogError> {
+        let config = pull::Config {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: from_seq.max(1),
+            },
+            ack_policy: jetstream::consumer::AckPolicy::None,
+            filter_subject: subject::filter(channel),
+            inactive_threshold: Duration::from_secs(30),
+            memory_storage: true,
+            num_replicas: 1,
+            max_expires: READ_REQUEST_EXPIRES,
+            ..Default::default()
+        };
+        let (name, initial_pending, messages) = open_pulled(self.clone(), config.clone()).await?;
+        let reap = self.reaper.clone().map(|reaper| (reaper, name));
+        Ok(LogRead {
+            messages: Messages::Pulled(Box::new(PulledRead {
+                log: self.clone(),
+                config,
+                messages: Some(messages),
+                recreating: None,
+                stream_seq: from_seq.max(1) - 1,
+                consumer_seq: 0,
+            })),
+            initial_pending,
+            reap,
+        })
     }
 
     /// Reads one channel's events of the given types with `seq >= from_seq`,
@@ -243,7 +308,7 @@ impl Log {
             LogError::request_from(Op::Read, RequestErrorKind::Failed, "starting a reader", e)
         })?;
         Ok(LogRead {
-            messages,
+            messages: Messages::Ordered(Box::new(messages)),
             initial_pending,
             reap,
         })
@@ -254,10 +319,13 @@ impl Log {
     /// Creates a reader's consumer. A request that timed out or found
     /// JetStream unavailable (a cluster electing a leader after a server
     /// died) is tried again for up to [`READER_CREATE_RETRY_FOR`].
-    async fn create_reader(
+    async fn create_reader<C>(
         &self,
-        config: pull::OrderedConfig,
-    ) -> Result<async_nats::jetstream::consumer::Consumer<pull::OrderedConfig>, LogError> {
+        config: C,
+    ) -> Result<async_nats::jetstream::consumer::Consumer<C>, LogError>
+    where
+        C: jetstream::consumer::IntoConsumerConfig + jetstream::consumer::FromConsumer + Clone,
+    {
         use async_nats::jetstream::stream::ConsumerErrorKind;
         let give_up = tokio::time::Instant::now() + READER_CREATE_RETRY_FOR;
         let mut backoff = Duration::from_millis(100);
@@ -294,21 +362,109 @@ impl Log {
 /// JetStream leader to answer.
 pub const READER_CREATE_RETRY_FOR: Duration = Duration::from_secs(20);
 
+/// Creates a channel read's consumer and starts its pulls: its name, the
+/// messages pending, and the messages.
+async fn open_pulled(
+    log: Log,
+    config: pull::Config,
+) -> Result<(String, u64, pull::Stream), LogError> {
+    let consumer = log.create_reader(config).await?;
+    Metrics::get().log_consumers_created.increment(1);
+    let info = consumer.cached_info().clone();
+    let messages = consumer
+        .stream()
+        .max_messages_per_batch(CHANNEL_READ_PULL)
+        .max_bytes_per_batch(CHANNEL_READ_PULL_BYTES)
+        .expires(READ_REQUEST_EXPIRES)
+        .heartbeat(READ_REQUEST_EXPIRES / 2)
+        .messages()
+        .await
+        .map_err(|e| {
+            LogError::request_from(Op::Read, RequestErrorKind::Failed, "starting a reader", e)
+        })?;
+    Ok((info.name, info.num_pending, messages))
+}
+
+impl LogRead {
+    fn poll_message(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<async_nats::jetstream::Message, LogError>>> {
+        let read = match &mut self.messages {
+            Messages::Ordered(messages) => {
+                return messages.poll_next_unpin(cx).map(|m| {
+                    m.map(|m| {
+                        m.map_err(|e| {
+                            LogError::request_from(Op::Read, RequestErrorKind::Failed, "reading", e)
+                        })
+                    })
+                })
+            }
+            Messages::Pulled(read) => read,
+        };
+        loop {
+            if let Some(recreating) = &mut read.recreating {
+                let (name, messages) = match std::task::ready!(recreating.poll_unpin(cx)) {
+                    Ok(opened) => opened,
+                    Err(e) => {
+                        read.recreating = None;
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                };
+                read.recreating = None;
+                read.messages = Some(messages);
+                read.consumer_seq = 0;
+                if let Some((reaper, old)) = &mut self.reap {
+                    let _ = reaper.send(std::mem::replace(old, name));
+                }
+            }
+            let Some(messages) = &mut read.messages else {
+                return Poll::Ready(None);
+            };
+            let lost = match std::task::ready!(messages.poll_next_unpin(cx)) {
+                None => "the pulls ended".to_string(),
+                Some(Err(e)) => e.to_string(),
+                Some(Ok(message)) => {
+                    let reply = message.reply.as_ref().map_or("", |r| r.as_str());
+                    match Delivery::consumer_seq(reply) {
+                        Some(cseq) if cseq == read.consumer_seq + 1 => {
+                            read.consumer_seq = cseq;
+                            if let Some(d) = Delivery::parse(reply) {
+                                read.stream_seq = d.seq;
+                            }
+                            return Poll::Ready(Some(Ok(message)));
+                        }
+                        Some(cseq) => {
+                            format!("consumer sequence {cseq} after {}", read.consumer_seq)
+                        }
+                        None => return Poll::Ready(Some(Ok(message))),
+                    }
+                }
+            };
+            // Recreate from the message after the last one read.
+            tracing::debug!(%lost, after = read.stream_seq, "a channel read recreates its consumer");
+            read.messages = None;
+            let mut config = read.config.clone();
+            config.deliver_policy = DeliverPolicy::ByStartSequence {
+                start_sequence: read.stream_seq + 1,
+            };
+            read.recreating = Some(
+                open_pulled(read.log.clone(), config)
+                    .map(|r| r.map(|(name, _, messages)| (name, messages)))
+                    .boxed(),
+            );
+        }
+    }
+}
+
 impl Stream for LogRead {
     type Item = Result<ReadItem, LogError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let message = match self.messages.poll_next_unpin(cx) {
+        let message = match self.poll_message(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Ready(Some(Err(e))) => {
-                return Poll::Ready(Some(Err(LogError::request_from(
-                    Op::Read,
-                    RequestErrorKind::Failed,
-                    "reading",
-                    e,
-                ))))
-            }
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
             Poll::Ready(Some(Ok(message))) => message,
         };
         let reply = message.reply.as_ref().map_or("", |reply| reply.as_str());
@@ -368,6 +524,22 @@ impl Delivery {
             pending: number(6)?,
             time: DateTime::from_timestamp_nanos(nanos),
         })
+    }
+
+    /// The consumer sequence in a delivery's reply subject.
+    fn consumer_seq(reply: &str) -> Option<u64> {
+        let mut at = [""; 9];
+        let mut n = 0;
+        for token in reply.strip_prefix("$JS.ACK.")?.split('.').take(at.len()) {
+            at[n] = token;
+            n += 1;
+        }
+        let skip = match n {
+            9 => 2,
+            7 => 0,
+            _ => return None,
+        };
+        at[skip + 4].parse().ok()
     }
 }
 
@@ -481,6 +653,8 @@ mod tests {
         assert_eq!(Delivery::parse(old), Some(expected));
         let new = "$JS.ACK._.hash.CHAT_EVENTS.c1.1.42.3.1764470000123456789.7.tok.more";
         assert_eq!(Delivery::parse(new).map(|d| d.seq), Some(42));
+        assert_eq!(Delivery::consumer_seq(old), Some(3));
+        assert_eq!(Delivery::consumer_seq(new), Some(3));
         for bad in [
             "",
             "$JS.ACK.CHAT_EVENTS.c1.1.42.3.1764470000123456789",

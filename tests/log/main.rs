@@ -1,12 +1,13 @@
 //! The event log (`switchboard::log::Log`) against a real nats-server:
 //! idempotent publishing, moderation's two copies, ephemeral typing, time →
 //! sequence resolution at millisecond resolution, history paging and
-//! filters, invalid stored messages, the stream's settings, and the refusal
-//! of a server without JetStream.
+//! filters, invalid stored messages, a replay's read of one channel, the
+//! stream's settings, and the refusal of a server without JetStream.
 //!
 //! This file holds what the modules share (history queries, times in
 //! milliseconds, counting stored messages); each module is one concept.
 
+mod channel_read;
 mod history;
 mod publishing;
 mod stream;

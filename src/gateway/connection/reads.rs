@@ -124,8 +124,11 @@ fn open(
                 "waiting for a stream replay",
             )
         })?;
-        let read =
-            with_timeout(Op::Read, node.log.read(&[channel], after.saturating_add(1))).await?;
+        let read = with_timeout(
+            Op::Read,
+            node.log.read_channel(channel, after.saturating_add(1)),
+        )
+        .await?;
         Ok(Reading {
             told_idle: false,
             read,
