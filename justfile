@@ -140,7 +140,7 @@ lint:
 # Lint, then test (what .ci/run does)
 ci: lint test
 
-# Run one benchmark (publish, fanout, replay, projection, storm, sessions, session_writes, sweep, disconnect, upgrades, presence, catalog) or all of them
+# Run one benchmark (publish, fanout, replay, projection, storm, sessions, session_writes, sweep, disconnect, upgrades, presence, catalog, failover) or all of them
 bench WHICH="all": tools
     #!/usr/bin/env bash
     set -euo pipefail

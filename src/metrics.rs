@@ -62,8 +62,9 @@ pub struct Metrics {
     pub log_consumers_created: Counter,
     /// Times the node lost its NATS connection (it reconnects on its own).
     pub nats_disconnects: Counter,
-    /// The router's consumer recreated because it delivered nothing for
-    /// the router's stall timeout while the stream held more.
+    /// The router's consumer replaced because it delivered nothing for
+    /// the router's stall timeout while the stream held more, or because
+    /// the stream has a new leader.
     pub router_stalls: Counter,
     /// The router's consumer recreated because its read failed.
     pub router_lost: Counter,

@@ -326,6 +326,16 @@ impl NatsCluster {
         Ok(())
     }
 
+    /// The JetStream meta leader's name as node `i` sees it (`None` when it
+    /// does not answer or knows none). Blocks the thread for one request.
+    pub fn meta_leader(&self, i: usize) -> Option<String> {
+        let meta = meta_cluster(self.nodes[i].http_port)?;
+        meta["leader"]
+            .as_str()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+    }
+
     /// The running node a client connection named `client_name` is on,
     /// from each node's `/connz` (the gateway names its connection
     /// `switchboard`); `None` when no running node has one. Blocks the

@@ -5,8 +5,21 @@
 //! log in channels, events and sequences.
 //!
 //! After a NATS outage the consumer is recreated from the sequence after
-//! the last one routed, so connected clients see no gap; so is a consumer
-//! that stalls (see [`STALL_TIMEOUT`]) while the stream holds more.
+//! the last one routed, so connected clients see no gap. The router also
+//! probes the stream every [`EPOCH_CHECK_INTERVAL`] (one stream info
+//! request, bounded by [`PROBE_TIMEOUT`]) and replaces its consumer when a
+//! probe shows it lost: the stream has a new leader (on a cluster, the
+//! consumer may have died with the old leader's server), or it delivered
+//! nothing for [`STALL_TIMEOUT`] while the stream held more. While probes
+//! go unanswered (a cluster electing the stream's leader) one goes out
+//! every [`PROBE_RETRY`], so the replacement starts as soon as the new
+//! leader answers, not after async-nats's own recovery (missed heartbeats,
+//! then requests that wait up to 10 s each). A replacement is
+//! make-before-break and drops every event below `next_seq`: each event is
+//! routed once, in order. (Reading live from a core NATS subscription to
+//! the stream's subjects while the consumer recovers would not help: a
+//! published message carries no stream sequence, and one that is never
+//! stored, or stored later in another order, looks the same.)
 //!
 //! The stream can be deleted and created again under the router (a disaster
 //! recovery, a restore into a new cluster): its seqs start over, and a
@@ -19,7 +32,7 @@
 //! routes on from the new stream's end.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
@@ -29,28 +42,119 @@ use super::Node;
 use crate::access;
 use crate::envelope::{self, StoredEvent};
 use crate::event::EventData;
-use crate::log::{Epoch, LogError, Op, ReadItem, RequestErrorKind, TypingSubscription};
+use crate::log::{Epoch, LogError, LogRead, Op, ReadItem, RequestErrorKind, TypingSubscription};
 use crate::metrics::Metrics;
 use crate::projection::{Projection, FOLDED};
+
+mod probe;
+
+pub use probe::STALL_TIMEOUT;
+use probe::{Lost, Probed};
 
 /// Pause before recreating the consumer after an error.
 pub const RETRY_DELAY: Duration = Duration::from_millis(250);
 
-/// How often the router asks whether the stream was recreated (one stream
-/// info request). A recreation is noticed at most this late. Until then
-/// the new stream's events wait in it; any the old consumer routes
-/// meanwhile come again after the restart (a duplicate, never a skip).
+/// How often the router probes the stream (one stream info request) while
+/// it answers: whether it was recreated (a recreation is noticed at most
+/// this late; until then the new stream's events wait in it, and any the
+/// old consumer routes meanwhile come again after the restart: a
+/// duplicate, never a skip), who leads it, and whether the consumer keeps
+/// up with it.
 pub const EPOCH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How long the router waits for an event the stream holds before it
-/// takes its consumer for lost and recreates it from `next_seq`. On a NATS
-/// cluster, a consumer whose server died while a leader is being elected
-/// is otherwise recreated by async-nats with back-offs of up to 10 s per
-/// attempt; clients would wait that long for live events.
-pub const STALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one probe may wait for its answer. A stream without a leader
+/// (a cluster electing one after the leader's server died) answers
+/// nothing, and NATS's own request timeout is 10 s: the router would
+/// otherwise see the new leader that late.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How soon the router probes again after a probe went unanswered: the
+/// new leader of the stream is seen within this long of its first answer.
+pub const PROBE_RETRY: Duration = Duration::from_millis(100);
+
+/// How long one attempt to create the router's consumer may take before
+/// it is given up (NATS's own request timeout is 10 s; a request sent
+/// while the cluster elects its leaders may never be answered). A
+/// consumer an abandoned request created after all is removed by the
+/// server after its inactivity threshold (30 s).
+pub const CREATE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// While no attempt to create the router's consumer has succeeded, another
+/// one starts this often, without waiting for the others, up to
+/// [`CREATE_AT_ONCE`] in flight: a consumer is created within about this
+/// long of the cluster's JetStream leader answering again.
+pub const CREATE_RETRY: Duration = Duration::from_millis(250);
+
+/// The most attempts to create the router's consumer in flight at once.
+pub const CREATE_AT_ONCE: usize = 8;
+
+/// What a probe of the stream saw.
+struct Answer {
+    epoch: Epoch,
+    first_seq: u64,
+    last_seq: u64,
+    leader: Option<String>,
+}
+
+/// One probe of the stream, bounded by [`PROBE_TIMEOUT`]; `None` when it
+/// went unanswered or failed.
+async fn probe(node: &Node) -> Option<Answer> {
+    match tokio::time::timeout(PROBE_TIMEOUT, node.log.extent_and_leader()).await {
+        Ok(Ok((extent, leader))) => Some(Answer {
+            epoch: extent.epoch,
+            first_seq: extent.first_seq,
+            last_seq: extent.last_seq,
+            leader,
+        }),
+        _ => None,
+    }
+}
+
+/// How an attempt to (re)create the router's consumer ended.
+enum Created {
+    Read(Box<LogRead>),
+    Failed,
+    /// The stream was recreated: the router rebuilds before it reads on.
+    StreamChanged(Epoch),
+}
+
+/// Creates a consumer from `from`, bounded by [`CREATE_TIMEOUT`]; after a
+/// failed read (`check`), first waits [`RETRY_DELAY`] and makes sure the
+/// stream is still the one of `epoch`.
+async fn create(node: &Node, from: u64, epoch: Epoch, check: bool) -> Created {
+    if check {
+        tokio::time::sleep(RETRY_DELAY).await;
+        if let Some(answer) = probe(node).await {
+            if answer.epoch != epoch {
+                return Created::StreamChanged(answer.epoch);
+            }
+        }
+    }
+    match tokio::time::timeout(CREATE_TIMEOUT, node.log.read_all(from)).await {
+        Ok(Ok(read)) => Created::Read(Box::new(read)),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, next_seq = from, "router cannot read the log yet");
+            Created::Failed
+        }
+        Err(_) => {
+            tracing::warn!(
+                next_seq = from,
+                "router's consumer was not created within {CREATE_TIMEOUT:?}; trying again"
+            );
+            Created::Failed
+        }
+    }
+}
 
 /// Routes every stored event with `seq >= next_seq` of the stream of
 /// `epoch` until shutdown, and starts over on a recreated stream.
+///
+/// A consumer found lost is replaced make-before-break: the old one is
+/// read until the new one exists (it may be alive after all: a leader
+/// change does not always take it along), and the new one, created from
+/// the `next_seq` of that moment, repeats what the old one routed
+/// meanwhile; the router drops every event below its `next_seq`, so each
+/// is routed once, in order.
 pub async fn run(node: Arc<Node>, mut next_seq: u64, mut epoch: Epoch) {
     let shutdown = node.shutdown.clone();
     tokio::select! {
@@ -60,68 +164,117 @@ pub async fn run(node: Arc<Node>, mut next_seq: u64, mut epoch: Epoch) {
             Err(e) => tracing::warn!(error = %e, "window not filled: replays read the stream until it fills"),
         },
     }
-    loop {
-        let read = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            read = node.log.read_all(next_seq) => read,
-        };
-        match read {
-            Ok(mut read) => {
-                let mut check = tokio::time::interval(EPOCH_CHECK_INTERVAL);
-                check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                let mut progress = tokio::time::Instant::now();
-                loop {
-                    let item = tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        item = read.next() => item,
-                        _ = check.tick() => match node.log.extent().await {
-                            Ok(extent) if extent.epoch != epoch => break,
-                            Ok(extent) => {
-                                node.window.drop_before(extent.first_seq);
-                                let behind = (extent.last_seq + 1).saturating_sub(next_seq);
-                                Metrics::get().router_behind.set(behind as f64);
-                                if extent.last_seq >= next_seq && progress.elapsed() >= STALL_TIMEOUT {
-                                    Metrics::get().router_stalls.increment(1);
-                                    tracing::warn!(next_seq, last_seq = extent.last_seq, "router's consumer stalled; recreating it");
-                                    break;
-                                }
-                                continue;
-                            }
-                            Err(_) => continue,
-                        },
-                    };
-                    match item {
-                        Some(Ok(item)) => {
-                            progress = tokio::time::Instant::now();
+    let mut probed = Probed::default();
+    'stream: loop {
+        let mut read: Option<LogRead> = None;
+        // Attempts to create the next consumer, in flight at once: one
+        // more every CREATE_RETRY until one succeeds.
+        let mut replacing = futures::stream::FuturesUnordered::new();
+        replacing.push(Box::pin(create(&node, next_seq, epoch, false)));
+        let mut attempt_at = tokio::time::Instant::now() + CREATE_RETRY;
+        let mut probes = futures::stream::FuturesUnordered::new();
+        let mut probe_at = tokio::time::Instant::now() + EPOCH_CHECK_INTERVAL;
+        let mut new = loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                item = async { read.as_mut()?.next().await }, if read.is_some() => match item {
+                    Some(Ok(item)) => {
+                        // A replacement repeats what its predecessor
+                        // routed while it was being created.
+                        if item.seq >= next_seq {
                             next_seq = item.seq + 1;
                             route(&node, item);
                         }
-                        Some(Err(e)) => {
-                            Metrics::get().router_lost.increment(1);
-                            tracing::warn!(error = %e, next_seq, "router lost the log; recreating its consumer");
-                            break;
+                    }
+                    failed => {
+                        Metrics::get().router_lost.increment(1);
+                        match failed {
+                            Some(Err(e)) => tracing::warn!(error = %e, next_seq, "router lost the log; recreating its consumer"),
+                            _ => tracing::warn!(next_seq, "router's consumer ended; recreating it"),
                         }
-                        None => break,
+                        read = None;
+                        if replacing.is_empty() {
+                            replacing.push(Box::pin(create(&node, next_seq, epoch, true)));
+                            attempt_at = tokio::time::Instant::now() + RETRY_DELAY + CREATE_RETRY;
+                        }
                     }
+                },
+                Some(created) = replacing.next(), if !replacing.is_empty() => match created {
+                    Created::Read(new) => {
+                        tracing::debug!(next_seq, attempts = replacing.len() + 1, "router's consumer created");
+                        // The old consumer's drop hands it to the reaper;
+                        // attempts still in flight are abandoned.
+                        read = Some(*new);
+                        replacing.clear();
+                        probed.restart();
+                    }
+                    Created::StreamChanged(changed) => break changed,
+                    Created::Failed => {
+                        if replacing.is_empty() {
+                            replacing.push(Box::pin(create(&node, next_seq, epoch, true)));
+                            attempt_at = tokio::time::Instant::now() + RETRY_DELAY + CREATE_RETRY;
+                        }
+                    }
+                },
+                _ = tokio::time::sleep_until(attempt_at), if !replacing.is_empty() && replacing.len() < CREATE_AT_ONCE => {
+                    replacing.push(Box::pin(create(&node, next_seq, epoch, false)));
+                    attempt_at = tokio::time::Instant::now() + CREATE_RETRY;
                 }
-            }
-            Err(e) => tracing::warn!(error = %e, next_seq, "router cannot read the log yet"),
-        }
-        // Before reading again from `next_seq`: is it still the same stream?
-        if let Ok(extent) = node.log.extent().await {
-            if extent.epoch != epoch {
-                match rebuild(&node, epoch, extent.epoch).await {
-                    Ok(last_seq) => {
-                        (next_seq, epoch) = (last_seq + 1, extent.epoch);
+                _ = tokio::time::sleep_until(probe_at) => {
+                    probes.push(probe(&node));
+                    // While probes go unanswered (a cluster electing the
+                    // stream's leader), one goes out every PROBE_RETRY
+                    // without waiting for the others: the first answer
+                    // of the new leader is seen at once.
+                    let doubt = probed.in_doubt();
+                    probe_at = tokio::time::Instant::now() + if doubt { PROBE_RETRY } else { EPOCH_CHECK_INTERVAL };
+                }
+                Some(answer) = probes.next(), if !probes.is_empty() => {
+                    let Some(answer) = answer else {
+                        if !probed.in_doubt() {
+                            probe_at = tokio::time::Instant::now();
+                        }
+                        probed.unanswered(next_seq, Instant::now());
                         continue;
+                    };
+                    if answer.epoch != epoch {
+                        break answer.epoch;
                     }
-                    Err(e) => tracing::warn!(error = %e, "cannot fold the recreated stream yet"),
+                    node.window.drop_before(answer.first_seq);
+                    let behind = (answer.last_seq + 1).saturating_sub(next_seq);
+                    Metrics::get().router_behind.set(behind as f64);
+                    probe_at = probe_at.min(tokio::time::Instant::now() + EPOCH_CHECK_INTERVAL);
+                    let last_seq = answer.last_seq;
+                    if let Some(why) = probed.answered(answer.leader, last_seq, next_seq, Instant::now()) {
+                        if replacing.is_empty() {
+                            Metrics::get().router_stalls.increment(1);
+                            match why {
+                                Lost::LeaderChanged => tracing::warn!(next_seq, last_seq, leader = ?probed.leader, "the stream has a new leader; replacing the router's consumer"),
+                                Lost::Stalled => tracing::warn!(next_seq, last_seq, "router's consumer stalled; replacing it"),
+                            }
+                            replacing.push(Box::pin(create(&node, next_seq, epoch, false)));
+                            attempt_at = tokio::time::Instant::now() + CREATE_RETRY;
+                        }
+                    }
                 }
             }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(RETRY_DELAY) => {}
+        };
+        drop(read);
+        loop {
+            match rebuild(&node, epoch, new).await {
+                Ok(last_seq) => {
+                    (next_seq, epoch) = (last_seq + 1, new);
+                    continue 'stream;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot fold the recreated stream yet"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(RETRY_DELAY) => {}
+            }
+            if let Some(answer) = probe(&node).await {
+                new = answer.epoch;
+            }
         }
     }
 }

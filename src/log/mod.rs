@@ -381,6 +381,21 @@ impl Log {
         Ok(extent)
     }
 
+    /// [`Log::extent`] and the name of the server leading the stream on a
+    /// cluster (`None` on a single server): one stream info request, as
+    /// the router probes the stream.
+    pub async fn extent_and_leader(&self) -> Result<(Extent, Option<String>), LogError> {
+        let info = self
+            .stream
+            .get_info()
+            .await
+            .map_err(|e| LogError::stream(&self.settings.name, e))?;
+        let extent = Extent::of(&info);
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = extent;
+        let leader = info.cluster.and_then(|c| c.leader);
+        Ok((extent, leader.filter(|l| !l.is_empty())))
+    }
+
     /// The stream's epoch as of the last extent measured by any clone of
     /// this log (the router measures it every
     /// [`crate::gateway::router::EPOCH_CHECK_INTERVAL`]); no request.

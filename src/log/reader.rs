@@ -26,11 +26,15 @@ use crate::event::EventType;
 use crate::metrics::Metrics;
 
 /// How long one pull request of a reader lasts. The server sends an idle
-/// heartbeat every half of it, and a reader that misses two recreates its
-/// consumer from the next sequence: a consumer lost with its server (on a
-/// cluster, while this client's own connection is on another server) is
-/// replaced within about this long, not the 45 s of async-nats's defaults.
-pub const READ_REQUEST_EXPIRES: Duration = Duration::from_secs(4);
+/// heartbeat every half of it; a reader that hears nothing for twice the
+/// heartbeat has missed one, and after two misses in a row (twice this
+/// long) it recreates its consumer from the next sequence: a consumer lost
+/// with its server (on a cluster, while this client's own connection is on
+/// another server) is replaced within seconds, not the 45 s of
+/// async-nats's defaults. An idle reader costs one pull request per expiry
+/// and two heartbeats. (The router also watches the stream's leader: see
+/// `gateway::router`.)
+pub const READ_REQUEST_EXPIRES: Duration = Duration::from_secs(1);
 
 /// One message read from the log.
 #[derive(Debug)]
