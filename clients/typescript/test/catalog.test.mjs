@@ -33,8 +33,19 @@ function recordingWebSocket(wire) {
 const reaction = (channelId, userId, emoji) => ({ channel_id: channelId, message_id: uuid(), user_id: userId, emoji });
 
 /** The event a subscription should get for a stored publish: the envelope, with one of its copies' seqs. */
-function expectEvent(type, data, channel, receipt, seq) {
-    return { type, timestamp: receipt.timestamp, data, channel, seq, id: receipt.id };
+/**
+ * The envelope of one stored copy of a published event. Each copy's
+ * `timestamp` is its own log time: the receipt's is that of the copy with
+ * the receipt's `seq`, and a later copy (a higher seq) was stored no sooner.
+ */
+function expectEvent(type, data, channel, receipt, seq, event) {
+    let timestamp = receipt.timestamp;
+    if (seq !== receipt.seq) {
+        assert.ok(seq > receipt.seq, `a later copy: ${seq} after ${receipt.seq}`);
+        assert.ok(Date.parse(event.timestamp) >= Date.parse(receipt.timestamp), `copy ${seq} stored at ${event.timestamp}, not before ${receipt.timestamp}`);
+        timestamp = event.timestamp;
+    }
+    return { type, timestamp, data, channel, seq, id: receipt.id };
 }
 
 describe("added event types through the SDK", () => {
@@ -109,10 +120,10 @@ describe("added event types through the SDK", () => {
         const [first] = onChannel;
         const firstPublished = published[0];
         assert.ok(firstPublished.receipt.seqs.includes(first.seq), `the channel copy's seq is one of ${firstPublished.receipt.seqs}`);
-        assert.deepEqual(first, expectEvent("reaction_added", firstPublished.data, channel, firstPublished.receipt, first.seq), "the envelope, as a built-in event's");
+        assert.deepEqual(first, expectEvent("reaction_added", firstPublished.data, channel, firstPublished.receipt, first.seq, first), "the envelope, as a built-in event's");
         assert.equal(isBuiltIn(first), false, "reaction_added is not among the SDK's types");
         assert.equal(isBuiltIn(onChannel[1]), true, "channel_message is");
-        assert.deepEqual(onUser[0], expectEvent("reaction_added", firstPublished.data, user, firstPublished.receipt, onUser[0].seq));
+        assert.deepEqual(onUser[0], expectEvent("reaction_added", firstPublished.data, user, firstPublished.receipt, onUser[0].seq, onUser[0]));
         assert.notEqual(onUser[0].seq, first.seq, "the user copy has a seq of its own");
         assert.deepEqual([onUser[0].seq, first.seq].sort((a, b) => a - b), [...firstPublished.receipt.seqs].sort((a, b) => a - b));
 
