@@ -371,14 +371,7 @@ impl Log {
 
     /// Measures the stream's extent (and notes its epoch: see [`Log::epoch`]).
     pub async fn extent(&self) -> Result<Extent, LogError> {
-        let info = self
-            .stream
-            .get_info()
-            .await
-            .map_err(|e| LogError::stream(&self.settings.name, e))?;
-        let extent = Extent::of(&info);
-        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = extent;
-        Ok(extent)
+        Ok(self.extent_and_leader().await?.0)
     }
 
     /// [`Log::extent`] and the name of the server leading the stream on a

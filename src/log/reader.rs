@@ -508,21 +508,9 @@ impl Delivery {
     /// has already called it on this message, and this reads only the three
     /// numbers a reader keeps (it runs once per event replayed).
     fn parse(reply: &str) -> Option<Delivery> {
-        let tokens = reply.strip_prefix("$JS.ACK.")?.split('.');
-        let mut at = [""; 9];
-        let mut n = 0;
-        for token in tokens.take(at.len()) {
-            at[n] = token;
-            n += 1;
-        }
-        // Seven tokens: an old server's form without domain and hash.
-        let skip = match n {
-            9 => 2,
-            7 => 0,
-            _ => return None,
-        };
-        let number = |i: usize| at[skip + i].parse::<u64>().ok();
-        let nanos = at[skip + 5].parse::<i64>().ok()?;
+        let at = Self::tokens(reply)?;
+        let number = |i: usize| at[i].parse::<u64>().ok();
+        let nanos = at[5].parse::<i64>().ok()?;
         Some(Delivery {
             seq: number(3)?,
             pending: number(6)?,
@@ -532,18 +520,27 @@ impl Delivery {
 
     /// The consumer sequence in a delivery's reply subject.
     fn consumer_seq(reply: &str) -> Option<u64> {
+        Self::tokens(reply)?[4].parse().ok()
+    }
+
+    /// A reply subject's seven tokens from the stream on (stream, consumer,
+    /// delivered, seq, consumer seq, nanos, pending), whichever form it has.
+    fn tokens(reply: &str) -> Option<[&str; 7]> {
         let mut at = [""; 9];
         let mut n = 0;
         for token in reply.strip_prefix("$JS.ACK.")?.split('.').take(at.len()) {
             at[n] = token;
             n += 1;
         }
+        // Seven tokens: an old server's form without domain and hash.
         let skip = match n {
             9 => 2,
             7 => 0,
             _ => return None,
         };
-        at[skip + 4].parse().ok()
+        let mut from = [""; 7];
+        from.copy_from_slice(&at[skip..skip + 7]);
+        Some(from)
     }
 }
 
