@@ -16,7 +16,10 @@
 //! leader answers, not after async-nats's own recovery (missed heartbeats,
 //! then requests that wait up to 10 s each). A replacement is
 //! make-before-break and drops every event below `next_seq`: each event is
-//! routed once, in order. (Reading live from a core NATS subscription to
+//! routed once, in order. Until the new consumer exists, the router reads
+//! on by direct get, one event at a time (the bridge): on a cluster that
+//! lost the stream's leader, creating a consumer sometimes takes seconds
+//! after the election, while any replica answers a direct get. (Reading live from a core NATS subscription to
 //! the stream's subjects while the consumer recovers would not help: a
 //! published message carries no stream sequence, and one that is never
 //! stored, or stored later in another order, looks the same.)
@@ -87,6 +90,26 @@ pub const CREATE_RETRY: Duration = Duration::from_millis(250);
 
 /// The most attempts to create the router's consumer in flight at once.
 pub const CREATE_AT_ONCE: usize = 8;
+
+/// While the router's consumer is being created, the events after the
+/// last one routed are read by direct get, one at a time (any replica
+/// answers, with no consumer to create): after the stream's leader died,
+/// creating a consumer can take seconds longer than the election itself.
+/// When the answer says nothing is there yet, the next read waits this
+/// long.
+pub const BRIDGE_POLL: Duration = Duration::from_millis(50);
+
+/// How long one direct get of the bridge may wait for its answer.
+pub const BRIDGE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// One read of the bridge: the stored message at or after `seq`, if any
+/// replica answered with one in time.
+async fn bridge(node: &Node, seq: u64) -> Option<ReadItem> {
+    match tokio::time::timeout(BRIDGE_TIMEOUT, node.log.read_next_direct(seq)).await {
+        Ok(Ok(item)) => item,
+        _ => None,
+    }
+}
 
 /// What a probe of the stream saw.
 struct Answer {
@@ -174,6 +197,9 @@ pub async fn run(node: Arc<Node>, mut next_seq: u64, mut epoch: Epoch) {
         let mut attempt_at = tokio::time::Instant::now() + CREATE_RETRY;
         let mut probes = futures::stream::FuturesUnordered::new();
         let mut probe_at = tokio::time::Instant::now() + EPOCH_CHECK_INTERVAL;
+        // The direct-get read in flight while a consumer is being created.
+        let mut bridging = None;
+        let mut bridge_at = tokio::time::Instant::now();
         let mut new = loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -203,9 +229,11 @@ pub async fn run(node: Arc<Node>, mut next_seq: u64, mut epoch: Epoch) {
                     Created::Read(new) => {
                         tracing::debug!(next_seq, attempts = replacing.len() + 1, "router's consumer created");
                         // The old consumer's drop hands it to the reaper;
-                        // attempts still in flight are abandoned.
+                        // attempts still in flight and the bridge's read
+                        // are abandoned.
                         read = Some(*new);
                         replacing.clear();
+                        bridging = None;
                         probed.restart();
                     }
                     Created::StreamChanged(changed) => break changed,
@@ -216,6 +244,22 @@ pub async fn run(node: Arc<Node>, mut next_seq: u64, mut epoch: Epoch) {
                         }
                     }
                 },
+                _ = tokio::time::sleep_until(bridge_at), if !replacing.is_empty() && bridging.is_none() => {
+                    bridging = Some(Box::pin(bridge(&node, next_seq)));
+                }
+                bridged = async { bridging.as_mut()?.await }, if bridging.is_some() => {
+                    bridging = None;
+                    match bridged {
+                        // In order, as the consumer would give it: the
+                        // next read goes out at once.
+                        Some(item) if item.seq >= next_seq => {
+                            next_seq = item.seq + 1;
+                            route(&node, item);
+                            bridge_at = tokio::time::Instant::now();
+                        }
+                        _ => bridge_at = tokio::time::Instant::now() + BRIDGE_POLL,
+                    }
+                }
                 _ = tokio::time::sleep_until(attempt_at), if !replacing.is_empty() && replacing.len() < CREATE_AT_ONCE => {
                     replacing.push(Box::pin(create(&node, next_seq, epoch, false)));
                     attempt_at = tokio::time::Instant::now() + CREATE_RETRY;

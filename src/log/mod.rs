@@ -11,6 +11,7 @@
 
 mod connection;
 pub mod control;
+mod direct;
 mod fold;
 pub mod presence;
 mod provision;
@@ -24,8 +25,6 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use chrono::{DateTime, Utc};
-
-use crate::channel::Channel;
 
 pub use crate::position::{Epoch, StreamPosition};
 pub use connection::LAME_DUCK_RECONNECT;
@@ -420,80 +419,6 @@ impl Log {
         }
         Ok(lo)
     }
-
-    /// The log time of the first event at or after `seq`, if any.
-    pub async fn time_of_next(&self, seq: u64) -> Result<Option<DateTime<Utc>>, LogError> {
-        Ok(self
-            .next_on(subject::everything(), seq)
-            .await?
-            .map(|(_, time)| time))
-    }
-
-    /// The sequence of the channel's first event at or after `seq`, if any.
-    pub async fn next_seq_of(&self, channel: Channel, seq: u64) -> Result<Option<u64>, LogError> {
-        Ok(self
-            .next_on(subject::filter(channel), seq)
-            .await?
-            .map(|(seq, _)| seq))
-    }
-
-    async fn next_on(
-        &self,
-        filter: String,
-        seq: u64,
-    ) -> Result<Option<(u64, DateTime<Utc>)>, LogError> {
-        use async_nats::jetstream::stream::DirectGetErrorKind;
-        match self
-            .stream
-            .direct_get_next_for_subject(filter, Some(seq))
-            .await
-        {
-            Ok(message) => Ok(Some((message.sequence, message.time))),
-            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
-            Err(e) => Err(lookup_failed(
-                e.kind() == DirectGetErrorKind::TimedOut,
-                seq,
-                e,
-            )),
-        }
-    }
-
-    /// The log time of a sequence just acknowledged. A direct get may be
-    /// answered by a replica that has not applied it yet (on a cluster),
-    /// so a miss is asked again of the stream's leader, which has it.
-    pub async fn time_of_stored(&self, seq: u64) -> Result<Option<DateTime<Utc>>, LogError> {
-        if let Some(time) = self.time_of(seq).await? {
-            return Ok(Some(time));
-        }
-        use async_nats::jetstream::stream::LastRawMessageErrorKind;
-        match self.stream.get_raw_message(seq).await {
-            Ok(message) => Ok(Some(message.time)),
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(lookup_failed(false, seq, e)),
-        }
-    }
-
-    /// The log time of one sequence, if it is still held.
-    pub async fn time_of(&self, seq: u64) -> Result<Option<DateTime<Utc>>, LogError> {
-        use async_nats::jetstream::stream::DirectGetErrorKind;
-        match self.stream.direct_get(seq).await {
-            Ok(message) => Ok(Some(message.time)),
-            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
-            Err(e) => Err(lookup_failed(
-                e.kind() == DirectGetErrorKind::TimedOut,
-                seq,
-                e,
-            )),
-        }
-    }
-}
-
-fn lookup_failed(timed_out: bool, seq: u64, e: impl Into<BoxError>) -> LogError {
-    let kind = match timed_out {
-        true => RequestErrorKind::TimedOut,
-        false => RequestErrorKind::Failed,
-    };
-    LogError::request_from(Op::Lookup, kind, format!("sequence {seq}"), e)
 }
 
 /// An envelope shows milliseconds; an event is "at or after `t`" as the

@@ -21,8 +21,17 @@ use crate::event::{format_timestamp, Event, EventData, EventError, RawData};
 /// never store twice.
 pub const PUBLISH_RETRY_FOR: Duration = Duration::from_secs(30);
 
-/// The pause before the first retry; doubled on each further one, up to
-/// [`RETRY_BACKOFF_MAX`].
+/// How long one attempt waits for the stream's ack before the copy is sent
+/// again (the same `Nats-Msg-Id`: stored once). A publish sent while the
+/// stream has no leader (a cluster electing one) is answered by nobody, and
+/// async-nats's own ack timeout is 5 s: the event would be stored up to 5 s
+/// after the election. With 1 s, it is stored within about a second of it.
+/// An attempt that timed out is sent again at once (its wait was the
+/// pause); the server may then get a copy twice, and keeps one.
+pub const PUBLISH_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The pause before the first retry after a failed attempt; doubled on each
+/// further one, up to [`RETRY_BACKOFF_MAX`].
 pub const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The longest pause between two attempts.
@@ -170,15 +179,34 @@ impl Log {
         let msg_id = message_id(id, channel);
         let mut backoff = RETRY_BACKOFF;
         let mut attempt = 1;
-        let give_up =
-            tokio::time::Instant::now() + PUBLISH_RETRY_FOR.min(self.settings.duplicate_window);
+        let retry_for = PUBLISH_RETRY_FOR.min(self.settings.duplicate_window);
+        let give_up = tokio::time::Instant::now() + retry_for;
         loop {
             let publish = PublishMessage::build()
                 .payload(payload.clone())
                 .message_id(msg_id.as_str());
-            let result = match self.js.send_publish(subject.clone(), publish).await {
-                Ok(ack) => ack.await,
-                Err(e) => Err(e),
+            let attempt_ends = tokio::time::Instant::now() + PUBLISH_ATTEMPT_TIMEOUT;
+            let result = tokio::time::timeout_at(attempt_ends, async {
+                match self.js.send_publish(subject.clone(), publish).await {
+                    Ok(ack) => ack.await,
+                    Err(e) => Err(e),
+                }
+            })
+            .await;
+            let result = match result {
+                Ok(result) => result,
+                Err(_) if attempt_ends < give_up => {
+                    tracing::debug!(%subject, attempt, "publish unanswered; sending it again");
+                    attempt += 1;
+                    continue;
+                }
+                Err(_) => {
+                    return Err(LogError::request(
+                        Op::Publish,
+                        RequestErrorKind::TimedOut,
+                        format!("{subject}: no ack within {retry_for:?}"),
+                    ))
+                }
             };
             match result {
                 Ok(ack) => return Ok(ack),

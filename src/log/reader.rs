@@ -544,7 +544,7 @@ impl Delivery {
     }
 }
 
-fn decode(
+pub(super) fn decode(
     subject: &str,
     payload: &[u8],
     seq: u64,
