@@ -7,11 +7,15 @@
 //! The order of frames is the proof, not a clock: a connection that waited
 //! inline would send the late subscription's reply before anything that
 //! arrived while it waited.
+//!
+//! And live delivery never waits on the creation of the router's consumer:
+//! while no consumer can be created, the router reads by direct get.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use switchboard::channel::Id;
+use switchboard::log::StreamSettings;
 use switchboard::token::Grant;
 use switchboard_harness::*;
 
@@ -132,4 +136,82 @@ async fn a_stalled_log_request_holds_up_only_its_own_subscription() {
         "the close waited for the stalled replay: {reply_before_close:?}"
     );
     stopping.await.expect("stopped");
+}
+
+/// How long consumer creation is held back in the test below: longer than
+/// any wait of the test, so only the router's direct-get bridge can carry
+/// the events meanwhile.
+const CREATE_HELD: Duration = Duration::from_secs(600);
+
+/// The router's consumer is lost and a new one cannot be created (its
+/// creation waits on a JetStream API that does not answer, as after a
+/// stream leader's death on a loaded cluster): live events still reach the
+/// client, every one, in order, read by direct get.
+#[tokio::test]
+async fn live_delivery_goes_on_by_direct_get_while_the_routers_consumer_cannot_be_created() {
+    use futures::StreamExt;
+
+    let nats = nats();
+    let proxy = StallProxy::start(&nats.url());
+    let gateway = Gateway::start_on(&proxy.url, &[]);
+    let log = log(&nats).await;
+    let channel = Id::new_v4();
+    let mut client = Client::connect(&gateway, &token(Id::new_v4(), Grant::All, &[])).await;
+    client.subscribe(chat(channel)).await;
+    let first = log
+        .store(&message(channel, "through the consumer".to_string()))
+        .await
+        .expect("stored");
+    let frame = client.next().await;
+    assert_eq!(frame["seq"].as_u64(), Some(first.seq), "{frame}");
+
+    // No consumer can be created any more; the router's own is deleted.
+    proxy.hold("$JS.API.CONSUMER.CREATE", CREATE_HELD);
+    let admin = async_nats::jetstream::new(
+        async_nats::connect(nats.url())
+            .await
+            .expect("admin connection"),
+    );
+    let mut stream = admin
+        .get_stream(StreamSettings::default().name)
+        .await
+        .expect("the stream");
+    let names: Vec<String> = stream
+        .consumer_names()
+        .filter_map(|name| async move { name.ok() })
+        .collect()
+        .await;
+    assert!(!names.is_empty(), "the router reads through a consumer");
+    for name in &names {
+        stream.delete_consumer(name).await.expect("deleted");
+    }
+
+    let mut published = Vec::new();
+    for i in 0..20 {
+        let stored = log
+            .store(&message(channel, format!("bridged {i}")))
+            .await
+            .expect("stored");
+        published.push(stored.seq);
+    }
+    let mut delivered = Vec::new();
+    let all = tokio::time::timeout(PATIENCE, async {
+        while delivered.len() < published.len() {
+            let frame = client.next().await;
+            if let Some(seq) = frame["seq"].as_u64() {
+                delivered.push(seq);
+            }
+        }
+    })
+    .await;
+    assert!(
+        all.is_ok(),
+        "every event arrived while no consumer could be created: {delivered:?} of {published:?}"
+    );
+    assert_eq!(delivered, published, "every event, once, in order");
+    let info = stream.info().await.expect("stream info");
+    assert_eq!(
+        info.state.consumer_count, 0,
+        "no consumer was created: the events came by direct get"
+    );
 }
