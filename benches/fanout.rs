@@ -9,6 +9,7 @@
 //! offered load); 100 clients x 4_000 events with both sides paced to
 //! 2_000 events/s (latency under a steady load); then 15_000 idle
 //! subscribed connections, and the memory once they have left.
+//! `FANOUT_ONLY=paced` runs the paced latency case alone.
 //! Without `--bench` (as `cargo test --all-targets` runs it): a few clients
 //! and a few hundred events, and 50 idle connections. That run asserts that
 //! every event reached every switchboard client and prints what arrived; it
@@ -71,7 +72,19 @@ fn main() {
     } else {
         &[(5, 200, None), (20, 50, None), (5, 50, Some(1_000.0))]
     };
-    let idle = if full { 15_000 } else { 50 };
+    // `FANOUT_ONLY=paced`: the paced latency case alone, no idle memory.
+    let paced_only = std::env::var("FANOUT_ONLY").is_ok_and(|only| only == "paced");
+    let scenarios: Vec<Scenario> = scenarios
+        .iter()
+        .filter(|s| !paced_only || s.2.is_some())
+        .copied()
+        .collect();
+    let scenarios = &scenarios[..];
+    let idle = match (paced_only, full) {
+        (true, _) => 0,
+        (false, true) => 15_000,
+        (false, false) => 50,
+    };
     let most = scenarios.iter().map(|s| s.0).max().unwrap_or(0).max(idle);
     switchboard::server::listener::raise_open_file_limit();
     delivery::require_open_files(most, "fanout");
@@ -506,7 +519,11 @@ async fn run(scenarios: &[Scenario], idle: usize) {
 
     let future_bytes = switchboard::gateway::connection::task_bytes();
     let mut memories = Vec::new();
-    for (store, extra) in [("sled", &[][..]), ("kv", &["--session-store", "kv"][..])] {
+    let stores: &[(&str, &[&str])] = match idle {
+        0 => &[],
+        _ => &[("sled", &[]), ("kv", &["--session-store", "kv"])],
+    };
+    for &(store, extra) in stores {
         println!(
             "idle memory: {idle} connections, each subscribed to its own channel (gateway binary, sessions in {store}):"
         );

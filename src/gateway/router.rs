@@ -180,8 +180,12 @@ async fn create(node: &Node, from: u64, epoch: Epoch, check: bool) -> Created {
 /// is routed once, in order.
 pub async fn run(node: Arc<Node>, mut next_seq: u64, mut epoch: Epoch) {
     let shutdown = node.shutdown.clone();
+    // Made once: a fresh one per event would take the token's lock (shared
+    // with every connection) at its first poll and its drop.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
     tokio::select! {
-        _ = shutdown.cancelled() => return,
+        _ = &mut cancelled => return,
         filled = fill_window(&node, next_seq.saturating_sub(1)) => match filled {
             Ok(events) => tracing::debug!(events, "window filled from the stream"),
             Err(e) => tracing::warn!(error = %e, "window not filled: replays read the stream until it fills"),
@@ -202,7 +206,7 @@ pub async fn run(node: Arc<Node>, mut next_seq: u64, mut epoch: Epoch) {
         let mut bridge_at = tokio::time::Instant::now();
         let mut new = loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = &mut cancelled => return,
                 item = async { read.as_mut()?.next().await }, if read.is_some() => match item {
                     Some(Ok(item)) => {
                         // A replacement repeats what its predecessor
@@ -313,7 +317,7 @@ pub async fn run(node: Arc<Node>, mut next_seq: u64, mut epoch: Epoch) {
                 Err(e) => tracing::warn!(error = %e, "cannot fold the recreated stream yet"),
             }
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = &mut cancelled => return,
                 _ = tokio::time::sleep(RETRY_DELAY) => {}
             }
             if let Some(answer) = probe(&node).await {

@@ -442,7 +442,11 @@ impl Connection {
             socket, state, env, ..
         } = self;
         let node = &env.node;
+        // Biased: a write the socket takes at once (nearly every one)
+        // never polls the shutdown future, whose first poll takes the
+        // token's lock, shared by every connection.
         let flushed = tokio::select! {
+            biased;
             flushed = state.outbox().flush(socket, node.limits.stall_timeout, node.metrics) => flushed,
             _ = node.shutdown.cancelled() => return Err(End::Close(Close::ShuttingDown)),
         };
