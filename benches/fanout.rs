@@ -7,9 +7,13 @@
 //! clients x 2_000 events, each side publishing as fast as it can (the
 //! peer also once more paced to switchboard's publish rate, for the same
 //! offered load); 100 clients x 4_000 events with both sides paced to
-//! 2_000 events/s (latency under a steady load); then 15_000 idle
-//! subscribed connections, and the memory once they have left.
-//! `FANOUT_ONLY=paced` runs the paced latency case alone.
+//! 2_000 events/s (latency under a steady load); then (d) 5_000 idle
+//! subscribed connections, once with sessions in sled and once in the
+//! bucket, and the memory once they have left. `FANOUT_ONLY=idle` runs
+//! (d) alone; `FANOUT_PAUSE=30` prints the gateway's pid once the idle
+//! connections are in and waits that many seconds, for a heap profiler to
+//! look (heaptrack sees the live heap if the gateway is killed then).
+//! `FANOUT_ONLY=paced` runs (c) alone.
 //! Without `--bench` (as `cargo test --all-targets` runs it): a few clients
 //! and a few hundred events, and 50 idle connections. That run asserts that
 //! every event reached every switchboard client and prints what arrived; it
@@ -52,6 +56,20 @@ const SETTLE: Duration = Duration::from_secs(2);
 /// a timer wakes it).
 const GIVE_BACK: Duration = Duration::from_secs(10);
 
+/// Idle connections in case (d), as issue 26's peer comparison counts
+/// them (the sweep bench goes on to 15,000).
+const IDLE_CONNECTIONS: usize = 5_000;
+
+/// `FANOUT_ONLY=idle`: the idle-memory case alone.
+fn idle_only() -> bool {
+    std::env::var("FANOUT_ONLY").is_ok_and(|only| only == "idle")
+}
+
+/// `FANOUT_ONLY=paced`: case (c) alone, no idle memory.
+fn paced_only() -> bool {
+    std::env::var("FANOUT_ONLY").is_ok_and(|only| only == "paced")
+}
+
 /// The targets of issue 14.
 const DELIVERED_VS_PEER: f64 = 1.5;
 const P99_VS_PEER: f64 = 0.5;
@@ -72,17 +90,15 @@ fn main() {
     } else {
         &[(5, 200, None), (20, 50, None), (5, 50, Some(1_000.0))]
     };
-    // `FANOUT_ONLY=paced`: the paced latency case alone, no idle memory.
-    let paced_only = std::env::var("FANOUT_ONLY").is_ok_and(|only| only == "paced");
     let scenarios: Vec<Scenario> = scenarios
         .iter()
-        .filter(|s| !paced_only || s.2.is_some())
+        .filter(|s| !idle_only() && (!paced_only() || s.2.is_some()))
         .copied()
         .collect();
     let scenarios = &scenarios[..];
-    let idle = match (paced_only, full) {
+    let idle = match (paced_only(), full) {
         (true, _) => 0,
-        (false, true) => 15_000,
+        (false, true) => IDLE_CONNECTIONS,
         (false, false) => 50,
     };
     let most = scenarios.iter().map(|s| s.0).max().unwrap_or(0).max(idle);
@@ -399,6 +415,16 @@ async fn idle_memory(connections: usize, extra: &[&str]) -> Memory {
     tokio::time::sleep(SETTLE).await;
     let loaded = gateway.rss_bytes();
     assert_eq!(sockets.len(), connections);
+    if let Some(pause) = std::env::var("FANOUT_PAUSE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        println!(
+            "  (gateway pid {}: the connections leave in {pause} s)",
+            gateway.pid()
+        );
+        tokio::time::sleep(Duration::from_secs(pause)).await;
+    }
     drop(sockets);
     tokio::time::sleep(GIVE_BACK).await;
     let left = gateway.rss_bytes();
@@ -414,6 +440,20 @@ async fn idle_memory(connections: usize, extra: &[&str]) -> Memory {
 // ------------------------------------------------------------------- main
 
 async fn run(scenarios: &[Scenario], idle: usize) {
+    let results = if scenarios.is_empty() {
+        Vec::new()
+    } else {
+        delivery_cases(scenarios).await
+    };
+    if idle == 0 {
+        bench::print_json("fanout", json!({ "scenarios": results }));
+    } else {
+        idle_cases(idle, results).await;
+    }
+}
+
+/// Cases (a) to (c), against the peer; their figures as JSON.
+async fn delivery_cases(scenarios: &[Scenario]) -> Vec<serde_json::Value> {
     let nats = bench::nats();
     let log = bench::log(&nats).await;
     let gateway = bench::gateway(&nats.url());
@@ -516,16 +556,18 @@ async fn run(scenarios: &[Scenario], idle: usize) {
     drop(gateway);
     drop(peer_server);
     drop(nats);
+    results
+}
 
+/// Case (d): `idle` idle subscribed connections on a fresh gateway, with
+/// sessions in sled and in the bucket; prints every figure as JSON with
+/// `results`, the other cases'.
+async fn idle_cases(idle: usize, results: Vec<serde_json::Value>) {
     let future_bytes = switchboard::gateway::connection::task_bytes();
     let mut memories = Vec::new();
-    let stores: &[(&str, &[&str])] = match idle {
-        0 => &[],
-        _ => &[("sled", &[]), ("kv", &["--session-store", "kv"])],
-    };
-    for &(store, extra) in stores {
+    for (store, extra) in [("sled", &[][..]), ("kv", &["--session-store", "kv"][..])] {
         println!(
-            "idle memory: {idle} connections, each subscribed to its own channel (gateway binary, sessions in {store}):"
+            "(d) idle memory: {idle} connections, each subscribed to its own channel (gateway binary, sessions in {store}):"
         );
         let memory = idle_memory(idle, extra).await;
         memory.print(idle);
@@ -568,7 +610,7 @@ async fn run(scenarios: &[Scenario], idle: usize) {
     bench::print_json(
         "fanout",
         json!({
-            "payload_bytes": size,
+            "payload_bytes": envelope_size(Id::new_v4()),
             "scenarios": results,
             "idle_connections": idle,
             "idle_memory": memory_json,

@@ -16,12 +16,15 @@
 //! announces the same changes (within the time the reports take to
 //! travel).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use compact_str::CompactString;
 
 use crate::channel::Id;
+use users::Users;
+
+mod users;
 
 /// A node of the deployment.
 pub type NodeId = Id;
@@ -121,7 +124,7 @@ struct UserState {
 pub struct View {
     grace: Duration,
     /// Each channel's users, by user id (a snapshot lists them in order).
-    channels: HashMap<Id, BTreeMap<Id, UserState>>,
+    channels: HashMap<Id, Users>,
     /// The nodes reporting, by index; a gone node's slot is reused.
     nodes: Vec<Option<NodeId>>,
     /// Users held on several nodes: each node's count.
@@ -260,8 +263,7 @@ impl View {
             .channels
             .entry(channel)
             .or_default()
-            .entry(user)
-            .or_insert_with(|| UserState {
+            .get_or_insert_with(user, || UserState {
                 username: CompactString::new(username),
                 count: 0,
                 node: NOBODY,
@@ -325,7 +327,7 @@ impl View {
         };
         let mut held = Vec::new();
         for (channel, users) in &self.channels {
-            for (user, state) in users {
+            for (user, state) in users.iter() {
                 if state.node != index && state.node != SPREAD {
                     continue;
                 }
@@ -449,7 +451,7 @@ impl View {
         let mut count = 0;
         let mut members = Vec::new();
         if let Some(users) = self.channels.get(&channel) {
-            for (user, state) in users {
+            for (user, state) in users.iter() {
                 let shown = state.announced || (Some(*user) == asker && state.count > 0);
                 if !shown {
                     continue;

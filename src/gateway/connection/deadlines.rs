@@ -13,10 +13,8 @@ pub(super) struct Deadlines {
     pub(super) expiry: tokio::time::Instant,
     /// The next heartbeat ping.
     pub(super) heartbeat: tokio::time::Instant,
-    pub(super) heartbeat_every: Duration,
     /// The next write of the session's cursors, if they moved.
     pub(super) cursors: tokio::time::Instant,
-    pub(super) cursors_every: Duration,
     /// The receipt probe, while one is due (see `session::Receipts`).
     pub(super) probe: Option<tokio::time::Instant>,
 }
@@ -31,9 +29,7 @@ impl Deadlines {
         Deadlines {
             expiry: later(now, claims.time_left().min(FAR_FUTURE)),
             heartbeat: later(now, heartbeat_every),
-            heartbeat_every,
             cursors: later(now, cursors_every),
-            cursors_every,
             probe: None,
         }
     }

@@ -64,9 +64,9 @@ pub(super) trait Env {
 pub(super) struct NodeEnv {
     pub(super) node: Arc<Node>,
     pub(super) conn: u64,
+    /// The connection's queue; its `user` is the connection's.
     pub(super) mailbox: Arc<Mailbox>,
-    /// The connection's user and the name its presence shows.
-    pub(super) user: Id,
+    /// The name the user's presence shows.
     pub(super) username: String,
 }
 
@@ -83,7 +83,9 @@ impl Env for NodeEnv {
             .hub
             .subscribe(channel, self.conn, presence, self.mailbox.clone());
         if let Channel::Chat(id) = channel {
-            self.node.presence.join(id, self.user, &self.username);
+            self.node
+                .presence
+                .join(id, self.mailbox.user, &self.username);
         }
         routed
     }
@@ -91,12 +93,14 @@ impl Env for NodeEnv {
     fn leave(&mut self, channel: Channel, how: Left) {
         self.node.hub.unsubscribe(channel, self.conn);
         if let Channel::Chat(id) = channel {
-            self.node.presence.leave(id, self.user, how);
+            self.node.presence.leave(id, self.mailbox.user, how);
         }
     }
 
     fn presence(&self, channel: Id) -> Snapshot {
-        self.node.presence.snapshot(channel, Some(self.user))
+        self.node
+            .presence
+            .snapshot(channel, Some(self.mailbox.user))
     }
 
     fn last_routed(&self) -> u64 {

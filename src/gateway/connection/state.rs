@@ -182,8 +182,13 @@ pub(super) struct State {
     outbox: Outbox,
     effects: VecDeque<Effect>,
     /// The typing limit, per channel that has typed.
-    typing: HashMap<Channel, RateWindow>,
-    bad_frames: RateWindow,
+    /// Made with the first `typing` frame (many connections never send
+    /// one): an empty map is 48 bytes of every idle connection.
+    #[allow(clippy::box_collection)] // boxed for its size while `None`
+    typing: Option<Box<HashMap<Channel, RateWindow>>>,
+    /// The bad-frame limit, made with the first bad frame (most
+    /// connections never send one): its limit until then.
+    bad_frames: BadFrames,
     session: Keeper,
     receipts: Receipts,
     deadlines: Deadlines,
@@ -194,6 +199,21 @@ pub(super) struct State {
     /// How a subscription that is forgotten now leaves: ended, unless the
     /// connection is ending ([`State::leave_all`]).
     leaving: Left,
+}
+
+/// The bad-frame limit; its window is made with the first bad frame (a
+/// `RateWindow` is 56 bytes of every idle connection, this is 16).
+struct BadFrames {
+    limit: usize,
+    window: Option<Box<RateWindow>>,
+}
+
+impl BadFrames {
+    fn window(&mut self) -> &mut RateWindow {
+        let limit = self.limit;
+        self.window
+            .get_or_insert_with(|| Box::new(RateWindow::new(limit, ABUSE_WINDOW)))
+    }
 }
 
 impl State {
@@ -217,8 +237,11 @@ impl State {
             next_ticket: 0,
             outbox: Outbox::default(),
             effects: VecDeque::new(),
-            typing: HashMap::new(),
-            bad_frames: RateWindow::new(bad_frames_per_minute, ABUSE_WINDOW),
+            typing: None,
+            bad_frames: BadFrames {
+                limit: bad_frames_per_minute,
+                window: None,
+            },
             session: Keeper::new(),
             receipts: Receipts::default(),
             deadlines,
@@ -617,10 +640,10 @@ impl State {
         }
         if now >= deadlines.heartbeat {
             self.outbox.ping();
-            deadlines.heartbeat = now + deadlines.heartbeat_every;
+            deadlines.heartbeat = now + self.bounds.heartbeat;
         }
         if now >= deadlines.cursors {
-            deadlines.cursors = now + deadlines.cursors_every;
+            deadlines.cursors = now + self.bounds.flush_interval;
             self.save_session(env);
         }
         if self.receipts.due().is_some_and(|due| now >= due) {
@@ -944,7 +967,9 @@ impl State {
             self.session.ended(channel);
         }
         self.effects.push_back(Effect::StopRead { channel });
-        self.typing.remove(&channel);
+        if let Some(typing) = &mut self.typing {
+            typing.remove(&channel);
+        }
     }
 
     fn ticket(&mut self) -> u64 {
@@ -973,6 +998,7 @@ impl State {
         let limit = self.bounds.typing_per_second;
         let admitted = self
             .typing
+            .get_or_insert_with(Box::default)
             .entry(chat)
             .or_insert_with(|| RateWindow::new(limit, TYPING_WINDOW))
             .admit(Instant::now());
@@ -997,7 +1023,7 @@ impl State {
         }
         let metrics = Metrics::get();
         metrics.bad_frames.increment(1);
-        if !self.bad_frames.admit(Instant::now()) {
+        if !self.bad_frames.window().admit(Instant::now()) {
             metrics.abuse_closes.increment(1);
             return Err(End::Close(Close::Abuse));
         }
