@@ -93,7 +93,7 @@ struct Sizes {
 impl Sizes {
     fn full() -> Sizes {
         Sizes {
-            clients: 2_000,
+            clients: clients_from_env().unwrap_or(2_000),
             channels: 200,
             per_s: 1_000.0,
             control_clients: 100,
@@ -126,6 +126,16 @@ impl Sizes {
     }
 }
 
+/// `STORM_CLIENTS=<n>` sets the full run's storm clients (2,000 by
+/// default; 15,000 is the large storm docs/performance.md records).
+fn clients_from_env() -> Option<usize> {
+    let value = std::env::var("STORM_CLIENTS").ok()?;
+    match value.replace(['_', ','], "").parse() {
+        Ok(n) if n > 0 => Some(n),
+        _ => panic!("STORM_CLIENTS={value}: expected a number of clients"),
+    }
+}
+
 /// How storm clients resume on B.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Resume {
@@ -148,7 +158,9 @@ fn main() {
     let full = bench::full();
     let sizes = if full { Sizes::full() } else { Sizes::smoke() };
     let limit = bench::raise_open_files_limit();
-    let needed = (sizes.clients + sizes.control_clients) as u64 * 2 + 256;
+    // One socket per client at a time (a storm client drops A's before it
+    // dials B), plus the bench's NATS connections and files.
+    let needed = (sizes.clients + sizes.control_clients) as u64 + 256;
     if limit < needed {
         panic!(
             "the open-files limit is {limit}, too low for {} connections (need {needed}): \
@@ -315,14 +327,18 @@ async fn run(sizes: &Sizes, resume: Resume) -> Outcome {
     let give_up = storm_from + sizes.storm_patience;
     let mut gap_events = 0;
     let mut gap_taken = false;
+    let nats_pid = bench::nats_pid();
+    let mut cpu_from = None;
     while shared.live.load(Ordering::Relaxed) < target && Instant::now() < give_up {
         tokio::time::sleep(RSS_EVERY).await;
         b_rss_peak = b_rss_peak.max(b.rss_bytes());
         if !gap_taken && Instant::now() >= storm_from {
             gap_taken = true;
             gap_events = acked.max_seq.load(Ordering::Relaxed);
+            cpu_from = Some(Cpu::now(b.pid(), nats_pid));
         }
     }
+    let cpu = cpu_from.map(|from| Cpu::now(b.pid(), nats_pid).since(&from));
     let all_live = shared.live.load(Ordering::Relaxed) >= target;
     let storm_s = storm_from.elapsed().as_secs_f64();
     let during_to = now_nanos();
@@ -368,6 +384,8 @@ async fn run(sizes: &Sizes, resume: Resume) -> Outcome {
         replayed: Vec::new(),
         never_replayed: 0,
         hello: Vec::new(),
+        turn: Vec::new(),
+        upgraded: Vec::new(),
         lost: 0,
         duplicates: 0,
         duplicates_beyond_bound: 0,
@@ -398,6 +416,7 @@ async fn run(sizes: &Sizes, resume: Resume) -> Outcome {
         control_closes: 0,
         storm_s,
         all_live,
+        cpu,
     };
     let mut oldest_resume = u64::MAX;
     for (i, record) in records.iter().enumerate() {
@@ -437,6 +456,12 @@ async fn run(sizes: &Sizes, resume: Resume) -> Outcome {
         if let Some(d) = record.to_hello {
             outcome.hello.push(d.as_nanos() as u64);
         }
+        if let Some(d) = record.to_turn {
+            outcome.turn.push(d.as_nanos() as u64);
+        }
+        if let Some(d) = record.to_upgraded {
+            outcome.upgraded.push(d.as_nanos() as u64);
+        }
         outcome.attempts += u64::from(record.attempts);
         outcome.refused += u64::from(record.refused);
         outcome.errors += u64::from(record.errors);
@@ -449,6 +474,8 @@ async fn run(sizes: &Sizes, resume: Resume) -> Outcome {
     outcome.gap_events = gap_events.saturating_sub(oldest_resume.min(gap_events));
     outcome.replayed.sort_unstable();
     outcome.hello.sort_unstable();
+    outcome.turn.sort_unstable();
+    outcome.upgraded.sort_unstable();
     for record in controls {
         outcome.control_errors += u64::from(record.errors);
         outcome.control_closes += u64::from(record.closes);
@@ -463,6 +490,36 @@ async fn run(sizes: &Sizes, resume: Resume) -> Outcome {
     outcome.control_before.sort_unstable();
     outcome.control_during.sort_unstable();
     outcome
+}
+
+/// CPU seconds used so far by B, this process (the load tool: clients and
+/// publisher) and nats-server, and the wall clock.
+#[derive(Clone, Copy)]
+pub struct Cpu {
+    pub b: f64,
+    pub bench: f64,
+    pub nats: f64,
+    pub wall: f64,
+}
+
+impl Cpu {
+    fn now(b_pid: u32, nats_pid: u32) -> Cpu {
+        Cpu {
+            b: bench::cpu_seconds(b_pid),
+            bench: bench::cpu_seconds(std::process::id()),
+            nats: bench::cpu_seconds(nats_pid),
+            wall: now_nanos() as f64 / 1e9,
+        }
+    }
+
+    fn since(&self, from: &Cpu) -> Cpu {
+        Cpu {
+            b: self.b - from.b,
+            bench: self.bench - from.bench,
+            nats: self.nats - from.nats,
+            wall: self.wall - from.wall,
+        }
+    }
 }
 
 /// Polls `done` every 20 ms until it holds; panics after `patience`.

@@ -3,6 +3,7 @@
 # `since_seq` resume storm (benches/storm.rs), with Linux `perf`.
 #
 #   bash scripts/profile-storm.sh        # needs perf (Debian: linux-perf) and the pinned tools
+#   STORM_CLIENTS=15000 bash scripts/profile-storm.sh   # the 15,000-client storm
 #
 # perf samples the whole machine while the bench runs; beside it, B's CPU
 # time is sampled every 0.1 s on perf's clock (/proc/uptime), and the report

@@ -245,7 +245,8 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         edge = edge.metrics_elsewhere();
     }
     let edge = Arc::new(edge);
-    let mut sockets = listener::socket_budget(open_files());
+    let open_files = open_files();
+    let mut sockets = listener::socket_budget(open_files);
     // The metrics address's sockets come out of the same budget.
     let metrics = match metrics_listener {
         Some(metrics_listener) => {
@@ -276,6 +277,7 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         write_stall: settings.limits.stall_timeout,
     };
     tracing::info!(
+        open_files,
         sockets = bounds.sockets,
         pending = bounds.pending,
         head_timeout_ms = bounds.head_timeout.as_millis() as u64,
@@ -354,7 +356,8 @@ pub const LISTEN_BACKLOG: u32 = 1024;
 /// The open-file limit assumed when the process's cannot be read.
 pub const DEFAULT_OPEN_FILES: u64 = 1024;
 
-/// The process's open-file limit, raised first to its hard limit.
+/// The process's open-file limit, raised first to its hard limit (logged
+/// with the socket budget it gives: "client sockets bounded").
 fn open_files() -> u64 {
     listener::raise_open_file_limit().unwrap_or_else(|| {
         tracing::warn!(

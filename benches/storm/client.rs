@@ -69,6 +69,12 @@ pub struct Record {
     pub to_replayed: [Option<Duration>; 2],
     /// From the start of the reconnect to B's `hello`.
     pub to_hello: Option<Duration>,
+    /// From the start of the reconnect to the first connect's turn (the
+    /// bench's own queue: [`CONNECT_CONCURRENCY`] connect at once).
+    pub to_turn: Option<Duration>,
+    /// From the start of the reconnect to B's answer to the first upgrade
+    /// that held (TCP connect and the 101).
+    pub to_upgraded: Option<Duration>,
     /// Connect attempts on B (1 when the first one held).
     pub attempts: u32,
     /// Connects refused, failed or timed out.
@@ -264,10 +270,14 @@ pub async fn on_b(
         url.push_str(session);
     }
     let permit = shared.connecting.acquire().await.expect("semaphore");
+    record.to_turn.get_or_insert(started.elapsed());
     let connected = bench::try_connect(&url, READ_BUFFER, CONNECT_TIMEOUT).await;
     drop(permit);
     let mut ws = match connected {
-        Ok(ws) => ws,
+        Ok(ws) => {
+            record.to_upgraded.get_or_insert(started.elapsed());
+            ws
+        }
         Err(_) => {
             record.refused += 1;
             return false;

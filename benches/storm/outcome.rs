@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::{Resume, Sizes, CONSUMERS_METRIC, SESSION_DUPLICATE_BOUND};
+use super::{Cpu, Resume, Sizes, CONSUMERS_METRIC, SESSION_DUPLICATE_BOUND};
 use switchboard_harness::bench::{self, ms, percentile, thousands};
 
 /// The figures of one run.
@@ -13,6 +13,9 @@ pub struct Outcome {
     pub replayed: Vec<u64>,
     pub never_replayed: usize,
     pub hello: Vec<u64>,
+    /// Reconnect start -> the bench's connect turn, and -> the 101.
+    pub turn: Vec<u64>,
+    pub upgraded: Vec<u64>,
     pub lost: u64,
     pub duplicates: u64,
     /// Session runs: duplicates published more than the bound before the kill.
@@ -44,6 +47,8 @@ pub struct Outcome {
     pub control_closes: u64,
     pub storm_s: f64,
     pub all_live: bool,
+    /// CPU used from the first reconnect until every subscription was live.
+    pub cpu: Option<Cpu>,
 }
 
 pub fn mib(bytes: u64) -> String {
@@ -83,9 +88,11 @@ impl Outcome {
                 self.never_replayed
             ),
         );
+        row("reconnect start -> connect turn (bench)", dist(&self.turn));
+        row("reconnect start -> upgraded (101)", dist(&self.upgraded));
+        row("reconnect start -> `hello`", dist(&self.hello));
         row("reconnect start -> `replayed`", dist(&self.replayed));
         if self.resume == Resume::Session {
-            row("reconnect start -> `hello`", dist(&self.hello));
             row(
                 "subscriptions the session did not restore",
                 self.not_resumed.to_string(),
@@ -99,6 +106,15 @@ impl Outcome {
                 format!("NOT within {:.0} s", sizes.storm_patience.as_secs_f64())
             },
         );
+        if let Some(cpu) = self.cpu {
+            row(
+                "CPU in the storm: B / load tool / nats-server",
+                format!(
+                    "{:.2} / {:.2} / {:.2} s over {:.2} s (2 cores)",
+                    cpu.b, cpu.bench, cpu.nats, cpu.wall
+                ),
+            );
+        }
         row(
             "cut-off seq / events expected (all subs)",
             format!("{} / {}", self.cutoff, thousands(self.expected as f64)),
@@ -262,7 +278,7 @@ impl Outcome {
 
     pub fn json(&self) -> serde_json::Value {
         let r3 = bench::round3;
-        json!({
+        let mut json = json!({
             "resume": self.resume.name(),
             "subscriptions": self.subscriptions,
             "replayed_p50_ms": r3(pct_ms(&self.replayed, 50.0)),
@@ -304,6 +320,22 @@ impl Outcome {
             "control_p99_ratio": r3(self.control_ratio()),
             "control_errors": self.control_errors,
             "control_drops": self.control_closes,
-        })
+        });
+        // Apart: one `json!` of every key passes the macro's recursion limit.
+        if let Some(cpu) = self.cpu {
+            json["storm_cpu_s"] = json!({
+                "b": r3(cpu.b),
+                "load_tool": r3(cpu.bench),
+                "nats_server": r3(cpu.nats),
+                "wall": r3(cpu.wall),
+            });
+        }
+        json["phases_ms"] = json!({
+            "turn_p50": r3(pct_ms(&self.turn, 50.0)),
+            "turn_p99": r3(pct_ms(&self.turn, 99.0)),
+            "upgraded_p50": r3(pct_ms(&self.upgraded, 50.0)),
+            "upgraded_p99": r3(pct_ms(&self.upgraded, 99.0)),
+        });
+        json
     }
 }
