@@ -60,6 +60,7 @@ pub enum FlushError {
 
 /// WebSocket opcodes (RFC 6455, section 5.2).
 const TEXT: u8 = 0x1;
+const BINARY: u8 = 0x2;
 const PING: u8 = 0x9;
 
 /// RSV1: the frame's message is compressed (RFC 7692, section 6).
@@ -153,6 +154,16 @@ impl Outbox {
     /// Queues a connection-level frame (`hello`, `error`, `pong`, …).
     pub fn push_text(&mut self, text: impl Into<Text>) {
         self.queue_text(text.into(), None);
+    }
+
+    /// Queues a binary frame, compressed like text. The gateway's protocol
+    /// has none; the transport's echo (examples/autobahn_echo.rs) sends
+    /// them.
+    pub fn push_binary(&mut self, payload: Bytes) {
+        match deflate::deflate(&payload).filter(|_| self.compress) {
+            Some(compressed) => self.queue(BINARY, COMPRESSED, compressed),
+            None => self.queue(BINARY, 0, payload),
+        }
     }
 
     /// A heartbeat ping.
