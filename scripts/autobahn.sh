@@ -60,7 +60,7 @@ done
 
 cat >"$report/fuzzingclient.json" <<JSON
 {
-    "outdir": "$report",
+    "outdir": ".",
     "servers": [{"agent": "switchboard", "url": "ws://127.0.0.1:$port"}],
     "cases": $cases,
     "exclude-cases": [],
