@@ -172,3 +172,7 @@ fuzz:
 # Remove the local data directory (./data)
 _clean-data:
     rm -rf ./data
+
+# The Autobahn|Testsuite's fuzzing client (sections 1-7, and 12-13: permessage-deflate) against an echo server on the gateway's own transport (examples/autobahn_echo.rs); Python 2.7 (pyenv's 2.7.18) in a virtualenv under .tools/autobahn; fails unless every case passes; the report is in target/autobahn/
+autobahn:
+    bash scripts/autobahn.sh

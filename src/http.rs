@@ -413,7 +413,7 @@ async fn websocket(
         Ok(claims) => claims,
         Err(refusal) => return refusal.into_response(),
     };
-    let response = match upgrade::handshake(&headers) {
+    let (response, deflate) = match upgrade::handshake(&headers, edge.bounds.compression) {
         Ok(response) => response,
         Err(e) => return error_reply(StatusCode::BAD_REQUEST, "bad_request", e),
     };
@@ -442,8 +442,14 @@ async fn websocket(
     };
     // An unknown or malformed session id is not an error: a fresh session.
     let session = query.get("session").and_then(|s| Id::parse(s).ok());
-    edge.node
-        .accept(on_upgrade, claims, edge.keys.clone(), session, slot);
+    edge.node.accept(
+        on_upgrade,
+        claims,
+        edge.keys.clone(),
+        session,
+        deflate,
+        slot,
+    );
     response
 }
 

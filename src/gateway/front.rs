@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::deflate::Deflate;
 use super::{connection, Node};
 use crate::channel::Id;
 use crate::envelope::StoredEvent;
@@ -90,9 +91,10 @@ impl Front {
         claims: Claims,
         keys: Arc<Verifier>,
         session: Option<Id>,
+        deflate: Option<Deflate>,
         held: impl Send + 'static,
     ) {
-        connection::accept(&self.node, on_upgrade, claims, keys, session, held);
+        connection::accept(&self.node, on_upgrade, claims, keys, session, deflate, held);
     }
 
     /// Who is online in chat channel `channel`, on every node.

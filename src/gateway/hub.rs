@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use tokio::sync::Notify;
 
+use super::deflate::Deflated;
 use crate::access::Cut;
 use crate::channel::{Channel, Id};
 use crate::envelope::Text;
@@ -31,6 +32,9 @@ pub struct Delivery {
     pub seq: Option<u64>,
     /// The whole envelope, encoded once for every subscriber.
     pub frame: Text,
+    /// Its `permessage-deflate` form, made by the first subscriber that
+    /// sends it compressed.
+    pub deflated: Deflated,
     /// Whom this event cuts off the channel.
     pub cut: Option<Cut>,
     /// The log's commit time, for delivery latency (ms since the epoch).
@@ -398,6 +402,7 @@ mod tests {
             channel,
             seq,
             frame: Text::from_static("{}"),
+            deflated: Default::default(),
             cut: None,
             log_time_ms: 0,
             from_user: None,

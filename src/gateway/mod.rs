@@ -13,6 +13,9 @@
 //! - [`housekeeping`]: projection snapshots and metric upkeep.
 //! - [`protocol`]: client and server frames, close codes.
 //! - [`upgrade`]: the HTTP upgrade with a bounded transport configuration.
+//! - [`deflate`]: `permessage-deflate`: the answer to an offer, and each
+//!   event compressed once per node.
+//! - [`inflate`]: the socket's stream that inflates compressed client messages.
 //! - [`window`]: the node's recent events in memory, for short replays.
 //! - [`front`]: what the HTTP edge may ask of the node ([`Front`]).
 //! - [`users`]: each user's local connections, and the operator's disconnect.
@@ -24,9 +27,11 @@
 //! through [`Front`] with the verifier its `refresh` frames use.
 
 pub mod connection;
+pub mod deflate;
 pub mod front;
 pub mod housekeeping;
 pub mod hub;
+pub mod inflate;
 pub mod outbox;
 pub mod presence;
 pub mod protocol;

@@ -13,6 +13,12 @@
 //! left half-written when it writes (a flush cut short resumes where it
 //! stopped, at the next flush or before the close frame).
 //!
+//! On a connection that negotiated `permessage-deflate`, a text frame goes
+//! compressed (RSV1 set) when it shrinks: a live event's compressed bytes
+//! are made once per node and shared like its JSON
+//! ([`super::deflate::Deflated`]); other frames are compressed on the way
+//! in. Control frames never are.
+//!
 //! A completed flush says which subscriptions had event frames in it: the
 //! connection then probes for their receipt (a ping after them), since a
 //! frame the socket took can still die in a TCP buffer. Metrics are counted
@@ -28,6 +34,7 @@ use futures::SinkExt;
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::{self, Message};
 
+use super::deflate::{self, Deflated};
 use super::subscription::Frame;
 use super::upgrade::Socket;
 use crate::channel::Channel;
@@ -40,7 +47,7 @@ pub const SLICES_PER_WRITE: usize = 512;
 
 /// A flush that carried fewer frames than this gives its storage back: an
 /// idle connection keeps none, a busy one keeps what it reuses.
-const KEEP_AFTER_FRAMES: usize = 32;
+const KEEP_AFTER_FRAMES: u32 = 32;
 
 /// Why a flush did not complete.
 #[derive(Debug)]
@@ -53,7 +60,11 @@ pub enum FlushError {
 
 /// WebSocket opcodes (RFC 6455, section 5.2).
 const TEXT: u8 = 0x1;
+const BINARY: u8 = 0x2;
 const PING: u8 = 0x9;
+
+/// RSV1: the frame's message is compressed (RFC 7692, section 6).
+const COMPRESSED: u8 = 0x40;
 
 /// One frame as it goes on the wire: its header, then its payload.
 struct WireFrame {
@@ -63,10 +74,11 @@ struct WireFrame {
 }
 
 impl WireFrame {
-    /// A final, unmasked frame (RFC 6455, section 5.2).
-    fn new(opcode: u8, payload: Bytes) -> WireFrame {
+    /// A final, unmasked frame (RFC 6455, section 5.2); `flags`: RSV1
+    /// for a compressed one.
+    fn new(opcode: u8, flags: u8, payload: Bytes) -> WireFrame {
         let mut head = [0u8; 10];
-        head[0] = 0x80 | opcode;
+        head[0] = 0x80 | flags | opcode;
         let len = payload.len();
         let head_len = if len < 126 {
             head[1] = len as u8;
@@ -99,57 +111,92 @@ pub struct Outbox {
     /// Bytes of the first frame the socket already took.
     written: usize,
     /// Frames queued since the last completed flush.
-    queued: usize,
+    queued: u32,
     /// Subscriptions with event frames since the last flush.
     touched: Vec<Channel>,
     /// Event frames since the last flush, counted at the flush.
-    live: u64,
-    replayed: u64,
+    /// (32 bits each: a flush carries far fewer, and the connection's
+    /// task stays within its budget.)
+    live: u32,
+    replayed: u32,
     /// The log time of the oldest live event since the last flush: one
     /// latency sample per flush.
     oldest_live_ms: Option<i64>,
+    /// Whether text frames go compressed when they shrink.
+    compress: bool,
 }
 
 impl Outbox {
+    /// Text frames from now on go compressed when they shrink (the
+    /// connection negotiated `permessage-deflate`).
+    pub fn compress(&mut self, on: bool) {
+        self.compress = on;
+    }
+
     /// Queues a subscription's frame.
     pub fn push(&mut self, channel: Channel, frame: Frame) {
-        let text = match frame {
+        match frame {
             Frame::Live(delivery) => {
                 self.touch(channel);
-                self.live += 1;
+                self.live = self.live.saturating_add(1);
                 self.oldest_live_ms.get_or_insert(delivery.log_time_ms);
-                delivery.frame.clone()
+                self.queue_text(delivery.frame.clone(), Some(&delivery.deflated));
             }
             Frame::Replayed(text) => {
                 self.touch(channel);
-                self.replayed += 1;
-                text
+                self.replayed = self.replayed.saturating_add(1);
+                self.queue_text(text, None);
             }
-            Frame::Plain(text) => text,
-        };
-        self.queue(TEXT, text.into_bytes());
+            Frame::Plain(text) => self.queue_text(text, None),
+        }
     }
 
     /// Queues a connection-level frame (`hello`, `error`, `pong`, …).
     pub fn push_text(&mut self, text: impl Into<Text>) {
-        self.queue(TEXT, text.into().into_bytes());
+        self.queue_text(text.into(), None);
+    }
+
+    /// Queues a binary frame, compressed like text. The gateway's protocol
+    /// has none; the transport's echo (examples/autobahn_echo.rs) sends
+    /// them.
+    pub fn push_binary(&mut self, payload: Bytes) {
+        match deflate::deflate(&payload).filter(|_| self.compress) {
+            Some(compressed) => self.queue(BINARY, COMPRESSED, compressed),
+            None => self.queue(BINARY, 0, payload),
+        }
     }
 
     /// A heartbeat ping.
     pub fn ping(&mut self) {
-        self.queue(PING, Bytes::new());
+        self.queue(PING, 0, Bytes::new());
     }
 
     /// A ping whose pong tells that the client has every frame before it.
     pub fn probe(&mut self, id: u64) {
-        self.queue(PING, Bytes::copy_from_slice(&id.to_be_bytes()));
+        self.queue(PING, 0, Bytes::copy_from_slice(&id.to_be_bytes()));
     }
 
+    /// A text frame, compressed when the connection compresses and it
+    /// shrinks: from `shared`, the node's one compressed copy, when given.
     /// `Text` holds UTF-8 by construction (`envelope::Text`), so a text
     /// frame's payload is valid as RFC 6455 requires.
-    fn queue(&mut self, opcode: u8, payload: Bytes) {
-        self.frames.push_back(WireFrame::new(opcode, payload));
-        self.queued += 1;
+    fn queue_text(&mut self, text: Text, shared: Option<&Deflated>) {
+        if self.compress {
+            let compressed = match shared {
+                Some(slot) => slot.of(&text),
+                None => deflate::deflate(&text),
+            };
+            if let Some(compressed) = compressed {
+                return self.queue(TEXT, COMPRESSED, compressed);
+            }
+        }
+        self.queue(TEXT, 0, text.into_bytes());
+    }
+
+    fn queue(&mut self, opcode: u8, flags: u8, payload: Bytes) {
+        self.frames
+            .push_back(WireFrame::new(opcode, flags, payload));
+        self.queued = self.queued.saturating_add(1);
     }
 
     /// Takes every queued frame as a flush would write it, without a
@@ -203,8 +250,8 @@ impl Outbox {
             self.frames = VecDeque::new();
         }
         let (live, replayed) = (
-            std::mem::take(&mut self.live),
-            std::mem::take(&mut self.replayed),
+            u64::from(std::mem::take(&mut self.live)),
+            u64::from(std::mem::take(&mut self.replayed)),
         );
         if live + replayed > 0 {
             metrics.events_out.increment(live + replayed);
@@ -295,7 +342,7 @@ mod tests {
     #[test]
     fn headers_use_the_shortest_length_form() {
         let head = |len: usize| {
-            let f = WireFrame::new(TEXT, Bytes::from(vec![b'x'; len]));
+            let f = WireFrame::new(TEXT, 0, Bytes::from(vec![b'x'; len]));
             f.head[..usize::from(f.head_len)].to_vec()
         };
         assert_eq!(head(0), [0x81, 0]);
@@ -303,8 +350,10 @@ mod tests {
         assert_eq!(head(126), [0x81, 126, 0, 126]);
         assert_eq!(head(65_535), [0x81, 126, 0xff, 0xff]);
         assert_eq!(head(65_536), [0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
-        let ping = WireFrame::new(PING, Bytes::new());
+        let ping = WireFrame::new(PING, 0, Bytes::new());
         assert_eq!(&ping.head[..2], [0x89, 0]);
+        let compressed = WireFrame::new(TEXT, COMPRESSED, Bytes::from_static(b"xy"));
+        assert_eq!(&compressed.head[..2], [0xc1, 2]);
     }
 
     #[test]

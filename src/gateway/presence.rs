@@ -33,6 +33,7 @@ pub fn fan_out(node: &Node, batch: Batch) {
             channel: Channel::Chat(channel),
             seq: None,
             frame,
+            deflated: Default::default(),
             cut: None,
             log_time_ms: now.timestamp_millis(),
             from_user: None,

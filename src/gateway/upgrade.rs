@@ -1,7 +1,10 @@
 //! The WebSocket upgrade, done here rather than with `warp::ws()` so that the
 //! transport's buffers are ours to bound: tungstenite's default read buffer
 //! is 128 KiB per socket, kept for the socket's life, many times what an
-//! idle connection costs the gateway in all (docs/performance.md).
+//! idle connection costs the gateway in all (docs/performance.md). The
+//! handshake also answers a `permessage-deflate` offer
+//! ([`super::deflate`]), and the socket's stream inflates what a client
+//! compressed ([`super::inflate`]).
 
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
@@ -10,6 +13,9 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
 use warp::reply::Response;
+
+use super::deflate::{self, Deflate};
+use super::inflate::Inflating;
 
 /// Bytes read from the socket at a time, and what an idle connection keeps
 /// for reading (tungstenite keeps one buffer per socket for its life).
@@ -27,7 +33,7 @@ pub const READ_BUFFER_BYTES: usize = 128;
 pub const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
 /// The socket type every connection speaks.
-pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
+pub type Socket = WebSocketStream<Inflating<TokioIo<Upgraded>>>;
 
 /// The transport configuration: bounded read, write and frame sizes.
 pub fn config(max_frame_bytes: usize) -> WebSocketConfig {
@@ -46,9 +52,13 @@ pub enum UpgradeError {
     NotUpgrade(&'static str),
 }
 
-/// Checks the handshake headers and returns the `101` response; `on_upgrade`
-/// then yields the raw connection.
-pub fn handshake(headers: &HeaderMap) -> Result<Response, UpgradeError> {
+/// Checks the handshake headers and returns the `101` response, with what
+/// was agreed for compression (`compression`: whether the node offers it
+/// at all); `on_upgrade` then yields the raw connection.
+pub fn handshake(
+    headers: &HeaderMap,
+    compression: bool,
+) -> Result<(Response, Option<Deflate>), UpgradeError> {
     let has = |name: header::HeaderName, token: &str| {
         headers.get_all(name).iter().any(|v| {
             v.to_str()
@@ -83,16 +93,30 @@ pub fn handshake(headers: &HeaderMap) -> Result<Response, UpgradeError> {
     if let Ok(value) = HeaderValue::from_str(&accept) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, value);
     }
-    Ok(response)
+    let deflate = match deflate::negotiate(headers).filter(|_| compression) {
+        Some((deflate, answer)) => {
+            h.insert(header::SEC_WEBSOCKET_EXTENSIONS, answer);
+            Some(deflate)
+        }
+        None => None,
+    };
+    Ok((response, deflate))
 }
 
-/// Completes the upgrade into a socket with our configuration.
-pub async fn accept(on_upgrade: OnUpgrade, config: WebSocketConfig) -> Option<Socket> {
+/// Completes the upgrade into a socket with our configuration; with
+/// `deflate`, its stream inflates compressed messages, each bounded by the
+/// configuration's message size.
+pub async fn accept(
+    on_upgrade: OnUpgrade,
+    config: WebSocketConfig,
+    deflate: Option<Deflate>,
+) -> Option<Socket> {
     match on_upgrade.await {
-        Ok(upgraded) => Some(
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                .await,
-        ),
+        Ok(upgraded) => {
+            let max = config.max_message_size.unwrap_or(usize::MAX);
+            let io = Inflating::new(TokioIo::new(upgraded), deflate, max);
+            Some(WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await)
+        }
         Err(e) => {
             tracing::debug!(error = %e, "upgrade failed");
             None

@@ -29,6 +29,8 @@ pub struct Bounds {
     /// Memory for `POST /v1/events` bodies being received, all requests
     /// together; a body that does not fit gets 503, unread.
     pub publish_buffer_bytes: usize,
+    /// Whether a WebSocket upgrade may negotiate `permessage-deflate`.
+    pub compression: bool,
 }
 
 impl Bounds {
@@ -37,6 +39,7 @@ impl Bounds {
             max_connections_per_user: limits.max_connections_per_user,
             http_body_timeout: limits.http_body_timeout,
             publish_buffer_bytes: limits.publish_buffer_bytes,
+            compression: limits.compression,
         }
     }
 }

@@ -157,6 +157,12 @@ declare! {
         /// Largest client frame in bytes; a larger one closes the socket with
         /// 1009.
         max_frame_bytes: usize = "65536", "256" ..= "16777216", env "SWITCHBOARD_MAX_FRAME_BYTES";
+        /// Answer a client's `permessage-deflate` offer: events go compressed
+        /// (each compressed once per node), and compressed client messages
+        /// are read (inflated within `max_frame_bytes`). `false`: the
+        /// extension is never negotiated.
+        #[arg(num_args = 0..=1, default_missing_value = "true")]
+        compression: bool = "true", env "SWITCHBOARD_COMPRESSION";
         /// Events queued per connection; past it, the connection reads the
         /// log at its own pace (no event is lost). A queued event is a
         /// reference to the one copy the node encoded for every subscriber.

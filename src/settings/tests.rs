@@ -117,6 +117,7 @@ fn every_declared_default_and_bound_parses_and_fits() {
             "jwt_audience",
             "jwt_user_claim",
             "dev",
+            "compression",
             "session_store",
             "session_bucket",
             "allowed_origins",

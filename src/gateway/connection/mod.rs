@@ -29,6 +29,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 
+use super::deflate::Deflate;
 use super::hub::{Inbox, Mailbox, Wake};
 use super::outbox::FlushError;
 use super::protocol::{self, Close, ErrorCode, FrameError};
@@ -59,6 +60,7 @@ pub(super) fn accept(
     claims: Claims,
     keys: Arc<Verifier>,
     session: Option<Id>,
+    deflate: Option<Deflate>,
     held: impl Send + 'static,
 ) {
     let opening = Box::new(Opening {
@@ -68,6 +70,7 @@ pub(super) fn accept(
         claims,
         keys,
         session,
+        deflate,
     });
     node.spawn(task(opening, held));
 }
@@ -84,6 +87,8 @@ pub struct Opening {
     /// Verifies the tokens of `refresh` frames.
     keys: Arc<Verifier>,
     session: Option<Id>,
+    /// `permessage-deflate`, when the handshake agreed to it.
+    deflate: Option<Deflate>,
 }
 
 /// A connection's task: every connection holds this future for its whole
@@ -149,11 +154,12 @@ async fn run(opening: Box<Opening>) {
         claims,
         keys,
         session,
+        deflate,
     } = {
         let opening = opening;
         *opening
     };
-    let Some(socket) = Box::pin(upgrade::accept(on_upgrade, config)).await else {
+    let Some(socket) = Box::pin(upgrade::accept(on_upgrade, config, deflate)).await else {
         return;
     };
     let (mailbox, queue) = Mailbox::new(claims.sub, node.limits.send_queue);
@@ -177,6 +183,12 @@ async fn run(opening: Box<Opening>) {
         replays: StreamMap::new(),
         requests: None,
     };
+    let compress = conn
+        .socket
+        .get_ref()
+        .deflate()
+        .is_some_and(|d| d.compresses());
+    conn.state.outbox().compress(compress);
     node.metrics.connections.increment(1.0);
     let end = match conn.serve(session).await {
         Ok(()) => End::Gone,

@@ -211,6 +211,7 @@ fn typing_passes_through_and_nothing_follows_a_cut() {
         channel: ch,
         seq: None,
         frame: Text::from_static("{}"),
+        deflated: Default::default(),
         cut: None,
         log_time_ms: 0,
         from_user: None,

@@ -31,6 +31,7 @@ fn presence(channel: Channel, generation: u64) -> Arc<Delivery> {
         channel,
         seq: None,
         frame: format!(r#"{{"type":"user_presence","generation":{generation}}}"#).into(),
+        deflated: Default::default(),
         cut: None,
         log_time_ms: 0,
         from_user: None,

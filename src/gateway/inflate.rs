@@ -1,0 +1,699 @@
+//! Reading compressed client messages: a byte stream between the socket
+//! and the WebSocket library that inflates `permessage-deflate` messages
+//! (RFC 7692) and hands the library plain frames.
+//!
+//! The library knows nothing of the extension and refuses any frame with
+//! RSV1 set. On a connection that negotiated it, this stream reads each
+//! frame's header itself: a frame of an uncompressed message, and every
+//! control frame, goes through untouched (its payload is copied straight
+//! from the socket into the library's buffer); a compressed message's
+//! frames are unmasked and inflated, and what they inflate to is handed on
+//! as a fragmented message of plain frames, at most [`CHUNK_BYTES`] each,
+//! with a zero masking key (a client's frames must be masked; a zero key
+//! leaves the payload as it is). The library then checks them as it checks
+//! any frame: UTF-8 of text, control frame rules, message size.
+//!
+//! A compressed message's inflater and buffers exist only while it is
+//! read, and are dropped at its last frame: no context takeover is
+//! negotiated, and an idle connection keeps no inflater.
+//!
+//! What the library cannot see is turned into a frame it refuses for the
+//! right reason: a message inflating past the size bound becomes a frame
+//! header over the bound (closed with 1009, like any too large message),
+//! and broken compressed data, or a new message inside a compressed one,
+//! becomes a frame with RSV1 set (closed with 1002). Frames with RSV1 set
+//! where the extension does not allow it (control and continuation
+//! frames, a connection without the extension) go through to be refused.
+//! This module never writes: the write side passes straight through.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use flate2::{Decompress, FlushDecompress, Status};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::deflate::{Deflate, TAIL};
+
+/// The largest plain frame a compressed message is handed on in.
+pub const CHUNK_BYTES: usize = 16 * 1024;
+
+/// Compressed bytes read from the socket at a time.
+const INPUT_BYTES: usize = 1024;
+
+/// The longest frame header: 2 bytes, an 8-byte length and a masking key.
+const MAX_HEAD: usize = 14;
+
+/// A socket's stream, inflating compressed messages when the connection
+/// negotiated `permessage-deflate`.
+pub struct Inflating<S> {
+    inner: S,
+    /// `None` without the extension: reads go straight through.
+    frames: Option<Box<Frames>>,
+}
+
+impl<S> Inflating<S> {
+    /// `deflate`: what the handshake agreed to, if anything; a compressed
+    /// message's inflated size is held to `max_message_bytes`.
+    pub fn new(inner: S, deflate: Option<Deflate>, max_message_bytes: usize) -> Inflating<S> {
+        Inflating {
+            inner,
+            frames: deflate.map(|deflate| {
+                let max = max_message_bytes;
+                Box::new(Frames {
+                    deflate,
+                    max_bytes: max,
+                    chunk_bytes: CHUNK_BYTES.min(max),
+                    head: [0; MAX_HEAD],
+                    have: 0,
+                    step: Step::Head,
+                    message: None,
+                })
+            }),
+        }
+    }
+
+    /// What the handshake agreed to (kept here, where the connection
+    /// already pays for it).
+    pub fn deflate(&self) -> Option<Deflate> {
+        self.frames.as_ref().map(|frames| frames.deflate)
+    }
+}
+
+/// The client's frames as this stream reads them.
+struct Frames {
+    deflate: Deflate,
+    /// A message's bound, inflated.
+    max_bytes: usize,
+    chunk_bytes: usize,
+    /// The header being read, or handed on.
+    head: [u8; MAX_HEAD],
+    /// Bytes of `head` read (while reading it) or handed on (after).
+    have: u8,
+    step: Step,
+    /// The compressed message being read.
+    message: Option<Box<Inflation>>,
+}
+
+enum Step {
+    /// Reading a frame header into `head`.
+    Head,
+    /// Handing on `head[have..len]`, then `then`.
+    Emit { len: u8, then: After },
+    /// Handing on this many payload bytes from the socket as they are.
+    Pass { left: u64 },
+    /// Reading a compressed frame's payload: `left` bytes to go, unmasked
+    /// with `mask` from its byte `at`.
+    Inflate {
+        left: u64,
+        mask: [u8; 4],
+        at: u8,
+        fin: bool,
+    },
+    /// Nothing more to read (the end, or a frame the library refuses).
+    Done,
+}
+
+#[derive(Clone, Copy)]
+enum After {
+    Pass(u64),
+    Done,
+}
+
+/// One compressed message being inflated.
+struct Inflation {
+    inflater: Decompress,
+    /// The message's opcode, for its first plain frame (later ones are
+    /// continuations).
+    opcode: u8,
+    first_sent: bool,
+    /// Inflated bytes so far.
+    total: usize,
+    input: Box<[u8; INPUT_BYTES]>,
+    in_start: usize,
+    in_end: usize,
+    /// Whether the trailer (RFC 7692, section 7.2.2) went in.
+    tail_fed: bool,
+    /// The inflater reached the end of a final block: the rest is ignored.
+    ended: bool,
+    /// A plain frame: header room, then the data. While `sealed`, its
+    /// header is written and `frame[out..]` is handed on.
+    frame: Vec<u8>,
+    sealed: bool,
+    out: usize,
+    /// The sealed frame is the message's last.
+    last: bool,
+}
+
+/// What a step of inflation ran into.
+enum Broken {
+    /// The message inflates past the bound.
+    TooLarge,
+    /// Broken compressed data.
+    Corrupt,
+}
+
+impl Inflation {
+    fn new(opcode: u8, chunk_bytes: usize) -> Box<Inflation> {
+        let mut frame = Vec::with_capacity(MAX_HEAD + chunk_bytes);
+        frame.resize(MAX_HEAD, 0);
+        Box::new(Inflation {
+            inflater: Decompress::new(false),
+            opcode,
+            first_sent: false,
+            total: 0,
+            input: Box::new([0; INPUT_BYTES]),
+            in_start: 0,
+            in_end: 0,
+            tail_fed: false,
+            ended: false,
+            frame,
+            sealed: false,
+            out: 0,
+            last: false,
+        })
+    }
+
+    /// Inflates input into the frame's room; returns whether the room
+    /// filled up (the frame is then sealed).
+    fn run(&mut self, max_bytes: usize, room: usize) -> Result<bool, Broken> {
+        if self.ended {
+            self.in_start = self.in_end;
+            return Ok(false);
+        }
+        let before = (self.inflater.total_in(), self.frame.len());
+        let input = &self.input[self.in_start..self.in_end];
+        // The Vec's spare capacity is the room for this frame's data.
+        let status = self
+            .inflater
+            .decompress_vec(input, &mut self.frame, FlushDecompress::Sync)
+            .map_err(|_| Broken::Corrupt)?;
+        self.in_start += (self.inflater.total_in() - before.0) as usize;
+        self.total += self.frame.len() - before.1;
+        if self.total > max_bytes {
+            return Err(Broken::TooLarge);
+        }
+        if status == Status::StreamEnd {
+            self.ended = true;
+            self.in_start = self.in_end;
+        }
+        let full = self.frame.len() - MAX_HEAD >= room;
+        if full {
+            self.seal(false);
+        }
+        Ok(full)
+    }
+
+    /// Writes the header of the frame's data and starts handing it on.
+    fn seal(&mut self, last: bool) {
+        let len = self.frame.len() - MAX_HEAD;
+        let opcode = if self.first_sent { 0 } else { self.opcode };
+        self.first_sent = true;
+        let (head, head_len) = plain_head(last, opcode, len as u64);
+        self.out = MAX_HEAD - head_len;
+        self.frame[self.out..MAX_HEAD].copy_from_slice(&head[..head_len]);
+        self.sealed = true;
+        self.last = last;
+    }
+}
+
+/// A masked frame header with a zero masking key: `(bytes, length)`.
+fn plain_head(fin: bool, opcode: u8, len: u64) -> ([u8; MAX_HEAD], usize) {
+    let mut head = [0u8; MAX_HEAD];
+    head[0] = if fin { 0x80 } else { 0 } | opcode;
+    let n = if len < 126 {
+        head[1] = 0x80 | len as u8;
+        2
+    } else if let Ok(len) = u16::try_from(len) {
+        head[1] = 0x80 | 126;
+        head[2..4].copy_from_slice(&len.to_be_bytes());
+        4
+    } else {
+        head[1] = 0x80 | 127;
+        head[2..10].copy_from_slice(&len.to_be_bytes());
+        10
+    };
+    (head, n + 4)
+}
+
+/// The header's full length once its first two bytes are known.
+fn head_len(head: &[u8]) -> usize {
+    if head.len() < 2 {
+        return 2;
+    }
+    let masked = if head[1] & 0x80 != 0 { 4 } else { 0 };
+    let extended = match head[1] & 0x7f {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    2 + extended + masked
+}
+
+impl Frames {
+    fn poll_read<S: AsyncRead + Unpin>(
+        &mut self,
+        inner: &mut S,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            if let Some(message) = self.message.as_mut().filter(|m| m.sealed) {
+                let n = buf.remaining().min(message.frame.len() - message.out);
+                buf.put_slice(&message.frame[message.out..message.out + n]);
+                message.out += n;
+                if message.out == message.frame.len() {
+                    message.sealed = false;
+                    message.frame.truncate(MAX_HEAD);
+                    if message.last {
+                        self.message = None;
+                        self.step = Step::Head;
+                    }
+                }
+                return Poll::Ready(Ok(()));
+            }
+            match &mut self.step {
+                Step::Done => return Poll::Ready(Ok(())),
+                Step::Head => {
+                    let have = usize::from(self.have);
+                    let need = head_len(&self.head[..have]);
+                    if have < need {
+                        let mut read = ReadBuf::new(&mut self.head[have..need]);
+                        ready!(Pin::new(&mut *inner).poll_read(cx, &mut read))?;
+                        let n = read.filled().len();
+                        if n == 0 {
+                            // The end of the stream: the library sees it
+                            // as such (a header cut short is lost with it).
+                            self.step = Step::Done;
+                            return Poll::Ready(Ok(()));
+                        }
+                        self.have += n as u8;
+                        continue;
+                    }
+                    self.on_head(need);
+                }
+                Step::Emit { len, then } => {
+                    let (len, then) = (usize::from(*len), *then);
+                    let from = usize::from(self.have);
+                    let n = buf.remaining().min(len - from);
+                    buf.put_slice(&self.head[from..from + n]);
+                    self.have += n as u8;
+                    if from + n == len {
+                        self.have = 0;
+                        self.step = match then {
+                            After::Pass(left) => Step::Pass { left },
+                            After::Done => Step::Done,
+                        };
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                Step::Pass { left } => {
+                    if *left == 0 {
+                        self.step = Step::Head;
+                        continue;
+                    }
+                    let most = usize::try_from(*left).unwrap_or(usize::MAX);
+                    let n = if buf.remaining() <= most {
+                        let before = buf.filled().len();
+                        ready!(Pin::new(&mut *inner).poll_read(cx, buf))?;
+                        buf.filled().len() - before
+                    } else {
+                        let mut part = ReadBuf::new(buf.initialize_unfilled_to(most));
+                        ready!(Pin::new(&mut *inner).poll_read(cx, &mut part))?;
+                        let n = part.filled().len();
+                        buf.advance(n);
+                        n
+                    };
+                    if n == 0 {
+                        self.step = Step::Done;
+                    } else {
+                        *left -= n as u64;
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                Step::Inflate {
+                    left,
+                    mask,
+                    at,
+                    fin,
+                } => {
+                    let Some(message) = self.message.as_mut() else {
+                        self.step = Step::Head;
+                        continue;
+                    };
+                    let result = if message.in_start < message.in_end {
+                        message.run(self.max_bytes, self.chunk_bytes).map(|_| ())
+                    } else if *left > 0 {
+                        let most = (*left).min(INPUT_BYTES as u64) as usize;
+                        let mut read = ReadBuf::new(&mut message.input[..most]);
+                        ready!(Pin::new(&mut *inner).poll_read(cx, &mut read))?;
+                        let n = read.filled().len();
+                        if n == 0 {
+                            self.message = None;
+                            self.step = Step::Done;
+                            return Poll::Ready(Ok(()));
+                        }
+                        for (i, byte) in message.input[..n].iter_mut().enumerate() {
+                            *byte ^= mask[(usize::from(*at) + i) % 4];
+                        }
+                        *at = ((usize::from(*at) + n) % 4) as u8;
+                        *left -= n as u64;
+                        message.in_start = 0;
+                        message.in_end = n;
+                        Ok(())
+                    } else if !*fin {
+                        // The message goes on in a continuation frame.
+                        self.step = Step::Head;
+                        Ok(())
+                    } else if !message.tail_fed {
+                        message.tail_fed = true;
+                        message.input[..TAIL.len()].copy_from_slice(&TAIL);
+                        message.in_start = 0;
+                        message.in_end = TAIL.len();
+                        Ok(())
+                    } else {
+                        // Every byte is in: what the inflater still holds
+                        // comes out, and the message's last frame with it.
+                        message.run(self.max_bytes, self.chunk_bytes).map(|full| {
+                            if !full {
+                                message.seal(true);
+                            }
+                        })
+                    };
+                    if let Err(broken) = result {
+                        self.fail(broken);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A whole header is in `head[..len]`: what to do with its frame.
+    fn on_head(&mut self, len: usize) {
+        let head = &self.head[..len];
+        let fin = head[0] & 0x80 != 0;
+        let rsv1 = head[0] & 0x40 != 0;
+        let opcode = head[0] & 0x0f;
+        let masked = head[1] & 0x80 != 0;
+        let payload = match head[1] & 0x7f {
+            126 => u64::from(u16::from_be_bytes([head[2], head[3]])),
+            127 => u64::from_be_bytes([
+                head[2], head[3], head[4], head[5], head[6], head[7], head[8], head[9],
+            ]),
+            n => u64::from(n),
+        };
+        let mut mask = [0u8; 4];
+        if masked {
+            mask.copy_from_slice(&head[len - 4..len]);
+        }
+        let control = opcode & 0x08 != 0;
+        let compressed_start = rsv1 && masked && (opcode == 0x1 || opcode == 0x2);
+        let compressed_next = !rsv1 && masked && opcode == 0x0 && self.message.is_some();
+        if !control && self.message.is_some() && opcode != 0x0 {
+            // A new message inside a compressed one.
+            return self.fail(Broken::Corrupt);
+        }
+        if (compressed_start || compressed_next) && payload > self.max_bytes as u64 {
+            return self.fail(Broken::TooLarge);
+        }
+        if compressed_start {
+            self.message = Some(Inflation::new(opcode, self.chunk_bytes));
+        }
+        if compressed_start || compressed_next {
+            self.have = 0;
+            self.step = Step::Inflate {
+                left: payload,
+                mask,
+                at: 0,
+                fin,
+            };
+        } else {
+            // Handed on as it is, header and payload.
+            self.have = 0;
+            self.step = Step::Emit {
+                len: len as u8,
+                then: After::Pass(payload),
+            };
+        }
+    }
+
+    /// Ends the stream with a frame the library refuses for `broken`'s
+    /// reason.
+    fn fail(&mut self, broken: Broken) {
+        self.message = None;
+        let len = match broken {
+            // Over any bound the library is given: 1009.
+            Broken::TooLarge => {
+                let (head, len) = plain_head(true, 0x2, u64::from(u32::MAX) + 1);
+                self.head = head;
+                len
+            }
+            // RSV1 on an empty text frame: 1002.
+            Broken::Corrupt => {
+                let (mut head, len) = plain_head(true, 0x1, 0);
+                head[0] |= 0x40;
+                self.head = head;
+                len
+            }
+        };
+        self.have = 0;
+        self.step = Step::Emit {
+            len: len as u8,
+            then: After::Done,
+        };
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Inflating<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match this.frames.as_mut() {
+            None => Pin::new(&mut this.inner).poll_read(cx, buf),
+            Some(frames) => frames.poll_read(&mut this.inner, cx, buf),
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Inflating<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    use tokio_tungstenite::tungstenite::error::{CapacityError, Error, ProtocolError};
+    use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::WebSocketStream;
+
+    use super::*;
+    use crate::gateway::deflate::deflate;
+
+    const MAX: usize = 64 * 1024;
+    const ON: Deflate = Deflate {
+        server_window_bits: 15,
+    };
+
+    /// A client frame, masked with a key that is not zero.
+    fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        let (head, len) = plain_head(false, 0, payload.len() as u64);
+        let mut out = head[..len - 4].to_vec();
+        out[0] = first;
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    /// Raw DEFLATE of `text`, whole, as a client sends it.
+    fn compressed(text: &[u8]) -> Vec<u8> {
+        let mut compress = flate2::Compress::new(flate2::Compression::new(6), false);
+        let mut out = Vec::with_capacity(text.len() * 2 + 64);
+        compress
+            .compress_vec(text, &mut out, flate2::FlushCompress::Sync)
+            .unwrap();
+        assert!(out.ends_with(&TAIL));
+        out.truncate(out.len() - TAIL.len());
+        out
+    }
+
+    /// The messages (or the error) a server socket reads from `bytes`,
+    /// written in pieces of `piece` bytes.
+    async fn read(bytes: Vec<u8>, piece: usize) -> (Vec<Message>, Option<Error>) {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let config = WebSocketConfig::default()
+            .read_buffer_size(128)
+            .max_message_size(Some(MAX))
+            .max_frame_size(Some(MAX));
+        let io = Inflating::new(server, Some(ON), MAX);
+        let mut socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+        // Written in pieces, then the end of the stream (the server may stop
+        // reading first: a failed write is no error here).
+        let writer = tokio::spawn(async move {
+            let mut client = client;
+            for chunk in bytes.chunks(piece) {
+                if client.write_all(chunk).await.is_err() {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        });
+        let mut messages = Vec::new();
+        let mut error = None;
+        while let Some(message) = socket.next().await {
+            match message {
+                Ok(message) => messages.push(message),
+                // The end of the stream without a close handshake: the
+                // end of what was written.
+                Err(Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => break,
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(writer);
+        (messages, error)
+    }
+
+    fn text(s: &str) -> Message {
+        Message::Text(s.into())
+    }
+
+    #[tokio::test]
+    async fn compressed_and_plain_messages_read_alike() {
+        let json =
+            r#"{"type":"subscribe","channel":"channel:0b6f2c1e-3d4a-4f5b-8c9d-0e1f2a3b4c5d"}"#;
+        // Over `CHUNK_BYTES`, so handed on in several frames.
+        let long = "a chat message ".repeat(3_000);
+        let mut bytes = frame(0xc1, &compressed(json.as_bytes()));
+        bytes.extend(frame(0x81, b"plain"));
+        bytes.extend(frame(0x89, b"ping"));
+        // Fragmented: compressed data split over three frames, a ping
+        // between them.
+        let data = compressed(long.as_bytes());
+        let (a, rest) = data.split_at(10);
+        let (b, c) = rest.split_at(rest.len() / 2);
+        bytes.extend(frame(0x41, a));
+        bytes.extend(frame(0x00, b));
+        bytes.extend(frame(0x89, b"mid"));
+        bytes.extend(frame(0x80, c));
+        // The empty message: one 0x00 byte (RFC 7692, section 7.2.3.6).
+        bytes.extend(frame(0xc1, &[0x00]));
+        bytes.extend(frame(0xc2, &compressed(b"binary")));
+        for piece in [1, 7, 1 << 20] {
+            let (messages, error) = read(bytes.clone(), piece).await;
+            assert!(error.is_none(), "{error:?}");
+            assert_eq!(
+                messages,
+                vec![
+                    text(json),
+                    text("plain"),
+                    Message::Ping("ping".into()),
+                    Message::Ping("mid".into()),
+                    text(&long),
+                    text(""),
+                    Message::Binary("binary".into()),
+                ],
+                "pieces of {piece}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_inflating_past_the_bound_is_too_large() {
+        let bomb = vec![b'a'; MAX * 16];
+        let data = compressed(&bomb);
+        assert!(data.len() < MAX / 16);
+        let (messages, error) = read(frame(0xc1, &data), 1 << 20).await;
+        assert!(messages.is_empty());
+        assert!(
+            matches!(
+                error,
+                Some(Error::Capacity(CapacityError::MessageTooLong { .. }))
+            ),
+            "{error:?}"
+        );
+        // Just under the bound is fine.
+        let fits = "b".repeat(MAX);
+        let (messages, error) = read(frame(0xc1, &compressed(fits.as_bytes())), 1 << 20).await;
+        assert!(error.is_none(), "{error:?}");
+        assert_eq!(messages, vec![text(&fits)]);
+    }
+
+    #[tokio::test]
+    async fn misplaced_compression_is_a_protocol_error() {
+        let data = deflate(&[b'x'; 100]).unwrap();
+        let cases = [
+            // RSV1 on a control frame.
+            frame(0xc9, b""),
+            // RSV1 on a continuation frame.
+            [frame(0x41, &data[..2]), frame(0xc0, &data[2..])].concat(),
+            // A new message inside a compressed one.
+            [frame(0x41, &data[..2]), frame(0x81, b"x")].concat(),
+            // Data that is not DEFLATE.
+            frame(0xc1, &[0xff; 16]),
+        ];
+        for (i, bytes) in cases.into_iter().enumerate() {
+            let (_, error) = read(bytes, 1 << 20).await;
+            assert!(
+                matches!(
+                    error,
+                    Some(Error::Protocol(ProtocolError::NonZeroReservedBits))
+                ),
+                "case {i}: {error:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn without_the_extension_rsv1_is_refused() {
+        let (client, server) = tokio::io::duplex(1024);
+        let io = Inflating::new(server, None, MAX);
+        let mut socket = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+        let mut client = client;
+        client
+            .write_all(&frame(0xc1, &compressed(b"hello")))
+            .await
+            .unwrap();
+        let error = socket.next().await.unwrap().unwrap_err();
+        assert!(matches!(
+            error,
+            Error::Protocol(ProtocolError::NonZeroReservedBits)
+        ));
+    }
+}
