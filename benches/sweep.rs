@@ -37,6 +37,8 @@
 
 #[path = "sweep/chart.rs"]
 mod chart;
+#[path = "plot/font.rs"]
+mod font;
 use switchboard_harness::bench;
 
 use std::path::PathBuf;
@@ -116,7 +118,7 @@ fn main() {
     };
     bench::raise_open_files_limit();
     delivery::require_open_files(sizes.most_connections(), "sweep");
-    let font = chart::load_font();
+    let font = font::load_font();
     let mut table = Table::default();
     table.line(format!(
         "sweep: how cost grows, gateway binary on one nats-server [{} mode]",

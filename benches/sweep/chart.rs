@@ -1,37 +1,18 @@
 //! The sweep's PNG: one panel per figure side by side, each a few curves
 //! over a log-scale x axis (plotters' bitmap backend).
-//!
-//! Text needs a TrueType font, loaded at run time: `SWITCHBOARD_BENCH_FONT`
-//! when set, else DejaVu Sans or Liberation Sans from /usr/share/fonts.
-//! Without one the chart is still drawn, with its curves and grid but no
-//! text at all (the table in sweep.txt has the figures), and the bench says
-//! which font to install.
+//! Its font, colours and labels are the benches' shared ones
+//! (`plot/font.rs`); without a font the chart has no text (the table in
+//! sweep.txt has the figures).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
 
-/// Fonts tried in order when `SWITCHBOARD_BENCH_FONT` is not set.
-const FONTS: &[&str] = &[
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-    "/usr/share/fonts/truetype/liberation2/LiberationSans-Regular.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/liberation/LiberationSans-Regular.ttf",
-];
-
-const FAMILY: &str = "sans-serif";
+use crate::font::{short, COLORS, FAMILY};
 
 /// One panel's pixel size.
 const PANEL: (u32, u32) = (620, 460);
-
-const COLORS: [RGBColor; 4] = [
-    RGBColor(31, 119, 180),
-    RGBColor(214, 39, 40),
-    RGBColor(44, 160, 44),
-    RGBColor(127, 127, 127),
-];
 
 /// One curve: its name and its (x, y) points.
 pub struct Series {
@@ -49,26 +30,6 @@ pub struct Panel {
     pub y_desc: String,
     pub log_y: bool,
     pub series: Vec<Series>,
-}
-
-/// Registers a font for the chart's text; `Err` lists what was tried.
-pub fn load_font() -> Result<PathBuf, String> {
-    let candidates: Vec<PathBuf> = match std::env::var_os("SWITCHBOARD_BENCH_FONT") {
-        Some(path) => vec![PathBuf::from(path)],
-        None => FONTS.iter().map(PathBuf::from).collect(),
-    };
-    for path in &candidates {
-        let Ok(bytes) = std::fs::read(path) else {
-            continue;
-        };
-        // plotters keeps a registered font for the whole process.
-        let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-        if plotters::style::register_font(FAMILY, FontStyle::Normal, bytes).is_ok() {
-            return Ok(path.clone());
-        }
-    }
-    let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
-    Err(tried.join(", "))
 }
 
 /// Draws the panels side by side into a PNG at `path`; with `text` false
@@ -183,23 +144,4 @@ where
             .map_err(|e| err(&e))?;
     }
     Ok(())
-}
-
-/// `1500000` → `1.5M`, `2000` → `2k`, `0.25` → `0.25`.
-fn short(v: f64) -> String {
-    let (scaled, unit) = if v.abs() >= 1e6 {
-        (v / 1e6, "M")
-    } else if v.abs() >= 1e3 {
-        (v / 1e3, "k")
-    } else {
-        (v, "")
-    };
-    let digits = if scaled.fract().abs() < 1e-9 || scaled.abs() >= 100.0 {
-        0
-    } else if scaled.abs() >= 1.0 {
-        1
-    } else {
-        2
-    };
-    format!("{scaled:.digits$}{unit}")
 }
