@@ -140,7 +140,7 @@ lint:
 # Lint, then test (what .ci/run does)
 ci: lint test
 
-# Run one benchmark (publish, fanout, replay, projection, storm, sessions, session_writes, sweep, disconnect, upgrades, presence, catalog, failover, soak) or all of them; all leaves out soak (an hour under churn: `just bench soak`, SOAK_SECS to shorten it)
+# Run one benchmark (publish, fanout, replay, projection, storm, sessions, session_writes, sweep, disconnect, upgrades, presence, catalog, failover, compression, soak) or all of them; all leaves out soak (an hour under churn: `just bench soak`, SOAK_SECS to shorten it)
 bench WHICH="all": tools
     #!/usr/bin/env bash
     set -euo pipefail
