@@ -47,7 +47,6 @@ mod figures;
 mod font;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -242,7 +241,7 @@ async fn run(sizes: &Sizes) {
     let connecting = Instant::now();
     let tasks: Vec<_> = (0..sizes.clients)
         .map(|i| {
-            let pair = pair(i, sizes.channels);
+            let pair = bench::pair(i, sizes.channels);
             tokio::spawn(client::client(
                 i,
                 pair.map(|c| channels[c]),
@@ -453,7 +452,7 @@ async fn run(sizes: &Sizes) {
     summary.print();
     println!("  load average {load_before:.2} before, {load_after:.2} after");
 
-    let dir = report_dir();
+    let dir = bench::report_dir("soak");
     let png = dir.join("soak.png");
     let csv = dir.join("soak.csv");
     std::fs::create_dir_all(&dir)
@@ -513,17 +512,6 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::SinceSeq => "since_seq",
         Kind::SessionAcking => "session, acking",
         Kind::Session => "session, not acking",
-    }
-}
-
-/// The two channels (indices) of client `i`, spread evenly.
-fn pair(i: usize, channels: usize) -> [usize; 2] {
-    let first = i % channels;
-    let second = (i + 1 + i / channels) % channels;
-    if second == first {
-        [first, (first + 1) % channels]
-    } else {
-        [first, second]
     }
 }
 
@@ -797,14 +785,4 @@ fn csv_text(samples: &[Sample], marks: &[Mark]) -> String {
         out.push_str(&format!("{:.1},{},{}\n", m.t, m.kind.name(), m.label));
     }
     out
-}
-
-/// `<target>/soak`: the bench binary is `<target>/<profile>/deps/…`;
-/// `./target/soak` when that cannot be told.
-fn report_dir() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.to_path_buf()))
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
-        .join("soak")
 }

@@ -52,7 +52,7 @@ use switchboard::token::Grant;
 use tokio::sync::{watch, Semaphore};
 
 use bench::{now_nanos, thousands, Acked};
-use client::{control_client, pair, storm_client, Shared, CONNECT_CONCURRENCY};
+use client::{control_client, storm_client, Shared, CONNECT_CONCURRENCY};
 use outcome::Outcome;
 
 /// With sessions, a duplicate is allowed when its event was published no
@@ -253,7 +253,7 @@ async fn run(sizes: &Sizes, resume: Resume) -> Outcome {
     let a_url = format!("ws://{}/v1/ws", a.addr);
     let storm: Vec<_> = (0..sizes.clients)
         .map(|i| {
-            let [first, second] = pair(i, sizes.channels);
+            let [first, second] = bench::pair(i, sizes.channels);
             tokio::spawn(storm_client(
                 i,
                 a_url.clone(),
@@ -420,7 +420,7 @@ async fn run(sizes: &Sizes, resume: Resume) -> Outcome {
     };
     let mut oldest_resume = u64::MAX;
     for (i, record) in records.iter().enumerate() {
-        for (k, channel) in pair(i, sizes.channels).into_iter().enumerate() {
+        for (k, channel) in bench::pair(i, sizes.channels).into_iter().enumerate() {
             let expected: Vec<u64> = receipts[channel]
                 .iter()
                 .map(|(seq, _)| *seq)

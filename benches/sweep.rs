@@ -41,7 +41,6 @@ mod chart;
 mod font;
 use switchboard_harness::bench;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -138,7 +137,7 @@ fn main() {
     let points = runtime.block_on(throughput(&sizes, &mut table));
     let memory = runtime.block_on(idle_memory(&sizes, &mut table));
 
-    let dir = report_dir();
+    let dir = bench::report_dir("bench-report");
     let png = dir.join("sweep.png");
     let txt = dir.join("sweep.txt");
     let text = match &font {
@@ -215,16 +214,6 @@ impl Table {
         out.push('\n');
         out
     }
-}
-
-/// `<target>/bench-report`: the bench binary is `<target>/<profile>/deps/…`;
-/// `./target/bench-report` when that cannot be told.
-fn report_dir() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.to_path_buf()))
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
-        .join("bench-report")
 }
 
 // ------------------------------------------------------------ throughput

@@ -127,17 +127,6 @@ pub fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400)
 }
 
-/// The two channels (indices) of storm client `i`, spread evenly.
-pub fn pair(i: usize, channels: usize) -> [usize; 2] {
-    let first = i % channels;
-    let second = (i + 1 + i / channels) % channels;
-    if second == first {
-        [first, (first + 1) % channels]
-    } else {
-        [first, second]
-    }
-}
-
 /// A storm client: on A until it dies, then back on B.
 pub async fn storm_client(
     index: usize,

@@ -104,3 +104,30 @@ pub fn serve_accepts(flag: &str) -> bool {
 pub fn raise_open_files_limit() -> u64 {
     switchboard::server::listener::raise_open_file_limit().unwrap_or(0)
 }
+
+/// `<target>/<name>`, where a bench writes its report (the bench binary is
+/// `<target>/<profile>/deps/…`); the repository's `target/<name>` when that
+/// cannot be told.
+pub fn report_dir(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.to_path_buf()))
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+        })
+        .join(name)
+}
+
+/// The two channels (indices, of `channels`) that client `i` of a storm or
+/// a soak follows, spread evenly.
+pub fn pair(i: usize, channels: usize) -> [usize; 2] {
+    let first = i % channels;
+    let second = (i + 1 + i / channels) % channels;
+    if second == first {
+        [first, (first + 1) % channels]
+    } else {
+        [first, second]
+    }
+}
