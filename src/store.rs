@@ -108,6 +108,24 @@ impl Store {
         Store::from_db(db, file, Some(Arc::new(temp)))
     }
 
+    /// Opens the store at `dir` again in the process that just dropped it,
+    /// for the unit tests: sled lets go of its file lock only once its I/O
+    /// pool has finished the last write, a moment after the drop.
+    #[cfg(test)]
+    pub(crate) fn reopen(dir: &Path) -> Store {
+        use std::time::{Duration, Instant};
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match Store::open(dir) {
+                Ok(store) => return store,
+                Err(e) if Instant::now() < deadline && e.to_string().contains("lock") => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("{}: {e}", dir.display()),
+            }
+        }
+    }
+
     fn from_db(
         db: sled::Db,
         snapshot_file: PathBuf,
@@ -272,13 +290,13 @@ mod tests {
             store.meta.insert(SNAPSHOT_KEY, bytes).unwrap();
             store.flush().unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::reopen(dir.path());
         assert_eq!(store.snapshot().unwrap(), Some(old.clone()));
         let new = Snapshot { last_seq: 9, ..old };
         store.put_snapshot(&new).unwrap();
         assert!(!store.meta.contains_key(SNAPSHOT_KEY).unwrap());
         drop(store);
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::reopen(dir.path());
         assert_eq!(store.snapshot().unwrap(), Some(new));
     }
 }

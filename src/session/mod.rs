@@ -462,7 +462,7 @@ mod tests {
             "no read once closed: a fresh session"
         );
         drop((sessions, store));
-        let store = Store::open(dir.path()).expect("nothing holds the database");
+        let store = Store::reopen(dir.path());
         let stored = sled::SledSessions::open(&store).unwrap().get(id).unwrap();
         assert_eq!(
             stored.unwrap().subscriptions.get(&Channel::Global),
