@@ -22,18 +22,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flate2::{Decompress, FlushDecompress};
+use flate2::Decompress;
 use futures::StreamExt;
 use switchboard::channel::{Channel, Id};
 use switchboard::log::Log;
 use switchboard::token::Grant;
+use switchboard_harness::raw::{
+    client_frame, inflate, RawSocket, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT,
+};
 use switchboard_harness::Gateway;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 
 const OFFER: &str = "permessage-deflate; client_max_window_bits";
-const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
 /// Chat lines the messages are made of, as people write them.
 const LINES: [&str; 8] = [
@@ -228,62 +227,36 @@ async fn idle_cost(gateway: &Gateway, n: usize, offer: bool) -> f64 {
 }
 
 /// A load client on a raw socket.
-struct Raw {
-    read: OwnedReadHalf,
-    write: OwnedWriteHalf,
-    input: Vec<u8>,
-}
+struct Raw(RawSocket);
 
 impl Raw {
     /// Connected (offering the extension or not) and subscribed to
     /// `channel`, its `subscribed` answer read.
     async fn subscribed(gateway: &Gateway, channel: Channel, offer: bool) -> Raw {
         let token = bench::token(Id::new_v4(), Grant::All, &[]);
-        let stream = TcpStream::connect(gateway.addr).await.expect("connect");
-        let (read, write) = stream.into_split();
-        let mut raw = Raw {
-            read,
-            write,
-            input: Vec::with_capacity(64 * 1024),
-        };
-        let offer = if offer {
-            format!("Sec-WebSocket-Extensions: {OFFER}\r\n")
-        } else {
-            String::new()
-        };
-        let request = format!(
-            "GET /v1/ws?token={token} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
-             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-             Sec-WebSocket-Version: 13\r\n{offer}\r\n",
-            gateway.addr
-        );
-        raw.write
-            .write_all(request.as_bytes())
-            .await
-            .expect("upgrade sent");
-        let head_end = loop {
-            if let Some(i) = raw.input.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            raw.fill().await;
-        };
-        let head = String::from_utf8_lossy(&raw.input[..head_end]).to_lowercase();
-        assert!(head.starts_with("http/1.1 101"), "{head}");
+        let socket = RawSocket::connect(
+            gateway.addr,
+            &format!("token={token}"),
+            offer.then_some(OFFER),
+        )
+        .await;
         assert_eq!(
-            !offer.is_empty(),
-            head.contains("permessage-deflate"),
+            offer,
+            socket
+                .extensions
+                .as_deref()
+                .is_some_and(|e| e.contains("permessage-deflate")),
             "the offer is accepted"
         );
-        raw.input.drain(..head_end);
+        let mut raw = Raw(socket);
         let subscribe =
             serde_json::json!({"type": "subscribe", "channel": channel.to_string()}).to_string();
-        raw.write
-            .write_all(&masked(0x1, subscribe.as_bytes()))
-            .await
-            .expect("subscribe sent");
+        raw.0
+            .send(&client_frame(true, 0, OP_TEXT, subscribe.as_bytes()))
+            .await;
         let mut inflater = Decompress::new(false);
         loop {
-            let (text, _) = raw.next_text(&mut inflater, None).await;
+            let (text, _) = raw.next_text(&mut inflater).await;
             // Connection-level frames put `type` after `data`.
             let frame: serde_json::Value = serde_json::from_slice(&text).expect("JSON");
             if frame["type"] == "subscribed" {
@@ -292,51 +265,37 @@ impl Raw {
         }
     }
 
-    async fn fill(&mut self) -> usize {
-        self.input.reserve(16 * 1024);
-        let n = tokio::time::timeout(bench::PATIENCE, self.read.read_buf(&mut self.input))
-            .await
-            .expect("the gateway sends in time")
-            .expect("read");
-        assert!(n > 0, "the gateway closed the socket");
-        n
-    }
-
     /// The next text message, inflated when it came compressed, and
-    /// whether it did; pings are answered on the way, and every byte read
-    /// is counted in `counts`.
-    async fn next_text(
-        &mut self,
-        inflater: &mut Decompress,
-        counts: Option<&Counts>,
-    ) -> (Vec<u8>, bool) {
+    /// whether it did; pings are answered on the way.
+    async fn next_text(&mut self, inflater: &mut Decompress) -> (Vec<u8>, bool) {
         loop {
-            if let Some((b0, payload, used)) = frame(&self.input) {
-                self.input.drain(..used);
-                match b0 & 0x0f {
-                    0x1 if b0 & 0x40 != 0 => return (inflate(inflater, &payload), true),
-                    0x1 => return (payload, false),
-                    0x9 => {
-                        let _ = self.write.write_all(&masked(0xA, &payload)).await;
-                    }
-                    0x8 => panic!("the gateway closed: {payload:?}"),
-                    _ => {}
+            let frame = self
+                .0
+                .next_frame()
+                .await
+                .expect("the gateway keeps the socket open");
+            match frame.opcode {
+                OP_TEXT if frame.compressed() => return (inflate(inflater, &frame.payload), true),
+                OP_TEXT => return (frame.payload, false),
+                OP_PING => {
+                    self.0
+                        .send(&client_frame(true, 0, OP_PONG, &frame.payload))
+                        .await;
                 }
-                continue;
-            }
-            let n = self.fill().await;
-            if let Some(counts) = counts {
-                counts.wire.fetch_add(n as u64, Ordering::Relaxed);
+                OP_CLOSE => panic!("the gateway closed: {:?}", frame.close_code()),
+                _ => {}
             }
         }
     }
 
-    /// Reads until `events` chat messages arrived, counting them.
+    /// Reads until `events` chat messages arrived, counting them and every
+    /// byte read meanwhile.
     async fn read_events(mut self, events: usize, counts: Arc<Counts>) {
         let mut inflater = Decompress::new(false);
+        let read_before = self.0.read_bytes;
         let mut got = 0;
         while got < events {
-            let (text, compressed) = self.next_text(&mut inflater, Some(&counts)).await;
+            let (text, compressed) = self.next_text(&mut inflater).await;
             if text.starts_with(br#"{"type":"channel_message""#) {
                 got += 1;
                 counts.events.fetch_add(1, Ordering::Relaxed);
@@ -346,52 +305,8 @@ impl Raw {
                     .fetch_add(u64::from(compressed), Ordering::Relaxed);
             }
         }
-    }
-}
-
-/// A masked, final client frame.
-fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    assert!(payload.len() < 126, "client frames here are small");
-    let mask = [0x5a, 0x17, 0xc3, 0x08];
-    let mut out = vec![0x80 | opcode, 0x80 | payload.len() as u8];
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    out
-}
-
-/// One server frame from the start of `input`: its first byte, payload and
-/// length on the wire.
-fn frame(input: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
-    let b0 = *input.first()?;
-    let (len, at) = match *input.get(1)? & 0x7f {
-        126 => (
-            u16::from_be_bytes([*input.get(2)?, *input.get(3)?]) as usize,
-            4,
-        ),
-        127 => {
-            let bytes: [u8; 8] = input.get(2..10)?.try_into().ok()?;
-            (u64::from_be_bytes(bytes) as usize, 10)
-        }
-        n => (n as usize, 2),
-    };
-    let payload = input.get(at..at + len)?.to_vec();
-    Some((b0, payload, at + len))
-}
-
-/// A compressed message's payload inflated, on an inflater reset for it.
-fn inflate(inflater: &mut Decompress, payload: &[u8]) -> Vec<u8> {
-    inflater.reset(false);
-    let mut input = payload.to_vec();
-    input.extend_from_slice(&TAIL);
-    let mut out = Vec::with_capacity(payload.len() * 8 + 256);
-    loop {
-        let before = inflater.total_in();
-        inflater
-            .decompress_vec(&input[(before as usize)..], &mut out, FlushDecompress::Sync)
-            .expect("the gateway's frames inflate");
-        if inflater.total_in() as usize == input.len() && out.len() < out.capacity() {
-            return out;
-        }
-        out.reserve(out.capacity());
+        counts
+            .wire
+            .fetch_add(self.0.read_bytes - read_before, Ordering::Relaxed);
     }
 }

@@ -8,17 +8,12 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 use switchboard::channel::{Channel, Id};
 use switchboard::token::Grant;
+use switchboard_harness::raw::{client_frame, RawSocket, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT};
 use switchboard_harness::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-/// A WebSocket client that writes frames byte by byte, as the RFC has them
-/// (and as a broken or hostile client may not).
-struct Raw {
-    stream: TcpStream,
-    /// Bytes read but not parsed yet.
-    input: Vec<u8>,
-}
+/// A client that writes frames byte by byte, as the RFC has them (and as
+/// a broken or hostile client may not).
+struct Raw(RawSocket);
 
 /// What the server sent, up to its Close frame or the end of the stream.
 #[derive(Debug, Default)]
@@ -30,106 +25,33 @@ struct Received {
     reset: bool,
 }
 
-const OP_CONT: u8 = 0x0;
-const OP_TEXT: u8 = 0x1;
-const OP_CLOSE: u8 = 0x8;
-const OP_PING: u8 = 0x9;
-
 impl Raw {
     async fn connect(gateway: &Gateway, token: &str) -> Raw {
-        let mut stream = TcpStream::connect(gateway.addr).await.expect("connect");
-        let request = format!(
-            "GET /v1/ws?token={token} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
-             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-             Sec-WebSocket-Version: 13\r\n\r\n",
-            gateway.addr
-        );
-        stream.write_all(request.as_bytes()).await.expect("write");
-        let mut raw = Raw {
-            stream,
-            input: Vec::new(),
-        };
-        let head_end = loop {
-            if let Some(i) = raw.input.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            assert!(raw.fill().await, "the server answers the upgrade");
-        };
-        let head = String::from_utf8_lossy(&raw.input[..head_end]).to_string();
-        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-        raw.input.drain(..head_end);
-        raw
+        Raw(RawSocket::connect(gateway.addr, &format!("token={token}"), None).await)
     }
 
-    /// Reads more input; false at the end or on a reset.
     async fn fill(&mut self) -> bool {
-        let mut buf = [0u8; 8192];
-        match tokio::time::timeout(PATIENCE, self.stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => false,
-            Ok(Ok(n)) => {
-                self.input.extend_from_slice(&buf[..n]);
-                true
-            }
-            Err(_) => panic!("the server sent nothing for {PATIENCE:?}"),
-        }
-    }
-
-    /// A masked frame, with the given first byte's bits.
-    fn frame(fin: bool, rsv: u8, opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mut out = vec![(u8::from(fin) << 7) | (rsv << 4) | opcode];
-        let len = payload.len();
-        if len < 126 {
-            out.push(0x80 | len as u8);
-        } else if len <= u16::MAX as usize {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        } else {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-        let mask = [0x12, 0x34, 0x56, 0x78];
-        out.extend_from_slice(&mask);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        out
+        self.0.fill().await
     }
 
     async fn send(&mut self, bytes: &[u8]) {
-        // A reset while sending is what some cases are about: not an error here.
-        let _ = self.stream.write_all(bytes).await;
+        self.0.send(bytes).await;
     }
 
     async fn close(&mut self, code: u16, reason: &str) {
-        let mut payload = code.to_be_bytes().to_vec();
-        payload.extend_from_slice(reason.as_bytes());
-        self.send(&Raw::frame(true, 0, OP_CLOSE, &payload)).await;
+        self.0.close(code, reason).await;
     }
 
-    /// The next whole server frame (opcode, payload); `None` at the end.
-    async fn next_frame(&mut self) -> Option<(u8, Vec<u8>)> {
-        loop {
-            if let Some((frame, used)) = parse(&self.input) {
-                self.input.drain(..used);
-                return Some(frame);
-            }
-            if !self.fill().await {
-                return None;
-            }
-        }
-    }
-
-    /// Everything up to the server's Close frame (then the end of the
-    /// stream is checked too) or the end.
+    /// Everything up to the server's Close frame or the end.
     async fn until_close(&mut self) -> Received {
         let mut got = Received::default();
-        while let Some((opcode, payload)) = self.next_frame().await {
-            match opcode {
+        while let Some(frame) = self.0.next_frame().await {
+            match frame.opcode {
                 OP_TEXT => got
                     .texts
-                    .push(serde_json::from_slice(&payload).expect("text frames are JSON")),
+                    .push(serde_json::from_slice(&frame.payload).expect("text frames are JSON")),
                 OP_CLOSE => {
-                    got.close = payload
-                        .get(..2)
-                        .map(|code| u16::from_be_bytes([code[0], code[1]]));
+                    got.close = frame.close_code();
                     return got;
                 }
                 _ => {}
@@ -143,38 +65,23 @@ impl Raw {
     /// connection (a clean end, not a reset).
     async fn finish_handshake(&mut self, code: u16) {
         self.close(code, "").await;
-        let mut buf = [0u8; 1024];
+        if let Err(e) = self.0.until_end().await {
+            panic!("the server reset instead of closing: {e}");
+        }
+    }
+
+    /// The next text frame (`hello` first).
+    async fn until_close_or_text(&mut self) -> Value {
         loop {
-            match tokio::time::timeout(PATIENCE, self.stream.read(&mut buf)).await {
-                Ok(Ok(0)) => return,
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => panic!("the server reset instead of closing: {e}"),
-                Err(_) => panic!("the server did not end the connection"),
+            match self.0.next_frame().await {
+                Some(frame) if frame.opcode == OP_TEXT => {
+                    return serde_json::from_slice(&frame.payload).expect("JSON")
+                }
+                Some(_) => {}
+                None => panic!("the connection ended before a text frame"),
             }
         }
     }
-}
-
-/// One unmasked server frame from the start of `input`, and its length.
-fn parse(input: &[u8]) -> Option<((u8, Vec<u8>), usize)> {
-    let b0 = *input.first()?;
-    let b1 = *input.get(1)?;
-    let (len, mut at) = match b1 & 0x7f {
-        126 => (
-            u16::from_be_bytes([*input.get(2)?, *input.get(3)?]) as usize,
-            4,
-        ),
-        127 => {
-            let bytes: [u8; 8] = input.get(2..10)?.try_into().ok()?;
-            (u64::from_be_bytes(bytes) as usize, 10)
-        }
-        n => (n as usize, 2),
-    };
-    if b1 & 0x80 != 0 {
-        at += 4; // servers do not mask, but be exact
-    }
-    let payload = input.get(at..at + len)?.to_vec();
-    Some(((b0 & 0x0f, payload), at + len))
 }
 
 fn user_token() -> String {
@@ -197,36 +104,29 @@ async fn a_clients_close_is_answered_with_its_code() {
     }
 }
 
-impl Raw {
-    /// The next text frame (`hello` first).
-    async fn until_close_or_text(&mut self) -> Value {
-        loop {
-            match self.next_frame().await {
-                Some((OP_TEXT, payload)) => return serde_json::from_slice(&payload).expect("JSON"),
-                Some(_) => {}
-                None => panic!("the connection ended before a text frame"),
-            }
-        }
-    }
-}
-
 #[tokio::test]
 async fn protocol_violations_close_with_1002() {
     let nats = nats();
     let gateway = Gateway::start(&nats);
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("reserved bits", Raw::frame(true, 0b100, OP_TEXT, b"{}")),
-        ("reserved data opcode", Raw::frame(true, 0, 0x3, b"{}")),
-        ("reserved control opcode", Raw::frame(true, 0, 0xB, b"")),
+        ("reserved bits", client_frame(true, 0b100, OP_TEXT, b"{}")),
+        ("reserved data opcode", client_frame(true, 0, 0x3, b"{}")),
+        ("reserved control opcode", client_frame(true, 0, 0xB, b"")),
         (
             "continuation without a start",
-            Raw::frame(true, 0, OP_CONT, b"{}"),
+            client_frame(true, 0, OP_CONT, b"{}"),
         ),
-        ("a 126-byte ping", Raw::frame(true, 0, OP_PING, &[0u8; 126])),
-        ("a fragmented ping", Raw::frame(false, 0, OP_PING, b"split")),
+        (
+            "a 126-byte ping",
+            client_frame(true, 0, OP_PING, &[0u8; 126]),
+        ),
+        (
+            "a fragmented ping",
+            client_frame(false, 0, OP_PING, b"split"),
+        ),
         (
             "an invalid close code",
-            Raw::frame(true, 0, OP_CLOSE, &999u16.to_be_bytes()),
+            client_frame(true, 0, OP_CLOSE, &999u16.to_be_bytes()),
         ),
     ];
     for (what, bytes) in cases {
@@ -248,27 +148,27 @@ async fn the_server_ends_tcp_on_the_close_reply_after_every_close_it_starts() {
     let gateway = Gateway::start(&nats);
     let mut flood = Vec::new();
     for _ in 0..25 {
-        flood.extend(Raw::frame(true, 0, OP_TEXT, b"not json"));
+        flood.extend(client_frame(true, 0, OP_TEXT, b"not json"));
     }
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
         (
             "reserved bits",
-            Raw::frame(true, 0b100, OP_TEXT, b"{}"),
+            client_frame(true, 0b100, OP_TEXT, b"{}"),
             1002,
         ),
         (
             "a fragmented ping",
-            Raw::frame(false, 0, OP_PING, b"split"),
+            client_frame(false, 0, OP_PING, b"split"),
             1002,
         ),
         (
             "invalid UTF-8",
-            Raw::frame(true, 0, OP_TEXT, &[0xff, 0xfe, 0x22]),
+            client_frame(true, 0, OP_TEXT, &[0xff, 0xfe, 0x22]),
             1007,
         ),
         (
             "a 70 KB frame",
-            Raw::frame(true, 0, OP_TEXT, &vec![b' '; 70_000]),
+            client_frame(true, 0, OP_TEXT, &vec![b' '; 70_000]),
             1009,
         ),
         ("a flood of bad frames", flood, 4029),
@@ -308,7 +208,7 @@ async fn bad_frame_floods_get_their_errors_and_4029_every_time() {
     let gateway = Gateway::start(&nats);
     let mut flood = Vec::new();
     for _ in 0..200 {
-        flood.extend(Raw::frame(true, 0, OP_TEXT, b"not json"));
+        flood.extend(client_frame(true, 0, OP_TEXT, b"not json"));
     }
     for run in 0..20 {
         let got = flood_then_read(&gateway, &flood).await;
@@ -328,7 +228,7 @@ async fn subscribe_floods_get_4029_every_time() {
     let mut flood = Vec::new();
     let subscribe = json!({"type": "subscribe", "channel": "global"}).to_string();
     for _ in 0..10_000 {
-        flood.extend(Raw::frame(true, 0, OP_TEXT, subscribe.as_bytes()));
+        flood.extend(client_frame(true, 0, OP_TEXT, subscribe.as_bytes()));
     }
     for run in 0..20 {
         let got = flood_then_read(&gateway, &flood).await;
@@ -344,7 +244,7 @@ async fn subscribe_floods_get_4029_every_time() {
 async fn an_oversized_frame_gets_1009_every_time() {
     let nats = nats();
     let gateway = Gateway::start(&nats);
-    let big = Raw::frame(true, 0, OP_TEXT, &vec![b' '; 65_537]);
+    let big = client_frame(true, 0, OP_TEXT, &vec![b' '; 65_537]);
     for run in 0..10 {
         let got = flood_then_read(&gateway, &big).await;
         assert_eq!(got.close, Some(1009), "run {run}: {got:?}");

@@ -22,6 +22,7 @@
 //! - `events`: sample events, chat messages, `seq`s, the schema check of a frame.
 //! - `outside`: what other services and tools do: HTTP, raw publishes, the CLI.
 //! - `process`: resident memory and CPU time from `/proc`.
+//! - [`raw`]: a WebSocket client on a bare socket: frames with any bits, compressed frames as sent, bytes counted.
 //! - `stall`: a NATS proxy that holds back requests on some subjects ([`StallProxy`]).
 //! - [`bench`](mod@bench): what only benches use: smoke or full runs, load, figures, lean sockets.
 //!
@@ -38,6 +39,7 @@ mod nats;
 mod oidc;
 mod outside;
 pub mod process;
+pub mod raw;
 mod stall;
 mod token;
 

@@ -1,0 +1,186 @@
+//! The inflating reader on the frames a client writes, whole or in pieces:
+//! compressed and plain messages, the size bound, and the misuses of RSV1
+//! it refuses.
+
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error, ProtocolError};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use super::*;
+use crate::gateway::deflate::deflate;
+
+const MAX: usize = 64 * 1024;
+const ON: Deflate = Deflate {
+    server_window_bits: 15,
+};
+
+/// A client frame, masked with a key that is not zero.
+fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x12, 0x34, 0x56, 0x78];
+    let (head, len) = plain_head(false, 0, payload.len() as u64);
+    let mut out = head[..len - 4].to_vec();
+    out[0] = first;
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// Raw DEFLATE of `text`, whole, as a client sends it.
+fn compressed(text: &[u8]) -> Vec<u8> {
+    let mut compress = flate2::Compress::new(flate2::Compression::new(6), false);
+    let mut out = Vec::with_capacity(text.len() * 2 + 64);
+    compress
+        .compress_vec(text, &mut out, flate2::FlushCompress::Sync)
+        .unwrap();
+    assert!(out.ends_with(&TAIL));
+    out.truncate(out.len() - TAIL.len());
+    out
+}
+
+/// The messages (or the error) a server socket reads from `bytes`,
+/// written in pieces of `piece` bytes.
+async fn read(bytes: Vec<u8>, piece: usize) -> (Vec<Message>, Option<Error>) {
+    let (client, server) = tokio::io::duplex(1 << 20);
+    let config = WebSocketConfig::default()
+        .read_buffer_size(128)
+        .max_message_size(Some(MAX))
+        .max_frame_size(Some(MAX));
+    let io = Inflating::new(server, Some(ON), MAX);
+    let mut socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+    // Written in pieces, then the end of the stream (the server may stop
+    // reading first: a failed write is no error here).
+    let writer = tokio::spawn(async move {
+        let mut client = client;
+        for chunk in bytes.chunks(piece) {
+            if client.write_all(chunk).await.is_err() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    });
+    let mut messages = Vec::new();
+    let mut error = None;
+    while let Some(message) = socket.next().await {
+        match message {
+            Ok(message) => messages.push(message),
+            // The end of the stream without a close handshake: the
+            // end of what was written.
+            Err(Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => break,
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    drop(writer);
+    (messages, error)
+}
+
+fn text(s: &str) -> Message {
+    Message::Text(s.into())
+}
+
+#[tokio::test]
+async fn compressed_and_plain_messages_read_alike() {
+    let json = r#"{"type":"subscribe","channel":"channel:0b6f2c1e-3d4a-4f5b-8c9d-0e1f2a3b4c5d"}"#;
+    // Over `CHUNK_BYTES`, so handed on in several frames.
+    let long = "a chat message ".repeat(3_000);
+    let mut bytes = frame(0xc1, &compressed(json.as_bytes()));
+    bytes.extend(frame(0x81, b"plain"));
+    bytes.extend(frame(0x89, b"ping"));
+    // Fragmented: compressed data split over three frames, a ping
+    // between them.
+    let data = compressed(long.as_bytes());
+    let (a, rest) = data.split_at(10);
+    let (b, c) = rest.split_at(rest.len() / 2);
+    bytes.extend(frame(0x41, a));
+    bytes.extend(frame(0x00, b));
+    bytes.extend(frame(0x89, b"mid"));
+    bytes.extend(frame(0x80, c));
+    // The empty message: one 0x00 byte (RFC 7692, section 7.2.3.6).
+    bytes.extend(frame(0xc1, &[0x00]));
+    bytes.extend(frame(0xc2, &compressed(b"binary")));
+    for piece in [1, 7, 1 << 20] {
+        let (messages, error) = read(bytes.clone(), piece).await;
+        assert!(error.is_none(), "{error:?}");
+        assert_eq!(
+            messages,
+            vec![
+                text(json),
+                text("plain"),
+                Message::Ping("ping".into()),
+                Message::Ping("mid".into()),
+                text(&long),
+                text(""),
+                Message::Binary("binary".into()),
+            ],
+            "pieces of {piece}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_message_inflating_past_the_bound_is_too_large() {
+    let bomb = vec![b'a'; MAX * 16];
+    let data = compressed(&bomb);
+    assert!(data.len() < MAX / 16);
+    let (messages, error) = read(frame(0xc1, &data), 1 << 20).await;
+    assert!(messages.is_empty());
+    assert!(
+        matches!(
+            error,
+            Some(Error::Capacity(CapacityError::MessageTooLong { .. }))
+        ),
+        "{error:?}"
+    );
+    // Just under the bound is fine.
+    let fits = "b".repeat(MAX);
+    let (messages, error) = read(frame(0xc1, &compressed(fits.as_bytes())), 1 << 20).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(messages, vec![text(&fits)]);
+}
+
+#[tokio::test]
+async fn misplaced_compression_is_a_protocol_error() {
+    let data = deflate(&[b'x'; 100]).unwrap();
+    let cases = [
+        // RSV1 on a control frame.
+        frame(0xc9, b""),
+        // RSV1 on a continuation frame.
+        [frame(0x41, &data[..2]), frame(0xc0, &data[2..])].concat(),
+        // A new message inside a compressed one.
+        [frame(0x41, &data[..2]), frame(0x81, b"x")].concat(),
+        // Data that is not DEFLATE.
+        frame(0xc1, &[0xff; 16]),
+    ];
+    for (i, bytes) in cases.into_iter().enumerate() {
+        let (_, error) = read(bytes, 1 << 20).await;
+        assert!(
+            matches!(
+                error,
+                Some(Error::Protocol(ProtocolError::NonZeroReservedBits))
+            ),
+            "case {i}: {error:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn without_the_extension_rsv1_is_refused() {
+    let (client, server) = tokio::io::duplex(1024);
+    let io = Inflating::new(server, None, MAX);
+    let mut socket = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+    let mut client = client;
+    client
+        .write_all(&frame(0xc1, &compressed(b"hello")))
+        .await
+        .unwrap();
+    let error = socket.next().await.unwrap().unwrap_err();
+    assert!(matches!(
+        error,
+        Error::Protocol(ProtocolError::NonZeroReservedBits)
+    ));
+}
