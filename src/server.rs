@@ -115,9 +115,13 @@ async fn open_sessions(
 ) -> anyhow::Result<(Sessions, session::Background)> {
     match settings.session_store {
         StoreKind::Sled => {
-            let opened =
-                Sessions::sled(store, settings.session_ttl, settings.max_sessions_per_user)
-                    .context("cannot open the sessions in sled")?;
+            let opened = Sessions::sled(
+                store,
+                settings.session_ttl,
+                settings.session_flush_interval,
+                settings.max_sessions_per_user,
+            )
+            .context("cannot open the sessions in sled")?;
             Ok(opened)
         }
         StoreKind::Kv => {

@@ -27,8 +27,9 @@
 //! until the first file is written, and then removed.
 //!
 //! sled flushes to disk every [`FLUSH_EVERY_MS`]; together with the
-//! connections' cursor batching ([`crate::session::CURSOR_FLUSH_INTERVAL`])
-//! a cursor reaches disk within a second of the delivery or ack that moved it.
+//! connections' cursor batching (the setting `session_flush_interval`) a
+//! cursor reaches disk within that interval and 400 ms of the delivery or
+//! ack that moved it.
 
 use std::fs::File;
 use std::io::Write;

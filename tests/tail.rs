@@ -283,7 +283,16 @@ async fn tail_prints_the_frames_of_published_events_as_json_lines() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tail_reconnects_by_itself_and_resumes_with_no_gap_and_no_duplicate() {
     let nats = nats();
-    let mut gateway = Gateway::start_with(&nats, &["--reconnect-base", "100ms"]);
+    // Cursors written every 0.5 s: on disk within about a second.
+    let mut gateway = Gateway::start_with(
+        &nats,
+        &[
+            "--reconnect-base",
+            "100ms",
+            "--session-flush-interval",
+            "500ms",
+        ],
+    );
     let proxy = Proxy::start(gateway.addr).await;
     let log = log(&nats).await;
     let c = Id::new_v4();

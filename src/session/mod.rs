@@ -2,21 +2,19 @@
 //! session store so a client (or a restarted gateway, or another node) can
 //! resume them.
 //!
-//! Two stores, chosen by the setting `session_store`:
+//! Two stores, chosen by the setting `session_store`. With either, a
+//! connection hands over its moved cursors at most every
+//! `session_flush_interval` (and once more as it ends), so a cursor costs
+//! no write per event, and a session resumed after a crash replays those
+//! few seconds again — never skips one.
 //! - sled ([`sled`]: two trees of the node's database, which
 //!   [`crate::store::Store`] opens), the embedded default for one node,
-//!   read and written on threads of their own ([`sled_thread`]). A
-//!   connection writes its moved cursors at most every
-//!   [`CURSOR_FLUSH_INTERVAL`] and sled reaches disk every
-//!   [`crate::store::FLUSH_EVERY_MS`], so after a crash a resumed session
-//!   replays at most the last second's events again — never skips one.
+//!   read and written on threads of their own ([`sled_thread`]); sled
+//!   reaches disk every [`crate::store::FLUSH_EVERY_MS`] after that.
 //! - a JetStream key-value bucket ([`kv`]), for several nodes: a session
-//!   resumes on any of them. A connection hands its moved cursors at most
-//!   every `session_flush_interval` to the node's [`writer`], which writes
-//!   them in the background (the latest change of each record wins), so a
-//!   cursor costs no bucket write per event and no connection waits for
-//!   one. A session restored on another node may replay those few seconds
-//!   again.
+//!   resumes on any of them. The node's [`writer`] writes the changes in
+//!   the background (the latest change of each record wins), so no
+//!   connection waits for one.
 //!
 //! **What is written: only what changed.** A session is a header and one
 //! record per subscription ([`record`]), and a connection hands its store a
@@ -90,9 +88,6 @@ use record::{Change, Cursor, Stored};
 
 pub use background::{Background, CloseError};
 
-/// How often a connection writes its moved cursors to sled.
-pub const CURSOR_FLUSH_INTERVAL: Duration = Duration::from_millis(500);
-
 /// How often sled's sweeping thread removes expired sessions, the first
 /// time one interval after the start (the bucket forgets them by itself,
 /// at its max age).
@@ -159,6 +154,7 @@ enum Backend {
     Sled {
         sessions: sled::SledSessions,
         queue: sled_thread::Queue,
+        flush_interval: Duration,
     },
     Kv {
         bucket: kv::Bucket,
@@ -178,16 +174,23 @@ pub struct Sessions {
 impl Sessions {
     /// Sessions in sled (one node): two trees of `store`'s database, read
     /// and written on threads of their own ([`sled_thread`]), which the
-    /// returned [`Background`] owns; a user keeps at most `most_per_user`.
+    /// returned [`Background`] owns; a connection writes its moved cursors
+    /// at most every `flush_interval`, and a user keeps at most
+    /// `most_per_user`.
     pub fn sled(
         store: &Store,
         ttl: Duration,
+        flush_interval: Duration,
         most_per_user: usize,
     ) -> Result<(Sessions, Background), SessionError> {
         let sessions = sled::SledSessions::open(store)?;
         let (queue, threads) = sled_thread::start(sessions.clone(), most_per_user)?;
         let handle = Sessions {
-            backend: Backend::Sled { sessions, queue },
+            backend: Backend::Sled {
+                sessions,
+                queue,
+                flush_interval,
+            },
             ttl,
         };
         let background = Background::sled(threads);
@@ -236,8 +239,9 @@ impl Sessions {
     /// How often a connection writes its moved cursors.
     pub fn flush_interval(&self) -> Duration {
         match &self.backend {
-            Backend::Sled { .. } => CURSOR_FLUSH_INTERVAL,
-            Backend::Kv { flush_interval, .. } => *flush_interval,
+            Backend::Sled { flush_interval, .. } | Backend::Kv { flush_interval, .. } => {
+                *flush_interval
+            }
         }
     }
 
@@ -343,7 +347,10 @@ impl Sessions {
     /// time. The node needs no call: sled's sweeping thread does this every
     /// [`SWEEP_INTERVAL`]. The bucket needs no sweep (0).
     pub fn sweep(&self) -> Result<usize, SessionError> {
-        let Backend::Sled { sessions, queue } = &self.backend else {
+        let Backend::Sled {
+            sessions, queue, ..
+        } = &self.backend
+        else {
             return Ok(0);
         };
         sled_thread::sweep(sessions, queue, || false)
@@ -354,8 +361,10 @@ impl Sessions {
 mod tests {
     use super::*;
 
+    const FLUSH: Duration = Duration::from_secs(2);
+
     fn sled(ttl: Duration) -> (Sessions, Background) {
-        Sessions::sled(&Store::temporary().unwrap(), ttl, 64).unwrap()
+        Sessions::sled(&Store::temporary().unwrap(), ttl, FLUSH, 64).unwrap()
     }
 
     fn at(seq: u64) -> Cursor {
@@ -439,7 +448,8 @@ mod tests {
     async fn close_writes_what_was_handed_over_and_joins_the_threads() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let (sessions, background) = Sessions::sled(&store, Duration::from_secs(60), 64).unwrap();
+        let (sessions, background) =
+            Sessions::sled(&store, Duration::from_secs(60), FLUSH, 64).unwrap();
         let ann = Id::new_v4();
         let id = Id::new_v4();
         let mut first = Change::new(ann);
@@ -476,7 +486,8 @@ mod tests {
     async fn a_dropped_background_stops_the_threads() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let (sessions, background) = Sessions::sled(&store, Duration::from_secs(60), 64).unwrap();
+        let (sessions, background) =
+            Sessions::sled(&store, Duration::from_secs(60), FLUSH, 64).unwrap();
         drop(background);
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while sessions
