@@ -13,10 +13,12 @@ mod connection;
 pub mod control;
 mod direct;
 mod fold;
+mod history;
 pub mod presence;
 mod provision;
 mod publisher;
 mod reader;
+mod reaper;
 pub mod subject;
 mod typing;
 
@@ -28,10 +30,9 @@ use chrono::{DateTime, Utc};
 
 pub use crate::position::{Epoch, StreamPosition};
 pub use connection::LAME_DUCK_RECONNECT;
+pub use history::{History, HistoryQuery, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT};
 pub use publisher::Receipt;
-pub use reader::{
-    History, HistoryQuery, LogRead, ReadItem, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT,
-};
+pub use reader::{LogRead, ReadItem};
 pub use subject::PayloadError;
 pub use typing::{TypingSubscription, RESUBSCRIBE_DELAY};
 

@@ -1,4 +1,5 @@
-//! Ordered reads of the log from a sequence, and audit history over a range.
+//! Ordered reads of the log from a sequence (the audit history over a
+//! range, `super::history`, is one of them).
 //!
 //! Reads use an ordered pull consumer: the server sends a bounded batch at a
 //! time and the next batch only once the reader has taken half of it, so a
@@ -107,7 +108,7 @@ fn first_of_type(kind: &str) -> bool {
 
 /// An ordered read of some channels (or all of them) from a sequence on.
 ///
-/// Dropping it hands its consumer to the log's [`Reaper`], when one runs,
+/// Dropping it hands its consumer to the log's [`Reaper`](super::reaper::Reaper), when one runs,
 /// to be deleted: the server would otherwise keep it for its inactivity
 /// threshold (30 s), and a storm of replays would leave a crowd of
 /// consumers behind it. Without a reaper (the tools) the server removes it
@@ -160,51 +161,7 @@ struct PulledRead {
 pub const CHANNEL_READ_PULL: usize = 5000;
 pub const CHANNEL_READ_PULL_BYTES: usize = 2 * 1024 * 1024;
 
-/// Deletes the consumers of finished reads, one at a time, as a task the
-/// node owns ([`Log::reap_reads`]). Its queue holds a name per finished
-/// read not yet deleted: at most the reads that ended since the last
-/// delete, each of which held a replay permit or a history request.
-pub struct Reaper {
-    js: jetstream::Context,
-    stream: String,
-    finished: mpsc::UnboundedReceiver<String>,
-}
-
-/// How long one delete may take before the reaper moves on (the server
-/// removes that consumer itself after its inactivity threshold).
-pub const REAP_TIMEOUT: Duration = Duration::from_secs(2);
-
-impl Reaper {
-    /// Deletes finished reads' consumers, until every log that hands them
-    /// over is gone (the node stops it at shutdown before that).
-    pub async fn run(mut self) {
-        while let Some(consumer) = self.finished.recv().await {
-            let deleted = self.js.delete_consumer_from_stream(&consumer, &self.stream);
-            match tokio::time::timeout(REAP_TIMEOUT, deleted).await {
-                Ok(Ok(_)) => {}
-                // Gone already (recreated by the ordered reader, or lost
-                // with its server): the server removes what is left.
-                Ok(Err(e)) => tracing::debug!(%consumer, error = %e, "read's consumer not deleted"),
-                Err(_) => tracing::debug!(%consumer, "read's consumer delete timed out"),
-            }
-        }
-    }
-}
-
 impl Log {
-    /// From now on, this log's reads (and its clones' made after this)
-    /// hand their consumers to the returned [`Reaper`] when they end; the
-    /// caller runs it.
-    pub fn reap_reads(&mut self) -> Reaper {
-        let (tx, finished) = mpsc::unbounded_channel();
-        self.reaper = Some(tx);
-        Reaper {
-            js: self.js.clone(),
-            stream: self.settings.name.clone(),
-            finished,
-        }
-    }
-
     /// Reads the given channels' events (every channel when empty) with
     /// `seq >= from_seq`, in order, then waits for new ones.
     pub async fn read(&self, channels: &[Channel], from_seq: u64) -> Result<LogRead, LogError> {
@@ -567,75 +524,6 @@ pub(super) fn decode(
         data: decoded.data,
         raw_data: Some(decoded.raw_data),
     })
-}
-
-/// The default and the largest page of the history API and `replay`.
-pub const HISTORY_DEFAULT_LIMIT: usize = 1000;
-pub const HISTORY_MAX_LIMIT: usize = 10_000;
-
-/// An audit read: some channels' events in a sequence or time range.
-#[derive(Clone, Debug, Default)]
-pub struct HistoryQuery {
-    pub channels: Vec<Channel>,
-    /// Only events with `seq > after_seq`.
-    pub after_seq: Option<u64>,
-    /// Only events whose envelope timestamp is `>= since`.
-    pub since: Option<DateTime<Utc>>,
-    /// Only events whose envelope timestamp is `< until`.
-    pub until: Option<DateTime<Utc>>,
-    /// At most this many events (invalid stored messages are skipped and not counted).
-    pub limit: Option<usize>,
-}
-
-/// A page of history, read lazily: memory is one consumer batch.
-pub struct History {
-    read: Option<LogRead>,
-    remaining: usize,
-    until_seq_time: Option<DateTime<Utc>>,
-}
-
-impl Log {
-    pub async fn history(&self, query: &HistoryQuery) -> Result<History, LogError> {
-        let mut start = query.after_seq.map_or(1, |s| s.saturating_add(1));
-        if let Some(since) = query.since {
-            start = start.max(self.seq_at_time(since).await?);
-        }
-        let remaining = query.limit.unwrap_or(usize::MAX);
-        let read = self.read(&query.channels, start).await?;
-        let read = (read.initial_pending > 0 && remaining > 0).then_some(read);
-        Ok(History {
-            read,
-            remaining,
-            until_seq_time: query.until.map(super::ceil_to_millis),
-        })
-    }
-}
-
-impl History {
-    /// The next item, or `None` at the end of the range, the limit or the log.
-    pub async fn next(&mut self) -> Option<Result<ReadItem, LogError>> {
-        let read = self.read.as_mut()?;
-        let item = match read.next().await {
-            Some(Ok(item)) => item,
-            other => {
-                self.read = None;
-                return other;
-            }
-        };
-        if let (Some(until), Ok(event)) = (self.until_seq_time, &item.event) {
-            if event.time >= until {
-                self.read = None;
-                return None;
-            }
-        }
-        if item.event.is_ok() {
-            self.remaining -= 1;
-        }
-        if item.pending == 0 || self.remaining == 0 {
-            self.read = None;
-        }
-        Some(Ok(item))
-    }
 }
 
 #[cfg(test)]
