@@ -112,10 +112,11 @@ declare! {
         /// The `kv` session store's bucket; `serve` creates or updates it
         /// with the session TTL as its max age and the stream's replicas.
         session_bucket: BucketName = "switchboard_sessions", env "SWITCHBOARD_SESSION_BUCKET";
-        /// With the `kv` session store, how often a connection writes its
-        /// moved cursors (and once more when it closes): a session resumed
-        /// on another node may replay about this much again. sled is
-        /// written every 0.5 s.
+        /// How often a connection writes its moved cursors (and once more
+        /// when it closes), with either session store: a session resumed
+        /// after a crash, or on another node, may replay about this much
+        /// again. Shorter costs more writes: one record per subscription
+        /// whose cursor moved, per connection and interval.
         session_flush_interval: Duration = "2s", "100ms" ..= "1m", env "SWITCHBOARD_SESSION_FLUSH_INTERVAL";
         /// Sessions one user keeps, in either store (the default is one per
         /// connection `max_connections_per_user` allows): one more removes

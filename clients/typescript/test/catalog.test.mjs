@@ -110,7 +110,7 @@ describe("added event types through the SDK", () => {
         await waitFor("it is acked on both subscriptions", () => acked(channel, onChannel[0].seq) && acked(user, onUser[0].seq));
         // The next acks die on the way: the server's session cursors stay at
         // the first event, so its replay after the drop repeats the next two.
-        await sleep(1_000); // the gateway saves the acked cursors (sled: every 500 ms)
+        await sleep(1_000); // the acked cursors are saved (every session-flush-interval, and when the connection ends)
         wire.loseAcks = true;
         await publishMessage("hello");
         await publishReaction("tada");

@@ -12,9 +12,9 @@
 //! The session is written as changes (`crate::session::record::Change`): a subscription's record
 //! when it is added (at once: a client that drops and comes straight back
 //! reads it), removed when it ends (at once too), and rewritten when its
-//! cursor moved, at most every `Sessions::flush_interval` (sled: 0.5 s; the
-//! bucket: `session_flush_interval`, handed to the node's writer, never
-//! awaited), and once more when the connection ends. Nothing is written
+//! cursor moved, at most every `Sessions::flush_interval` (the setting
+//! `session_flush_interval`; the bucket's changes are handed to the node's
+//! writer, never awaited), and once more when the connection ends. Nothing is written
 //! while the connection has no subscription; its header goes with its
 //! first one, and the whole session is removed when its last one ends.
 //! The header and every subscription record are written again at least
