@@ -116,7 +116,9 @@ declare! {
         /// when it closes), with either session store: a session resumed
         /// after a crash, or on another node, may replay about this much
         /// again. Shorter costs more writes: one record per subscription
-        /// whose cursor moved, per connection and interval.
+        /// whose cursor moved, per connection and interval (with sled,
+        /// each costs a rewritten tree node of a few KB on disk: 15,000
+        /// connections at 2 s wrote 30 to 100 MB/s).
         session_flush_interval: Duration = "2s", "100ms" ..= "1m", env "SWITCHBOARD_SESSION_FLUSH_INTERVAL";
         /// Sessions one user keeps, in either store (the default is one per
         /// connection `max_connections_per_user` allows): one more removes
