@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
-use crate::PATIENCE;
+use crate::{read_head, PATIENCE};
 
 pub const OP_CONT: u8 = 0x0;
 pub const OP_TEXT: u8 = 0x1;
@@ -162,14 +162,7 @@ impl RawSocket {
     /// `Sec-WebSocket-Extensions` if given; panics unless the answer is 101.
     pub async fn connect(addr: SocketAddr, query: &str, offer: Option<&str>) -> RawSocket {
         let stream = TcpStream::connect(addr).await.expect("connect");
-        let (read, write) = stream.into_split();
-        let mut socket = RawSocket {
-            read,
-            write,
-            input: Vec::with_capacity(16 * 1024),
-            extensions: None,
-            read_bytes: 0,
-        };
+        let (mut read, mut write) = stream.into_split();
         let offer = offer
             .map(|o| format!("Sec-WebSocket-Extensions: {o}\r\n"))
             .unwrap_or_default();
@@ -178,27 +171,25 @@ impl RawSocket {
              Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
              Sec-WebSocket-Version: 13\r\n{offer}\r\n"
         );
-        socket
-            .write
+        write
             .write_all(request.as_bytes())
             .await
             .expect("upgrade request written");
-        let head_end = loop {
-            if let Some(i) = socket.input.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            assert!(socket.fill().await, "the server answers the upgrade");
-        };
-        let head = String::from_utf8_lossy(&socket.input[..head_end]).to_string();
+        let head = read_head(&mut read).await;
         assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-        socket.extensions = head.lines().find_map(|line| {
+        let extensions = head.lines().find_map(|line| {
             let (name, value) = line.split_once(':')?;
             name.trim()
                 .eq_ignore_ascii_case("sec-websocket-extensions")
                 .then(|| value.trim().to_string())
         });
-        socket.input.drain(..head_end);
-        socket
+        RawSocket {
+            read,
+            write,
+            input: Vec::with_capacity(16 * 1024),
+            extensions,
+            read_bytes: head.len() as u64,
+        }
     }
 
     /// Reads more input; false at the end of the stream or on a reset.
