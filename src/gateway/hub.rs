@@ -46,6 +46,24 @@ pub struct Delivery {
     pub presence: Option<u64>,
 }
 
+#[cfg(test)]
+impl Delivery {
+    /// `frame` on `channel` with nothing else to it: no compressed form
+    /// yet, no cut, no typing user, no presence (the unit tests' events).
+    pub(crate) fn bare(channel: Channel, seq: Option<u64>, frame: Text) -> Delivery {
+        Delivery {
+            channel,
+            seq,
+            frame,
+            deflated: Default::default(),
+            cut: None,
+            log_time_ms: 0,
+            from_user: None,
+            presence: None,
+        }
+    }
+}
+
 /// What a connection shares with the hub: its bounded queue of
 /// deliveries and its flags.
 ///

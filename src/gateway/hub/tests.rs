@@ -6,16 +6,7 @@ use super::*;
 use std::time::Duration;
 
 fn delivery(channel: Channel, seq: Option<u64>) -> Arc<Delivery> {
-    Arc::new(Delivery {
-        channel,
-        seq,
-        frame: Text::from_static("{}"),
-        deflated: Default::default(),
-        cut: None,
-        log_time_ms: 0,
-        from_user: None,
-        presence: None,
-    })
+    Arc::new(Delivery::bare(channel, seq, Text::from_static("{}")))
 }
 
 #[test]

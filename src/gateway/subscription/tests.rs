@@ -207,16 +207,7 @@ fn typing_passes_through_and_nothing_follows_a_cut() {
     let r = rules(user);
     let mut out = Actions::new();
     let mut sub = Subscription::live(ch, 0);
-    let typing = Arc::new(Delivery {
-        channel: ch,
-        seq: None,
-        frame: Text::from_static("{}"),
-        deflated: Default::default(),
-        cut: None,
-        log_time_ms: 0,
-        from_user: None,
-        presence: None,
-    });
+    let typing = Arc::new(Delivery::bare(ch, None, Text::from_static("{}")));
     sub.on_live(&r, typing.clone(), &mut out);
     assert!(matches!(
         out.pop_front(),

@@ -27,15 +27,10 @@ fn subscribe_with_presence(channel: Channel, since_seq: Option<u64>) -> ClientFr
 /// A presence delivery of `generation` (the model's snapshots are of
 /// generation 7).
 fn presence(channel: Channel, generation: u64) -> Arc<Delivery> {
+    let frame = format!(r#"{{"type":"user_presence","generation":{generation}}}"#);
     Arc::new(Delivery {
-        channel,
-        seq: None,
-        frame: format!(r#"{{"type":"user_presence","generation":{generation}}}"#).into(),
-        deflated: Default::default(),
-        cut: None,
-        log_time_ms: 0,
-        from_user: None,
         presence: Some(generation),
+        ..Delivery::bare(channel, None, frame.into())
     })
 }
 
