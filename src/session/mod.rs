@@ -154,21 +154,20 @@ enum Backend {
     Sled {
         sessions: sled::SledSessions,
         queue: sled_thread::Queue,
-        flush_interval: Duration,
     },
     Kv {
         bucket: kv::Bucket,
         writer: writer::Writer,
-        flush_interval: Duration,
     },
 }
 
-/// Sessions in their store, with their time to live: a handle, cloned
-/// freely; the work behind it is its [`Background`]'s.
+/// Sessions in their store, with their time to live and cursor cadence: a
+/// handle, cloned freely; the work behind it is its [`Background`]'s.
 #[derive(Clone)]
 pub struct Sessions {
     backend: Backend,
     ttl: Duration,
+    flush_interval: Duration,
 }
 
 impl Sessions {
@@ -186,12 +185,9 @@ impl Sessions {
         let sessions = sled::SledSessions::open(store)?;
         let (queue, threads) = sled_thread::start(sessions.clone(), most_per_user)?;
         let handle = Sessions {
-            backend: Backend::Sled {
-                sessions,
-                queue,
-                flush_interval,
-            },
+            backend: Backend::Sled { sessions, queue },
             ttl,
+            flush_interval,
         };
         let background = Background::sled(threads);
         Ok((handle, background))
@@ -213,9 +209,9 @@ impl Sessions {
             backend: Backend::Kv {
                 bucket,
                 writer: writer.clone(),
-                flush_interval,
             },
             ttl,
+            flush_interval,
         };
         let background = Background::kv(writer, task);
         (handle, background)
@@ -238,11 +234,7 @@ impl Sessions {
 
     /// How often a connection writes its moved cursors.
     pub fn flush_interval(&self) -> Duration {
-        match &self.backend {
-            Backend::Sled { flush_interval, .. } | Backend::Kv { flush_interval, .. } => {
-                *flush_interval
-            }
-        }
+        self.flush_interval
     }
 
     /// The bucket writer, when the sessions are in the bucket.
@@ -347,10 +339,7 @@ impl Sessions {
     /// time. The node needs no call: sled's sweeping thread does this every
     /// [`SWEEP_INTERVAL`]. The bucket needs no sweep (0).
     pub fn sweep(&self) -> Result<usize, SessionError> {
-        let Backend::Sled {
-            sessions, queue, ..
-        } = &self.backend
-        else {
+        let Backend::Sled { sessions, queue } = &self.backend else {
             return Ok(0);
         };
         sled_thread::sweep(sessions, queue, || false)
