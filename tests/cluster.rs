@@ -403,15 +403,21 @@ async fn with_a_server_of_the_list_down_serve_publish_and_replay_use_the_others(
 
     // A second gateway starts on the same list with a server down.
     let second = Gateway::start_on(&urls, &["--replicas", "3"]);
-    let mut late = Client::connect(&second, &token(Id::new_v4(), Grant::All, &[])).await;
+    let user = token(Id::new_v4(), Grant::All, &[]);
+    let mut late = Client::connect(&second, &user).await;
     // A read the degraded cluster cannot serve yet is `unavailable`: the
-    // client tries again, as docs/protocol.md says ("Client frames").
+    // client tries again, as docs/protocol.md says ("Client frames"). A
+    // replay whose read fails once it started says `unavailable` and
+    // closes with 1011: the client connects again and resumes.
     let deadline = Instant::now() + PATIENCE;
-    let events = loop {
+    let unavailable = |frame: &serde_json::Value| {
+        frame["type"] == "error" && frame["data"]["code"] == "unavailable"
+    };
+    let events = 'replay: loop {
         late.send(serde_json::json!({"type": "subscribe", "channel": chat(c).to_string(), "since_seq": 0}))
             .await;
         let first = late.next().await;
-        if first["type"] == "error" && first["data"]["code"] == "unavailable" {
+        if unavailable(&first) {
             assert!(Instant::now() < deadline, "the replay stayed unavailable");
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
@@ -420,6 +426,12 @@ async fn with_a_server_of_the_list_down_serve_publish_and_replay_use_the_others(
         let mut events = Vec::new();
         loop {
             let frame = late.next().await;
+            if unavailable(&frame) {
+                assert_eq!(late.closed_with().await, 1011, "after {frame}");
+                assert!(Instant::now() < deadline, "the replay stayed unavailable");
+                late = Client::connect(&second, &user).await;
+                continue 'replay;
+            }
             if frame["type"] == "replayed" {
                 break;
             }
