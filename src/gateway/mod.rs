@@ -87,6 +87,8 @@ pub struct Node {
     /// HTTP ones, which the node never reads: they are the edge's
     /// (`http::Bounds`) and the listener's (`server::listener::Bounds`).
     limits: Limits,
+    /// What every connection's state reads of the limits, made once.
+    conn_bounds: Arc<connection::Bounds>,
     metrics: &'static Metrics,
     /// Cancelled once, when the node shuts down.
     shutdown: CancellationToken,
@@ -118,6 +120,7 @@ impl Node {
             stream_replays: Arc::new(tokio::sync::Semaphore::new(limits.max_stream_replays)),
             projection: RwLock::new(projection),
             store,
+            conn_bounds: Arc::new(connection::Bounds::of(&limits, sessions.flush_interval())),
             sessions,
             limits,
             metrics: Metrics::get(),
@@ -205,6 +208,9 @@ impl Node {
     /// Starts shutting down: every task is told, and no new one starts.
     pub fn begin_shutdown(&self) {
         self.shutdown.cancel();
+        // After the cancel: a connection that registers once this has
+        // passed its shard finds the token cancelled (`Connection::serve`).
+        self.users.shut_down_all();
         self.tasks.close();
     }
 

@@ -63,6 +63,18 @@ impl Users {
         }
     }
 
+    /// Tells every connection on this node that the node is shutting
+    /// down. A connection registered after this call finds the node's
+    /// shutdown token cancelled when its loop starts.
+    pub fn shut_down_all(&self) {
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            for (_, mailbox) in shard.values().flatten() {
+                mailbox.shut_down();
+            }
+        }
+    }
+
     /// Asks every connection of `user` on this node to close with 4003 and
     /// `reason`; how many were asked.
     pub fn disconnect(&self, user: Id, reason: &str) -> usize {

@@ -102,6 +102,30 @@ type NodeIndex = u16;
 
 /// [`UserState::node`] when no node holds the user's connections.
 const NOBODY: NodeIndex = NodeIndex::MAX;
+/// A present user's name. A token without `name` shows the user id: that
+/// name is not kept (its 36 characters would be a heap allocation for
+/// every such user in every channel), but made again when shown.
+#[derive(Debug, PartialEq)]
+struct Name(Option<CompactString>);
+
+impl Name {
+    fn new(user: Id, name: &str) -> Name {
+        let mut id = uuid::Uuid::encode_buffer();
+        if &*user.0.hyphenated().encode_lower(&mut id) == name {
+            Name(None)
+        } else {
+            Name(Some(CompactString::new(name)))
+        }
+    }
+
+    fn show(&self, user: Id) -> String {
+        match &self.0 {
+            Some(name) => name.to_string(),
+            None => user.to_string(),
+        }
+    }
+}
+
 /// [`UserState::node`] when several nodes do (each one's count is in
 /// [`View::spread`]).
 const SPREAD: NodeIndex = NodeIndex::MAX - 1;
@@ -110,7 +134,7 @@ const SPREAD: NodeIndex = NodeIndex::MAX - 1;
 /// (what most of a node's presence memory is).
 #[derive(Debug)]
 struct UserState {
-    username: CompactString,
+    username: Name,
     /// Connections holding the channel, on every node.
     count: u32,
     /// The node holding them, or [`NOBODY`], or [`SPREAD`].
@@ -206,7 +230,7 @@ impl View {
     /// The name the view has for `user` in `channel`.
     pub fn username_of(&self, channel: Id, user: Id) -> Option<String> {
         let state = self.channels.get(&channel)?.get(&user)?;
-        Some(state.username.to_string())
+        Some(state.username.show(user))
     }
 
     /// Sets `node`'s count of the user's connections; returns the count
@@ -264,13 +288,16 @@ impl View {
             .entry(channel)
             .or_default()
             .get_or_insert_with(user, || UserState {
-                username: CompactString::new(username),
+                username: Name::new(user, username),
                 count: 0,
                 node: NOBODY,
                 announced: false,
             });
-        if connections > 0 && state.username != username {
-            state.username = CompactString::new(username);
+        if connections > 0 {
+            let name = Name::new(user, username);
+            if state.username != name {
+                state.username = name;
+            }
         }
         let key = (channel, user);
         let (before, after) = self.set_count(key, index, connections);
@@ -337,7 +364,7 @@ impl View {
                     .find(|(n, _)| *n == index)
                     .map_or(0, |(_, count)| *count);
                 if count > 0 {
-                    held.push((*channel, *user, state.username.to_string(), count));
+                    held.push((*channel, *user, state.username.show(*user), count));
                 }
             }
         }
@@ -397,7 +424,7 @@ impl View {
                 changes.push(Change {
                     channel,
                     user,
-                    username: state.username.to_string(),
+                    username: state.username.show(user),
                     online,
                 });
             }
@@ -460,7 +487,7 @@ impl View {
                 if members.len() < limit {
                     members.push(Member {
                         user: *user,
-                        username: state.username.to_string(),
+                        username: state.username.show(*user),
                         connections: state.count,
                     });
                 }

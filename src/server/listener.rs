@@ -180,7 +180,7 @@ where
         });
         let socket = TokioIo::new(Admitted {
             stream,
-            watch: watch.clone(),
+            watch: Some(watch.clone()),
             _slot: slot,
         });
         let service_entry = entry.clone();
@@ -293,8 +293,27 @@ fn connection_failed(e: &hyper::Error, metrics: &Metrics) {
 /// as long as the socket.
 struct Admitted {
     stream: TcpStream,
-    watch: Arc<SocketWatch>,
+    /// Shared with the HTTP connection's task; let go once that task is
+    /// gone (the socket was upgraded), see [`Admitted::watch`].
+    watch: Option<Arc<SocketWatch>>,
     _slot: OwnedSemaphorePermit,
+}
+
+impl Admitted {
+    /// The socket's watch while its HTTP connection runs. Once the socket
+    /// is a WebSocket nobody reads the watch: the first write after the
+    /// upgrade lets it go, and the pending entry's memory with it (96
+    /// bytes of every idle connection).
+    fn watch(&mut self) -> Option<&SocketWatch> {
+        if self
+            .watch
+            .as_ref()
+            .is_some_and(|w| Arc::strong_count(w) == 1)
+        {
+            self.watch = None;
+        }
+        self.watch.as_deref()
+    }
 }
 
 /// What a socket's writes tell the accept loop: whether they are stalled,
@@ -423,7 +442,9 @@ impl AsyncWrite for Admitted {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
-        this.watch.stall.note(&polled);
+        if let Some(watch) = this.watch() {
+            watch.stall.note(&polled);
+        }
         polled
     }
 
@@ -434,7 +455,9 @@ impl AsyncWrite for Admitted {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
-        this.watch.stall.note(&polled);
+        if let Some(watch) = this.watch() {
+            watch.stall.note(&polled);
+        }
         polled
     }
 
@@ -446,7 +469,9 @@ impl AsyncWrite for Admitted {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.stream).poll_flush(cx);
         if let Poll::Ready(Ok(())) = polled {
-            this.watch.flushed();
+            if let Some(watch) = this.watch() {
+                watch.flushed();
+            }
         }
         polled
     }

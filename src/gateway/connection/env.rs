@@ -66,8 +66,9 @@ pub(super) struct NodeEnv {
     pub(super) conn: u64,
     /// The connection's queue; its `user` is the connection's.
     pub(super) mailbox: Arc<Mailbox>,
-    /// The name the user's presence shows.
-    pub(super) username: String,
+    /// The token's `name`, which the user's presence shows; without one,
+    /// the user id (made when needed rather than kept by every connection).
+    pub(super) name: Option<Box<str>>,
 }
 
 impl NodeEnv {
@@ -83,9 +84,12 @@ impl Env for NodeEnv {
             .hub
             .subscribe(channel, self.conn, presence, self.mailbox.clone());
         if let Channel::Chat(id) = channel {
-            self.node
-                .presence
-                .join(id, self.mailbox.user, &self.username);
+            let user = self.mailbox.user;
+            let username = match &self.name {
+                Some(name) => std::borrow::Cow::Borrowed(&**name),
+                None => std::borrow::Cow::Owned(user.to_string()),
+            };
+            self.node.presence.join(id, user, &username);
         }
         routed
     }

@@ -150,7 +150,7 @@ struct Joining {
 
 /// The per-connection bounds the state applies.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Bounds {
+pub(crate) struct Bounds {
     pub(super) max_subscriptions: usize,
     pub(super) typing_per_second: usize,
     pub(super) heartbeat: Duration,
@@ -159,7 +159,7 @@ pub(super) struct Bounds {
 }
 
 impl Bounds {
-    pub(super) fn of(limits: &Limits, flush_interval: Duration) -> Bounds {
+    pub(crate) fn of(limits: &Limits, flush_interval: Duration) -> Bounds {
         Bounds {
             max_subscriptions: limits.max_subscriptions,
             typing_per_second: limits.typing_per_second as usize,
@@ -175,7 +175,8 @@ pub(super) struct State {
     id: u64,
     claims: Claims,
     rules: Rules,
-    bounds: Bounds,
+    /// The node's, shared by its connections.
+    bounds: Arc<Bounds>,
     subs: Subs,
     planning: Vec<Planning>,
     next_ticket: u64,
@@ -220,7 +221,7 @@ impl State {
     pub(super) fn new(
         id: u64,
         claims: Claims,
-        bounds: Bounds,
+        bounds: Arc<Bounds>,
         bad_frames_per_minute: usize,
     ) -> State {
         let deadlines = Deadlines::new(&claims, bounds.heartbeat, bounds.flush_interval);
@@ -431,7 +432,7 @@ impl State {
             slot.lagged = true;
         }
         let mut out = std::mem::take(&mut self.scratch);
-        let channels: Vec<Channel> = self.subs.keys().copied().collect();
+        let channels: Vec<Channel> = self.subs.keys().collect();
         for channel in channels {
             if let Some(sub) = self.subs.get_mut(&channel) {
                 sub.on_lagged(&mut out);
@@ -472,7 +473,7 @@ impl State {
             }
             request_ids.insert(slot.channel, slot.request_id);
         }
-        let mut channels: Vec<Channel> = self.subs.keys().copied().collect();
+        let mut channels: Vec<Channel> = self.subs.keys().collect();
         channels.extend(request_ids.keys().copied());
         let mut out = std::mem::take(&mut self.scratch);
         for channel in channels {
@@ -688,7 +689,7 @@ impl State {
     /// disconnect does not).
     pub(super) fn leave_all(&mut self, env: &mut dyn Env, how: Left) {
         self.leaving = how;
-        let mut channels: Vec<Channel> = self.subs.keys().copied().collect();
+        let mut channels: Vec<Channel> = self.subs.keys().collect();
         channels.extend(self.planning.iter().map(|p| p.channel));
         for channel in channels {
             self.forget(env, channel);

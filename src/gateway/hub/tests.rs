@@ -124,3 +124,11 @@ async fn an_inbox_wakes_on_a_delivery_gives_back_a_burst_and_closes_when_dropped
     drop(inbox);
     assert_eq!(hub.dispatch(delivery(ch, Some(501))).queued, 0);
 }
+
+/// Every connection has a mailbox: with the `Arc`'s two counts it fits
+/// mimalloc's 128-byte size class (`just bench fanout`, case (d)).
+#[test]
+fn a_mailbox_stays_small() {
+    let size = std::mem::size_of::<Mailbox>();
+    assert!(size + 16 <= 128, "a mailbox is {size} bytes");
+}

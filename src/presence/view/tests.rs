@@ -19,6 +19,36 @@ fn a_present_user_costs_32_bytes_beside_its_id() {
 }
 
 #[test]
+fn a_name_that_is_the_user_id_is_not_kept_but_shown() {
+    let [node, channel, ann, bob] = ids();
+    let t0 = Instant::now();
+    let mut view = View::new(GRACE);
+    view.report(node, (channel, ann), &ann.to_string(), 1, Left::Dropped, t0);
+    view.report(node, (channel, bob), "bob", 1, Left::Dropped, t0);
+    let kept = |user: Id| {
+        view.channels[&channel]
+            .get(&user)
+            .map(|s| s.username.0.clone())
+    };
+    assert_eq!(kept(ann), Some(None), "the id is made again, not kept");
+    assert_eq!(kept(bob), Some(Some("bob".into())));
+    assert_eq!(view.username_of(channel, ann), Some(ann.to_string()));
+    let mut shown: Vec<(Id, String)> = view
+        .poll(t0)
+        .into_iter()
+        .map(|c| (c.user, c.username))
+        .collect();
+    shown.sort();
+    let mut expected = vec![(ann, ann.to_string()), (bob, "bob".to_string())];
+    expected.sort();
+    assert_eq!(shown, expected);
+    // A name in upper case is not the id's text: it is kept as given.
+    let upper = ann.to_string().to_uppercase();
+    view.report(node, (channel, ann), &upper, 1, Left::Dropped, t0);
+    assert_eq!(view.username_of(channel, ann), Some(upper));
+}
+
+#[test]
 fn going_online_is_announced_at_the_next_poll_and_once_for_many_tabs() {
     let [node, channel, ann] = ids();
     let t0 = Instant::now();

@@ -131,7 +131,7 @@ mod tests {
 
     fn state(count: u32) -> UserState {
         UserState {
-            username: CompactString::new("u"),
+            username: super::super::Name(Some(CompactString::new("u"))),
             count,
             node: 0,
             announced: false,

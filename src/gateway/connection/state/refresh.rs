@@ -95,7 +95,6 @@ impl State {
         let held: Vec<Channel> = self
             .subs
             .keys()
-            .copied()
             .chain(self.planning.iter().map(|p| p.channel))
             .collect();
         let mut revoked = false;

@@ -199,7 +199,7 @@ fn state() -> State {
         reconnect_base: Duration::from_secs(2),
         flush_interval: Duration::from_millis(500),
     };
-    State::new(1, claims, bounds, 20)
+    State::new(1, claims, std::sync::Arc::new(bounds), 20)
 }
 
 fn subscribe(channel: Channel, since_seq: Option<u64>, request_id: &str) -> ClientFrame {
