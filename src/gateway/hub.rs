@@ -216,9 +216,9 @@ impl Mailbox {
         self.disconnect.get().map(|r| &**r)
     }
 
-    /// Whether the hub flagged this connection as lagging, or the stream
-    /// as recreated (the flags stay up until taken), or the operator
-    /// disconnected it.
+    /// Whether the hub flagged this connection as lagging, the stream as
+    /// recreated or its presence as lost (the flags stay up until taken),
+    /// or the operator disconnected it, or the node is shutting down.
     fn flagged(&self) -> bool {
         self.flags
             .is_up(LAGGED | RESTARTED | PRESENCE_LOST | SHUTDOWN)

@@ -102,30 +102,6 @@ type NodeIndex = u16;
 
 /// [`UserState::node`] when no node holds the user's connections.
 const NOBODY: NodeIndex = NodeIndex::MAX;
-/// A present user's name. A token without `name` shows the user id: that
-/// name is not kept (its 36 characters would be a heap allocation for
-/// every such user in every channel), but made again when shown.
-#[derive(Debug, PartialEq)]
-struct Name(Option<CompactString>);
-
-impl Name {
-    fn new(user: Id, name: &str) -> Name {
-        let mut id = uuid::Uuid::encode_buffer();
-        if &*user.0.hyphenated().encode_lower(&mut id) == name {
-            Name(None)
-        } else {
-            Name(Some(CompactString::new(name)))
-        }
-    }
-
-    fn show(&self, user: Id) -> String {
-        match &self.0 {
-            Some(name) => name.to_string(),
-            None => user.to_string(),
-        }
-    }
-}
-
 /// [`UserState::node`] when several nodes do (each one's count is in
 /// [`View::spread`]).
 const SPREAD: NodeIndex = NodeIndex::MAX - 1;
@@ -141,6 +117,43 @@ struct UserState {
     node: NodeIndex,
     /// Whether the user was last announced online.
     announced: bool,
+}
+
+/// A present user's name. A token without `name` shows the user id: that
+/// name is not kept (its 36 characters would be a heap allocation for
+/// every such user in every channel), but made again when shown.
+#[derive(Debug)]
+struct Name(Option<CompactString>);
+
+impl Name {
+    fn new(user: Id, name: &str) -> Name {
+        if is_id(user, name) {
+            Name(None)
+        } else {
+            Name(Some(CompactString::new(name)))
+        }
+    }
+
+    /// Whether this is `name` (of `user`), without making either.
+    fn is(&self, user: Id, name: &str) -> bool {
+        match &self.0 {
+            Some(kept) => kept == name,
+            None => is_id(user, name),
+        }
+    }
+
+    fn show(&self, user: Id) -> String {
+        match &self.0 {
+            Some(name) => name.to_string(),
+            None => user.to_string(),
+        }
+    }
+}
+
+/// Whether `name` is `user`'s id as text (lower-case, hyphenated).
+fn is_id(user: Id, name: &str) -> bool {
+    let mut id = uuid::Uuid::encode_buffer();
+    &*user.0.hyphenated().encode_lower(&mut id) == name
 }
 
 /// The presence of every channel, as this node sees the deployment.
@@ -293,11 +306,8 @@ impl View {
                 node: NOBODY,
                 announced: false,
             });
-        if connections > 0 {
-            let name = Name::new(user, username);
-            if state.username != name {
-                state.username = name;
-            }
+        if connections > 0 && !state.username.is(user, username) {
+            state.username = Name::new(user, username);
         }
         let key = (channel, user);
         let (before, after) = self.set_count(key, index, connections);
