@@ -1,17 +1,27 @@
-//! Reading compressed client messages: a byte stream between the socket
-//! and the WebSocket library that inflates `permessage-deflate` messages
-//! (RFC 7692) and hands the library plain frames.
+//! Reading client frames: a byte stream between the socket and the
+//! WebSocket library that hands the library small plain frames, and
+//! inflates `permessage-deflate` messages (RFC 7692) into them.
 //!
-//! The library knows nothing of the extension and refuses any frame with
-//! RSV1 set. On a connection that negotiated it, this stream reads each
-//! frame's header itself: a frame of an uncompressed message, and every
-//! control frame, goes through untouched (its payload is copied straight
-//! from the socket into the library's buffer); a compressed message's
+//! The library keeps one read buffer per socket for the socket's life, and
+//! grows it to hold a frame's whole payload on top of what it has already
+//! read: a single 1 KiB `refresh` would cost an idle connection 1 KiB until
+//! it closes. So this stream reads each frame's header itself and hands the
+//! library its header alone, then its payload: a data frame of more than
+//! [`PIECE_BYTES`] is handed on as a fragmented run of plain frames of at
+//! most that many bytes, each with the frame's own masking key (pieces
+//! start on a multiple of four, where the key starts over, so nothing is
+//! unmasked or masked again). Control frames, frames over the size bound,
+//! and frames the library must refuse (reserved bits, reserved opcodes,
+//! unmasked) go through as they are. The library reassembles the pieces
+//! into the message, and frees what it assembled once the message is
+//! read.
+//!
+//! On a connection that negotiated the extension, a compressed message's
 //! frames are unmasked and inflated, and what they inflate to is handed on
-//! as a fragmented message of plain frames, at most [`CHUNK_BYTES`] each,
-//! with a zero masking key (a client's frames must be masked; a zero key
-//! leaves the payload as it is). The library then checks them as it checks
-//! any frame: UTF-8 of text, control frame rules, message size.
+//! the same way, in plain frames of at most [`PIECE_BYTES`] with a zero
+//! masking key (a client's frames must be masked; a zero key leaves the
+//! payload as it is). The library then checks them as it checks any
+//! frame: UTF-8 of text, control frame rules, message size.
 //!
 //! A compressed message's inflater and buffers exist only while it is
 //! read, and are dropped at its last frame: no context takeover is
@@ -34,9 +44,14 @@ use flate2::{Decompress, FlushDecompress, Status};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::deflate::{Deflate, TAIL};
+use super::upgrade::READ_BUFFER_BYTES;
 
-/// The largest plain frame a compressed message is handed on in.
-pub const CHUNK_BYTES: usize = 16 * 1024;
+/// The largest payload of a plain frame handed to the library: a header
+/// and this fit the read buffer it starts with, so the buffer never grows.
+/// A multiple of four, so a masked frame's pieces keep its masking key.
+pub const PIECE_BYTES: usize = (READ_BUFFER_BYTES - MAX_HEAD) & !3;
+
+const _: () = assert!(PIECE_BYTES >= 64 && PIECE_BYTES.is_multiple_of(4));
 
 /// Compressed bytes read from the socket at a time.
 const INPUT_BYTES: usize = 1024;
@@ -44,12 +59,13 @@ const INPUT_BYTES: usize = 1024;
 /// The longest frame header: 2 bytes, an 8-byte length and a masking key.
 const MAX_HEAD: usize = 14;
 
-/// A socket's stream, inflating compressed messages when the connection
-/// negotiated `permessage-deflate`.
+/// A socket's stream, handing the library small frames, and inflating
+/// compressed messages when the connection negotiated `permessage-deflate`.
 pub struct Inflating<S> {
     inner: S,
-    /// `None` without the extension: reads go straight through.
-    frames: Option<Box<Frames>>,
+    /// Boxed: the stream lives in the connection's task, which is kept
+    /// small.
+    frames: Box<Frames>,
 }
 
 impl<S> Inflating<S> {
@@ -58,17 +74,15 @@ impl<S> Inflating<S> {
     pub fn new(inner: S, deflate: Option<Deflate>, max_message_bytes: usize) -> Inflating<S> {
         Inflating {
             inner,
-            frames: deflate.map(|deflate| {
-                let max = max_message_bytes;
-                Box::new(Frames {
-                    deflate,
-                    max_bytes: max,
-                    chunk_bytes: CHUNK_BYTES.min(max),
-                    head: [0; MAX_HEAD],
-                    have: 0,
-                    step: Step::Head,
-                    message: None,
-                })
+            frames: Box::new(Frames {
+                deflate,
+                max_bytes: u32::try_from(max_message_bytes).unwrap_or(u32::MAX),
+                head: [0; MAX_HEAD],
+                have: 0,
+                step: Step::Head,
+                split_left: 0,
+                split_fin: false,
+                message: None,
             }),
         }
     }
@@ -76,21 +90,26 @@ impl<S> Inflating<S> {
     /// What the handshake agreed to (kept here, where the connection
     /// already pays for it).
     pub fn deflate(&self) -> Option<Deflate> {
-        self.frames.as_ref().map(|frames| frames.deflate)
+        self.frames.deflate
     }
 }
 
 /// The client's frames as this stream reads them.
 struct Frames {
-    deflate: Deflate,
+    /// `None` without the extension: every frame is plain.
+    deflate: Option<Deflate>,
     /// A message's bound, inflated.
-    max_bytes: usize,
-    chunk_bytes: usize,
+    max_bytes: u32,
     /// The header being read, or handed on.
     head: [u8; MAX_HEAD],
     /// Bytes of `head` read (while reading it) or handed on (after).
     have: u8,
     step: Step,
+    /// Payload bytes of the plain frame being handed on in pieces that are
+    /// not yet in a piece (0: none).
+    split_left: u64,
+    /// That frame's FIN, for its last piece.
+    split_fin: bool,
     /// The compressed message being read.
     message: Option<Box<Inflation>>,
 }
@@ -100,7 +119,8 @@ enum Step {
     Head,
     /// Handing on `head[have..len]`, then `then`.
     Emit { len: u8, then: After },
-    /// Handing on this many payload bytes from the socket as they are.
+    /// Handing on this many payload bytes from the socket as they are (then
+    /// the next piece of a split frame, or the next header).
     Pass { left: u64 },
     /// Reading a compressed frame's payload: `left` bytes to go, unmasked
     /// with `mask` from its byte `at`.
@@ -154,8 +174,8 @@ enum Broken {
 }
 
 impl Inflation {
-    fn new(opcode: u8, chunk_bytes: usize) -> Box<Inflation> {
-        let mut frame = Vec::with_capacity(MAX_HEAD + chunk_bytes);
+    fn new(opcode: u8) -> Box<Inflation> {
+        let mut frame = Vec::with_capacity(MAX_HEAD + PIECE_BYTES);
         frame.resize(MAX_HEAD, 0);
         Box::new(Inflation {
             inflater: Decompress::new(false),
@@ -176,7 +196,7 @@ impl Inflation {
 
     /// Inflates input into the frame's room; returns whether the room
     /// filled up (the frame is then sealed).
-    fn run(&mut self, max_bytes: usize, room: usize) -> Result<bool, Broken> {
+    fn run(&mut self, max_bytes: usize) -> Result<bool, Broken> {
         if self.ended {
             self.in_start = self.in_end;
             return Ok(false);
@@ -197,7 +217,7 @@ impl Inflation {
             self.ended = true;
             self.in_start = self.in_end;
         }
-        let full = self.frame.len() - MAX_HEAD >= room;
+        let full = self.frame.len() - MAX_HEAD >= PIECE_BYTES;
         if full {
             self.seal(false);
         }
@@ -262,7 +282,13 @@ impl Frames {
         }
         loop {
             if let Some(message) = self.message.as_mut().filter(|m| m.sealed) {
-                let n = buf.remaining().min(message.frame.len() - message.out);
+                // The header alone, then the data (see the module's doc).
+                let end = if message.out < MAX_HEAD {
+                    MAX_HEAD
+                } else {
+                    message.frame.len()
+                };
+                let n = buf.remaining().min(end - message.out);
                 buf.put_slice(&message.frame[message.out..message.out + n]);
                 message.out += n;
                 if message.out == message.frame.len() {
@@ -312,7 +338,14 @@ impl Frames {
                 }
                 Step::Pass { left } => {
                     if *left == 0 {
-                        self.step = Step::Head;
+                        if self.split_left > 0 {
+                            // A piece's header is 6 bytes, its key last.
+                            let mut mask = [0; 4];
+                            mask.copy_from_slice(&self.head[2..6]);
+                            self.next_piece(0, mask);
+                        } else {
+                            self.step = Step::Head;
+                        }
                         continue;
                     }
                     let most = usize::try_from(*left).unwrap_or(usize::MAX);
@@ -345,7 +378,7 @@ impl Frames {
                         continue;
                     };
                     let result = if message.in_start < message.in_end {
-                        message.run(self.max_bytes, self.chunk_bytes).map(|_| ())
+                        message.run(self.max_bytes as usize).map(|_| ())
                     } else if *left > 0 {
                         let most = (*left).min(INPUT_BYTES as u64) as usize;
                         let mut read = ReadBuf::new(&mut message.input[..most]);
@@ -377,7 +410,7 @@ impl Frames {
                     } else {
                         // Every byte is in: what the inflater still holds
                         // comes out, and the message's last frame with it.
-                        message.run(self.max_bytes, self.chunk_bytes).map(|full| {
+                        message.run(self.max_bytes as usize).map(|full| {
                             if !full {
                                 message.seal(true);
                             }
@@ -410,17 +443,18 @@ impl Frames {
             mask.copy_from_slice(&head[len - 4..len]);
         }
         let control = opcode & 0x08 != 0;
-        let compressed_start = rsv1 && masked && (opcode == 0x1 || opcode == 0x2);
+        let extension = self.deflate.is_some();
+        let compressed_start = extension && rsv1 && masked && (opcode == 0x1 || opcode == 0x2);
         let compressed_next = !rsv1 && masked && opcode == 0x0 && self.message.is_some();
         if !control && self.message.is_some() && opcode != 0x0 {
             // A new message inside a compressed one.
             return self.fail(Broken::Corrupt);
         }
-        if (compressed_start || compressed_next) && payload > self.max_bytes as u64 {
+        if (compressed_start || compressed_next) && payload > u64::from(self.max_bytes) {
             return self.fail(Broken::TooLarge);
         }
         if compressed_start {
-            self.message = Some(Inflation::new(opcode, self.chunk_bytes));
+            self.message = Some(Inflation::new(opcode));
         }
         if compressed_start || compressed_next {
             self.have = 0;
@@ -430,6 +464,15 @@ impl Frames {
                 at: 0,
                 fin,
             };
+        } else if head[0] & 0x70 == 0
+            && masked
+            && opcode <= 0x2
+            && payload > PIECE_BYTES as u64
+            && payload <= u64::from(self.max_bytes)
+        {
+            self.split_left = payload;
+            self.split_fin = fin;
+            self.next_piece(opcode, mask);
         } else {
             // Handed on as it is, header and payload.
             self.have = 0;
@@ -438,6 +481,23 @@ impl Frames {
                 then: After::Pass(payload),
             };
         }
+    }
+
+    /// Hands on the next piece of the frame being split: `opcode` is the
+    /// frame's own for the first piece, then continuation; every piece has
+    /// the frame's masking key.
+    fn next_piece(&mut self, opcode: u8, mask: [u8; 4]) {
+        let n = self.split_left.min(PIECE_BYTES as u64);
+        self.split_left -= n;
+        let last = self.split_left == 0;
+        let (mut head, len) = plain_head(last && self.split_fin, opcode, n);
+        head[len - 4..len].copy_from_slice(&mask);
+        self.head = head;
+        self.have = 0;
+        self.step = Step::Emit {
+            len: len as u8,
+            then: After::Pass(n),
+        };
     }
 
     /// Ends the stream with a frame the library refuses for `broken`'s
@@ -474,10 +534,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Inflating<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match this.frames.as_mut() {
-            None => Pin::new(&mut this.inner).poll_read(cx, buf),
-            Some(frames) => frames.poll_read(&mut this.inner, cx, buf),
-        }
+        this.frames.poll_read(&mut this.inner, cx, buf)
     }
 }
 

@@ -18,10 +18,10 @@ use super::deflate::{self, Deflate};
 use super::inflate::Inflating;
 
 /// Bytes read from the socket at a time, and what an idle connection keeps
-/// for reading (tungstenite keeps one buffer per socket for its life).
-/// Client frames are small: a pong is 14 bytes, a `subscribe` about 100; a
-/// larger frame reserves its own length only while it is read, and is read
-/// this much per call. When this was 4 KiB, 5,000 idle subscribed
+/// for reading (tungstenite keeps one buffer per socket for its life, and
+/// would grow it for good to hold a larger frame: `gateway::inflate` hands
+/// it frames of at most [`PIECE_BYTES`](super::inflate::PIECE_BYTES), so
+/// it stays this size). When this was 4 KiB, 5,000 idle subscribed
 /// connections cost 13.3 KiB each, and 9.7 KiB with 512 bytes (`just bench
 /// fanout`, 2026-11-30); 128 bytes keeps 384 bytes less than 512. Today's
 /// figures are in docs/performance.md.

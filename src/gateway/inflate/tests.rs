@@ -40,26 +40,39 @@ fn compressed(text: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The messages (or the error) a server socket reads from `bytes`,
-/// written in pieces of `piece` bytes.
+/// The messages (or the error) a server socket with the extension reads
+/// from `bytes`, written in pieces of `piece` bytes.
 async fn read(bytes: Vec<u8>, piece: usize) -> (Vec<Message>, Option<Error>) {
+    read_with(Some(ON), bytes, piece).await
+}
+
+/// [`read`], with or without the extension.
+async fn read_with(
+    deflate: Option<Deflate>,
+    bytes: Vec<u8>,
+    piece: usize,
+) -> (Vec<Message>, Option<Error>) {
     let (client, server) = tokio::io::duplex(1 << 20);
     let config = WebSocketConfig::default()
         .read_buffer_size(128)
         .max_message_size(Some(MAX))
         .max_frame_size(Some(MAX));
-    let io = Inflating::new(server, Some(ON), MAX);
+    let io = Inflating::new(server, deflate, MAX);
     let mut socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-    // Written in pieces, then the end of the stream (the server may stop
-    // reading first: a failed write is no error here).
+    // Written in pieces, then the end of the stream; the client's end is
+    // kept until the reading is over, so a pong the server writes back
+    // finds it open. (The server may stop reading first: a failed write is
+    // no error here.)
     let writer = tokio::spawn(async move {
         let mut client = client;
         for chunk in bytes.chunks(piece) {
             if client.write_all(chunk).await.is_err() {
-                return;
+                return client;
             }
             tokio::task::yield_now().await;
         }
+        let _ = client.shutdown().await;
+        client
     });
     let mut messages = Vec::new();
     let mut error = None;
@@ -86,7 +99,7 @@ fn text(s: &str) -> Message {
 #[tokio::test]
 async fn compressed_and_plain_messages_read_alike() {
     let json = r#"{"type":"subscribe","channel":"channel:0b6f2c1e-3d4a-4f5b-8c9d-0e1f2a3b4c5d"}"#;
-    // Over `CHUNK_BYTES`, so handed on in several frames.
+    // Over `PIECE_BYTES`, so handed on in several frames.
     let long = "a chat message ".repeat(3_000);
     let mut bytes = frame(0xc1, &compressed(json.as_bytes()));
     bytes.extend(frame(0x81, b"plain"));
@@ -183,4 +196,169 @@ async fn without_the_extension_rsv1_is_refused() {
         error,
         Error::Protocol(ProtocolError::NonZeroReservedBits)
     ));
+}
+
+/// What the library is handed from `bytes` without the extension, read by
+/// read as it reads (128 bytes at most): `(header, payload)` of each frame,
+/// each header having come in a read of its own.
+async fn handed_on(bytes: Vec<u8>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let (mut client, server) = tokio::io::duplex(1 << 20);
+    client.write_all(&bytes).await.unwrap();
+    drop(client);
+    let mut io = Inflating::new(server, None, MAX);
+    let mut reads = Vec::new();
+    loop {
+        let mut room = [0u8; 128];
+        let n = tokio::io::AsyncReadExt::read(&mut io, &mut room)
+            .await
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        reads.push(room[..n].to_vec());
+    }
+    let mut frames = Vec::new();
+    let mut reads = reads.into_iter();
+    while let Some(head) = reads.next() {
+        assert_eq!(head.len(), head_len(&head), "a header alone: {head:?}");
+        let mut len = usize::from(head[1] & 0x7f);
+        if len == 126 {
+            len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+        }
+        let mut payload = Vec::new();
+        while payload.len() < len {
+            payload.extend(reads.next().unwrap());
+        }
+        assert_eq!(payload.len(), len);
+        frames.push((head, payload));
+    }
+    frames
+}
+
+/// `payload` unmasked with a frame header's key.
+fn unmasked(head: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mask = &head[head.len() - 4..];
+    payload
+        .iter()
+        .enumerate()
+        .map(|(i, b)| b ^ mask[i % 4])
+        .collect()
+}
+
+#[tokio::test]
+async fn a_large_plain_frame_is_handed_on_in_small_pieces_with_its_own_key() {
+    let long: Vec<u8> = (0..1_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    // A whole text frame, then a message in two frames with a ping
+    // between them, then a small frame.
+    let mut bytes = frame(0x81, &long);
+    bytes.extend(frame(0x02, &long[..300]));
+    bytes.extend(frame(0x89, b"ping"));
+    bytes.extend(frame(0x80, &long[300..]));
+    bytes.extend(frame(0x81, b"small"));
+    let frames = handed_on(bytes).await;
+
+    let mut messages: Vec<(u8, Vec<u8>)> = Vec::new();
+    let mut open: Option<(u8, Vec<u8>)> = None;
+    for (head, payload) in &frames {
+        assert!(payload.len() <= PIECE_BYTES, "{} bytes", payload.len());
+        assert_ne!(&head[head.len() - 4..], &[0; 4], "the frame's own key");
+        let (fin, opcode) = (head[0] & 0x80 != 0, head[0] & 0x0f);
+        let data = unmasked(head, payload);
+        if opcode & 0x08 != 0 {
+            messages.push((opcode, data));
+            continue;
+        }
+        match open.as_mut() {
+            None => open = Some((opcode, data)),
+            Some(message) => {
+                assert_eq!(opcode, 0, "a continuation");
+                message.1.extend(data);
+            }
+        }
+        if fin {
+            messages.extend(open.take());
+        }
+    }
+    assert!(open.is_none());
+    assert_eq!(
+        messages,
+        vec![
+            (0x1, long.clone()),
+            (0x9, b"ping".to_vec()),
+            (0x2, long.clone()),
+            (0x1, b"small".to_vec()),
+        ]
+    );
+    // 1,000 bytes make nine pieces; the two frames of the second message
+    // three and seven.
+    assert_eq!(frames.len(), 9 + 3 + 1 + 7 + 1);
+}
+
+#[tokio::test]
+async fn plain_messages_read_alike_with_and_without_the_extension() {
+    let long = "a chat message ".repeat(3_000);
+    let mut bytes = frame(0x81, long.as_bytes());
+    bytes.extend(frame(0x01, &long.as_bytes()[..1_001]));
+    bytes.extend(frame(0x89, b"mid"));
+    bytes.extend(frame(0x80, &long.as_bytes()[1_001..]));
+    bytes.extend(frame(0x82, &[7; 500]));
+    bytes.extend(frame(0x81, b"short"));
+    for deflate in [None, Some(ON)] {
+        for piece in [1, 7, 1 << 20] {
+            let (messages, error) = read_with(deflate, bytes.clone(), piece).await;
+            assert!(error.is_none(), "{error:?}");
+            assert_eq!(
+                messages,
+                vec![
+                    text(&long),
+                    Message::Ping("mid".into()),
+                    text(&long),
+                    Message::Binary(vec![7; 500].into()),
+                    text("short"),
+                ],
+                "{deflate:?}, pieces of {piece}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn frames_the_library_refuses_are_not_split() {
+    let long = [b'x'; 1_000];
+    let unmasked_frame = {
+        let (head, len) = plain_head(true, 0x1, long.len() as u64);
+        let mut out = head[..len - 4].to_vec();
+        out[1] &= 0x7f;
+        out.extend_from_slice(&long);
+        out
+    };
+    // A header over the bound, with no payload behind it.
+    let (head, len) = plain_head(true, 0x1, MAX as u64 + 1);
+    let over = head[..len].to_vec();
+    type Expected = fn(&Error) -> bool;
+    let cases: [(Vec<u8>, Expected); 4] = [
+        (unmasked_frame, |e| {
+            matches!(e, Error::Protocol(ProtocolError::UnmaskedFrameFromClient))
+        }),
+        (frame(0xa1, &long), |e| {
+            matches!(e, Error::Protocol(ProtocolError::NonZeroReservedBits))
+        }),
+        (frame(0x83, &long), |e| {
+            matches!(e, Error::Protocol(ProtocolError::InvalidOpcode(3)))
+        }),
+        (over, |e| {
+            matches!(e, Error::Capacity(CapacityError::MessageTooLong { .. }))
+        }),
+    ];
+    for (i, (bytes, expected)) in cases.into_iter().enumerate() {
+        let (messages, error) = read_with(None, bytes, 1 << 20).await;
+        assert!(messages.is_empty(), "case {i}: {messages:?}");
+        assert!(error.as_ref().is_some_and(expected), "case {i}: {error:?}");
+    }
+}
+
+/// Every connection keeps one: 64 bytes is mimalloc's size class below 80.
+#[test]
+fn a_connections_frames_stay_small() {
+    assert!(std::mem::size_of::<Frames>() <= 64);
 }
