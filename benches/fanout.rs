@@ -13,7 +13,9 @@
 //! (d) alone; `FANOUT_PAUSE=30` prints the gateway's pid once the idle
 //! connections are in and waits that many seconds, for a heap profiler to
 //! look (heaptrack sees the live heap if the gateway is killed then).
-//! `FANOUT_ONLY=paced` runs (c) alone.
+//! `FANOUT_ONLY=paced` runs (c) alone. `FANOUT_IDLE_REFRESH=1` has each
+//! idle connection also replace its token once (`refresh`, a frame of
+//! about 400 bytes), as a browser does before its token expires.
 //! Without `--bench` (as `cargo test --all-targets` runs it): a few clients
 //! and a few hundred events, and 50 idle connections. That run asserts that
 //! every event reached every switchboard client and prints what arrived; it
@@ -63,6 +65,11 @@ const IDLE_CONNECTIONS: usize = 5_000;
 /// `FANOUT_ONLY=idle`: the idle-memory case alone.
 fn idle_only() -> bool {
     std::env::var("FANOUT_ONLY").is_ok_and(|only| only == "idle")
+}
+
+/// `FANOUT_IDLE_REFRESH=1`: each idle connection refreshes its token once.
+fn idle_refresh() -> bool {
+    std::env::var("FANOUT_IDLE_REFRESH").is_ok_and(|v| v == "1")
 }
 
 /// `FANOUT_ONLY=paced`: case (c) alone, no idle memory.
@@ -408,10 +415,10 @@ async fn idle_memory(connections: usize, extra: &[&str]) -> Memory {
     tokio::time::sleep(SETTLE).await;
     let baseline = gateway.rss_bytes();
     let first = connections / 5;
-    let mut sockets = delivery::connect_idle(&gateway, first).await;
+    let mut sockets = delivery::connect_idle(&gateway, first, idle_refresh()).await;
     tokio::time::sleep(SETTLE).await;
     let checkpoint = (first, gateway.rss_bytes());
-    sockets.extend(delivery::connect_idle(&gateway, connections - first).await);
+    sockets.extend(delivery::connect_idle(&gateway, connections - first, idle_refresh()).await);
     tokio::time::sleep(SETTLE).await;
     let loaded = gateway.rss_bytes();
     assert_eq!(sockets.len(), connections);
@@ -566,8 +573,13 @@ async fn idle_cases(idle: usize, results: Vec<serde_json::Value>) {
     let future_bytes = switchboard::gateway::connection::task_bytes();
     let mut memories = Vec::new();
     for (store, extra) in [("sled", &[][..]), ("kv", &["--session-store", "kv"][..])] {
+        let refreshed = if idle_refresh() {
+            " and refreshed its token once"
+        } else {
+            ""
+        };
         println!(
-            "(d) idle memory: {idle} connections, each subscribed to its own channel (gateway binary, sessions in {store}):"
+            "(d) idle memory: {idle} connections, each subscribed to its own channel{refreshed} (gateway binary, sessions in {store}):"
         );
         let memory = idle_memory(idle, extra).await;
         memory.print(idle);
@@ -613,6 +625,7 @@ async fn idle_cases(idle: usize, results: Vec<serde_json::Value>) {
             "payload_bytes": envelope_size(Id::new_v4()),
             "scenarios": results,
             "idle_connections": idle,
+            "idle_refreshed": idle_refresh(),
             "idle_memory": memory_json,
             "target_bytes_per_idle_connection": IDLE_BYTES,
             "connection_future_bytes": future_bytes,

@@ -400,7 +400,7 @@ async fn idle_memory(sizes: &Sizes, table: &mut Table) -> Memory {
     let mut sockets = Vec::new();
     for &n in &sizes.idle {
         let more = n.saturating_sub(sockets.len());
-        sockets.extend(delivery::connect_idle(&gateway, more).await);
+        sockets.extend(delivery::connect_idle(&gateway, more, false).await);
         tokio::time::sleep(sizes.settle).await;
         let step = (sockets.len(), gateway.rss_bytes());
         let per = memory.per_connection(step);

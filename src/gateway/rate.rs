@@ -40,6 +40,14 @@ impl RateWindow {
         self.hits.push_back(now);
         true
     }
+
+    /// Whether every hit has left the window by `now`: the limit then holds
+    /// nothing, and a window made afresh would admit alike.
+    pub fn is_idle(&self, now: Instant) -> bool {
+        self.hits
+            .back()
+            .is_none_or(|t| now.saturating_duration_since(*t) >= self.window)
+    }
 }
 
 #[cfg(test)]
@@ -59,6 +67,18 @@ mod tests {
         assert!(rate.admit(t0 + Duration::from_millis(1000)));
         assert!(!rate.admit(t0 + Duration::from_millis(1005)));
         assert!(rate.admit(t0 + Duration::from_millis(1010)));
+    }
+
+    #[test]
+    fn idle_once_the_last_hit_has_left_the_window() {
+        let t0 = Instant::now();
+        let mut rate = RateWindow::new(2, Duration::from_secs(1));
+        assert!(rate.is_idle(t0));
+        assert!(rate.admit(t0));
+        assert!(rate.admit(t0 + Duration::from_millis(500)));
+        assert!(!rate.is_idle(t0 + Duration::from_millis(1000)));
+        assert!(!rate.is_idle(t0 + Duration::from_millis(1499)));
+        assert!(rate.is_idle(t0 + Duration::from_millis(1500)));
     }
 
     #[test]

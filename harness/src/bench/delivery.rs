@@ -7,7 +7,7 @@
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use switchboard::channel::{Channel, Id};
 use switchboard::log::Log;
@@ -302,20 +302,38 @@ impl Subscribers {
     }
 }
 
-/// A subscribed connection with its own channel.
-pub async fn idle_client(gateway: &Gateway) -> Ws {
+/// A subscribed connection with its own channel; with `refresh`, it then
+/// replaces its token once (`refresh`, answered by `refreshed`), as a
+/// browser does before its token expires.
+pub async fn idle_client(gateway: &Gateway, refresh: bool) -> Ws {
     let channel = Id::new_v4();
-    let token = token(Id::new_v4(), Grant::All, &[]);
-    let mut ws = super::connect_gateway(&gateway.ws_url(&token), IDLE_READ_BUFFER).await;
+    let user = Id::new_v4();
+    let mut ws = super::connect_gateway(
+        &gateway.ws_url(&token(user, Grant::All, &[])),
+        IDLE_READ_BUFFER,
+    )
+    .await;
     super::subscribe_live(&mut ws, Channel::Chat(channel)).await;
+    if refresh {
+        let frame = serde_json::json!({"type": "refresh", "token": token(user, Grant::All, &[])});
+        ws.send(Message::Text(frame.to_string().into()))
+            .await
+            .expect("send refresh");
+        let answer = super::next_text(&mut ws).await;
+        assert_eq!(
+            super::control_type(&answer).as_deref(),
+            Some("refreshed"),
+            "{answer}"
+        );
+    }
     ws
 }
 
 /// `n` idle subscribed connections ([`CONNECT_CONCURRENCY`] connecting at
-/// once).
-pub async fn connect_idle(gateway: &Gateway, n: usize) -> Vec<Ws> {
+/// once), each refreshing its token once with `refresh`.
+pub async fn connect_idle(gateway: &Gateway, n: usize, refresh: bool) -> Vec<Ws> {
     futures::stream::iter(0..n)
-        .map(|_| idle_client(gateway))
+        .map(|_| idle_client(gateway, refresh))
         .buffer_unordered(CONNECT_CONCURRENCY)
         .collect()
         .await

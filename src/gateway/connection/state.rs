@@ -215,6 +215,13 @@ impl BadFrames {
         self.window
             .get_or_insert_with(|| Box::new(RateWindow::new(limit, ABUSE_WINDOW)))
     }
+
+    /// Lets the window go once no bad frame is left in it.
+    fn release_idle(&mut self, now: Instant) {
+        if self.window.as_ref().is_some_and(|w| w.is_idle(now)) {
+            self.window = None;
+        }
+    }
 }
 
 impl State {
@@ -257,9 +264,16 @@ impl State {
         &mut self.outbox
     }
 
-    /// The next effect for the driver to run.
+    /// The next effect for the driver to run. The queue's memory goes
+    /// with its last effect: an `Effect` is about 200 bytes, and a queue
+    /// that once held one would keep room for four for the connection's
+    /// life.
     pub(super) fn poll_effect(&mut self) -> Option<Effect> {
-        self.effects.pop_front()
+        let effect = self.effects.pop_front();
+        if effect.is_none() && self.effects.capacity() > 0 {
+            self.effects = VecDeque::new();
+        }
+        effect
     }
 
     /// When [`State::on_timeout`] is next due.
@@ -635,16 +649,16 @@ impl State {
         env: &mut dyn Env,
         now: tokio::time::Instant,
     ) -> Result<(), End> {
-        let deadlines = &mut self.deadlines;
-        if now >= deadlines.expiry {
+        if now >= self.deadlines.expiry {
             return Err(End::Close(Close::TokenExpired));
         }
-        if now >= deadlines.heartbeat {
+        if now >= self.deadlines.heartbeat {
             self.outbox.ping();
-            deadlines.heartbeat = now + self.bounds.heartbeat;
+            self.deadlines.heartbeat = now + self.bounds.heartbeat;
+            self.release_idle_limits(Instant::now());
         }
-        if now >= deadlines.cursors {
-            deadlines.cursors = now + self.bounds.flush_interval;
+        if now >= self.deadlines.cursors {
+            self.deadlines.cursors = now + self.bounds.flush_interval;
             self.save_session(env);
         }
         if self.receipts.due().is_some_and(|due| now >= due) {
@@ -1014,6 +1028,20 @@ impl State {
             is_typing,
         }));
         Ok(())
+    }
+
+    /// Lets go of the rate limits whose windows hold no hit any more (made
+    /// by a burst of typing, refreshes or bad frames, they would otherwise
+    /// stay for the connection's life); made again on the next hit.
+    fn release_idle_limits(&mut self, now: Instant) {
+        self.bad_frames.release_idle(now);
+        self.refreshes.release_idle(now);
+        if let Some(typing) = self.typing.as_mut() {
+            typing.retain(|_, window| !window.is_idle(now));
+            if typing.is_empty() {
+                self.typing = None;
+            }
+        }
     }
 
     /// Answers a bad frame; too many in the abuse window close the connection.

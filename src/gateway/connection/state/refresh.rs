@@ -32,6 +32,20 @@ pub(super) struct Refreshes {
     rate: Option<Box<RateWindow>>,
 }
 
+impl Refreshes {
+    /// Lets the rate limit go once no refresh is left in its window.
+    pub(super) fn release_idle(&mut self, now: Instant) {
+        if self.rate.as_ref().is_some_and(|rate| rate.is_idle(now)) {
+            self.rate = None;
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn has_rate(&self) -> bool {
+        self.rate.is_some()
+    }
+}
+
 impl State {
     /// A `refresh` frame: its token goes to be verified, within the rate
     /// limit.

@@ -452,3 +452,43 @@ fn refreshes_past_the_limit_are_refused_unverified() {
     assert_eq!(frames[0]["data"]["code"], "rate_limited");
     assert_eq!(frames[0]["data"]["request_id"], "over");
 }
+
+#[test]
+fn what_a_burst_takes_is_given_back() {
+    let mut node = Model::new(false);
+    let mut conn = state();
+    conn.open(&mut node, opened(BTreeMap::new()));
+    let channel = chat();
+    conn.on_frame(&mut node, subscribe(channel, None, "s"))
+        .unwrap();
+    let Channel::Chat(id) = channel else {
+        unreachable!()
+    };
+    conn.on_frame(
+        &mut node,
+        ClientFrame::Typing {
+            channel: id,
+            is_typing: true,
+            request_id: None,
+        },
+    )
+    .unwrap();
+    conn.on_frame(
+        &mut node,
+        ClientFrame::Refresh {
+            token: "a.b.c".into(),
+            request_id: None,
+        },
+    )
+    .unwrap();
+    // The effects' queue keeps nothing once its effects are taken.
+    assert!(!effects(&mut conn).is_empty());
+    assert_eq!(conn.effects.capacity(), 0);
+    // The typing and refresh limits stay while a hit is in their window,
+    // and go once none is.
+    let now = Instant::now();
+    conn.release_idle_limits(now);
+    assert!(conn.typing.is_some() && conn.refreshes.has_rate());
+    conn.release_idle_limits(now + ABUSE_WINDOW);
+    assert!(conn.typing.is_none() && !conn.refreshes.has_rate());
+}
