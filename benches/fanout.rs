@@ -12,7 +12,8 @@
 //! bucket, and the memory once they have left. `FANOUT_ONLY=idle` runs
 //! (d) alone; `FANOUT_PAUSE=30` prints the gateway's pid once the idle
 //! connections are in and waits that many seconds, for a heap profiler to
-//! look (heaptrack sees the live heap if the gateway is killed then).
+//! look (heaptrack sees the live heap if the gateway is killed then);
+//! `FANOUT_PAUSE_AFTER=30` waits the same once they have left.
 //! `FANOUT_ONLY=paced` runs (c) alone. `FANOUT_IDLE_REFRESH=1` has each
 //! idle connection also replace its token once (`refresh`, a frame of
 //! about 400 bytes), as a browser does before its token expires.
@@ -435,6 +436,16 @@ async fn idle_memory(connections: usize, extra: &[&str]) -> Memory {
     drop(sockets);
     tokio::time::sleep(GIVE_BACK).await;
     let left = gateway.rss_bytes();
+    if let Some(pause) = std::env::var("FANOUT_PAUSE_AFTER")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        println!(
+            "  (gateway pid {}: the connections left; the gateway stops in {pause} s)",
+            gateway.pid()
+        );
+        tokio::time::sleep(Duration::from_secs(pause)).await;
+    }
     Memory {
         connections,
         baseline,

@@ -31,6 +31,7 @@
 //! - [`metrics`]: the Prometheus series, registered once.
 //! - [`diagnostics`]: the process's own log on stderr (its filter, text or JSON lines).
 //! - [`origins`]: which web origins may use the gateway from a browser (CORS, WebSocket upgrades).
+//! - [`sparse`]: maps that give back the room a busy moment grew them to.
 
 pub mod access;
 pub mod catalog;
@@ -58,5 +59,6 @@ pub mod http;
 pub mod schema;
 pub mod server;
 pub mod settings;
+pub mod sparse;
 pub mod tail;
 pub mod tool_nats;

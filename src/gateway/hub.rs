@@ -375,6 +375,7 @@ impl Hub {
             subs.retain(|s| s.conn != conn);
             if subs.is_empty() {
                 shard.remove(&channel);
+                crate::sparse::give_back(&mut shard);
             }
         }
     }

@@ -59,6 +59,7 @@ impl Users {
             held.retain(|(c, _)| *c != conn);
             if held.is_empty() {
                 shard.remove(&user);
+                crate::sparse::give_back(&mut shard);
             }
         }
     }

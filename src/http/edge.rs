@@ -131,10 +131,12 @@ pub(super) struct UserSlot {
 
 impl Drop for UserSlot {
     fn drop(&mut self) {
-        if let Entry::Occupied(mut count) = self.users.lock().entry(self.user) {
+        let mut users = self.users.lock();
+        if let Entry::Occupied(mut count) = users.entry(self.user) {
             *count.get_mut() -= 1;
             if *count.get() == 0 {
                 count.remove();
+                crate::sparse::give_back(&mut users);
             }
         }
     }

@@ -267,8 +267,8 @@ impl View {
         };
         if node == SPREAD {
             self.spread.insert(key, holders);
-        } else {
-            self.spread.remove(&key);
+        } else if self.spread.remove(&key).is_some() {
+            crate::sparse::give_back(&mut self.spread);
         }
         if let Some(state) = self
             .channels
@@ -442,10 +442,12 @@ impl View {
                 keep.insert(key); // its grace still runs
             } else if !online {
                 self.graces.remove(&key);
+                crate::sparse::give_back(&mut self.graces);
                 if let Some(users) = self.channels.get_mut(&channel) {
                     users.remove(&user);
                     if users.is_empty() {
                         self.channels.remove(&channel);
+                        crate::sparse::give_back(&mut self.channels);
                     }
                 }
                 continue;
