@@ -409,6 +409,15 @@ impl Memory {
     }
 }
 
+/// Waits the seconds the variable `var` gives, if set, after printing the
+/// gateway's pid and what happens next: time for a heap profiler to look.
+async fn pause_for_profiler(var: &str, gateway: &Gateway, next: &str) {
+    if let Some(pause) = std::env::var(var).ok().and_then(|s| s.parse().ok()) {
+        println!("  (gateway pid {}: {next} in {pause} s)", gateway.pid());
+        tokio::time::sleep(Duration::from_secs(pause)).await;
+    }
+}
+
 /// `extra`: serve arguments (the session store).
 async fn idle_memory(connections: usize, extra: &[&str]) -> Memory {
     let nats = bench::nats();
@@ -423,29 +432,16 @@ async fn idle_memory(connections: usize, extra: &[&str]) -> Memory {
     tokio::time::sleep(SETTLE).await;
     let loaded = gateway.rss_bytes();
     assert_eq!(sockets.len(), connections);
-    if let Some(pause) = std::env::var("FANOUT_PAUSE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        println!(
-            "  (gateway pid {}: the connections leave in {pause} s)",
-            gateway.pid()
-        );
-        tokio::time::sleep(Duration::from_secs(pause)).await;
-    }
+    pause_for_profiler("FANOUT_PAUSE", &gateway, "the connections leave").await;
     drop(sockets);
     tokio::time::sleep(GIVE_BACK).await;
     let left = gateway.rss_bytes();
-    if let Some(pause) = std::env::var("FANOUT_PAUSE_AFTER")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        println!(
-            "  (gateway pid {}: the connections left; the gateway stops in {pause} s)",
-            gateway.pid()
-        );
-        tokio::time::sleep(Duration::from_secs(pause)).await;
-    }
+    pause_for_profiler(
+        "FANOUT_PAUSE_AFTER",
+        &gateway,
+        "the connections left; the gateway stops",
+    )
+    .await;
     Memory {
         connections,
         baseline,

@@ -2,7 +2,8 @@
 //! moment grew for: after a storm of 5,000 connections has left, the hub,
 //! the user registry, the edge's per-user counts and presence would keep
 //! tables sized for 5,000 for the process's life. [`give_back`] is called
-//! where these maps lose an entry.
+//! where these maps lose an entry, and by the bucket's session writer on
+//! its maps once a burst is written.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};

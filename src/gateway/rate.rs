@@ -48,6 +48,14 @@ impl RateWindow {
             .back()
             .is_none_or(|t| now.saturating_duration_since(*t) >= self.window)
     }
+
+    /// Lets a window made on first use go once it is idle at `now`; the
+    /// next hit makes it again.
+    pub fn let_go_if_idle(window: &mut Option<Box<RateWindow>>, now: Instant) {
+        if window.as_ref().is_some_and(|w| w.is_idle(now)) {
+            *window = None;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -72,15 +72,12 @@ struct Queues {
     in_flight: HashMap<Id, Vec<oneshot::Sender<()>>>,
 }
 
-/// Slots the writer's maps keep once a burst is written.
-const KEEP_SLOTS: usize = 64;
-
 impl Queues {
     /// Gives back what a burst grew (a storm of 5,000 connections left
     /// about 40 bytes per connection in the maps' empty tables).
     fn shrink(&mut self) {
-        self.pending.shrink_to(KEEP_SLOTS);
-        self.in_flight.shrink_to(KEEP_SLOTS);
+        crate::sparse::give_back(&mut self.pending);
+        crate::sparse::give_back(&mut self.in_flight);
     }
 }
 

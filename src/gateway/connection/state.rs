@@ -215,13 +215,6 @@ impl BadFrames {
         self.window
             .get_or_insert_with(|| Box::new(RateWindow::new(limit, ABUSE_WINDOW)))
     }
-
-    /// Lets the window go once no bad frame is left in it.
-    fn release_idle(&mut self, now: Instant) {
-        if self.window.as_ref().is_some_and(|w| w.is_idle(now)) {
-            self.window = None;
-        }
-    }
 }
 
 impl State {
@@ -1034,7 +1027,7 @@ impl State {
     /// by a burst of typing, refreshes or bad frames, they would otherwise
     /// stay for the connection's life); made again on the next hit.
     fn release_idle_limits(&mut self, now: Instant) {
-        self.bad_frames.release_idle(now);
+        RateWindow::let_go_if_idle(&mut self.bad_frames.window, now);
         self.refreshes.release_idle(now);
         if let Some(typing) = self.typing.as_mut() {
             typing.retain(|_, window| !window.is_idle(now));

@@ -35,9 +35,7 @@ pub(super) struct Refreshes {
 impl Refreshes {
     /// Lets the rate limit go once no refresh is left in its window.
     pub(super) fn release_idle(&mut self, now: Instant) {
-        if self.rate.as_ref().is_some_and(|rate| rate.is_idle(now)) {
-            self.rate = None;
-        }
+        RateWindow::let_go_if_idle(&mut self.rate, now);
     }
 
     #[cfg(test)]
