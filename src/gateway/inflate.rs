@@ -59,6 +59,10 @@ const INPUT_BYTES: usize = 1024;
 /// The longest frame header: 2 bytes, an 8-byte length and a masking key.
 const MAX_HEAD: usize = 14;
 
+/// The shortest header of a frame from a client (which masks them all): 2
+/// bytes and a masking key.
+const MIN_HEAD: usize = 6;
+
 /// A socket's stream, handing the library small frames, and inflating
 /// compressed messages when the connection negotiated `permessage-deflate`.
 pub struct Inflating<S> {
@@ -305,7 +309,14 @@ impl Frames {
                 Step::Done => return Poll::Ready(Ok(())),
                 Step::Head => {
                     let have = usize::from(self.have);
-                    let need = head_len(&self.head[..have]);
+                    // A client's header is at least `MIN_HEAD` bytes: they
+                    // come in one read, and what the first two say is left
+                    // (if any) in a second.
+                    let need = if have < 2 {
+                        MIN_HEAD
+                    } else {
+                        head_len(&self.head[..have])
+                    };
                     if have < need {
                         let mut read = ReadBuf::new(&mut self.head[have..need]);
                         ready!(Pin::new(&mut *inner).poll_read(cx, &mut read))?;
@@ -424,7 +435,10 @@ impl Frames {
         }
     }
 
-    /// A whole header is in `head[..len]`: what to do with its frame.
+    /// A whole header is in `head[..len]`: what to do with its frame. An
+    /// unmasked frame's header is shorter than [`MIN_HEAD`], so its first
+    /// payload bytes (or, for a payload shorter still, the next frame's)
+    /// may have been read with it, up to `head[..self.have]`.
     fn on_head(&mut self, len: usize) {
         let head = &self.head[..len];
         let fin = head[0] & 0x80 != 0;
@@ -474,11 +488,18 @@ impl Frames {
             self.split_fin = fin;
             self.next_piece(opcode, mask);
         } else {
-            // Handed on as it is, header and payload.
+            // Handed on as it is, header and payload. Bytes read past the
+            // header are handed on with it; past the payload too (the
+            // library refuses an unmasked frame), the stream ends there.
+            let read = self.have;
+            let extra = u64::from(read) - len as u64;
             self.have = 0;
             self.step = Step::Emit {
-                len: len as u8,
-                then: After::Pass(payload),
+                len: read,
+                then: match payload.checked_sub(extra) {
+                    Some(left) => After::Pass(left),
+                    None => After::Done,
+                },
             };
         }
     }

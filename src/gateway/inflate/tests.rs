@@ -332,14 +332,25 @@ async fn frames_the_library_refuses_are_not_split() {
         out.extend_from_slice(&long);
         out
     };
+    // Unmasked frames shorter than a masked header, each followed by a
+    // good frame (read with its header, in part).
+    let short_unmasked = |payload: &[u8]| {
+        let mut out = vec![0x81, payload.len() as u8];
+        out.extend_from_slice(payload);
+        out.extend(frame(0x81, b"after"));
+        out
+    };
     // A header over the bound, with no payload behind it.
     let (head, len) = plain_head(true, 0x1, MAX as u64 + 1);
     let over = head[..len].to_vec();
     type Expected = fn(&Error) -> bool;
-    let cases: [(Vec<u8>, Expected); 4] = [
-        (unmasked_frame, |e| {
-            matches!(e, Error::Protocol(ProtocolError::UnmaskedFrameFromClient))
-        }),
+    let unmasked: Expected =
+        |e| matches!(e, Error::Protocol(ProtocolError::UnmaskedFrameFromClient));
+    let cases: [(Vec<u8>, Expected); 7] = [
+        (unmasked_frame, unmasked),
+        (short_unmasked(b""), unmasked),
+        (short_unmasked(b"ab"), unmasked),
+        (short_unmasked(b"abcd"), unmasked),
         (frame(0xa1, &long), |e| {
             matches!(e, Error::Protocol(ProtocolError::NonZeroReservedBits))
         }),
@@ -354,6 +365,79 @@ async fn frames_the_library_refuses_are_not_split() {
         let (messages, error) = read_with(None, bytes, 1 << 20).await;
         assert!(messages.is_empty(), "case {i}: {messages:?}");
         assert!(error.as_ref().is_some_and(expected), "case {i}: {error:?}");
+    }
+}
+
+/// A stream that counts the reads that gave something.
+struct Counted<S> {
+    inner: S,
+    reads: usize,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        if buf.filled().len() > before {
+            self.reads += 1;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A small frame that has arrived whole costs two reads of the socket:
+/// its header, then its payload. A longer one takes a read per piece, and
+/// one more for the rest of a header with a 16-bit length.
+#[tokio::test]
+async fn a_small_frame_that_has_arrived_takes_two_reads() {
+    for (payload, per_frame) in [(0, 1), (20, 2), (PIECE_BYTES, 2), (113, 3), (126, 4)] {
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let frames = 5;
+        for _ in 0..frames {
+            client
+                .write_all(&frame(0x82, &vec![9; payload]))
+                .await
+                .unwrap();
+        }
+        drop(client);
+        let counted = Counted {
+            inner: server,
+            reads: 0,
+        };
+        let mut io = Inflating::new(counted, None, MAX);
+        let mut room = vec![0u8; 1 << 16];
+        while tokio::io::AsyncReadExt::read(&mut io, &mut room)
+            .await
+            .unwrap()
+            > 0
+        {}
+        assert_eq!(
+            io.inner.reads,
+            frames * per_frame,
+            "{payload}-byte payloads"
+        );
     }
 }
 
