@@ -32,7 +32,7 @@ pub use crate::position::{Epoch, StreamPosition};
 pub use connection::LAME_DUCK_RECONNECT;
 pub use history::{History, HistoryQuery, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT};
 pub use publisher::Receipt;
-pub use reader::{LogRead, ReadItem};
+pub use reader::{LogRead, ReadItem, READER_CREATE_RETRY_FOR};
 pub use subject::PayloadError;
 pub use typing::{TypingSubscription, RESUBSCRIBE_DELAY};
 
