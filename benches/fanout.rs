@@ -31,6 +31,9 @@
 //! Each client's latency is its receive time minus the send time carried in
 //! the event (`data.content` for switchboard, the payload for the peer);
 //! delivered/s is all events received / (last receipt - first publish).
+//! In case (c) a reader of the stream in the bench times the same events
+//! (the "log hop": stored by JetStream, then delivered by a consumer), the
+//! part of switchboard's latency no gateway reading the stream can avoid.
 
 use switchboard_harness::bench;
 
@@ -120,16 +123,78 @@ type Scenario = (usize, usize, Option<f64>);
 
 // ---------------------------------------------------------------- switchboard
 
+/// Switchboard's figures and, paced, the log hop's (see [`read_the_log`]).
 async fn switchboard(
     gateway: &Gateway,
     log: &Log,
     (clients, events): (usize, usize),
     pace: Option<f64>,
-) -> Figures {
+) -> (Figures, Option<Figures>) {
     let mut subscribers = Subscribers::connect(gateway, Layout::one_channel(clients)).await;
+    let hop = match pace {
+        Some(_) => Some(read_the_log(log, subscribers.channels[0], events).await),
+        None => None,
+    };
+    let started = now_nanos();
     let figures = subscribers.deliver(log, events, pace).await;
+    let hop = match hop {
+        Some(reader) => {
+            let got = reader.await.expect("the log's reader");
+            let published = Duration::try_from_secs_f64(events as f64 / figures.published_per_s)
+                .unwrap_or_default();
+            Some(Figures::new(
+                events as u64,
+                events,
+                started,
+                published,
+                vec![got],
+            ))
+        }
+        None => None,
+    };
     subscribers.close().await;
-    figures
+    (figures, hop)
+}
+
+/// The hop every event takes before a gateway can route it: stored by
+/// JetStream, then delivered by a consumer. A reader of the stream in the
+/// bench, on the clients' channel and started before the events are
+/// published (a pull consumer, as the gateway's replays read), timing
+/// each event as the clients do. No gateway reading the stream delivers
+/// sooner than this.
+async fn read_the_log(log: &Log, channel: Id, events: usize) -> tokio::task::JoinHandle<Received> {
+    let from = log.extent().await.expect("the stream's extent").last_seq + 1;
+    let mut read = log
+        .read_channel(Channel::Chat(channel), from)
+        .await
+        .expect("a reader of the stream");
+    tokio::spawn(async move {
+        let mut got = Received {
+            latencies: Vec::with_capacity(events),
+            last_at: 0,
+            errors: 0,
+        };
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while got.latencies.len() < events {
+            let item = match tokio::time::timeout_at(deadline, read.next()).await {
+                Ok(Some(Ok(item))) => item,
+                _ => break,
+            };
+            let now = now_nanos();
+            let sent = item
+                .event
+                .ok()
+                .and_then(|event| delivery::content_nanos(&event.encode().to_string()));
+            match sent {
+                Some(sent) => {
+                    got.latencies.push(now.saturating_sub(sent));
+                    got.last_at = now;
+                }
+                None => got.errors += 1,
+            }
+        }
+        got
+    })
 }
 
 /// One side's figures. A full run prints its rates, latency and CPU; a
@@ -503,14 +568,24 @@ async fn delivery_cases(scenarios: &[Scenario]) -> Vec<serde_json::Value> {
         );
         let shape = (clients, events);
         let cpu = bench::CpuMeter::start(&ours_procs);
-        let ours = switchboard(&gateway, &log, shape, pace).await;
+        let (ours, hop) = switchboard(&gateway, &log, shape, pace).await;
         report(&ours, "switchboard", &cpu);
+        if let Some(hop) = &hop {
+            report(hop, "log hop", &cpu);
+        }
         if !bench::full() {
             assert!(
                 ours.complete(),
                 "switchboard, {clients} clients: {}",
                 ours.shortfall().unwrap_or_default()
             );
+            if let Some(hop) = &hop {
+                assert!(
+                    hop.complete(),
+                    "the log's reader: {}",
+                    hop.shortfall().unwrap_or_default()
+                );
+            }
         }
         let mut figures = json!({
             "clients": clients,
@@ -519,6 +594,9 @@ async fn delivery_cases(scenarios: &[Scenario]) -> Vec<serde_json::Value> {
             "switchboard": ours.json(),
             "cpu_switchboard": cpu.json(),
         });
+        if let Some(hop) = &hop {
+            figures["log_hop"] = hop.json();
+        }
         let mut peers = Vec::new();
         if pace.is_none() {
             let cpu = bench::CpuMeter::start(&peer_procs);
@@ -545,6 +623,14 @@ async fn delivery_cases(scenarios: &[Scenario]) -> Vec<serde_json::Value> {
                 ours.delivered_per_s / theirs.delivered_per_s.max(1e-9),
                 ours.p99_ms / theirs.p99_ms.max(1e-9)
             );
+            if let Some(hop) = hop.as_ref().filter(|_| pace.is_some()) {
+                println!(
+                    "  the log hop alone vs nats-server {name}: p50 {:.2}x, p99 {:.2}x (what a gateway reading the stream adds on top: p99 {:.2} ms)",
+                    hop.p50_ms / theirs.p50_ms.max(1e-9),
+                    hop.p99_ms / theirs.p99_ms.max(1e-9),
+                    ours.p99_ms - hop.p99_ms
+                );
+            }
         }
         // The goal: at full speed against the peer at its full speed; paced,
         // latency against the peer at the same rate.
