@@ -20,7 +20,8 @@
 //! allowed (a restored cursor may be a few seconds old), a loss never.
 //!
 //! `cargo bench --bench storm`: 2,000 clients x 2 of 200 channels, 1,000
-//! events/s, 5 s offline, 100 control clients; prints the figures and the
+//! events/s, 5 s offline, 100 control clients (`STORM_CLIENTS` and
+//! `STORM_RATE` change the first two); prints the figures and the
 //! issue's Bars with pass/fail. Without `--bench`: 20 clients x 2 of 10
 //! channels, 100 events/s, 2 s offline; it asserts 0 lost and 0 duplicates
 //! (and, with sessions, 0 lost and no duplicate beyond the bound), and
@@ -95,7 +96,7 @@ impl Sizes {
         Sizes {
             clients: clients_from_env().unwrap_or(2_000),
             channels: 200,
-            per_s: 1_000.0,
+            per_s: rate_from_env().unwrap_or(1_000.0),
             control_clients: 100,
             control_channels: 10,
             control_per_s: 100.0,
@@ -133,6 +134,17 @@ fn clients_from_env() -> Option<usize> {
     match value.replace(['_', ','], "").parse() {
         Ok(n) if n > 0 => Some(n),
         _ => panic!("STORM_CLIENTS={value}: expected a number of clients"),
+    }
+}
+
+/// `STORM_RATE=<events/s>` sets the full run's publish rate over the storm
+/// channels (1,000 by default): the live load the clients bring back, and
+/// the gap they replay, both grow with it.
+fn rate_from_env() -> Option<f64> {
+    let value = std::env::var("STORM_RATE").ok()?;
+    match value.replace(['_', ','], "").parse() {
+        Ok(n) if n >= 1.0 => Some(n),
+        _ => panic!("STORM_RATE={value}: expected events per second, at least 1"),
     }
 }
 
