@@ -14,10 +14,10 @@
 //! publisher stops and every client reads until it has its channel's last
 //! `seq`; each must hold every receipt of its channel exactly once.
 //!
-//! Runs: the `kv` store with the default flush interval (2 s), the `kv`
+//! Runs: the `kv` store with its default flush interval (2 s), the `kv`
 //! store with `--session-flush-interval 5s` (1 s in the smoke run, whose
 //! 3 s window is too short to say anything about a 5 s interval), and the
-//! `sled` store with the default interval for comparison. The `kv` runs need
+//! `sled` store with its default interval (500 ms) for comparison. The `kv` runs need
 //! `serve --session-store`; until it exists they are skipped, and a store
 //! without the counter prints `n/a`.
 //!
@@ -49,6 +49,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use switchboard::channel::Id;
+use switchboard::session::{KV_FLUSH_INTERVAL, SLED_FLUSH_INTERVAL};
 use tokio::sync::{watch, Semaphore};
 
 use bench::{round1, round3, thousands};
@@ -57,10 +58,6 @@ use client::{Shared, CONNECT_CONCURRENCY};
 /// The counter the `kv` store adds (it counts every record written, to
 /// either store).
 const WRITES_METRIC: &str = "switchboard_session_writes_total";
-
-/// `session_flush_interval`'s default (the agreed setting), for either
-/// store.
-const DEFAULT_FLUSH: Duration = Duration::from_secs(2);
 
 /// The bound's allowance over one write per connection per interval.
 const BOUND_FACTOR: f64 = 1.5;
@@ -125,7 +122,7 @@ fn variants(sizes: &Sizes, kv: bool, flush_flag: bool) -> (Vec<Variant>, Vec<Str
         runs.push(Variant {
             name: "kv".into(),
             args: vec!["--session-store".into(), "kv".into()],
-            flush: DEFAULT_FLUSH,
+            flush: KV_FLUSH_INTERVAL,
             flush_note: "default",
         });
         let long = humantime::format_duration(sizes.long_flush).to_string();
@@ -156,7 +153,7 @@ fn variants(sizes: &Sizes, kv: bool, flush_flag: bool) -> (Vec<Variant>, Vec<Str
         } else {
             Vec::new()
         },
-        flush: DEFAULT_FLUSH,
+        flush: SLED_FLUSH_INTERVAL,
         flush_note: "default",
     });
     (runs, skipped)

@@ -29,7 +29,8 @@
 //! sled flushes to disk every [`FLUSH_EVERY_MS`]; together with the
 //! connections' cursor batching (the setting `session_flush_interval`) a
 //! cursor reaches disk within that interval and 400 ms of the delivery or
-//! ack that moved it.
+//! ack that moved it: within a second by default
+//! ([`crate::session::SLED_FLUSH_INTERVAL`]).
 
 use std::fs::File;
 use std::io::Write;

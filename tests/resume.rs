@@ -207,8 +207,8 @@ async fn retention_makes_history_incomplete_and_says_where_it_starts() {
 #[tokio::test]
 async fn a_session_survives_a_gateway_crash() {
     let nats = nats();
-    // Cursors written every 0.5 s: on disk within about a second.
-    let mut gateway = Gateway::start_with(&nats, &["--session-flush-interval", "500ms"]);
+    // The default settings: with sled, a cursor is on disk within a second.
+    let mut gateway = Gateway::start(&nats);
     let log = log(&nats).await;
     let (c, user) = (Id::new_v4(), Id::new_v4());
     let user_token = token(user, Grant::All, &[]);

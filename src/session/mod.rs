@@ -4,9 +4,10 @@
 //!
 //! Two stores, chosen by the setting `session_store`. With either, a
 //! connection hands over its moved cursors at most every
-//! `session_flush_interval` (and once more as it ends), so a cursor costs
-//! no write per event, and a session resumed after a crash replays those
-//! few seconds again — never skips one.
+//! `session_flush_interval` (and once more as it ends; unset, the store's
+//! own interval: [`StoreKind::flush_interval`]), so a cursor costs no write
+//! per event, and a session resumed after a crash replays that last moment
+//! again — never skips one.
 //! - sled ([`sled`]: two trees of the node's database, which
 //!   [`crate::store::Store`] opens), the embedded default for one node,
 //!   read and written on threads of their own ([`sled_thread`]); sled
@@ -97,6 +98,17 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// batches, the reads and writes queued meanwhile go first.
 pub const SWEEP_BATCH: usize = 256;
 
+/// [`StoreKind::flush_interval`] with sled.
+pub const SLED_FLUSH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// [`StoreKind::flush_interval`] with the bucket.
+pub const KV_FLUSH_INTERVAL: Duration = Duration::from_secs(2);
+
+const _: () = assert!(
+    SLED_FLUSH_INTERVAL.as_millis() + crate::store::FLUSH_EVERY_MS as u128 <= 1_000,
+    "a cursor reaches disk within a second with sled"
+);
+
 /// Which store keeps the sessions: the setting `session_store`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub enum StoreKind {
@@ -108,6 +120,20 @@ pub enum StoreKind {
 }
 
 impl StoreKind {
+    /// How often a connection writes its moved cursors when the setting
+    /// `session_flush_interval` is unset: with sled, often enough that a
+    /// cursor reaches disk within a second of the delivery or ack that
+    /// moved it (this, then sled's flush every
+    /// [`crate::store::FLUSH_EVERY_MS`]); with the bucket, whose writes go
+    /// over NATS to every replica, every 2 s (a session restored on
+    /// another node may replay a few seconds again, never skip).
+    pub fn flush_interval(self) -> Duration {
+        match self {
+            StoreKind::Sled => SLED_FLUSH_INTERVAL,
+            StoreKind::Kv => KV_FLUSH_INTERVAL,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             StoreKind::Sled => "sled",

@@ -113,13 +113,14 @@ declare! {
         /// with the session TTL as its max age and the stream's replicas.
         session_bucket: BucketName = "switchboard_sessions", env "SWITCHBOARD_SESSION_BUCKET";
         /// How often a connection writes its moved cursors (and once more
-        /// when it closes), with either session store: a session resumed
-        /// after a crash, or on another node, may replay about this much
-        /// again. Shorter costs more writes: one record per subscription
-        /// whose cursor moved, per connection and interval (with sled,
-        /// each costs a rewritten tree node of a few KB on disk: 15,000
-        /// connections at 2 s wrote 30 to 100 MB/s).
-        session_flush_interval: Duration = "2s", "100ms" ..= "1m", env "SWITCHBOARD_SESSION_FLUSH_INTERVAL";
+        /// when it closes): a session resumed after a crash, or on another
+        /// node, may replay about this much again. Unset: `500ms` with
+        /// sled, so that a cursor reaches disk within a second of the
+        /// delivery or ack that moved it (sled flushes every 400 ms), and
+        /// `2s` with `kv`, whose writes go over NATS to every replica.
+        /// Shorter costs more writes: one record per subscription whose
+        /// cursor moved, per connection and interval.
+        session_flush_interval: Optional<Duration> = "", "100ms" ..= "1m", env "SWITCHBOARD_SESSION_FLUSH_INTERVAL";
         /// Sessions one user keeps, in either store (the default is one per
         /// connection `max_connections_per_user` allows): one more removes
         /// the user's session whose header was written longest ago, and a

@@ -109,6 +109,11 @@ pub const CONFIG: Setting = Setting {
 pub trait Value: Clone + PartialOrd + Send + Sync + 'static {
     /// The value, or what was expected instead.
     fn parse(text: &str) -> Result<Self, String>;
+
+    /// An unset [`Optional`] setting: no bounds apply to it.
+    fn is_unset(&self) -> bool {
+        false
+    }
 }
 
 /// A setting that may be unset (written as an empty value). An alias and
@@ -123,6 +128,10 @@ impl<T: Value> Value for Option<T> {
         } else {
             T::parse(text).map(Some)
         }
+    }
+
+    fn is_unset(&self) -> bool {
+        self.is_none()
     }
 }
 
@@ -285,7 +294,7 @@ fn is_server_url(v: &str) -> bool {
 /// Parses `text` and checks it against the bounds.
 fn parse_within<T: Value>(text: &str, range: Option<(&str, &str)>) -> Result<T, String> {
     let value = T::parse(text)?;
-    if let Some((min, max)) = range {
+    if let Some((min, max)) = range.filter(|_| !value.is_unset()) {
         if T::parse(min).is_ok_and(|min| value < min) {
             return Err(format!("`{}` is below the minimum {min}", text.trim()));
         }
@@ -410,7 +419,8 @@ pub struct ServeSettings {
     pub session_store: crate::session::StoreKind,
     /// The `kv` session store's bucket.
     pub session_bucket: String,
-    /// How often a connection writes its moved cursors to the bucket.
+    /// How often a connection writes its moved cursors (the store's own
+    /// default when the setting is unset: [`StoreKind::flush_interval`](crate::session::StoreKind::flush_interval)).
     pub session_flush_interval: Duration,
     /// Sessions one user keeps (the newest).
     pub max_sessions_per_user: usize,
@@ -507,7 +517,9 @@ impl ServeSettings {
             session_ttl: serve.session_ttl,
             session_store: serve.session_store,
             session_bucket: serve.session_bucket.0,
-            session_flush_interval: serve.session_flush_interval,
+            session_flush_interval: serve
+                .session_flush_interval
+                .unwrap_or_else(|| serve.session_store.flush_interval()),
             max_sessions_per_user: serve.max_sessions_per_user,
             allowed_origins: match serve.allowed_origins {
                 none if none.is_empty() && serve.dev => crate::origins::Origins::any(),

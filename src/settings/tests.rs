@@ -84,7 +84,7 @@ fn every_declared_default_and_bound_parses_and_fits() {
         bounds::<Duration>(LogSettings::SETTINGS, name);
     }
     bounds::<usize>(LogSettings::SETTINGS, "replicas");
-    for name in ["session_ttl", "shutdown_timeout", "session_flush_interval"] {
+    for name in ["session_ttl", "shutdown_timeout"] {
         bounds::<Duration>(ServeOptions::SETTINGS, name);
     }
     for name in ["stall_timeout", "heartbeat", "reconnect_base"] {
@@ -147,7 +147,7 @@ fn the_defaults_are_the_documented_ones() {
     assert_eq!(serve.shutdown_timeout, Duration::from_secs(10));
     assert_eq!(serve.session_store, crate::session::StoreKind::Sled);
     assert_eq!(serve.session_bucket.0, "switchboard_sessions");
-    assert_eq!(serve.session_flush_interval, Duration::from_secs(2));
+    assert_eq!(serve.session_flush_interval, None);
     assert_eq!(serve.max_sessions_per_user, 64);
     // The log's defaults are `StreamSettings::default()`, which the tests
     // and benches use directly.
@@ -279,6 +279,47 @@ fn serve_needs_a_secret_unless_dev() {
         ..ServeFlags::default()
     };
     assert_eq!(resolve(&jwks).unwrap_err().name, "jwks_url");
+}
+
+#[test]
+fn the_cursor_interval_is_the_stores_own_unless_set() {
+    use crate::session::StoreKind;
+    let none = FileSettings::default();
+    let interval = |serve: ServeFlags| {
+        let serve = ServeFlags {
+            dev: Some(true),
+            ..serve
+        };
+        ServeSettings::resolve(&LogFlags::default(), &serve, &LimitFlags::default(), &none)
+            .unwrap()
+            .session_flush_interval
+    };
+    // With sled, a cursor reaches disk within a second of its move.
+    let sled = interval(ServeFlags::default());
+    assert_eq!(sled, Duration::from_millis(500));
+    assert!(sled + Duration::from_millis(crate::store::FLUSH_EVERY_MS) <= Duration::from_secs(1));
+    let kv = ServeFlags {
+        session_store: Some(StoreKind::Kv),
+        ..ServeFlags::default()
+    };
+    assert_eq!(interval(kv.clone()), Duration::from_secs(2));
+    for store in [StoreKind::Sled, StoreKind::Kv] {
+        let given = ServeFlags {
+            session_store: Some(store),
+            session_flush_interval: Some(Some(Duration::from_secs(5))),
+            ..ServeFlags::default()
+        };
+        assert_eq!(interval(given), Duration::from_secs(5), "{store:?}");
+    }
+    // Set, it keeps its bounds.
+    let setting = ServeOptions::SETTINGS
+        .iter()
+        .find(|s| s.name == "session_flush_interval")
+        .unwrap();
+    let within = |text: &str| parse_within::<Option<Duration>>(text, setting.range);
+    assert_eq!(within("1s"), Ok(Some(Duration::from_secs(1))));
+    assert!(within("10ms").unwrap_err().contains("minimum"));
+    assert!(within("2m").unwrap_err().contains("maximum"));
 }
 
 #[test]
