@@ -140,7 +140,11 @@ enum Priority {
 /// gateway's CPU in the storm and the p99 to `replayed` fell by a third to
 /// two fifths, and its disk writes by up to three quarters, since a
 /// connection whose cursors find the queue full writes them later, once.
-/// On a machine with cores to spare it changes nothing.
+/// On a machine with cores to spare it changes nothing. Its price: the
+/// backlog a burst of connections leaves while the thread waits grows the
+/// job queue, and with sessions in sled an idle connection measures about
+/// 300 to 600 bytes more (docs/performance.md, "Idle memory"); nice 5 cost
+/// the same memory and gave half the storm's gain.
 pub const BACKGROUND_NICE: i32 = 10;
 
 /// Lowers the calling thread's priority to [`BACKGROUND_NICE`] (Linux
@@ -457,6 +461,10 @@ fn serve(
             let job = match queue.try_recv() {
                 Ok(job) => Ok(job),
                 Err(flume::TryRecvError::Empty) => {
+                    // A backlog (this thread yields to the connections)
+                    // grew these; an idle node keeps none of it.
+                    waiting = VecDeque::new();
+                    crate::sparse::give_back(&mut unapplied(unapplied_changes));
                     give_back_memory(&mut given_back);
                     queue.recv().map_err(|_| ())
                 }
