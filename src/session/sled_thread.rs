@@ -122,7 +122,6 @@ pub struct Threads {
     reading: Thread,
 }
 
-/// A thread and the signal that it ended.
 /// Whether a thread's work may wait for the connections'.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Priority {
@@ -167,6 +166,7 @@ fn yield_to_connections() {
     }
 }
 
+/// A thread and the signal that it ended.
 struct Thread {
     name: &'static str,
     handle: std::thread::JoinHandle<()>,
