@@ -40,7 +40,7 @@ use switchboard_harness::bench;
 
 use std::time::{Duration, Instant};
 
-use futures::{FutureExt, SinkExt, StreamExt};
+use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use switchboard::channel::{Channel, Id};
 use switchboard::envelope::StoredEvent;
@@ -164,15 +164,12 @@ async fn switchboard(
     (figures, hops)
 }
 
-/// The next event's JSON from a reader of the stream (`None` inside: a
-/// message that is not an event); `None` once the reader ends.
-type NextJson = futures::future::BoxFuture<'static, Option<Option<String>>>;
-
 /// Times `events` events by the send time they carry (`data.content`), as
-/// the clients do.
+/// the clients do, from a reader's stream of their JSON (`None`: a message
+/// that is not an event).
 fn time_events(
     events: usize,
-    mut next: impl FnMut() -> NextJson + Send + 'static,
+    mut jsons: impl futures::Stream<Item = Option<String>> + Send + Unpin + 'static,
 ) -> tokio::task::JoinHandle<Received> {
     tokio::spawn(async move {
         let mut got = Received {
@@ -182,7 +179,7 @@ fn time_events(
         };
         let deadline = tokio::time::Instant::now() + PATIENCE;
         while got.latencies.len() < events {
-            let json = match tokio::time::timeout_at(deadline, next()).await {
+            let json = match tokio::time::timeout_at(deadline, jsons.next()).await {
                 Ok(Some(json)) => json,
                 _ => break,
             };
@@ -209,15 +206,11 @@ async fn pull_the_log(log: &Log, channel: Id, events: usize) -> tokio::task::Joi
         .read_channel(Channel::Chat(channel), from)
         .await
         .expect("a reader of the stream");
-    let read = std::sync::Arc::new(tokio::sync::Mutex::new(read));
-    time_events(events, move || {
-        let read = read.clone();
-        async move {
-            let item = read.lock().await.next().await?.ok()?;
-            Some(item.event.ok().map(|event| event.encode().to_string()))
-        }
-        .boxed()
-    })
+    let jsons = read.map(|item| {
+        let event = item.ok()?.event.ok()?;
+        Some(event.encode().to_string())
+    });
+    time_events(events, jsons)
 }
 
 /// [`pull_the_log`]'s hop through an ordered push consumer instead (the
@@ -246,15 +239,8 @@ async fn push_the_log(
         .await
         .expect("a push consumer");
     let messages = consumer.messages().await.expect("its messages");
-    let messages = std::sync::Arc::new(tokio::sync::Mutex::new(messages));
-    time_events(events, move || {
-        let messages = messages.clone();
-        async move {
-            let message = messages.lock().await.next().await?.ok()?;
-            Some(String::from_utf8(message.payload.to_vec()).ok())
-        }
-        .boxed()
-    })
+    let jsons = messages.map(|message| String::from_utf8(message.ok()?.payload.to_vec()).ok());
+    time_events(events, jsons)
 }
 
 /// One side's figures. A full run prints its rates, latency and CPU; a
