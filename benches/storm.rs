@@ -130,21 +130,27 @@ impl Sizes {
 /// `STORM_CLIENTS=<n>` sets the full run's storm clients (2,000 by
 /// default; 15,000 is the large storm docs/performance.md records).
 fn clients_from_env() -> Option<usize> {
-    let value = std::env::var("STORM_CLIENTS").ok()?;
-    match value.replace(['_', ','], "").parse() {
-        Ok(n) if n > 0 => Some(n),
-        _ => panic!("STORM_CLIENTS={value}: expected a number of clients"),
-    }
+    number_from_env("STORM_CLIENTS", |n| *n > 0, "a number of clients")
 }
 
 /// `STORM_RATE=<events/s>` sets the full run's publish rate over the storm
 /// channels (1,000 by default): the live load the clients bring back, and
 /// the gap they replay, both grow with it.
 fn rate_from_env() -> Option<f64> {
-    let value = std::env::var("STORM_RATE").ok()?;
+    number_from_env("STORM_RATE", |n| *n >= 1.0, "events per second, at least 1")
+}
+
+/// The number in variable `name` (`_` and `,` between digits allowed), if
+/// set; one that is not `valid` stops the bench, saying what was `expected`.
+fn number_from_env<T: std::str::FromStr>(
+    name: &str,
+    valid: impl Fn(&T) -> bool,
+    expected: &str,
+) -> Option<T> {
+    let value = std::env::var(name).ok()?;
     match value.replace(['_', ','], "").parse() {
-        Ok(n) if n >= 1.0 => Some(n),
-        _ => panic!("STORM_RATE={value}: expected events per second, at least 1"),
+        Ok(n) if valid(&n) => Some(n),
+        _ => panic!("{name}={value}: expected {expected}"),
     }
 }
 

@@ -302,7 +302,7 @@ fn the_cursor_interval_is_the_stores_own_unless_set() {
         session_store: Some(StoreKind::Kv),
         ..ServeFlags::default()
     };
-    assert_eq!(interval(kv.clone()), Duration::from_secs(2));
+    assert_eq!(interval(kv), Duration::from_secs(2));
     for store in [StoreKind::Sled, StoreKind::Kv] {
         let given = ServeFlags {
             session_store: Some(store),
