@@ -417,31 +417,39 @@ impl Job {
     }
 }
 
-/// The writing thread: jobs in order (the reads among the next
-/// [`LOOKAHEAD`] first) until [`Job::Stop`], then a flush.
 /// How often, at most, the writing thread gives its free memory back to
 /// the OS when its queue runs empty.
 pub const GIVE_BACK_EVERY: Duration = Duration::from_secs(1);
 
 /// The writing thread's queue ran empty: at most every [`GIVE_BACK_EVERY`],
-/// mimalloc (the binary's allocator) returns this thread's free pages. sled
+/// it frees what a backlog grew (it yields to the connections: the
+/// look-ahead queue `waiting`, the map of sessions with changes pending),
+/// and mimalloc (the binary's allocator) returns this thread's free pages. sled
 /// frees the old copies of the nodes this thread wrote from other threads
 /// as well, and mimalloc takes those back only when the owning thread next
 /// allocates or collects: after a crowd of sessions was written, the
 /// gateway kept about 2.7 KiB per session resident where sled held 1 KiB
 /// (`just bench fanout`, case (d), 2026-12-06). Under another allocator
 /// (the unit tests') this walks an empty heap.
-fn give_back_memory(last: &mut Option<std::time::Instant>) {
+fn give_back_memory(
+    last: &mut Option<std::time::Instant>,
+    waiting: &mut VecDeque<Job>,
+    unapplied_changes: &Unapplied,
+) {
     let now = std::time::Instant::now();
     if last.is_some_and(|at| now.duration_since(at) < GIVE_BACK_EVERY) {
         return;
     }
     *last = Some(now);
+    *waiting = VecDeque::new();
+    crate::sparse::give_back(&mut unapplied(unapplied_changes));
     // SAFETY: `mi_collect` takes no pointers and may be called from any
     // thread at any time; it only walks this thread's own heap.
     unsafe { libmimalloc_sys::mi_collect(true) };
 }
 
+/// The writing thread: jobs in order (the reads among the next
+/// [`LOOKAHEAD`] first) until [`Job::Stop`], then a flush.
 fn serve(
     sessions: &SledSessions,
     queue: &flume::Receiver<Job>,
@@ -461,11 +469,7 @@ fn serve(
             let job = match queue.try_recv() {
                 Ok(job) => Ok(job),
                 Err(flume::TryRecvError::Empty) => {
-                    // A backlog (this thread yields to the connections)
-                    // grew these; an idle node keeps none of it.
-                    waiting = VecDeque::new();
-                    crate::sparse::give_back(&mut unapplied(unapplied_changes));
-                    give_back_memory(&mut given_back);
+                    give_back_memory(&mut given_back, &mut waiting, unapplied_changes);
                     queue.recv().map_err(|_| ())
                 }
                 Err(flume::TryRecvError::Disconnected) => Err(()),
@@ -575,62 +579,4 @@ fn run(sessions: &SledSessions, job: Job, most_per_user: usize) {
 }
 
 #[cfg(all(test, target_os = "linux"))]
-mod tests {
-    use super::*;
-    use crate::store::Store;
-
-    /// The nice value in a `/proc/.../stat` line (its 19th field).
-    fn nice_in(stat: &str) -> Option<i32> {
-        let after_name = &stat[stat.rfind(')')? + 2..];
-        after_name.split(' ').nth(16)?.parse().ok()
-    }
-
-    /// The nice values of this process's threads named `name`.
-    fn nices_of(name: &str) -> Vec<i32> {
-        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-            return Vec::new();
-        };
-        tasks
-            .flatten()
-            .filter(|task| {
-                std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.trim() == name)
-            })
-            .filter_map(|task| nice_in(&std::fs::read_to_string(task.path().join("stat")).ok()?))
-            .collect()
-    }
-
-    /// Every thread of that name (other tests start theirs too) at `nice`.
-    fn all_at(name: &str, nice: i32) -> bool {
-        let nices = nices_of(name);
-        !nices.is_empty() && nices.iter().all(|&n| n == nice)
-    }
-
-    #[tokio::test]
-    async fn writes_and_the_sweep_yield_to_the_connections_and_reads_do_not() {
-        let process = std::fs::read_to_string("/proc/self/stat")
-            .ok()
-            .and_then(|stat| nice_in(&stat))
-            .expect("the process's nice value");
-        // A process already nicer than that cannot be made less nice.
-        let background = BACKGROUND_NICE.max(process);
-        let store = Store::temporary().unwrap();
-        let (_queue, threads) = start(SledSessions::open(&store).unwrap(), 64).unwrap();
-        // Names are cut to 15 bytes.
-        let (writing, reading, sweeping) = ("sessions-sled", "sessions-sled-r", "sessions-sled-s");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while !(all_at(writing, background)
-            && all_at(sweeping, background)
-            && all_at(reading, process))
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "writing {:?}, sweeping {:?}, reading {:?}; the process {process}",
-                nices_of(writing),
-                nices_of(sweeping),
-                nices_of(reading)
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        threads.close().await.unwrap();
-    }
-}
+mod tests;
