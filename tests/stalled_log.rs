@@ -10,12 +10,15 @@
 //!
 //! And live delivery never waits on the creation of the router's consumer:
 //! while no consumer can be created, the router reads by direct get.
+//!
+//! And a replay given up while its consumer's creation waits (the client
+//! dropped) leaves no consumer behind once the creation goes through.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use switchboard::channel::Id;
-use switchboard::log::StreamSettings;
+use switchboard::log::{Log, StreamSettings};
 use switchboard::token::Grant;
 use switchboard_harness::*;
 
@@ -156,26 +159,11 @@ async fn live_delivery_goes_on_by_direct_get_while_the_routers_consumer_cannot_b
     let gateway = Gateway::start_on(&proxy.url, &[]);
     let log = log(&nats).await;
     let channel = Id::new_v4();
-    let mut client = Client::connect(&gateway, &token(Id::new_v4(), Grant::All, &[])).await;
-    client.subscribe(chat(channel)).await;
-    let first = log
-        .store(&message(channel, "through the consumer".to_string()))
-        .await
-        .expect("stored");
-    let frame = client.next().await;
-    assert_eq!(frame["seq"].as_u64(), Some(first.seq), "{frame}");
+    let mut client = live_client(&gateway, &log, channel).await;
 
     // No consumer can be created any more; the router's own is deleted.
     proxy.hold("$JS.API.CONSUMER.CREATE", CREATE_HELD);
-    let admin = async_nats::jetstream::new(
-        async_nats::connect(nats.url())
-            .await
-            .expect("admin connection"),
-    );
-    let mut stream = admin
-        .get_stream(StreamSettings::default().name)
-        .await
-        .expect("the stream");
+    let mut stream = the_stream(&nats).await;
     let names: Vec<String> = stream
         .consumer_names()
         .filter_map(|name| async move { name.ok() })
@@ -214,4 +202,146 @@ async fn live_delivery_goes_on_by_direct_get_while_the_routers_consumer_cannot_b
         info.state.consumer_count, 0,
         "no consumer was created: the events came by direct get"
     );
+}
+
+/// A client subscribed to `channel`, once an event stored there has
+/// reached it through the router's consumer.
+async fn live_client(gateway: &Gateway, log: &Log, channel: Id) -> Client {
+    let mut client = Client::connect(gateway, &token(Id::new_v4(), Grant::All, &[])).await;
+    client.subscribe(chat(channel)).await;
+    let first = log
+        .store(&message(channel, "through the router".to_string()))
+        .await
+        .expect("stored");
+    let frame = client.next().await;
+    assert_eq!(frame["seq"].as_u64(), Some(first.seq), "{frame}");
+    client
+}
+
+/// The gateway's stream, over a connection of the test's own.
+async fn the_stream(nats: &NatsServer) -> async_nats::jetstream::stream::Stream {
+    let admin = async_nats::jetstream::new(
+        async_nats::connect(nats.url())
+            .await
+            .expect("admin connection"),
+    );
+    admin
+        .get_stream(StreamSettings::default().name)
+        .await
+        .expect("the stream")
+}
+
+/// The series counting the consumers the gateway's reads created.
+const CONSUMERS: &str = "switchboard_log_consumers_created_total";
+
+/// A gateway with no window (a replay reads the stream through a consumer
+/// of its own) behind the proxy and a channel `old` with five stored
+/// events; [`Replaying::start`] also gives a client whose live
+/// subscription has delivered through the router.
+struct Replaying {
+    proxy: StallProxy,
+    gateway: Gateway,
+    old: Id,
+    /// The stream, read over a connection of the test's own.
+    stream: async_nats::jetstream::stream::Stream,
+    /// The stream's consumers before any replay: the router's.
+    routers: usize,
+    _nats: NatsServer,
+}
+
+impl Replaying {
+    async fn start() -> (Replaying, Client) {
+        let nats = nats();
+        let proxy = StallProxy::start(&nats.url());
+        let gateway = Gateway::start_on(&proxy.url, &["--window-events", "0"]);
+        let log = log(&nats).await;
+        let (live, old) = (Id::new_v4(), Id::new_v4());
+        for i in 0..5 {
+            log.store(&message(old, format!("history {i}")))
+                .await
+                .expect("stored");
+        }
+        let client = live_client(&gateway, &log, live).await;
+        let mut stream = the_stream(&nats).await;
+        let routers = stream
+            .info()
+            .await
+            .expect("stream info")
+            .state
+            .consumer_count;
+        let replaying = Replaying {
+            proxy,
+            gateway,
+            old,
+            stream,
+            routers,
+            _nats: nats,
+        };
+        (replaying, client)
+    }
+
+    /// Subscribes to `old` from its start, with consumer creation held
+    /// back for `held`, and waits until the creation request is held.
+    async fn replay_held_back(&self, client: &mut Client, held: Duration) {
+        self.proxy.hold("$JS.API.CONSUMER.CREATE", held);
+        client
+            .send(
+                json!({"type": "subscribe", "channel": chat(self.old).to_string(), "since_seq": 0}),
+            )
+            .await;
+        let proxy = &self.proxy;
+        wait_until("the replay's consumer creation to be held back", || async {
+            proxy.held() >= 1
+        })
+        .await;
+    }
+
+    /// Waits, 10 s at most (a third of the server's inactivity threshold),
+    /// until the stream has no consumer but the router's.
+    async fn only_the_routers_consumer_left(&mut self, after: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = self
+                .stream
+                .info()
+                .await
+                .expect("stream info")
+                .state
+                .consumer_count;
+            if left <= self.routers {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{left} consumers 10 s after {after}, {} before the replay",
+                self.routers
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// How long consumer creation is held back in the test below: less than a
+/// request's timeout (`switchboard::log::REQUEST_TIMEOUT`, 10 s), so the
+/// held create is answered.
+const CREATE_LATE: Duration = Duration::from_secs(3);
+
+/// A client drops (RST) while its replay's consumer is being created: the
+/// server still creates it once the request arrives, and the gateway, which
+/// saw the creation through, deletes it, long before the server's own
+/// 30 s inactivity threshold would.
+#[tokio::test]
+async fn a_replay_given_up_while_its_consumer_is_created_leaves_no_consumer() {
+    let (mut t, mut client) = Replaying::start().await;
+    let created = t.gateway.metric(CONSUMERS).await;
+    t.replay_held_back(&mut client, CREATE_LATE).await;
+    client.abort();
+
+    let gateway = &t.gateway;
+    wait_until("the given-up creation to go through", || async {
+        gateway.metric(CONSUMERS).await > created
+    })
+    .await;
+    t.only_the_routers_consumer_left("the creation went through")
+        .await;
 }

@@ -8,6 +8,7 @@
 //! subject starts with a held prefix is forwarded only once the hold ends;
 //! everything else, and everything the server sends, passes at once.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,8 @@ use tokio::sync::mpsc;
 pub struct StallProxy {
     pub url: String,
     hold: Arc<Mutex<Option<(String, Instant)>>>,
+    /// Messages held back so far.
+    held: Arc<AtomicUsize>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -36,7 +39,9 @@ impl StallProxy {
         listener.set_nonblocking(true).expect("nonblocking");
         let url = format!("nats://{}", listener.local_addr().expect("addr"));
         let hold: Arc<Mutex<Option<(String, Instant)>>> = Arc::default();
-        let held = hold.clone();
+        let rule = hold.clone();
+        let held: Arc<AtomicUsize> = Arc::default();
+        let counted = held.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -50,7 +55,7 @@ impl StallProxy {
                         let Ok(server) = TcpStream::connect(&upstream).await else {
                             continue;
                         };
-                        tokio::spawn(pipe(client, server, held.clone()));
+                        tokio::spawn(pipe(client, server, rule.clone(), counted.clone()));
                     }
                 };
                 tokio::select! {
@@ -62,6 +67,7 @@ impl StallProxy {
         StallProxy {
             url,
             hold,
+            held,
             stop: Some(stop),
         }
     }
@@ -71,6 +77,11 @@ impl StallProxy {
     pub fn hold(&self, prefix: &str, duration: Duration) {
         let until = Instant::now() + duration;
         *self.hold.lock().expect("hold") = Some((prefix.to_string(), until));
+    }
+
+    /// How many messages have been held back so far.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::SeqCst)
     }
 }
 
@@ -83,7 +94,12 @@ impl Drop for StallProxy {
     }
 }
 
-async fn pipe(client: TcpStream, server: TcpStream, hold: Arc<Mutex<Option<(String, Instant)>>>) {
+async fn pipe(
+    client: TcpStream,
+    server: TcpStream,
+    hold: Arc<Mutex<Option<(String, Instant)>>>,
+    held: Arc<AtomicUsize>,
+) {
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
     let (mut client_read, mut client_write) = client.into_split();
@@ -120,6 +136,7 @@ async fn pipe(client: TcpStream, server: TcpStream, hold: Arc<Mutex<Option<(Stri
             };
             match until {
                 Some(until) => {
+                    held.fetch_add(1, Ordering::SeqCst);
                     let tx = tx.clone();
                     tokio::spawn(async move {
                         tokio::time::sleep_until(until.into()).await;

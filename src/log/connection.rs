@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{LogError, CONNECT_TIMEOUT};
+use super::{LogError, CONNECT_TIMEOUT, REQUEST_TIMEOUT};
 
 /// Connects to `url`: one server, or a comma-separated list of a
 /// cluster's servers. The client connects to one of them and, once
@@ -20,6 +20,7 @@ pub(super) async fn dial(url: &str) -> Result<(async_nats::Client, LameDuckWatch
     let client = async_nats::ConnectOptions::new()
         .name("switchboard")
         .connection_timeout(CONNECT_TIMEOUT)
+        .request_timeout(Some(REQUEST_TIMEOUT))
         .event_callback(move |event| {
             let lame_duck_tx = lame_duck_tx.clone();
             async move {

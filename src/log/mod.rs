@@ -48,6 +48,12 @@ pub const MIN_SERVER_VERSION: (u64, u64) = (2, 10);
 /// How long the first connection to NATS may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long one request to NATS (a JetStream API call among them: creating
+/// a consumer, a direct get) waits for its answer. async-nats's default,
+/// named here because the log's retries and the connection's bounds are
+/// counted in it.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long a normal stop waits for the NATS connection to close.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -238,7 +244,7 @@ pub struct Log {
     /// itself; it stops with the last clone of the log.
     lame_duck_watch: Option<Arc<LameDuckWatch>>,
     /// Where finished reads hand their consumers, once a reaper runs.
-    reaper: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    reaper: Option<reaper::Reaping>,
 }
 
 /// The stream's extent.

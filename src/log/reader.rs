@@ -18,8 +18,8 @@ use async_nats::jetstream::{
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
-use tokio::sync::mpsc;
 
+use super::reaper::{Reap, Reaping};
 use super::{subject, Log, LogError, Op, RequestErrorKind};
 use crate::channel::Channel;
 use crate::envelope::StoredEvent;
@@ -118,7 +118,7 @@ pub struct LogRead {
     /// Matching messages at and after the start when the read began.
     pub initial_pending: u64,
     /// Where to hand the consumer's name once the read is done.
-    reap: Option<(mpsc::UnboundedSender<String>, String)>,
+    reap: Option<(Reaping, String)>,
 }
 
 impl Drop for LogRead {
@@ -126,7 +126,7 @@ impl Drop for LogRead {
         if let Some((reaper, consumer)) = self.reap.take() {
             // A reaper that stopped (the node is shutting down) leaves it
             // to the server.
-            let _ = reaper.send(consumer);
+            let _ = reaper.send(Reap::Finished(consumer));
         }
     }
 }
@@ -185,7 +185,7 @@ impl Log {
             max_expires: READ_REQUEST_EXPIRES,
             ..Default::default()
         };
-        let (name, initial_pending, messages) = open_pulled(self.clone(), config.clone()).await?;
+        let (name, (initial_pending, messages)) = open_pulled(self.clone(), config.clone()).await?;
         let reap = self.reaper.clone().map(|reaper| (reaper, name));
         Ok(LogRead {
             messages: Messages::Pulled(Box::new(PulledRead {
@@ -257,17 +257,19 @@ impl Log {
             1 => config.filter_subject = filters[0].clone(),
             _ => config.filter_subjects = filters,
         }
-        let consumer = self.create_reader(config).await?;
-        Metrics::get().log_consumers_created.increment(1);
-        let info = consumer.cached_info();
-        let initial_pending = info.num_pending;
-        let reap = self
-            .reaper
-            .clone()
-            .map(|reaper| (reaper, info.name.clone()));
-        let messages = consumer.messages().await.map_err(|e| {
-            LogError::request_from(Op::Read, RequestErrorKind::Failed, "starting a reader", e)
-        })?;
+        let log = self.clone();
+        let opening = async move {
+            let consumer = log.create_reader(config).await?;
+            Metrics::get().log_consumers_created.increment(1);
+            let info = consumer.cached_info();
+            let (name, initial_pending) = (info.name.clone(), info.num_pending);
+            let messages = consumer.messages().await.map_err(|e| {
+                LogError::request_from(Op::Read, RequestErrorKind::Failed, "starting a reader", e)
+            })?;
+            Ok((name, (initial_pending, messages)))
+        };
+        let (name, (initial_pending, messages)) = self.open_reaped(opening).await?;
+        let reap = self.reaper.clone().map(|reaper| (reaper, name));
         Ok(LogRead {
             messages: Messages::Ordered(Box::new(messages)),
             initial_pending,
@@ -279,7 +281,10 @@ impl Log {
 impl Log {
     /// Creates a reader's consumer. A request that timed out or found
     /// JetStream unavailable (a cluster electing a leader after a server
-    /// died) is tried again for up to [`READER_CREATE_RETRY_FOR`].
+    /// died) is tried again for up to [`READER_CREATE_RETRY_FOR`]. Each
+    /// try's consumer gets a new name from the server: tried again under
+    /// one name of ours, a read on a 3-server cluster with a server down
+    /// (`tests/cluster.rs`) timed out on every try.
     async fn create_reader<C>(
         &self,
         config: C,
@@ -328,22 +333,27 @@ pub const READER_CREATE_RETRY_FOR: Duration = Duration::from_secs(20);
 async fn open_pulled(
     log: Log,
     config: pull::Config,
-) -> Result<(String, u64, pull::Stream), LogError> {
-    let consumer = log.create_reader(config).await?;
-    Metrics::get().log_consumers_created.increment(1);
-    let info = consumer.cached_info().clone();
-    let messages = consumer
-        .stream()
-        .max_messages_per_batch(CHANNEL_READ_PULL)
-        .max_bytes_per_batch(CHANNEL_READ_PULL_BYTES)
-        .expires(READ_REQUEST_EXPIRES)
-        .heartbeat(READ_REQUEST_EXPIRES / 2)
-        .messages()
-        .await
-        .map_err(|e| {
-            LogError::request_from(Op::Read, RequestErrorKind::Failed, "starting a reader", e)
-        })?;
-    Ok((info.name, info.num_pending, messages))
+) -> Result<(String, (u64, pull::Stream)), LogError> {
+    let reaped = log.clone();
+    let opening = async move {
+        let consumer = log.create_reader(config).await?;
+        Metrics::get().log_consumers_created.increment(1);
+        let info = consumer.cached_info();
+        let (name, pending) = (info.name.clone(), info.num_pending);
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(CHANNEL_READ_PULL)
+            .max_bytes_per_batch(CHANNEL_READ_PULL_BYTES)
+            .expires(READ_REQUEST_EXPIRES)
+            .heartbeat(READ_REQUEST_EXPIRES / 2)
+            .messages()
+            .await
+            .map_err(|e| {
+                LogError::request_from(Op::Read, RequestErrorKind::Failed, "starting a reader", e)
+            })?;
+        Ok((name, (pending, messages)))
+    };
+    reaped.open_reaped(opening).await
 }
 
 impl LogRead {
@@ -376,7 +386,7 @@ impl LogRead {
                 read.messages = Some(messages);
                 read.consumer_seq = 0;
                 if let Some((reaper, old)) = &mut self.reap {
-                    let _ = reaper.send(std::mem::replace(old, name));
+                    let _ = reaper.send(Reap::Finished(std::mem::replace(old, name)));
                 }
             }
             let Some(messages) = &mut read.messages else {
@@ -411,7 +421,7 @@ impl LogRead {
             };
             read.recreating = Some(
                 open_pulled(read.log.clone(), config)
-                    .map(|r| r.map(|(name, _, messages)| (name, messages)))
+                    .map(|r| r.map(|(name, (_, messages))| (name, messages)))
                     .boxed(),
             );
         }

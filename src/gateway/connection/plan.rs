@@ -20,17 +20,17 @@ use crate::envelope::StoredEvent;
 use crate::gateway::protocol::Since;
 use crate::gateway::subscription::Following;
 use crate::gateway::Node;
-use crate::log::{Epoch, LogError, Op, RequestErrorKind, READER_CREATE_RETRY_FOR};
+use crate::log::{Epoch, LogError, Op, RequestErrorKind, READER_CREATE_RETRY_FOR, REQUEST_TIMEOUT};
 use crate::projection::FOLDED;
 use crate::token::Claims;
 
 /// How long a log request may take before the connection gives up on it:
 /// longer than the log itself tries to create a reader while a cluster
 /// elects a leader ([`crate::log::READER_CREATE_RETRY_FOR`], then one more
-/// request of async-nats's 5 s), so a replay started during an election
-/// waits the election out instead of failing halfway through the log's
-/// retries (and leaving a consumer it created for nothing).
-pub const LOG_TIMEOUT: Duration = READER_CREATE_RETRY_FOR.saturating_add(Duration::from_secs(5));
+/// request, [`crate::log::REQUEST_TIMEOUT`]), so a replay started during an
+/// election waits the election out instead of failing halfway through the
+/// log's retries.
+pub const LOG_TIMEOUT: Duration = READER_CREATE_RETRY_FOR.saturating_add(REQUEST_TIMEOUT);
 
 /// A replay, planned.
 #[derive(Clone, Debug, PartialEq, Eq)]
