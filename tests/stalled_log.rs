@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use switchboard::channel::Id;
-use switchboard::log::{Log, StreamSettings};
+use switchboard::log::{Log, StreamSettings, REQUEST_TIMEOUT};
 use switchboard::token::Grant;
 use switchboard_harness::*;
 
@@ -242,6 +242,8 @@ struct Replaying {
     proxy: StallProxy,
     gateway: Gateway,
     old: Id,
+    /// The seqs of `old`'s events.
+    history: Vec<u64>,
     /// The stream, read over a connection of the test's own.
     stream: async_nats::jetstream::stream::Stream,
     /// The stream's consumers before any replay: the router's.
@@ -256,10 +258,13 @@ impl Replaying {
         let gateway = Gateway::start_on(&proxy.url, &["--window-events", "0"]);
         let log = log(&nats).await;
         let (live, old) = (Id::new_v4(), Id::new_v4());
+        let mut history = Vec::new();
         for i in 0..5 {
-            log.store(&message(old, format!("history {i}")))
+            let stored = log
+                .store(&message(old, format!("history {i}")))
                 .await
                 .expect("stored");
+            history.push(stored.seq);
         }
         let client = live_client(&gateway, &log, live).await;
         let mut stream = the_stream(&nats).await;
@@ -273,6 +278,7 @@ impl Replaying {
             proxy,
             gateway,
             old,
+            history,
             stream,
             routers,
             _nats: nats,
@@ -296,10 +302,11 @@ impl Replaying {
         .await;
     }
 
-    /// Waits, 10 s at most (a third of the server's inactivity threshold),
-    /// until the stream has no consumer but the router's.
-    async fn only_the_routers_consumer_left(&mut self, after: &str) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    /// Waits, `patience` at most (less than the server's inactivity
+    /// threshold of 30 s), until the stream has no consumer but the
+    /// router's.
+    async fn only_the_routers_consumer_left(&mut self, after: &str, patience: Duration) {
+        let deadline = std::time::Instant::now() + patience;
         loop {
             let left = self
                 .stream
@@ -313,7 +320,7 @@ impl Replaying {
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "{left} consumers 10 s after {after}, {} before the replay",
+                "{left} consumers {patience:?} after {after}, {} before the replay",
                 self.routers
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -322,8 +329,8 @@ impl Replaying {
 }
 
 /// How long consumer creation is held back in the test below: less than a
-/// request's timeout (`switchboard::log::REQUEST_TIMEOUT`, 10 s), so the
-/// held create is answered.
+/// request's timeout ([`REQUEST_TIMEOUT`], 10 s), so the held create is
+/// answered.
 const CREATE_LATE: Duration = Duration::from_secs(3);
 
 /// A client drops (RST) while its replay's consumer is being created: the
@@ -342,6 +349,42 @@ async fn a_replay_given_up_while_its_consumer_is_created_leaves_no_consumer() {
         gateway.metric(CONSUMERS).await > created
     })
     .await;
-    t.only_the_routers_consumer_left("the creation went through")
+    t.only_the_routers_consumer_left("the creation went through", Duration::from_secs(10))
+        .await;
+}
+
+/// How long consumer creation is held back in the test below: past a
+/// request's timeout, so the gateway tries again before the first try is
+/// carried out.
+const CREATE_PAST_TIMEOUT: Duration = REQUEST_TIMEOUT.saturating_add(Duration::from_secs(2));
+
+/// A replay's consumer creation times out and is tried again; the server
+/// gets both tries once the hold ends and carries out both. The replay
+/// delivers every event once, in order, and the first try's consumer is
+/// deleted once its request could no longer be waiting (a request's
+/// timeout after it timed out), before the server's 30 s would remove it.
+#[tokio::test]
+async fn a_consumer_creation_that_timed_out_and_was_carried_out_is_deleted() {
+    let (mut t, mut client) = Replaying::start().await;
+    t.replay_held_back(&mut client, CREATE_PAST_TIMEOUT).await;
+    let mut replayed = Vec::new();
+    loop {
+        let frame = client.next().await;
+        match frame["type"].as_str() {
+            Some("replayed") => break,
+            Some("error") => panic!("the replay failed: {frame}"),
+            _ => replayed.extend(frame["seq"].as_u64()),
+        }
+    }
+    assert_eq!(replayed, t.history, "every event, once, in order");
+    assert!(
+        t.proxy.held() >= 2,
+        "the creation was tried again while the first try was held ({} held)",
+        t.proxy.held()
+    );
+    // The first try's consumer was made as the replay began (the hold's
+    // end); its delete comes a request's timeout after the try timed out,
+    // about 8 s from now; the server's own threshold is 30 s.
+    t.only_the_routers_consumer_left("the replay caught up", REQUEST_TIMEOUT * 2)
         .await;
 }

@@ -20,7 +20,7 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
 
 use super::reaper::{Reap, Reaping};
-use super::{subject, Log, LogError, Op, RequestErrorKind};
+use super::{subject, Log, LogError, Op, RequestErrorKind, REQUEST_TIMEOUT};
 use crate::channel::Channel;
 use crate::envelope::StoredEvent;
 use crate::event::EventType;
@@ -259,7 +259,11 @@ impl Log {
         }
         let log = self.clone();
         let opening = async move {
-            let consumer = log.create_reader(config).await?;
+            let named = |name| pull::OrderedConfig {
+                name: Some(name),
+                ..config.clone()
+            };
+            let consumer = log.create_reader(named).await?;
             Metrics::get().log_consumers_created.increment(1);
             let info = consumer.cached_info();
             let (name, initial_pending) = (info.name.clone(), info.num_pending);
@@ -281,25 +285,39 @@ impl Log {
 impl Log {
     /// Creates a reader's consumer. A request that timed out or found
     /// JetStream unavailable (a cluster electing a leader after a server
-    /// died) is tried again for up to [`READER_CREATE_RETRY_FOR`]. Each
-    /// try's consumer gets a new name from the server: tried again under
-    /// one name of ours, a read on a 3-server cluster with a server down
-    /// (`tests/cluster.rs`) timed out on every try.
+    /// died) is tried again for up to [`READER_CREATE_RETRY_FOR`].
+    ///
+    /// Each try's consumer has a new name (`named` makes its config): tried
+    /// again under one name, a read on a 3-server cluster with a server
+    /// down (`tests/cluster.rs`) timed out on every try. A try that timed
+    /// out may still be carried out: its name goes to the reaper, which
+    /// deletes that consumer once the request could no longer be waiting
+    /// (another [`REQUEST_TIMEOUT`]).
     async fn create_reader<C>(
         &self,
-        config: C,
+        named: impl Fn(String) -> C,
     ) -> Result<async_nats::jetstream::consumer::Consumer<C>, LogError>
     where
-        C: jetstream::consumer::IntoConsumerConfig + jetstream::consumer::FromConsumer + Clone,
+        C: jetstream::consumer::IntoConsumerConfig + jetstream::consumer::FromConsumer,
     {
         use async_nats::jetstream::stream::ConsumerErrorKind;
         let give_up = tokio::time::Instant::now() + READER_CREATE_RETRY_FOR;
         let mut backoff = Duration::from_millis(100);
         loop {
-            let e = match self.stream.create_consumer(config.clone()).await {
+            let name = format!("read-{}", uuid::Uuid::new_v4().simple());
+            let e = match self.stream.create_consumer(named(name.clone())).await {
                 Ok(consumer) => return Ok(consumer),
                 Err(e) => e,
             };
+            if let (ConsumerErrorKind::TimedOut, Some(reaper)) = (e.kind(), &self.reaper) {
+                let _ = reaper.send(Reap::Abandoned(
+                    async move {
+                        tokio::time::sleep(REQUEST_TIMEOUT).await;
+                        Some(name)
+                    }
+                    .boxed(),
+                ));
+            }
             let passing = match e.kind() {
                 ConsumerErrorKind::TimedOut | ConsumerErrorKind::Request => true,
                 ConsumerErrorKind::JetStream(j) => j.code() >= 500,
@@ -336,7 +354,11 @@ async fn open_pulled(
 ) -> Result<(String, (u64, pull::Stream)), LogError> {
     let reaped = log.clone();
     let opening = async move {
-        let consumer = log.create_reader(config).await?;
+        let named = |name| pull::Config {
+            name: Some(name),
+            ..config.clone()
+        };
+        let consumer = log.create_reader(named).await?;
         Metrics::get().log_consumers_created.increment(1);
         let info = consumer.cached_info();
         let (name, pending) = (info.name.clone(), info.num_pending);

@@ -7,7 +7,9 @@
 //! creation its caller drops goes to the reaper ([`Log::open_reaped`]),
 //! which sees it through and then deletes the consumer it made. The delete
 //! follows the create instead of racing it, and no task is spawned per
-//! read.
+//! read. A try to create one that timed out (and may yet be carried out)
+//! goes to it too, to be deleted once its request could no longer be
+//! waiting anywhere.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,8 +28,9 @@ use super::{Log, LogError};
 pub(super) enum Reap {
     /// The name of a consumer whose read is done.
     Finished(String),
-    /// A consumer's creation that its caller gave up: it ends with the
-    /// name of the consumer it made, if it made one.
+    /// A consumer's creation that its caller gave up, or the wait before
+    /// deleting a try that timed out: it ends with the name of the
+    /// consumer to delete, if there is one.
     Abandoned(BoxFuture<'static, Option<String>>),
 }
 
