@@ -264,7 +264,6 @@ impl Log {
                 ..config.clone()
             };
             let consumer = log.create_reader(named).await?;
-            Metrics::get().log_consumers_created.increment(1);
             let info = consumer.cached_info();
             let (name, initial_pending) = (info.name.clone(), info.num_pending);
             let messages = consumer.messages().await.map_err(|e| {
@@ -283,9 +282,11 @@ impl Log {
 }
 
 impl Log {
-    /// Creates a reader's consumer. A request that timed out or found
-    /// JetStream unavailable (a cluster electing a leader after a server
-    /// died) is tried again for up to [`READER_CREATE_RETRY_FOR`].
+    /// Creates a reader's consumer (counted in
+    /// `switchboard_log_consumers_created_total`). A request that timed
+    /// out or found JetStream unavailable (a cluster electing a leader
+    /// after a server died) is tried again for up to
+    /// [`READER_CREATE_RETRY_FOR`].
     ///
     /// Each try's consumer has a new name (`named` makes its config): tried
     /// again under one name, a read on a 3-server cluster with a server
@@ -306,7 +307,10 @@ impl Log {
         loop {
             let name = format!("read-{}", uuid::Uuid::new_v4().simple());
             let e = match self.stream.create_consumer(named(name.clone())).await {
-                Ok(consumer) => return Ok(consumer),
+                Ok(consumer) => {
+                    Metrics::get().log_consumers_created.increment(1);
+                    return Ok(consumer);
+                }
                 Err(e) => e,
             };
             if let (ConsumerErrorKind::TimedOut, Some(reaper)) = (e.kind(), &self.reaper) {
@@ -359,7 +363,6 @@ async fn open_pulled(
             ..config.clone()
         };
         let consumer = log.create_reader(named).await?;
-        Metrics::get().log_consumers_created.increment(1);
         let info = consumer.cached_info();
         let (name, pending) = (info.name.clone(), info.num_pending);
         let messages = consumer
